@@ -1,0 +1,1 @@
+"""The cloud notifier: turns device events into e-mails for people."""

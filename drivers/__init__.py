@@ -1,0 +1,1 @@
+"""Device drivers: one device protocol each.  Imports nothing of ours."""

@@ -1,0 +1,136 @@
+"""The event envelope: the one contract the device and the cloud share.
+
+Both the daemon (``edge``) and the notifier (``cloud``) import this module and
+nothing else of each other.  The wire format is documented in
+``docs/protocols/mqtt.md``; change it only on purpose, with that document and
+``ENVELOPE_VERSION``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Final, Literal
+
+import msgspec
+import uuid6
+
+ENVELOPE_VERSION: Final = 1
+DEFAULT_TOPIC_PREFIX: Final = "satoyama/v1"
+
+Severity = Literal["alarm", "warning", "info"]
+
+#: Delivery priority of each severity; lower leaves the outbox first.
+SEVERITY_RANK: Final[dict[str, int]] = {"alarm": 0, "warning": 1, "info": 2}
+
+#: Kinds every consumer must understand.  Consumers must also tolerate kinds
+#: they do not know (newer devices), treating them by their severity.
+KINDS: Final = frozenset(
+    {
+        "animal_detected",
+        "trap_triggered",
+        "trap_reset",
+        "water_level_alert",
+        "water_rise_alert",
+        "posture_check",
+        "prone_alarm",
+        "apnea_alarm",
+        "alarm_cleared",
+        "anomaly",
+        "sensor_fault",
+        "sensor_recovered",
+        "heartbeat",
+    }
+)
+
+
+class EnvelopeError(ValueError):
+    """A payload that is not a valid event envelope."""
+
+
+class Location(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
+    lat: float
+    lon: float
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True):
+    """One thing a device saw or did.  Immutable once made."""
+
+    id: str
+    """UUIDv7: unique and time-ordered; the cloud de-duplicates on it."""
+    device: str
+    site: str
+    kind: str
+    severity: Severity
+    ts: dt.datetime
+    """Wall-clock time (UTC) when it happened; see ``clock_synced``."""
+    clock_synced: bool
+    """False while the device's clock has not been set by NTP (a Pi has no RTC)."""
+    seq: int
+    """Per-device sequence number; increases across restarts."""
+    boot: str
+    """The kernel's boot id, so events from one boot can be ordered by ``seq``."""
+    location: Location
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
+    v: int = ENVELOPE_VERSION
+
+
+def new_event_id() -> str:
+    """A fresh time-ordered event id (UUIDv7, RFC 9562)."""
+    return str(uuid6.uuid7())
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Event)
+
+
+def encode(event: Event) -> bytes:
+    """The event as compact JSON (the MQTT payload)."""
+    return _encoder.encode(event)
+
+
+def decode(payload: bytes | str) -> Event:
+    """Parse and validate an MQTT payload; raise :class:`EnvelopeError` if invalid."""
+    try:
+        event = _decoder.decode(payload)
+    except msgspec.DecodeError as exc:  # ValidationError is a subclass
+        raise EnvelopeError(f"invalid event envelope: {exc}") from None
+    if event.ts.tzinfo is None:
+        raise EnvelopeError("invalid event envelope: `ts` must carry a UTC offset")
+    return event
+
+
+def events_topic(prefix: str, device: str) -> str:
+    return f"{prefix}/{device}/events"
+
+
+def status_topic(prefix: str, device: str) -> str:
+    return f"{prefix}/{device}/status"
+
+
+def telemetry_topic(prefix: str, device: str) -> str:
+    return f"{prefix}/{device}/telemetry"
+
+
+def command_topic(prefix: str, device: str, name: str = "#") -> str:
+    return f"{prefix}/{device}/cmd/{name}"
+
+
+class Status(msgspec.Struct, frozen=True, kw_only=True):
+    """Retained payload of ``PREFIX/DEVICE/status``; the last will sets ``offline``."""
+
+    device: str
+    state: Literal["online", "offline"]
+    reason: str = ""
+    boot: str = ""
+    version: str = ""
+
+
+def encode_status(status: Status) -> bytes:
+    return _encoder.encode(status)
+
+
+def decode_status(payload: bytes | str) -> Status:
+    try:
+        return msgspec.json.decode(payload, type=Status)
+    except msgspec.DecodeError as exc:
+        raise EnvelopeError(f"invalid status payload: {exc}") from None
