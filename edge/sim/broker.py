@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -39,9 +40,9 @@ class Mosquitto:
     """Start, stop and restart one mosquitto process.
 
     The port stays the same across :meth:`stop` / :meth:`start`, so clients can
-    reconnect to "the same broker coming back".  Messages are kept in memory
-    only: a restarted broker has forgotten persistent sessions, as a broker
-    that lost its disk would.
+    reconnect to "the same broker coming back".  Persistent sessions and their
+    queued messages are saved on a clean stop and restored on start, as a
+    production broker does.
     """
 
     def __init__(self, workdir: Path | None = None, port: int | None = None) -> None:
@@ -61,7 +62,14 @@ class Mosquitto:
                     "# written by edge.sim.broker",
                     f"listener {self.port} {self.host}",
                     "allow_anonymous true",
-                    "persistence false",
+                    # As root, mosquitto would switch to user "mosquitto", who may not
+                    # read this folder; stay whoever started it.
+                    f"user {pwd.getpwuid(os.getuid()).pw_name}",
+                    # Sessions and queued QoS 1 messages survive a restart (saved on
+                    # SIGTERM), as on a production broker; kill() loses them.
+                    "persistence true",
+                    f"persistence_location {self.workdir}/",
+                    "autosave_interval 60",
                     # mosquitto 2.0 silently drops messages to a subscriber whose
                     # queue passes this (default 1000); a fast publisher would "lose" events.
                     "max_queued_messages 100000",
@@ -70,6 +78,8 @@ class Mosquitto:
                     "log_type error",
                     "log_type warning",
                     "log_type notice",
+                    "log_type subscribe",
+                    "log_timestamp false",
                     "connection_messages true",
                     "",
                 ]
@@ -118,6 +128,29 @@ class Mosquitto:
                 proc.wait()
         if proc.stderr:
             proc.stderr.close()
+
+    def log_size(self) -> int:
+        return self.log.stat().st_size if self.log.exists() else 0
+
+    def wait_for_subscription(
+        self, client_id: str, topic: str, timeout: float = 10.0, *, since: int = 0
+    ) -> None:
+        """Block until the broker logged ``client_id`` subscribing to ``topic``.
+
+        ``since``: only log lines after this byte offset (see :meth:`log_size`) count.
+        """
+        wanted = f"{client_id} "
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.log.exists():
+                with self.log.open("rb") as f:
+                    f.seek(since)
+                    text = f.read().decode(errors="replace")
+                for line in text.splitlines():
+                    if line.startswith(wanted) and line.endswith(f" {topic}"):
+                        return
+            time.sleep(0.02)
+        raise TimeoutError(f"{client_id} did not subscribe to {topic} within {timeout}s")
 
     def close(self) -> None:
         self.stop()

@@ -1,0 +1,59 @@
+"""A strobe light that flashes while on (gpiozero's background blink thread)."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+from gpiozero import DigitalOutputDevice
+
+
+class Strobe:
+    def __init__(
+        self,
+        pin: int | str,
+        *,
+        pin_factory: Any = None,
+        active_high: bool = True,
+        flash_hz: float = 2.0,
+    ) -> None:
+        if not 0 < flash_hz <= 50:
+            raise ValueError(f"flash_hz must be in (0, 50], got {flash_hz}")
+        self._device = DigitalOutputDevice(
+            pin, active_high=active_high, initial_value=False, pin_factory=pin_factory
+        )
+        self.half_period = 0.5 / flash_hz
+        self._flashing = False
+
+    @property
+    def pin(self) -> Any:
+        return self._device.pin
+
+    @property
+    def is_on(self) -> bool:
+        """True while flashing (the lamp itself is lit half the time)."""
+        return self._flashing
+
+    def on(self) -> None:
+        if self._flashing:
+            return
+        self._flashing = True
+        # Lit at once, then toggles every half period until off().
+        self._device.blink(on_time=self.half_period, off_time=self.half_period, background=True)
+
+    def off(self) -> None:
+        self._flashing = False
+        self._device.off()  # also stops the blink thread
+
+    def close(self) -> None:
+        if not self._device.closed:
+            self.off()
+        self._device.close()
+
+    def __enter__(self) -> Strobe:
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

@@ -1,0 +1,249 @@
+"""Device configuration: one TOML file per device, validated once before anything runs.
+
+The schema is declared here as msgspec Structs (types, ranges, defaults in one
+place).  :func:`load` turns every problem into one :class:`ConfigError` whose
+message names the key, e.g. ``sensors.pir_north.pin: expected int <= 27, got 40``.
+The reference for installers is ``docs/configuration.md``; keep the two together.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeAlias
+
+import msgspec
+from msgspec import Meta
+
+from edge.event import DEFAULT_TOPIC_PREFIX
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key and what was expected."""
+
+
+Identifier = Annotated[
+    str,
+    Meta(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="letters, digits, '_', '.', '-' (used in MQTT topics)",
+    ),
+]
+Name = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+BcmPin = Annotated[int, Meta(ge=0, le=27, description="BCM GPIO number")]
+Seconds = Annotated[float, Meta(ge=0)]
+
+_struct = {"forbid_unknown_fields": True, "kw_only": True, "frozen": True}
+
+
+class DeviceConfig(msgspec.Struct, **_struct):  # type: ignore[call-arg]
+    id: Identifier
+    site: Identifier
+    latitude: Annotated[float, Meta(ge=-90, le=90)]
+    longitude: Annotated[float, Meta(ge=-180, le=180)]
+    description: str = ""
+
+
+class UplinkConfig(msgspec.Struct, **_struct):  # type: ignore[call-arg]
+    host: Annotated[str, Meta(min_length=1)]
+    port: Annotated[int, Meta(ge=1, le=65535)] = 1883
+    username: str | None = None
+    password: str | None = None
+    client_id: Identifier | None = None
+    topic_prefix: Annotated[str, Meta(pattern=r"^[^#+]+[^/#+]$")] = DEFAULT_TOPIC_PREFIX
+    keepalive_s: Annotated[int, Meta(ge=5, le=3600)] = 60
+    publish_window: Annotated[int, Meta(ge=1, le=1000)] = 16
+    publish_timeout_s: Annotated[float, Meta(gt=0, le=600)] = 30.0
+    reconnect_min_s: Annotated[float, Meta(gt=0, le=3600)] = 1.0
+    reconnect_max_s: Annotated[float, Meta(gt=0, le=86400)] = 300.0
+
+
+class OutboxConfig(msgspec.Struct, **_struct):  # type: ignore[call-arg]
+    path: str = "/var/lib/satoyama/outbox.sqlite3"
+
+
+class GpioConfig(msgspec.Struct, **_struct):  # type: ignore[call-arg]
+    pin_factory: Literal["auto", "lgpio", "rpigpio", "pigpio", "native", "mock"] = "auto"
+
+
+class PirSensorConfig(msgspec.Struct, tag_field="type", tag="pir", **_struct):  # type: ignore[call-arg]
+    """Passive-infrared animal detector on a GPIO input (HC-SR501 kind)."""
+
+    pin: BcmPin
+    pull: Literal["down", "up", "none"] = "down"
+    active_high: bool = True
+    warmup_s: Annotated[float, Meta(ge=0, le=600)] = 60.0
+
+
+SensorConfig: TypeAlias = PirSensorConfig
+
+
+class SirenConfig(msgspec.Struct, tag_field="type", tag="siren", **_struct):  # type: ignore[call-arg]
+    pin: BcmPin
+    active_high: bool = True
+
+
+class StrobeConfig(msgspec.Struct, tag_field="type", tag="strobe", **_struct):  # type: ignore[call-arg]
+    pin: BcmPin
+    active_high: bool = True
+    flash_hz: Annotated[float, Meta(ge=0.2, le=20)] = 2.0
+
+
+ActuatorConfig: TypeAlias = SirenConfig | StrobeConfig
+
+
+class DeterrentRuleConfig(msgspec.Struct, tag_field="type", tag="deterrent", **_struct):  # type: ignore[call-arg]
+    """Detection -> siren and strobe at once, for a while, then rest."""
+
+    detectors: Annotated[list[str], Meta(min_length=1)]
+    actuators: list[str] = []
+    """Empty: detections are reported, nothing sounds."""
+    on_s: Annotated[float, Meta(gt=0, le=3600)] = 30.0
+    max_on_s: Annotated[float, Meta(gt=0, le=3600)] = 120.0
+    cooldown_s: Annotated[float, Meta(ge=0, le=86400)] = 60.0
+
+
+RuleConfig: TypeAlias = DeterrentRuleConfig
+
+
+class Config(msgspec.Struct, **_struct):  # type: ignore[call-arg]
+    device: DeviceConfig
+    uplink: UplinkConfig
+    outbox: OutboxConfig = OutboxConfig()
+    gpio: GpioConfig = GpioConfig()
+    sensors: dict[str, SensorConfig] = {}
+    actuators: dict[str, ActuatorConfig] = {}
+    rules: dict[str, RuleConfig] = {}
+
+    @property
+    def client_id(self) -> str:
+        return self.uplink.client_id or self.device.id
+
+
+# Named sections are decoded entry by entry so that errors can name the entry
+# (msgspec reports dict values as ``[...]``).
+_NAMED_SECTIONS: dict[str, Any] = {
+    "sensors": SensorConfig,
+    "actuators": ActuatorConfig,
+    "rules": RuleConfig,
+}
+
+_TYPES: dict[str, tuple[str, ...]] = {
+    "sensors": ("pir",),
+    "actuators": ("siren", "strobe"),
+    "rules": ("deterrent",),
+}
+
+_PATH_RE = re.compile(r"^(?P<msg>.*) - at `(?P<path>[^`]*)`(?: in `(?P<outer>[^`]*)`)?$")
+_MISSING_RE = re.compile(r"^Object missing required field `(?P<f>[^`]+)`$")
+_UNKNOWN_RE = re.compile(r"^Object contains unknown field `(?P<f>[^`]+)`$")
+
+
+def _join(*parts: str) -> str:
+    return ".".join(p for p in parts if p)
+
+
+def _explain(exc: msgspec.ValidationError, prefix: str = "") -> str:
+    """Rewrite msgspec's message as ``key.path: what was expected``."""
+    text = str(exc)
+    m = _PATH_RE.match(text)
+    msg, path = (m["msg"], m["path"]) if m else (text, "$")
+    if m and path == "key" and m["outer"]:  # a bad name of a named entry
+        path = m["outer"]
+    key = _join(prefix, path.removeprefix("$").lstrip(".").replace("[...]", ""))
+    if mm := _MISSING_RE.match(msg):
+        return f"{_join(key, mm['f'])}: required key is missing"
+    if mm := _UNKNOWN_RE.match(msg):
+        return f"{_join(key, mm['f'])}: unknown key (check its spelling and section)"
+    if msg.startswith("Invalid value") and key.endswith(".type"):
+        section = key.split(".", 1)[0]
+        kinds = ", ".join(repr(t) for t in _TYPES.get(section, ()))
+        return f"{key}: {msg[len('Invalid value ') :]} is not a known type; expected one of {kinds}"
+    return f"{key or 'config'}: {msg[0].lower()}{msg[1:]}"
+
+
+def parse(text: str, source: str = "<config>") -> Config:
+    """Validate configuration text; raise :class:`ConfigError` naming the key on any problem."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    try:
+        named: dict[str, dict[str, Any]] = {}
+        for section, typ in _NAMED_SECTIONS.items():
+            entries = raw.pop(section, {})
+            if not isinstance(entries, dict):
+                raise ConfigError(f"{section}: expected a table of named entries")
+            named[section] = {}
+            for name, value in entries.items():
+                if not re.fullmatch(r"[a-z][a-z0-9_]{0,31}", name):
+                    raise ConfigError(
+                        f"{section}.{name}: names are lower-case letters, digits and '_' "
+                        "(at most 32, starting with a letter)"
+                    )
+                try:
+                    named[section][name] = msgspec.convert(value, typ)
+                except msgspec.ValidationError as exc:
+                    raise ConfigError(_explain(exc, f"{section}.{name}")) from None
+        try:
+            config = msgspec.convert(raw, Config)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(_explain(exc)) from None
+        config = msgspec.structs.replace(config, **named)
+        _check_references(config)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return config
+
+
+def load(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    return parse(text, str(path))
+
+
+def _check_references(config: Config) -> None:
+    """Checks across keys: pins used twice, rules naming parts that do not exist."""
+    pins: dict[int, str] = {}
+    for section, entries in (("sensors", config.sensors), ("actuators", config.actuators)):
+        for name, part in entries.items():
+            key = f"{section}.{name}.pin"
+            if part.pin in pins:
+                raise ConfigError(f"{key}: GPIO{part.pin} is already used by {pins[part.pin]}")
+            pins[part.pin] = key
+
+    driven_by: dict[str, str] = {}
+    for name, rule in config.rules.items():
+        key = f"rules.{name}"
+        if rule.max_on_s < rule.on_s:
+            raise ConfigError(
+                f"{key}.max_on_s: must be >= on_s ({rule.max_on_s} < {rule.on_s})"
+            )
+        for i, det in enumerate(rule.detectors):
+            sensor = config.sensors.get(det)
+            if sensor is None:
+                raise ConfigError(f"{key}.detectors[{i}]: no sensor named {det!r} in [sensors]")
+            if not isinstance(sensor, PirSensorConfig):
+                raise ConfigError(f"{key}.detectors[{i}]: sensors.{det} is not a detector")
+        for i, act in enumerate(rule.actuators):
+            if act not in config.actuators:
+                raise ConfigError(f"{key}.actuators[{i}]: no actuator named {act!r} in [actuators]")
+            if act in driven_by:
+                raise ConfigError(
+                    f"{key}.actuators[{i}]: actuators.{act} is already driven by {driven_by[act]}"
+                )
+            driven_by[act] = key
+    for name in config.sensors:
+        if not any(name in r.detectors for r in config.rules.values()):
+            raise ConfigError(
+                f"sensors.{name}: detector is in no rule; list it in a deterrent rule's "
+                "detectors (with actuators = [] to only report detections)"
+            )
+    if (config.uplink.password is None) != (config.uplink.username is None):
+        raise ConfigError("uplink.password: username and password go together")

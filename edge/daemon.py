@@ -1,0 +1,229 @@
+"""The daemon: wires configuration, drivers, rules, outbox and uplink on one asyncio loop.
+
+The order of work on a detection is the architecture's first principle:
+
+1. gpiozero's callback thread: the deterrent rule switches siren and strobe on;
+2. the event loop (via ``call_soon_threadsafe``): the event is made and
+   committed to the outbox;
+3. the uplink publishes it whenever the link allows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+from drivers.pir import PirDetector
+from drivers.siren import Siren
+from drivers.strobe import Strobe
+from edge.config import Config, SirenConfig, StrobeConfig
+from edge.deterrent import DeterrentRule, Outcome
+from edge.outbox import Outbox
+from edge.recorder import Recorder
+from edge.uplink import Uplink
+
+log = logging.getLogger(__name__)
+
+
+def make_pin_factory(name: str) -> Any:
+    """The gpiozero pin factory named in ``[gpio] pin_factory`` (None: gpiozero's default)."""
+    if name == "auto":
+        return None
+    if name == "mock":
+        from gpiozero.pins.mock import MockFactory
+
+        return MockFactory()
+    if name == "lgpio":
+        from gpiozero.pins.lgpio import LGPIOFactory
+
+        return LGPIOFactory()
+    if name == "rpigpio":
+        from gpiozero.pins.rpigpio import RPiGPIOFactory
+
+        return RPiGPIOFactory()
+    if name == "pigpio":
+        from gpiozero.pins.pigpio import PiGPIOFactory
+
+        return PiGPIOFactory()
+    if name == "native":
+        from gpiozero.pins.native import NativeFactory
+
+        return NativeFactory()
+    raise ValueError(f"unknown pin factory {name!r}")
+
+
+class Daemon:
+    """One device's daemon.  ``await start()``, then ``await close()``."""
+
+    def __init__(self, config: Config, *, pin_factory: Any = None) -> None:
+        self.config = config
+        self.pin_factory = pin_factory
+        self.outbox = Outbox(config.outbox.path)
+        self.recorder: Recorder | None = None
+        self.uplink: Uplink | None = None
+        self.detectors: dict[str, PirDetector] = {}
+        self.actuators: dict[str, Siren | Strobe] = {}
+        self.rules: dict[str, DeterrentRule] = {}
+        self._wake: dict[str, asyncio.Event] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.started_at = 0.0
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.started_at = time.monotonic()
+        if self.pin_factory is None:
+            self.pin_factory = make_pin_factory(self.config.gpio.pin_factory)
+        self.outbox.open()
+        self.recorder = Recorder(self.config, self.outbox)
+        self.uplink = Uplink(self.config, self.outbox, boot=self.recorder.boot)
+        try:
+            self._build_hardware()
+        except Exception:
+            self._close_hardware()
+            self.outbox.close()
+            raise
+        for name, rule in self.rules.items():
+            self._wake[name] = asyncio.Event()
+            self._spawn(self._rule_timer(rule, self._wake[name]), f"rule {name}")
+        self._spawn(self.uplink.run(), "uplink")
+        depth = await self.outbox.depth()
+        log.info(
+            "daemon started: device %s at %s; %d sensor(s), %d actuator(s); "
+            "%d event(s) waiting in the outbox",
+            self.config.device.id,
+            self.config.device.site,
+            len(self.detectors),
+            len(self.actuators),
+            depth,
+        )
+
+    def _build_hardware(self) -> None:
+        cfg = self.config
+        for name, act in cfg.actuators.items():
+            if isinstance(act, SirenConfig):
+                self.actuators[name] = Siren(
+                    act.pin, pin_factory=self.pin_factory, active_high=act.active_high
+                )
+            elif isinstance(act, StrobeConfig):
+                self.actuators[name] = Strobe(
+                    act.pin,
+                    pin_factory=self.pin_factory,
+                    active_high=act.active_high,
+                    flash_hz=act.flash_hz,
+                )
+        for name, r in cfg.rules.items():
+            self.rules[name] = DeterrentRule(
+                name,
+                [(a, self.actuators[a]) for a in r.actuators],
+                on_s=r.on_s,
+                max_on_s=r.max_on_s,
+                cooldown_s=r.cooldown_s,
+            )
+        for name, s in cfg.sensors.items():
+            rules = [self.rules[r] for r, rc in cfg.rules.items() if name in rc.detectors]
+            self.detectors[name] = PirDetector(
+                s.pin,
+                pin_factory=self.pin_factory,
+                pull=s.pull,
+                active_high=s.active_high,
+                warmup_s=s.warmup_s,
+                on_detect=self._detection_handler(name, rules),
+            )
+            if s.warmup_s > 0:
+                log.info("detector %s warming up for %.0f s; detections ignored", name, s.warmup_s)
+
+    async def close(self) -> None:
+        """Stop tasks, switch actuators off, release pins, close the outbox.  Idempotent."""
+        tasks, self._tasks = self._tasks, set()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for rule in self.rules.values():
+            rule.stop()
+        self._close_hardware()
+        self.outbox.close()
+
+    def _close_hardware(self) -> None:
+        for dev in [*self.detectors.values(), *self.actuators.values()]:
+            try:
+                dev.close()
+            except Exception:  # noqa: BLE001 - closing must go on for the others
+                log.exception("could not close %r", dev)
+        self.detectors.clear()
+        self.actuators.clear()
+
+    async def __aenter__(self) -> Daemon:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- the detection path --------------------------------------------------
+
+    def _detection_handler(self, sensor: str, rules: list[DeterrentRule]) -> Any:
+        loop = self._loop
+        assert loop is not None
+
+        def on_detect(mono: float) -> None:
+            # gpiozero's thread: actuators first, nothing that can block.
+            wall = time.time()
+            outcomes = [(rule, rule.detected(mono)) for rule in rules]
+            loop.call_soon_threadsafe(self._after_detection, sensor, outcomes, wall)
+
+        return on_detect
+
+    def _after_detection(
+        self, sensor: str, outcomes: list[tuple[DeterrentRule, Outcome]], wall: float
+    ) -> None:
+        assert self.recorder is not None
+        for rule, outcome in outcomes:
+            log.info("detection by %s: %s (rule %s)", sensor, outcome.value, rule.name)
+            self._wake[rule.name].set()
+            if outcome in (Outcome.SOUNDED, Outcome.RESTING):
+                data = {
+                    "sensor": sensor,
+                    "rule": rule.name,
+                    "deterrent": outcome.value,
+                    "actuators": [n for n, _ in rule.actuators]
+                    if outcome is Outcome.SOUNDED
+                    else [],
+                }
+                self._spawn(
+                    self.recorder.record("animal_detected", "alarm", data, at=wall),
+                    f"record detection by {sensor}",
+                )
+
+    async def _rule_timer(self, rule: DeterrentRule, wake: asyncio.Event) -> None:
+        while True:
+            wake.clear()
+            deadline = rule.tick()
+            if deadline is None:
+                await wake.wait()
+                continue
+            try:
+                await asyncio.wait_for(wake.wait(), timeout=max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                pass
+
+    # -- tasks ---------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro, name=what)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("%s failed: %r", task.get_name(), exc, exc_info=exc)

@@ -1,0 +1,203 @@
+"""The uplink: drains the outbox to the MQTT broker, QoS 1, across a link that drops.
+
+* One connection at a time; on any failure it reconnects with exponential
+  backoff and full jitter (a fleet that lost its cell tower does not come back
+  in lock-step).
+* The retained ``status`` topic says ``online`` once connected; the broker's
+  last will sets it ``offline`` when the device vanishes.
+* Up to ``publish_window`` events are in flight at once; each is deleted from
+  the outbox only when its PUBACK arrives.  Whatever was in flight when the
+  link dropped is sent again on the next connection (at least once; the cloud
+  de-duplicates by event id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+
+import aiomqtt
+
+from edge import __version__
+from edge.config import Config
+from edge.event import Status, command_topic, encode_status, events_topic, status_topic
+from edge.outbox import Outbox, Pending
+
+log = logging.getLogger(__name__)
+
+
+class Backoff:
+    """Exponential backoff with full jitter: ``uniform(0, min(cap, base * 2**n))``."""
+
+    def __init__(self, base: float, cap: float, rng: random.Random | None = None) -> None:
+        self.base = base
+        self.cap = cap
+        self.attempt = 0
+        self._rng = rng or random.Random()
+
+    def next_delay(self) -> float:
+        ceiling = min(self.cap, self.base * (2**self.attempt))
+        self.attempt = min(self.attempt + 1, 32)
+        return self._rng.uniform(0, ceiling)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class Uplink:
+    def __init__(
+        self,
+        config: Config,
+        outbox: Outbox,
+        *,
+        boot: str = "",
+        on_published: Callable[[Pending], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.outbox = outbox
+        self.boot = boot
+        self.on_published = on_published
+        up = config.uplink
+        device = config.device.id
+        self.events_topic = events_topic(up.topic_prefix, device)
+        self.status_topic = status_topic(up.topic_prefix, device)
+        self.command_topic = command_topic(up.topic_prefix, device)
+        self.backoff = Backoff(up.reconnect_min_s, up.reconnect_max_s)
+        self.connected = asyncio.Event()
+        self.published = 0
+        self.connections = 0
+
+    def _status(self, state: str, reason: str = "") -> bytes:
+        return encode_status(
+            Status(
+                device=self.config.device.id,
+                state=state,  # type: ignore[arg-type]
+                reason=reason,
+                boot=self.boot,
+                version=__version__,
+            )
+        )
+
+    def _client(self) -> aiomqtt.Client:
+        up = self.config.uplink
+        return aiomqtt.Client(
+            up.host,
+            up.port,
+            identifier=self.config.client_id,
+            username=up.username,
+            password=up.password,
+            keepalive=up.keepalive_s,
+            clean_session=False,
+            timeout=up.publish_timeout_s,
+            will=aiomqtt.Will(
+                self.status_topic, self._status("offline", "connection lost"), qos=1, retain=True
+            ),
+            max_inflight_messages=up.publish_window,
+        )
+
+    async def run(self) -> None:
+        """Connect, drain, reconnect; until cancelled."""
+        up = self.config.uplink
+        while True:
+            try:
+                client = self._client()
+                client.pending_calls_threshold = up.publish_window + 10
+                async with client:
+                    self.connections += 1
+                    self.backoff.reset()
+                    log.info("uplink connected to %s:%d", up.host, up.port)
+                    self.connected.set()
+                    try:
+                        await self._session(client)
+                    finally:
+                        self.connected.clear()
+                        if _cancelling():
+                            await self._say_goodbye(client)
+            except Exception as exc:  # noqa: BLE001 - the uplink must never die
+                leaf = _first_leaf(exc)
+                delay = self.backoff.next_delay()
+                if isinstance(leaf, aiomqtt.MqttError):
+                    log.warning(
+                        "uplink to %s:%d lost or refused (%s); retrying in %.1f s",
+                        up.host,
+                        up.port,
+                        leaf,
+                        delay,
+                    )
+                else:
+                    log.error(
+                        "uplink failed unexpectedly (%r); retrying in %.1f s",
+                        leaf,
+                        delay,
+                        exc_info=leaf,
+                    )
+                await asyncio.sleep(delay)
+
+    async def _say_goodbye(self, client: aiomqtt.Client) -> None:
+        """On a clean shutdown, mark the device offline ourselves (no last will is sent)."""
+        try:
+            await asyncio.shield(
+                client.publish(
+                    self.status_topic, self._status("offline", "shutdown"), qos=1, retain=True,
+                    timeout=2,
+                )
+            )
+        except (aiomqtt.MqttError, asyncio.CancelledError):
+            pass
+
+    async def _session(self, client: aiomqtt.Client) -> None:
+        await client.publish(self.status_topic, self._status("online"), qos=1, retain=True)
+        await client.subscribe(self.command_topic, qos=1)
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._watch(client))
+            tg.create_task(self._drain(client, tg))
+
+    async def _watch(self, client: aiomqtt.Client) -> None:
+        """Read commands; raises MqttError when the connection drops (ends the session)."""
+        async for message in client.messages:
+            # Commands from the cloud arrive in a later issue; until then they
+            # are refused, never executed.
+            log.warning("uplink: ignoring command on %s (no commands supported yet)", message.topic)
+
+    async def _drain(self, client: aiomqtt.Client, tg: asyncio.TaskGroup) -> None:
+        window = self.config.uplink.publish_window
+        slots = asyncio.Semaphore(window)
+        in_flight: set[str] = set()
+        while True:
+            self.outbox.changed.clear()
+            batch = await self.outbox.pending(window, skip=in_flight)
+            if not batch:
+                await self.outbox.changed.wait()
+                continue
+            for item in batch:
+                await slots.acquire()
+                in_flight.add(item.id)
+                tg.create_task(self._publish(client, item, slots, in_flight))
+
+    async def _publish(
+        self, client: aiomqtt.Client, item: Pending, slots: asyncio.Semaphore, in_flight: set[str]
+    ) -> None:
+        try:
+            await client.publish(self.events_topic, item.payload, qos=1)
+            await self.outbox.ack([item.id])
+            self.published += 1
+            log.info("event %s published: %s (PUBACK received, removed from outbox)", item.id, item.kind)
+            if self.on_published is not None:
+                self.on_published(item)
+        finally:
+            in_flight.discard(item.id)
+            slots.release()
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    """The first real error inside (possibly nested) exception groups."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _cancelling() -> bool:
+    task = asyncio.current_task()
+    return bool(task is not None and task.cancelling())

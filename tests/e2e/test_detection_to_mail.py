@@ -1,0 +1,197 @@
+"""The first path, end to end: animal detected -> siren and strobe -> map-linked e-mail.
+
+Real mosquitto, the notifier as its own process, a real SMTP server, the
+daemon's real outbox file; only the pins are gpiozero's MockFactory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from edge.config import parse
+from edge.daemon import Daemon
+from edge.sim.mailbox import ReceivedMail
+from edge.sim.site import LAT, LON, RECIPIENTS, CloudSide, device_config
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def mails(cloud: CloudSide, count: int, timeout: float = 20) -> list[ReceivedMail]:
+    return await asyncio.to_thread(cloud.mailbox.wait_for, count, timeout)
+
+
+def text_of(msg: EmailMessage) -> str:
+    part = msg.get_body(preferencelist=("plain",))
+    assert part is not None
+    return str(part.get_content())
+
+
+def check_detection_mail(mail: ReceivedMail) -> None:
+    msg = mail.message
+    assert mail.rcpt_tos == RECIPIENTS
+    assert "動物" in str(msg["Subject"])
+    body = text_of(msg)
+    assert f"{LAT:.6f}" in body and f"{LON:.6f}" in body
+    assert f"https://maps.gsi.go.jp/#17/{LAT:.6f}/{LON:.6f}/" in body
+    html = msg.get_body(preferencelist=("html",))
+    assert html is not None and "maps.gsi.go.jp" in str(html.get_content())
+
+
+def daemon_config(tmp_path: Path, cloud: CloudSide, **timing: float) -> str:
+    timing = {"warmup_s": 0, "on_s": 0.2, "max_on_s": 0.2, "cooldown_s": 0} | timing
+    return device_config(tmp_path / "device" / "outbox.sqlite3", cloud.broker.port, **timing)
+
+
+async def detect(daemon: Daemon) -> None:
+    """The detector's pin goes high then low, on another thread (as gpiozero's callbacks do)."""
+    pin = daemon.detectors["pir_north"].pin
+    await asyncio.to_thread(pin.drive_high)
+    await asyncio.to_thread(pin.drive_low)
+
+
+async def test_detection_sounds_at_once_and_mails_the_farmer_once(
+    tmp_path: Path, cloud: CloudSide
+) -> None:
+    async with Daemon(parse(daemon_config(tmp_path, cloud, on_s=1.5, max_on_s=1.5))) as daemon:
+        pins = daemon.pin_factory
+        pir, siren, strobe = pins.pin(17), pins.pin(27), pins.pin(22)
+        await asyncio.to_thread(pir.drive_high)
+        # Siren on before the edge handler returned; the strobe starts flashing.
+        assert siren.state is True
+        assert siren._last_change >= pir._last_change
+        await wait_for(lambda: len(strobe.states) >= 3, 5, "the strobe to flash")
+        await asyncio.to_thread(pir.drive_low)
+
+        (mail,) = await mails(cloud, 1)
+        check_detection_mail(mail)
+        assert mail.path is not None and mail.path.suffix == ".eml"
+        assert daemon.uplink is not None
+        await wait_for(lambda: daemon.uplink.published == 1, 5, "the PUBACK")
+        assert await daemon.outbox.depth() == 0
+
+        # The boar is still there while the siren sounds: same visit, no new e-mail.
+        await detect(daemon)
+        await wait_for(lambda: siren.state is False, 10, "the siren to stop")
+        assert strobe.state is False
+        # A separate, later visit makes the second e-mail; that nothing was sent
+        # in between proves the extension was not mailed.
+        await detect(daemon)
+        got = await mails(cloud, 2)
+        assert len(got) == 2
+        assert got[0].message["Message-ID"] != got[1].message["Message-ID"]
+        await wait_for(lambda: daemon.uplink.published == 2, 5, "the second PUBACK")
+        assert len(cloud.mailbox.mails) == 2
+
+
+async def test_broker_down_siren_still_sounds_and_mail_follows(
+    tmp_path: Path, cloud: CloudSide
+) -> None:
+    async with Daemon(parse(daemon_config(tmp_path, cloud))) as daemon:
+        assert daemon.uplink is not None
+        await asyncio.wait_for(daemon.uplink.connected.wait(), 10)
+        cloud.broker.stop()
+        await wait_for(lambda: not daemon.uplink.connected.is_set(), 10, "the link to drop")
+
+        pins = daemon.pin_factory
+        await asyncio.to_thread(pins.pin(17).drive_high)
+        assert pins.pin(27).state is True  # no network needed to chase the boar
+        await asyncio.to_thread(pins.pin(17).drive_low)
+        depth = 0
+
+        async def stored() -> bool:
+            nonlocal depth
+            depth = await daemon.outbox.depth()
+            return depth == 1
+
+        deadline = time.monotonic() + 5
+        while not await stored():
+            assert time.monotonic() < deadline, "event not stored"
+            await asyncio.sleep(0.01)
+        assert cloud.mailbox.mails == []
+
+        cloud.broker.start()  # the broker comes back (with the notifier's session)
+        (mail,) = await mails(cloud, 1)
+        check_detection_mail(mail)
+
+
+def outbox_rows(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+        try:
+            return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
+        except sqlite3.OperationalError:
+            return 0
+
+
+def start_harness(config: Path) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.daemon_harness", str(config)],
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+async def test_sigkill_after_store_before_publish_mails_exactly_once(
+    tmp_path: Path, cloud: CloudSide
+) -> None:
+    config = tmp_path / "device.toml"
+    config.write_text(daemon_config(tmp_path, cloud))
+    outbox = tmp_path / "device" / "outbox.sqlite3"
+
+    cloud.broker.stop()  # so the event is stored but cannot be published
+    daemon = start_harness(config)
+    try:
+        assert daemon.stdin is not None
+        daemon.stdin.write("detect pir_north\n")
+        daemon.stdin.flush()
+        await wait_for(lambda: outbox_rows(outbox) == 1, 10, "the event to be stored")
+    finally:
+        daemon.send_signal(signal.SIGKILL)
+        daemon.wait()
+    assert daemon.returncode == -signal.SIGKILL
+    assert outbox_rows(outbox) == 1
+
+    cloud.broker.start()
+    daemon = start_harness(config)
+    try:
+        (mail,) = await mails(cloud, 1)
+        check_detection_mail(mail)
+        await wait_for(lambda: outbox_rows(outbox) == 0, 10, "the outbox to drain")
+        # A later detection's mail arrives; nothing was sent twice in between.
+        assert daemon.stdin is not None
+        daemon.stdin.write("detect pir_north\n")
+        daemon.stdin.flush()
+        got = await mails(cloud, 2)
+        assert len(got) == 2
+        assert len({m.message["Message-ID"] for m in got}) == 2
+    finally:
+        daemon.terminate()
+        daemon.wait(timeout=10)
