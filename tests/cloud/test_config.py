@@ -1,0 +1,209 @@
+"""Configuration: every mistake is one message naming the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cloud.config import DEFAULT_SKIP_KINDS, NotifierConfig, load_config, parse_config
+from cloud.errors import ConfigError, NotifierError
+from edge.event import DEFAULT_TOPIC_PREFIX
+
+REPO = Path(__file__).resolve().parents[2]
+
+MINIMAL = """\
+[mqtt]
+host = "broker.example.jp"
+
+[smtp]
+host = "smtp.example.jp"
+sender = "alerts@example.jp"
+
+[store]
+path = "notifier.sqlite3"
+
+[sites.kataoka-east]
+name = "片丘 東の田"
+recipients = ["farmer@example.jp"]
+"""
+
+
+def error_of(text: str) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text)
+    return info.value
+
+
+def test_minimal_config_gets_the_documented_defaults(tmp_path: Path) -> None:
+    config = parse_config(MINIMAL, base_dir=tmp_path)
+    assert config.mqtt.port == 1883
+    assert config.mqtt.topic_prefix == DEFAULT_TOPIC_PREFIX == "satoyama/v1"
+    assert config.mqtt.client_id == "satoyama-notifier"
+    assert config.mqtt.keepalive == 60
+    assert config.mqtt.username is None and config.mqtt.password is None
+    assert config.smtp.port == 25
+    assert config.smtp.starttls is False and config.smtp.tls is False
+    assert config.delivery.retry_initial_s == 5.0
+    assert config.delivery.retry_max_s == 300.0
+    assert config.delivery.language == "ja"
+    assert config.delivery.skip_kinds == DEFAULT_SKIP_KINDS
+    assert config.store.keep_days == 400
+    # A relative store path is relative to the configuration file's folder.
+    assert config.store.path == str(tmp_path / "notifier.sqlite3")
+    site = config.sites["kataoka-east"]
+    assert site.name == "片丘 東の田"
+    assert site.recipients == ("farmer@example.jp",)
+    assert config.language_for(site) == "ja"
+    assert config.mails_kind(site, "animal_detected")
+    assert not config.mails_kind(site, "posture_check")
+
+
+def test_the_example_config_is_valid() -> None:
+    config = load_config(REPO / "examples" / "notifier.toml")
+    assert config.sites
+    assert isinstance(config, NotifierConfig)
+
+
+def test_site_overrides_language_and_skipped_kinds() -> None:
+    config = parse_config(
+        MINIMAL
+        + """
+[sites.hoikuen]
+name = "さくら保育園 ひよこ組"
+recipients = ["staff@example.jp"]
+language = "en"
+skip_kinds = []
+"""
+    )
+    site = config.sites["hoikuen"]
+    assert config.language_for(site) == "en"
+    assert config.mails_kind(site, "posture_check")
+
+
+def test_wrong_type_names_the_key_and_what_was_expected() -> None:
+    error = error_of(
+        MINIMAL.replace('host = "smtp.example.jp"', 'host = "smtp.example.jp"\nport = "25"')
+    )
+    assert str(error) == "smtp.port: Expected `int`, got `str`"
+    assert error.key == "smtp.port"
+
+
+def test_unknown_key_is_an_error_with_a_suggestion() -> None:
+    error = error_of(MINIMAL.replace("[smtp]\n", "[smtp]\nprot = 25\n"))
+    assert error.key == "smtp.prot"
+    assert "unknown key" in str(error)
+    assert "did you mean `port`?" in str(error)
+
+
+def test_unknown_table_is_an_error() -> None:
+    error = error_of(MINIMAL + "\n[smpt]\nhost = 'x'\n")
+    assert error.key == "smpt"
+    assert "unknown key" in str(error)
+
+
+def test_missing_table_names_it() -> None:
+    error = error_of(MINIMAL.replace('[store]\npath = "notifier.sqlite3"\n', ""))
+    assert str(error) == "store: required table [store] is missing"
+
+
+def test_missing_key_names_it() -> None:
+    error = error_of(MINIMAL.replace('sender = "alerts@example.jp"\n', ""))
+    assert str(error) == "smtp.sender: required key is missing"
+
+
+def test_errors_inside_a_site_name_the_site() -> None:
+    error = error_of(MINIMAL.replace('recipients = ["farmer@example.jp"]', "recipients = []"))
+    assert error.key == "sites.kataoka-east.recipients"
+    error = error_of(MINIMAL.replace('["farmer@example.jp"]', '["farmer@example.jp", 7]'))
+    assert str(error) == "sites.kataoka-east.recipients[1]: Expected `str`, got `int`"
+    error = error_of(MINIMAL.replace('name = "片丘 東の田"\n', ""))
+    assert str(error) == "sites.kataoka-east.name: required key is missing"
+
+
+def test_recipients_must_look_like_addresses_and_be_unique() -> None:
+    error = error_of(
+        MINIMAL.replace('["farmer@example.jp"]', '["farmer@example.jp", "not an address"]')
+    )
+    assert error.key == "sites.kataoka-east.recipients[1]"
+    assert "not an e-mail address" in str(error)
+    error = error_of(
+        MINIMAL.replace('["farmer@example.jp"]', '["farmer@example.jp", "Farmer@example.jp"]')
+    )
+    assert error.key == "sites.kataoka-east.recipients[1]"
+    assert "twice" in str(error)
+
+
+def test_language_must_be_ja_or_en() -> None:
+    error = error_of(MINIMAL + '\n[delivery]\nlanguage = "fr"\n')
+    assert error.key == "delivery.language"
+    assert "'ja', 'en'" in str(error)
+
+
+def test_retry_max_below_initial_is_refused() -> None:
+    error = error_of(MINIMAL + "\n[delivery]\nretry_initial_s = 10\nretry_max_s = 5\n")
+    assert error.key == "delivery.retry_max_s"
+
+
+def test_numbers_out_of_range_are_refused() -> None:
+    assert error_of(MINIMAL.replace("[mqtt]\n", "[mqtt]\nport = 0\n")).key == "mqtt.port"
+    error = error_of(MINIMAL + "\n[delivery]\nretry_initial_s = 0\n")
+    assert error.key == "delivery.retry_initial_s"
+
+
+def test_sender_must_be_an_address() -> None:
+    error = error_of(MINIMAL.replace('sender = "alerts@example.jp"', 'sender = "alerts"'))
+    assert error.key == "smtp.sender"
+
+
+def test_username_without_password_is_refused() -> None:
+    error = error_of(MINIMAL.replace("[smtp]\n", '[smtp]\nusername = "u"\n'))
+    assert error.key == "smtp.password"
+
+
+def test_tls_and_starttls_exclude_each_other() -> None:
+    error = error_of(MINIMAL.replace("[smtp]\n", "[smtp]\ntls = true\nstarttls = true\n"))
+    assert error.key == "smtp.tls"
+
+
+def test_a_config_without_sites_is_refused() -> None:
+    text = MINIMAL[: MINIMAL.index("[sites.")]
+    assert error_of(text).key == "sites"
+
+
+def test_topic_prefix_without_wildcards() -> None:
+    error = error_of(MINIMAL.replace("[mqtt]\n", '[mqtt]\ntopic_prefix = "satoyama/#"\n'))
+    assert error.key == "mqtt.topic_prefix"
+
+
+def test_invalid_toml_is_a_config_error() -> None:
+    error = error_of("[mqtt\nhost = 1\n")
+    assert error.key == ""
+    assert str(error).startswith("invalid TOML")
+
+
+def test_missing_file_names_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "absent.toml")
+    assert info.value.file == str(tmp_path / "absent.toml")
+
+
+def test_config_error_is_a_value_error_and_a_notifier_error() -> None:
+    error = error_of("")
+    assert isinstance(error, ValueError)
+    assert isinstance(error, NotifierError)
+
+
+def test_passwords_never_show_in_repr() -> None:
+    text = MINIMAL.replace("[smtp]\n", '[smtp]\nusername = "alerts"\npassword = "s3cret-smtp"\n')
+    text = text.replace("[mqtt]\n", '[mqtt]\nusername = "notifier"\npassword = "s3cret-mqtt"\n')
+    config = parse_config(text)
+    assert "s3cret" not in repr(config)
+    assert "s3cret" not in str(config)
+    assert config.smtp.password is not None and config.smtp.password.reveal() == "s3cret-smtp"
+    assert config.mqtt.password is not None and config.mqtt.password.reveal() == "s3cret-mqtt"
+
+
+def test_password_of_wrong_type_names_the_key() -> None:
+    error = error_of(MINIMAL.replace("[smtp]\n", '[smtp]\nusername = "u"\npassword = 1234\n'))
+    assert str(error) == "smtp.password: Expected `str`, got `int`"

@@ -1,0 +1,390 @@
+"""The notifier end to end: a real mosquitto, a real SMTP server, a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import statistics
+import time
+from pathlib import Path
+
+import aiomqtt
+import msgspec
+import pytest
+
+from cloud.config import NotifierConfig, load_config
+from cloud.errors import StoreError
+from cloud.notifier import Notifier
+from cloud.store import Store
+from edge.event import encode, events_topic
+from edge.sim.broker import Mosquitto
+from edge.sim.mailbox import Mailbox
+from tests.cloud.conftest import (
+    PLACE,
+    RECIPIENTS,
+    Publisher,
+    config_text,
+    event_ids,
+    eventually,
+    mails,
+    make_event,
+    running,
+    wait_subscribed,
+)
+
+
+async def pending_with_error(config: NotifierConfig, event_id: str, text: str) -> bool:
+    async with await Store.open(config.store.path, readonly=True) as store:
+        queued = await store.mails("pending", event_id=event_id)
+    return len(queued) == len(RECIPIENTS) and all(
+        m.attempts >= 1 and text in (m.last_error or "") for m in queued
+    )
+
+
+async def test_one_event_is_one_mail_per_recipient(
+    config: NotifierConfig, mailbox: Mailbox, publisher: Publisher
+) -> None:
+    event = make_event()
+    async with running(config) as notifier:
+        await publisher.event(event)
+        received = await mails(mailbox, 2)
+        assert sorted(r for m in received for r in m.rcpt_tos) == sorted(RECIPIENTS)
+        for index, mail in enumerate(sorted(received, key=lambda m: m.rcpt_tos[0]), start=1):
+            msg = mail.message
+            assert mail.mail_from == "alerts@example.jp"
+            assert msg["To"] == mail.rcpt_tos[0]
+            assert msg["Subject"] == f"【緊急】【動物検知】{PLACE} 11月24日 13:05"
+            assert msg["X-Satoyama-Event"] == event.id
+            # N in the Message-ID is the recipient's place in the site's list.
+            assert msg["Message-ID"] == f"<{event.id}.{index}@satoyama-edge>"
+            plain = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+            assert "https://maps.gsi.go.jp/#17/36.079432/137.954322/" in plain
+        async with await Store.open(config.store.path, readonly=True) as store:
+            await eventually(lambda: _sent(store, 2), what="both mails marked sent")
+        assert notifier.stats.accepted == 1
+    assert len(mailbox.mails) == 2
+
+
+async def _sent(store: Store, count: int) -> bool:
+    return (await store.counts()).sent == count
+
+
+async def test_publish_to_mail_is_fast(
+    config: NotifierConfig, mailbox: Mailbox, publisher: Publisher
+) -> None:
+    latencies = []
+    async with running(config):
+        for n in range(5):
+            event = make_event(seq=n)
+            await publisher.event(event)
+            received = await mails(mailbox, 2 * (n + 1))
+            latencies.append(received[-1].received_at - publisher.published_at[event.id])
+    # Both recipients' mails are with the SMTP server within a few tens of ms on loopback;
+    # the median keeps one scheduler hiccup on a busy test machine from failing the test.
+    assert statistics.median(latencies) < 0.3, latencies
+
+
+async def test_the_same_event_twice_is_mailed_once(
+    config: NotifierConfig, mailbox: Mailbox, publisher: Publisher
+) -> None:
+    event, sentinel = make_event(seq=1), make_event("trap_triggered", seq=2)
+    async with running(config) as notifier:
+        await publisher.event(event)
+        await publisher.event(event)  # the device's retry after a lost PUBACK
+        await publisher.event(sentinel)
+        # Messages are handled in order: once the sentinel's mails are here, the
+        # duplicate has been handled too, and any mail for it would be here before them.
+        received = await mails(mailbox, 4)
+        assert notifier.stats.duplicates == 1
+    assert sorted(event_ids(received)) == sorted([event.id] * 2 + [sentinel.id] * 2)
+    assert len(mailbox.mails) == 4
+
+
+async def test_invalid_payloads_are_dropped_and_later_events_still_work(
+    config: NotifierConfig, mailbox: Mailbox, publisher: Publisher
+) -> None:
+    good = make_event()
+    wrong_schema = msgspec.json.encode({"id": "x", "kind": "animal_detected"})
+    bad_severity = encode(good).replace(b'"alarm"', b'"panic"')
+    async with running(config) as notifier:
+        await publisher.raw(b"\xff\xfe garbage \x00")
+        await publisher.raw(b"")
+        await publisher.raw(wrong_schema)
+        await publisher.raw(bad_severity)
+        await publisher.event(good)
+        received = await mails(mailbox, 2)
+        assert notifier.stats.invalid == 4
+        assert notifier.stats.accepted == 1
+    assert event_ids(received) == [good.id, good.id]
+
+
+async def test_unknown_site_is_recorded_but_not_mailed(
+    config: NotifierConfig, mailbox: Mailbox, publisher: Publisher
+) -> None:
+    stray, sentinel = make_event(site="somewhere-else"), make_event()
+    async with running(config) as notifier:
+        await publisher.event(stray)
+        await publisher.event(sentinel)
+        received = await mails(mailbox, 2)
+        assert notifier.stats.unknown_site == 1
+    assert event_ids(received) == [sentinel.id, sentinel.id]
+    async with await Store.open(config.store.path, readonly=True) as store:
+        assert await store.has_event(stray.id)
+        assert await store.mails(event_id=stray.id) == []
+
+
+async def test_routine_kinds_are_recorded_but_not_mailed(
+    config: NotifierConfig, mailbox: Mailbox, publisher: Publisher
+) -> None:
+    check = make_event("posture_check", "info", data={"cot": "1", "posture": "supine"})
+    sentinel = make_event("prone_alarm", "alarm", data={"cot": "1"})
+    async with running(config):
+        await publisher.event(check)
+        await publisher.event(sentinel)
+        received = await mails(mailbox, 2)
+    assert event_ids(received) == [sentinel.id, sentinel.id]
+    assert "うつぶせ寝警報" in received[0].message["Subject"]
+
+
+async def test_transient_smtp_failure_is_retried_until_the_mail_is_taken(
+    config: NotifierConfig, mailbox: Mailbox, publisher: Publisher
+) -> None:
+    event = make_event()
+    mailbox.fail_with = "451 4.3.0 try again later"
+    async with running(config) as notifier:
+        await publisher.event(event)
+        await eventually(
+            lambda: pending_with_error(config, event.id, "451 4.3.0 try again later"),
+            what="mails pending with the 451 reply",
+        )
+        assert mailbox.mails == []
+        mailbox.fail_with = None
+        received = await mails(mailbox, 2)
+        assert notifier.stats.deferred >= 2
+        assert notifier.stats.failed == 0
+    assert event_ids(received) == [event.id, event.id]
+
+
+async def test_smtp_server_down_then_back(
+    config: NotifierConfig, mailbox: Mailbox, publisher: Publisher
+) -> None:
+    event = make_event()
+    await asyncio.to_thread(mailbox.stop)
+    async with running(config):
+        await publisher.event(event)
+        await eventually(
+            lambda: pending_with_error(config, event.id, "cannot reach"),
+            what="mails pending while the SMTP server is down",
+        )
+        await asyncio.to_thread(mailbox.start)  # same port: the server came back
+        received = await mails(mailbox, 2)
+    assert event_ids(received) == [event.id, event.id]
+
+
+async def test_permanent_smtp_failure_marks_the_mail_failed(
+    config: NotifierConfig, mailbox: Mailbox, publisher: Publisher
+) -> None:
+    event, later = make_event(), make_event("trap_triggered")
+    mailbox.fail_with = "554 5.7.1 message refused"
+    async with running(config) as notifier:
+        await publisher.event(event)
+
+        async def failed() -> bool:
+            async with await Store.open(config.store.path, readonly=True) as store:
+                return (await store.counts()).failed == 2
+
+        await eventually(failed, what="both mails failed")
+        assert notifier.stats.failed == 2
+        # A failed mail does not block the ones after it.
+        mailbox.fail_with = None
+        await publisher.event(later)
+        received = await mails(mailbox, 2)
+    assert event_ids(received) == [later.id, later.id]
+    async with await Store.open(config.store.path, readonly=True) as store:
+        failed_mails = await store.mails("failed")
+    assert {m.recipient for m in failed_mails} == set(RECIPIENTS)
+    assert all(m.last_error == "message refused: 554 5.7.1 message refused" for m in failed_mails)
+
+
+async def test_events_published_while_the_notifier_is_down_are_mailed_once(
+    config: NotifierConfig, mailbox: Mailbox, publisher: Publisher
+) -> None:
+    before, while_down_1, while_down_2 = make_event(seq=1), make_event(seq=2), make_event(seq=3)
+    async with running(config):  # creates the persistent session on the broker
+        await publisher.event(before)
+        await mails(mailbox, 2)
+    await publisher.event(while_down_1)
+    await publisher.event(while_down_2)
+    async with running(config) as notifier:
+        received = await mails(mailbox, 6)
+        # Nothing that the first notifier had stored came back: its PUBACKs reached
+        # the broker.  (The store would hide such a duplicate; this counter does not.)
+        assert notifier.stats.duplicates == 0
+        assert notifier.stats.accepted == 2
+    assert sorted(event_ids(received)) == sorted(
+        [before.id] * 2 + [while_down_1.id] * 2 + [while_down_2.id] * 2
+    )
+
+
+async def test_a_message_received_but_not_acknowledged_is_delivered_again(
+    config: NotifierConfig, broker: Mosquitto, mailbox: Mailbox, publisher: Publisher
+) -> None:
+    """The crash window the manual PUBACK closes.
+
+    A client with the notifier's id receives an event and goes away without
+    acknowledging it, as a notifier that crashed before its commit would.  The
+    broker keeps the event in the session, and the real notifier gets it.
+    """
+    event = make_event()
+    async with _session(config, broker, manual_ack=True) as stand_in:
+        await publisher.event(event)
+        message = await anext(aiter(stand_in.messages))
+        assert msgspec.json.decode(message.payload)["id"] == event.id
+    async with running(config) as notifier:
+        received = await mails(mailbox, 2)
+        assert notifier.stats.accepted == 1
+    assert event_ids(received) == [event.id, event.id]
+
+
+async def test_without_manual_ack_a_received_message_is_gone(
+    config: NotifierConfig, broker: Mosquitto, mailbox: Mailbox, publisher: Publisher
+) -> None:
+    """The control for the test above: why the notifier must not let paho ack on receipt."""
+    lost, sentinel = make_event(seq=1), make_event(seq=2)
+    async with _session(config, broker, manual_ack=False) as stand_in:
+        await publisher.event(lost)
+        await anext(aiter(stand_in.messages))  # acknowledged by paho, then "crash"
+    await publisher.event(sentinel)
+    async with running(config):
+        received = await mails(mailbox, 2)
+    assert event_ids(received) == [sentinel.id, sentinel.id]
+
+
+def _session(config: NotifierConfig, broker: Mosquitto, *, manual_ack: bool) -> aiomqtt.Client:
+    client = aiomqtt.Client(
+        broker.host, broker.port, identifier=config.mqtt.client_id, clean_session=False
+    )
+    client._client.manual_ack_set(manual_ack)
+    return _Subscribed(client, config)  # type: ignore[return-value]
+
+
+class _Subscribed:
+    """``async with``: connected and subscribed like the notifier, then disconnected."""
+
+    def __init__(self, client: aiomqtt.Client, config: NotifierConfig) -> None:
+        self.client = client
+        self.topic = f"{config.mqtt.topic_prefix}/+/events"
+
+    async def __aenter__(self) -> aiomqtt.Client:
+        await self.client.__aenter__()
+        await self.client.subscribe(self.topic, qos=1)
+        return self.client
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.client.__aexit__(None, None, None)
+
+
+async def test_reconnects_after_the_broker_restarts(
+    config: NotifierConfig, broker: Mosquitto, mailbox: Mailbox
+) -> None:
+    event = make_event()
+    async with running(config) as notifier:
+        await asyncio.to_thread(broker.stop)
+        await asyncio.to_thread(broker.start)
+
+        async def reconnected() -> bool:
+            return notifier.stats.connections >= 2 and notifier.subscribed.is_set()
+
+        await eventually(reconnected, within=10, what="the notifier to reconnect")
+        async with aiomqtt.Client(broker.host, broker.port) as client:
+            await client.publish(events_topic("satoyama/v1", event.device), encode(event), qos=1)
+            received = await mails(mailbox, 2)
+    assert event_ids(received) == [event.id, event.id]
+
+
+async def test_stop_is_clean_and_cancel_is_too(config: NotifierConfig) -> None:
+    notifier = Notifier(config)
+    task = asyncio.create_task(notifier.run())
+    await wait_subscribed(notifier, task)
+    notifier.stop()
+    await asyncio.wait_for(task, 15)
+    assert not notifier.subscribed.is_set()
+
+    notifier = Notifier(config)
+    task = asyncio.create_task(notifier.run())
+    await wait_subscribed(notifier, task)
+    task.cancel()
+    try:
+        await asyncio.wait_for(task, 15)
+    except asyncio.CancelledError:
+        pass
+    assert task.cancelled()
+
+
+async def test_pending_mails_from_a_previous_run_are_sent_at_start(
+    tmp_path: Path, broker: Mosquitto, mailbox: Mailbox, publisher: Publisher
+) -> None:
+    # A long retry interval: the mail can only go out because a new notifier
+    # looks at its queue at start, not because a retry came due.
+    path = tmp_path / "slow.toml"
+    path.write_text(
+        config_text(
+            mqtt_port=broker.port,
+            smtp_port=mailbox.port,
+            store=tmp_path / "n.sqlite3",
+            retry_initial_s=3600,
+            retry_max_s=3600,
+        ),
+        encoding="utf-8",
+    )
+    config = load_config(path)
+    event = make_event()
+    mailbox.fail_with = "421 4.3.2 shutting down"
+    async with running(config):
+        await publisher.event(event)
+        await eventually(lambda: pending_with_error(config, event.id, "421"), what="deferral")
+    mailbox.fail_with = None
+    # Make the deferred mails due now, as if the hour had passed while we were down.
+    async with await Store.open(config.store.path) as store:
+        for mail in await store.mails("pending"):
+            await store.reschedule(mail.id, time.time(), mail.last_error or "")
+    async with running(config):
+        received = await mails(mailbox, 2)
+    assert event_ids(received) == [event.id, event.id]
+
+
+async def test_a_failed_commit_is_not_acknowledged_and_the_event_comes_back(
+    config: NotifierConfig, mailbox: Mailbox, publisher: Publisher
+) -> None:
+    """Kill the notifier between receipt and commit, for real.
+
+    A trigger makes SQLite refuse to store one event, as a full or failing
+    disk would.  The notifier must die without acknowledging the message, and
+    the next notifier must get it from the broker and mail it.
+    """
+    event = make_event()
+    async with await Store.open(config.store.path):
+        pass  # create the schema
+    conn = sqlite3.connect(config.store.path)
+    conn.execute(
+        "CREATE TRIGGER disk_on_fire BEFORE INSERT ON events"
+        f" WHEN NEW.id = '{event.id}' BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"
+    )
+    conn.close()
+
+    notifier = Notifier(config)
+    task = asyncio.create_task(notifier.run())
+    await wait_subscribed(notifier, task)
+    await publisher.event(event)
+    with pytest.raises(StoreError, match="disk I/O error"):
+        await asyncio.wait_for(task, 10)
+    assert notifier.stats.received == 1 and notifier.stats.accepted == 0
+    assert mailbox.mails == []
+
+    conn = sqlite3.connect(config.store.path)
+    conn.execute("DROP TRIGGER disk_on_fire")
+    conn.close()
+    async with running(config) as restarted:
+        received = await mails(mailbox, 2)
+        assert restarted.stats.accepted == 1
+    assert event_ids(received) == [event.id, event.id]
