@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -26,6 +27,12 @@ from edge.recorder import Recorder
 from edge.uplink import Uplink
 
 log = logging.getLogger(__name__)
+
+#: How long a thread may hold the GIL while another waits.  gpiozero's edge
+#: callbacks (lgpio's thread on a Pi) need the GIL to switch the siren; with
+#: CPython's default of 5 ms a busy event loop could delay the siren by that
+#: much.  The daemon owns its process, so it sets this once at start.
+GIL_SWITCH_INTERVAL_S = 0.0005
 
 
 def make_pin_factory(name: str) -> Any:
@@ -77,6 +84,7 @@ class Daemon:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.started_at = time.monotonic()
+        sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL_S))
         if self.pin_factory is None:
             self.pin_factory = make_pin_factory(self.config.gpio.pin_factory)
         self.outbox.open()
@@ -187,13 +195,13 @@ class Daemon:
             log.info("detection by %s: %s (rule %s)", sensor, outcome.value, rule.name)
             self._wake[rule.name].set()
             if outcome in (Outcome.SOUNDED, Outcome.RESTING):
+                ran = [a for _, a in rule.actuators] if outcome is Outcome.SOUNDED else []
                 data = {
                     "sensor": sensor,
                     "rule": rule.name,
                     "deterrent": outcome.value,
-                    "actuators": [n for n, _ in rule.actuators]
-                    if outcome is Outcome.SOUNDED
-                    else [],
+                    "siren": any(isinstance(a, Siren) for a in ran),
+                    "strobe": any(isinstance(a, Strobe) for a in ran),
                 }
                 self._spawn(
                     self.recorder.record("animal_detected", "alarm", data, at=wall),
