@@ -134,3 +134,68 @@ def decode_status(payload: bytes | str) -> Status:
         return msgspec.json.decode(payload, type=Status)
     except msgspec.DecodeError as exc:
         raise EnvelopeError(f"invalid status payload: {exc}") from None
+
+
+# -- telemetry ---------------------------------------------------------------
+
+
+class Series(msgspec.Struct, frozen=True, array_like=True):
+    """Readings of one quantity: ``t`` seconds after the batch's ``t0``, values ``v``."""
+
+    t: list[float]
+    v: list[float]
+
+
+class TelemetryBatch(msgspec.Struct, frozen=True, kw_only=True):
+    """Payload of ``PREFIX/DEVICE/telemetry``: many readings in one compact message.
+
+    Encoded as MessagePack (not JSON): a reading costs a few bytes, which
+    matters on SIMs billed per 100 KB.  ``series`` is keyed by
+    ``"<sensor>.<quantity>"``, e.g. ``"level_east.level_cm"``.
+    """
+
+    device: str
+    site: str
+    boot: str
+    seq: int
+    """Per-device batch sequence number (its own counter, not the events' ``seq``)."""
+    t0: float
+    """Unix time (s) the offsets count from; see ``clock_synced``."""
+    clock_synced: bool
+    series: dict[str, Series]
+    v: int = ENVELOPE_VERSION
+
+
+_mp_encoder = msgspec.msgpack.Encoder()
+_telemetry_decoder = msgspec.msgpack.Decoder(TelemetryBatch)
+
+
+def encode_telemetry(batch: TelemetryBatch) -> bytes:
+    return _mp_encoder.encode(batch)
+
+
+def decode_telemetry(payload: bytes) -> TelemetryBatch:
+    try:
+        return _telemetry_decoder.decode(payload)
+    except msgspec.DecodeError as exc:
+        raise EnvelopeError(f"invalid telemetry payload: {exc}") from None
+
+
+class HeartbeatData(msgspec.Struct, frozen=True, kw_only=True):
+    """``data`` of a ``heartbeat`` event (severity ``info``): the device's health.
+
+    The cloud declares a device offline when no heartbeat arrived for a few
+    ``interval_s`` (or its status says offline).
+    """
+
+    interval_s: float
+    uptime_s: float
+    outbox_depth: int
+    oldest_undelivered_s: float | None
+    evicted: dict[str, int] = msgspec.field(default_factory=dict)
+    """Events dropped from a full outbox since the last heartbeat, by kind."""
+    sensors: dict[str, str] = msgspec.field(default_factory=dict)
+    """Per sensor: ``"ok"``, ``"fault"`` or ``"warming_up"``."""
+    bytes_sent_today: int = 0
+    link: dict[str, Any] | None = None
+    """Cellular modem state (``access_tech``, ``signal_pct``...) or absent."""
