@@ -25,10 +25,13 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
     exit 1
 fi
 
+# What comes from Debian rather than PyPI: the broker the tests and the demo
+# start, and the tools the tests drive.
+apt_want=(mosquitto)
 apt_pkgs=()
-if ! command -v mosquitto >/dev/null && [[ ! -x /usr/sbin/mosquitto ]]; then
-    apt_pkgs+=(mosquitto)
-fi
+for pkg in "${apt_want[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || apt_pkgs+=("$pkg")
+done
 if ! "$python" -c 'import ensurepip, venv' 2>/dev/null; then
     apt_pkgs+=("python3-venv")
 fi
