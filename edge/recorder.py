@@ -115,8 +115,21 @@ class Recorder:
         *,
         at: float | None = None,
     ) -> Event:
-        """Make an event and return it once it is durable in the outbox."""
+        """Make an event and return it once it is durable in the outbox.
+
+        When the disk refuses it (full, read-only, failing) the event is kept
+        in the outbox's bounded memory buffer and still sent; it is written to
+        disk once the disk works again.
+        """
         event = self.make(kind, severity, data, at=at)
-        await self.outbox.put(event)
-        log.info("event %s stored: %s (%s) seq=%d", event.id, kind, severity, event.seq)
+        if await self.outbox.put(event):
+            log.info("event %s stored: %s (%s) seq=%d", event.id, kind, severity, event.seq)
+        else:
+            log.warning(
+                "event %s kept in memory only (storage failing): %s (%s) seq=%d",
+                event.id,
+                kind,
+                severity,
+                event.seq,
+            )
         return event

@@ -97,39 +97,142 @@ async def test_same_event_twice_is_stored_once(outbox: Outbox) -> None:
     assert await outbox.depth() == 1
 
 
-async def test_failed_commit_is_reported_not_swallowed(tmp_path: Path) -> None:
+async def test_locked_file_keeps_events_in_memory_until_the_disk_works(tmp_path: Path) -> None:
     path = tmp_path / "outbox.sqlite3"
     box = Outbox(path)
     box.open()
     try:
-        # Another process holds the write lock: the put must fail loudly
-        # (after SQLite's busy timeout), not pretend the event is recorded.
+        assert box._conn is not None
+        box._conn.execute("PRAGMA busy_timeout=20")
+        # Another process holds the write lock: the event cannot be made durable.
         blocker = sqlite3.connect(path, timeout=0, isolation_level=None)
         blocker.execute("BEGIN IMMEDIATE")
-        box_conn = box._conn
-        assert box_conn is not None
-        box_conn.execute("PRAGMA busy_timeout=50")
-        with pytest.raises(OutboxError, match="locked"):
-            await box.put(make_event(1))
+        event = make_event(1)
+        assert await box.put(event) is False  # kept, but honestly not durable
+        assert box.fault is not None and box.fault.code == "locked"
+        assert box.health_changed.is_set()
+        # Still handed to the uplink from memory.
+        assert [p.id for p in await box.pending(10)] == [event.id]
+        assert (await box.stats()).buffered_in_memory == 1
+        assert await box.retry() is False
         blocker.execute("ROLLBACK")
         blocker.close()
-        await box.put(make_event(2))
-        assert await box.depth() == 1
+        assert await box.retry() is True
+        assert box.fault is None
+    finally:
+        box.close()
+    with sqlite3.connect(path) as conn:  # durable now, as another process sees it
+        assert conn.execute("SELECT id FROM events").fetchall() == [(event.id,)]
+
+
+async def test_full_database_spills_and_acks_in_memory(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "outbox.sqlite3")
+    box.open()
+    try:
+        assert box._conn is not None
+        pages = box._conn.execute("PRAGMA page_count").fetchone()[0]
+        box._conn.execute(f"PRAGMA max_page_count={pages}")  # SQLite's own SQLITE_FULL
+        big = [make_event(i) for i in range(1, 40)]
+        assert await box.put_many(big) is False
+        assert box.fault is not None and box.fault.code == "disk_full"
+        sent = [p.id for p in await box.pending(5)]
+        await box.ack(sent)  # published from memory while the disk is full
+        assert sent[0] not in [p.id for p in await box.pending(100)]
+        box._conn.execute("PRAGMA max_page_count=1073741823")
+        assert await box.retry() is True
+        remaining = [p.id for p in await box.pending(100)]
+        assert remaining == [e.id for e in big[5:]]
+        assert await box.depth() == len(big) - 5
     finally:
         box.close()
 
 
-def test_garbage_file_is_refused_with_a_clear_error(tmp_path: Path) -> None:
+async def test_memory_buffer_is_bounded_lowest_priority_first(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "nodir" / "outbox.sqlite3", memory_max_events=3)
+    (tmp_path / "nodir").write_text("a file where the folder should be")  # cannot open
+    box.open()
+    try:
+        assert box.fault is not None
+        info = make_event(1, "info", "heartbeat")
+        alarms = [make_event(i) for i in range(2, 5)]
+        assert await box.put(info) is False
+        for a in alarms:
+            await box.put(a)
+        assert [p.id for p in await box.pending(10)] == [a.id for a in alarms]
+        assert (await box.stats()).evicted == {"heartbeat": 1}
+    finally:
+        box.close()
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "foreign"])
+async def test_corrupt_file_is_moved_aside_and_a_fresh_one_started(
+    tmp_path: Path, damage: str
+) -> None:
     path = tmp_path / "outbox.sqlite3"
-    path.write_bytes(b"this is not a database" * 100)
+    if damage == "garbage":
+        path.write_bytes(b"this is not a database" * 100)
+    elif damage == "truncated":
+        good = Outbox(path)
+        good.open()
+        await good.put_many([make_event(i) for i in range(1, 300)])
+        good.close()
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    else:
+        with sqlite3.connect(path) as conn:
+            conn.execute("CREATE TABLE photos (name TEXT)")
     box = Outbox(path)
-    with pytest.raises(OutboxError, match="outbox.sqlite3"):
-        box.open()
-    box.close()
+    box.open()
+    try:
+        assert box.fault is None
+        assert len(box.moved_aside) == 1
+        moved, reason = box.moved_aside[0]
+        assert moved.exists() and moved.name.startswith("outbox.sqlite3.corrupt-")
+        assert reason
+        e = make_event(1)
+        assert await box.put(e) is True
+        assert [p.id for p in await box.pending(10)] == [e.id]
+    finally:
+        box.close()
 
 
-async def test_close_is_idempotent(outbox: Outbox) -> None:
-    outbox.close()
-    outbox.close()
-    with pytest.raises(OutboxError, match="not open"):
-        await outbox.put(make_event(1))
+async def test_cap_evicts_oldest_lowest_priority_first_and_counts(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "outbox.sqlite3", max_events=5)
+    box.open()
+    try:
+        alarm1 = make_event(1, "alarm")
+        infos = [make_event(i, "info", "heartbeat") for i in range(2, 5)]
+        warn = make_event(5, "warning", "sensor_fault")
+        alarm2 = make_event(6, "alarm")
+        alarm3 = make_event(7, "alarm")
+        for e in [alarm1, *infos, warn, alarm2, alarm3]:
+            await box.put(e)
+        # Two over the cap: the two oldest infos went.
+        ids = [p.id for p in await box.pending(10)]
+        assert ids == [alarm1.id, alarm2.id, alarm3.id, warn.id, infos[2].id]
+        for i in range(8, 11):
+            await box.put(make_event(i, "alarm"))
+        stats = await box.stats()
+        assert stats.depth == 5
+        assert stats.evicted == {"heartbeat": 3, "sensor_fault": 1, "animal_detected": 1}
+        # Alarms went last, and then the oldest alarm first.
+        assert alarm1.id not in [p.id for p in await box.pending(10)]
+        await box.forget_evictions({"heartbeat": 3, "animal_detected": 1})
+        assert (await box.stats()).evicted == {"sensor_fault": 1}
+    finally:
+        box.close()
+
+
+async def test_stats_report_depth_and_oldest(tmp_path: Path) -> None:
+    now = [1000.0]
+    box = Outbox(tmp_path / "outbox.sqlite3", clock=lambda: now[0])
+    box.open()
+    try:
+        assert (await box.stats()).oldest_created is None
+        await box.put(make_event(1))
+        now[0] = 1500.0
+        await box.put(make_event(2))
+        stats = await box.stats()
+        assert (stats.depth, stats.oldest_created) == (2, 1000.0)
+    finally:
+        box.close()
