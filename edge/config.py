@@ -45,6 +45,16 @@ class DeviceConfig(msgspec.Struct, **_struct):  # type: ignore[call-arg]
     description: str = ""
 
 
+class TlsConfig(msgspec.Struct, **_struct):  # type: ignore[call-arg]
+    """TLS to the broker with this device's own client certificate."""
+
+    ca_file: Annotated[str, Meta(min_length=1)]
+    """The fleet CA that signed the broker's certificate (pinned: nothing else is trusted)."""
+    cert_file: Annotated[str, Meta(min_length=1)]
+    key_file: Annotated[str, Meta(min_length=1)]
+    """Must be readable by the daemon's user only (mode 0600 or stricter)."""
+
+
 class UplinkConfig(msgspec.Struct, **_struct):  # type: ignore[call-arg]
     host: Annotated[str, Meta(min_length=1)]
     port: Annotated[int, Meta(ge=1, le=65535)] = 1883
@@ -52,15 +62,32 @@ class UplinkConfig(msgspec.Struct, **_struct):  # type: ignore[call-arg]
     password: str | None = None
     client_id: Identifier | None = None
     topic_prefix: Annotated[str, Meta(pattern=r"^[^#+]+[^/#+]$")] = DEFAULT_TOPIC_PREFIX
-    keepalive_s: Annotated[int, Meta(ge=5, le=3600)] = 60
-    publish_window: Annotated[int, Meta(ge=1, le=1000)] = 16
+    keepalive_s: Annotated[int, Meta(ge=5, le=3600)] = 1200
+    publish_window: Annotated[int, Meta(ge=1, le=1000)] = 64
     publish_timeout_s: Annotated[float, Meta(gt=0, le=600)] = 30.0
     reconnect_min_s: Annotated[float, Meta(gt=0, le=3600)] = 1.0
     reconnect_max_s: Annotated[float, Meta(gt=0, le=86400)] = 300.0
+    tls: TlsConfig | None = None
 
 
 class OutboxConfig(msgspec.Struct, **_struct):  # type: ignore[call-arg]
     path: str = "/var/lib/satoyama/outbox.sqlite3"
+    max_events: Annotated[int, Meta(ge=100, le=10_000_000)] = 100_000
+    memory_max_events: Annotated[int, Meta(ge=10, le=1_000_000)] = 2_000
+
+
+class HealthConfig(msgspec.Struct, **_struct):  # type: ignore[call-arg]
+    heartbeat_s: Annotated[float, Meta(ge=10, le=86400)] = 3600.0
+    storage_retry_s: Annotated[float, Meta(gt=0, le=3600)] = 10.0
+    modem: Literal["auto", "none"] = "auto"
+    """``auto``: report the cellular modem's state when ModemManager (mmcli) manages one."""
+
+
+class TelemetryConfig(msgspec.Struct, **_struct):  # type: ignore[call-arg]
+    batch_s: Annotated[float, Meta(ge=1, le=86400)] = 3600.0
+    """Longest time a reading waits on the device before its batch is queued."""
+    max_readings: Annotated[int, Meta(ge=1, le=100_000)] = 1_000
+    """A batch is queued early when it holds this many readings."""
 
 
 class GpioConfig(msgspec.Struct, **_struct):  # type: ignore[call-arg]
@@ -111,6 +138,8 @@ class Config(msgspec.Struct, **_struct):  # type: ignore[call-arg]
     device: DeviceConfig
     uplink: UplinkConfig
     outbox: OutboxConfig = OutboxConfig()
+    health: HealthConfig = HealthConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
     gpio: GpioConfig = GpioConfig()
     sensors: dict[str, SensorConfig] = {}
     actuators: dict[str, ActuatorConfig] = {}

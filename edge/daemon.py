@@ -17,13 +17,19 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
+import msgspec
+
 from drivers.pir import PirDetector
 from drivers.siren import Siren
 from drivers.strobe import Strobe
+from edge.commands import CommandError, HeartbeatCommand, parse_command
 from edge.config import Config, SirenConfig, StrobeConfig
 from edge.deterrent import DeterrentRule, Outcome
+from edge.event import HeartbeatData
+from edge.modem import modem_status
 from edge.outbox import Outbox
 from edge.recorder import Recorder
+from edge.telemetry import TelemetryBuffer
 from edge.uplink import Uplink
 
 log = logging.getLogger(__name__)
@@ -68,9 +74,16 @@ class Daemon:
     def __init__(self, config: Config, *, pin_factory: Any = None) -> None:
         self.config = config
         self.pin_factory = pin_factory
-        self.outbox = Outbox(config.outbox.path)
+        self.outbox = Outbox(
+            config.outbox.path,
+            max_events=config.outbox.max_events,
+            memory_max_events=config.outbox.memory_max_events,
+        )
         self.recorder: Recorder | None = None
         self.uplink: Uplink | None = None
+        self.telemetry: TelemetryBuffer | None = None
+        self._telemetry_due = asyncio.Event()
+        self._heartbeat_now = asyncio.Event()
         self.detectors: dict[str, PirDetector] = {}
         self.actuators: dict[str, Siren | Strobe] = {}
         self.rules: dict[str, DeterrentRule] = {}
@@ -89,17 +102,41 @@ class Daemon:
             self.pin_factory = make_pin_factory(self.config.gpio.pin_factory)
         self.outbox.open()
         self.recorder = Recorder(self.config, self.outbox)
-        self.uplink = Uplink(self.config, self.outbox, boot=self.recorder.boot)
         try:
+            self.uplink = Uplink(
+                self.config, self.outbox, boot=self.recorder.boot, on_command=self._on_command
+            )
             self._build_hardware()
         except Exception:
             self._close_hardware()
             self.outbox.close()
             raise
+        self.telemetry = TelemetryBuffer(
+            device=self.config.device.id,
+            site=self.config.device.site,
+            boot=self.recorder.boot,
+            batch_s=self.config.telemetry.batch_s,
+            max_readings=self.config.telemetry.max_readings,
+            clock_synced=self.recorder.clock_synced,
+        )
         for name, rule in self.rules.items():
             self._wake[name] = asyncio.Event()
             self._spawn(self._rule_timer(rule, self._wake[name]), f"rule {name}")
         self._spawn(self.uplink.run(), "uplink")
+        self._spawn(self._watch_storage(), "storage watch")
+        self._spawn(self._heartbeats(), "heartbeat")
+        self._spawn(self._telemetry_flusher(), "telemetry")
+        for moved, reason in self.outbox.moved_aside:
+            await self.recorder.record(
+                "sensor_fault",
+                "warning",
+                {
+                    "sensor": "outbox",
+                    "fault": "corrupt",
+                    "message": f"outbox file unusable ({reason}); moved aside as {moved.name}, "
+                    "started a fresh one",
+                },
+            )
         depth = await self.outbox.depth()
         log.info(
             "daemon started: device %s at %s; %d sensor(s), %d actuator(s); "
@@ -207,6 +244,130 @@ class Daemon:
                     self.recorder.record("animal_detected", "alarm", data, at=wall),
                     f"record detection by {sensor}",
                 )
+
+    # -- health ---------------------------------------------------------------
+
+    async def _watch_storage(self) -> None:
+        """Report storage trouble once, retry until the disk works, report recovery."""
+        assert self.recorder is not None
+        outbox = self.outbox
+        while True:
+            if outbox.fault is None:
+                outbox.health_changed.clear()
+                await outbox.health_changed.wait()
+                continue
+            fault = outbox.fault
+            await self.recorder.record(
+                "sensor_fault",
+                "warning",
+                {"sensor": "storage", "fault": fault.code, "message": fault.message},
+            )
+            while not await outbox.retry():
+                await asyncio.sleep(self.config.health.storage_retry_s)
+            stats = await outbox.stats()
+            await self.recorder.record(
+                "sensor_recovered",
+                "info",
+                {
+                    "sensor": "storage",
+                    "down_s": round(time.time() - fault.since, 1),
+                    "lost_in_memory": stats.evicted,
+                },
+            )
+
+    def sensor_health(self) -> dict[str, str]:
+        return {
+            name: "warming_up" if det.warming_up else "ok" for name, det in self.detectors.items()
+        }
+
+    async def heartbeat(self) -> None:
+        """Record one heartbeat now: the device's health for the cloud."""
+        assert self.recorder is not None and self.uplink is not None
+        stats = await self.outbox.stats()
+        link = await modem_status() if self.config.health.modem == "auto" else None
+        now = time.time()
+        data = HeartbeatData(
+            interval_s=self.config.health.heartbeat_s,
+            uptime_s=round(time.monotonic() - self.started_at, 1),
+            outbox_depth=stats.depth,
+            oldest_undelivered_s=None
+            if stats.oldest_created is None
+            else round(now - stats.oldest_created, 1),
+            evicted=stats.evicted,
+            sensors=self.sensor_health(),
+            bytes_sent_today=self.uplink.usage.today,
+            link=link,
+        )
+        payload = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not None}
+        event = self.recorder.make("heartbeat", "info", payload)
+        if await self.outbox.put(event) and stats.evicted:
+            # Reported in a durable heartbeat: stop counting these.
+            await self.outbox.forget_evictions(stats.evicted)
+
+    async def _heartbeats(self) -> None:
+        period = self.config.health.heartbeat_s
+        while True:
+            try:
+                await self.heartbeat()
+            except Exception:  # noqa: BLE001 - the next one may work
+                log.exception("heartbeat failed")
+            self._heartbeat_now.clear()
+            try:
+                await asyncio.wait_for(self._heartbeat_now.wait(), period)
+            except TimeoutError:
+                pass
+
+    # -- telemetry ------------------------------------------------------------
+
+    def add_reading(self, name: str, value: float, at: float | None = None) -> None:
+        """Queue one telemetry reading (``"<sensor>.<quantity>"``); sent in the next batch."""
+        assert self.telemetry is not None
+        if self.telemetry.add(name, value, at) or len(self.telemetry) == 1:
+            self._telemetry_due.set()
+
+    async def flush_telemetry(self) -> None:
+        assert self.telemetry is not None
+        row = self.telemetry.take()
+        if row is not None:
+            await self.outbox.put_rows([row])
+
+    async def _telemetry_flusher(self) -> None:
+        assert self.telemetry is not None
+        while True:
+            self._telemetry_due.clear()
+            due = self.telemetry.due_at()
+            if due is None:
+                await self._telemetry_due.wait()
+                continue
+            full = len(self.telemetry) >= self.telemetry.max_readings
+            if not full and due > time.time():
+                try:
+                    await asyncio.wait_for(self._telemetry_due.wait(), due - time.time())
+                except TimeoutError:
+                    pass
+                continue
+            await self.flush_telemetry()
+
+    # -- commands -------------------------------------------------------------
+
+    def _on_command(self, name: str, payload: bytes) -> None:
+        assert self.recorder is not None
+        try:
+            command = parse_command(name, payload)
+        except CommandError as exc:
+            log.warning("command %s rejected: %s", name[:64], exc)
+            self._spawn(
+                self.recorder.record(
+                    "command_rejected", "warning", {"command": name[:64], "reason": str(exc)}
+                ),
+                "record rejected command",
+            )
+            return
+        log.info("command %s accepted", name)
+        if isinstance(command, HeartbeatCommand):
+            self._heartbeat_now.set()
+
+    # -- rules ----------------------------------------------------------------
 
     async def _rule_timer(self, rule: DeterrentRule, wake: asyncio.Event) -> None:
         while True:

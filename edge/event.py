@@ -39,6 +39,7 @@ KINDS: Final = frozenset(
         "sensor_fault",
         "sensor_recovered",
         "heartbeat",
+        "command_rejected",
     }
 )
 

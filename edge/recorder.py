@@ -76,7 +76,7 @@ class Recorder:
             self._seq += 1
             return self._seq
 
-    def _clock_synced(self) -> bool:
+    def clock_synced(self) -> bool:
         now = time.monotonic()
         if now - self._synced_checked_at > 10:
             self._synced = kernel_clock_synced()
@@ -100,7 +100,7 @@ class Recorder:
             kind=kind,
             severity=severity,
             ts=ts,
-            clock_synced=self._clock_synced(),
+            clock_synced=self.clock_synced(),
             seq=self._next_seq(),
             boot=self.boot,
             location=self.location,

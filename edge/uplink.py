@@ -15,17 +15,58 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
+import ssl
+import stat
 from collections.abc import Callable
+from pathlib import Path
 
 import aiomqtt
 
 from edge import __version__
-from edge.config import Config
-from edge.event import Status, command_topic, encode_status, events_topic, status_topic
+from edge.config import Config, TlsConfig
+from edge.event import Status, command_topic, encode_status, status_topic
+from edge.linkstats import DailyUsage, read_counters
 from edge.outbox import Outbox, Pending
 
 log = logging.getLogger(__name__)
+
+CommandHandler = Callable[[str, bytes], None]
+"""Called with (command name, payload) for each message on ``PREFIX/DEVICE/cmd/NAME``."""
+
+
+class UplinkSetupError(ValueError):
+    """The uplink cannot be set up as configured (key readable by others, missing file)."""
+
+
+def check_private_file(path: str, key: str) -> None:
+    """Refuse a secret that other users can read (and say how to fix it)."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise UplinkSetupError(f"{key}: cannot read {path}: {exc.strerror}") from None
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise UplinkSetupError(
+            f"{key}: {path} is readable by other users (mode {stat.S_IMODE(st.st_mode):04o}); "
+            f"run: chmod 600 {path}"
+        )
+
+
+def tls_context(tls: TlsConfig) -> ssl.SSLContext:
+    """Client TLS: only the pinned fleet CA is trusted; our certificate proves who we are."""
+    check_private_file(tls.key_file, "uplink.tls.key_file")
+    for key, path in (("uplink.tls.ca_file", tls.ca_file), ("uplink.tls.cert_file", tls.cert_file)):
+        if not Path(path).is_file():
+            raise UplinkSetupError(f"{key}: {path} does not exist")
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        ctx.load_verify_locations(cafile=tls.ca_file)
+        ctx.load_cert_chain(tls.cert_file, tls.key_file)
+    except (ssl.SSLError, OSError) as exc:
+        raise UplinkSetupError(f"uplink.tls: cannot load certificates: {exc}") from None
+    return ctx
 
 
 class Backoff:
@@ -54,20 +95,24 @@ class Uplink:
         *,
         boot: str = "",
         on_published: Callable[[Pending], None] | None = None,
+        on_command: CommandHandler | None = None,
     ) -> None:
         self.config = config
         self.outbox = outbox
         self.boot = boot
         self.on_published = on_published
+        self.on_command = on_command
         up = config.uplink
         device = config.device.id
-        self.events_topic = events_topic(up.topic_prefix, device)
+        self.topic_base = f"{up.topic_prefix}/{device}"
         self.status_topic = status_topic(up.topic_prefix, device)
         self.command_topic = command_topic(up.topic_prefix, device)
         self.backoff = Backoff(up.reconnect_min_s, up.reconnect_max_s)
+        self._tls = tls_context(up.tls) if up.tls is not None else None
         self.connected = asyncio.Event()
         self.published = 0
         self.connections = 0
+        self.usage = DailyUsage()
 
     def _status(self, state: str, reason: str = "") -> bytes:
         return encode_status(
@@ -90,6 +135,8 @@ class Uplink:
             password=up.password,
             keepalive=up.keepalive_s,
             clean_session=False,
+            tls_context=self._tls,
+            tls_insecure=False if self._tls is not None else None,
             timeout=up.publish_timeout_s,
             will=aiomqtt.Will(
                 self.status_topic, self._status("offline", "connection lost"), qos=1, retain=True
@@ -148,18 +195,42 @@ class Uplink:
             pass
 
     async def _session(self, client: aiomqtt.Client) -> None:
-        await client.publish(self.status_topic, self._status("online"), qos=1, retain=True)
-        await client.subscribe(self.command_topic, qos=1)
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self._watch(client))
-            tg.create_task(self._drain(client, tg))
+        self.usage.new_connection()
+        try:
+            await client.publish(self.status_topic, self._status("online"), qos=1, retain=True)
+            await client.subscribe(self.command_topic, qos=1)
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._watch(client))
+                tg.create_task(self._drain(client, tg))
+                tg.create_task(self._count_bytes(client))
+        finally:
+            self.sample_usage(client)
+
+    def sample_usage(self, client: aiomqtt.Client) -> None:
+        try:
+            sock = client._client.socket()  # paho's socket (aiomqtt keeps paho in _client)
+        except AttributeError:
+            sock = None
+        self.usage.sample(read_counters(sock))  # type: ignore[arg-type]
+
+    async def _count_bytes(self, client: aiomqtt.Client) -> None:
+        while True:
+            self.sample_usage(client)
+            await asyncio.sleep(5)
 
     async def _watch(self, client: aiomqtt.Client) -> None:
-        """Read commands; raises MqttError when the connection drops (ends the session)."""
+        """Hand commands to the daemon; raises MqttError when the link drops (ends the session)."""
+        prefix = self.command_topic.removesuffix("#")
         async for message in client.messages:
-            # Commands from the cloud arrive in a later issue; until then they
-            # are refused, never executed.
-            log.warning("uplink: ignoring command on %s (no commands supported yet)", message.topic)
+            name = message.topic.value.removeprefix(prefix)
+            payload = message.payload if isinstance(message.payload, bytes) else b""
+            if self.on_command is None:
+                log.warning("uplink: no command handler; ignoring %s", name)
+                continue
+            try:
+                self.on_command(name, payload)
+            except Exception:  # noqa: BLE001 - a bad command must not end the session
+                log.exception("command %s failed", name)
 
     async def _drain(self, client: aiomqtt.Client, tg: asyncio.TaskGroup) -> None:
         window = self.config.uplink.publish_window
@@ -180,10 +251,15 @@ class Uplink:
         self, client: aiomqtt.Client, item: Pending, slots: asyncio.Semaphore, in_flight: set[str]
     ) -> None:
         try:
-            await client.publish(self.events_topic, item.payload, qos=1)
+            await client.publish(f"{self.topic_base}/{item.channel}", item.payload, qos=1)
             await self.outbox.ack([item.id])
             self.published += 1
-            log.info("event %s published: %s (PUBACK received, removed from outbox)", item.id, item.kind)
+            if item.channel == "events":
+                log.info(
+                    "event %s published: %s (PUBACK received, removed from outbox)",
+                    item.id,
+                    item.kind,
+                )
             if self.on_published is not None:
                 self.on_published(item)
         finally:
