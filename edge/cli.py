@@ -37,24 +37,33 @@ def _load_config(path: str):  # type: ignore[no-untyped-def]
 
 async def _run(config_path: str) -> int:
     from edge.daemon import Daemon
-    from edge.outbox import OutboxError
+    from edge.sdnotify import SystemdNotifier
+    from edge.uplink import UplinkSetupError, check_private_file
 
     config = _load_config(config_path)
     daemon = Daemon(config)
+    notifier = SystemdNotifier()  # a no-op outside systemd
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
+        if config.uplink.password is not None:
+            check_private_file(config_path, "uplink.password (the config file holds a secret)")
         await daemon.start()
-    except OutboxError as exc:
-        print(f"error: outbox unusable: {exc}", file=sys.stderr)
-        return 1
+    except UplinkSetupError as exc:
+        print(f"config error: {config_path}: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    notifier.ready(f"device {config.device.id} running")
+    watchdog = asyncio.create_task(notifier.run_watchdog(), name="systemd watchdog")
     try:
         await stop.wait()
         log.info("stopping")
     finally:
+        notifier.stopping()
+        watchdog.cancel()
         await daemon.close()
+        notifier.close()
     return 0
 
 
