@@ -45,7 +45,17 @@ class Mosquitto:
     production broker does.
     """
 
-    def __init__(self, workdir: Path | None = None, port: int | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path | None = None,
+        port: int | None = None,
+        *,
+        tls: tuple[Path, Path, Path] | None = None,
+        acl_file: Path | None = None,
+    ) -> None:
+        """``tls``: (CA, broker certificate, broker key): TLS only, and every client
+        must present a certificate from that CA; its common name becomes the MQTT
+        user name that ``acl_file`` patterns (``%u``) refer to."""
         self.binary = find_mosquitto()
         self._own_dir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="satoyama-mosquitto-"))
@@ -54,6 +64,8 @@ class Mosquitto:
         self.conf = self.workdir / "mosquitto.conf"
         self.log = self.workdir / "mosquitto.log"
         self._proc: subprocess.Popen[bytes] | None = None
+        self.tls = tls
+        self.acl_file = acl_file
 
     def _write_config(self) -> None:
         self.conf.write_text(
@@ -61,7 +73,19 @@ class Mosquitto:
                 [
                     "# written by edge.sim.broker",
                     f"listener {self.port} {self.host}",
-                    "allow_anonymous true",
+                    *(
+                        [
+                            f"cafile {self.tls[0]}",
+                            f"certfile {self.tls[1]}",
+                            f"keyfile {self.tls[2]}",
+                            "require_certificate true",
+                            "use_identity_as_username true",
+                            "allow_anonymous false",
+                        ]
+                        if self.tls
+                        else ["allow_anonymous true"]
+                    ),
+                    *([f"acl_file {self.acl_file}"] if self.acl_file else []),
                     # As root, mosquitto would switch to user "mosquitto", who may not
                     # read this folder; stay whoever started it.
                     f"user {pwd.getpwuid(os.getuid()).pw_name}",

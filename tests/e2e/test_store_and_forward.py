@@ -350,7 +350,7 @@ async def test_full_or_read_only_disk_keeps_the_siren_and_the_events(
 ) -> None:
     state = tmp_path / "device"
     config = tmp_path / "device.toml"
-    config.write_text(config_text(tmp_path, broker.port))
+    config.write_text(config_text(tmp_path, broker.port, health="storage_retry_s = 0.2"))
     async with spy_on(broker.host, broker.port, f"satoyama/v1/{DEVICE}/events") as spy:
         h = Harness(config, wrapper=in_private_tmpfs(state, 2048, read_only=fault == "ro"))
         try:
