@@ -65,6 +65,8 @@ class UplinkConfig(msgspec.Struct, **_struct):  # type: ignore[call-arg]
     keepalive_s: Annotated[int, Meta(ge=5, le=3600)] = 1200
     publish_window: Annotated[int, Meta(ge=1, le=1000)] = 64
     publish_timeout_s: Annotated[float, Meta(gt=0, le=600)] = 30.0
+    connect_timeout_s: Annotated[float, Meta(gt=0, le=600)] = 20.0
+    """A CONNECT not answered in this time is abandoned (and retried with backoff)."""
     reconnect_min_s: Annotated[float, Meta(gt=0, le=3600)] = 1.0
     reconnect_max_s: Annotated[float, Meta(gt=0, le=86400)] = 300.0
     tls: TlsConfig | None = None
@@ -84,7 +86,7 @@ class HealthConfig(msgspec.Struct, **_struct):  # type: ignore[call-arg]
 
 
 class TelemetryConfig(msgspec.Struct, **_struct):  # type: ignore[call-arg]
-    batch_s: Annotated[float, Meta(ge=1, le=86400)] = 3600.0
+    batch_s: Annotated[float, Meta(ge=1, le=86400)] = 10800.0
     """Longest time a reading waits on the device before its batch is queued."""
     max_readings: Annotated[int, Meta(ge=1, le=100_000)] = 1_000
     """A batch is queued early when it holds this many readings."""

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import enum
+import functools
 import logging
 import queue
 import sqlite3
@@ -35,7 +36,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from edge.event import SEVERITY_RANK, Event, encode
 
@@ -53,6 +54,7 @@ CREATE TABLE IF NOT EXISTS meta (
 CREATE TABLE IF NOT EXISTS events (
     n        INTEGER PRIMARY KEY,      -- insertion order
     id       TEXT NOT NULL UNIQUE,     -- event id (or telemetry batch id)
+    seq      INTEGER NOT NULL,         -- the event's seq (0 for telemetry)
     rank     INTEGER NOT NULL,         -- 0 alarm, 1 warning, 2 info, 3 telemetry
     kind     TEXT NOT NULL,
     channel  TEXT NOT NULL,            -- the topic leaf: 'events' or 'telemetry'
@@ -61,7 +63,7 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_by_priority ON events (rank, n);
 """
-_COLUMNS = {"n", "id", "rank", "kind", "channel", "created", "payload"}
+_COLUMNS = {"n", "id", "seq", "rank", "kind", "channel", "created", "payload"}
 
 # SQLite primary result codes that mean "the storage is in trouble", not "our bug".
 _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY, _SQLITE_IOERR = 5, 6, 8, 10
@@ -76,6 +78,19 @@ _STORAGE_CODES = {
     _SQLITE_CORRUPT: "corrupt",
     _SQLITE_NOTADB: "corrupt",
 }
+
+
+_ROWS_PER_INSERT = 256  # 7 parameters a row: well below SQLite's 32,766 limit
+
+
+@functools.lru_cache(maxsize=8)
+def _insert_sql(n: int) -> str:
+    """``INSERT`` of ``n`` rows (Row's fields are the columns, in order)."""
+    values = ",".join(["(?,?,?,?,?,?,?)"] * n)
+    return (
+        "INSERT OR IGNORE INTO events (id, seq, rank, kind, channel, created, payload) "
+        f"VALUES {values}"
+    )
 
 
 class OutboxError(RuntimeError):
@@ -95,8 +110,9 @@ class Pending:
     payload: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
+class Row(NamedTuple):
+    """One stored message (a tuple: cheap to make on the hot path)."""
+
     id: str
     seq: int
     rank: int
@@ -214,7 +230,7 @@ class Outbox:
         *,
         max_events: int = 100_000,
         memory_max_events: int = 2_000,
-        max_batch: int = 2_048,
+        max_batch: int = 512,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = Path(path)
@@ -358,11 +374,19 @@ class Outbox:
                     stop = True
                     break
                 batch.append(more)
-            try:
-                self._run_batch(batch)
-            except BaseException as exc:  # never leave a caller waiting forever
-                log.exception("outbox writer failed")
-                self._deliver([(j, None, OutboxError(f"outbox writer failed: {exc!r}")) for j in batch])
+            # Alarms first: they get a small transaction of their own rather than
+            # waiting for everything else that queued up meanwhile.
+            urgent = [j for j in batch if isinstance(j, _Put) and any(r[2] == 0 for r in j.rows)]
+            rest = [j for j in batch if j not in urgent] if urgent else batch
+            for part in (urgent, rest):
+                if not part:
+                    continue
+                try:
+                    self._run_batch(part)
+                except BaseException as exc:  # never leave a caller waiting forever
+                    log.exception("outbox writer failed")
+                    err = OutboxError(f"outbox writer failed: {exc!r}")
+                    self._deliver([(j, None, err) for j in part])
             if stop:
                 return
 
@@ -389,8 +413,16 @@ class Outbox:
         try:
             conn.execute("BEGIN IMMEDIATE")
             flushed = self._flush_memory(conn)
+            # One statement for all rows of all puts, one for all acks, then reads.
+            puts = [j for j in batch if isinstance(j, _Put)]
+            acks = [j for j in batch if isinstance(j, _Ack)]
+            self._insert(conn, [r for j in puts for r in j.rows])
+            self._delete(conn, [i for j in acks for i in j.ids])
+            results.extend([(j, True, None) for j in puts])
+            results.extend([(j, None, None) for j in acks])
             for job in batch:
-                results.append(self._run_job(conn, job))
+                if isinstance(job, _Query):
+                    results.append(self._run_query(conn, job))
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
@@ -422,14 +454,9 @@ class Outbox:
             self._notify_health(batch)
         self._deliver(results)
 
-    def _run_job(self, conn: sqlite3.Connection, job: _Job) -> tuple[_Job, Any, BaseException | None]:
-        if isinstance(job, _Put):
-            self._insert(conn, job.rows)
-            return job, True, None
-        if isinstance(job, _Ack):
-            self._delete(conn, job.ids)
-            return job, None, None
-        assert isinstance(job, _Query)
+    def _run_query(
+        self, conn: sqlite3.Connection, job: _Query
+    ) -> tuple[_Job, Any, BaseException | None]:
         conn.execute("SAVEPOINT q")
         try:
             result = job.fn(conn)
@@ -446,13 +473,15 @@ class Outbox:
         rows = [r for r in rows if r.id not in self._acked_unremoved]
         if not rows:
             return 0
-        cur = conn.executemany(
-            "INSERT OR IGNORE INTO events (id, rank, kind, channel, created, payload) "
-            "VALUES (?,?,?,?,?,?)",
-            [(r.id, r.rank, r.kind, r.channel, r.created, r.payload) for r in rows],
-        )
-        self._count += max(cur.rowcount, 0)
-        top = max(r.seq for r in rows)
+        # Many rows per statement: the sqlite3 module releases the GIL around each
+        # step, so one statement per row would hand the GIL back and forth with
+        # the event loop thousands of times per commit.
+        before = conn.total_changes
+        for start in range(0, len(rows), _ROWS_PER_INSERT):
+            chunk = rows[start : start + _ROWS_PER_INSERT]
+            conn.execute(_insert_sql(len(chunk)), [v for r in chunk for v in r])
+        self._count += conn.total_changes - before
+        top = max(r[1] for r in rows)
         if top > 0:
             conn.execute(
                 "INSERT INTO meta (key, value) VALUES ('last_seq', ?) "
@@ -482,6 +511,8 @@ class Outbox:
 
     def _delete(self, conn: sqlite3.Connection, ids: Iterable[str]) -> None:
         params = [(i,) for i in ids]
+        if not params:
+            return
         before = conn.total_changes
         conn.executemany("DELETE FROM events WHERE id = ?", params)
         self._count -= conn.total_changes - before
@@ -566,7 +597,15 @@ class Outbox:
 
     async def put(self, event: Event) -> bool:
         """Store one event.  True once durable on disk; False if only kept in memory."""
-        return await self.put_rows([Row.of(event, self.clock())])
+        if self._thread is None:
+            raise OutboxError("outbox is not open")
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        future: asyncio.Future[bool] = loop.create_future()
+        self._jobs.put(_Put(loop, future, [Row.of(event, self.clock())]))
+        durable = await future
+        self.changed.set()
+        return durable
 
     async def put_many(self, events: Iterable[Event]) -> bool:
         now = self.clock()

@@ -113,6 +113,7 @@ class Uplink:
         self.published = 0
         self.connections = 0
         self.usage = DailyUsage()
+        self._client_now: aiomqtt.Client | None = None
 
     def _status(self, state: str, reason: str = "") -> bytes:
         return encode_status(
@@ -137,7 +138,7 @@ class Uplink:
             clean_session=False,
             tls_context=self._tls,
             tls_insecure=False if self._tls is not None else None,
-            timeout=up.publish_timeout_s,
+            timeout=up.connect_timeout_s,
             will=aiomqtt.Will(
                 self.status_topic, self._status("offline", "connection lost"), qos=1, retain=True
             ),
@@ -196,6 +197,7 @@ class Uplink:
 
     async def _session(self, client: aiomqtt.Client) -> None:
         self.usage.new_connection()
+        self._client_now = client
         try:
             await client.publish(self.status_topic, self._status("online"), qos=1, retain=True)
             await client.subscribe(self.command_topic, qos=1)
@@ -205,8 +207,13 @@ class Uplink:
                 tg.create_task(self._count_bytes(client))
         finally:
             self.sample_usage(client)
+            self._client_now = None
 
-    def sample_usage(self, client: aiomqtt.Client) -> None:
+    def sample_usage(self, client: aiomqtt.Client | None = None) -> None:
+        """Add what crossed the socket since the last sample to today's count."""
+        client = client or self._client_now
+        if client is None:
+            return
         try:
             sock = client._client.socket()  # paho's socket (aiomqtt keeps paho in _client)
         except AttributeError:
@@ -251,7 +258,12 @@ class Uplink:
         self, client: aiomqtt.Client, item: Pending, slots: asyncio.Semaphore, in_flight: set[str]
     ) -> None:
         try:
-            await client.publish(f"{self.topic_base}/{item.channel}", item.payload, qos=1)
+            await client.publish(
+                f"{self.topic_base}/{item.channel}",
+                item.payload,
+                qos=1,
+                timeout=self.config.uplink.publish_timeout_s,
+            )
             await self.outbox.ack([item.id])
             self.published += 1
             if item.channel == "events":

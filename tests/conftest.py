@@ -16,7 +16,6 @@ from edge.sim.mailbox import Mailbox
 def broker(tmp_path: Path) -> Iterator[Mosquitto]:
     """A private mosquitto on a free loopback port.  Fails (never skips) if missing."""
     b = Mosquitto(workdir=tmp_path / "mosquitto")
-    b.workdir.mkdir()
     b.start()
     try:
         yield b

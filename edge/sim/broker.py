@@ -59,6 +59,7 @@ class Mosquitto:
         self.binary = find_mosquitto()
         self._own_dir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="satoyama-mosquitto-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.host = "127.0.0.1"
         self.conf = self.workdir / "mosquitto.conf"

@@ -88,6 +88,12 @@ class CellularLink:
         if self._server is not None:
             self._server.close()
         await self._drop_all()
+        # Aborted transports end every pipe by themselves; wait for them to finish.
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        if others:
+            _, stuck = await asyncio.wait(others, timeout=5)
+            for task in stuck:
+                task.cancel()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if not self._up:
