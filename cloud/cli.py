@@ -11,17 +11,23 @@ import argparse
 import asyncio
 import datetime as dt
 import logging
+import os
 import signal
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Final, TextIO
 
-from cloud.config import NotifierConfig, load_config
+import msgspec
+
+from cloud.config import KNOWN_KINDS, NotifierConfig, StoreConfig, load_config
 from cloud.errors import ConfigError, NotifierError
+from cloud.mailer import DryRunMailer
 from cloud.notifier import Notifier
 from cloud.render import JST
-from cloud.store import QueuedMail, Store, StoreCounts
+from cloud.store import DeviceRow, InstanceRow, QueuedMail, Store, StoreCounts, TrapRow
 
 PROG: Final = "satoyama-notifier"
 EXIT_OK: Final = 0
@@ -43,6 +49,7 @@ examples:
   satoyama-notifier check-config --config /etc/satoyama/notifier.toml
   satoyama-notifier run --config /etc/satoyama/notifier.toml
   satoyama-notifier status --config /etc/satoyama/notifier.toml
+  satoyama-notifier run --config /etc/satoyama/notifier.toml --dry-run /tmp/mails
 
 exit status: 0 ok, 1 run-time failure, 2 usage or configuration error.
 See docs/notifier.md for every configuration key.
@@ -66,12 +73,26 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser(
+    run = commands.add_parser(
         "run",
         parents=[common],
         help="receive events and send e-mails until SIGTERM or SIGINT",
         description="Connect to the MQTT broker and the SMTP server and e-mail every new "
         "event; runs until SIGTERM or SIGINT, then finishes the mail in hand and exits 0.",
+    )
+    run.add_argument(
+        "--client-id",
+        metavar="ID",
+        help="override mqtt.client_id (each instance of a shared group needs its own; "
+        "e-mails already queued are not affected)",
+    )
+    run.add_argument(
+        "--dry-run",
+        metavar="DIR",
+        type=Path,
+        help="write every e-mail as an .eml file into DIR instead of sending it; uses its own "
+        "store in DIR and its own short-lived MQTT session, so the production notifier "
+        "and its queue are not touched",
     )
     commands.add_parser(
         "status",
@@ -103,7 +124,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check_config(args.config, config, sys.stdout)
     if args.command == "status":
         return _status(config, sys.stdout)
+    if args.client_id:
+        config = msgspec.structs.replace(
+            config, mqtt=msgspec.structs.replace(config.mqtt, client_id=args.client_id)
+        )
+    if args.dry_run is not None:
+        return _run(dry_run_config(config, args.dry_run), dry_run=args.dry_run)
     return _run(config)
+
+
+def dry_run_config(config: NotifierConfig, outdir: Path) -> NotifierConfig:
+    """The configuration of a dry run: its own store, MQTT session and no shared group.
+
+    The production notifier's persistent session and store must not be
+    touched: a dry run that took over the client id would steal its events,
+    and one that marked queued mails "sent" would lose them.
+    """
+    outdir = outdir.resolve()
+    mqtt = msgspec.structs.replace(
+        config.mqtt,
+        client_id=f"{config.mqtt.client_id}-dry-run-{os.getpid()}",
+        protocol="5",
+        session_expiry_s=0,
+        shared_group=None,
+    )
+    store = StoreConfig(backend="sqlite", path=str(outdir / "dry-run.sqlite3"))
+    return msgspec.structs.replace(config, mqtt=mqtt, store=store)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -115,11 +161,19 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _check_config(path: str, config: NotifierConfig, out: TextIO) -> int:
-    recipients = sum(len(site.recipients) for site in config.sites.values())
+    addresses = {
+        r.address.lower()
+        for site in config.sites.values()
+        for kind in (*KNOWN_KINDS, *(k for rule in site.routes for k in rule.kinds or ()))
+        for severity in ("alarm", "warning", "info")
+        for r in config.recipients_for(site, kind, severity)
+    }
+    group = f", shared group {config.mqtt.shared_group}" if config.mqtt.shared_group else ""
     print(
         f"config ok: {path}: mqtt {config.mqtt.host}:{config.mqtt.port} "
-        f"({config.mqtt.topic_prefix}/+/events), smtp {config.smtp.host}:{config.smtp.port}, "
-        f"store {config.store.path}, {len(config.sites)} site(s), {recipients} recipient(s)",
+        f"({config.mqtt.topic_prefix}/+/events, MQTT {config.mqtt.protocol}{group}), "
+        f"smtp {config.smtp.host}:{config.smtp.port}, store {config.store.describe()}, "
+        f"{len(config.sites)} site(s), {len(addresses)} recipient(s)",
         file=out,
     )
     return EXIT_OK
@@ -128,9 +182,9 @@ def _check_config(path: str, config: NotifierConfig, out: TextIO) -> int:
 # --- run ------------------------------------------------------------------------
 
 
-def _run(config: NotifierConfig) -> int:
+def _run(config: NotifierConfig, *, dry_run: Path | None = None) -> int:
     try:
-        asyncio.run(_serve(config))
+        asyncio.run(_serve(config, dry_run))
     except NotifierError as exc:
         log.error("notifier stopped: %s", exc)
         return EXIT_FAILURE
@@ -140,8 +194,18 @@ def _run(config: NotifierConfig) -> int:
     return EXIT_OK
 
 
-async def _serve(config: NotifierConfig) -> None:
-    notifier = Notifier(config)
+async def _serve(config: NotifierConfig, dry_run: Path | None) -> None:
+    mailer = None
+    if dry_run is not None:
+        log.warning(
+            "DRY RUN: mails are written to %s and not sent; store %s, MQTT session %s "
+            "(the production notifier's store and session are not touched)",
+            dry_run.resolve(),
+            config.store.path,
+            config.mqtt.client_id,
+        )
+        mailer = DryRunMailer(dry_run.resolve())
+    notifier = Notifier(config, mailer=mailer)
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
@@ -174,34 +238,71 @@ async def _serve(config: NotifierConfig) -> None:
 
 def _status(config: NotifierConfig, out: TextIO) -> int:
     try:
-        counts, failed, pending = asyncio.run(_read_status(config))
+        report = asyncio.run(_read_status(config))
     except NotifierError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
-    print(f"store: {config.store.path} ({counts.events} events)", file=out)
-    print(f"mails: {counts.pending} pending, {counts.sent} sent, {counts.failed} failed", file=out)
     now = time.time()
-    if failed:
+    counts = report.counts
+    print(f"store: {config.store.describe()} ({counts.events} events)", file=out)
+    print(f"mails: {counts.pending} pending, {counts.sent} sent, {counts.failed} failed", file=out)
+    if report.failed:
         print("\nfailed (will not be retried):", file=out)
-        for mail in failed:
+        for mail in report.failed:
             print(_mail_line(mail), file=out)
             print(f"    error: {mail.last_error or '-'}", file=out)
-    if pending:
+    if report.pending:
         print("\npending:", file=out)
-        for mail in pending:
+        for mail in report.pending:
             due = mail.next_attempt - now
             when = "now" if due <= 0 else f"in {due:.0f} s"
             print(f"{_mail_line(mail)}  next attempt {when}", file=out)
             if mail.last_error:
                 print(f"    last error: {mail.last_error}", file=out)
+    offline = [d for d in report.devices if d.state == "offline"]
+    if offline:
+        print("\ndevices offline:", file=out)
+        for d in offline:
+            mailed = "mailed" if d.notified else "not mailed yet"
+            print(f"  {d.device}  site={d.site or '-'}  since {_when(d.since)} JST"
+                  f"  reason={d.reason or '-'}  ({mailed})", file=out)  # fmt: skip
+    if report.traps:
+        print("\ntraps closed (reminders running):", file=out)
+        for t in report.traps:
+            print(f"  {t.device} {t.sensor}  site={t.site}  closed since {_when(t.closed_since)} JST"
+                  f"  reminders={t.reminders}  next {_when(t.next_reminder_at)} JST", file=out)  # fmt: skip
+    if report.instances:
+        print("\ninstances:", file=out)
+        for i in report.instances:
+            age = now - i.last_seen
+            print(f"  {i.id}  host={i.host} pid={i.pid}  last seen {age:.0f} s ago", file=out)
     return EXIT_OK
 
 
-async def _read_status(
-    config: NotifierConfig,
-) -> tuple[StoreCounts, list[QueuedMail], list[QueuedMail]]:
-    async with await Store.open(config.store.path, readonly=True) as store:
-        return await store.counts(), await store.mails("failed"), await store.mails("pending")
+@dataclass(frozen=True)
+class _Report:
+    counts: StoreCounts
+    failed: list[QueuedMail]
+    pending: list[QueuedMail]
+    devices: list[DeviceRow]
+    traps: list[TrapRow]
+    instances: list[InstanceRow]
+
+
+async def _read_status(config: NotifierConfig) -> _Report:
+    async with await Store.open(config.store, readonly=True) as store:
+        return _Report(
+            counts=await store.counts(),
+            failed=await store.mails("failed"),
+            pending=await store.mails("pending"),
+            devices=await store.devices(),
+            traps=await store.open_traps(),
+            instances=await store.instances(),
+        )
+
+
+def _when(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, JST).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _mail_line(mail: QueuedMail) -> str:

@@ -13,26 +13,57 @@ import difflib
 import re
 import tomllib
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal, TypeVar
 
 import msgspec
 
 from cloud.errors import ConfigError
-from edge.event import DEFAULT_TOPIC_PREFIX
+from edge.event import DEFAULT_TOPIC_PREFIX, KINDS, SEVERITY_RANK
 
 Language = Literal["ja", "en"]
 LANGUAGES: Final[tuple[str, ...]] = typing.get_args(Language)
+MqttProtocol = Literal["3.1.1", "5"]
+StoreBackend = Literal["sqlite", "postgresql"]
+SeverityName = Literal["info", "warning", "alarm"]
+
+#: Kinds the notifier makes itself (they come from no device, but are routed,
+#: skipped and templated like device kinds).
+DEVICE_OFFLINE: Final = "device_offline"
+DEVICE_ONLINE: Final = "device_online"
+TRAP_REMINDER: Final = "trap_reminder"
+NOTIFIER_KINDS: Final = frozenset({DEVICE_OFFLINE, DEVICE_ONLINE, TRAP_REMINDER})
+#: A trap's daily "armed and alive" report (severity info): recorded, counts as a sign of life.
+TRAP_ARMED: Final = "trap_armed"
+#: Kinds about the devices' health rather than the field: they go to a site's
+#: ``operators`` (when it names any) instead of its ``recipients``.
+HEALTH_KINDS: Final = frozenset(
+    {
+        DEVICE_OFFLINE,
+        DEVICE_ONLINE,
+        "sensor_fault",
+        "sensor_recovered",
+        "heartbeat",
+        "command_rejected",
+        TRAP_ARMED,
+    }
+)
+#: Every kind the notifier has a text for; a route or rule naming a kind close
+#: to one of these but not equal is taken for a typo.
+KNOWN_KINDS: Final = KINDS | NOTIFIER_KINDS | {TRAP_ARMED}
 
 #: Kinds recorded but not e-mailed unless a site says otherwise: a posture
-#: check arrives every 5 minutes per cot and a heartbeat every few minutes per
-#: device; mailing them would bury the alarms people must not miss.
-DEFAULT_SKIP_KINDS: Final = frozenset({"posture_check", "heartbeat"})
+#: check arrives every 5 minutes per cot, a heartbeat every few minutes per
+#: device and a trap's "armed" report daily; mailing them would bury the
+#: alarms people must not miss.
+DEFAULT_SKIP_KINDS: Final = frozenset({"posture_check", "heartbeat", TRAP_ARMED})
 
 _T = TypeVar("_T")
 _Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 _NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 _Seconds = Annotated[float, msgspec.Meta(gt=0)]
+_Kinds = Annotated[frozenset[_NonEmpty], msgspec.Meta(min_length=1)]
 
 # Loose on purpose: an ASCII addr-spec without quoting, comments or spaces.
 # ASCII because SMTP without the SMTPUTF8 extension (and aiosmtplib by default)
@@ -40,6 +71,7 @@ _Seconds = Annotated[float, msgspec.Meta(gt=0)]
 _ADDRESS = re.compile(
     r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$"
 )
+_GROUP = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
 class Secret:
@@ -84,6 +116,11 @@ class MqttConfig(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     username: _NonEmpty | None = None
     password: Secret | None = None
     keepalive: Annotated[int, msgspec.Meta(ge=5, le=65535)] = 60
+    protocol: MqttProtocol = "5"
+    session_expiry_s: Annotated[int, msgspec.Meta(ge=0, le=4294967295)] = 7 * 86400
+    """MQTT 5: how long the broker keeps the session (and queues events) while we are away."""
+    shared_group: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    """Several instances: subscribe to ``$share/GROUP/...`` so each event goes to one of them."""
 
 
 class SmtpConfig(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -112,19 +149,53 @@ class SmtpConfig(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
 class StoreConfig(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``[store]``: where the notifier keeps what it has seen and must still send."""
 
-    path: _NonEmpty
+    backend: StoreBackend = "sqlite"
+    path: _NonEmpty | None = None
     """SQLite file; relative paths are relative to the configuration file."""
+    dsn: Secret | None = None
+    """PostgreSQL connection string (libpq syntax or URI); may hold a password."""
     keep_days: Annotated[int, msgspec.Meta(ge=1)] = 400
     """Forget events (and their sent or failed mails) this many days after receipt."""
 
+    def describe(self) -> str:
+        """Where the store is, for logs and ``status``: never the password."""
+        if self.backend == "sqlite":
+            return f"sqlite {self.path}"
+        return f"postgresql {describe_dsn(self.dsn)}"
+
 
 class DeliveryConfig(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """``[delivery]``: retries and the mails' default language."""
+    """``[delivery]``: retries, the mails' default language, what is only recorded."""
 
     retry_initial_s: _Seconds = 5.0
     retry_max_s: _Seconds = 300.0
     language: Language = "ja"
     skip_kinds: frozenset[str] = DEFAULT_SKIP_KINDS
+    claim_timeout_s: _Seconds = 120.0
+    """How long a mail taken by one instance is left to it before another may send it."""
+    poll_s: _Seconds = 5.0
+    """How often the store is looked at for work another instance left (and timers)."""
+
+
+class Contact(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[contacts.<name>]``: a person or office, named once, used in any site."""
+
+    address: _NonEmpty
+    language: Language | None = None
+
+
+class Route(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[[sites.<id>.routes]]``: who (also) gets events of some kinds and severities."""
+
+    to: Annotated[tuple[_NonEmpty, ...], msgspec.Meta(min_length=1)]
+    kinds: _Kinds | None = None
+    """Kinds this route is for; every kind when left out."""
+    min_severity: SeverityName = "info"
+
+    def matches(self, kind: str, severity: str) -> bool:
+        if self.kinds is not None and kind not in self.kinds:
+            return False
+        return SEVERITY_RANK.get(severity, len(SEVERITY_RANK)) <= SEVERITY_RANK[self.min_severity]
 
 
 class SiteConfig(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -132,9 +203,61 @@ class SiteConfig(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
 
     name: _NonEmpty
     """The place as people call it, e.g. ``"片丘 東の田"``."""
-    recipients: Annotated[tuple[str, ...], msgspec.Meta(min_length=1)]
+    recipients: tuple[_NonEmpty, ...] = ()
+    """Addresses or contact names told of every mailed kind (see ``operators``)."""
+    operators: tuple[_NonEmpty, ...] | None = None
+    """Told of the devices' health instead of ``recipients``; ``None``: ``recipients`` are."""
+    routes: tuple[Route, ...] = ()
     language: Language | None = None
     skip_kinds: frozenset[str] | None = None
+
+
+class CoalesceRule(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[[coalesce]]``: fold a burst of one kind into one mail and a summary."""
+
+    kinds: _Kinds
+    per: Literal["device", "sensor"] = "device"
+    """What one burst is about: a device, or one sensor (``data.sensor`` / ``data.cot``)."""
+    quiet_s: _Seconds
+    """A burst ends after this long without another event (then the summary goes)."""
+    summary_every_s: _Seconds = 3600.0
+    """While a burst goes on, a summary at most this often."""
+
+
+#: Coalescing when the file has no ``[[coalesce]]``: an animal lingering at a
+#: field, and a sensor whose fault comes and goes.
+DEFAULT_COALESCE: Final = (
+    CoalesceRule(kinds=frozenset({"animal_detected"}), quiet_s=900.0, summary_every_s=10800.0),
+    CoalesceRule(
+        kinds=frozenset({"sensor_fault", "sensor_recovered"}),
+        per="sensor",
+        quiet_s=1800.0,
+        summary_every_s=3600.0,
+    ),
+)
+
+
+class TrapsConfig(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[traps]``: reminders while a trap stays closed."""
+
+    reminder_every_s: _Seconds = 7200.0
+
+
+class DevicesConfig(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[devices]``: when a device counts as offline."""
+
+    offline_grace_s: Annotated[float, msgspec.Meta(ge=0)] = 300.0
+    """A device whose status says offline is mailed about only after this long."""
+    heartbeat_timeout_s: _Seconds = 1800.0
+    """No heartbeat (nor any other message) for this long (at least 2 x its interval): offline."""
+
+
+@dataclass(frozen=True, slots=True)
+class Recipient:
+    """One address a mail goes to, in the language it is written in."""
+
+    address: str
+    language: Language
 
 
 class NotifierConfig(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -144,6 +267,10 @@ class NotifierConfig(_Table, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     smtp: SmtpConfig
     store: StoreConfig
     delivery: DeliveryConfig = DeliveryConfig()
+    traps: TrapsConfig = TrapsConfig()
+    devices: DevicesConfig = DevicesConfig()
+    coalesce: tuple[CoalesceRule, ...] = DEFAULT_COALESCE
+    contacts: dict[str, Contact] = msgspec.field(default_factory=dict)
     sites: dict[str, SiteConfig] = msgspec.field(default_factory=dict)
 
     def language_for(self, site: SiteConfig) -> Language:
@@ -153,6 +280,56 @@ class NotifierConfig(_Table, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         """Whether events of ``kind`` at ``site`` are e-mailed (or only recorded)."""
         skip = site.skip_kinds if site.skip_kinds is not None else self.delivery.skip_kinds
         return kind not in skip
+
+    def recipients_for(self, site: SiteConfig, kind: str, severity: str) -> tuple[Recipient, ...]:
+        """Who gets a mail of ``kind`` and ``severity`` at ``site``, in a fixed order.
+
+        The site's ``recipients`` (or its ``operators``, for the devices'
+        health), then every matching route's ``to``; an address listed twice
+        gets one mail.
+        """
+        names: list[str] = []
+        if kind in HEALTH_KINDS and site.operators is not None:
+            names.extend(site.operators)
+        else:
+            names.extend(site.recipients)
+        for route in site.routes:
+            if route.matches(kind, severity):
+                names.extend(route.to)
+        seen: set[str] = set()
+        out: list[Recipient] = []
+        for name in names:
+            recipient = self._resolve(site, name)
+            if recipient.address.lower() not in seen:
+                seen.add(recipient.address.lower())
+                out.append(recipient)
+        return tuple(out)
+
+    def coalesce_rule(self, kind: str) -> CoalesceRule | None:
+        for rule in self.coalesce:
+            if kind in rule.kinds:
+                return rule
+        return None
+
+    def _resolve(self, site: SiteConfig, name: str) -> Recipient:
+        contact = self.contacts.get(name)
+        if contact is not None:
+            return Recipient(contact.address, contact.language or self.language_for(site))
+        return Recipient(name, self.language_for(site))
+
+
+def describe_dsn(dsn: Secret | None) -> str:
+    """``host=… port=… dbname=… user=…`` of a DSN, without its password."""
+    if dsn is None:
+        return "(no dsn)"
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+
+        parts = conninfo_to_dict(dsn.reveal())
+    except Exception:  # psycopg missing, or a DSN it cannot parse: say nothing of it
+        return "(dsn)"
+    keys = ("host", "port", "dbname", "user")
+    return " ".join(f"{k}={parts[k]}" for k in keys if parts.get(k)) or "(defaults)"
 
 
 def load_config(path: str | Path) -> NotifierConfig:
@@ -179,21 +356,32 @@ def parse_config(text: str, *, base_dir: Path | None = None) -> NotifierConfig:
         raise ConfigError("", f"invalid TOML: {exc}") from None
 
     raw_sites = raw.pop("sites", {})
+    raw_contacts = raw.pop("contacts", {})
     config = _convert(raw, NotifierConfig, "")
-    if not isinstance(raw_sites, dict):
-        raise ConfigError("sites", f"Expected `table`, got `{_toml_type(raw_sites)}`")
-    sites: dict[str, SiteConfig] = {}
-    for site_id, raw_site in raw_sites.items():
-        # Converted one by one: msgspec reports dict keys as `[...]`, and the
-        # operator needs to know *which* site is wrong.
-        sites[site_id] = _convert(raw_site, SiteConfig, f"sites.{_toml_key(site_id)}")
-    config = msgspec.structs.replace(config, sites=sites)
+    # Converted one by one: msgspec reports dict keys as `[...]`, and the
+    # operator needs to know *which* site or contact is wrong.
+    sites = {
+        site_id: _convert(raw_site, SiteConfig, f"sites.{_toml_key(site_id)}")
+        for site_id, raw_site in _table(raw_sites, "sites").items()
+    }
+    contacts = {
+        name: _convert(raw_contact, Contact, f"contacts.{_toml_key(name)}")
+        for name, raw_contact in _table(raw_contacts, "contacts").items()
+    }
+    config = msgspec.structs.replace(config, sites=sites, contacts=contacts)
 
     _check(config)
-    if base_dir is not None and not Path(config.store.path).is_absolute():
-        store = msgspec.structs.replace(config.store, path=str(base_dir / config.store.path))
+    path = config.store.path
+    if base_dir is not None and path is not None and not Path(path).is_absolute():
+        store = msgspec.structs.replace(config.store, path=str(base_dir / path))
         config = msgspec.structs.replace(config, store=store)
     return config
+
+
+def _table(value: Any, key: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(key, f"Expected `table`, got `{_toml_type(value)}`")
+    return value
 
 
 # --- validation beyond types -------------------------------------------------
@@ -211,6 +399,8 @@ def _check(config: NotifierConfig) -> None:
         if (cfg.username is None) != (cfg.password is None):
             missing = "password" if cfg.password is None else "username"
             raise ConfigError(f"{table}.{missing}", "username and password must be given together")
+    _check_mqtt(config)
+    _check_store(config)
     if config.smtp.starttls and config.smtp.tls:
         raise ConfigError("smtp.tls", "choose either tls (port 465) or starttls (port 587)")
     if not _ADDRESS.match(config.smtp.envelope_sender):
@@ -225,17 +415,106 @@ def _check(config: NotifierConfig) -> None:
             "delivery.retry_max_s",
             f"{d.retry_max_s:g} is less than delivery.retry_initial_s ({d.retry_initial_s:g})",
         )
+    if config.smtp.timeout >= d.claim_timeout_s:
+        raise ConfigError(
+            "delivery.claim_timeout_s",
+            f"{d.claim_timeout_s:g} must be longer than smtp.timeout ({config.smtp.timeout:g}): "
+            "another instance would send a mail still being sent",
+        )
+    _check_kinds("delivery.skip_kinds", d.skip_kinds)
+    for name, contact in config.contacts.items():
+        if not _ADDRESS.match(contact.address):
+            raise ConfigError(
+                f"contacts.{_toml_key(name)}.address",
+                f"{contact.address!r} is not an e-mail address",
+            )
+    _check_coalesce(config.coalesce)
     if not config.sites:
         raise ConfigError("sites", "no [sites.<site_id>] table: the notifier would e-mail no one")
     for site_id, site in config.sites.items():
-        key = f"sites.{_toml_key(site_id)}"
+        _check_site(config, f"sites.{_toml_key(site_id)}", site)
+
+
+def _check_mqtt(config: NotifierConfig) -> None:
+    m = config.mqtt
+    if m.shared_group is None:
+        return
+    if not _GROUP.match(m.shared_group):
+        raise ConfigError(
+            "mqtt.shared_group",
+            f"{m.shared_group!r}: use letters, digits, '_', '-' and '.' only",
+        )
+    if m.protocol != "5":
+        raise ConfigError("mqtt.shared_group", 'shared subscriptions need protocol = "5"')
+    if config.store.backend != "postgresql":
+        raise ConfigError(
+            "mqtt.shared_group",
+            'several instances must share one store: set store.backend = "postgresql" '
+            "(each SQLite file would see only its instance's share of the events)",
+        )
+
+
+def _check_store(config: NotifierConfig) -> None:
+    s = config.store
+    if s.backend == "sqlite":
+        if s.path is None:
+            raise ConfigError("store.path", "required key is missing (backend is sqlite)")
+        if s.dsn is not None:
+            raise ConfigError("store.dsn", 'only for backend = "postgresql"')
+    else:
+        if s.dsn is None:
+            raise ConfigError("store.dsn", "required key is missing (backend is postgresql)")
+        if s.path is not None:
+            raise ConfigError("store.path", 'only for backend = "sqlite"')
+
+
+def _check_kinds(key: str, kinds: frozenset[str] | None) -> None:
+    """A kind that is almost a known one is a typo that would silently route nothing."""
+    for kind in sorted(kinds or ()):
+        if kind in KNOWN_KINDS:
+            continue
+        close = difflib.get_close_matches(kind, sorted(KNOWN_KINDS), n=1, cutoff=0.8)
+        if close:
+            raise ConfigError(key, f"unknown kind {kind!r} (did you mean {close[0]!r}?)")
+
+
+def _check_coalesce(rules: tuple[CoalesceRule, ...]) -> None:
+    seen: dict[str, int] = {}
+    for i, rule in enumerate(rules):
+        key = f"coalesce[{i}]"
+        _check_kinds(f"{key}.kinds", rule.kinds)
+        for kind in sorted(rule.kinds):
+            if kind in seen:
+                raise ConfigError(f"{key}.kinds", f"{kind!r} is already in coalesce[{seen[kind]}]")
+            seen[kind] = i
+
+
+def _check_site(config: NotifierConfig, key: str, site: SiteConfig) -> None:
+    _check_kinds(f"{key}.skip_kinds", site.skip_kinds)
+    lists: list[tuple[str, tuple[str, ...]]] = [(f"{key}.recipients", site.recipients)]
+    if site.operators is not None:
+        lists.append((f"{key}.operators", site.operators))
+    for i, route in enumerate(site.routes):
+        _check_kinds(f"{key}.routes[{i}].kinds", route.kinds)
+        lists.append((f"{key}.routes[{i}].to", route.to))
+    for list_key, names in lists:
         seen: set[str] = set()
-        for i, address in enumerate(site.recipients):
-            if not _ADDRESS.match(address):
-                raise ConfigError(f"{key}.recipients[{i}]", f"{address!r} is not an e-mail address")
+        for i, name in enumerate(names):
+            if name in config.contacts:
+                address = config.contacts[name].address
+            elif _ADDRESS.match(name):
+                address = name
+            else:
+                hint = "" if "@" in name else f" and there is no [contacts.{_toml_key(name)}]"
+                raise ConfigError(f"{list_key}[{i}]", f"{name!r} is not an e-mail address{hint}")
             if address.lower() in seen:
-                raise ConfigError(f"{key}.recipients[{i}]", f"{address!r} is listed twice")
+                raise ConfigError(f"{list_key}[{i}]", f"{name!r} ({address}) is listed twice")
             seen.add(address.lower())
+    if not site.recipients and not site.routes and not site.operators:
+        raise ConfigError(
+            f"{key}.recipients",
+            "the site has no recipients, operators or routes: its events would reach no one",
+        )
 
 
 # --- turning msgspec's errors into ones that name the key ----------------------

@@ -15,7 +15,12 @@ aiosmtplib error is classified here and nowhere else:
 
 from __future__ import annotations
 
+import email.policy
 import logging
+import re
+import time
+from email.parser import BytesHeaderParser
+from pathlib import Path
 from types import TracebackType
 
 import aiosmtplib
@@ -149,3 +154,48 @@ def _reply(exc: aiosmtplib.SMTPResponseException) -> str:
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class DryRunMailer:
+    """``run --dry-run``: every mail is written to a ``.eml`` file instead of being sent."""
+
+    def __init__(self, outdir: Path) -> None:
+        self.outdir = outdir
+        self._count = 0
+
+    def session(self) -> DryRunSession:
+        return DryRunSession(self)
+
+    def _path(self, recipient: str, message: bytes) -> Path:
+        self._count += 1
+        headers = BytesHeaderParser(policy=email.policy.default).parsebytes(message)
+        notice = re.sub(r"[^A-Za-z0-9._-]", "_", str(headers.get("X-Satoyama-Event", "mail")))
+        kind = re.sub(r"[^A-Za-z0-9._-]", "_", str(headers.get("X-Satoyama-Kind", "")))
+        to = re.sub(r"[^A-Za-z0-9._@-]", "_", recipient)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        return self.outdir / f"{stamp}-{self._count:05d}-{kind}-{notice[:60]}-{to}.eml"
+
+
+class DryRunSession:
+    """The dry run's stand-in for :class:`MailSession` (same interface)."""
+
+    usable = True
+
+    def __init__(self, mailer: DryRunMailer) -> None:
+        self._mailer = mailer
+
+    async def __aenter__(self) -> DryRunSession:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def send(self, recipient: str, message: bytes) -> None:
+        """Write the message; a disk problem is transient (the mail stays queued)."""
+        try:
+            self._mailer.outdir.mkdir(parents=True, exist_ok=True)
+            path = self._mailer._path(recipient, message)
+            path.write_bytes(message)
+        except OSError as exc:
+            raise TransientDeliveryError(f"dry run: cannot write the mail: {exc}") from exc
+        log.info("dry run: mail to %s written to %s", recipient, path)

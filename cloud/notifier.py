@@ -1,20 +1,30 @@
-"""The notifier service: MQTT events in, e-mails out, nothing lost in between.
+"""The notifier service: MQTT in, e-mails out, nothing lost or doubled in between.
 
-Three tasks share one event loop and one :class:`~cloud.store.Store`:
+Four tasks share one event loop and one :class:`~cloud.store.Store`:
 
-* the **receiver** holds a persistent MQTT session (``clean_session=False``,
-  a fixed client id) subscribed to ``PREFIX/+/events`` at QoS 1.  For each
-  message it decodes the envelope, renders one mail per recipient, and
-  commits event and mails in one transaction; only *then* does it send the
-  PUBACK.  A crash anywhere before the commit leaves the message unacknowledged
-  and the broker delivers it again.  Duplicates (the device's at-least-once
-  retries, or the broker's redelivery) are refused by the store by event id.
-* the **sender** waits on an :class:`asyncio.Event` that the receiver sets
-  after each commit, so a new mail leaves within milliseconds; otherwise it
-  sleeps exactly until the next retry is due.  Transient SMTP failures are
-  retried with capped exponential backoff and jitter; permanent refusals are
-  marked ``failed`` and logged; nothing is dropped.
-* the **pruner** forgets events older than ``store.keep_days`` once a day.
+* the **receiver** holds a persistent MQTT session (fixed client id; MQTT 5
+  with a session expiry, or 3.1.1 with ``clean_session=False``) subscribed
+  at QoS 1 to ``PREFIX/+/events`` and ``PREFIX/+/telemetry`` (both through
+  ``$share/GROUP/`` when several instances share the work) and to
+  ``PREFIX/+/status`` (never shared: every instance sees every device's
+  retained state).  For each message it renders what must be mailed, and
+  commits event, mails and the state they touch (a burst, a trap, a device)
+  in one transaction; only *then* does it send the PUBACK.  A crash before
+  the commit leaves the message unacknowledged and the broker delivers it
+  again; the store refuses a duplicate by event id.
+* the **sender** claims due mails and hands them to the SMTP server; it is
+  woken by the receiver after each commit, and otherwise looks at the store
+  every ``delivery.poll_s`` (mails another instance left behind) or when the
+  next retry is due.  Transient failures are retried with capped exponential
+  backoff and jitter; permanent refusals are marked ``failed``.
+* the **timekeeper** queues what time alone causes: the summary of a burst
+  (an animal that lingered), trap reminders, and "device offline" mails
+  (status offline past the grace period, or no heartbeat past the timeout).
+  Each is a compare-and-set in the store, so several instances queue it once.
+* the **housekeeper** records that this instance is alive and prunes old
+  events and telemetry.
+
+Time comes from an injectable :class:`~cloud.clock.Clock`.
 """
 
 from __future__ import annotations
@@ -23,23 +33,55 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import math
+import os
 import socket
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from email.message import EmailMessage
+from typing import Any, Final, Protocol, TypeGuard
 
 import aiomqtt
 import paho.mqtt.client as paho
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from cloud.backoff import Backoff
-from cloud.config import NotifierConfig
+from cloud.chart import WINDOW_S, LevelChart, level_chart
+from cloud.clock import Clock, SystemClock
+from cloud.config import (
+    DEVICE_OFFLINE,
+    DEVICE_ONLINE,
+    TRAP_REMINDER,
+    NotifierConfig,
+    Recipient,
+    SiteConfig,
+)
 from cloud.errors import PermanentDeliveryError, TransientDeliveryError
-from cloud.mailer import Mailer
-from cloud.render import as_bytes, render_mail
-from cloud.store import OutgoingMail, QueuedMail, Store
-from edge.event import EnvelopeError, Event, decode
+from cloud.mailer import DryRunSession, Mailer, MailSession
+from cloud.render import (
+    CHART_KINDS,
+    JST,
+    as_bytes,
+    message_id,
+    render_device,
+    render_mail,
+    render_reminder,
+    render_summary,
+)
+from cloud.store import (
+    CoalescePlan,
+    DeviceRow,
+    EpisodeRow,
+    Notice,
+    OutgoingMail,
+    QueuedMail,
+    Store,
+    TrapPlan,
+    TrapRow,
+)
+from edge.event import EnvelopeError, Event, decode, decode_status, decode_telemetry
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +89,14 @@ log = logging.getLogger(__name__)
 RECONNECT_INITIAL_S: Final = 0.5
 RECONNECT_MAX_S: Final = 60.0
 #: How many due mails one SMTP session sends before the queue is looked at again.
-BATCH: Final = 50
-PRUNE_EVERY_S: Final = 24 * 3600.0
+BATCH: Final = 20
+PRUNE_EVERY_S: Final = 3600.0
+#: Telemetry is kept a little longer than the chart shows.
+TELEMETRY_KEEP_S: Final = WINDOW_S + 3600.0
 #: On a graceful stop, how long the sender may take to finish the mail in hand.
 STOP_GRACE_S: Final = 10.0
+#: Readings one telemetry batch may add (a bigger one is cut, and logged).
+MAX_POINTS_PER_BATCH: Final = 20000
 
 
 @dataclass
@@ -64,27 +110,56 @@ class NotifierStats:
     duplicates: int = 0
     invalid: int = 0
     unknown_site: int = 0
+    folded: int = 0
+    """Events that joined a burst already mailed (counted for its summary)."""
     sent: int = 0
     deferred: int = 0
     failed: int = 0
     connections: int = 0
+    statuses: int = 0
+    telemetry: int = 0
+    ticks: int = 0
+    """Timekeeper rounds completed (tests wait on it after moving the clock)."""
+    notices: int = 0
+    """Summaries, reminders and offline / online notices this instance queued."""
+
+
+class MailerLike(Protocol):
+    """What the sender needs: :class:`~cloud.mailer.Mailer` or the dry run's file writer."""
+
+    def session(self) -> MailSession | DryRunSession: ...
 
 
 class Notifier:
-    """Turns device events into e-mails until :meth:`stop` is called or it is cancelled."""
+    """Turns device messages into e-mails until :meth:`stop` is called or it is cancelled."""
 
-    def __init__(self, config: NotifierConfig) -> None:
+    def __init__(
+        self,
+        config: NotifierConfig,
+        *,
+        clock: Clock | None = None,
+        mailer: MailerLike | None = None,
+    ) -> None:
         self.config = config
+        self.clock: Clock = clock or SystemClock()
         self.stats = NotifierStats()
+        self.instance = config.mqtt.client_id
+        """This instance's name in the store (claims, ``status``): its MQTT client id."""
         self.subscribed = asyncio.Event()
-        """Set while the MQTT subscription is active (tests and health checks wait on it)."""
+        """Set while the MQTT subscriptions are active (tests and health checks wait on it)."""
         self._wake = asyncio.Event()
+        self._timers = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._mailer: Mailer | None = None
+        self._mailer: MailerLike | None = mailer
         self._reconnect = Backoff(RECONNECT_INITIAL_S, RECONNECT_MAX_S, jitter="full")
         d = config.delivery
         self._retry = Backoff(d.retry_initial_s, d.retry_max_s, jitter="equal")
-        self.topic = f"{config.mqtt.topic_prefix}/+/events"
+        m = config.mqtt
+        share = f"$share/{m.shared_group}/" if m.shared_group else ""
+        self.topic = f"{share}{m.topic_prefix}/+/events"
+        self.telemetry_topic = f"{share}{m.topic_prefix}/+/telemetry"
+        self.status_topic = f"{m.topic_prefix}/+/status"
+        self._prefix_depth = len(m.topic_prefix.split("/"))
 
     # --- life cycle -------------------------------------------------------------
 
@@ -102,38 +177,55 @@ class Notifier:
         """
         cfg = self.config
         log.info(
-            "notifier starting: mqtt=%s:%d topic=%s client_id=%s smtp=%s:%d store=%s sites=%d",
+            "notifier starting: instance=%s mqtt=%s:%d protocol=%s topics=%s,%s,%s smtp=%s:%d "
+            "store=%s sites=%d",
+            self.instance,
             cfg.mqtt.host,
             cfg.mqtt.port,
+            cfg.mqtt.protocol,
             self.topic,
-            cfg.mqtt.client_id,
+            self.telemetry_topic,
+            self.status_topic,
             cfg.smtp.host,
             cfg.smtp.port,
-            cfg.store.path,
+            cfg.store.describe(),
             len(cfg.sites),
         )
-        local_hostname = await asyncio.to_thread(socket.getfqdn)  # once: it may query DNS
-        self._mailer = Mailer(cfg.smtp, local_hostname=local_hostname)
-        async with await Store.open(cfg.store.path) as store:
+        if self._mailer is None:
+            local_hostname = await asyncio.to_thread(socket.getfqdn)  # once: it may query DNS
+            self._mailer = Mailer(cfg.smtp, local_hostname=local_hostname)
+        async with await Store.open(cfg.store) as store:
+            # Claims this instance held when it died are ours to redo now; with
+            # SQLite no other instance can hold any.
+            released = await store.release_claims(self.instance if store.shared else None)
+            await store.instance_alive(
+                self.instance, now=self.clock.time(), host=socket.gethostname(),
+                pid=os.getpid(), starting=True,
+            )  # fmt: skip
             counts = await store.counts()
             log.info(
-                "store open: %d events known, %d mails pending, %d failed",
+                "store open: %s, %d events known, %d mails pending, %d failed, %d claims released",
+                store.where,
                 counts.events,
                 counts.pending,
                 counts.failed,
+                released,
             )
             try:
                 async with asyncio.TaskGroup() as tasks:
                     receiver = tasks.create_task(self._receive_forever(store), name="receiver")
                     sender = tasks.create_task(self._deliver_forever(store), name="sender")
-                    pruner = tasks.create_task(self._prune_forever(store), name="pruner")
+                    timers = tasks.create_task(self._timers_forever(store), name="timekeeper")
+                    keeper = tasks.create_task(self._housekeeping(store), name="housekeeper")
                     await self._stopping.wait()
                     receiver.cancel()
-                    pruner.cancel()
+                    timers.cancel()
+                    keeper.cancel()
                     try:
                         await asyncio.wait_for(asyncio.shield(sender), STOP_GRACE_S)
                     except TimeoutError:
                         sender.cancel()
+                await store.release_claims(self.instance)
             except BaseExceptionGroup as group:
                 # One task failed and the TaskGroup cancelled the others: report that one.
                 if len(group.exceptions) == 1:
@@ -151,15 +243,17 @@ class Notifier:
             client = self._mqtt_client()
             try:
                 async with client:
-                    granted = await client.subscribe(self.topic, qos=1)
-                    self._check_granted(granted)
+                    topics = [(self.topic, 1), (self.telemetry_topic, 1), (self.status_topic, 1)]
+                    granted = await client.subscribe(topics)
+                    self._check_granted(granted, [t for t, _ in topics])
                     self.stats.connections += 1
                     attempt = 0
                     log.info(
-                        "mqtt connected to %s:%d, subscribed to %s",
+                        "mqtt connected to %s:%d as %s, subscribed to %s",
                         self.config.mqtt.host,
                         self.config.mqtt.port,
-                        self.topic,
+                        self.instance,
+                        ", ".join(t for t, _ in topics),
                     )
                     self.subscribed.set()
                     async for message in client.messages:
@@ -175,39 +269,48 @@ class Notifier:
                     exc,
                     delay,
                 )
-                await asyncio.sleep(delay)
+                await asyncio.sleep(delay)  # real time: the broker's, not the notifier's clock
             # Messages this client received but did not acknowledge die with it;
             # the broker keeps them in our session and delivers them again.
 
-    def _check_granted(self, granted: Sequence[int | ReasonCode]) -> None:
+    def _check_granted(self, granted: Sequence[int | ReasonCode], topics: list[str]) -> None:
         """Refuse to sit on a subscription the broker did not grant at QoS 1."""
         codes = [code.value if isinstance(code, ReasonCode) else int(code) for code in granted]
-        if not codes or any(code >= 0x80 for code in codes):
+        if len(codes) != len(topics) or any(code >= 0x80 for code in codes):
             log.error(
-                "broker refused the subscription to %s (reason %s): check its ACL for %s",
-                self.topic,
+                "broker refused a subscription to %s (reasons %s): check its ACL for %s",
+                topics,
                 codes,
                 self.config.mqtt.username or "anonymous clients",
             )
-            raise aiomqtt.MqttError(f"subscription to {self.topic} refused")
-        if codes[0] < 1:
-            log.warning(
-                "broker granted QoS %d for %s: events may be lost while the notifier is away",
-                codes[0],
-                self.topic,
-            )
+            raise aiomqtt.MqttError(f"subscription to {topics} refused")
+        for topic, code in zip(topics, codes, strict=True):
+            if code < 1:
+                log.warning(
+                    "broker granted QoS %d for %s: messages may be lost while the notifier is away",
+                    code,
+                    topic,
+                )
 
     def _mqtt_client(self) -> aiomqtt.Client:
         m = self.config.mqtt
-        client = aiomqtt.Client(
-            m.host,
-            m.port,
-            username=m.username,
-            password=m.password.reveal() if m.password is not None else None,
-            identifier=m.client_id,
-            clean_session=False,  # the broker queues events for us while we are away
-            keepalive=m.keepalive,
-        )
+        common: dict[str, Any] = {
+            "username": m.username,
+            "password": m.password.reveal() if m.password is not None else None,
+            "identifier": m.client_id,
+            "keepalive": m.keepalive,
+        }
+        if m.protocol == "5":
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            # The broker queues messages for us while we are away, this long.
+            properties.SessionExpiryInterval = m.session_expiry_s
+            client = aiomqtt.Client(
+                m.host, m.port, protocol=aiomqtt.ProtocolVersion.V5,
+                clean_start=m.session_expiry_s == 0, properties=properties, **common,
+            )  # fmt: skip
+        else:
+            # The broker queues events for us while we are away.
+            client = aiomqtt.Client(m.host, m.port, clean_session=False, **common)
         # aiomqtt (through paho) acknowledges a QoS 1 message as soon as it is
         # received, before we have stored it: a crash right then would lose the
         # event.  paho 2's manual ack mode (public API, on the paho client that
@@ -218,25 +321,44 @@ class Notifier:
         return client
 
     async def _handle(self, client: aiomqtt.Client, store: Store, message: aiomqtt.Message) -> None:
+        parts = message.topic.value.split("/")
+        channel = parts[-1] if len(parts) == self._prefix_depth + 2 else ""
+        device = parts[-2] if channel else ""
+        payload = message.payload
+        if not isinstance(payload, bytes):
+            payload = b"" if payload is None else str(payload).encode()
+        if channel == "events":
+            await self._handle_event(client, store, message, device, payload)
+        elif channel == "telemetry":
+            await self._handle_telemetry(client, store, message, device, payload)
+        elif channel == "status":
+            await self._handle_status(client, store, message, device, payload)
+        else:
+            log.warning("ignoring a message on unexpected topic %s", message.topic.value)
+            _ack(client, message)
+
+    async def _handle_event(
+        self,
+        client: aiomqtt.Client,
+        store: Store,
+        message: aiomqtt.Message,
+        topic_device: str,
+        payload: bytes,
+    ) -> None:
         self.stats.received += 1
-        received_at = time.time()
-        payload = message.payload  # bytes: paho hands over what came on the wire
+        now = self.clock.time()
         try:
-            if not isinstance(payload, bytes):
-                raise EnvelopeError(f"payload of type {type(payload).__name__}")
             event = decode(payload)
         except EnvelopeError as exc:
             self.stats.invalid += 1
             log.warning(
                 "dropping invalid message on %s (%d bytes): %s",
                 message.topic.value,
-                len(payload) if isinstance(payload, bytes) else 0,
+                len(payload),
                 exc,
             )
             _ack(client, message)  # redelivery would not make it valid
             return
-
-        topic_device = message.topic.value.split("/")[-2]
         if topic_device != event.device:
             log.warning(
                 "event %s says device=%s but came on the topic of device %s",
@@ -244,10 +366,19 @@ class Notifier:
                 event.device,
                 topic_device,
             )
-        mails = self._mails_for(event, received_at)
-        accepted = await store.accept(event, mails, now=received_at)
-        _ack(client, message)  # only now: the event and its mails are on disk
-        if not accepted:
+        site = self.config.sites.get(event.site)
+        mails, coalesce, trap = await self._plan_event(store, event, site, now)
+        heartbeat_interval = None
+        if event.kind == "heartbeat":
+            interval = event.data.get("interval_s")
+            if _positive(interval):
+                heartbeat_interval = float(interval)
+        result = await store.accept(
+            event, mails, now=now, coalesce=coalesce, trap=trap,
+            heartbeat_interval=heartbeat_interval,
+        )  # fmt: skip
+        _ack(client, message)  # only now: the event and its mails are stored
+        if not result.accepted:
             self.stats.duplicates += 1
             log.info(
                 "duplicate event ignored event=%s kind=%s device=%s",
@@ -257,22 +388,34 @@ class Notifier:
             )
             return
         self.stats.accepted += 1
-        if mails:
+        if result.folded:
+            self.stats.folded += 1
+        if result.queued:
             self._wake.set()
+        self._timers.set()
         log.info(
-            "event accepted event=%s kind=%s severity=%s site=%s device=%s mails=%d",
+            "event accepted event=%s kind=%s severity=%s site=%s device=%s mails=%d%s",
             event.id,
             event.kind,
             event.severity,
             event.site,
             event.device,
-            len(mails),
+            result.queued,
+            " (folded into a burst already mailed)" if result.folded else "",
         )
+        row = result.device
+        if row is not None and row.state == "offline" and row.cause == "heartbeat":
+            await self._back_online(store, row)
 
-    def _mails_for(self, event: Event, received_at: float) -> list[OutgoingMail]:
-        """One rendered mail per recipient of the event's site (none for an unknown site)."""
+    async def _plan_event(
+        self, store: Store, event: Event, site: SiteConfig | None, now: float
+    ) -> tuple[list[OutgoingMail], CoalescePlan | None, TrapPlan | None]:
+        """The mails for ``event`` and what it does to bursts and traps."""
         cfg = self.config
-        site = cfg.sites.get(event.site)
+        sensor = _sensor_of(event)
+        trap: TrapPlan | None = None
+        if event.kind == "trap_reset":
+            trap = TrapPlan("close", _trap_key(event, sensor), sensor, now, 0.0)
         if site is None:
             self.stats.unknown_site += 1
             log.warning(
@@ -282,7 +425,7 @@ class Notifier:
                 event.device,
                 event.kind,
             )
-            return []
+            return [], None, trap
         if not cfg.mails_kind(site, event.kind):
             log.debug(
                 "kind %s is not mailed for site %s: event %s recorded only",
@@ -290,54 +433,341 @@ class Notifier:
                 event.site,
                 event.id,
             )
-            return []
-        when = dt.datetime.fromtimestamp(received_at, dt.UTC)
-        language = cfg.language_for(site)
+            return [], None, trap
+        recipients = cfg.recipients_for(site, event.kind, event.severity)
+        if not recipients:
+            log.warning(
+                "no recipient for kind %s (%s) at site %s: event %s recorded, no mail",
+                event.kind,
+                event.severity,
+                event.site,
+                event.id,
+            )
+            return [], None, trap
+        chart = await self._chart(store, event, now) if event.kind in CHART_KINDS else None
+        when = dt.datetime.fromtimestamp(now, dt.UTC)
+
+        def render(recipient: Recipient, index: int, with_data: bool) -> EmailMessage:
+            return render_mail(
+                event, site, language=recipient.language, sender=cfg.smtp.sender,
+                recipient=recipient.address, index=index, received_at=when,
+                with_data=with_data, chart=chart if with_data else None,
+            )  # fmt: skip
+
+        mails = self._render_each(recipients, render, event.id)
+        coalesce = None
+        rule = cfg.coalesce_rule(event.kind)
+        if rule is not None:
+            by = sensor if rule.per == "sensor" else ""
+            key = "|".join((event.site, event.device, ",".join(sorted(rule.kinds)), by))
+            coalesce = CoalescePlan(key, rule.quiet_s, rule.summary_every_s, sensor)
+        if event.kind == "trap_triggered":
+            trap = TrapPlan(
+                "open", _trap_key(event, sensor), sensor, _closed_since(event, now),
+                cfg.traps.reminder_every_s,
+            )  # fmt: skip
+        return mails, coalesce, trap
+
+    def _render_each(
+        self,
+        recipients: Sequence[Recipient],
+        render: Callable[[Recipient, int, bool], EmailMessage],
+        what: str,
+    ) -> list[OutgoingMail]:
+        """One mail per recipient; a template bug costs the data fields, not the mail."""
         mails = []
-        for index, recipient in enumerate(site.recipients, start=1):
-
-            def render(with_data: bool, recipient: str = recipient, index: int = index) -> bytes:
-                message = render_mail(
-                    event,
-                    site,
-                    language=language,
-                    sender=cfg.smtp.sender,
-                    recipient=recipient,
-                    index=index,
-                    received_at=when,
-                    with_data=with_data,
-                )
-                return as_bytes(message)
-
+        for index, recipient in enumerate(recipients, start=1):
             try:
-                message = render(with_data=True)
+                message = as_bytes(render(recipient, index, True))
             except Exception:
-                # A template bug or data the renderer chokes on must not cost the
-                # mail: send it without the device's data fields.
-                log.exception("cannot render event %s in full; mailing it without data", event.id)
+                log.exception("cannot render %s in full; mailing it without data", what)
                 try:
-                    message = render(with_data=False)
+                    message = as_bytes(render(recipient, index, False))
                 except Exception:
                     # Still failing: record the event rather than crash on it again
                     # and again (the broker would redeliver it after every restart).
-                    log.exception("cannot render event %s at all: recorded, NOT mailed", event.id)
+                    log.exception("cannot render %s at all: recorded, NOT mailed", what)
                     continue
-            mails.append(OutgoingMail(recipient=recipient, message=message))
+            mails.append(OutgoingMail(recipient.address, message, recipient.language))
         return mails
+
+    async def _chart(self, store: Store, event: Event, now: float) -> LevelChart | None:
+        """The last 24 h of ``<data.sensor>.level_cm`` up to the alert (with its own reading)."""
+        sensor = event.data.get("sensor")
+        if not isinstance(sensor, str) or not sensor:
+            return None
+        series = f"{sensor}.level_cm"
+        end = _event_time(event, now)
+        try:
+            points = await store.series(event.device, series, end - WINDOW_S, end)
+            level = event.data.get("level_cm")
+            if _finite(level) and not any(abs(t - end) < 1.0 for t, _ in points):
+                points.append((end, float(level)))
+            threshold = event.data.get("threshold_cm")
+            return await asyncio.to_thread(
+                level_chart, series, points, end=end, mark=end, tz=JST,
+                threshold=float(threshold) if _finite(threshold) else None,
+            )  # fmt: skip
+        except Exception:
+            log.exception("cannot draw the chart for event %s; mailing it without", event.id)
+            return None
+
+    async def _handle_telemetry(
+        self,
+        client: aiomqtt.Client,
+        store: Store,
+        message: aiomqtt.Message,
+        topic_device: str,
+        payload: bytes,
+    ) -> None:
+        now = self.clock.time()
+        try:
+            batch = decode_telemetry(payload)
+        except EnvelopeError as exc:
+            log.warning(
+                "dropping invalid telemetry on %s (%d bytes): %s",
+                message.topic.value,
+                len(payload),
+                exc,
+            )
+            _ack(client, message)
+            return
+        points: list[tuple[str, float, float]] = []
+        for name, series in batch.series.items():
+            if len(series.t) != len(series.v) or not series.t:
+                log.warning("telemetry %s from %s: %d times, %d values: skipped",
+                            name, batch.device, len(series.t), len(series.v))  # fmt: skip
+                continue
+            last = max(series.t)
+            for t, v in zip(series.t, series.v, strict=True):
+                # A device whose clock is not set: place the readings by when they arrived.
+                ts = batch.t0 + t if batch.clock_synced else now - (last - t)
+                if _finite(ts) and _finite(v):
+                    points.append((name, float(ts), float(v)))
+        if len(points) > MAX_POINTS_PER_BATCH:
+            log.warning("telemetry batch from %s has %d readings; keeping the last %d",
+                        batch.device, len(points), MAX_POINTS_PER_BATCH)  # fmt: skip
+            points = points[-MAX_POINTS_PER_BATCH:]
+        added = await store.add_telemetry(batch.device, batch.site, points, now=now)
+        _ack(client, message)
+        self.stats.telemetry += 1
+        log.debug("telemetry from %s: %d readings, %d new", batch.device, len(points), added)
+        row = await store.device(batch.device)
+        if row is not None and row.state == "offline" and row.cause == "heartbeat":
+            await self._back_online(store, row)
+
+    async def _handle_status(
+        self,
+        client: aiomqtt.Client,
+        store: Store,
+        message: aiomqtt.Message,
+        topic_device: str,
+        payload: bytes,
+    ) -> None:
+        now = self.clock.time()
+        if not payload:  # a retained status being cleared
+            _ack(client, message)
+            return
+        try:
+            status = decode_status(payload)
+        except EnvelopeError as exc:
+            log.warning("dropping invalid status on %s: %s", message.topic.value, exc)
+            _ack(client, message)
+            return
+        device = topic_device  # the topic is what the broker's ACL vouches for
+        if status.device != device:
+            log.warning("status on the topic of %s says device=%s", device, status.device)
+        row = await store.record_status(device, status.state, status.reason, now=now)
+        _ack(client, message)
+        self.stats.statuses += 1
+        log.info(
+            "device status device=%s state=%s reason=%r retained=%s",
+            device,
+            status.state,
+            status.reason,
+            bool(message.retain),
+        )
+        self._timers.set()
+        if status.state == "online" and row.state == "offline":
+            # A retained "online" is as old as the device's connection: it proves
+            # nothing against a missed heartbeat, only a live one does.
+            if row.cause == "status" or not message.retain:
+                await self._back_online(store, row)
+
+    # --- device offline / online ------------------------------------------------------
+
+    async def _back_online(self, store: Store, row: DeviceRow) -> None:
+        """Compare-and-set ``row`` back online; mail those who were told it went offline."""
+        now = self.clock.time()
+        site = self.config.sites.get(row.site)
+        notice = Notice(f"{row.device}.on{row.transitions + 1}", DEVICE_ONLINE, "info",
+                        row.site, row.device)  # fmt: skip
+        mails: list[OutgoingMail] = []
+        if row.notified and site is not None and self.config.mails_kind(site, DEVICE_ONLINE):
+            offline_id = f"{row.device}.off{row.transitions}"
+            when = dt.datetime.fromtimestamp(now, dt.UTC)
+
+            def render(recipient: Recipient, index: int, with_data: bool) -> EmailMessage:
+                return render_device(
+                    notice_id=notice.id, online=True, site_id=row.site, site=site,
+                    device=row.device, reason="", since=row.since, last_seen=row.last_seen,
+                    lat=row.lat, lon=row.lon, language=recipient.language,
+                    sender=self.config.smtp.sender, recipient=recipient.address, index=index,
+                    now=when, references=message_id(offline_id, index),
+                )  # fmt: skip
+
+            mails = self._render_each(_stored(row.recipients), render, notice.id)
+        if await store.device_back_online(row, notice, mails, now=now):
+            self.stats.notices += 1
+            log.info("device back online device=%s site=%s offline_for=%.0fs mails=%d",
+                     row.device, row.site, now - row.since, len(mails))  # fmt: skip
+            if mails:
+                self._wake.set()
+
+    async def _device_offline(self, store: Store, row: DeviceRow, by_heartbeat: bool) -> None:
+        now = self.clock.time()
+        site = self.config.sites.get(row.site)
+        transitions = row.transitions + 1 if by_heartbeat else row.transitions
+        notice = Notice(f"{row.device}.off{transitions}", DEVICE_OFFLINE, "warning",
+                        row.site, row.device)  # fmt: skip
+        reason = "no heartbeat" if by_heartbeat else row.reason
+        since = now if by_heartbeat else row.since
+        mails: list[OutgoingMail] = []
+        if site is None:
+            log.warning("device %s is offline but its site %r is not configured: no mail",
+                        row.device, row.site)  # fmt: skip
+        elif self.config.mails_kind(site, DEVICE_OFFLINE):
+            when = dt.datetime.fromtimestamp(now, dt.UTC)
+
+            def render(recipient: Recipient, index: int, with_data: bool) -> EmailMessage:
+                return render_device(
+                    notice_id=notice.id, online=False, site_id=row.site, site=site,
+                    device=row.device, reason=reason, since=since, last_seen=row.last_seen,
+                    lat=row.lat, lon=row.lon, language=recipient.language,
+                    sender=self.config.smtp.sender, recipient=recipient.address, index=index,
+                    now=when,
+                )  # fmt: skip
+
+            recipients = self.config.recipients_for(site, DEVICE_OFFLINE, "warning")
+            mails = self._render_each(recipients, render, notice.id)
+        if await store.device_offline_notified(
+            row, notice, mails, now=now, by_heartbeat=by_heartbeat
+        ):
+            self.stats.notices += 1
+            log.warning("device offline device=%s site=%s reason=%r last_seen=%.0fs ago mails=%d",
+                        row.device, row.site, reason, now - row.last_seen, len(mails))  # fmt: skip
+            if mails:
+                self._wake.set()
+
+    # --- timers ---------------------------------------------------------------------
+
+    async def _timers_forever(self, store: Store) -> None:
+        d = self.config.devices
+        while True:
+            self._timers.clear()  # before looking, so a change after the look still wakes us
+            await self._tick(store)
+            self.stats.ticks += 1
+            next_at = await store.next_timer(
+                grace_s=d.offline_grace_s, heartbeat_timeout_s=d.heartbeat_timeout_s
+            )
+            timeout = self.config.delivery.poll_s
+            if next_at is not None:
+                timeout = min(timeout, max(0.0, next_at - self.clock.time()))
+            await self._wait(self._timers, timeout)
+
+    async def _tick(self, store: Store) -> None:
+        """Queue every summary, reminder and offline notice that is due now."""
+        now = self.clock.time()
+        d = self.config.devices
+        overdue = await store.overdue_devices(
+            now=now, grace_s=d.offline_grace_s, heartbeat_timeout_s=d.heartbeat_timeout_s
+        )
+        for row, by_heartbeat in overdue:
+            await self._device_offline(store, row, by_heartbeat)
+        for row in await store.returned_devices():
+            await self._back_online(store, row)
+        for episode in await store.due_episodes(now):
+            await self._summarise(store, episode, now)
+        for trap in await store.due_traps(now):
+            await self._remind(store, trap, now)
+
+    async def _summarise(self, store: Store, row: EpisodeRow, now: float) -> None:
+        over = (not row.open) or now >= row.last_at + row.quiet_s
+        if row.folded == 0:
+            if over:
+                await store.episode_summarised(row, None, [], now=now, close=True)
+            return
+        site = self.config.sites.get(row.site)
+        notice = Notice(f"{row.id}.s{row.summaries + 1}", f"{row.kind}_summary", "info",
+                        row.site, row.device)  # fmt: skip
+        mails: list[OutgoingMail] = []
+        if site is not None:
+            when = dt.datetime.fromtimestamp(now, dt.UTC)
+            severity = str(row.stats.get("severity") or "info")
+
+            def render(recipient: Recipient, index: int, with_data: bool) -> EmailMessage:
+                return render_summary(
+                    notice_id=notice.id, first_id=row.id, kind=row.kind, severity=severity,
+                    site_id=row.site, site=site, device=row.device, count=row.folded,
+                    total=row.folded_total, stats=row.stats if with_data else {}, over=over,
+                    quiet_s=row.quiet_s, every_s=row.summary_every_s, lat=row.lat,
+                    lon=row.lon, language=recipient.language, sender=self.config.smtp.sender,
+                    recipient=recipient.address, index=index, now=when,
+                )  # fmt: skip
+
+            mails = self._render_each(_stored(row.recipients), render, notice.id)
+        if await store.episode_summarised(row, notice, mails, now=now, close=over):
+            self.stats.notices += 1
+            log.info("summary queued notice=%s kind=%s device=%s folded=%d over=%s mails=%d",
+                     notice.id, row.kind, row.device, row.folded, over, len(mails))  # fmt: skip
+            if mails:
+                self._wake.set()
+
+    async def _remind(self, store: Store, row: TrapRow, now: float) -> None:
+        site = self.config.sites.get(row.site)
+        number = row.reminders + 1
+        notice = Notice(f"{row.trigger_id}.r{number}", TRAP_REMINDER, "alarm",
+                        row.site, row.device)  # fmt: skip
+        mails: list[OutgoingMail] = []
+        if site is not None and self.config.mails_kind(site, TRAP_REMINDER):
+            when = dt.datetime.fromtimestamp(now, dt.UTC)
+
+            def render(recipient: Recipient, index: int, with_data: bool) -> EmailMessage:
+                return render_reminder(
+                    notice_id=notice.id, trigger_id=row.trigger_id, site_id=row.site,
+                    site=site, device=row.device, sensor=row.sensor,
+                    closed_since=row.closed_since, number=number, lat=row.lat, lon=row.lon,
+                    language=recipient.language, sender=self.config.smtp.sender,
+                    recipient=recipient.address, index=index, now=when,
+                )  # fmt: skip
+
+            mails = self._render_each(_stored(row.recipients), render, notice.id)
+        every = self.config.traps.reminder_every_s
+        if await store.trap_reminded(row, notice, mails, now=now, every_s=every):
+            self.stats.notices += 1
+            log.info("trap reminder queued notice=%s device=%s sensor=%s closed_for=%.0fs mails=%d",
+                     notice.id, row.device, row.sensor, now - row.closed_since,
+                     len(mails))  # fmt: skip
+            if mails:
+                self._wake.set()
 
     # --- sending -------------------------------------------------------------------
 
     async def _deliver_forever(self, store: Store) -> None:
+        poll_s = self.config.delivery.poll_s
+        lease_s = self.config.delivery.claim_timeout_s
         while not self._stopping.is_set():
             self._wake.clear()  # before looking, so a commit after the look still wakes us
-            due = await store.due_mails(limit=BATCH)
-            if due:
-                await self._deliver(store, due)
+            now = self.clock.time()
+            batch = await store.claim_due(self.instance, now=now, lease_s=lease_s, limit=BATCH)
+            if batch:
+                await self._deliver(store, batch)
                 continue
             next_due = await store.next_due()
-            timeout = None if next_due is None else max(0.0, next_due - time.time())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            timeout = poll_s
+            if next_due is not None:
+                timeout = min(timeout, max(0.0, next_due - self.clock.time()))
+            await self._wait(self._wake, timeout)
 
     async def _deliver(self, store: Store, batch: list[QueuedMail]) -> None:
         assert self._mailer is not None
@@ -359,7 +789,8 @@ class Notifier:
                             raise
                     else:
                         done += 1
-                        await store.mark_sent(mail.id)
+                        now = self.clock.time()
+                        await store.mark_sent(mail.id, now=now)
                         self.stats.sent += 1
                         log.info(
                             "mail sent event=%s kind=%s to=%s attempts=%d after=%.0fms",
@@ -367,7 +798,7 @@ class Notifier:
                             mail.kind,
                             mail.recipient,
                             mail.attempts + 1,
-                            (time.time() - mail.created_at) * 1000.0,
+                            (now - mail.created_at) * 1000.0,
                         )
         except TransientDeliveryError as exc:
             # Could not connect, or the connection died: the rest of the batch waits too.
@@ -377,7 +808,7 @@ class Notifier:
     async def _defer(self, store: Store, mail: QueuedMail, reason: str) -> None:
         attempt = mail.attempts + 1
         delay = self._retry.delay(attempt)
-        await store.reschedule(mail.id, time.time() + delay, reason)
+        await store.reschedule(mail.id, self.clock.time() + delay, reason)
         self.stats.deferred += 1
         log.warning(
             "mail deferred event=%s kind=%s to=%s attempts=%d retry_in=%.3gs: %s",
@@ -390,7 +821,7 @@ class Notifier:
         )
 
     async def _failed(self, store: Store, mail: QueuedMail, reason: str) -> None:
-        await store.mark_failed(mail.id, reason)
+        await store.mark_failed(mail.id, reason, now=self.clock.time())
         self.stats.failed += 1
         log.error(
             "mail failed permanently event=%s kind=%s to=%s attempts=%d: %s",
@@ -403,15 +834,35 @@ class Notifier:
 
     # --- housekeeping ----------------------------------------------------------------
 
-    async def _prune_forever(self, store: Store) -> None:
+    async def _housekeeping(self, store: Store) -> None:
         keep_s = self.config.store.keep_days * 86400.0
+        host, pid = socket.gethostname(), os.getpid()
+        last_prune: float | None = None
         while True:
-            removed = await store.prune(time.time() - keep_s)
-            if removed:
-                log.info(
-                    "forgot %d events older than %d days", removed, self.config.store.keep_days
-                )
-            await asyncio.sleep(PRUNE_EVERY_S)
+            now = self.clock.time()
+            await store.instance_alive(self.instance, now=now, host=host, pid=pid)
+            if last_prune is None or now - last_prune >= PRUNE_EVERY_S:
+                last_prune = now
+                removed = await store.prune(now - keep_s, telemetry_before=now - TELEMETRY_KEEP_S)
+                if removed:
+                    log.info(
+                        "forgot %d events older than %d days", removed, self.config.store.keep_days
+                    )
+            await self.clock.sleep(max(self.config.delivery.poll_s, 1.0))
+
+    async def _wait(self, event: asyncio.Event, timeout: float) -> None:
+        """Until ``event`` is set or ``timeout`` seconds pass on the notifier's clock."""
+        if event.is_set():
+            return
+        waiter = asyncio.ensure_future(event.wait())
+        sleeper = asyncio.ensure_future(self.clock.sleep(timeout))
+        try:
+            await asyncio.wait({waiter, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            sleeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(waiter, sleeper, return_exceptions=True)
 
 
 def _ack(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
@@ -423,3 +874,55 @@ def _ack(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         # The connection is gone; the broker will deliver the message again and
         # the store will recognise it as a duplicate.
         log.debug("could not acknowledge mid=%d (rc=%s); it will be redelivered", message.mid, rc)
+
+
+def _stored(recipients: Sequence[tuple[str, str]]) -> list[Recipient]:
+    """Recipients kept with a burst, trap or device, as they were when it began."""
+    return [Recipient(address, "en" if lang == "en" else "ja") for address, lang in recipients]
+
+
+def _sensor_of(event: Event) -> str:
+    for key in ("sensor", "cot", "trap", "detector"):
+        value = event.data.get(key)
+        if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
+            return str(value)[:128]
+    return ""
+
+
+def _trap_key(event: Event, sensor: str) -> str:
+    return f"{event.site}|{event.device}|{sensor}"
+
+
+def _event_time(event: Event, now: float) -> float:
+    """When the event happened, as Unix time (the notifier's receipt if the clock is unset)."""
+    if not event.clock_synced:
+        return now
+    try:
+        return event.ts.timestamp()
+    except (OverflowError, ValueError, OSError):
+        return now
+
+
+def _closed_since(event: Event, now: float) -> float:
+    """When a trap closed: ``closed_since`` by a synced clock, else ``closed_s`` before now."""
+    value = event.data.get("closed_since")
+    if event.clock_synced and isinstance(value, str):
+        try:
+            moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            if moment.tzinfo is not None:
+                return min(moment.timestamp(), now)
+        except (ValueError, OverflowError):
+            pass
+    closed_s = event.data.get("closed_s")
+    if _finite(closed_s) and float(closed_s) >= 0:
+        return now - float(closed_s)
+    return _event_time(event, now)
+
+
+def _finite(value: object) -> TypeGuard[float]:
+    """A real number (not a bool, not NaN or infinite): what a reading must be."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _positive(value: object) -> TypeGuard[float]:
+    return _finite(value) and float(value) > 0

@@ -7,9 +7,12 @@ stripped from every value, values are shortened, and the HTML part escapes
 all of it.  Times are shown in Japan time.  The words come from
 :mod:`cloud.templates`.
 
-The Message-ID is derived from the event id and the recipient's position, so
-a mail that is sent twice (see ``docs/notifier.md``, delivery guarantees) is
-recognisably the same mail.
+The Message-ID is derived from the event id (or, for the notifier's own
+notices, the notice id) and the recipient's position, so a mail that is sent
+twice (see ``docs/notifier.md``, delivery guarantees) is recognisably the same
+mail; reminders, summaries and "back online" mails name the mail they follow
+in ``In-Reply-To`` so mail clients thread them.  A water alert's HTML part is
+``multipart/related`` with the last 24 h of the level as an inline PNG.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import hashlib
 import html
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import Any, Final
@@ -28,8 +31,11 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
+from cloud.chart import HEIGHT as CHART_HEIGHT
+from cloud.chart import WIDTH as CHART_WIDTH
+from cloud.chart import LevelChart
 from cloud.config import Language, SiteConfig
-from cloud.templates import PHRASES, Phrases, kind_text
+from cloud.templates import JA, PHRASES, Phrases, kind_text
 from edge.event import Event, Location
 
 
@@ -83,6 +89,37 @@ def map_links(location: Location, phrases: Phrases) -> list[MapLink]:
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class Content:
+    """Everything one mail says, before it is laid out as text and HTML."""
+
+    notice_id: str
+    kind: str
+    severity: str
+    site_id: str
+    place: str
+    device: str
+    title: str
+    headline: str
+    advice: str
+    when: dt.datetime
+    """The time the mail is about (the event's, or the notifier's for its own notices)."""
+    received: dt.datetime
+    rows: list[tuple[str, str]]
+    fact: str = ""
+    """A few words for the subject after the place: ``182cm 氾濫注意水位``, ``ベッド3``."""
+    clock_synced: bool = True
+    details: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """Sentences after the table (a summary's "it seems to be over")."""
+    location: Location | None = None
+    chart: LevelChart | None = None
+    chart_wanted: bool = False
+    """A water alert: say so when there is no chart."""
+    references: str | None = None
+    """The Message-ID this mail follows up (a reminder, a summary, back online)."""
+
+
 def render_mail(
     event: Event,
     site: SiteConfig,
@@ -93,70 +130,326 @@ def render_mail(
     index: int = 1,
     received_at: dt.datetime | None = None,
     with_data: bool = True,
+    chart: LevelChart | None = None,
 ) -> EmailMessage:
-    """The complete message for one recipient.
+    """The complete message about one device event, for one recipient.
 
     ``received_at`` is when the notifier got the event (also the ``Date``);
     ``with_data=False`` leaves out the device's data fields (the fallback if
-    they cannot be shown).
+    they cannot be shown); ``chart`` is the last 24 h of a water alert's level.
     """
     phrases = PHRASES[language]
     received = _japan_time(received_at or dt.datetime.now(dt.UTC))
     when = _japan_time(event.ts)
     text = kind_text(phrases, event.kind, event.severity)
     place = _clean(site.name)
-    marker = phrases.alarm_marker if event.severity == "alarm" else ""
-    subject = phrases.subject.format(
-        marker=marker, title=text.title, place=place, time=phrases.subject_time(when)
-    )
-
-    labels = phrases.labels
-    severity = phrases.severity_names.get(event.severity, _clean(event.severity))
-    rows: list[tuple[str, str]] = [
-        (labels["what"], phrases.what.format(title=text.title, severity=severity)),
-        (labels["place"], place),
-        (labels["site"], _clean(event.site)),
-        (labels["time"], phrases.body_time(when)),
-    ]
-    late = abs(received - when) > LATE_AFTER
-    if not event.clock_synced or late:
-        rows.append((labels["received"], phrases.body_time(received)))
-    rows.append((labels["device"], _clean(event.device)))
+    rows: list[tuple[str, str]] = []
     details: list[tuple[str, str]] = []
+    fact = ""
     if with_data:
-        known, details = _data_rows(event, phrases)
-        rows.extend(known)
-    links = map_links(event.location, phrases)
-    headline = text.headline.format(place=place)
-    warning = labels["clock_warning"] if not event.clock_synced else ""
+        rows, details = _data_rows(event, phrases)
+        fact = _subject_fact(event, phrases)
+    content = Content(
+        notice_id=event.id,
+        kind=event.kind,
+        severity=event.severity,
+        site_id=event.site,
+        place=place,
+        device=event.device,
+        title=text.title,
+        headline=text.headline.format(place=place, device=_clean(event.device)),
+        advice=text.advice,
+        when=when,
+        received=received,
+        rows=rows,
+        fact=fact,
+        clock_synced=event.clock_synced,
+        details=details,
+        location=event.location,
+        chart=chart,
+        chart_wanted=event.kind in CHART_KINDS,
+    )
+    return compose(content, language=language, sender=sender, recipient=recipient, index=index)
+
+
+#: Kinds whose mail carries the last 24 h of the level (``<data.sensor>.level_cm``).
+CHART_KINDS: Final = frozenset({"water_level_alert", "water_rise_alert"})
+
+
+def render_summary(
+    *,
+    notice_id: str,
+    first_id: str,
+    kind: str,
+    severity: str,
+    site_id: str,
+    site: SiteConfig,
+    device: str,
+    count: int,
+    total: int,
+    stats: dict[str, Any],
+    over: bool,
+    quiet_s: float,
+    every_s: float,
+    lat: float,
+    lon: float,
+    language: Language,
+    sender: str,
+    recipient: str,
+    index: int,
+    now: dt.datetime,
+) -> EmailMessage:
+    """The summary of a burst folded into one mail (an animal lingering, a flapping sensor)."""
+    phrases = PHRASES[language]
+    texts, labels = phrases.texts, phrases.labels
+    place = _clean(site.name)
+    base = kind_text(phrases, kind, severity)
+    title = texts["summary_title"].format(title=base.title)
+    rows: list[tuple[str, str]] = [
+        (labels["device"], _clean(device)),
+        (texts["summary_count"], texts["times"].format(count=count)),
+    ]
+    start, end = stats.get("from"), stats.get("to")
+    if isinstance(start, int | float) and isinstance(end, int | float):
+        rows.append((texts["summary_period"], _period(start, end, phrases)))
+    by_kind = {str(k): int(v) for k, v in (stats.get("by_kind") or {}).items()}
+    if len(by_kind) > 1 or (by_kind and next(iter(by_kind)) != kind):
+        rows.append(
+            (
+                texts["summary_by_kind"],
+                _counts(
+                    {kind_text(phrases, k, severity).title: n for k, n in by_kind.items()}, phrases
+                ),
+            )
+        )
+    by_sensor = {str(k): int(v) for k, v in (stats.get("by_sensor") or {}).items() if k}
+    if by_sensor:
+        rows.append((texts["summary_by_sensor"], _counts(by_sensor, phrases)))
+    if kind == "animal_detected":
+        sounded = int(stats.get("sounded") or 0)
+        rows.append((texts["summary_sounded"], texts["times"].format(count=sounded)))
+    last_kind = stats.get("last_kind")
+    if isinstance(last_kind, str) and by_kind and (len(by_kind) > 1 or last_kind != kind):
+        rows.append((texts["summary_state"], kind_text(phrases, last_kind, severity).title))
+    first = stats.get("first") or {}
+    if isinstance(first.get("at"), int | float):
+        rows.append(
+            (
+                texts["summary_first"],
+                phrases.body_time(
+                    _japan_time(dt.datetime.fromtimestamp(float(first["at"]), dt.UTC))
+                ),
+            )
+        )
+    if total != count:
+        rows.append((texts["summary_total"], texts["times"].format(count=total + 1)))
+    note = (
+        texts["summary_over"].format(quiet=phrases.duration(quiet_s))
+        if over
+        else texts["summary_ongoing"].format(every=phrases.duration(every_s))
+    )
+    content = Content(
+        notice_id=notice_id,
+        kind=f"{kind}_summary",
+        severity="info",  # a look back: the alarm itself was the first mail
+        site_id=site_id,
+        place=place,
+        device=device,
+        title=title,
+        headline=texts["summary_headline"].format(place=place, count=count),
+        advice="",
+        when=_japan_time(now),
+        received=_japan_time(now),
+        rows=rows,
+        fact=texts["count_fact"].format(count=count),
+        notes=[note],
+        location=Location(lat=lat, lon=lon),
+        references=message_id(first_id, index),
+    )
+    return compose(content, language=language, sender=sender, recipient=recipient, index=index)
+
+
+def render_reminder(
+    *,
+    notice_id: str,
+    trigger_id: str,
+    site_id: str,
+    site: SiteConfig,
+    device: str,
+    sensor: str,
+    closed_since: float,
+    number: int,
+    lat: float,
+    lon: float,
+    language: Language,
+    sender: str,
+    recipient: str,
+    index: int,
+    now: dt.datetime,
+) -> EmailMessage:
+    """A reminder that a trap is still closed (until its ``trap_reset`` arrives)."""
+    phrases = PHRASES[language]
+    texts, labels = phrases.texts, phrases.labels
+    place = _clean(site.name)
+    text = kind_text(phrases, "trap_reminder", "alarm")
+    elapsed = phrases.duration(max(0.0, now.timestamp() - closed_since))
+    since = phrases.body_time(_japan_time(dt.datetime.fromtimestamp(closed_since, dt.UTC)))
+    rows = [
+        (phrases.field_labels["sensor"], _clean(sensor)),
+        (phrases.field_labels["closed_since"], since),
+        (texts["elapsed"], elapsed),
+        (texts["reminder_count"], texts["reminder_n"].format(n=number)),
+        (labels["device"], _clean(device)),
+    ]
+    content = Content(
+        notice_id=notice_id,
+        kind="trap_reminder",
+        severity="alarm",
+        site_id=site_id,
+        place=place,
+        device=device,
+        title=text.title,
+        headline=text.headline.format(place=place, device=_clean(device)),
+        advice=text.advice,
+        when=_japan_time(now),
+        received=_japan_time(now),
+        rows=rows,
+        fact=_short(f"{_clean(sensor)} {texts['elapsed_fact'].format(duration=elapsed)}"),
+        location=Location(lat=lat, lon=lon),
+        references=message_id(trigger_id, index),
+    )
+    return compose(content, language=language, sender=sender, recipient=recipient, index=index)
+
+
+def render_device(
+    *,
+    notice_id: str,
+    online: bool,
+    site_id: str,
+    site: SiteConfig,
+    device: str,
+    reason: str,
+    since: float,
+    last_seen: float,
+    lat: float | None,
+    lon: float | None,
+    language: Language,
+    sender: str,
+    recipient: str,
+    index: int,
+    now: dt.datetime,
+    references: str | None = None,
+) -> EmailMessage:
+    """A device went offline (``online=False``) or came back."""
+    phrases = PHRASES[language]
+    texts, labels = phrases.texts, phrases.labels
+    place = _clean(site.name)
+    kind = "device_online" if online else "device_offline"
+    severity = "info" if online else "warning"
+    text = kind_text(phrases, kind, severity)
+
+    def at(t: float) -> str:
+        return phrases.body_time(_japan_time(dt.datetime.fromtimestamp(t, dt.UTC)))
+
+    rows = [(labels["device"], _clean(device))]
+    if online:
+        rows += [
+            (texts["offline_since"], at(since)),
+            (texts["online_at"], phrases.body_time(_japan_time(now))),
+            (texts["offline_for"], phrases.duration(max(0.0, now.timestamp() - since))),
+        ]
+    else:
+        rows += [
+            (phrases.field_labels["reason"], _clean(phrases.values.get(reason, reason) or "-")),
+            (texts["offline_since"], at(since)),
+            (texts["last_seen"], at(last_seen)),
+        ]
+    location = None
+    if lat is not None and lon is not None:
+        location = Location(lat=lat, lon=lon)
+    content = Content(
+        notice_id=notice_id,
+        kind=kind,
+        severity=severity,
+        site_id=site_id,
+        place=place,
+        device=device,
+        title=text.title,
+        headline=text.headline.format(place=place, device=_clean(device)),
+        advice=text.advice,
+        when=_japan_time(now),
+        received=_japan_time(now),
+        rows=rows,
+        fact=_short(_clean(device)),
+        location=location,
+        references=references,
+    )
+    return compose(content, language=language, sender=sender, recipient=recipient, index=index)
+
+
+def compose(
+    content: Content, *, language: Language, sender: str, recipient: str, index: int
+) -> EmailMessage:
+    """Lay ``content`` out as one ``multipart/alternative`` message (with an inline chart)."""
+    phrases = PHRASES[language]
+    labels = phrases.labels
+    marker = phrases.alarm_marker if content.severity == "alarm" else ""
+    place = f"{content.place} {content.fact}" if content.fact else content.place
+    subject = phrases.subject.format(
+        marker=marker, title=content.title, place=place, time=phrases.subject_time(content.when)
+    )
+    severity = phrases.severity_names.get(content.severity, _clean(content.severity))
+    rows: list[tuple[str, str]] = [
+        (labels["what"], phrases.what.format(title=content.title, severity=severity)),
+        (labels["place"], content.place),
+        (labels["site"], _clean(content.site_id)),
+        (labels["time"], phrases.body_time(content.when)),
+    ]
+    late = abs(content.received - content.when) > LATE_AFTER
+    if not content.clock_synced or late:
+        rows.append((labels["received"], phrases.body_time(content.received)))
+    if not any(label == labels["device"] for label, _ in content.rows):
+        rows.append((labels["device"], _clean(content.device)))
+    rows.extend(content.rows)
+    chart = _chart_block(content, phrases)
+    links = map_links(content.location, phrases) if content.location is not None else []
+    warning = labels["clock_warning"] if not content.clock_synced else ""
 
     msg = EmailMessage(policy=email.policy.SMTP)
     msg["Subject"] = subject
     msg["From"] = sender
     msg["To"] = recipient
-    msg["Date"] = format_datetime(received)
-    msg["Message-ID"] = message_id(event.id, index)
+    msg["Date"] = format_datetime(content.received)
+    msg["Message-ID"] = message_id(content.notice_id, index)
+    if content.references:
+        msg["In-Reply-To"] = content.references
+        msg["References"] = content.references
     msg["Auto-Submitted"] = "auto-generated"
     msg["X-Auto-Response-Suppress"] = "All"
-    msg["X-Satoyama-Event"] = _token(event.id)
-    msg["X-Satoyama-Kind"] = _token(event.kind)
-    msg["X-Satoyama-Site"] = _token(event.site)
-    msg["X-Satoyama-Device"] = _token(event.device)
-    if event.severity == "alarm":
+    msg["X-Satoyama-Event"] = _token(content.notice_id)
+    msg["X-Satoyama-Kind"] = _token(content.kind)
+    msg["X-Satoyama-Site"] = _token(content.site_id)
+    msg["X-Satoyama-Device"] = _token(content.device)
+    if content.severity == "alarm":
         msg["X-Priority"] = "1"
         msg["Importance"] = "high"
 
     msg.set_content(
-        _plain(headline, text.advice, rows, warning, links, details, phrases, event),
+        _plain(content, rows, warning, links, chart, phrases),
         charset="utf-8",
     )
     msg.add_alternative(
-        _html(
-            subject, headline, text.advice, rows, warning, links, details, phrases, event, language
-        ),
+        _html(subject, content, rows, warning, links, chart, phrases, language),
         subtype="html",
         charset="utf-8",
     )
+    if chart is not None and chart.png is not None:
+        html_part = msg.get_payload()[1]  # type: ignore[index]
+        assert isinstance(html_part, EmailMessage)
+        html_part.add_related(
+            chart.png, maintype="image", subtype="png", cid=f"<{chart.cid}>",
+            filename="level-24h.png", disposition="inline",
+        )  # fmt: skip
     return msg
 
 
@@ -168,48 +461,83 @@ def as_bytes(msg: EmailMessage) -> bytes:
 # --- body parts -------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class _ChartBlock:
+    heading: str
+    rows: list[tuple[str, str]]
+    png: bytes | None
+    cid: str
+    alt: str
+
+
+def _chart_block(content: Content, phrases: Phrases) -> _ChartBlock | None:
+    """What the mail says about the last 24 h (and the picture), or None for other kinds."""
+    if not content.chart_wanted and content.chart is None:
+        return None
+    texts = phrases.texts
+    chart = content.chart
+    cid = f"chart.{_token(content.notice_id)}@{MESSAGE_ID_DOMAIN}"
+    if chart is None:
+        return _ChartBlock(texts["chart"], [("", texts["chart_none"])], None, cid, "")
+
+    def point(p: tuple[float, float]) -> str:
+        when = _japan_time(dt.datetime.fromtimestamp(p[0], dt.UTC))
+        return texts["chart_value"].format(value=f"{p[1]:g}", time=phrases.subject_time(when))
+
+    rows = [
+        (texts["chart_high"], point(chart.high)),
+        (texts["chart_low"], point(chart.low)),
+        (texts["chart_last"], point(chart.last)),
+        (texts["chart_points"], str(len(chart.points))),
+    ]
+    alt = texts["chart_alt"].format(series=_clean(chart.series))
+    return _ChartBlock(texts["chart"], rows, chart.png, cid, alt)
+
+
 def _plain(
-    headline: str,
-    advice: str,
+    content: Content,
     rows: list[tuple[str, str]],
     warning: str,
     links: list[MapLink],
-    details: list[tuple[str, str]],
+    chart: _ChartBlock | None,
     phrases: Phrases,
-    event: Event,
 ) -> str:
     labels = phrases.labels
-    out = [headline]
-    if advice:
-        out.append(advice)
+    out = [content.headline]
+    if content.advice:
+        out.append(content.advice)
     out.append("")
     out.extend(f"■ {label}: {value}" for label, value in rows)
+    if content.notes:
+        out.append("")
+        out.extend(content.notes)
     if warning:
         out += ["", f"※ {warning}"]
+    if chart is not None:
+        out += ["", f"■ {chart.heading}"]
+        out.extend(f"  {label}: {value}" if label else f"  {value}" for label, value in chart.rows)
     out += ["", f"■ {labels['map']}"]
-    if links:
+    if links and content.location is not None:
         out.extend(f"  {link.label}: {link.url}" for link in links)
-        lat, lon = event.location.lat, event.location.lon
+        lat, lon = content.location.lat, content.location.lon
         out.append(f"  {labels['latlon']}: {lat:.6f}, {lon:.6f}")
     else:
         out.append(f"  {labels['no_location']}")
-    if details:
+    if content.details:
         out += ["", f"■ {labels['details']}"]
-        out.extend(f"  {key}: {value}" for key, value in details)
-    out += ["", "--", phrases.footer, f"{labels['event_id']}: {_clean(event.id)}", ""]
+        out.extend(f"  {key}: {value}" for key, value in content.details)
+    out += ["", "--", phrases.footer, f"{labels['event_id']}: {_clean(content.notice_id)}", ""]
     return "\n".join(out)
 
 
 def _html(
     subject: str,
-    headline: str,
-    advice: str,
+    content: Content,
     rows: list[tuple[str, str]],
     warning: str,
     links: list[MapLink],
-    details: list[tuple[str, str]],
+    chart: _ChartBlock | None,
     phrases: Phrases,
-    event: Event,
     language: str,
 ) -> str:
     e = html.escape
@@ -220,34 +548,63 @@ def _html(
         f'<html lang="{e(language)}"><head><meta charset="utf-8">',
         f"<title>{e(subject)}</title></head>",
         '<body style="font-family:sans-serif;line-height:1.5">',
-        f'<p style="font-size:1.15em"><strong>{e(headline)}</strong></p>',
+        f'<p style="font-size:1.15em"><strong>{e(content.headline)}</strong></p>',
     ]
-    if advice:
-        out.append(f"<p>{e(advice)}</p>")
+    if content.advice:
+        out.append(f"<p>{e(content.advice)}</p>")
     out.append("<table>")
     out.extend(f"<tr><th {th}>{e(label)}</th><td>{e(value)}</td></tr>" for label, value in rows)
     out.append("</table>")
+    out.extend(f"<p>{e(note)}</p>" for note in content.notes)
     if warning:
         out.append(f'<p style="color:#b00000"><strong>{e(warning)}</strong></p>')
+    if chart is not None:
+        out.append(f"<h3>{e(chart.heading)}</h3>")
+        if chart.png is not None:
+            out.append(
+                f'<p><img src="cid:{e(chart.cid)}" alt="{e(chart.alt)}" '
+                f'width="{CHART_WIDTH}" height="{CHART_HEIGHT}" style="max-width:100%"></p>'
+            )
+        out.append("<table>")
+        out.extend(
+            f"<tr><th {th}>{e(label)}</th><td>{e(value)}</td></tr>" if label
+            else f'<tr><td colspan="2">{e(value)}</td></tr>'
+            for label, value in chart.rows
+        )  # fmt: skip
+        out.append("</table>")
     out.append(f"<h3>{e(labels['map'])}</h3>")
-    if links:
+    if links and content.location is not None:
         out.append("<ul>")
         out.extend(f'<li><a href="{e(link.url)}">{e(link.label)}</a></li>' for link in links)
         out.append("</ul>")
-        lat, lon = event.location.lat, event.location.lon
+        lat, lon = content.location.lat, content.location.lon
         out.append(f"<p>{e(labels['latlon'])}: {lat:.6f}, {lon:.6f}</p>")
     else:
         out.append(f"<p>{e(labels['no_location'])}</p>")
-    if details:
+    if content.details:
         out.append(f"<h3>{e(labels['details'])}</h3><table>")
-        out.extend(f"<tr><th {th}>{e(key)}</th><td>{e(value)}</td></tr>" for key, value in details)
+        out.extend(
+            f"<tr><th {th}>{e(key)}</th><td>{e(value)}</td></tr>" for key, value in content.details
+        )
         out.append("</table>")
     out.append(
         f'<hr><p style="color:#666666;font-size:small">{e(phrases.footer)}<br>'
-        f"{e(labels['event_id'])}: {e(_clean(event.id))}</p>"
+        f"{e(labels['event_id'])}: {e(_clean(content.notice_id))}</p>"
     )
     out.append("</body></html>")
     return "\n".join(out) + "\n"
+
+
+#: Data keys shown as a length of time, and as a moment.
+_DURATIONS: Final = frozenset(
+    {"closed_s", "duration_s", "still_s", "down_s", "uptime_s", "oldest_undelivered_s",
+     "interval_s"}
+)  # fmt: skip
+_MOMENTS: Final = frozenset({"closed_since"})
+_NAP_KINDS: Final = frozenset({"prone_alarm", "apnea_alarm", "alarm_cleared", "posture_check"})
+_SENSOR_KINDS: Final = frozenset(
+    {"trap_triggered", "trap_reset", "trap_armed", "sensor_fault", "sensor_recovered"}
+)
 
 
 def _data_rows(
@@ -275,12 +632,88 @@ def _data_rows(
             deterrents.append((labels[name], did if name in ran else did_not))
     if ran is not None and ran - {"siren", "strobe"}:
         data["actions"] = sorted(ran - {"siren", "strobe"})
+    stage = _stage_text(data, phrases)
+    if stage is not None:
+        data.pop("stage", None)
+        data["stage_label"] = stage
     for key, label in labels.items():
         if key in data:
-            row = (label, _value(data.pop(key), phrases))
+            row = (label, _field(key, data.pop(key), phrases))
             (first if key in _WHO else later).append(row)
     details = [(_clean(key), _value(data[key], phrases)) for key in sorted(data)]
     return first + deterrents + later, details
+
+
+def _stage_text(data: dict[str, Any], phrases: Phrases) -> str | None:
+    """The device's own label for a water stage, with the standard name if it differs."""
+    code, label = data.get("stage"), data.get("stage_label")
+    standard = phrases.values.get(code, code) if isinstance(code, str) else None
+    if isinstance(label, str) and label.strip():
+        if standard and standard != label and standard != code:
+            return f"{label}（{standard}）" if phrases is JA else f"{label} ({standard})"
+        return label
+    if isinstance(code, str):
+        return standard
+    return None
+
+
+def _field(key: str, value: Any, phrases: Phrases) -> str:
+    """A well-known data value, formatted for people."""
+    if key in _DURATIONS and isinstance(value, int | float) and not isinstance(value, bool):
+        return phrases.duration(float(value)) if math.isfinite(value) else "-"
+    if key in _MOMENTS and isinstance(value, str):
+        try:
+            moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return _value(value, phrases)
+        if moment.tzinfo is not None:
+            return phrases.body_time(_japan_time(moment))
+    if key == "acknowledged_by" and value is None:
+        return phrases.texts["not_acknowledged"]
+    if key == "cleared" and isinstance(value, str) and value in phrases.kinds:
+        return phrases.kinds[value].title
+    if key in ("sensors", "evicted") and isinstance(value, dict):
+        return _clean(", ".join(f"{k}: {_value(v, phrases)}" for k, v in sorted(value.items())))
+    return _value(value, phrases)
+
+
+def _subject_fact(event: Event, phrases: Phrases) -> str:
+    """The figure that matters, for the subject line (empty when there is none)."""
+    data, kind, texts = event.data, event.kind, phrases.texts
+    level = data.get("level_cm")
+    if kind == "water_level_alert" and _is_number(level):
+        stage = _stage_text(dict(data), phrases) or ""
+        return _short(texts["level_fact"].format(level=f"{level:g}", stage=stage).strip())
+    if kind == "water_rise_alert" and _is_number(level):
+        rise = data.get("rise_cm_per_10min")
+        if _is_number(rise):
+            return _short(texts["rise_fact"].format(level=f"{level:g}", rise=f"{rise:g}"))
+        return _short(f"{level:g}cm")
+    if kind in _NAP_KINDS and isinstance(data.get("cot"), str | int):
+        return _short(_clean(str(data["cot"])))
+    if kind in _SENSOR_KINDS and isinstance(data.get("sensor"), str):
+        return _short(_clean(data["sensor"]))
+    return ""
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _short(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _counts(counts: dict[str, int], phrases: Phrases) -> str:
+    items = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return _clean(", ".join(f"{k}: {phrases.texts['times'].format(count=n)}" for k, n in items))
+
+
+def _period(start: float, end: float, phrases: Phrases) -> str:
+    def at(t: float) -> str:
+        return phrases.subject_time(_japan_time(dt.datetime.fromtimestamp(t, dt.UTC)))
+
+    return phrases.texts["period"].format(start=at(start), end=at(end))
 
 
 _WHO: Final = frozenset({"detector", "sensor", "trap", "cot"})

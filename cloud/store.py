@@ -1,82 +1,77 @@
-"""The notifier's durable memory: events seen and mails still to send (SQLite).
+"""The notifier's durable memory: events seen, mails still to send, and the state of timers.
 
-Two promises rest on this file:
+Promises that rest on this file:
 
 * **Each event is mailed once.**  Devices deliver at least once; the
-  ``events`` table remembers every event id, across restarts, and
-  :meth:`Store.accept` refuses an id it has seen.
-* **Nothing accepted is lost.**  An event and all of its mails are written in
-  one transaction (WAL, ``synchronous=FULL``) *before* the MQTT message is
-  acknowledged; a mail leaves the ``pending`` state only when the SMTP server
-  took it (``sent``) or refused it for good (``failed``).
+  ``events`` table remembers every event id, across restarts and across
+  instances, and :meth:`Store.accept` refuses an id it has seen.
+* **Nothing accepted is lost.**  An event and all of its mails (and what it
+  does to a burst, a trap or a device) are written in one transaction
+  *before* the MQTT message is acknowledged; a mail leaves the ``pending``
+  state only when the SMTP server took it (``sent``) or refused it for good
+  (``failed``).
+* **Each notice the notifier makes itself is made once.**  Summaries,
+  trap reminders and offline / back-online mails are queued by a
+  compare-and-set on the row they come from, so several instances looking at
+  the same timer queue one set of mails between them.
+* **One sender per mail.**  A sender *claims* a batch of due mails for
+  ``claim_timeout_s``; another instance takes them over only when the claim
+  has expired (the claimer died), or when the claimer restarts.
 
-One connection, used only from one dedicated thread: every blocking SQLite
-call runs on that single-thread executor, so the event loop never waits on
-``fsync`` and no two calls interleave.
+The engine is SQLite (one instance) or PostgreSQL (several); see
+:mod:`cloud.database`.  All calls run on one dedicated thread, so the event
+loop never waits on ``fsync`` and no two calls interleave.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import sqlite3
+import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Literal, TypeVar
 
+from cloud.config import StoreConfig, describe_dsn
+from cloud.database import (
+    POSTGRES_SCHEMA_VERSION,
+    SQLITE_SCHEMA_VERSION,
+    Database,
+    PostgresDatabase,
+    SqliteDatabase,
+    Tx,
+)
 from cloud.errors import StoreError
 from edge.event import SEVERITY_RANK, Event, encode
 
 _T = TypeVar("_T")
 
 MailStatus = Literal["pending", "sent", "failed"]
-
-#: Numbered schema migrations; ``PRAGMA user_version`` is how many are applied.
-#: Append, never edit: a store written by an older notifier must still open.
-MIGRATIONS: Final[tuple[str, ...]] = (
-    """
-    CREATE TABLE events (
-        id          TEXT PRIMARY KEY,     -- the envelope's id: what de-duplicates
-        device      TEXT NOT NULL,
-        site        TEXT NOT NULL,
-        kind        TEXT NOT NULL,
-        severity    TEXT NOT NULL,
-        ts          TEXT NOT NULL,        -- device time, RFC 3339
-        received_at REAL NOT NULL,        -- notifier time, Unix seconds
-        payload     BLOB NOT NULL         -- the envelope as received (re-encoded)
-    );
-    CREATE INDEX events_received_at ON events (received_at);
-    CREATE TABLE mails (
-        id           INTEGER PRIMARY KEY,
-        event_id     TEXT NOT NULL REFERENCES events (id) ON DELETE CASCADE,
-        recipient    TEXT NOT NULL,
-        priority     INTEGER NOT NULL,    -- edge.event.SEVERITY_RANK: alarms first
-        status       TEXT NOT NULL DEFAULT 'pending'
-                     CHECK (status IN ('pending', 'sent', 'failed')),
-        attempts     INTEGER NOT NULL DEFAULT 0,
-        next_attempt REAL NOT NULL,       -- Unix seconds
-        last_error   TEXT,
-        created_at   REAL NOT NULL,
-        finished_at  REAL,                -- when it became sent or failed
-        message      BLOB NOT NULL,       -- the rendered RFC 5322 message
-        UNIQUE (event_id, recipient)
-    );
-    CREATE INDEX mails_due ON mails (status, next_attempt);
-    """,
-)
-SCHEMA_VERSION: Final = len(MIGRATIONS)
+SCHEMA_VERSION: Final = SQLITE_SCHEMA_VERSION
+__all__ = ["POSTGRES_SCHEMA_VERSION", "SCHEMA_VERSION"]
 
 
 @dataclass(frozen=True, slots=True)
 class OutgoingMail:
-    """A mail to queue with its event: one recipient, the finished message bytes."""
+    """A mail to queue: one recipient, the finished message bytes."""
 
     recipient: str
     message: bytes
+    language: str = "ja"
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """What a batch of mails is about (an event, or a notice the notifier made)."""
+
+    id: str
+    kind: str
+    severity: str
+    site: str
+    device: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +80,7 @@ class QueuedMail:
 
     id: int
     event_id: str
+    """The event's id, or the id of a notice the notifier made (summary, reminder, offline)."""
     kind: str
     site: str
     recipient: str
@@ -107,44 +103,179 @@ class StoreCounts:
     failed: int
 
 
-_MAIL_COLUMNS = (
-    "m.id, m.event_id, e.kind, e.site, m.recipient, m.status, m.attempts, m.next_attempt, "
-    "m.last_error, m.created_at, m.finished_at, m.message"
+@dataclass(frozen=True, slots=True)
+class CoalescePlan:
+    """The event may fold into a burst with this key (see ``[[coalesce]]``)."""
+
+    key: str
+    quiet_s: float
+    summary_every_s: float
+    sensor: str
+
+
+@dataclass(frozen=True, slots=True)
+class TrapPlan:
+    """``open``: a trap closed (reminders start); ``close``: it was reset (they stop)."""
+
+    action: Literal["open", "close"]
+    key: str
+    sensor: str
+    closed_since: float
+    reminder_every_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRow:
+    """What the store knows of one device's connection."""
+
+    device: str
+    site: str
+    state: Literal["online", "offline"]
+    cause: str
+    since: float
+    reason: str
+    last_seen: float
+    hb_interval: float | None
+    notified: bool
+    transitions: int
+    recipients: tuple[tuple[str, str], ...]
+    lat: float | None
+    lon: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class EpisodeRow:
+    """A burst of events folded into one mail, with what the summary will say."""
+
+    id: str
+    key: str
+    open: bool
+    site: str
+    device: str
+    kind: str
+    started_at: float
+    last_at: float
+    quiet_s: float
+    summary_every_s: float
+    next_summary_at: float
+    folded: int
+    folded_total: int
+    summaries: int
+    stats: dict[str, Any]
+    recipients: tuple[tuple[str, str], ...]
+    lat: float
+    lon: float
+
+
+@dataclass(frozen=True, slots=True)
+class TrapRow:
+    """A closed trap and its reminders."""
+
+    key: str
+    open: bool
+    site: str
+    device: str
+    sensor: str
+    trigger_id: str
+    closed_since: float
+    next_reminder_at: float
+    reminders: int
+    recipients: tuple[tuple[str, str], ...]
+    lat: float
+    lon: float
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRow:
+    id: str
+    started_at: float
+    last_seen: float
+    host: str
+    pid: int
+
+
+@dataclass(slots=True)
+class AcceptResult:
+    """What :meth:`Store.accept` did."""
+
+    accepted: bool
+    """False: the event id was seen before; nothing was written."""
+    folded: bool = False
+    """The event joined a burst already mailed: recorded, counted for the summary, no mail."""
+    queued: int = 0
+    device: DeviceRow | None = None
+    """The device's row after the event (for the back-online check)."""
+    trap_reopened: bool = False
+
+    def __bool__(self) -> bool:
+        return self.accepted
+
+
+_MAIL_COLUMNS: Final = (
+    "id, event_id, kind, site, recipient, status, attempts, next_attempt, "
+    "last_error, created_at, finished_at, message"
+)
+_DEVICE_COLUMNS: Final = (
+    "device, site, state, cause, since, reason, last_seen, hb_interval, notified, "
+    "transitions, recipients, lat, lon"
+)
+_EPISODE_COLUMNS: Final = (
+    "id, key, open, site, device, kind, started_at, last_at, quiet_s, summary_every_s, "
+    "next_summary_at, folded, folded_total, summaries, stats, recipients, lat, lon"
+)
+_TRAP_COLUMNS: Final = (
+    "key, open, site, device, sensor, trigger_id, closed_since, next_reminder_at, reminders, "
+    "recipients, lat, lon"
 )
 
 
 class Store:
-    """The SQLite store; open with ``await Store.open(path)`` (an async context manager)."""
+    """The store; open with ``await Store.open(config)`` (an async context manager)."""
 
-    def __init__(self, conn: sqlite3.Connection, executor: ThreadPoolExecutor, path: Path) -> None:
-        self._conn = conn
+    def __init__(self, db: Database, executor: ThreadPoolExecutor) -> None:
+        self._db = db
         self._executor = executor
-        self.path = path
         self._closed = False
+        self.where = db.where
+        self.shared = db.shared
 
     # --- life cycle ---------------------------------------------------------
 
     @classmethod
-    async def open(cls, path: str | Path, *, readonly: bool = False) -> Store:
-        """Open (creating and migrating unless ``readonly``) and integrity-check the store."""
-        path = Path(path)
+    async def open(cls, where: StoreConfig | str | Path, *, readonly: bool = False) -> Store:
+        """Open (creating and migrating unless ``readonly``) the configured store.
+
+        ``where`` is the ``[store]`` configuration, or the path of an SQLite file.
+        """
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="notifier-store")
+        connect: Callable[[], Database]
+        if isinstance(where, StoreConfig) and where.backend == "postgresql":
+            assert where.dsn is not None  # checked with the configuration
+            dsn, label = where.dsn.reveal(), describe_dsn(where.dsn)
+
+            def connect() -> Database:
+                return PostgresDatabase.connect(dsn, label, readonly=readonly)
+
+        else:
+            path = Path(where.path or "" if isinstance(where, StoreConfig) else where)
+
+            def connect() -> Database:
+                return SqliteDatabase.connect(path, readonly=readonly)
+
         try:
-            conn = await asyncio.get_running_loop().run_in_executor(
-                executor, _connect, path, readonly
-            )
+            db = await asyncio.get_running_loop().run_in_executor(executor, connect)
         except BaseException:
             executor.shutdown(wait=False)
             raise
-        return cls(conn, executor, path)
+        return cls(db, executor)
 
     async def close(self) -> None:
-        """Close the connection (idempotent); a WAL checkpoint happens on close."""
+        """Close the connection (idempotent)."""
         if self._closed:
             return
         self._closed = True
         try:
-            await asyncio.get_running_loop().run_in_executor(self._executor, self._conn.close)
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._db.close)
         finally:
             self._executor.shutdown(wait=False)
 
@@ -159,233 +290,811 @@ class Store:
     ) -> None:
         await self.close()
 
-    # --- writes ---------------------------------------------------------------
+    # --- events ---------------------------------------------------------------
 
     async def accept(
-        self, event: Event, mails: Sequence[OutgoingMail], *, now: float | None = None
-    ) -> bool:
-        """Record ``event`` and queue ``mails`` in one transaction.
+        self,
+        event: Event,
+        mails: Sequence[OutgoingMail],
+        *,
+        now: float | None = None,
+        coalesce: CoalescePlan | None = None,
+        trap: TrapPlan | None = None,
+        heartbeat_interval: float | None = None,
+        track_device: bool = True,
+    ) -> AcceptResult:
+        """Record ``event``, queue ``mails`` and update what it touches, in one transaction.
 
-        Returns ``False`` (and writes nothing) if the event id was seen before:
-        the caller must then neither send nor queue anything for it.
+        Returns ``accepted=False`` (and writes nothing) if the event id was seen
+        before: the caller must then neither send nor queue anything for it.
         """
         received = time.time() if now is None else now
-        return await self._run(self._accept, event, tuple(mails), received)
+        return await self._run(
+            lambda tx: _accept(
+                tx, event, tuple(mails), received, coalesce, trap, heartbeat_interval, track_device
+            )
+        )
 
-    def _accept(self, event: Event, mails: tuple[OutgoingMail, ...], now: float) -> bool:
-        with self._transaction():
-            cur = self._conn.execute(
-                "INSERT OR IGNORE INTO events"
-                " (id, device, site, kind, severity, ts, received_at, payload)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    event.id,
-                    event.device,
-                    event.site,
-                    event.kind,
-                    event.severity,
-                    event.ts.isoformat(),
-                    now,
-                    encode(event),
-                ),
-            )
-            if cur.rowcount == 0:
-                return False
-            priority = SEVERITY_RANK.get(event.severity, len(SEVERITY_RANK))
-            self._conn.executemany(
-                "INSERT INTO mails"
-                " (event_id, recipient, priority, next_attempt, created_at, message)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                [(event.id, m.recipient, priority, now, now, m.message) for m in mails],
-            )
-        return True
+    async def has_event(self, event_id: str) -> bool:
+        rows = await self._read("SELECT 1 FROM events WHERE id = ?", (event_id,))
+        return bool(rows)
+
+    async def queue(
+        self, notice: Notice, mails: Sequence[OutgoingMail], *, now: float | None = None
+    ) -> int:
+        """Queue mails of a notice made outside any timer (idempotent per recipient)."""
+        at = time.time() if now is None else now
+        return await self._run(lambda tx: _insert_mails(tx, notice, tuple(mails), at))
+
+    # --- mail queue -------------------------------------------------------------
+
+    async def claim_due(
+        self, instance: str, *, now: float, lease_s: float, limit: int = 10
+    ) -> list[QueuedMail]:
+        """Take up to ``limit`` due pending mails for ``instance`` (alarms first, oldest first)."""
+        return await self._run(lambda tx: _claim(tx, instance, now, lease_s, limit))
+
+    async def release_claims(self, instance: str | None) -> int:
+        """Give back the claims of ``instance`` (all claims for ``None``), e.g. after a crash."""
+        sql = "UPDATE mails SET claimed_by = NULL, claim_until = NULL WHERE claimed_by IS NOT NULL"
+        args: tuple[object, ...] = ()
+        if instance is not None:
+            sql += " AND claimed_by = ?"
+            args = (instance,)
+        return await self._run(lambda tx: tx.execute(sql, args))
+
+    async def due_mails(self, now: float | None = None, limit: int = 50) -> list[QueuedMail]:
+        """Pending mails whose next attempt is due and that nobody holds, alarms first."""
+        at = time.time() if now is None else now
+        return await self._select(
+            f"SELECT {_MAIL_COLUMNS} FROM mails WHERE status = 'pending' AND next_attempt <= ?"
+            " AND (claim_until IS NULL OR claim_until < ?)"
+            " ORDER BY priority, next_attempt, id LIMIT ?",
+            (at, at, limit),
+        )
+
+    async def next_due(self) -> float | None:
+        """When the earliest pending mail is due or its claim runs out (Unix seconds)."""
+        rows = await self._read(
+            "SELECT MIN(CASE WHEN claim_until IS NOT NULL AND claim_until > next_attempt"
+            " THEN claim_until ELSE next_attempt END) FROM mails WHERE status = 'pending'",
+            (),
+        )
+        value = rows[0][0]
+        return None if value is None else float(value)
 
     async def mark_sent(self, mail_id: int, *, now: float | None = None) -> None:
         """The SMTP server accepted the mail."""
-        await self._update(
+        await self._write(
             "UPDATE mails SET status = 'sent', attempts = attempts + 1, last_error = NULL,"
-            " finished_at = ? WHERE id = ? AND status = 'pending'",
+            " finished_at = ?, claimed_by = NULL, claim_until = NULL"
+            " WHERE id = ? AND status = 'pending'",
             (time.time() if now is None else now, mail_id),
         )
 
     async def reschedule(self, mail_id: int, next_attempt: float, error: str) -> None:
         """A transient failure: try again at ``next_attempt`` (Unix seconds)."""
-        await self._update(
-            "UPDATE mails SET attempts = attempts + 1, next_attempt = ?, last_error = ?"
-            " WHERE id = ? AND status = 'pending'",
+        await self._write(
+            "UPDATE mails SET attempts = attempts + 1, next_attempt = ?, last_error = ?,"
+            " claimed_by = NULL, claim_until = NULL WHERE id = ? AND status = 'pending'",
             (next_attempt, error, mail_id),
         )
 
     async def mark_failed(self, mail_id: int, error: str, *, now: float | None = None) -> None:
         """A permanent failure: the server refused this mail for good."""
-        await self._update(
+        await self._write(
             "UPDATE mails SET status = 'failed', attempts = attempts + 1, last_error = ?,"
-            " finished_at = ? WHERE id = ? AND status = 'pending'",
+            " finished_at = ?, claimed_by = NULL, claim_until = NULL"
+            " WHERE id = ? AND status = 'pending'",
             (error, time.time() if now is None else now, mail_id),
         )
-
-    async def prune(self, before: float) -> int:
-        """Forget events received before ``before`` that have no mail still pending.
-
-        Keeps the file from growing without bound (heartbeats are recorded
-        too); an event id forgotten this way would be mailed again if a device
-        re-sent it, so ``before`` should lie far beyond any device's retry span.
-        Returns the number of events removed.
-        """
-        return await self._run(self._prune, before)
-
-    def _prune(self, before: float) -> int:
-        with self._transaction():
-            cur = self._conn.execute(
-                "DELETE FROM events WHERE received_at < ? AND NOT EXISTS"
-                " (SELECT 1 FROM mails WHERE mails.event_id = events.id"
-                "  AND mails.status = 'pending')",
-                (before,),
-            )
-            return cur.rowcount
-
-    # --- reads ----------------------------------------------------------------
-
-    async def due_mails(self, now: float | None = None, limit: int = 50) -> list[QueuedMail]:
-        """Pending mails whose next attempt is due, alarms first, oldest first."""
-        return await self._select(
-            f"SELECT {_MAIL_COLUMNS} FROM mails m JOIN events e ON e.id = m.event_id"
-            " WHERE m.status = 'pending' AND m.next_attempt <= ?"
-            " ORDER BY m.priority, m.next_attempt, m.id LIMIT ?",
-            (time.time() if now is None else now, limit),
-        )
-
-    async def next_due(self) -> float | None:
-        """When the earliest pending mail is due (Unix seconds), or ``None`` if none is."""
-        rows = await self._run(
-            self._query, "SELECT MIN(next_attempt) FROM mails WHERE status = 'pending'", ()
-        )
-        value = rows[0][0]
-        return None if value is None else float(value)
 
     async def mails(
         self, status: MailStatus | None = None, *, event_id: str | None = None, limit: int = 1000
     ) -> list[QueuedMail]:
-        """Mails by status and/or event, oldest first (for ``status`` and tests)."""
+        """Mails by status and/or notice, oldest first (for ``status`` and tests)."""
         where: list[str] = []
         args: list[object] = []
         if status is not None:
-            where.append("m.status = ?")
+            where.append("status = ?")
             args.append(status)
         if event_id is not None:
-            where.append("m.event_id = ?")
+            where.append("event_id = ?")
             args.append(event_id)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         return await self._select(
-            f"SELECT {_MAIL_COLUMNS} FROM mails m JOIN events e ON e.id = m.event_id"
-            f"{clause} ORDER BY m.id LIMIT ?",
-            (*args, limit),
+            f"SELECT {_MAIL_COLUMNS} FROM mails{clause} ORDER BY id LIMIT ?", (*args, limit)
         )
-
-    async def has_event(self, event_id: str) -> bool:
-        rows = await self._run(self._query, "SELECT 1 FROM events WHERE id = ?", (event_id,))
-        return bool(rows)
 
     async def counts(self) -> StoreCounts:
         """How many events are remembered and how many mails are in each state."""
-        rows = await self._run(
-            self._query,
+        rows = await self._read(
             "SELECT (SELECT COUNT(*) FROM events),"
-            " COALESCE(SUM(status = 'pending'), 0), COALESCE(SUM(status = 'sent'), 0),"
-            " COALESCE(SUM(status = 'failed'), 0) FROM mails",
+            " COALESCE(SUM(CASE WHEN status = 'pending' THEN 1 ELSE 0 END), 0),"
+            " COALESCE(SUM(CASE WHEN status = 'sent' THEN 1 ELSE 0 END), 0),"
+            " COALESCE(SUM(CASE WHEN status = 'failed' THEN 1 ELSE 0 END), 0) FROM mails",
             (),
         )
         events, pending, sent, failed = rows[0]
-        return StoreCounts(events=events, pending=pending, sent=sent, failed=failed)
+        return StoreCounts(
+            events=int(events), pending=int(pending), sent=int(sent), failed=int(failed)
+        )
 
-    # --- plumbing -------------------------------------------------------------
+    # --- devices ----------------------------------------------------------------
 
-    async def _run(self, fn: Callable[..., _T], *args: object) -> _T:
+    async def device(self, device: str) -> DeviceRow | None:
+        rows = await self._read(
+            f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE device = ?", (device,)
+        )
+        return _device_row(rows[0]) if rows else None
+
+    async def devices(self) -> list[DeviceRow]:
+        rows = await self._read(f"SELECT {_DEVICE_COLUMNS} FROM devices ORDER BY device", ())
+        return [_device_row(r) for r in rows]
+
+    async def record_status(self, device: str, state: str, reason: str, *, now: float) -> DeviceRow:
+        """A status message: an ``offline`` one starts the grace period (no mail yet).
+
+        An ``online`` one only records that the device is seen; bringing a
+        device back is :meth:`device_back_online` (it needs the mails).
+        """
+        return await self._run(lambda tx: _record_status(tx, device, state, reason, now))
+
+    async def device_offline_notified(
+        self,
+        row: DeviceRow,
+        notice: Notice,
+        mails: Sequence[OutgoingMail],
+        *,
+        now: float,
+        by_heartbeat: bool,
+    ) -> bool:
+        """Compare-and-set: the device in ``row``'s state goes offline-notified; queue ``mails``.
+
+        ``by_heartbeat``: ``row`` is online and silent past its deadline.
+        Returns False if the row changed meanwhile (another instance did it,
+        or the device spoke): nothing is written.
+        """
+        return await self._run(
+            lambda tx: _device_offline(tx, row, notice, tuple(mails), now, by_heartbeat)
+        )
+
+    async def device_back_online(
+        self, row: DeviceRow, notice: Notice, mails: Sequence[OutgoingMail], *, now: float
+    ) -> bool:
+        """Compare-and-set: the offline device in ``row`` is online again; queue ``mails``."""
+        return await self._run(lambda tx: _device_online(tx, row, notice, tuple(mails), now))
+
+    async def overdue_devices(
+        self, *, now: float, grace_s: float, heartbeat_timeout_s: float
+    ) -> list[tuple[DeviceRow, bool]]:
+        """Devices to mail about now: (row, by_heartbeat).
+
+        Offline by their status for ``grace_s`` without a mail yet; or online
+        with no message for ``max(heartbeat_timeout_s, 2 x interval)``.
+        """
+        rows = await self._read(
+            f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE"
+            " (state = 'offline' AND notified = 0 AND since + ? <= ?)"
+            " OR (state = 'online' AND hb_interval IS NOT NULL AND last_seen +"
+            " (CASE WHEN 2 * hb_interval > ? THEN 2 * hb_interval ELSE ? END) <= ?)",
+            (grace_s, now, heartbeat_timeout_s, heartbeat_timeout_s, now),
+        )
+        return [(r, r.state == "online") for r in map(_device_row, rows)]
+
+    async def returned_devices(self) -> list[DeviceRow]:
+        """Devices offline by a missed heartbeat that have spoken since (crash recovery)."""
+        rows = await self._read(
+            f"SELECT {_DEVICE_COLUMNS} FROM devices"
+            " WHERE state = 'offline' AND cause = 'heartbeat' AND last_seen > since",
+            (),
+        )
+        return [_device_row(r) for r in rows]
+
+    # --- bursts and traps ------------------------------------------------------------
+
+    async def due_episodes(self, now: float) -> list[EpisodeRow]:
+        """Bursts whose summary is due: ended (quiet), or open past their summary time."""
+        rows = await self._read(
+            f"SELECT {_EPISODE_COLUMNS} FROM episodes WHERE (open = 0)"
+            " OR (last_at + quiet_s <= ?) OR (folded > 0 AND next_summary_at <= ?)",
+            (now, now),
+        )
+        return [_episode_row(r) for r in rows]
+
+    async def episode_summarised(
+        self,
+        row: EpisodeRow,
+        notice: Notice | None,
+        mails: Sequence[OutgoingMail],
+        *,
+        now: float,
+        close: bool,
+    ) -> bool:
+        """Compare-and-set on ``row``: queue the summary, and end the burst if ``close``."""
+        return await self._run(
+            lambda tx: _episode_summarised(tx, row, notice, tuple(mails), now, close)
+        )
+
+    async def episodes(self) -> list[EpisodeRow]:
+        rows = await self._read(f"SELECT {_EPISODE_COLUMNS} FROM episodes ORDER BY started_at", ())
+        return [_episode_row(r) for r in rows]
+
+    async def due_traps(self, now: float) -> list[TrapRow]:
+        rows = await self._read(
+            f"SELECT {_TRAP_COLUMNS} FROM traps WHERE open = 1 AND next_reminder_at <= ?", (now,)
+        )
+        return [_trap_row(r) for r in rows]
+
+    async def open_traps(self) -> list[TrapRow]:
+        rows = await self._read(
+            f"SELECT {_TRAP_COLUMNS} FROM traps WHERE open = 1 ORDER BY closed_since", ()
+        )
+        return [_trap_row(r) for r in rows]
+
+    async def trap_reminded(
+        self,
+        row: TrapRow,
+        notice: Notice,
+        mails: Sequence[OutgoingMail],
+        *,
+        now: float,
+        every_s: float,
+    ) -> bool:
+        """Compare-and-set on ``row``: queue reminder number ``row.reminders + 1``."""
+        return await self._run(
+            lambda tx: _trap_reminded(tx, row, notice, tuple(mails), now, every_s)
+        )
+
+    async def next_timer(self, *, grace_s: float, heartbeat_timeout_s: float) -> float | None:
+        """When the earliest summary, reminder or offline deadline falls (Unix seconds)."""
+        rows = await self._read(
+            "SELECT MIN(t) FROM ("
+            " SELECT CASE WHEN open = 0 THEN 0"
+            "  WHEN folded > 0 AND next_summary_at < last_at + quiet_s THEN next_summary_at"
+            "  ELSE last_at + quiet_s END AS t FROM episodes"
+            " UNION ALL SELECT next_reminder_at FROM traps WHERE open = 1"
+            " UNION ALL SELECT since + ? FROM devices WHERE state = 'offline' AND notified = 0"
+            " UNION ALL SELECT last_seen + (CASE WHEN 2 * hb_interval > ? THEN 2 * hb_interval"
+            "  ELSE ? END) FROM devices WHERE state = 'online' AND hb_interval IS NOT NULL"
+            ") AS timers",
+            (grace_s, heartbeat_timeout_s, heartbeat_timeout_s),
+        )
+        value = rows[0][0]
+        return None if value is None else float(value)
+
+    # --- telemetry ----------------------------------------------------------------------
+
+    async def add_telemetry(
+        self, device: str, site: str, points: Sequence[tuple[str, float, float]], *, now: float
+    ) -> int:
+        """Keep readings ``(series, ts, value)`` (duplicates ignored); the device is seen."""
+        return await self._run(lambda tx: _add_telemetry(tx, device, site, tuple(points), now))
+
+    async def series(
+        self, device: str, name: str, since: float, until: float
+    ) -> list[tuple[float, float]]:
+        rows = await self._read(
+            "SELECT ts, value FROM telemetry WHERE device = ? AND series = ?"
+            " AND ts >= ? AND ts <= ? ORDER BY ts",
+            (device, name, since, until),
+        )
+        return [(float(t), float(v)) for t, v in rows]
+
+    # --- instances -----------------------------------------------------------------------
+
+    async def instance_alive(
+        self, instance: str, *, now: float, host: str, pid: int, starting: bool = False
+    ) -> None:
+        """Record that ``instance`` is running (for ``status`` and session takeover)."""
+        await self._run(lambda tx: _instance_alive(tx, instance, now, host, pid, starting))
+
+    async def instances(self) -> list[InstanceRow]:
+        rows = await self._read(
+            "SELECT id, started_at, last_seen, host, pid FROM instances ORDER BY id", ()
+        )
+        return [InstanceRow(r[0], float(r[1]), float(r[2]), r[3], int(r[4])) for r in rows]
+
+    # --- housekeeping ----------------------------------------------------------------------
+
+    async def prune(self, before: float, *, telemetry_before: float | None = None) -> int:
+        """Forget events received before ``before`` and finished mails made before it.
+
+        Keeps the store from growing without bound (heartbeats are recorded
+        too); an event id forgotten this way would be mailed again if a device
+        re-sent it, so ``before`` should lie far beyond any device's retry span.
+        Pending mails are never removed.  Returns the number of events removed.
+        """
+        return await self._run(lambda tx: _prune(tx, before, telemetry_before))
+
+    # --- plumbing ---------------------------------------------------------------------
+
+    async def _run(self, work: Callable[[Tx], _T], *, write: bool = True) -> _T:
         if self._closed:
-            raise StoreError(f"store {self.path} is closed")
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-        except sqlite3.Error as exc:
-            raise StoreError(f"store {self.path}: {exc}") from exc
+            raise StoreError(f"store {self.where} is closed")
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, lambda: self._db.run(work, write=write)
+        )
 
-    async def _update(self, sql: str, args: tuple[object, ...]) -> None:
-        await self._run(self._execute_in_transaction, sql, args)
+    async def _read(self, sql: str, args: tuple[object, ...]) -> list[tuple[Any, ...]]:
+        return await self._run(lambda tx: tx.query(sql, args), write=False)
 
-    def _execute_in_transaction(self, sql: str, args: tuple[object, ...]) -> None:
-        with self._transaction():
-            self._conn.execute(sql, args)
-
-    def _query(self, sql: str, args: tuple[object, ...]) -> list[tuple[Any, ...]]:
-        return self._conn.execute(sql, args).fetchall()
+    async def _write(self, sql: str, args: tuple[object, ...]) -> None:
+        await self._run(lambda tx: tx.execute(sql, args))
 
     async def _select(self, sql: str, args: tuple[object, ...]) -> list[QueuedMail]:
-        rows = await self._run(self._query, sql, args)
-        return [QueuedMail(*row) for row in rows]
-
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[None]:
-        # BEGIN IMMEDIATE takes the write lock up front, so a concurrent reader
-        # (the `status` command) can never turn this into a deadlock.
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
+        rows = await self._read(sql, args)
+        return [_mail_row(r) for r in rows]
 
 
-def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
-    """Open, configure, integrity-check and migrate; runs on the store's thread."""
-    if readonly and not path.exists():
-        raise StoreError(f"no store at {path}")
-    try:
-        if readonly:
-            conn = sqlite3.connect(
-                f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None
+# --- transactions (run on the store's thread) ----------------------------------------------
+
+
+def _accept(
+    tx: Tx,
+    event: Event,
+    mails: tuple[OutgoingMail, ...],
+    now: float,
+    coalesce: CoalescePlan | None,
+    trap: TrapPlan | None,
+    heartbeat_interval: float | None,
+    track_device: bool,
+) -> AcceptResult:
+    inserted = tx.execute(
+        "INSERT INTO events (id, device, site, kind, severity, ts, received_at, payload)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+        (
+            event.id,
+            event.device,
+            event.site,
+            event.kind,
+            event.severity,
+            event.ts.isoformat(),
+            now,
+            encode(event),
+        ),
+    )
+    if inserted == 0:
+        return AcceptResult(accepted=False)
+    result = AcceptResult(accepted=True)
+    if track_device:
+        result.device = _seen(
+            tx, event.device, event.site, now, heartbeat_interval,
+            event.location.lat, event.location.lon,
+        )  # fmt: skip
+    if coalesce is not None and mails:
+        result.folded = _coalesce(tx, event, coalesce, mails, now)
+    if trap is not None:
+        result.trap_reopened = _trap(tx, event, trap, mails, now)
+    if not result.folded:
+        notice = Notice(event.id, event.kind, event.severity, event.site, event.device)
+        result.queued = _insert_mails(tx, notice, mails, now)
+    return result
+
+
+def _insert_mails(tx: Tx, notice: Notice, mails: tuple[OutgoingMail, ...], now: float) -> int:
+    if not mails:
+        return 0
+    priority = SEVERITY_RANK.get(notice.severity, len(SEVERITY_RANK))
+    before = tx.query("SELECT COUNT(*) FROM mails WHERE event_id = ?", (notice.id,))[0][0]
+    tx.executemany(
+        "INSERT INTO mails (event_id, kind, site, device, recipient, priority, next_attempt,"
+        " created_at, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (event_id, recipient) DO NOTHING",
+        [
+            (notice.id, notice.kind, notice.site, notice.device, m.recipient, priority, now, now,
+             m.message)
+            for m in mails
+        ],
+    )  # fmt: skip
+    after = tx.query("SELECT COUNT(*) FROM mails WHERE event_id = ?", (notice.id,))[0][0]
+    return int(after) - int(before)
+
+
+def _seen(
+    tx: Tx,
+    device: str,
+    site: str,
+    now: float,
+    hb_interval: float | None,
+    lat: float | None,
+    lon: float | None,
+) -> DeviceRow:
+    """A message came from ``device``: it is alive (a state change is the caller's)."""
+    rows = tx.query(
+        f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE device = ?{tx.for_update}", (device,)
+    )
+    if not rows:
+        tx.execute(
+            "INSERT INTO devices (device, site, state, cause, since, last_seen, hb_interval,"
+            " lat, lon) VALUES (?, ?, 'online', 'event', ?, ?, ?, ?, ?)",
+            (device, site, now, now, hb_interval, lat, lon),
+        )
+    else:
+        row = _device_row(rows[0])
+        tx.execute(
+            "UPDATE devices SET site = ?, last_seen = ?, hb_interval = ?, lat = ?, lon = ?"
+            " WHERE device = ?",
+            (
+                site or row.site,
+                max(now, row.last_seen),
+                hb_interval if hb_interval is not None else row.hb_interval,
+                lat if lat is not None else row.lat,
+                lon if lon is not None else row.lon,
+                device,
+            ),
+        )
+    rows = tx.query(f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE device = ?", (device,))
+    return _device_row(rows[0])
+
+
+def _record_status(tx: Tx, device: str, state: str, reason: str, now: float) -> DeviceRow:
+    rows = tx.query(
+        f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE device = ?{tx.for_update}", (device,)
+    )
+    if not rows:
+        tx.execute(
+            "INSERT INTO devices (device, site, state, cause, since, reason, last_seen,"
+            " transitions) VALUES (?, '', ?, 'status', ?, ?, ?, ?)",
+            (device, state, now, reason, now, 1 if state == "offline" else 0),
+        )
+    else:
+        row = _device_row(rows[0])
+        if state == "offline" and row.state == "online":
+            tx.execute(
+                "UPDATE devices SET state = 'offline', cause = 'status', since = ?, reason = ?,"
+                " notified = 0, transitions = transitions + 1 WHERE device = ?",
+                (now, reason, device),
+            )
+        elif state == "offline":
+            # Already offline (a missed heartbeat said so first): the broker's word is
+            # better, but one offline mail is enough.
+            tx.execute(
+                "UPDATE devices SET cause = 'status', reason = ? WHERE device = ?",
+                (reason, device),
             )
         else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(path, isolation_level=None, timeout=10.0)
-    except (OSError, sqlite3.Error) as exc:
-        raise StoreError(f"cannot open store {path}: {exc}") from exc
+            tx.execute(
+                "UPDATE devices SET last_seen = ? WHERE device = ? AND last_seen < ?",
+                (now, device, now),
+            )
+    rows = tx.query(f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE device = ?", (device,))
+    return _device_row(rows[0])
+
+
+def _device_offline(
+    tx: Tx,
+    row: DeviceRow,
+    notice: Notice,
+    mails: tuple[OutgoingMail, ...],
+    now: float,
+    by_heartbeat: bool,
+) -> bool:
+    recipients = _recipients_json(mails)
+    if by_heartbeat:
+        changed = tx.execute(
+            "UPDATE devices SET state = 'offline', cause = 'heartbeat', since = ?,"
+            " reason = 'no heartbeat', notified = 1, transitions = transitions + 1,"
+            " recipients = ? WHERE device = ? AND state = 'online' AND last_seen = ?"
+            " AND transitions = ?",
+            (now, recipients, row.device, row.last_seen, row.transitions),
+        )
+    else:
+        changed = tx.execute(
+            "UPDATE devices SET notified = 1, recipients = ?"
+            " WHERE device = ? AND state = 'offline' AND notified = 0 AND transitions = ?",
+            (recipients, row.device, row.transitions),
+        )
+    if changed != 1:
+        return False
+    _insert_mails(tx, notice, mails, now)
+    return True
+
+
+def _device_online(
+    tx: Tx, row: DeviceRow, notice: Notice, mails: tuple[OutgoingMail, ...], now: float
+) -> bool:
+    changed = tx.execute(
+        "UPDATE devices SET state = 'online', cause = 'status', since = ?, reason = '',"
+        " notified = 0, transitions = transitions + 1, recipients = '[]', last_seen = ?"
+        " WHERE device = ? AND state = 'offline' AND transitions = ?",
+        (now, max(now, row.last_seen), row.device, row.transitions),
+    )
+    if changed != 1:
+        return False
+    _insert_mails(tx, notice, mails, now)
+    return True
+
+
+def _coalesce(
+    tx: Tx, event: Event, plan: CoalescePlan, mails: tuple[OutgoingMail, ...], now: float
+) -> bool:
+    """Fold the event into the open burst of its key, or open one; True if folded."""
+    rows = tx.query(
+        f"SELECT {_EPISODE_COLUMNS} FROM episodes WHERE key = ? AND open = 1{tx.for_update}",
+        (plan.key,),
+    )
+    if rows:
+        episode = _episode_row(rows[0])
+        if now < episode.last_at + episode.quiet_s:
+            stats = _fold_stats(episode.stats, event, plan.sensor, now)
+            tx.execute(
+                "UPDATE episodes SET last_at = ?, folded = folded + 1,"
+                " folded_total = folded_total + 1, stats = ? WHERE id = ?",
+                (max(now, episode.last_at), json.dumps(stats, ensure_ascii=False), episode.id),
+            )
+            return True
+        # The burst is over (its summary, if any, is the timers' job): start a new one.
+        tx.execute("UPDATE episodes SET open = 0 WHERE id = ?", (episode.id,))
+    tx.execute(
+        "INSERT INTO episodes (id, key, open, site, device, kind, started_at, last_at, quiet_s,"
+        " summary_every_s, next_summary_at, stats, recipients, lat, lon)"
+        " VALUES (?, ?, 1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            event.id, plan.key, event.site, event.device, event.kind, now, now, plan.quiet_s,
+            plan.summary_every_s, now + plan.summary_every_s,
+            json.dumps(_first_stats(event, plan.sensor, now), ensure_ascii=False),
+            _recipients_json(mails), event.location.lat, event.location.lon,
+        ),
+    )  # fmt: skip
+    return False
+
+
+def _first_stats(event: Event, sensor: str, now: float) -> dict[str, Any]:
+    return {
+        "first": {"kind": event.kind, "sensor": sensor, "at": now},
+        "severity": event.severity,
+        "by_sensor": {},
+        "by_kind": {},
+        "sounded": 0,
+        "from": None,
+        "to": None,
+        "last_kind": event.kind,
+        "last_data": _small(event.data),
+    }
+
+
+def _fold_stats(stats: dict[str, Any], event: Event, sensor: str, now: float) -> dict[str, Any]:
+    """What a summary says, updated with one more folded event."""
+    out = dict(stats)
+    by_sensor = dict(out.get("by_sensor") or {})
+    by_sensor[sensor] = int(by_sensor.get(sensor, 0)) + 1
+    by_kind = dict(out.get("by_kind") or {})
+    by_kind[event.kind] = int(by_kind.get(event.kind, 0)) + 1
+    out["by_sensor"], out["by_kind"] = by_sensor, by_kind
+    if event.data.get("deterrent") == "sounded":
+        out["sounded"] = int(out.get("sounded") or 0) + 1
+    out["from"] = now if out.get("from") is None else out["from"]
+    out["to"] = now
+    out["last_kind"] = event.kind
+    out["last_data"] = _small(event.data)
+    return out
+
+
+def _small(data: dict[str, Any]) -> dict[str, Any]:
+    """A device's data, JSON-safe and bounded, for a summary's "last seen" line."""
+    out: dict[str, Any] = {}
+    for key, value in list(data.items())[:20]:
+        if isinstance(value, str | int | float | bool) or value is None:
+            out[str(key)[:64]] = value if not isinstance(value, str) else value[:300]
+    return out
+
+
+def _episode_summarised(
+    tx: Tx,
+    row: EpisodeRow,
+    notice: Notice | None,
+    mails: tuple[OutgoingMail, ...],
+    now: float,
+    close: bool,
+) -> bool:
+    guard = " AND folded = ? AND summaries = ? AND last_at = ? AND open = ?"
+    guard_args = (row.folded, row.summaries, row.last_at, 1 if row.open else 0)
+    if close:
+        changed = tx.execute(f"DELETE FROM episodes WHERE id = ?{guard}", (row.id, *guard_args))
+    else:
+        stats = dict(row.stats, by_sensor={}, by_kind={}, sounded=0, **{"from": None, "to": None})
+        changed = tx.execute(
+            "UPDATE episodes SET folded = 0, summaries = summaries + 1, next_summary_at = ?,"
+            f" stats = ? WHERE id = ?{guard}",
+            (
+                now + row.summary_every_s,
+                json.dumps(stats, ensure_ascii=False),
+                row.id,
+                *guard_args,
+            ),
+        )
+    if changed != 1:
+        return False
+    if notice is not None:
+        _insert_mails(tx, notice, mails, now)
+    return True
+
+
+def _trap(
+    tx: Tx, event: Event, plan: TrapPlan, mails: tuple[OutgoingMail, ...], now: float
+) -> bool:
+    rows = tx.query(f"SELECT {_TRAP_COLUMNS} FROM traps WHERE key = ?{tx.for_update}", (plan.key,))
+    current = _trap_row(rows[0]) if rows else None
+    if plan.action == "close":
+        if current is not None and current.open:
+            tx.execute("UPDATE traps SET open = 0 WHERE key = ?", (plan.key,))
+        return False
+    if current is not None and current.open:
+        return False  # closed already: reminders go on as they were
+    values = (
+        event.site, event.device, plan.sensor, event.id, plan.closed_since,
+        now + plan.reminder_every_s, _recipients_json(mails), event.location.lat,
+        event.location.lon,
+    )  # fmt: skip
+    if current is None:
+        tx.execute(
+            "INSERT INTO traps (open, site, device, sensor, trigger_id, closed_since,"
+            " next_reminder_at, recipients, lat, lon, key) VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (*values, plan.key),
+        )
+    else:
+        tx.execute(
+            "UPDATE traps SET open = 1, site = ?, device = ?, sensor = ?, trigger_id = ?,"
+            " closed_since = ?, next_reminder_at = ?, reminders = 0, recipients = ?, lat = ?,"
+            " lon = ? WHERE key = ?",
+            (*values, plan.key),
+        )
+    return True
+
+
+def _trap_reminded(
+    tx: Tx,
+    row: TrapRow,
+    notice: Notice,
+    mails: tuple[OutgoingMail, ...],
+    now: float,
+    every_s: float,
+) -> bool:
+    # After a long outage, one reminder now and the next a full interval later,
+    # rather than a burst of the reminders that were missed.
+    following = max(row.next_reminder_at + every_s, now + every_s / 2)
+    changed = tx.execute(
+        "UPDATE traps SET reminders = reminders + 1, next_reminder_at = ?"
+        " WHERE key = ? AND open = 1 AND trigger_id = ? AND reminders = ?",
+        (following, row.key, row.trigger_id, row.reminders),
+    )
+    if changed != 1:
+        return False
+    _insert_mails(tx, notice, mails, now)
+    return True
+
+
+def _claim(tx: Tx, instance: str, now: float, lease_s: float, limit: int) -> list[QueuedMail]:
+    rows = tx.query(
+        "SELECT id FROM mails WHERE status = 'pending' AND next_attempt <= ?"
+        " AND (claim_until IS NULL OR claim_until < ?)"
+        f" ORDER BY priority, next_attempt, id LIMIT ?{tx.skip_locked}",
+        (now, now, limit),
+    )
+    ids = [int(r[0]) for r in rows]
+    if not ids:
+        return []
+    marks = ", ".join("?" for _ in ids)
+    tx.execute(
+        f"UPDATE mails SET claimed_by = ?, claim_until = ? WHERE id IN ({marks})",
+        (instance, now + lease_s, *ids),
+    )
+    got = tx.query(
+        f"SELECT {_MAIL_COLUMNS} FROM mails WHERE id IN ({marks})"
+        " ORDER BY priority, next_attempt, id",
+        ids,
+    )
+    return [_mail_row(r) for r in got]
+
+
+def _add_telemetry(
+    tx: Tx, device: str, site: str, points: tuple[tuple[str, float, float], ...], now: float
+) -> int:
+    before = tx.query("SELECT COUNT(*) FROM telemetry WHERE device = ?", (device,))[0][0]
+    tx.executemany(
+        "INSERT INTO telemetry (device, series, ts, value) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (device, series, ts) DO NOTHING",
+        [(device, name, ts, value) for name, ts, value in points],
+    )
+    after = tx.query("SELECT COUNT(*) FROM telemetry WHERE device = ?", (device,))[0][0]
+    _seen(tx, device, site, now, None, None, None)
+    return int(after) - int(before)
+
+
+def _instance_alive(tx: Tx, instance: str, now: float, host: str, pid: int, starting: bool) -> None:
+    changed = tx.execute(
+        "UPDATE instances SET last_seen = ?, host = ?, pid = ?"
+        + (", started_at = ?" if starting else "")
+        + " WHERE id = ?",
+        (now, host, pid, now, instance) if starting else (now, host, pid, instance),
+    )
+    if changed == 0:
+        tx.execute(
+            "INSERT INTO instances (id, started_at, last_seen, host, pid) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (id) DO NOTHING",
+            (instance, now, now, host, pid),
+        )
+
+
+def _prune(tx: Tx, before: float, telemetry_before: float | None) -> int:
+    removed = tx.execute(
+        "DELETE FROM events WHERE received_at < ? AND NOT EXISTS"
+        " (SELECT 1 FROM mails WHERE mails.event_id = events.id AND mails.status = 'pending')",
+        (before,),
+    )
+    tx.execute("DELETE FROM mails WHERE status <> 'pending' AND created_at < ?", (before,))
+    if telemetry_before is not None:
+        tx.execute("DELETE FROM telemetry WHERE ts < ?", (telemetry_before,))
+    return removed
+
+
+# --- rows ------------------------------------------------------------------------------------
+
+
+def _recipients_json(mails: Sequence[OutgoingMail]) -> str:
+    return json.dumps([[m.recipient, m.language] for m in mails])
+
+
+def _recipients(text: str) -> tuple[tuple[str, str], ...]:
     try:
-        conn.execute("PRAGMA busy_timeout = 10000")
-        conn.execute("PRAGMA foreign_keys = ON")
-        if not readonly:
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise StoreError(f"store {path}: cannot switch to WAL (journal_mode={mode})")
-            # FULL: a commit survives a power cut, and we ack the broker only after it.
-            conn.execute("PRAGMA synchronous = FULL")
-        problems = [row[0] for row in conn.execute("PRAGMA integrity_check").fetchall()]
-        if problems != ["ok"]:
-            raise StoreError(f"store {path} is corrupt: {'; '.join(map(str, problems[:5]))}")
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"store {path} has schema v{version}, newer than this notifier's v{SCHEMA_VERSION}"
-            )
-        if version < SCHEMA_VERSION:
-            if readonly:
-                raise StoreError(f"store {path} has schema v{version}; run the notifier once")
-            _migrate(conn, version)
-    except sqlite3.Error as exc:
-        conn.close()
-        raise StoreError(f"cannot open store {path}: {exc}") from exc
-    except BaseException:
-        conn.close()
-        raise
-    return conn
+        return tuple((str(a), str(lang)) for a, lang in json.loads(text or "[]"))
+    except (ValueError, TypeError):
+        return ()
 
 
-def _migrate(conn: sqlite3.Connection, version: int) -> None:
-    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-        try:
-            conn.executescript(
-                f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;"
-            )
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+def _mail_row(r: tuple[Any, ...]) -> QueuedMail:
+    return QueuedMail(
+        id=int(r[0]),
+        event_id=r[1],
+        kind=r[2],
+        site=r[3],
+        recipient=r[4],
+        status=r[5],
+        attempts=int(r[6]),
+        next_attempt=float(r[7]),
+        last_error=r[8],
+        created_at=float(r[9]),
+        finished_at=None if r[10] is None else float(r[10]),
+        message=bytes(r[11]),
+    )
+
+
+def _device_row(r: tuple[Any, ...]) -> DeviceRow:
+    return DeviceRow(
+        device=r[0],
+        site=r[1],
+        state=r[2],
+        cause=r[3],
+        since=float(r[4]),
+        reason=r[5],
+        last_seen=float(r[6]),
+        hb_interval=None if r[7] is None else float(r[7]),
+        notified=bool(r[8]),
+        transitions=int(r[9]),
+        recipients=_recipients(r[10]),
+        lat=None if r[11] is None else float(r[11]),
+        lon=None if r[12] is None else float(r[12]),
+    )
+
+
+def _episode_row(r: tuple[Any, ...]) -> EpisodeRow:
+    try:
+        stats = json.loads(r[14] or "{}")
+    except ValueError:
+        stats = {}
+    return EpisodeRow(
+        id=r[0], key=r[1], open=bool(r[2]), site=r[3], device=r[4], kind=r[5],
+        started_at=float(r[6]), last_at=float(r[7]), quiet_s=float(r[8]),
+        summary_every_s=float(r[9]), next_summary_at=float(r[10]), folded=int(r[11]),
+        folded_total=int(r[12]), summaries=int(r[13]), stats=stats,
+        recipients=_recipients(r[15]), lat=float(r[16]), lon=float(r[17]),
+    )  # fmt: skip
+
+
+def _trap_row(r: tuple[Any, ...]) -> TrapRow:
+    return TrapRow(
+        key=r[0], open=bool(r[1]), site=r[2], device=r[3], sensor=r[4], trigger_id=r[5],
+        closed_since=float(r[6]), next_reminder_at=float(r[7]), reminders=int(r[8]),
+        recipients=_recipients(r[9]), lat=float(r[10]), lon=float(r[11]),
+    )  # fmt: skip

@@ -58,6 +58,10 @@ class Phrases:
     strobe: tuple[str, str]
     """(flashed, did not flash)"""
     footer: str
+    duration: Callable[[float], str]
+    """A length of time as people say it: ``2時間5分``, ``2 h 5 min``."""
+    texts: Mapping[str, str]
+    """Sentences with ``{placeholders}`` for summaries, reminders, charts and the like."""
 
 
 _JA_WEEKDAYS: Final = "月火水木金土日"
@@ -83,6 +87,36 @@ def _en_body_time(t: dt.datetime) -> str:
         f"{_EN_WEEKDAYS[t.weekday()]} {t.day} {_EN_MONTHS[t.month - 1]} {t.year}, "
         f"{t:%H:%M:%S} JST (UTC+9)"
     )
+
+
+def _parts(seconds: float) -> tuple[int, int, int, int]:
+    total = max(0, round(seconds))
+    days, rest = divmod(total, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    return days, hours, minutes, secs
+
+
+def _ja_duration(seconds: float) -> str:
+    d, h, m, s = _parts(seconds)
+    if d:
+        return f"{d}日{h}時間" if h else f"{d}日"
+    if h:
+        return f"{h}時間{m}分" if m else f"{h}時間"
+    if m:
+        return f"{m}分{s}秒" if s else f"{m}分"
+    return f"{s}秒"
+
+
+def _en_duration(seconds: float) -> str:
+    d, h, m, s = _parts(seconds)
+    if d:
+        return f"{d} d {h} h" if h else f"{d} d"
+    if h:
+        return f"{h} h {m} min" if m else f"{h} h"
+    if m:
+        return f"{m} min {s} s" if s else f"{m} min"
+    return f"{s} s"
 
 
 JA: Final = Phrases(
@@ -147,6 +181,28 @@ JA: Final = Phrases(
             "死活通知",
             "{place}の端末は正常に稼働しています。",
         ),
+        "command_rejected": KindText(
+            "コマンド拒否",
+            "{place}の端末 {device} がクラウドからのコマンドを拒否しました。",
+        ),
+        "trap_armed": KindText(
+            "わな稼働報告",
+            "{place}のわなは作動可能な状態で、センサーも稼働しています。",
+        ),
+        "trap_reminder": KindText(
+            "わな未解除",
+            "{place}のわなが閉じたままです。",
+            "見回りと処置をお願いします。処置が済んだら、わなを解除（再設置）してください。",
+        ),
+        "device_offline": KindText(
+            "端末オフライン",
+            "{place}の端末 {device} と通信できなくなりました。",
+            "電源と通信状態を確認してください。復旧するまで、この端末からの警報は届きません。",
+        ),
+        "device_online": KindText(
+            "端末復旧",
+            "{place}の端末 {device} との通信が回復しました。",
+        ),
     },
     by_severity={
         "alarm": KindText(
@@ -184,24 +240,43 @@ JA: Final = Phrases(
     field_labels={
         "detector": "検知器",
         "sensor": "センサー",
+        "trap": "わな",
+        "cot": "ベッド",
         "deterrent": "威嚇装置",
         "rule": "動作ルール",
         "siren": "サイレン",
         "strobe": "ライト",
-        "trap": "わな",
+        "closed_since": "閉じた日時",
+        "closed_s": "閉じている時間",
         "level_cm": "水位 (cm)",
-        "threshold_cm": "基準水位 (cm)",
+        "stage_label": "水位の段階",
         "stage": "水位の段階",
+        "direction": "変化",
+        "threshold_cm": "基準水位 (cm)",
+        "rise_cm_per_10min": "上昇量 (cm/10分)",
+        "threshold_cm_per_10min": "基準上昇量 (cm/10分)",
         "rise_cm_per_h": "上昇速度 (cm/時)",
         "rise_cm": "上昇幅 (cm)",
-        "cot": "ベッド",
         "posture": "姿勢",
-        "duration_s": "継続時間 (秒)",
+        "duration_s": "継続時間",
+        "still_s": "体動が止まっている時間",
+        "cleared": "解除された警報",
+        "acknowledged_by": "確認者",
+        "fault": "異常コード",
+        "message": "メッセージ",
+        "down_s": "停止していた時間",
+        "command": "コマンド",
         "reason": "理由",
         "error": "エラー",
-        "cleared": "解除された警報",
         "battery_v": "電池電圧 (V)",
-        "uptime_s": "稼働時間 (秒)",
+        "interval_s": "通知間隔",
+        "uptime_s": "稼働時間",
+        "outbox_depth": "未送信のイベント",
+        "oldest_undelivered_s": "最も古い未送信",
+        "evicted": "破棄されたイベント",
+        "sensors": "センサーの状態",
+        "bytes_sent_today": "本日の送信量 (バイト)",
+        "link": "回線",
     },
     values={
         "sounded": "作動しました",
@@ -211,20 +286,67 @@ JA: Final = Phrases(
         "side": "横向き",
         "left": "左向き",
         "right": "右向き",
+        "empty": "不在（ベッドが空）",
         "absent": "不在",
         "unknown": "不明",
-        "animal_detected": "動物検知",
-        "trap_triggered": "わな作動",
-        "water_level_alert": "水位警報",
-        "water_rise_alert": "水位急上昇",
-        "prone_alarm": "うつぶせ寝警報",
-        "apnea_alarm": "無呼吸警報",
+        "flood_watch": "水防団待機水位",
+        "flood_warning": "氾濫注意水位",
+        "evacuation": "避難判断水位",
+        "danger": "氾濫危険水位",
+        "too_low": "水位が低すぎます",
+        "too_high": "水位が高すぎます",
+        "rising": "上昇中",
+        "falling": "下降中",
+        "ok": "正常",
+        "fault": "異常",
+        "warming_up": "準備中",
+        "connection lost": "通信が切れました（ブローカーが検知）",
+        "no heartbeat": "定期通知（ハートビート）が届きません",
+        "shutdown": "端末が停止しました",
     },
     yes="はい",
     no="いいえ",
     siren=("鳴らしました", "鳴らしていません"),
     strobe=("点滅させました", "点滅させていません"),
     footer="このメールは里山エッジ（Satoyama Edge）が自動で送信しています。返信はできません。",
+    duration=_ja_duration,
+    texts={
+        "not_acknowledged": "（確認者の記録なし）",
+        "rise_fact": "{level}cm +{rise}cm/10分",
+        "level_fact": "{level}cm {stage}",
+        "elapsed_fact": "{duration}経過",
+        "count_fact": "ほか{count}件",
+        "chart": "過去24時間の水位",
+        "chart_alt": "{series} の過去24時間のグラフ",
+        "chart_low": "最低",
+        "chart_high": "最高",
+        "chart_last": "最新",
+        "chart_value": "{value}cm（{time}）",
+        "chart_none": "過去24時間の記録はありません。",
+        "chart_points": "記録数",
+        "summary_title": "{title}・まとめ",
+        "summary_headline": "{place}で、最初のお知らせの後も同じ事象が{count}件ありました。",
+        "summary_over": "最後の記録から{quiet}の間、新たな記録はありません（終息したとみられます）。",
+        "summary_ongoing": "現在も続いています。続く場合、次のまとめは{every}後です。",
+        "summary_count": "件数",
+        "summary_period": "期間",
+        "summary_by_sensor": "センサー別",
+        "summary_by_kind": "内訳",
+        "summary_sounded": "威嚇装置の作動",
+        "summary_state": "最新の状態",
+        "summary_first": "最初のお知らせ",
+        "summary_total": "これまでの合計",
+        "times": "{count}回",
+        "period": "{start} 〜 {end}",
+        "reminder_count": "リマインダー",
+        "reminder_n": "{n}回目",
+        "elapsed": "閉じてからの時間",
+        "offline_since": "通信が途絶えた日時",
+        "last_seen": "最後の受信",
+        "offline_for": "通信が途絶えていた時間",
+        "online_at": "回復した日時",
+        "device_site": "端末の所属サイト",
+    },
 )
 
 EN: Final = Phrases(
@@ -278,6 +400,25 @@ EN: Final = Phrases(
         ),
         "sensor_recovered": KindText("Sensor recovered", "A sensor at {place} has recovered."),
         "heartbeat": KindText("Heartbeat", "The device at {place} is up and running."),
+        "command_rejected": KindText(
+            "Command rejected", "The device {device} at {place} refused a command from the cloud."
+        ),
+        "trap_armed": KindText(
+            "Trap armed", "The trap at {place} is armed and its sensor is working."
+        ),
+        "trap_reminder": KindText(
+            "Trap still closed",
+            "The trap at {place} is still closed.",
+            "Please check it and deal with the catch; reset the trap once done.",
+        ),
+        "device_offline": KindText(
+            "Device offline",
+            "The device {device} at {place} cannot be reached.",
+            "Check its power and connection; no alarm from it can arrive until it is back.",
+        ),
+        "device_online": KindText(
+            "Device back online", "The device {device} at {place} is reachable again."
+        ),
     },
     by_severity={
         "alarm": KindText(
@@ -315,24 +456,43 @@ EN: Final = Phrases(
     field_labels={
         "detector": "Detector",
         "sensor": "Sensor",
+        "trap": "Trap",
+        "cot": "Cot",
         "deterrent": "Deterrent",
         "rule": "Rule",
         "siren": "Siren",
         "strobe": "Strobe",
-        "trap": "Trap",
+        "closed_since": "Closed since",
+        "closed_s": "Closed for",
         "level_cm": "Level (cm)",
-        "threshold_cm": "Stage level (cm)",
+        "stage_label": "Stage",
         "stage": "Stage",
+        "direction": "Direction",
+        "threshold_cm": "Stage level (cm)",
+        "rise_cm_per_10min": "Rise (cm/10 min)",
+        "threshold_cm_per_10min": "Rise threshold (cm/10 min)",
         "rise_cm_per_h": "Rise (cm/h)",
         "rise_cm": "Rise (cm)",
-        "cot": "Cot",
         "posture": "Posture",
-        "duration_s": "Duration (s)",
+        "duration_s": "Duration",
+        "still_s": "No movement for",
+        "cleared": "Cleared alarm",
+        "acknowledged_by": "Acknowledged by",
+        "fault": "Fault code",
+        "message": "Message",
+        "down_s": "Down for",
+        "command": "Command",
         "reason": "Reason",
         "error": "Error",
-        "cleared": "Cleared alarm",
         "battery_v": "Battery (V)",
-        "uptime_s": "Uptime (s)",
+        "interval_s": "Interval",
+        "uptime_s": "Uptime",
+        "outbox_depth": "Events waiting",
+        "oldest_undelivered_s": "Oldest waiting",
+        "evicted": "Evicted events",
+        "sensors": "Sensors",
+        "bytes_sent_today": "Sent today (bytes)",
+        "link": "Link",
     },
     values={
         "sounded": "activated",
@@ -340,12 +500,69 @@ EN: Final = Phrases(
         "prone": "face down",
         "supine": "on the back",
         "side": "on the side",
+        "left": "on the left side",
+        "right": "on the right side",
+        "empty": "cot empty",
+        "absent": "absent",
+        "unknown": "unknown",
+        "flood_watch": "flood watch (stand-by level)",
+        "flood_warning": "flood warning (caution level)",
+        "evacuation": "evacuation judgement level",
+        "danger": "flood danger level",
+        "too_low": "too low",
+        "too_high": "too high",
+        "rising": "rising",
+        "falling": "falling",
+        "ok": "ok",
+        "fault": "fault",
+        "warming_up": "warming up",
+        "connection lost": "connection lost (noticed by the broker)",
+        "no heartbeat": "no heartbeat arrived",
+        "shutdown": "the device shut down",
     },
     yes="yes",
     no="no",
     siren=("sounded", "did not sound"),
     strobe=("flashed", "did not flash"),
     footer="This mail was sent automatically by Satoyama Edge; replies are not read.",
+    duration=_en_duration,
+    texts={
+        "not_acknowledged": "(not recorded)",
+        "rise_fact": "{level} cm +{rise} cm/10 min",
+        "level_fact": "{level} cm {stage}",
+        "elapsed_fact": "closed {duration}",
+        "count_fact": "{count} more",
+        "chart": "Water level, last 24 hours",
+        "chart_alt": "Chart of {series} over the last 24 hours",
+        "chart_low": "Lowest",
+        "chart_high": "Highest",
+        "chart_last": "Latest",
+        "chart_value": "{value} cm ({time})",
+        "chart_none": "No readings in the last 24 hours.",
+        "chart_points": "Readings",
+        "summary_title": "{title}: summary",
+        "summary_headline": "After the first notice, the same happened {count} more times at {place}.",
+        "summary_over": "Nothing more for {quiet} since the last one: it seems to be over.",
+        "summary_ongoing": "It is still going on; if it continues, the next summary comes in {every}.",
+        "summary_count": "Count",
+        "summary_period": "Period",
+        "summary_by_sensor": "By sensor",
+        "summary_by_kind": "By kind",
+        "summary_sounded": "Deterrent activated",
+        "summary_state": "Latest state",
+        "summary_first": "First notice",
+        "summary_total": "Total so far",
+        "times": "{count}x",
+        "period": "{start} to {end}",
+        "reminder_count": "Reminder",
+        "reminder_n": "no. {n}",
+        "elapsed": "Closed for",
+        "offline_since": "Unreachable since",
+        "last_seen": "Last message",
+        "offline_for": "Was unreachable for",
+        "online_at": "Back at",
+        "device_site": "Device's site",
+    },
 )
 
 PHRASES: Final[Mapping[str, Phrases]] = {"ja": JA, "en": EN}

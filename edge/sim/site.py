@@ -84,11 +84,15 @@ cooldown_s = {cooldown_s:g}
 
 
 def notifier_config(
-    store: Path, mqtt_port: int, smtp_port: int, language: str = "ja"
+    store: Path, mqtt_port: int, smtp_port: int, language: str = "ja", *, coalesce: bool = True
 ) -> str:
+    """The notifier for the simulated site.  ``coalesce=False`` mails every event
+    (tests that count one mail per device event); the default folds bursts as in
+    production."""
     recipients = ", ".join(f'"{r}"' for r in RECIPIENTS)
+    top = "" if coalesce else "coalesce = []\n\n"
     return f"""\
-[mqtt]
+{top}[mqtt]
 host = "127.0.0.1"
 port = {mqtt_port}
 client_id = "{NOTIFIER_ID}"
@@ -121,8 +125,10 @@ class CloudSide:
         *,
         language: str = "ja",
         on_mail: Callable[[ReceivedMail], None] | None = None,
+        coalesce: bool = True,
     ) -> None:
         self.workdir = workdir
+        self.coalesce = coalesce
         for sub in ("broker", "mail", "notifier"):
             (workdir / sub).mkdir(parents=True, exist_ok=True)
         self.broker = Mosquitto(workdir=workdir / "broker")
@@ -141,6 +147,7 @@ class CloudSide:
                 self.broker.port,
                 self.mailbox.port,
                 self.language,
+                coalesce=self.coalesce,
             ),
             encoding="utf-8",
         )

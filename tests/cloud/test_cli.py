@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email
+import email.policy
 import signal
 import subprocess
 import sys
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from cloud.config import NotifierConfig
+from cloud.config import NotifierConfig, load_config
 from cloud.store import QueuedMail, Store
 from edge.sim.mailbox import Mailbox
 from tests.cloud.conftest import (
@@ -200,3 +202,30 @@ def _add_smtp_login(config_path: Path, username: str, password: str) -> None:
 async def _pending(config: NotifierConfig) -> list[QueuedMail]:
     async with await Store.open(config.store.path, readonly=True) as store:
         return list(await store.mails("pending"))
+
+
+async def test_dry_run_writes_mails_to_files_and_sends_nothing(
+    tmp_path: Path, config_path: Path, mailbox: Mailbox, publisher: Publisher
+) -> None:
+    outdir = tmp_path / "dry"
+    event = make_event(
+        "prone_alarm", data={"cot": "ひよこ3", "posture": "prone", "duration_s": 61.0}
+    )
+    async with notifier_process(config_path, "--dry-run", str(outdir)) as proc:
+        await publisher.event(event)
+
+        async def written() -> bool:
+            return len(list(outdir.glob("*.eml"))) == len(RECIPIENTS)
+
+        await eventually(written, within=10, what="two .eml files")
+        proc.send_signal(signal.SIGTERM)
+    assert proc.returncode == 0
+    assert mailbox.mails == []
+    for path in outdir.glob("*.eml"):
+        msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        assert msg["X-Satoyama-Event"] == event.id
+        assert "うつぶせ寝警報" in msg["Subject"]
+    # The production store was not touched.
+    config = load_config(config_path)
+    assert not Path(config.store.path or "").exists()
+    assert "DRY RUN" in "".join(proc.log)  # type: ignore[attr-defined]

@@ -207,3 +207,92 @@ def test_passwords_never_show_in_repr() -> None:
 def test_password_of_wrong_type_names_the_key() -> None:
     error = error_of(MINIMAL.replace("[smtp]\n", '[smtp]\nusername = "u"\npassword = 1234\n'))
     assert str(error) == "smtp.password: Expected `str`, got `int`"
+
+
+ROUTED = (
+    MINIMAL.replace(
+        'recipients = ["farmer@example.jp"]',
+        'recipients = ["farmer@example.jp"]\noperators = ["ops"]',
+    )
+    + """
+[contacts.hunters]
+address = "ryoyukai@example.jp"
+language = "en"
+
+[contacts.ops]
+address = "ops@example.jp"
+
+[[sites.kataoka-east.routes]]
+kinds = ["trap_triggered", "trap_reminder"]
+to = ["hunters", "farmer@example.jp"]
+
+[[sites.kataoka-east.routes]]
+min_severity = "alarm"
+to = ["city@example.jp"]
+"""
+)
+
+
+def test_routes_by_kind_and_severity_with_languages_per_contact() -> None:
+    config = parse_config(ROUTED)
+    site = config.sites["kataoka-east"]
+
+    def who(kind: str, severity: str) -> list[tuple[str, str]]:
+        return [(r.address, r.language) for r in config.recipients_for(site, kind, severity)]
+
+    assert who("trap_triggered", "alarm") == [
+        ("farmer@example.jp", "ja"), ("ryoyukai@example.jp", "en"), ("city@example.jp", "ja"),
+    ]  # fmt: skip
+    assert who("animal_detected", "warning") == [("farmer@example.jp", "ja")]
+    assert who("sensor_fault", "warning") == [("ops@example.jp", "ja")]
+    assert who("device_offline", "alarm") == [("ops@example.jp", "ja"), ("city@example.jp", "ja")]
+
+
+def test_defaults_of_the_new_tables(tmp_path: Path) -> None:
+    config = parse_config(MINIMAL, base_dir=tmp_path)
+    assert config.mqtt.protocol == "5" and config.mqtt.session_expiry_s == 7 * 86400
+    assert config.mqtt.shared_group is None
+    assert config.store.backend == "sqlite"
+    assert config.delivery.claim_timeout_s == 120 and config.delivery.poll_s == 5
+    assert config.traps.reminder_every_s == 7200
+    assert config.devices.offline_grace_s == 300 and config.devices.heartbeat_timeout_s == 1800
+    assert "trap_armed" in config.delivery.skip_kinds
+    rule = config.coalesce_rule("animal_detected")
+    assert rule is not None and (rule.quiet_s, rule.summary_every_s) == (900, 10800)
+    sensor_rule = config.coalesce_rule("sensor_recovered")
+    assert sensor_rule is not None and sensor_rule.per == "sensor"
+    assert config.coalesce_rule("prone_alarm") is None  # a child in danger is never folded
+
+
+@pytest.mark.parametrize(
+    ("change", "key", "words"),
+    [
+        (('"farmer@example.jp"]\n', '"tanaka"]\n'), "sites.kataoka-east.recipients[0]",
+         "no [contacts.tanaka]"),
+        (("[mqtt]\n", 'coalesce = [{kinds = ["animal_detectd"], quiet_s = 60}]\n[mqtt]\n'),
+         "coalesce[0].kinds", "did you mean 'animal_detected'"),
+        (("[mqtt]\n", '[mqtt]\nshared_group = "n"\n'), "mqtt.shared_group", "postgresql"),
+        (('path = "notifier.sqlite3"', 'backend = "postgresql"'), "store.dsn", "required"),
+        (("[mqtt]\n", '[mqtt]\nprotocol = "3"\n'), "mqtt.protocol", "'3.1.1', '5'"),
+        (('recipients = ["farmer@example.jp"]', "recipients = []"),
+         "sites.kataoka-east.recipients", "reach no one"),
+    ],
+)  # fmt: skip
+def test_new_keys_are_checked_and_named(change: tuple[str, str], key: str, words: str) -> None:
+    error = error_of(MINIMAL.replace(*change))
+    assert error.key == key
+    assert words in str(error)
+
+
+def test_a_route_to_an_unknown_contact_names_the_route() -> None:
+    text = (
+        MINIMAL + '\n[[sites.kataoka-east.routes]]\nkinds = ["trap_triggered"]\nto = ["hunters"]\n'
+    )
+    error = error_of(text)
+    assert error.key == "sites.kataoka-east.routes[0].to[0]"
+
+
+def test_the_cluster_example_config_is_valid() -> None:
+    config = load_config(REPO / "examples" / "notifier-cluster.toml")
+    assert config.mqtt.shared_group and config.store.backend == "postgresql"
+    assert "secret" not in repr(config)

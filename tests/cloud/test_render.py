@@ -8,16 +8,27 @@ from __future__ import annotations
 import datetime as dt
 import email
 import email.policy
+import io
 import re
 import zoneinfo
 from email.message import EmailMessage
 from typing import Any
 
 import pytest
+from PIL import Image
 
 import cloud.render
-from cloud.config import SiteConfig
-from cloud.render import as_bytes, message_id, render_mail
+from cloud.chart import level_chart
+from cloud.config import KNOWN_KINDS, SiteConfig
+from cloud.render import (
+    JST,
+    as_bytes,
+    message_id,
+    render_device,
+    render_mail,
+    render_reminder,
+    render_summary,
+)
 from cloud.templates import EN, JA, PHRASES
 from edge.event import KINDS, Event
 from tests.cloud.conftest import LAT, LON, PLACE, SITE, TS, make_event
@@ -216,7 +227,8 @@ def test_every_kind_has_its_own_text_in_every_language(kind: str, language: str)
     msg = rendered(make_event(kind, "warning", data={}), language=language)
     assert title in msg["Subject"]
     plain, _ = parts(msg)
-    assert PHRASES[language].kinds[kind].headline.format(place=PLACE) in plain
+    headline = PHRASES[language].kinds[kind].headline.format(place=PLACE, device="pi-east-01")
+    assert headline in plain
 
 
 def test_japanese_titles_are_the_agreed_ones() -> None:
@@ -235,8 +247,14 @@ def test_japanese_titles_are_the_agreed_ones() -> None:
         "sensor_fault": "センサー異常",
         "sensor_recovered": "センサー復旧",
         "heartbeat": "死活通知",
+        "command_rejected": "コマンド拒否",
+        "trap_armed": "わな稼働報告",
+        "trap_reminder": "わな未解除",
+        "device_offline": "端末オフライン",
+        "device_online": "端末復旧",
     }
-    assert set(EN.kinds) == set(JA.kinds) == set(KINDS)
+    assert set(EN.kinds) == set(JA.kinds) == set(KNOWN_KINDS)
+    assert KINDS <= KNOWN_KINDS
 
 
 @pytest.mark.parametrize(
@@ -288,3 +306,229 @@ def test_absurd_device_times_still_render(year: int) -> None:
         ts = ts.replace(day=31, hour=23)
     msg = rendered(make_event(ts=ts, clock_synced=False))
     assert str(year) in parts(msg)[0]
+
+
+# --- the facts each kind must carry ----------------------------------------------------
+
+CLOSED_SINCE = "2025-11-24T03:50:12Z"  # 15 minutes before TS
+
+KIND_FACTS: list[tuple[str, str, dict[str, Any], str, list[str]]] = [
+    # kind, severity, data, what the subject carries after the place, lines of the text part
+    ("animal_detected", "alarm",
+     {"sensor": "pir_north", "rule": "chase_north", "deterrent": "resting", "siren": False,
+      "strobe": False},
+     "", ["■ センサー: pir_north", "■ 動作ルール: chase_north",
+          "■ 威嚇装置: 休止中のため作動せず（直前に作動済み。動物がまだ近くにいます）",
+          "■ サイレン: 鳴らしていません", "■ ライト: 点滅させていません"]),
+    ("trap_triggered", "alarm",
+     {"sensor": "box_trap_2", "closed_since": CLOSED_SINCE, "closed_s": 900.0},
+     "box_trap_2", ["■ センサー: box_trap_2", "■ 閉じた日時: 2025年11月24日(月) 12:50:12（日本時間）",
+                    "■ 閉じている時間: 15分"]),
+    ("trap_reset", "info",
+     {"sensor": "box_trap_2", "closed_since": CLOSED_SINCE, "closed_s": 7500.0},
+     "box_trap_2", ["■ 閉じている時間: 2時間5分"]),
+    ("water_level_alert", "alarm",
+     {"sensor": "level_east", "level_cm": 182.5, "stage": "flood_warning",
+      "stage_label": "はん濫注意", "threshold_cm": 180.0, "direction": "rising"},
+     "182.5cm はん濫注意（氾濫注意水位）",
+     ["■ 水位 (cm): 182.5", "■ 水位の段階: はん濫注意（氾濫注意水位）", "■ 変化: 上昇中",
+      "■ 基準水位 (cm): 180"]),
+    ("water_level_alert", "warning",
+     {"sensor": "paddy_3", "level_cm": 1.5, "stage": "too_low", "threshold_cm": 2.0,
+      "direction": "falling"},
+     "1.5cm 水位が低すぎます", ["■ 水位の段階: 水位が低すぎます", "■ 変化: 下降中"]),
+    ("water_rise_alert", "warning",
+     {"sensor": "level_east", "level_cm": 120.0, "rise_cm_per_10min": 14.5,
+      "threshold_cm_per_10min": 10.0},
+     "120cm +14.5cm/10分", ["■ 上昇量 (cm/10分): 14.5", "■ 基準上昇量 (cm/10分): 10"]),
+    ("posture_check", "info", {"cot": "ひよこ3", "posture": "left"}, "ひよこ3",
+     ["■ ベッド: ひよこ3", "■ 姿勢: 左向き"]),
+    ("prone_alarm", "alarm", {"cot": "ひよこ3", "posture": "prone", "duration_s": 65.0},
+     "ひよこ3", ["■ ベッド: ひよこ3", "■ 姿勢: うつぶせ", "■ 継続時間: 1分5秒"]),
+    ("apnea_alarm", "alarm", {"cot": "ひよこ1", "still_s": 22.0}, "ひよこ1",
+     ["■ ベッド: ひよこ1", "■ 体動が止まっている時間: 22秒"]),
+    ("alarm_cleared", "info", {"cot": "ひよこ3", "cleared": "prone_alarm",
+                               "acknowledged_by": None},
+     "ひよこ3", ["■ 解除された警報: うつぶせ寝警報", "■ 確認者: （確認者の記録なし）"]),
+    ("sensor_fault", "warning",
+     {"sensor": "level_east", "fault": "wire_break", "message": "current 2.1 mA < 3.6 mA"},
+     "level_east", ["■ センサー: level_east", "■ 異常コード: wire_break",
+                    "■ メッセージ: current 2.1 mA < 3.6 mA"]),
+    ("sensor_recovered", "info", {"sensor": "level_east", "down_s": 3720.0}, "level_east",
+     ["■ 停止していた時間: 1時間2分"]),
+    ("heartbeat", "info",
+     {"interval_s": 300.0, "uptime_s": 90061.0, "outbox_depth": 0, "oldest_undelivered_s": None,
+      "sensors": {"pir_north": "ok", "level_east": "fault"}},
+     "", ["■ 通知間隔: 5分", "■ 稼働時間: 1日1時間", "■ センサーの状態: level_east: 異常, pir_north: 正常"]),
+    ("command_rejected", "warning", {"command": "reboot", "reason": "not allowed"}, "",
+     ["■ コマンド: reboot", "■ 理由: not allowed"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("kind", "severity", "data", "fact", "lines"), KIND_FACTS)
+def test_each_kind_carries_its_facts(
+    kind: str, severity: str, data: dict[str, Any], fact: str, lines: list[str]
+) -> None:
+    msg = rendered(make_event(kind, severity, data=data))
+    title = JA.kinds[kind].title
+    marker = "【緊急】" if severity == "alarm" else ""
+    place = f"{PLACE} {fact}" if fact else PLACE
+    assert msg["Subject"] == f"{marker}【{title}】{place} 11月24日 13:05"
+    plain, html = parts(msg)
+    for line in lines:
+        assert line in plain
+        label, value = line[2:].split(": ", 1)
+        assert (
+            f"<th {_TH}>{label}</th><td>{value.replace('&', '&amp;').replace('<', '&lt;')}</td>"
+            in html
+        )
+    assert "詳細データ" not in plain  # every key the device sends for this kind is known
+
+
+_TH = 'style="text-align:left;padding:2px 12px 2px 0;vertical-align:top;white-space:nowrap"'
+
+
+def test_unknown_data_keys_are_still_shown() -> None:
+    plain, html = parts(rendered(make_event("prone_alarm", data={"cot": "1", "mat_rev": "B2"})))
+    assert "■ 詳細データ" in plain and "  mat_rev: B2" in plain
+    assert "mat_rev" in html
+
+
+def test_english_facts_per_recipient_language() -> None:
+    data = {"cot": "chick-3", "posture": "prone", "duration_s": 65.0}
+    msg = rendered(make_event("prone_alarm", "alarm", data=data), language="en")
+    assert msg["Subject"] == f"[ALARM] [Face-down sleep alarm] {PLACE} chick-3 24 Nov 13:05 JST"
+    plain, _ = parts(msg)
+    assert "■ Posture: face down" in plain and "■ Duration: 1 min 5 s" in plain
+
+
+def _water_chart() -> tuple[Any, float]:
+    end = TS.timestamp()
+    points = [(end - 86400 + i * 600, 100.0 + i * 0.5) for i in range(144)]
+    chart = level_chart("level_east.level_cm", points, end=end, threshold=150.0, mark=end, tz=JST)
+    assert chart is not None
+    return chart, end
+
+
+def test_water_alert_embeds_the_last_24_hours_as_an_inline_image() -> None:
+    chart, end = _water_chart()
+    event = make_event("water_level_alert", data={"sensor": "level_east", "level_cm": 171.5,
+                                                  "threshold_cm": 150.0, "stage": "flood_watch"})  # fmt: skip
+    msg = rendered(event, chart=chart)
+    assert msg.get_content_type() == "multipart/alternative"
+    plain_part, related = msg.iter_parts()
+    assert plain_part.get_content_type() == "text/plain"
+    assert related.get_content_type() == "multipart/related"
+    html_part, image = related.iter_parts()
+    assert html_part.get_content_type() == "text/html"
+    assert image.get_content_type() == "image/png"
+    cid = image["Content-ID"].strip("<>")
+    html = html_part.get_content()
+    assert f'src="cid:{cid}"' in html
+    png = image.get_content()
+    with Image.open(io.BytesIO(png)) as picture:
+        assert picture.format == "PNG" and picture.size == (600, 260)
+        colours = {c for _, c in picture.convert("RGB").getcolors(100000)}
+    assert (31, 100, 180) in colours and (200, 30, 30) in colours  # the level, the threshold
+    plain = plain_part.get_content()
+    assert "■ 過去24時間の水位" in plain
+    assert "  最高: 171.5cm（11月24日 12:55）" in plain  # the last reading 10 min before
+    assert "  最低: 100cm（11月23日 13:05）" in plain
+    assert "  記録数: 144" in plain
+    assert "最高" in html and "171.5cm" in html
+
+
+def test_water_alert_without_readings_says_so() -> None:
+    event = make_event("water_rise_alert", data={"sensor": "level_east", "level_cm": 120.0})
+    msg = rendered(event)
+    assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
+    plain, _ = parts(msg)
+    assert "過去24時間の記録はありません。" in plain
+
+
+def test_chart_of_one_reading_and_an_empty_window() -> None:
+    end = TS.timestamp()
+    assert level_chart("x.level_cm", [(end - 90000, 1.0)], end=end) is None
+    one = level_chart("x.level_cm", [(end, 5.0)], end=end)
+    assert one is not None and one.low == one.high == one.last == (end, 5.0)
+
+
+NOW = dt.datetime(2025, 11, 24, 7, 5, 12, tzinfo=dt.UTC)  # 16:05:12 in Japan
+
+
+def test_summary_of_a_lingering_animal() -> None:
+    stats = {"by_sensor": {"pir_north": 40, "pir_south": 19}, "by_kind": {"animal_detected": 59},
+             "sounded": 3, "from": TS.timestamp() + 60, "to": TS.timestamp() + 3540,
+             "first": {"at": TS.timestamp()}, "last_kind": "animal_detected"}  # fmt: skip
+    msg = _parse(render_summary(
+        notice_id="ev1.s1", first_id="ev1", kind="animal_detected", severity="alarm",
+        site_id=SITE, site=SITE_CONFIG, device="pi-east-01", count=59, total=59, stats=stats,
+        over=True, quiet_s=900, every_s=3600, lat=LAT, lon=LON, language="ja",
+        sender=SENDER, recipient="farmer@example.jp", index=2, now=NOW,
+    ))  # fmt: skip
+    assert msg["Subject"] == f"【動物検知・まとめ】{PLACE} ほか59件 11月24日 16:05"
+    assert msg["In-Reply-To"] == msg["References"] == "<ev1.2@satoyama-edge>"
+    assert msg["Message-ID"] == "<ev1.s1.2@satoyama-edge>"
+    plain, _ = parts(msg)
+    assert "同じ事象が59件ありました" in plain
+    assert "■ 件数: 59回" in plain
+    assert "■ 期間: 11月24日 13:06 〜 11月24日 14:04" in plain
+    assert "■ センサー別: pir_north: 40回, pir_south: 19回" in plain
+    assert "■ 威嚇装置の作動: 3回" in plain
+    assert "最後の記録から15分の間、新たな記録はありません" in plain
+    assert "maps.gsi.go.jp" in plain
+
+
+def test_summary_of_a_flapping_sensor_says_how_it_ended() -> None:
+    stats = {"by_sensor": {"level_east": 9},
+             "by_kind": {"sensor_recovered": 5, "sensor_fault": 4}, "from": TS.timestamp(),
+             "to": TS.timestamp() + 600, "last_kind": "sensor_recovered"}  # fmt: skip
+    msg = _parse(render_summary(
+        notice_id="ev2.s1", first_id="ev2", kind="sensor_fault", severity="warning",
+        site_id=SITE, site=SITE_CONFIG, device="pi-east-01", count=9, total=9, stats=stats,
+        over=False, quiet_s=1800, every_s=3600, lat=LAT, lon=LON, language="en",
+        sender=SENDER, recipient="farmer@example.jp", index=1, now=NOW,
+    ))  # fmt: skip
+    plain, _ = parts(msg)
+    assert "■ By kind: Sensor recovered: 5x, Sensor fault: 4x" in plain
+    assert "■ Latest state: Sensor recovered" in plain
+    assert "next summary comes in 1 h" in plain
+
+
+def test_trap_reminder_says_how_long_it_has_been_closed() -> None:
+    closed = TS.timestamp()
+    msg = _parse(render_reminder(
+        notice_id="trig.r2", trigger_id="trig", site_id=SITE, site=SITE_CONFIG,
+        device="pi-trap-01", sensor="box_trap_2", closed_since=closed, number=2, lat=LAT,
+        lon=LON, language="ja", sender=SENDER, recipient="hunter@example.jp", index=1, now=NOW,
+    ))  # fmt: skip
+    assert msg["Subject"] == f"【緊急】【わな未解除】{PLACE} box_trap_2 3時間経過 11月24日 16:05"
+    assert msg["In-Reply-To"] == "<trig.1@satoyama-edge>"
+    plain, _ = parts(msg)
+    assert "■ 閉じた日時: 2025年11月24日(月) 13:05:12（日本時間）" in plain
+    assert "■ 閉じてからの時間: 3時間" in plain
+    assert "■ リマインダー: 2回目" in plain
+
+
+@pytest.mark.parametrize("online", [False, True])
+def test_device_offline_and_back_online(online: bool) -> None:
+    msg = _parse(render_device(
+        notice_id="pi-east-01.off1", online=online, site_id=SITE, site=SITE_CONFIG,
+        device="pi-east-01", reason="connection lost", since=TS.timestamp(),
+        last_seen=TS.timestamp() - 30, lat=LAT, lon=LON, language="ja", sender=SENDER,
+        recipient="op@example.jp", index=1, now=NOW,
+    ))  # fmt: skip
+    plain, _ = parts(msg)
+    if online:
+        assert msg["Subject"] == f"【端末復旧】{PLACE} pi-east-01 11月24日 16:05"
+        assert "■ 通信が途絶えていた時間: 3時間" in plain
+    else:
+        assert msg["Subject"] == f"【端末オフライン】{PLACE} pi-east-01 11月24日 16:05"
+        assert "■ 理由: 通信が切れました（ブローカーが検知）" in plain
+        assert "■ 最後の受信: 2025年11月24日(月) 13:04:42（日本時間）" in plain
+
+
+def _parse(msg: EmailMessage) -> EmailMessage:
+    parsed = email.message_from_bytes(as_bytes(msg), policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage)
+    return parsed

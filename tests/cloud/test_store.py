@@ -1,4 +1,7 @@
-"""The store: de-duplication across restarts, one mail per recipient, the queue's states."""
+"""The store: de-duplication across restarts, one mail per recipient, the queue's states,
+claims, and the compare-and-set behind summaries, reminders and offline notices.
+
+Tests taking ``store_config`` run on SQLite and on a real PostgreSQL server."""
 
 from __future__ import annotations
 
@@ -8,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from cloud.config import StoreConfig
+from cloud.database import SQLITE_MIGRATIONS
 from cloud.errors import StoreError
-from cloud.store import SCHEMA_VERSION, OutgoingMail, Store
+from cloud.store import SCHEMA_VERSION, CoalescePlan, Notice, OutgoingMail, Store, TrapPlan
 from tests.cloud.conftest import make_event
 
 
@@ -19,8 +24,8 @@ def mails(*recipients: str) -> list[OutgoingMail]:
     ]
 
 
-async def test_an_event_is_accepted_once_also_after_reopening(tmp_path: Path) -> None:
-    path = tmp_path / "n.sqlite3"
+async def test_an_event_is_accepted_once_also_after_reopening(store_config: StoreConfig) -> None:
+    path = store_config
     event = make_event()
     async with await Store.open(path) as store:
         assert await store.accept(event, mails("a@example.jp", "b@example.jp"))
@@ -33,30 +38,27 @@ async def test_an_event_is_accepted_once_also_after_reopening(tmp_path: Path) ->
         assert (counts.events, counts.pending) == (1, 2)
 
 
-async def test_one_mail_per_event_and_recipient(tmp_path: Path) -> None:
+async def test_one_mail_per_event_and_recipient(store_config: StoreConfig) -> None:
     event = make_event()
-    async with await Store.open(tmp_path / "n.sqlite3") as store:
-        with pytest.raises(StoreError):
-            await store.accept(event, mails("a@example.jp", "a@example.jp"))
-        # The transaction is all or nothing: not even the event was recorded.
-        assert not await store.has_event(event.id)
-        assert (await store.counts()).pending == 0
-        assert await store.accept(event, mails("a@example.jp"))
+    async with await Store.open(store_config) as store:
+        result = await store.accept(event, mails("a@example.jp", "a@example.jp"))
+        assert result.accepted and result.queued == 1
+        assert (await store.counts()).pending == 1
 
 
-async def test_an_event_without_mails_is_still_remembered(tmp_path: Path) -> None:
+async def test_an_event_without_mails_is_still_remembered(store_config: StoreConfig) -> None:
     event = make_event(site="unknown-site")
-    async with await Store.open(tmp_path / "n.sqlite3") as store:
+    async with await Store.open(store_config) as store:
         assert await store.accept(event, [])
         assert not await store.accept(event, [])
         assert (await store.counts()).events == 1
 
 
-async def test_due_mails_alarms_first_and_only_when_due(tmp_path: Path) -> None:
+async def test_due_mails_alarms_first_and_only_when_due(store_config: StoreConfig) -> None:
     now = time.time()
     info = make_event("heartbeat", "info")
     alarm = make_event("trap_triggered", "alarm")
-    async with await Store.open(tmp_path / "n.sqlite3") as store:
+    async with await Store.open(store_config) as store:
         await store.accept(info, mails("a@example.jp"), now=now)
         await store.accept(alarm, mails("a@example.jp"), now=now + 0.001)
         due = await store.due_mails(now + 1)
@@ -71,9 +73,9 @@ async def test_due_mails_alarms_first_and_only_when_due(tmp_path: Path) -> None:
         assert (pending.attempts, pending.last_error) == (1, "451 4.3.0 try again")
 
 
-async def test_sent_and_failed_are_final_and_counted(tmp_path: Path) -> None:
+async def test_sent_and_failed_are_final_and_counted(store_config: StoreConfig) -> None:
     event = make_event()
-    async with await Store.open(tmp_path / "n.sqlite3") as store:
+    async with await Store.open(store_config) as store:
         await store.accept(event, mails("a@example.jp", "b@example.jp", "c@example.jp"))
         a, b, _c = await store.due_mails()
         await store.mark_sent(a.id)
@@ -149,10 +151,12 @@ async def test_readonly_reader_sees_the_writer(tmp_path: Path) -> None:
             assert (await reader.counts()).pending == 1
 
 
-async def test_prune_forgets_old_events_but_never_pending_mails(tmp_path: Path) -> None:
+async def test_prune_forgets_old_events_but_never_pending_mails(
+    store_config: StoreConfig,
+) -> None:
     now = time.time()
     old_sent, old_pending, recent = make_event(), make_event(), make_event()
-    async with await Store.open(tmp_path / "n.sqlite3") as store:
+    async with await Store.open(store_config) as store:
         await store.accept(old_sent, mails("a@example.jp"), now=now - 1000)
         await store.accept(old_pending, mails("a@example.jp"), now=now - 1000)
         await store.accept(recent, mails("a@example.jp"), now=now)
@@ -165,9 +169,149 @@ async def test_prune_forgets_old_events_but_never_pending_mails(tmp_path: Path) 
         assert (await store.counts()).sent == 0  # its mail went with it
 
 
-async def test_closed_store_refuses_calls(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "n.sqlite3")
+async def test_closed_store_refuses_calls(store_config: StoreConfig) -> None:
+    store = await Store.open(store_config)
     await store.close()
     await store.close()  # idempotent
     with pytest.raises(StoreError, match="closed"):
         await store.counts()
+
+
+async def test_a_claimed_mail_is_not_claimed_again_until_the_claim_runs_out(
+    store_config: StoreConfig,
+) -> None:
+    now = time.time()
+    async with await Store.open(store_config) as store:
+        await store.accept(make_event(), mails("a@example.jp", "b@example.jp"), now=now)
+        first = await store.claim_due("n1", now=now, lease_s=30, limit=1)
+        second = await store.claim_due("n2", now=now, lease_s=100)
+        assert len(first) == 1 and len(second) == 1
+        assert first[0].recipient != second[0].recipient
+        assert await store.claim_due("n2", now=now, lease_s=30) == []
+        # n1 died holding its claim: n2 gets the mail once the claim has run out ...
+        [late] = await store.claim_due("n2", now=now + 31, lease_s=30)
+        assert late.id == first[0].id
+        # ... or at once, when n1 restarts and gives back what it held.
+        await store.release_claims("n2")
+        assert len(await store.claim_due("n1", now=now + 31, lease_s=30)) == 2
+
+
+async def test_a_burst_folds_into_one_mail_until_it_goes_quiet(store_config: StoreConfig) -> None:
+    plan = CoalescePlan(
+        "site|dev|animal_detected|", quiet_s=600, summary_every_s=3600, sensor="pir"
+    )
+    now = 1_000_000.0
+    async with await Store.open(store_config) as store:
+        first = await store.accept(make_event(), mails("a@example.jp"), now=now, coalesce=plan)
+        assert not first.folded and first.queued == 1
+        for minute in range(1, 6):
+            later = await store.accept(
+                make_event(data={"sensor": "pir", "deterrent": "resting"}),
+                mails("a@example.jp"), now=now + 60 * minute, coalesce=plan,
+            )  # fmt: skip
+            assert later.folded and later.queued == 0
+        assert await store.due_episodes(now + 300 + 599) == []
+        [episode] = await store.due_episodes(now + 300 + 600)
+        assert (episode.folded, episode.stats["by_sensor"]) == (5, {"pir": 5})
+        notice = Notice(f"{episode.id}.s1", "animal_detected_summary", "info", "site", "dev")
+        summary = mails("a@example.jp")
+        assert await store.episode_summarised(episode, notice, summary, now=now + 900, close=True)
+        # The same decision taken again (another instance, a retry) does nothing.
+        assert not await store.episode_summarised(episode, notice, summary, now=now + 900,
+                                                  close=True)  # fmt: skip
+        assert len(await store.mails(event_id=notice.id)) == 1
+        assert await store.episodes() == []
+        # After the quiet spell the next detection is news again.
+        again = await store.accept(make_event(), mails("a@example.jp"), now=now + 2000,
+                                   coalesce=plan)  # fmt: skip
+        assert not again.folded
+
+
+async def test_trap_reminders_are_queued_once_each_and_stop_at_reset(
+    store_config: StoreConfig,
+) -> None:
+    now = 1_000_000.0
+    trigger = make_event("trap_triggered", data={"sensor": "box"})
+    opened = TrapPlan("open", "site|dev|box", "box", now - 5, reminder_every_s=3600)
+    async with await Store.open(store_config) as store:
+        assert (await store.accept(trigger, mails("h@example.jp"), now=now, trap=opened)).queued
+        assert await store.due_traps(now + 3599) == []
+        [trap] = await store.due_traps(now + 3600)
+        notice = Notice(f"{trigger.id}.r1", "trap_reminder", "alarm", "site", "dev")
+        assert await store.trap_reminded(trap, notice, mails("h@example.jp"), now=now + 3600,
+                                         every_s=3600)  # fmt: skip
+        assert not await store.trap_reminded(trap, notice, mails("h@example.jp"),
+                                             now=now + 3600, every_s=3600)  # fmt: skip
+        [trap] = await store.open_traps()
+        assert (trap.reminders, trap.next_reminder_at) == (1, now + 7200)
+        reset = TrapPlan("close", "site|dev|box", "box", now, 0)
+        await store.accept(make_event("trap_reset", data={"sensor": "box"}), [], now=now + 4000,
+                           trap=reset)  # fmt: skip
+        assert await store.due_traps(now + 99999) == []
+
+
+async def test_device_offline_and_back_are_each_decided_once(store_config: StoreConfig) -> None:
+    now = 1_000_000.0
+    async with await Store.open(store_config) as store:
+        await store.accept(make_event("heartbeat", "info", data={}), [], now=now,
+                           heartbeat_interval=60)  # fmt: skip
+        row = await store.record_status("pi-east-01", "offline", "connection lost", now=now + 1)
+        assert (row.state, row.cause, row.notified) == ("offline", "status", False)
+        assert await store.overdue_devices(now=now + 100, grace_s=300,
+                                           heartbeat_timeout_s=900) == []  # fmt: skip
+        [(due, by_heartbeat)] = await store.overdue_devices(
+            now=now + 301, grace_s=300, heartbeat_timeout_s=900
+        )
+        assert not by_heartbeat
+        off = Notice("pi-east-01.off1", "device_offline", "warning", "kataoka-east", "pi-east-01")
+        assert await store.device_offline_notified(due, off, mails("op@example.jp"),
+                                                   now=now + 301, by_heartbeat=False)  # fmt: skip
+        assert not await store.device_offline_notified(due, off, mails("op@example.jp"),
+                                                       now=now + 301, by_heartbeat=False)  # fmt: skip
+        row = await store.record_status("pi-east-01", "online", "", now=now + 400)
+        on = Notice("pi-east-01.on2", "device_online", "info", "kataoka-east", "pi-east-01")
+        assert row.recipients == (("op@example.jp", "ja"),)
+        assert await store.device_back_online(row, on, mails("op@example.jp"), now=now + 400)
+        assert not await store.device_back_online(row, on, mails("op@example.jp"), now=now + 400)
+        # Silent past max(timeout, 2 x interval): offline by heartbeat.
+        [(quiet, by_heartbeat)] = await store.overdue_devices(
+            now=now + 400 + 901, grace_s=300, heartbeat_timeout_s=900
+        )
+        assert by_heartbeat and quiet.state == "online"
+        assert len(await store.mails()) == 2
+
+
+async def test_telemetry_keeps_each_reading_once(store_config: StoreConfig) -> None:
+    points = [("level_east.level_cm", 100.0 + i * 300, 10.0 + i) for i in range(5)]
+    async with await Store.open(store_config) as store:
+        assert await store.add_telemetry("pi", "site", points, now=2000) == 5
+        assert await store.add_telemetry("pi", "site", points, now=2000) == 0  # redelivered
+        got = await store.series("pi", "level_east.level_cm", 300, 900)
+        assert got == [(400.0, 11.0), (700.0, 12.0)]
+        await store.prune(0, telemetry_before=1000)
+        assert await store.series("pi", "level_east.level_cm", 0, 9999) == [
+            (1000.0, 13.0), (1300.0, 14.0),
+        ]  # fmt: skip
+
+
+async def test_a_version_1_store_is_migrated_with_its_mails(tmp_path: Path) -> None:
+    """A store written by the first notifier opens, keeps its queue and sends it."""
+    path = tmp_path / "v1.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.executescript(SQLITE_MIGRATIONS[0] + "\nPRAGMA user_version = 1;")
+    conn.execute(
+        "INSERT INTO events VALUES ('e1', 'pi', 'site', 'trap_triggered', 'alarm',"
+        " '2025-11-24T04:05:12+00:00', 1.0, x'00')"
+    )
+    conn.execute(
+        "INSERT INTO mails (event_id, recipient, priority, next_attempt, created_at, message)"
+        " VALUES ('e1', 'a@example.jp', 0, 1.0, 1.0, x'41')"
+    )
+    conn.commit()
+    conn.close()
+    async with await Store.open(path) as store:
+        [mail] = await store.due_mails(now=2.0)
+        assert (mail.event_id, mail.kind, mail.site, mail.message) == (
+            "e1", "trap_triggered", "site", b"A",
+        )  # fmt: skip
+        assert not await store.accept(make_event(event_id="e1"), [])
