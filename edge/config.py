@@ -105,7 +105,59 @@ class PirSensorConfig(msgspec.Struct, tag_field="type", tag="pir", **_struct):  
     warmup_s: Annotated[float, Meta(ge=0, le=600)] = 60.0
 
 
-SensorConfig: TypeAlias = PirSensorConfig
+class TrapSensorConfig(msgspec.Struct, tag_field="type", tag="trap", **_struct):  # type: ignore[call-arg]
+    """The switch on a box trap's door (reed or micro switch) on a GPIO input."""
+
+    pin: BcmPin
+    closed_level: Literal["high", "low"] = "low"
+    """The level that means "door closed" (normally-open vs normally-closed wiring)."""
+    pull: Literal["up", "down", "none"] = "up"
+    debounce_s: Annotated[float, Meta(ge=0, le=10)] = 0.2
+    reminder_s: Annotated[float, Meta(ge=60, le=7 * 86400)] = 3600.0
+    armed_report_s: Annotated[float, Meta(ge=60, le=7 * 86400)] = 86400.0
+
+
+I2cAddress = Annotated[int, Meta(ge=0x03, le=0x77)]
+
+
+class PressureProbeConfig(msgspec.Struct, tag_field="type", tag="pressure_probe", **_struct):  # type: ignore[call-arg]
+    """4-20 mA submersible pressure transducer read by an ADS1115 across a shunt."""
+
+    bus: Annotated[int, Meta(ge=0, le=20)] = 1
+    """I2C bus number (/dev/i2c-N)."""
+    address: I2cAddress = 0x48
+    channel: Annotated[int, Meta(ge=0, le=3)] = 0
+    shunt_ohm: Annotated[float, Meta(gt=0, le=1000)] = 150.0
+    range_cm: Annotated[float, Meta(gt=0, le=10000)] = 500.0
+    """Depth that the transducer reports as 20 mA."""
+    offset_cm: float = 0.0
+    """Added to the depth: the sensor's height above the level's datum."""
+
+
+class UltrasonicConfig(msgspec.Struct, tag_field="type", tag="ultrasonic", **_struct):  # type: ignore[call-arg]
+    """A02YYUW / JSN-SR04T ultrasonic ranger on a UART, looking down at the water."""
+
+    port: Annotated[str, Meta(min_length=1)]
+    """Serial port as a URL: /dev/ttyAMA0, a pty, or spy:///dev/ttyAMA0 for a hexdump."""
+    mount_height_cm: Annotated[float, Meta(gt=0, le=2000)]
+    """From the sensor's face down to the level's datum; level = height - distance."""
+    baudrate: int = 9600
+
+
+class MatSensorConfig(msgspec.Struct, tag_field="type", tag="mat", **_struct):  # type: ignore[call-arg]
+    """Body-motion mat (pressure grid) under one cot's mattress, on a UART."""
+
+    port: Annotated[str, Meta(min_length=1)]
+    cot: Annotated[str, Meta(min_length=1, max_length=32)]
+    """The cot's label; events carry this, never a child's name."""
+    baudrate: int = 115200
+
+
+SensorConfig: TypeAlias = (
+    PirSensorConfig | TrapSensorConfig | PressureProbeConfig | UltrasonicConfig | MatSensorConfig
+)
+GPIO_SENSORS = (PirSensorConfig, TrapSensorConfig)
+WATER_SENSORS = (PressureProbeConfig, UltrasonicConfig)
 
 
 class SirenConfig(msgspec.Struct, tag_field="type", tag="siren", **_struct):  # type: ignore[call-arg]
@@ -119,7 +171,14 @@ class StrobeConfig(msgspec.Struct, tag_field="type", tag="strobe", **_struct):  
     flash_hz: Annotated[float, Meta(ge=0.2, le=20)] = 2.0
 
 
-ActuatorConfig: TypeAlias = SirenConfig | StrobeConfig
+class BuzzerConfig(msgspec.Struct, tag_field="type", tag="buzzer", **_struct):  # type: ignore[call-arg]
+    """The nap room's buzzer (a steady-on load, like the siren)."""
+
+    pin: BcmPin
+    active_high: bool = True
+
+
+ActuatorConfig: TypeAlias = SirenConfig | StrobeConfig | BuzzerConfig
 
 
 class DeterrentRuleConfig(msgspec.Struct, tag_field="type", tag="deterrent", **_struct):  # type: ignore[call-arg]
@@ -133,7 +192,30 @@ class DeterrentRuleConfig(msgspec.Struct, tag_field="type", tag="deterrent", **_
     cooldown_s: Annotated[float, Meta(ge=0, le=86400)] = 60.0
 
 
-RuleConfig: TypeAlias = DeterrentRuleConfig
+class StageConfig(msgspec.Struct, **_struct):  # type: ignore[call-arg]
+    name: Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+    level_cm: float
+    label: str = ""
+    direction: Literal["above", "below"] = "above"
+    severity: Literal["alarm", "warning", "info"] = "warning"
+
+
+class WaterRuleConfig(msgspec.Struct, tag_field="type", tag="water", **_struct):  # type: ignore[call-arg]
+    """Water level: averaged readings, observation mode, stages, rate of rise."""
+
+    sensor: str
+    sample_s: Annotated[float, Meta(gt=0, le=1)] = 1.0
+    window_s: Annotated[float, Meta(ge=1, le=600)] = 20.0
+    idle_interval_s: Annotated[float, Meta(ge=10, le=86400)] = 600.0
+    active_interval_s: Annotated[float, Meta(ge=10, le=300)] = 300.0
+    observe_start_cm: float | None = None
+    observe_stop_cm: float | None = None
+    stages: list[StageConfig] = []
+    hysteresis_cm: Annotated[float, Meta(ge=0, le=100)] = 2.0
+    rise_cm_per_10min: Annotated[float, Meta(gt=0)] | None = None
+
+
+RuleConfig: TypeAlias = DeterrentRuleConfig | WaterRuleConfig
 
 
 class Config(msgspec.Struct, **_struct):  # type: ignore[call-arg]
@@ -161,9 +243,9 @@ _NAMED_SECTIONS: dict[str, Any] = {
 }
 
 _TYPES: dict[str, tuple[str, ...]] = {
-    "sensors": ("pir",),
-    "actuators": ("siren", "strobe"),
-    "rules": ("deterrent",),
+    "sensors": ("pir", "trap", "pressure_probe", "ultrasonic", "mat"),
+    "actuators": ("siren", "strobe", "buzzer"),
+    "rules": ("deterrent", "water"),
 }
 
 _PATH_RE = re.compile(r"^(?P<msg>.*) - at `(?P<path>[^`]*)`(?: in `(?P<outer>[^`]*)`)?$")
@@ -244,14 +326,44 @@ def _check_references(config: Config) -> None:
     pins: dict[int, str] = {}
     for section, entries in (("sensors", config.sensors), ("actuators", config.actuators)):
         for name, part in entries.items():
+            pin = getattr(part, "pin", None)
+            if pin is None:
+                continue
             key = f"{section}.{name}.pin"
-            if part.pin in pins:
-                raise ConfigError(f"{key}: GPIO{part.pin} is already used by {pins[part.pin]}")
-            pins[part.pin] = key
+            if pin in pins:
+                raise ConfigError(f"{key}: GPIO{pin} is already used by {pins[pin]}")
+            pins[pin] = key
+    ports: dict[str, str] = {}
+    i2c: dict[tuple[int, int, int], str] = {}
+    for name, sensor in config.sensors.items():
+        if isinstance(sensor, (UltrasonicConfig, MatSensorConfig)):
+            if sensor.port in ports:
+                raise ConfigError(
+                    f"sensors.{name}.port: {sensor.port} is already used by {ports[sensor.port]}"
+                )
+            ports[sensor.port] = f"sensors.{name}.port"
+        if isinstance(sensor, PressureProbeConfig):
+            where = (sensor.bus, sensor.address, sensor.channel)
+            if where in i2c:
+                raise ConfigError(
+                    f"sensors.{name}.channel: bus {sensor.bus} address 0x{sensor.address:02x} "
+                    f"channel {sensor.channel} is already used by {i2c[where]}"
+                )
+            i2c[where] = f"sensors.{name}"
+    cots: dict[str, str] = {}
+    for name, sensor in config.sensors.items():
+        if isinstance(sensor, MatSensorConfig):
+            if sensor.cot in cots:
+                raise ConfigError(f"sensors.{name}.cot: {sensor.cot!r} is already {cots[sensor.cot]}'s")
+            cots[sensor.cot] = f"sensors.{name}"
 
     driven_by: dict[str, str] = {}
+    watched: dict[str, str] = {}
     for name, rule in config.rules.items():
         key = f"rules.{name}"
+        if isinstance(rule, WaterRuleConfig):
+            _check_water_rule(config, key, rule, watched)
+            continue
         if rule.max_on_s < rule.on_s:
             raise ConfigError(
                 f"{key}.max_on_s: must be >= on_s ({rule.max_on_s} < {rule.on_s})"
@@ -261,7 +373,7 @@ def _check_references(config: Config) -> None:
             if sensor is None:
                 raise ConfigError(f"{key}.detectors[{i}]: no sensor named {det!r} in [sensors]")
             if not isinstance(sensor, PirSensorConfig):
-                raise ConfigError(f"{key}.detectors[{i}]: sensors.{det} is not a detector")
+                raise ConfigError(f"{key}.detectors[{i}]: sensors.{det} is not a pir detector")
         for i, act in enumerate(rule.actuators):
             if act not in config.actuators:
                 raise ConfigError(f"{key}.actuators[{i}]: no actuator named {act!r} in [actuators]")
@@ -270,11 +382,57 @@ def _check_references(config: Config) -> None:
                     f"{key}.actuators[{i}]: actuators.{act} is already driven by {driven_by[act]}"
                 )
             driven_by[act] = key
-    for name in config.sensors:
-        if not any(name in r.detectors for r in config.rules.values()):
+    for name, sensor in config.sensors.items():
+        if isinstance(sensor, WATER_SENSORS) and name not in watched:
+            raise ConfigError(f"sensors.{name}: water-level sensor is in no water rule")
+        if not isinstance(sensor, PirSensorConfig):
+            continue
+        if not any(
+            isinstance(r, DeterrentRuleConfig) and name in r.detectors
+            for r in config.rules.values()
+        ):
             raise ConfigError(
                 f"sensors.{name}: detector is in no rule; list it in a deterrent rule's "
                 "detectors (with actuators = [] to only report detections)"
             )
     if (config.uplink.password is None) != (config.uplink.username is None):
         raise ConfigError("uplink.password: username and password go together")
+
+
+def _check_water_rule(
+    config: Config, key: str, rule: WaterRuleConfig, watched: dict[str, str]
+) -> None:
+    sensor = config.sensors.get(rule.sensor)
+    if sensor is None:
+        raise ConfigError(f"{key}.sensor: no sensor named {rule.sensor!r} in [sensors]")
+    if not isinstance(sensor, WATER_SENSORS):
+        raise ConfigError(f"{key}.sensor: sensors.{rule.sensor} is not a water-level sensor")
+    if rule.sensor in watched:
+        raise ConfigError(f"{key}.sensor: sensors.{rule.sensor} is already in {watched[rule.sensor]}")
+    watched[rule.sensor] = key
+    if (rule.observe_start_cm is None) != (rule.observe_stop_cm is None):
+        raise ConfigError(f"{key}.observe_stop_cm: observe_start_cm and observe_stop_cm go together")
+    if rule.observe_start_cm is not None and rule.observe_stop_cm is not None:
+        if rule.observe_stop_cm >= rule.observe_start_cm:
+            raise ConfigError(
+                f"{key}.observe_stop_cm: must be below observe_start_cm "
+                f"({rule.observe_stop_cm} >= {rule.observe_start_cm})"
+            )
+    if rule.active_interval_s > rule.idle_interval_s:
+        raise ConfigError(f"{key}.active_interval_s: must not exceed idle_interval_s")
+    if rule.window_s > rule.active_interval_s:
+        raise ConfigError(f"{key}.window_s: a reading's window must fit in active_interval_s")
+    names: set[str] = set()
+    last_above: float | None = None
+    for i, stage in enumerate(rule.stages):
+        skey = f"{key}.stages[{i}]"
+        if stage.name in names:
+            raise ConfigError(f"{skey}.name: {stage.name!r} is used twice")
+        names.add(stage.name)
+        if stage.direction == "above":
+            if last_above is not None and stage.level_cm <= last_above:
+                raise ConfigError(
+                    f"{skey}.level_cm: stages that alert above a level must rise in order "
+                    f"({stage.level_cm} <= {last_above})"
+                )
+            last_above = stage.level_cm

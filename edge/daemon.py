@@ -11,6 +11,7 @@ The order of work on a detection is the architecture's first principle:
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import sys
 import time
@@ -22,14 +23,25 @@ import msgspec
 from drivers.pir import PirDetector
 from drivers.siren import Siren
 from drivers.strobe import Strobe
+from drivers.trap_switch import TrapSwitch
 from edge.commands import CommandError, HeartbeatCommand, parse_command
-from edge.config import Config, SirenConfig, StrobeConfig
+from edge.config import (
+    BuzzerConfig,
+    Config,
+    DeterrentRuleConfig,
+    PirSensorConfig,
+    SirenConfig,
+    StrobeConfig,
+    TrapSensorConfig,
+)
 from edge.deterrent import DeterrentRule, Outcome
 from edge.event import HeartbeatData
 from edge.modem import modem_status
 from edge.outbox import Outbox
 from edge.recorder import Recorder
+from edge.sensor_health import SensorHealth
 from edge.telemetry import TelemetryBuffer
+from edge.trap import TrapOutcome, TrapRule
 from edge.uplink import Uplink
 
 log = logging.getLogger(__name__)
@@ -85,6 +97,8 @@ class Daemon:
         self._telemetry_due = asyncio.Event()
         self._heartbeat_now = asyncio.Event()
         self.detectors: dict[str, PirDetector] = {}
+        self.traps: dict[str, tuple[TrapSwitch, TrapRule]] = {}
+        self.health: dict[str, SensorHealth] = {}
         self.actuators: dict[str, Siren | Strobe] = {}
         self.rules: dict[str, DeterrentRule] = {}
         self._wake: dict[str, asyncio.Event] = {}
@@ -122,6 +136,9 @@ class Daemon:
         for name, rule in self.rules.items():
             self._wake[name] = asyncio.Event()
             self._spawn(self._rule_timer(rule, self._wake[name]), f"rule {name}")
+        for name, (_, trap_rule) in self.traps.items():
+            self._wake[f"trap:{name}"] = asyncio.Event()
+            self._spawn(self._trap_timer(name, trap_rule), f"trap {name}")
         self._spawn(self.uplink.run(), "uplink")
         self._spawn(self._watch_storage(), "storage watch")
         self._spawn(self._heartbeats(), "heartbeat")
@@ -151,7 +168,7 @@ class Daemon:
     def _build_hardware(self) -> None:
         cfg = self.config
         for name, act in cfg.actuators.items():
-            if isinstance(act, SirenConfig):
+            if isinstance(act, (SirenConfig, BuzzerConfig)):
                 self.actuators[name] = Siren(
                     act.pin, pin_factory=self.pin_factory, active_high=act.active_high
                 )
@@ -163,6 +180,8 @@ class Daemon:
                     flash_hz=act.flash_hz,
                 )
         for name, r in cfg.rules.items():
+            if not isinstance(r, DeterrentRuleConfig):
+                continue
             self.rules[name] = DeterrentRule(
                 name,
                 [(a, self.actuators[a]) for a in r.actuators],
@@ -171,7 +190,12 @@ class Daemon:
                 cooldown_s=r.cooldown_s,
             )
         for name, s in cfg.sensors.items():
-            rules = [self.rules[r] for r, rc in cfg.rules.items() if name in rc.detectors]
+            if isinstance(s, TrapSensorConfig):
+                self._build_trap(name, s)
+                continue
+            if not isinstance(s, PirSensorConfig):
+                continue
+            rules = [self.rules[r] for r in self._deterrents_of(name)]
             self.detectors[name] = PirDetector(
                 s.pin,
                 pin_factory=self.pin_factory,
@@ -182,6 +206,92 @@ class Daemon:
             )
             if s.warmup_s > 0:
                 log.info("detector %s warming up for %.0f s; detections ignored", name, s.warmup_s)
+
+    def _deterrents_of(self, sensor: str) -> list[str]:
+        return [
+            r
+            for r, rc in self.config.rules.items()
+            if isinstance(rc, DeterrentRuleConfig) and sensor in rc.detectors
+        ]
+
+    def _build_trap(self, name: str, cfg: TrapSensorConfig) -> None:
+        loop = self._loop
+        assert loop is not None
+        switch = TrapSwitch(
+            cfg.pin, pin_factory=self.pin_factory, closed_level=cfg.closed_level, pull=cfg.pull
+        )
+        rule = TrapRule(
+            name,
+            debounce_s=cfg.debounce_s,
+            reminder_s=cfg.reminder_s,
+            armed_report_s=cfg.armed_report_s,
+            closed_now=switch.closed,
+            now=time.monotonic(),
+        )
+
+        def on_edge(closed: bool, mono: float) -> None:  # gpiozero's thread
+            rule.edge(closed, mono)
+            loop.call_soon_threadsafe(self._wake[f"trap:{name}"].set)
+
+        switch.on_edge = on_edge
+        self.traps[name] = (switch, rule)
+        self.health[name] = SensorHealth(name, self._record)
+
+    async def _record(self, kind: str, severity: str, data: dict[str, Any]) -> Any:
+        assert self.recorder is not None
+        return await self.recorder.record(kind, severity, data)  # type: ignore[arg-type]
+
+    async def _trap_timer(self, name: str, rule: TrapRule) -> None:
+        wake = self._wake[f"trap:{name}"]
+        while True:
+            wake.clear()
+            for outcome in rule.tick(time.monotonic()):
+                await self._trap_event(name, outcome)
+            delay = max(0.0, rule.next_deadline() - time.monotonic())
+            try:
+                await asyncio.wait_for(wake.wait(), timeout=delay)
+            except TimeoutError:
+                pass
+
+    async def _trap_event(self, name: str, outcome: TrapOutcome) -> None:
+        data: dict[str, Any] = {"sensor": name}
+        if outcome.closed_since is not None:
+            wall = time.time() - (time.monotonic() - outcome.closed_since)
+            data["closed_since"] = dt.datetime.fromtimestamp(wall, dt.UTC).isoformat().replace(
+                "+00:00", "Z"
+            )
+        if outcome.closed_s is not None:
+            data["closed_s"] = round(outcome.closed_s, 1)
+        if outcome.kind == "trap_triggered":
+            data["reminder"] = outcome.reminder
+            log.info("trap %s %s", name, "still closed" if outcome.reminder else "CLOSED")
+            await self._record("trap_triggered", "alarm", data)
+        elif outcome.kind == "trap_reset":
+            log.info("trap %s reopened", name)
+            await self._record("trap_reset", "info", data)
+        else:
+            await self._record("trap_armed", "info", data)
+
+    # -- actuators' test patterns (the installer's self-test) ----------------------
+
+    async def test_actuator(self, name: str) -> None:
+        """Run an actuator's test pattern: siren 1 s, strobe 3 s flashing, buzzer 3 beeps."""
+        act = self.actuators[name]
+        cfg = self.config.actuators[name]
+        if isinstance(cfg, StrobeConfig):
+            act.on()
+            await asyncio.sleep(3)
+            act.off()
+        elif isinstance(cfg, BuzzerConfig):
+            for _ in range(3):
+                act.on()
+                await asyncio.sleep(0.2)
+                act.off()
+                await asyncio.sleep(0.2)
+        else:
+            act.on()
+            await asyncio.sleep(1)
+            act.off()
 
     async def close(self) -> None:
         """Stop tasks, switch actuators off, release pins, close the outbox.  Idempotent."""
@@ -195,13 +305,16 @@ class Daemon:
         self.outbox.close()
 
     def _close_hardware(self) -> None:
-        for dev in [*self.detectors.values(), *self.actuators.values()]:
+        devices: list[Any] = [*self.detectors.values(), *self.actuators.values()]
+        devices += [switch for switch, _ in self.traps.values()]
+        for dev in devices:
             try:
                 dev.close()
             except Exception:  # noqa: BLE001 - closing must go on for the others
                 log.exception("could not close %r", dev)
         self.detectors.clear()
         self.actuators.clear()
+        self.traps.clear()
 
     async def __aenter__(self) -> Daemon:
         await self.start()
@@ -276,9 +389,11 @@ class Daemon:
             )
 
     def sensor_health(self) -> dict[str, str]:
-        return {
+        states = {
             name: "warming_up" if det.warming_up else "ok" for name, det in self.detectors.items()
         }
+        states.update({name: h.state for name, h in self.health.items()})
+        return states
 
     async def heartbeat(self) -> None:
         """Record one heartbeat now: the device's health for the cloud."""

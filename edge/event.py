@@ -29,6 +29,7 @@ KINDS: Final = frozenset(
         "animal_detected",
         "trap_triggered",
         "trap_reset",
+        "trap_armed",
         "water_level_alert",
         "water_rise_alert",
         "posture_check",
