@@ -89,6 +89,34 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(output=Path(args.output), speed=args.speed, language=args.lang)
 
 
+def cmd_bench_run(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from edge.bench import ScenarioError, find_scenario, load_scenario, run_scenario
+
+    try:
+        scenario = load_scenario(find_scenario(args.scenario))
+    except ScenarioError as exc:
+        print(f"bench error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if args.verbose:
+        _setup_logging(False)
+    with tempfile.TemporaryDirectory(prefix="satoyama-bench-") as tmp:
+        report = asyncio.run(run_scenario(scenario, Path(tmp)))
+    print(report.render())
+    if args.report:
+        Path(args.report).write_text(report.to_json(), encoding="utf-8")
+    return 0 if report.passed else 1
+
+
+def cmd_bench_list(args: argparse.Namespace) -> int:
+    from edge.bench import SCENARIOS, load_scenario
+
+    for path in sorted(SCENARIOS.glob("*.toml")):
+        print(f"{path.stem:<28} {load_scenario(path).name}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge",
@@ -147,6 +175,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="language of the e-mail (default: %(default)s)",
     )
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "bench",
+        help="run scripted scenarios against the emulated site",
+        description="Hardware-in-the-loop style scenarios: a timeline of stimuli and the "
+        "expected actuator states and events, with tolerances.",
+    )
+    bench = p.add_subparsers(dest="bench_command", required=True, metavar="ACTION")
+    b = bench.add_parser("run", help="run one scenario (a bundled name or a TOML file)")
+    b.add_argument("scenario", help="bundled scenario name (see 'edge bench list') or a file")
+    b.add_argument("--report", metavar="FILE", help="also write the report as JSON")
+    b.add_argument("--verbose", "-v", action="store_true", help="show the daemon's log")
+    b.set_defaults(func=cmd_bench_run)
+    b = bench.add_parser("list", help="list the bundled scenarios")
+    b.set_defaults(func=cmd_bench_list)
     return parser
 
 

@@ -15,7 +15,7 @@ import datetime as dt
 import logging
 import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import msgspec
@@ -83,9 +83,18 @@ def make_pin_factory(name: str) -> Any:
 class Daemon:
     """One device's daemon.  ``await start()``, then ``await close()``."""
 
-    def __init__(self, config: Config, *, pin_factory: Any = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        pin_factory: Any = None,
+        i2c_bus: Callable[[int], Any] | None = None,
+    ) -> None:
+        """``pin_factory``: gpiozero's (default: from ``[gpio]``); ``i2c_bus``: bus
+        number -> an SMBus-compatible object (default: the kernel's /dev/i2c-N)."""
         self.config = config
         self.pin_factory = pin_factory
+        self.i2c_bus = i2c_bus
         self.outbox = Outbox(
             config.outbox.path,
             max_events=config.outbox.max_events,

@@ -1,0 +1,268 @@
+"""An emulated site: the real daemon on emulated hardware, a private broker, a listener.
+
+Every sensor in the configuration gets the emulator of its kind: gpiozero's
+MockFactory pins for the detector and the trap switch, an SMBus-compatible bus
+with a register-level ADS1115 for the pressure probe, and devices on real
+pseudo-terminals for the ultrasonic ranger and the body-motion mat.  The bench
+(``edge bench run``), ``edge check --emulated`` and the tests drive them
+through :meth:`EmulatedSite.apply`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import aiomqtt
+import msgspec
+
+from edge.config import (
+    Config,
+    GpioConfig,
+    MatSensorConfig,
+    OutboxConfig,
+    PirSensorConfig,
+    PressureProbeConfig,
+    TrapSensorConfig,
+    UltrasonicConfig,
+    parse,
+)
+from edge.event import decode
+from edge.sim.broker import Mosquitto
+
+
+class EmulationError(ValueError):
+    """A stimulus the emulated site cannot apply (unknown target or action)."""
+
+
+class EmulatedSite:
+    def __init__(self, config_text: str, workdir: Path) -> None:
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.base = parse(config_text, "site profile")
+        self.broker = Mosquitto(workdir=workdir / "broker")
+        self.daemon: Any = None
+        self.emulators: dict[str, Any] = {}
+        self._events: list[dict[str, Any]] = []
+        self._spy_task: asyncio.Task[None] | None = None
+        self._spy_ready = asyncio.Event()
+        self.i2c_buses: dict[int, Any] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # -- building -----------------------------------------------------------------
+
+    def _emulate(self) -> Config:
+        """The configuration with every bus, port and broker pointed at emulators."""
+        cfg = self.base
+        sensors: dict[str, Any] = {}
+        for name, s in cfg.sensors.items():
+            if isinstance(s, UltrasonicConfig):
+                from edge.sim.serial_device import UltrasonicModel
+
+                model = UltrasonicModel(
+                    distance_mm=int(max(s.mount_height_cm - 50, 30) * 10)
+                )
+                self.emulators[name] = model
+                sensors[name] = msgspec.structs.replace(s, port=model.port)
+            elif isinstance(s, MatSensorConfig):
+                from edge.sim.mat_emulator import MatModel
+
+                mat = MatModel(seed=len(self.emulators) + 1)
+                self.emulators[name] = mat
+                sensors[name] = msgspec.structs.replace(s, port=mat.port)
+            elif isinstance(s, PressureProbeConfig):
+                from edge.sim.i2c import ADS1115Model, EmulatedI2CBus
+
+                bus = self.i2c_buses.get(s.bus)
+                if bus is None:
+                    bus = self.i2c_buses[s.bus] = EmulatedI2CBus()
+                chip = bus.devices.get(s.address) if hasattr(bus, "devices") else None
+                if chip is None:
+                    chip = ADS1115Model()
+                    bus.attach(s.address, chip)
+                chip.set_current_ma(s.channel, 4.0, s.shunt_ohm)
+                self.emulators[name] = (chip, s)
+                sensors[name] = s
+            else:
+                sensors[name] = s
+        uplink = msgspec.structs.replace(
+            cfg.uplink,
+            host=self.broker.host,
+            port=self.broker.port,
+            tls=None,
+            username=None,
+            password=None,
+            reconnect_min_s=0.1,
+            reconnect_max_s=1.0,
+        )
+        return msgspec.structs.replace(
+            cfg,
+            sensors=sensors,
+            uplink=uplink,
+            outbox=OutboxConfig(path=str(self.workdir / "outbox.sqlite3")),
+            gpio=GpioConfig(pin_factory="mock"),
+        )
+
+    async def start(self) -> None:
+        from edge.daemon import Daemon
+
+        self.broker.start()
+        config = self._emulate()
+        self._spy_task = asyncio.create_task(self._listen(config))
+        await asyncio.wait_for(self._spy_ready.wait(), 10)
+        self.daemon = Daemon(config, i2c_bus=self.i2c_buses.__getitem__)
+        await self.daemon.start()
+
+    async def _listen(self, config: Config) -> None:
+        topic = f"{config.uplink.topic_prefix}/{config.device.id}/events"
+        async with aiomqtt.Client(self.broker.host, self.broker.port) as client:
+            await client.subscribe(topic, qos=1)
+            self._spy_ready.set()
+            async for msg in client.messages:
+                if isinstance(msg.payload, bytes):
+                    event = decode(msg.payload)
+                    self._events.append(
+                        {
+                            "t": time.monotonic(),
+                            "kind": event.kind,
+                            "severity": event.severity,
+                            "data": event.data,
+                            "id": event.id,
+                        }
+                    )
+
+    async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        if self.daemon is not None:
+            await self.daemon.close()
+        if self._spy_task is not None:
+            self._spy_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                await self._spy_task
+        for emu in self.emulators.values():
+            close = getattr(emu, "close", None)
+            if close is not None:
+                close()
+        self.broker.close()
+
+    async def __aenter__(self) -> EmulatedSite:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # -- observing ------------------------------------------------------------------
+
+    def events(self) -> list[dict[str, Any]]:
+        return list(self._events)
+
+    def actuator_states(self) -> dict[str, bool]:
+        return {name: bool(a.is_on) for name, a in self.daemon.actuators.items()}
+
+    # -- stimuli ----------------------------------------------------------------------
+
+    def _background_task(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def apply(self, target: str, action: str, value: Any = None) -> None:
+        """One stimulus: ``target`` is a sensor or actuator name from the configuration.
+
+        Returns at once; stimuli that last (a motion, a test pattern) go on in the
+        background, so a timeline's next step is not delayed.
+        """
+        cfg = self.base
+        if target in cfg.actuators:
+            if action != "test":
+                raise EmulationError(f"{target}: actuators know only the action 'test'")
+            self._background_task(self.daemon.test_actuator(target))
+            return
+        sensor = cfg.sensors.get(target)
+        if sensor is None:
+            raise EmulationError(f"no sensor or actuator named {target!r}")
+        if isinstance(sensor, PirSensorConfig):
+            pin = self.daemon.pin_factory.pin(sensor.pin)
+            if action == "motion":
+                on, off = (
+                    (pin.drive_high, pin.drive_low) if sensor.active_high
+                    else (pin.drive_low, pin.drive_high)
+                )
+
+                async def motion() -> None:
+                    await asyncio.to_thread(on)
+                    await asyncio.sleep(float(value or 0.5))
+                    await asyncio.to_thread(off)
+
+                self._background_task(motion())
+                return
+            raise EmulationError(f"{target}: a pir detector knows the action 'motion'")
+        if isinstance(sensor, TrapSensorConfig):
+            pin = self.daemon.pin_factory.pin(sensor.pin)
+            closed_high = sensor.closed_level == "high"
+            close = pin.drive_high if closed_high else pin.drive_low
+            open_ = pin.drive_low if closed_high else pin.drive_high
+            if action in ("close", "bounce_close"):
+                if action == "bounce_close":
+                    for _ in range(6):
+                        await asyncio.to_thread(close)
+                        await asyncio.to_thread(open_)
+                await asyncio.to_thread(close)
+                return
+            if action == "open":
+                await asyncio.to_thread(open_)
+                return
+            raise EmulationError(f"{target}: a trap knows 'close', 'bounce_close', 'open'")
+        emu = self.emulators.get(target)
+        await self._apply_emulator(target, sensor, emu, action, value)
+
+    async def _apply_emulator(
+        self, target: str, sensor: Any, emu: Any, action: str, value: Any
+    ) -> None:
+        if isinstance(sensor, PressureProbeConfig):
+            chip, s = emu
+            if action == "level_cm":
+                depth = float(value) - s.offset_cm
+                chip.set_current_ma(s.channel, 4.0 + 16.0 * depth / s.range_cm, s.shunt_ohm)
+            elif action == "current_ma":
+                chip.set_current_ma(s.channel, float(value), s.shunt_ohm)
+            elif action == "i2c_errors":
+                chip.fail_next(int(value or 3))
+            elif action in ("stop_answering", "unplug"):
+                chip.stop_answering()
+            elif action in ("resume", "plug"):
+                chip.resume()
+            else:
+                raise EmulationError(f"{target}: unknown action {action!r} for a pressure probe")
+            return
+        if isinstance(sensor, UltrasonicConfig):
+            if action == "level_cm":
+                emu.set_distance_mm(int(round((sensor.mount_height_cm - float(value)) * 10)))
+            elif action == "garbage":
+                emu.inject_garbage(int(value or 32))
+            elif action == "unplug":
+                emu.unplug()
+            elif action == "plug":
+                emu.plug()
+            else:
+                raise EmulationError(f"{target}: unknown action {action!r} for an ultrasonic ranger")
+            return
+        if isinstance(sensor, MatSensorConfig):
+            method = getattr(emu, action, None)
+            if method is None or action.startswith("_"):
+                raise EmulationError(f"{target}: unknown action {action!r} for a mat")
+            if value is None:
+                method()
+            else:
+                method(value)
+            return
+        raise EmulationError(f"{target}: no emulator for this sensor")
