@@ -46,7 +46,7 @@ def test_a_wrong_expectation_fails_with_exit_1_and_a_json_report(tmp_path: Path)
         ('name = "x"\nsite = "paddy-edge"\n', "duration_s"),
         ('name = "x"\nsite = "paddy-edge"\nduration_s = 1\nbogus = 2\n', "bogus"),
         ('name = "x"\nsite = "paddy-edge"\nduration_s = 1\n[[expect]]\nstate = "on"\n',
-         "expect[0]: give either actuator or event"),
+         r"expect\[0\]: give either actuator or event"),
     ],
 )
 def test_bad_scenario_names_the_key(tmp_path: Path, text: str, message: str) -> None:
