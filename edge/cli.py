@@ -89,6 +89,32 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(output=Path(args.output), speed=args.speed, language=args.lang)
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from edge.check import run_check
+
+    config = _load_config(args.config)
+    unknown = [n for n in args.fire if n not in config.actuators]
+    if unknown:
+        print(f"error: --fire {unknown[0]}: no actuator of that name in the config", file=sys.stderr)
+        return EXIT_CONFIG
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        verdict = await run_check(
+            config,
+            watch_s=args.watch,
+            fire=args.fire,
+            require_exercise=args.require_exercise,
+            stop=stop,
+        )
+        return 0 if verdict.passed else 1
+
+    return asyncio.run(main())
+
+
 def cmd_bench_run(args: argparse.Namespace) -> int:
     import tempfile
 
@@ -175,6 +201,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="language of the e-mail (default: %(default)s)",
     )
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "check",
+        help="the installer's self-test: probe every sensor and actuator",
+        description="Probe every configured sensor and actuator without running the rules "
+        "(waving at the detector does not sound the siren or send e-mail), show a live "
+        "table, fire actuators' test patterns on request, check the broker and the modem. "
+        "Ends with a one-line verdict: exit 0, or 1 naming each failing part.",
+    )
+    p.add_argument("--config", "-c", required=True, metavar="FILE", help="device TOML file")
+    p.add_argument(
+        "--watch", type=float, default=30.0, metavar="S",
+        help="seconds to watch the sensors while you exercise them (default %(default)s; "
+        "Ctrl-C ends early)",
+    )
+    p.add_argument(
+        "--fire", action="append", default=[], metavar="ACTUATOR",
+        help="run this actuator's test pattern (siren 1 s, strobe 3 s, buzzer 3 beeps); "
+        "repeatable",
+    )
+    p.add_argument(
+        "--require-exercise", action="store_true",
+        help="fail parts that were not exercised (detector not triggered, trap not closed)",
+    )
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser(
         "bench",

@@ -1,0 +1,268 @@
+"""``edge check``: the installer's self-test, on site, after wiring.
+
+It probes every configured sensor and actuator without running the rules (a
+hand waved at the detector must not sound the siren or e-mail the farmers),
+shows a live table that fits an 80-column SSH terminal, fires actuators' test
+patterns on request, checks the link to the broker and the modem, and ends
+with a one-line verdict: exit 0, or 1 naming each failing part.
+
+Parts that can only be proven by exercising them (the detector, the trap)
+count as passed once they changed during the check, and as "not exercised"
+(a warning, not a failure) otherwise; ``--require-exercise`` makes that a
+failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import aiomqtt
+
+from edge.config import (
+    BuzzerConfig,
+    Config,
+    PirSensorConfig,
+    SirenConfig,
+    StrobeConfig,
+    TrapSensorConfig,
+)
+from edge.modem import modem_status
+
+
+@dataclass
+class Part:
+    name: str
+    where: str
+    status: str = "waiting"  # ok | fail | waiting | not exercised
+    reading: str = ""
+    detail: str = ""
+    changes: int = 0
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "fail"
+
+
+@dataclass
+class Verdict:
+    parts: list[Part] = field(default_factory=list)
+    require_exercise: bool = False
+
+    def failing(self) -> list[Part]:
+        bad = [p for p in self.parts if p.failed]
+        if self.require_exercise:
+            bad += [p for p in self.parts if p.status == "not exercised"]
+        return bad
+
+    @property
+    def passed(self) -> bool:
+        return not self.failing()
+
+    def line(self) -> str:
+        bad = self.failing()
+        if not bad:
+            warn = [p.name for p in self.parts if p.status == "not exercised"]
+            extra = f" (not exercised: {', '.join(warn)})" if warn else ""
+            return f"PASS: all {len(self.parts)} parts ok{extra}"
+        return "FAIL: " + "; ".join(f"{p.name} ({p.detail or p.status})" for p in bad)
+
+
+def render_table(parts: list[Part], elapsed: float, width: int = 80) -> str:
+    head = f"{'part':<14}{'where':<16}{'status':<14}reading"
+    rows = [f"edge check  {elapsed:5.0f} s   (Ctrl-C to finish)", head, "-" * min(width, 78)]
+    for p in parts:
+        reading = (p.reading or p.detail)[: max(0, width - 45)]
+        rows.append(f"{p.name[:13]:<14}{p.where[:15]:<16}{p.status:<14}{reading}")
+    return "\n".join(rows)
+
+
+class Checker:
+    """Builds the drivers for every configured part and watches them."""
+
+    def __init__(self, config: Config, *, pin_factory: Any = None) -> None:
+        self.config = config
+        self.pin_factory = pin_factory
+        self.parts: dict[str, Part] = {}
+        self.devices: dict[str, Any] = {}
+        self._readers: list[Callable[[], None]] = []
+
+    def build(self) -> None:
+        from drivers.pir import PirDetector
+        from drivers.siren import Siren
+        from drivers.strobe import Strobe
+        from drivers.trap_switch import TrapSwitch
+        from edge.daemon import make_pin_factory
+
+        if self.pin_factory is None:
+            self.pin_factory = make_pin_factory(self.config.gpio.pin_factory)
+        for name, s in self.config.sensors.items():
+            if isinstance(s, PirSensorConfig):
+                part = self.parts[name] = Part(name, f"GPIO{s.pin}")
+                try:
+                    det = PirDetector(
+                        s.pin, pin_factory=self.pin_factory, pull=s.pull,
+                        active_high=s.active_high, warmup_s=0,
+                    )
+                except Exception as exc:  # noqa: BLE001 - report, don't crash
+                    part.status, part.detail = "fail", f"cannot open pin: {exc}"
+                    continue
+                self.devices[name] = det
+                det.on_detect = lambda now, p=part: self._changed(p, "motion")
+                self._readers.append(
+                    lambda p=part, d=det: self._show(p, "MOTION" if d.active else "idle")
+                )
+            elif isinstance(s, TrapSensorConfig):
+                part = self.parts[name] = Part(name, f"GPIO{s.pin}")
+                try:
+                    sw = TrapSwitch(
+                        s.pin, pin_factory=self.pin_factory, closed_level=s.closed_level,
+                        pull=s.pull,
+                    )
+                except Exception as exc:  # noqa: BLE001
+                    part.status, part.detail = "fail", f"cannot open pin: {exc}"
+                    continue
+                self.devices[name] = sw
+                sw.on_edge = lambda closed, now, p=part: self._changed(
+                    p, "closed" if closed else "open"
+                )
+                self._readers.append(
+                    lambda p=part, d=sw: self._show(p, "door CLOSED" if d.closed else "door open")
+                )
+            else:
+                self.parts[name] = Part(name, type(s).__name__, "fail", detail="not checked yet")
+        for name, a in self.config.actuators.items():
+            part = self.parts[name] = Part(name, f"GPIO{a.pin}", "ok", "off")
+            try:
+                if isinstance(a, StrobeConfig):
+                    self.devices[name] = Strobe(
+                        a.pin, pin_factory=self.pin_factory, active_high=a.active_high,
+                        flash_hz=a.flash_hz,
+                    )
+                elif isinstance(a, (SirenConfig, BuzzerConfig)):
+                    self.devices[name] = Siren(
+                        a.pin, pin_factory=self.pin_factory, active_high=a.active_high
+                    )
+            except Exception as exc:  # noqa: BLE001
+                part.status, part.detail = "fail", f"cannot open pin: {exc}"
+
+    def _changed(self, part: Part, what: str) -> None:
+        part.changes += 1
+        part.status = "ok"
+        part.detail = f"{what} seen ({part.changes}x)"
+
+    def _show(self, part: Part, reading: str) -> None:
+        part.reading = reading
+        if part.status == "waiting":
+            part.reading = f"{reading} - exercise it"
+
+    def sample(self) -> None:
+        for read in self._readers:
+            read()
+
+    async def fire(self, name: str) -> None:
+        """Run an actuator's test pattern: siren 1 s, strobe 3 s, buzzer 3 beeps."""
+        dev = self.devices.get(name)
+        part = self.parts.get(name)
+        if dev is None or part is None:
+            raise KeyError(name)
+        cfg = self.config.actuators[name]
+        part.reading = "TEST PATTERN"
+        if isinstance(cfg, BuzzerConfig):
+            for _ in range(3):
+                dev.on()
+                await asyncio.sleep(0.2)
+                dev.off()
+                await asyncio.sleep(0.2)
+        else:
+            dev.on()
+            await asyncio.sleep(3 if isinstance(cfg, StrobeConfig) else 1)
+            dev.off()
+        part.reading = "fired, off"
+        part.detail = "test pattern ran"
+
+    async def check_uplink(self) -> Part:
+        up = self.config.uplink
+        part = Part("uplink", f"{up.host}:{up.port}"[:15])
+        self.parts["uplink"] = part
+        tls: ssl.SSLContext | None = None
+        try:
+            if up.tls is not None:
+                from edge.uplink import tls_context
+
+                tls = tls_context(up.tls)
+            async with aiomqtt.Client(
+                up.host, up.port, username=up.username, password=up.password,
+                identifier=f"{self.config.client_id}-check", tls_context=tls,
+                timeout=min(up.connect_timeout_s, 10),
+            ):
+                part.status, part.reading = "ok", "broker answered"
+        except (aiomqtt.MqttError, OSError, ValueError) as exc:
+            part.status, part.detail = "fail", str(exc)[:60] or type(exc).__name__
+        return part
+
+    async def check_modem(self) -> None:
+        if self.config.health.modem == "none":
+            return
+        status = await modem_status()
+        if status is None:
+            return  # no modem: Wi-Fi or Ethernet; nothing to check
+        part = Part("modem", status.get("access_tech", "?"), "ok")
+        part.reading = f"signal {status.get('signal_pct', '?')} %, {status.get('state', '?')}"
+        if status.get("state") not in ("connected", "registered"):
+            part.status, part.detail = "fail", f"modem {status.get('state')}"
+        self.parts["modem"] = part
+
+    def close(self) -> None:
+        for dev in self.devices.values():
+            try:
+                dev.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+
+async def run_check(
+    config: Config,
+    *,
+    watch_s: float = 30.0,
+    fire: list[str] | None = None,
+    require_exercise: bool = False,
+    pin_factory: Any = None,
+    out: TextIO = sys.stdout,
+    live: bool | None = None,
+    stop: asyncio.Event | None = None,
+) -> Verdict:
+    checker = Checker(config, pin_factory=pin_factory)
+    checker.build()
+    live = out.isatty() if live is None else live
+    try:
+        await asyncio.gather(checker.check_uplink(), checker.check_modem())
+        for name in fire or []:
+            await checker.fire(name)
+        t0 = time.monotonic()
+        stop = stop or asyncio.Event()
+        while time.monotonic() - t0 < watch_s and not stop.is_set():
+            checker.sample()
+            if live:
+                out.write("\x1b[H\x1b[2J" + render_table(list(checker.parts.values()),
+                                                       time.monotonic() - t0) + "\n")
+                out.flush()
+            try:
+                await asyncio.wait_for(stop.wait(), 0.25)
+            except TimeoutError:
+                pass
+        checker.sample()
+        for part in checker.parts.values():
+            if part.status == "waiting":
+                part.status = "not exercised"
+        verdict = Verdict(list(checker.parts.values()), require_exercise)
+        out.write(render_table(verdict.parts, time.monotonic() - t0) + "\n")
+        out.write(verdict.line() + "\n")
+        return verdict
+    finally:
+        checker.close()

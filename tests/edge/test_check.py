@@ -1,0 +1,95 @@
+"""edge check: the installer's self-test names every failing part."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+from gpiozero.pins.mock import MockFactory
+
+from edge.check import run_check
+from edge.config import parse
+from edge.sim.broker import Mosquitto, free_port
+from edge.sim.site import device_config
+
+TRAP = '\n[sensors.trap_a]\ntype = "trap"\npin = 5\n\n[actuators.buzzer]\ntype = "buzzer"\npin = 6\n'
+
+
+def config_text(tmp_path: Path, port: int) -> str:
+    return device_config(tmp_path / "o.sqlite3", port, warmup_s=60) + TRAP + (
+        '\n[health]\nmodem = "none"\n'
+    )
+
+
+async def test_exercised_parts_pass_and_actuators_fire(
+    tmp_path: Path, broker: Mosquitto, pins: MockFactory
+) -> None:
+    out = io.StringIO()
+    stop = asyncio.Event()
+
+    async def installer() -> None:
+        await asyncio.sleep(0.3)  # the installer walks to the detector ...
+        await asyncio.to_thread(pins.pin(17).drive_high)  # ... and waves (warm-up ignored)
+        await asyncio.to_thread(pins.pin(17).drive_low)
+        await asyncio.to_thread(pins.pin(5).drive_low)  # closes the trap door
+        await asyncio.sleep(0.3)
+        stop.set()
+
+    siren = pins.pin(27)
+    verdict, _ = await asyncio.gather(
+        run_check(
+            parse(config_text(tmp_path, broker.port)), watch_s=20, fire=["siren", "buzzer"],
+            pin_factory=pins, out=out, stop=stop,
+        ),
+        installer(),
+    )
+    assert verdict.passed, out.getvalue()
+    states = {p.name: p.status for p in verdict.parts}
+    assert states == {
+        "pir_north": "ok", "trap_a": "ok", "siren": "ok", "strobe": "ok", "buzzer": "ok",
+        "uplink": "ok",
+    }
+    assert [s.state for s in siren.states] == [False, True, False]  # one 1 s test pattern
+    assert [s.state for s in pins.pin(6).states].count(True) == 3  # three beeps
+    assert "PASS: all 6 parts ok" in out.getvalue()
+    for line in out.getvalue().splitlines():
+        assert len(line) <= 80  # fits a small SSH terminal
+
+
+async def test_unexercised_parts_warn_or_fail_on_request(
+    tmp_path: Path, broker: Mosquitto, pins: MockFactory
+) -> None:
+    out = io.StringIO()
+    verdict = await run_check(
+        parse(config_text(tmp_path, broker.port)), watch_s=0.2, pin_factory=pins, out=out,
+        require_exercise=True,
+    )
+    assert not verdict.passed
+    assert verdict.line().startswith("FAIL: pir_north (not exercised); trap_a (not exercised)")
+
+
+def test_cli_names_the_unreachable_broker_and_exits_1(tmp_path: Path) -> None:
+    config = tmp_path / "device.toml"
+    config.write_text(config_text(tmp_path, free_port()).replace(
+        '[gpio]\npin_factory = "mock"', '[gpio]\npin_factory = "mock"'))
+    result = subprocess.run(
+        [sys.executable, "-m", "edge", "check", "--config", str(config), "--watch", "0.2"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith("FAIL: uplink (")
+
+
+def test_cli_refuses_firing_an_unknown_actuator(tmp_path: Path) -> None:
+    config = tmp_path / "device.toml"
+    config.write_text(config_text(tmp_path, free_port()))
+    result = subprocess.run(
+        [sys.executable, "-m", "edge", "check", "-c", str(config), "--fire", "horn"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 2
+    assert "--fire horn: no actuator of that name" in result.stderr
