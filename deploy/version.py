@@ -1,0 +1,17 @@
+"""Release versions: plain dotted numbers, so "is this a downgrade?" is never ambiguous."""
+
+from __future__ import annotations
+
+import re
+
+from deploy.errors import DeployError
+
+VERSION_RE = re.compile(r"^\d+(\.\d+){0,3}$")
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    """``"1.4.2"`` -> ``(1, 4, 2, 0)``; anything but one to four dotted numbers is refused."""
+    if not isinstance(text, str) or not VERSION_RE.fullmatch(text):
+        raise DeployError(f"version {text!r} is not dotted numbers like 1.4.2")
+    parts = tuple(int(p) for p in text.split("."))
+    return parts + (0,) * (4 - len(parts))

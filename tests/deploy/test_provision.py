@@ -1,0 +1,428 @@
+"""Provisioning real FAT images (mkfs.fat + mtools) and mounted folders; read back, validated."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from deploy import profiles
+from deploy.disks import SystemDisks, read_mounts
+from deploy.errors import InsecureKeyError, ProfilePendingError, ProvisionError, UnsafeTargetError
+from deploy.fatboot import BootImage, find_fat_offset
+from deploy.provision import CMDLINE_HOOK, Request, load_fleet, lookup_place, provision, wpa_psk
+from edge.config import ConfigError, parse
+from tests.deploy.conftest import Keys
+from tests.deploy.helpers import BOOKWORM_BOOT, REPO, TRIXIE_BOOT, make_fat_image, write_fleet
+
+DEVICE = "shiojiri-kataoka-01"
+PASSPHRASE = "kataoka-paddy-wifi-2026"
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def fleet_file(tmp_path: Path, bundle_v1: Path, ota_key: Keys, fleet_ca: Path) -> Path:
+    return write_fleet(tmp_path, bundle=bundle_v1, verify_keys=[ota_key.public], ca_dir=fleet_ca)
+
+
+def _request(fleet_file: Path, **kw: object) -> Request:
+    args: dict[str, object] = dict(
+        device_id=DEVICE,
+        site="shiojiri-kataoka",
+        fleet=load_fleet(fleet_file),
+        latitude=36.10395,
+        longitude=137.96563,
+        description="片丘 東の田 北端の柵",
+    )
+    args.update(kw)
+    return Request(**args)  # type: ignore[arg-type]
+
+
+# The tests write into their own temporary folders and images; /proc stands for the
+# "installer's system" so the guard has something that is not the test's own disk.
+NOT_HERE = SystemDisks.of_paths(["/proc"])
+
+
+def test_bookworm_image_gets_firstrun_hook_config_identity_and_bundle(
+    tmp_path: Path, fleet_file: Path, bundle_v1: Path, fleet_ca: Path
+) -> None:
+    image = tmp_path / "raspios-bookworm.img"
+    make_fat_image(image, files=BOOKWORM_BOOT)
+    plan = provision(
+        _request(
+            fleet_file, wifi_ssid="kataoka-field", wifi_psk=PASSPHRASE, cellular_apn="soracom.io"
+        ),
+        image=image,
+        system=NOT_HERE,
+    )
+    assert plan.mechanism == "firstrun"
+
+    boot = BootImage(image)
+    # The configuration on the card is re-read and validated by the daemon's own validator.
+    config = parse(boot.read("satoyama/secrets/device.toml").decode(), "card")  # type: ignore[union-attr]
+    assert config.device.id == DEVICE
+    assert (config.device.latitude, config.device.longitude) == (36.10395, 137.96563)
+    assert set(config.sensors) == {"pir_north", "pir_south"}
+    assert set(config.actuators) == {"siren", "strobe"}
+    assert config.uplink.host == "broker.example.jp" and config.uplink.port == 8883
+    assert config.uplink.tls is not None  # the identity written below, where first boot puts it
+    assert (config.uplink.tls.key_file, config.uplink.tls.cert_file, config.uplink.tls.ca_file) == (
+        "/etc/satoyama/device.key",
+        "/etc/satoyama/device.crt",
+        "/etc/satoyama/ca.crt",
+    )
+
+    cmdline = boot.read("cmdline.txt").decode()  # type: ignore[union-attr]
+    assert cmdline.count("\n") == 1 and cmdline.endswith("\n"), "cmdline.txt must stay one line"
+    assert cmdline.startswith(BOOKWORM_BOOT["cmdline.txt"].decode().strip())
+    assert cmdline.strip().endswith(CMDLINE_HOOK)
+    assert b"satoyama/firstboot.sh" in boot.read("firstrun.sh")  # type: ignore[operator]
+    assert boot.read(f"satoyama/{bundle_v1.name}") == bundle_v1.read_bytes()
+
+    # The identity: a key matching a certificate for this device, signed by the fleet CA.
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(boot.read("satoyama/secrets/device.crt"))  # type: ignore[arg-type]
+    ca = x509.load_pem_x509_certificate((fleet_ca / "ca.crt").read_bytes())
+    cert.verify_directly_issued_by(ca)
+    assert (
+        cert.subject.rfc4514_string().endswith(f"CN={DEVICE}")
+        or f"CN={DEVICE}" in cert.subject.rfc4514_string()
+    )
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    key = load_pem_private_key(boot.read("satoyama/secrets/device.key"), None)  # type: ignore[arg-type]
+    assert key.public_key() == cert.public_key()
+
+    # Network: NetworkManager keyfiles in secrets/, the Wi-Fi key hashed, never the passphrase.
+    wifi = boot.read("satoyama/secrets/satoyama-wifi.nmconnection").decode()  # type: ignore[union-attr]
+    assert f"psk={wpa_psk('kataoka-field', PASSPHRASE)}" in wifi
+    assert "apn=soracom.io" in boot.read("satoyama/secrets/satoyama-cellular.nmconnection").decode()  # type: ignore[union-attr]
+    boot.close()
+    assert PASSPHRASE.encode() not in image.read_bytes()
+
+    # The updater's settings pin the fleet's verify key; the hook's settings are shell.
+    updater = tomllib.loads(BootImage(image).read("satoyama/etc/updater.toml").decode())  # type: ignore[union-attr]
+    assert len(updater["verify_keys"]) == 1 and updater["verify_keys"][0].startswith(
+        "/etc/satoyama/ota-keys/"
+    )
+
+
+def test_generated_scripts_are_valid_shell(tmp_path: Path, fleet_file: Path) -> None:
+    image = tmp_path / "card.img"
+    make_fat_image(image, files=BOOKWORM_BOOT)
+    provision(_request(fleet_file, ssh_key=None), image=image, system=NOT_HERE)
+    boot = BootImage(image)
+    for name, shell in (
+        ("satoyama/firstboot.sh", "sh"),
+        ("firstrun.sh", "bash"),
+        ("satoyama/firstboot.env", "sh"),
+    ):
+        script = tmp_path / Path(name).name
+        script.write_bytes(boot.read(name))  # type: ignore[arg-type]
+        subprocess.run([shell, "-n", str(script)], check=True)
+    env = subprocess.run(
+        [
+            "sh",
+            "-c",
+            f'. "{tmp_path / "firstboot.env"}"; echo "$DEVICE_ID|$MECHANISM|$SERVICE_USER"',
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert env.stdout.strip() == f"{DEVICE}|firstrun|satoyama"
+
+
+def test_trixie_image_gets_cloud_init_seed(tmp_path: Path, fleet_file: Path) -> None:
+    image = tmp_path / "raspios-trixie.img"
+    make_fat_image(image, files=TRIXIE_BOOT)
+    plan = provision(
+        _request(fleet_file, wifi_ssid="kataoka-field", wifi_psk=PASSPHRASE),
+        image=image,
+        system=NOT_HERE,
+    )
+    assert plan.mechanism == "cloud-init"
+    boot = BootImage(image)
+    user_data = boot.read("user-data").decode()  # type: ignore[union-attr]
+    assert user_data.startswith("#cloud-config\n")
+    assert "/boot/firmware/satoyama/firstboot.sh" in user_data
+    assert "hostname: shiojiri-kataoka-01" in user_data
+    assert boot.read("meta-data").decode().startswith("instance-id: satoyama-")  # type: ignore[union-attr]
+    net = boot.read("network-config").decode()  # type: ignore[union-attr]
+    assert '"kataoka-field":' in net and wpa_psk("kataoka-field", PASSPHRASE) in net
+    assert "systemd.run" not in boot.read("cmdline.txt").decode()  # type: ignore[union-attr]
+    assert not boot.exists("firstrun.sh")
+    assert not boot.exists("satoyama/secrets/satoyama-wifi.nmconnection")  # netplan has it
+    boot.close()
+    assert PASSPHRASE.encode() not in image.read_bytes()
+
+
+def test_mounted_card_folder_and_reprovisioning(tmp_path: Path, fleet_file: Path) -> None:
+    card = tmp_path / "bootfs"
+    card.mkdir()
+    for name, data in BOOKWORM_BOOT.items():
+        (card / name).write_bytes(data)
+    (card / "satoyama").mkdir()
+    (card / "satoyama" / "stale-from-last-time.tar").write_bytes(b"old")
+    provision(_request(fleet_file), boot_dir=card, system=NOT_HERE)
+    provision(_request(fleet_file), boot_dir=card, system=NOT_HERE)  # again: same result
+    assert not (card / "satoyama" / "stale-from-last-time.tar").exists()
+    assert (card / "cmdline.txt").read_text().count("systemd.run=") == 1
+    parse((card / "satoyama/secrets/device.toml").read_text(), "card")
+    assert "shiojiri-kataoka-01" in (card / "satoyama/SUMMARY.txt").read_text()
+
+
+def test_cli_provisions_an_image_and_prints_the_installer_summary(
+    tmp_path: Path, fleet_file: Path
+) -> None:
+    image = tmp_path / "card.img"
+    make_fat_image(image, files=BOOKWORM_BOOT)
+    sites = tmp_path / "sites.toml"
+    sites.write_text(
+        "[shiojiri-kataoka]\nlatitude = 36.1\nlongitude = 137.9\n\n"
+        "[shiojiri-kataoka.places.north-fence]\nlatitude = 36.10395\nlongitude = 137.96563\n"
+        'description = "北端の柵"\n'
+    )
+    psk = tmp_path / "psk"
+    psk.write_text(PASSPHRASE)
+    psk.chmod(0o600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "deploy.cli",
+            "provision",
+            "--fleet",
+            str(fleet_file),
+            "--device",
+            DEVICE,
+            "--site",
+            "shiojiri-kataoka",
+            "--sites",
+            str(sites),
+            "--place",
+            "north-fence",
+            "--profile",
+            "paddy-wildlife",
+            "--image",
+            str(image),
+            "--wifi-ssid",
+            "kataoka-field",
+            "--wifi-psk-file",
+            str(psk),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    for expected in (
+        DEVICE,
+        "36.103950, 137.965630",
+        "北端の柵",
+        "paddy-wildlife",
+        "GPIO17 (header pin 11)",
+        "GPIO27 (header pin 13)",
+        'Wi-Fi "kataoka-field"',
+        "edge check",
+        "firstrun.sh",
+    ):
+        assert expected in out, expected
+    assert PASSPHRASE not in out
+    assert BootImage(image).read("satoyama/SUMMARY.txt").decode() == out  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("profile", ["paddy-wildlife", "trap", "water-level", "nap-room"])
+def test_ready_profiles_provision_pending_ones_are_refused(
+    tmp_path: Path, fleet_file: Path, profile: str
+) -> None:
+    """Ready: the card's configuration validates.  Pending: refused, with why, nothing written."""
+    prof = profiles.load(profile)
+    image = tmp_path / "card.img"
+    make_fat_image(image, files=BOOKWORM_BOOT)
+    before = _sha(image)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "deploy.cli",
+            "provision",
+            "--fleet",
+            str(fleet_file),
+            "--device",
+            DEVICE,
+            "--site",
+            "s",
+            "--lat",
+            "36",
+            "--lon",
+            "137",
+            "--profile",
+            profile,
+            "--image",
+            str(image),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    if prof.ready:
+        assert proc.returncode == 0, proc.stderr
+        text = BootImage(image).read("satoyama/secrets/device.toml").decode()  # type: ignore[union-attr]
+        config = parse(text, "card")
+        assert set(config.sensors) and config.device.id == DEVICE
+        return
+    assert proc.returncode == 2, proc.stderr
+    assert f"profile '{profile}' is pending" in proc.stderr and "issue" in proc.stderr
+    assert "only ready profiles can be provisioned: paddy-wildlife" in proc.stderr
+    assert _sha(image) == before
+    with pytest.raises(ProfilePendingError):
+        provision(_request(fleet_file, profile=profile), image=image, system=NOT_HERE)
+    assert _sha(image) == before
+
+
+def test_every_profile_template_is_wiring_the_validator_knows() -> None:
+    """Templates are kept in step with the schema (a pending one may still be refused)."""
+    facts = profiles.DeviceFacts(DEVICE, "s", 36.0, 137.0, "", "broker.example.jp", 8883)
+    for name in profiles.available():
+        prof = profiles.load(name)
+        try:
+            parse(profiles.render_head(facts, "test") + prof.wiring, name)
+        except ConfigError as exc:
+            assert not prof.ready, f"ready profile {name} does not validate: {exc}"
+
+
+def test_invalid_config_is_refused_naming_the_key_before_anything_is_written(
+    tmp_path: Path, fleet_file: Path
+) -> None:
+    image = tmp_path / "card.img"
+    make_fat_image(image, files=BOOKWORM_BOOT)
+    before = _sha(image)
+    text = (REPO / "examples" / "paddy-edge.toml").read_text().replace("pin = 22", "pin = 17")
+    bad = tmp_path / "device.toml"
+    bad.write_text(text)
+    with pytest.raises(ProvisionError, match=r"actuators\.strobe\.pin: GPIO17 is already used"):
+        provision(_request(fleet_file, profile=None, config_file=bad), image=image, system=NOT_HERE)
+    assert _sha(image) == before
+    with pytest.raises(ProvisionError, match="latitude"):
+        provision(_request(fleet_file, latitude=123.0), image=image, system=NOT_HERE)
+    assert _sha(image) == before
+
+
+def test_a_bundle_not_signed_by_the_fleet_key_never_reaches_a_card(
+    tmp_path: Path, bundle_v1: Path, other_key: Keys, fleet_ca: Path
+) -> None:
+    fleet_file = write_fleet(
+        tmp_path, bundle=bundle_v1, verify_keys=[other_key.public], ca_dir=fleet_ca
+    )
+    image = tmp_path / "card.img"
+    make_fat_image(image, files=BOOKWORM_BOOT)
+    before = _sha(image)
+    with pytest.raises(ProvisionError, match="signature rejected"):
+        provision(_request(fleet_file), image=image, system=NOT_HERE)
+    assert _sha(image) == before
+
+
+def test_group_readable_ca_key_is_refused(tmp_path: Path, fleet_file: Path, fleet_ca: Path) -> None:
+    image = tmp_path / "card.img"
+    make_fat_image(image, files=BOOKWORM_BOOT)
+    key = fleet_ca / "ca.key"
+    key.chmod(0o640)
+    try:
+        with pytest.raises(InsecureKeyError, match="chmod 600"):
+            provision(_request(fleet_file), image=image, system=NOT_HERE)
+    finally:
+        key.chmod(0o600)
+
+
+def test_another_tools_customisation_is_not_overwritten_silently(
+    tmp_path: Path, fleet_file: Path
+) -> None:
+    image = tmp_path / "card.img"
+    imager = {**BOOKWORM_BOOT, "firstrun.sh": b"#!/bin/bash\n# Raspberry Pi Imager\n"}
+    imager["cmdline.txt"] = (
+        BOOKWORM_BOOT["cmdline.txt"].strip() + b" systemd.run=/boot/firstrun.sh\n"
+    )
+    make_fat_image(image, files=imager)
+    with pytest.raises(ProvisionError, match="another first-boot customisation"):
+        provision(_request(fleet_file), image=image, system=NOT_HERE)
+    provision(_request(fleet_file, replace_customisation=True), image=image, system=NOT_HERE)
+    cmdline = BootImage(image).read("cmdline.txt").decode()  # type: ignore[union-attr]
+    assert "/boot/firstrun.sh" not in cmdline and CMDLINE_HOOK in cmdline
+
+
+def test_refuses_the_installers_own_system(tmp_path: Path, fleet_file: Path) -> None:
+    # A folder on the same filesystem as the "system" paths is refused ...
+    card = tmp_path / "bootfs"
+    card.mkdir()
+    for name, data in BOOKWORM_BOOT.items():
+        (card / name).write_bytes(data)
+    with pytest.raises(UnsafeTargetError, match="own system disk"):
+        provision(_request(fleet_file), boot_dir=card, system=SystemDisks.of_paths([tmp_path]))
+    assert not (card / "satoyama").exists()
+    # ... and so is this machine's own root, through the command line, with its real system paths.
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "deploy.cli",
+            "provision",
+            "--fleet",
+            str(fleet_file),
+            "--device",
+            DEVICE,
+            "--site",
+            "s",
+            "--lat",
+            "36",
+            "--lon",
+            "137",
+            "--boot-dir",
+            "/",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert proc.returncode == 2 and "own system disk" in proc.stderr
+    # The block device under / (where there is one) is refused as an image target too.
+    root = next(m for m in read_mounts() if m.mount_point == "/")
+    if root.source.startswith("/dev/") and Path(root.source).exists():
+        with pytest.raises(UnsafeTargetError):
+            SystemDisks.of_running_system().check_image(Path(root.source))
+    # Something that is neither an image nor a block device is refused.
+    with pytest.raises(UnsafeTargetError, match="neither an image file nor a block device"):
+        SystemDisks.of_running_system().check_image(Path("/dev/null"))
+
+
+def test_not_a_raspberry_pi_boot_partition(tmp_path: Path, fleet_file: Path) -> None:
+    image = tmp_path / "blank.img"
+    make_fat_image(image, files={"readme.txt": b"hello"})
+    with pytest.raises(ProvisionError, match="not a Raspberry Pi OS boot partition"):
+        provision(_request(fleet_file), image=image, system=NOT_HERE)
+    garbage = tmp_path / "garbage.img"
+    garbage.write_bytes(os.urandom(4096))
+    with pytest.raises(ProvisionError, match="no partition table"):
+        find_fat_offset(garbage)
+
+
+def test_sites_file_lookup(tmp_path: Path) -> None:
+    sites = tmp_path / "sites.toml"
+    sites.write_text(
+        '[a]\nlatitude = 1.5\nlongitude = 2.5\ndescription = "x"\n'
+        "[a.places.p]\nlatitude = 3\nlongitude = 4\n"
+    )
+    assert lookup_place(sites, "a", None) == (1.5, 2.5, "x")
+    assert lookup_place(sites, "a", "p") == (3.0, 4.0, "")
+    with pytest.raises(ProvisionError, match="no place 'q'"):
+        lookup_place(sites, "a", "q")

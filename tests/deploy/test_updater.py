@@ -1,0 +1,312 @@
+"""The device updater as a real process on a fake root: update, rollback, refusals, fetching."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import http.server
+import ipaddress
+import json
+import tarfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+
+from deploy import spool
+from deploy.errors import UpdateError
+from deploy.updater import ROLLBACK_STEPS, STEPS, _ssl_context, download
+from tests.deploy.conftest import Fleet, Keys
+from tests.deploy.helpers import FakeDevice, build_fake_bundle
+
+
+def test_update_installs_switches_restarts_and_keeps_n_releases(
+    tmp_path: Path, fleet: Fleet
+) -> None:
+    dev = fleet.device(tmp_path / "root")
+    trace = tmp_path / "trace"
+    proc = dev.updater(
+        "install", "--bundle", str(fleet.v3), env={"SATOYAMA_UPDATE_TRACE": str(trace)}
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "0.2.0 -> 0.3.0" in proc.stdout
+    # The power-cut test's fault points are real: a whole update passes each, in this order.
+    assert tuple(trace.read_text().split()) == STEPS
+    assert dev.assert_complete_release() == "0.3.0"
+    assert dev.releases() == ["0.2.0", "0.3.0"], (
+        "keep_releases = 2: the oldest went, the previous stayed"
+    )
+    assert dev.restarts() == 1
+    [event] = dev.events()
+    assert event["kind"] == "update_installed" and event["data"] == {
+        "from_version": "0.2.0",
+        "to_version": "0.3.0",
+    }
+    again = dev.updater("install", "--bundle", str(fleet.v3))
+    assert again.returncode == 0 and "already running 0.3.0" in again.stdout
+    status = json.loads(dev.updater("status").stdout)
+    assert status["current"] == "0.3.0" and status["phase"] == "idle"
+
+
+def test_a_daemon_that_never_reports_healthy_is_rolled_back(tmp_path: Path, fleet: Fleet) -> None:
+    dev = fleet.device(tmp_path / "root")
+    trace = tmp_path / "trace"
+    proc = dev.updater(
+        "install", "--bundle", str(fleet.v3_bad), env={"SATOYAMA_UPDATE_TRACE": str(trace)}
+    )
+    assert proc.returncode == 1, proc.stderr
+    steps = tuple(trace.read_text().split())
+    assert steps == STEPS[: STEPS.index("restarted") + 1] + ROLLBACK_STEPS
+    assert "rolled back to 0.2.0" in proc.stdout
+    assert dev.assert_complete_release() == "0.2.0"
+    assert dev.releases() == ["0.1.0", "0.2.0"], "the bad release is gone"
+    assert dev.restarts() == 2, "restarted into the new release, then back into the old one"
+    [event] = dev.events()
+    assert event["kind"] == "update_failed" and event["severity"] == "warning"
+    assert event["data"]["stage"] == "health"  # type: ignore[index]
+    assert event["data"]["from_version"] == "0.2.0" and event["data"]["to_version"] == "0.3.0"  # type: ignore[index]
+    assert "rolled back to 0.2.0" in event["data"]["reason"]  # type: ignore[index]
+    status = json.loads(dev.updater("status").stdout)
+    assert status["failed_attempts"] == {"0.3.0": 1}
+
+
+def _tamper(bundle: Path, out: Path) -> Path:
+    """Flip one byte inside a wheel in the bundle (the manifest and its signature untouched)."""
+    data = bytearray(bundle.read_bytes())
+    with tarfile.open(bundle) as tar:
+        member = next(m for m in tar if m.name.startswith("files/wheels/satoyama_edge"))
+    data[member.offset_data + member.size // 2] ^= 0xFF
+    out.write_bytes(bytes(data))
+    return out
+
+
+@pytest.mark.parametrize(
+    "case", ["tampered", "wrong-signature", "downgrade", "too-old", "not-a-bundle"]
+)
+def test_bad_bundles_are_rejected_before_anything_is_unpacked(
+    tmp_path: Path, fleet: Fleet, ota_key: Keys, other_key: Keys, case: str
+) -> None:
+    dev = fleet.device(tmp_path / "root")
+    if case == "tampered":
+        bundle = _tamper(fleet.v3, tmp_path / "satoyama-edge-0.3.0.tar")
+        expect = "does not match its manifest hash"
+    elif case == "wrong-signature":
+        bundle = build_fake_bundle(tmp_path, "0.3.0", other_key.private)
+        expect = "signature rejected"
+    elif case == "downgrade":
+        bundle = fleet.v1
+        expect = "older than the running 0.2.0"
+    elif case == "too-old":
+        bundle = build_fake_bundle(tmp_path, "0.4.0", ota_key.private, min_from="0.3.0")
+        expect = "updates only from 0.3.0 or newer"
+    else:
+        bundle = tmp_path / "satoyama-edge-0.3.0.tar"
+        bundle.write_bytes(b"\x1f\x8b" + b"not a tar" * 100)
+        expect = "not a readable bundle"
+    before = dev.snapshot()
+    proc = dev.updater("install", "--bundle", str(bundle))
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert expect in proc.stderr
+    assert dev.snapshot() == before, "nothing under /opt/satoyama may change"
+    assert dev.restarts() == 0
+    assert dev.assert_complete_release() == "0.2.0"
+    [event] = dev.events()
+    assert event["kind"] == "update_failed"
+
+
+def test_key_rotation_devices_trust_several_keys(
+    tmp_path: Path, fleet: Fleet, ota_key: Keys, other_key: Keys
+) -> None:
+    # A bundle signed by both the old and the new key installs on devices trusting either.
+    dual = build_fake_bundle(tmp_path, "0.3.0", other_key.private, extra_keys=[ota_key.private])
+    dev = fleet.device(tmp_path / "old-key-only")
+    assert dev.updater("install", "--bundle", str(dual)).returncode == 0
+    assert dev.current() == "0.3.0"
+    # A device that trusts old and new accepts a bundle signed by the new key alone.
+    rotated = tmp_path / "rotated"
+    dev2 = fleet.device(rotated)
+    FakeDevice.create(rotated, [ota_key.public, other_key.public])
+    new_only = build_fake_bundle(tmp_path / "n", "0.3.0", other_key.private)
+    proc = dev2.updater("install", "--bundle", str(new_only))
+    assert proc.returncode == 0, proc.stderr
+    assert dev2.assert_complete_release() == "0.3.0"
+
+
+def test_recover_repairs_a_broken_current_link_and_removes_half_releases(
+    tmp_path: Path, fleet: Fleet
+) -> None:
+    dev = fleet.device(tmp_path / "root")
+    current = dev.opt / "current"
+    current.unlink()
+    current.symlink_to("releases/9.9.9")  # dangling
+    half = dev.opt / "releases/0.5.0"
+    (half / "venv").mkdir(parents=True)  # no .complete marker: a half-written release
+    proc = dev.updater("recover")
+    assert proc.returncode == 0, proc.stderr
+    assert dev.assert_complete_release() == "0.2.0"
+    assert "0.5.0" not in dev.releases()
+
+
+def test_update_request_from_the_cloud_is_carried_out(tmp_path: Path, fleet: Fleet) -> None:
+    dev = fleet.device(tmp_path / "root")
+    request = dev.root / "var/lib/satoyama/update-requests/request.json"
+    request.parent.mkdir(parents=True)
+    request.write_text(
+        json.dumps(
+            {
+                "cmd": "update",
+                "id": "c1",
+                "version": "0.3.0",
+                "url": fleet.v3.as_uri(),
+                "rollout": "r1",
+                "issued": "2026-06-01T03:00:00Z",
+            }
+        )
+    )
+    proc = dev.updater("run")
+    assert proc.returncode == 0, proc.stderr
+    assert dev.assert_complete_release() == "0.3.0"
+    assert not request.exists()
+    assert dev.updater("run").stdout.strip() == "no update requested"
+
+
+def test_event_spool_contract(tmp_path: Path) -> None:
+    path = tmp_path / "spool/events.jsonl"
+    first = spool.append(path, "update_failed", "warning", {"stage": "health"}, source="test")
+    spool.append(path, "update_installed", "info", {"to_version": "1.0"}, source="test")
+    with open(path, "ab") as f:
+        f.write(b'{"v":1,"kind":"cut sho')  # a write cut short by a power loss
+    events = spool.read_and_clear(path)
+    assert [e["kind"] for e in events] == ["update_failed", "update_installed"]
+    assert events[0]["id"] == first and events[0]["v"] == 1 and events[0]["ts"].endswith("Z")
+    assert path.read_bytes() == b""
+    assert spool.read_and_clear(path) == []
+
+
+# -- fetching: resumable HTTPS with Range, a clock that says 1970 -------------------------------
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    payload = b""
+    cut_after: int | None = None
+    ranges: ClassVar[list[str | None]] = []
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        cls = type(self)
+        rng = self.headers.get("Range")
+        cls.ranges.append(rng)
+        start = int(rng.removeprefix("bytes=").rstrip("-")) if rng else 0
+        body = cls.payload[start:]
+        self.send_response(206 if rng else 200)
+        if rng:
+            self.send_header(
+                "Content-Range", f"bytes {start}-{len(cls.payload) - 1}/{len(cls.payload)}"
+            )
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("ETag", '"v1"')
+        self.end_headers()
+        if cls.cut_after is not None:
+            self.wfile.write(body[: cls.cut_after])
+            cls.cut_after = None
+            self.wfile.flush()
+            self.connection.shutdown(2)  # the cellular link drops mid-download
+            return
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def https_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """An HTTPS server on loopback whose certificate is valid only from next year on:
+    to a device whose clock says 1970 (or today) every certificate looks like that."""
+    import ssl
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ota.test")])
+    future = dt.datetime.now(dt.UTC) + dt.timedelta(days=365)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(future)
+        .not_valid_after(future + dt.timedelta(days=30))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "ota.crt", tmp_path / "ota.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert_path, key_path)
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}", cert_path
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_download_resumes_with_range_after_the_link_drops(
+    tmp_path: Path, fleet: Fleet, https_server: tuple[str, Path]
+) -> None:
+    base, ca = https_server
+    _Handler.payload = fleet.v3.read_bytes()
+    _Handler.cut_after = len(_Handler.payload) // 3
+    _Handler.ranges = []
+    url = f"{base}/satoyama-edge-0.3.0.tar"
+    dest = tmp_path / "satoyama-edge-0.3.0.tar"
+    ctx = _ssl_context(ca)
+    with pytest.raises(UpdateError, match="interrupted"):
+        download(url, dest, context=ctx, timeout=10)
+    part = dest.with_name(dest.name + ".part")
+    got = part.stat().st_size
+    assert 0 < got < len(_Handler.payload) and not dest.exists()
+    download(
+        url, dest, context=ctx, timeout=10, sha256=hashlib.sha256(_Handler.payload).hexdigest()
+    )
+    assert dest.read_bytes() == _Handler.payload
+    assert _Handler.ranges == [None, f"bytes={got}-"], (
+        "the second request resumed where the first stopped"
+    )
+    assert not part.exists()
+
+
+def test_download_refuses_a_file_that_does_not_match_the_announced_hash(
+    tmp_path: Path, https_server: tuple[str, Path]
+) -> None:
+    base, ca = https_server
+    _Handler.payload = b"x" * 1000
+    _Handler.cut_after = None
+    with pytest.raises(UpdateError, match="does not match the announced sha256"):
+        download(
+            f"{base}/b.tar",
+            tmp_path / "b.tar",
+            context=_ssl_context(ca),
+            sha256="00" * 32,
+            timeout=10,
+        )
+    assert not (tmp_path / "b.tar").exists() and not (tmp_path / "b.tar.part").exists()
