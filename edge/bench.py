@@ -65,6 +65,8 @@ class Scenario(msgspec.Struct, **_s):  # type: ignore[call-arg]
     site: str
     """A bundled site profile (``edge/sim/sites/NAME.toml``) or a path to a config file."""
     duration_s: Annotated[float, Meta(gt=0, le=3600)]
+    initial: list[Stimulus] = []
+    """Emulator states before the daemon starts (e.g. the water level at power-on)."""
     stimulus: list[Stimulus] = []
     expect: list[Expect] = []
     order: list[str] = []
@@ -143,7 +145,7 @@ async def run_scenario(scenario: Scenario, workdir: Path) -> Report:
     site_config = _site_config(scenario.site)
     report = Report(scenario=scenario.name, passed=False)
     actuator_log: dict[str, list[tuple[float, bool]]] = {}
-    async with EmulatedSite(site_config, workdir) as site:
+    async with EmulatedSite(site_config, workdir, initial=scenario.initial) as site:
         t0 = time.monotonic()
         pending = sorted(scenario.stimulus, key=lambda s: s.at_s)
         watch = asyncio.create_task(_watch_actuators(site, t0, actuator_log))

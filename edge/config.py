@@ -205,13 +205,13 @@ class WaterRuleConfig(msgspec.Struct, tag_field="type", tag="water", **_struct):
 
     sensor: str
     sample_s: Annotated[float, Meta(gt=0, le=1)] = 1.0
-    window_s: Annotated[float, Meta(ge=1, le=600)] = 20.0
-    idle_interval_s: Annotated[float, Meta(ge=10, le=86400)] = 600.0
-    active_interval_s: Annotated[float, Meta(ge=10, le=300)] = 300.0
+    window_s: Annotated[float, Meta(ge=0.5, le=600)] = 20.0
+    idle_interval_s: Annotated[float, Meta(ge=1, le=86400)] = 600.0
+    active_interval_s: Annotated[float, Meta(ge=1, le=300)] = 300.0
     observe_start_cm: float | None = None
     observe_stop_cm: float | None = None
     stages: list[StageConfig] = []
-    hysteresis_cm: Annotated[float, Meta(ge=0, le=100)] = 2.0
+    hysteresis_cm: Annotated[float, Meta(gt=0, le=100)] = 2.0
     rise_cm_per_10min: Annotated[float, Meta(gt=0)] | None = None
 
 

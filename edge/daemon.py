@@ -26,9 +26,11 @@ from drivers.strobe import Strobe
 from drivers.trap_switch import TrapSwitch
 from edge.commands import CommandError, HeartbeatCommand, parse_command
 from edge.config import (
+    WATER_SENSORS,
     BuzzerConfig,
     Config,
     DeterrentRuleConfig,
+    WaterRuleConfig,
     PirSensorConfig,
     SirenConfig,
     StrobeConfig,
@@ -42,6 +44,7 @@ from edge.recorder import Recorder
 from edge.sensor_health import SensorHealth
 from edge.telemetry import TelemetryBuffer
 from edge.trap import TrapOutcome, TrapRule
+from edge.water_watch import WaterWatch
 from edge.uplink import Uplink
 
 log = logging.getLogger(__name__)
@@ -107,6 +110,7 @@ class Daemon:
         self._heartbeat_now = asyncio.Event()
         self.detectors: dict[str, PirDetector] = {}
         self.traps: dict[str, tuple[TrapSwitch, TrapRule]] = {}
+        self.water: dict[str, WaterWatch] = {}
         self.health: dict[str, SensorHealth] = {}
         self.actuators: dict[str, Siren | Strobe] = {}
         self.rules: dict[str, DeterrentRule] = {}
@@ -145,6 +149,23 @@ class Daemon:
         for name, rule in self.rules.items():
             self._wake[name] = asyncio.Event()
             self._spawn(self._rule_timer(rule, self._wake[name]), f"rule {name}")
+        for rule_name, rc in self.config.rules.items():
+            if not isinstance(rc, WaterRuleConfig):
+                continue
+            sensor = self.config.sensors[rc.sensor]
+            assert isinstance(sensor, WATER_SENSORS)
+            self.health[rc.sensor] = SensorHealth(rc.sensor, self._record)
+            watch = self.water[rc.sensor] = WaterWatch(
+                rc.sensor,
+                sensor,
+                rc,
+                record=self._record,
+                health=self.health[rc.sensor],
+                add_reading=self.add_reading,
+                flush_telemetry=self.flush_telemetry,
+                i2c_bus=self.i2c_bus,
+            )
+            self._spawn(watch.run(), f"water {rule_name}")
         for name, (_, trap_rule) in self.traps.items():
             self._wake[f"trap:{name}"] = asyncio.Event()
             self._spawn(self._trap_timer(name, trap_rule), f"trap {name}")
@@ -169,7 +190,7 @@ class Daemon:
             "%d event(s) waiting in the outbox",
             self.config.device.id,
             self.config.device.site,
-            len(self.detectors),
+            len(self.config.sensors),
             len(self.actuators),
             depth,
         )

@@ -40,7 +40,10 @@ class EmulationError(ValueError):
 
 
 class EmulatedSite:
-    def __init__(self, config_text: str, workdir: Path) -> None:
+    def __init__(self, config_text: str, workdir: Path, *, initial: list[Any] = ()) -> None:
+        """``initial``: stimuli (``target``, ``action``, ``value``) applied to the
+        emulators before the daemon starts, such as the water level at power-on."""
+        self.initial = list(initial)
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.base = parse(config_text, "site profile")
@@ -51,6 +54,7 @@ class EmulatedSite:
         self._spy_task: asyncio.Task[None] | None = None
         self._spy_ready = asyncio.Event()
         self.i2c_buses: dict[int, Any] = {}
+        self._chips: dict[tuple[int, int], Any] = {}
         self._background: set[asyncio.Task[Any]] = set()
 
     # -- building -----------------------------------------------------------------
@@ -65,7 +69,7 @@ class EmulatedSite:
 
                 model = UltrasonicModel(
                     distance_mm=int(max(s.mount_height_cm - 50, 30) * 10)
-                )
+                ).start()
                 self.emulators[name] = model
                 sensors[name] = msgspec.structs.replace(s, port=model.port)
             elif isinstance(s, MatSensorConfig):
@@ -79,10 +83,10 @@ class EmulatedSite:
 
                 bus = self.i2c_buses.get(s.bus)
                 if bus is None:
-                    bus = self.i2c_buses[s.bus] = EmulatedI2CBus()
-                chip = bus.devices.get(s.address) if hasattr(bus, "devices") else None
+                    bus = self.i2c_buses[s.bus] = EmulatedI2CBus(s.bus)
+                chip = self._chips.get((s.bus, s.address))
                 if chip is None:
-                    chip = ADS1115Model()
+                    chip = self._chips[(s.bus, s.address)] = ADS1115Model()
                     bus.attach(s.address, chip)
                 chip.set_current_ma(s.channel, 4.0, s.shunt_ohm)
                 self.emulators[name] = (chip, s)
@@ -114,6 +118,12 @@ class EmulatedSite:
         config = self._emulate()
         self._spy_task = asyncio.create_task(self._listen(config))
         await asyncio.wait_for(self._spy_ready.wait(), 10)
+        for stim in self.initial:
+            sensor = self.base.sensors.get(stim.target)
+            if sensor is None or stim.target not in self.emulators:
+                raise EmulationError(f"initial: {stim.target!r} is not an emulated bus or port sensor")
+            await self._apply_emulator(stim.target, sensor, self.emulators[stim.target],
+                                       stim.action, stim.value)
         self.daemon = Daemon(config, i2c_bus=self.i2c_buses.__getitem__)
         await self.daemon.start()
 
@@ -146,6 +156,8 @@ class EmulatedSite:
             with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
                 await self._spy_task
         for emu in self.emulators.values():
+            if isinstance(emu, tuple):
+                continue  # (ADS1115 model, config): nothing to close
             close = getattr(emu, "close", None)
             if close is not None:
                 close()
