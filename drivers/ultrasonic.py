@@ -182,6 +182,7 @@ class UltrasonicRanger:
         self._link: _Link | None = None
         self._last_link: _Link | None = None
         self._waiters: set[asyncio.Future[int]] = set()
+        self._open_lock = asyncio.Lock()  # concurrent first reads open the port once
         self._closed = False
 
     @property
@@ -190,20 +191,26 @@ class UltrasonicRanger:
 
     async def open(self) -> None:
         """Open the port (a no-op when open).  Raises :class:`BusError` with the OS's errno."""
-        if self._closed:
-            raise RuntimeError("UltrasonicRanger is closed")
         if self._link is not None:
             return
-        loop = asyncio.get_running_loop()
-        link = _Link(self)
-        try:
-            await serial_asyncio_fast.create_serial_connection(
-                loop, lambda: link, self.url, baudrate=self.baudrate
-            )
-        except OSError as exc:  # serial.SerialException is an OSError
-            raise BusError(exc.errno or errno.EIO, f"cannot open {self.url}: {exc}") from exc
-        self.parser.reset()
-        self._link = link
+        async with self._open_lock:
+            if self._closed:
+                raise RuntimeError("UltrasonicRanger is closed")
+            if self._link is not None:
+                return
+            loop = asyncio.get_running_loop()
+            link = _Link(self)
+            try:
+                transport, _ = await serial_asyncio_fast.create_serial_connection(
+                    loop, lambda: link, self.url, baudrate=self.baudrate
+                )
+            except OSError as exc:  # serial.SerialException is an OSError
+                raise BusError(exc.errno or errno.EIO, f"cannot open {self.url}: {exc}") from exc
+            if self._closed:  # closed while the port was opening
+                transport.close()
+                raise RuntimeError("UltrasonicRanger is closed")
+            self.parser.reset()
+            self._link = link
         log.info("ultrasonic ranger: opened %s at %d baud", self.url, self.baudrate)
 
     async def read(self, timeout: float = 1.0) -> int:  # noqa: ASYNC109 (the documented API)

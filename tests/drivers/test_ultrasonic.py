@@ -6,6 +6,7 @@ import asyncio
 import errno
 import gc
 import itertools
+import os
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -373,3 +374,24 @@ def test_misaligned_windows_of_steady_streams_read_beyond_any_range() -> None:
         stream = frame(distance) * 3
         for offset, value in valid_windows(stream).items():
             assert offset % 4 == 0 or value >= 0xFF00, (distance, offset, value)
+
+
+def descriptors_on(path: str) -> int:
+    """How many of this process's file descriptors point at ``path``."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") == path:
+                count += 1
+        except OSError:
+            pass
+    return count
+
+
+async def test_concurrent_first_reads_open_the_port_once(model: UltrasonicModel) -> None:
+    before = descriptors_on(model.port)  # the emulator's own end
+    ranger = UltrasonicRanger(model.port)
+    assert await asyncio.gather(*(ranger.read(1.0) for _ in range(3))) == [1500] * 3
+    assert descriptors_on(model.port) == before + 1
+    await ranger.aclose()
+    assert descriptors_on(model.port) == before
