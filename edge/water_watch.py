@@ -136,7 +136,26 @@ class WaterWatch:
 
         if self._ranger is None:
             self._ranger = UltrasonicRanger(s.port, baudrate=s.baudrate)
-        mm = await self._ranger.read(timeout=max(1.0, 3 * self.rule.settings.sample_s))
+        ranger = self._ranger
+        # Wait in short slices: the ranger sends ~10 frames/s, so a slice shows
+        # soon whether echoes come from inside its dead zone (the water within
+        # ~25 cm of the sensor: a flood, not a fault) or nothing comes at all.
+        deadline = time.monotonic() + max(1.0, 3 * self.rule.settings.sample_s)
+        while True:
+            too_close = ranger.parser.too_close
+            try:
+                mm = await ranger.read(timeout=min(0.35, max(0.05, deadline - time.monotonic())))
+                break
+            except SensorTimeout:
+                if ranger.parser.too_close > too_close:
+                    top = s.mount_height_cm - ranger.parser.min_valid_mm / 10.0
+                    log.warning(
+                        "water %s: surface in the ranger's dead zone, level >= %.0f cm",
+                        self.name, top,
+                    )
+                    return float(top)
+                if time.monotonic() >= deadline:
+                    raise
         return float(s.mount_height_cm - mm / 10.0)
 
     # -- the loop --------------------------------------------------------------------
@@ -158,7 +177,7 @@ class WaterWatch:
                     self.rule.report_flushed(time.monotonic())
         finally:
             if self._ranger is not None:
-                self._ranger.close()
+                await self._ranger.aclose()
 
     async def _measure_window(self) -> Reading | WindowRejected | None:
         period = self.rule.settings.sample_s
