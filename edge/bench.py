@@ -141,8 +141,14 @@ async def run_scenario(scenario: Scenario, workdir: Path) -> Report:
     """Play ``scenario`` against the emulated site built in ``workdir``."""
     from edge.sim.emulated import EmulatedSite
 
+    from edge.config import ConfigError, parse
+
     t_start = time.monotonic()
     site_config = _site_config(scenario.site)
+    try:
+        parse(site_config, f"site {scenario.site}")
+    except ConfigError as exc:
+        raise ScenarioError(str(exc)) from None
     report = Report(scenario=scenario.name, passed=False)
     actuator_log: dict[str, list[tuple[float, bool]]] = {}
     async with EmulatedSite(site_config, workdir, initial=scenario.initial) as site:

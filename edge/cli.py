@@ -128,7 +128,11 @@ def cmd_bench_run(args: argparse.Namespace) -> int:
     if args.verbose:
         _setup_logging(False)
     with tempfile.TemporaryDirectory(prefix="satoyama-bench-") as tmp:
-        report = asyncio.run(run_scenario(scenario, Path(tmp)))
+        try:
+            report = asyncio.run(run_scenario(scenario, Path(tmp)))
+        except ScenarioError as exc:
+            print(f"bench error: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
     print(report.render())
     if args.report:
         Path(args.report).write_text(report.to_json(), encoding="utf-8")

@@ -30,6 +30,7 @@ from edge.config import (
     BuzzerConfig,
     Config,
     DeterrentRuleConfig,
+    MatSensorConfig,
     WaterRuleConfig,
     PirSensorConfig,
     SirenConfig,
@@ -44,6 +45,7 @@ from edge.recorder import Recorder
 from edge.sensor_health import SensorHealth
 from edge.telemetry import TelemetryBuffer
 from edge.trap import TrapOutcome, TrapRule
+from edge.mat_watch import MatWatch
 from edge.water_watch import WaterWatch
 from edge.uplink import Uplink
 
@@ -111,6 +113,7 @@ class Daemon:
         self.detectors: dict[str, PirDetector] = {}
         self.traps: dict[str, tuple[TrapSwitch, TrapRule]] = {}
         self.water: dict[str, WaterWatch] = {}
+        self.mats: dict[str, MatWatch] = {}
         self.health: dict[str, SensorHealth] = {}
         self.actuators: dict[str, Siren | Strobe] = {}
         self.rules: dict[str, DeterrentRule] = {}
@@ -166,6 +169,14 @@ class Daemon:
                 i2c_bus=self.i2c_bus,
             )
             self._spawn(watch.run(), f"water {rule_name}")
+        for name, sensor_cfg in self.config.sensors.items():
+            if not isinstance(sensor_cfg, MatSensorConfig):
+                continue
+            self.health[name] = SensorHealth(name, self._record)
+            mat = self.mats[name] = MatWatch(
+                name, sensor_cfg, health=self.health[name], add_reading=self.add_reading
+            )
+            self._spawn(mat.run(), f"mat {name}")
         for name, (_, trap_rule) in self.traps.items():
             self._wake[f"trap:{name}"] = asyncio.Event()
             self._spawn(self._trap_timer(name, trap_rule), f"trap {name}")

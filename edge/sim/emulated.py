@@ -75,7 +75,7 @@ class EmulatedSite:
             elif isinstance(s, MatSensorConfig):
                 from edge.sim.mat_emulator import MatModel
 
-                mat = MatModel(seed=len(self.emulators) + 1)
+                mat = MatModel(seed=len(self.emulators) + 1).start()
                 self.emulators[name] = mat
                 sensors[name] = msgspec.structs.replace(s, port=mat.port)
             elif isinstance(s, PressureProbeConfig):

@@ -1,0 +1,95 @@
+"""One body-motion mat under a cot, as a daemon task.
+
+Reads frames (``drivers.motion_mat``), derives occupancy, load and body motion
+(``edge.mat_signals``) and keeps the latest :class:`MatReading` for the nap
+rules.  A silent mat (unplugged, unpowered) is a ``sensor_fault`` after
+``silence_s``; frames that keep failing their CRC are a ``garbage`` fault;
+recovery is ``sensor_recovered``.  While the cot is occupied the load goes out
+as telemetry (``<sensor>.load_kg``) once a minute, the series the anomaly model
+watches.
+
+The mat's empty baseline starts flat and adapts slowly while the cot is
+empty, so the mattress's own weight is learnt without a calibration step.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from drivers.errors import BusError, SensorTimeout
+from edge.config import MatSensorConfig
+from edge.mat_signals import MatCalibration, MatReading, MatSignals
+from edge.sensor_health import SensorHealth
+
+log = logging.getLogger(__name__)
+
+LOAD_TELEMETRY_S = 60.0
+
+
+class MatWatch:
+    def __init__(
+        self,
+        name: str,
+        config: MatSensorConfig,
+        *,
+        health: SensorHealth,
+        add_reading: Callable[[str, float, float], None],
+        silence_s: float = 3.0,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.health = health
+        self.add_reading = add_reading
+        self.silence_s = silence_s
+        self.signals: MatSignals | None = None
+        self.last: MatReading | None = None
+        self._last_load_at = float("-inf")
+        self.mat = None
+
+    async def run(self) -> None:
+        from drivers.motion_mat import MotionMat
+
+        mat = self.mat = MotionMat(self.config.port, baudrate=self.config.baudrate)
+        crc_seen = 0
+        try:
+            while True:
+                try:
+                    frame = await mat.read(timeout=self.silence_s)
+                except SensorTimeout as exc:
+                    await self.health.fault("no_answer", f"mat of cot {self.config.cot}: {exc}")
+                    continue
+                except BusError as exc:
+                    await self.health.fault("bus_error", f"mat of cot {self.config.cot}: {exc}")
+                    continue
+                stats = mat.parser.stats()
+                crc_now = stats.get("crc_errors", 0)
+                if crc_now - crc_seen > 50:
+                    await self.health.fault(
+                        "garbage", f"mat of cot {self.config.cot}: {crc_now - crc_seen} bad frames"
+                    )
+                    crc_seen = crc_now
+                    continue
+                crc_seen = crc_now
+                await self.health.ok()
+                self._update(frame)
+        finally:
+            mat.close()
+
+    def _update(self, frame: object) -> None:
+        t = time.monotonic()
+        if self.signals is None or not self.signals.calibration.matches(frame):  # type: ignore[arg-type]
+            self.signals = MatSignals(MatCalibration.flat(frame.rows, frame.cols))  # type: ignore[attr-defined]
+        was = self.last.occupied if self.last else False
+        reading = self.last = self.signals.update(frame, t)  # type: ignore[arg-type]
+        if reading.occupied != was:
+            log.info(
+                "cot %s: %s (%.1f kg)",
+                self.config.cot,
+                "occupied" if reading.occupied else "empty",
+                reading.load_kg,
+            )
+        if reading.occupied and t - self._last_load_at >= LOAD_TELEMETRY_S:
+            self._last_load_at = t
+            self.add_reading(f"{self.name}.load_kg", round(reading.load_kg, 2), time.time())
