@@ -27,10 +27,13 @@ import aiomqtt
 from edge.config import (
     BuzzerConfig,
     Config,
+    MatSensorConfig,
     PirSensorConfig,
+    PressureProbeConfig,
     SirenConfig,
     StrobeConfig,
     TrapSensorConfig,
+    UltrasonicConfig,
 )
 from edge.modem import modem_status
 
@@ -85,9 +88,18 @@ def render_table(parts: list[Part], elapsed: float, width: int = 80) -> str:
 class Checker:
     """Builds the drivers for every configured part and watches them."""
 
-    def __init__(self, config: Config, *, pin_factory: Any = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        pin_factory: Any = None,
+        i2c_bus: Callable[[int], Any] | None = None,
+    ) -> None:
         self.config = config
         self.pin_factory = pin_factory
+        self.i2c_bus = i2c_bus
+        self.pollers: list[Callable[[], Any]] = []
+        """Coroutine functions that watch bus and serial sensors until cancelled."""
         self.parts: dict[str, Part] = {}
         self.devices: dict[str, Any] = {}
         self._readers: list[Callable[[], None]] = []
@@ -134,8 +146,15 @@ class Checker:
                 self._readers.append(
                     lambda p=part, d=sw: self._show(p, "door CLOSED" if d.closed else "door open")
                 )
-            else:
-                self.parts[name] = Part(name, type(s).__name__, "fail", detail="not checked yet")
+            elif isinstance(s, PressureProbeConfig):
+                part = self.parts[name] = Part(name, f"i2c-{s.bus} {s.address:#04x}/{s.channel}")
+                self.pollers.append(lambda p=part, c=s: self._poll_probe(p, c))
+            elif isinstance(s, UltrasonicConfig):
+                part = self.parts[name] = Part(name, s.port.rsplit("/", 1)[-1])
+                self.pollers.append(lambda p=part, c=s: self._poll_ranger(p, c))
+            elif isinstance(s, MatSensorConfig):
+                part = self.parts[name] = Part(name, f"cot {s.cot}")
+                self.pollers.append(lambda p=part, c=s: self._poll_mat(p, c))
         for name, a in self.config.actuators.items():
             part = self.parts[name] = Part(name, f"GPIO{a.pin}", "ok", "off")
             try:
@@ -150,6 +169,78 @@ class Checker:
                     )
             except Exception as exc:  # noqa: BLE001
                 part.status, part.detail = "fail", f"cannot open pin: {exc}"
+
+    async def _poll_probe(self, part: Part, c: PressureProbeConfig) -> None:
+        from drivers.ads1115 import ADS1115, open_bus
+        from drivers.errors import DriverError, LoopFault
+        from drivers.pressure_probe import PressureProbe
+
+        probe = None
+        while True:
+            try:
+                if probe is None:
+                    bus = self.i2c_bus(c.bus) if self.i2c_bus else open_bus(c.bus)
+                    probe = PressureProbe(
+                        ADS1115(bus, c.address), c.channel, shunt_ohm=c.shunt_ohm,
+                        range_cm=c.range_cm,
+                    )
+                r = await asyncio.to_thread(probe.read)
+                part.status, part.detail = "ok", ""
+                part.reading = f"{r.current_ma:.2f} mA = {r.depth_cm + c.offset_cm:.1f} cm"
+            except LoopFault as exc:
+                part.status, part.detail = "fail", f"loop {exc.kind.replace('_', ' ')}"
+                part.reading = part.detail
+            except (DriverError, OSError) as exc:
+                part.status, part.detail = "fail", f"no answer: {exc}"[:60]
+                part.reading = "no answer"
+            await asyncio.sleep(1.0)
+
+    async def _poll_ranger(self, part: Part, c: UltrasonicConfig) -> None:
+        from drivers.errors import DriverError
+        from drivers.ultrasonic import UltrasonicRanger
+
+        ranger = UltrasonicRanger(c.port, baudrate=c.baudrate)
+        try:
+            while True:
+                try:
+                    mm = await ranger.read(timeout=2.0)
+                    part.status, part.detail = "ok", ""
+                    part.reading = f"{mm} mm = level {c.mount_height_cm - mm / 10:.1f} cm"
+                except DriverError as exc:
+                    part.status, part.detail = "fail", str(exc)[:60]
+                    part.reading = "no frames"
+                    await asyncio.sleep(0.5)
+        finally:
+            await ranger.aclose()
+
+    async def _poll_mat(self, part: Part, c: MatSensorConfig) -> None:
+        from drivers.errors import DriverError
+        from drivers.motion_mat import MotionMat
+        from edge.mat_signals import MatCalibration, MatSignals
+
+        mat = MotionMat(c.port, baudrate=c.baudrate)
+        signals: MatSignals | None = None
+        try:
+            while True:
+                try:
+                    frame = await mat.read(timeout=2.0)
+                except DriverError as exc:
+                    part.status, part.detail = "fail", str(exc)[:60]
+                    part.reading = "no frames"
+                    await asyncio.sleep(0.5)
+                    continue
+                if signals is None:
+                    signals = MatSignals(MatCalibration.flat(frame.rows, frame.cols))
+                r = signals.update(frame, time.monotonic())
+                part.status, part.detail = "ok", ""
+                stats = mat.parser.stats()
+                part.reading = (
+                    f"{frame.rows}x{frame.cols} "
+                    + (f"occupied {r.load_kg:.1f} kg" if r.occupied else "empty")
+                    + f", crc err {stats.get('crc_errors', 0)}"
+                )
+        finally:
+            mat.close()
 
     def _changed(self, part: Part, what: str) -> None:
         part.changes += 1
@@ -233,13 +324,15 @@ async def run_check(
     fire: list[str] | None = None,
     require_exercise: bool = False,
     pin_factory: Any = None,
+    i2c_bus: Callable[[int], Any] | None = None,
     out: TextIO = sys.stdout,
     live: bool | None = None,
     stop: asyncio.Event | None = None,
 ) -> Verdict:
-    checker = Checker(config, pin_factory=pin_factory)
+    checker = Checker(config, pin_factory=pin_factory, i2c_bus=i2c_bus)
     checker.build()
     live = out.isatty() if live is None else live
+    pollers = [asyncio.create_task(p()) for p in checker.pollers]
     try:
         await asyncio.gather(checker.check_uplink(), checker.check_modem())
         for name in fire or []:
@@ -265,4 +358,7 @@ async def run_check(
         out.write(verdict.line() + "\n")
         return verdict
     finally:
+        for task in pollers:
+            task.cancel()
+        await asyncio.gather(*pollers, return_exceptions=True)
         checker.close()

@@ -93,3 +93,49 @@ def test_cli_refuses_firing_an_unknown_actuator(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "--fire horn: no actuator of that name" in result.stderr
+
+
+async def test_bus_and_serial_sensors_are_read_and_a_dead_one_is_named(
+    tmp_path: Path, broker: Mosquitto, pins: MockFactory
+) -> None:
+    from edge.sim.i2c import ADS1115Model, EmulatedI2CBus
+    from edge.sim.mat_emulator import MatModel
+    from edge.sim.serial_device import UltrasonicModel
+
+    bus = EmulatedI2CBus(1)
+    adc = ADS1115Model()
+    bus.attach(0x48, adc)
+    adc.set_current_ma(0, 12.0, 150.0)
+    with UltrasonicModel(distance_mm=1500).start() as ranger, MatModel(seed=3).start() as mat:
+        mat.lie_down()
+        text = (
+            device_config(tmp_path / "o.sqlite3", broker.port)
+            + f'\n[sensors.level_probe]\ntype = "pressure_probe"\n'
+            + f'\n[sensors.level_bridge]\ntype = "ultrasonic"\nport = "{ranger.port}"\n'
+            + "mount_height_cm = 400\n"
+            + f'\n[sensors.mat_1]\ntype = "mat"\nport = "{mat.port}"\ncot = "A-1"\n'
+            + '\n[rules.a]\ntype = "water"\nsensor = "level_probe"\n'
+            + '\n[rules.b]\ntype = "water"\nsensor = "level_bridge"\n'
+            + '\n[health]\nmodem = "none"\n'
+        )
+        out = io.StringIO()
+        verdict = await run_check(
+            parse(text), watch_s=2.5, pin_factory=pins, i2c_bus={1: bus}.__getitem__, out=out
+        )
+        parts = {p.name: p for p in verdict.parts}
+        assert parts["level_probe"].status == "ok"
+        assert parts["level_probe"].reading == "12.00 mA = 250.0 cm"
+        assert parts["level_bridge"].reading == "1500 mm = level 250.0 cm"
+        assert parts["mat_1"].status == "ok" and "occupied" in parts["mat_1"].reading
+
+        adc.set_current_ma(0, 1.5, 150.0)  # the probe's cable is cut
+        ranger.unplug()
+        out = io.StringIO()
+        verdict = await run_check(
+            parse(text), watch_s=3, pin_factory=pins, i2c_bus={1: bus}.__getitem__, out=out
+        )
+    line = verdict.line()
+    assert line.startswith("FAIL: ")
+    assert "level_probe (loop wire break)" in line
+    assert "level_bridge (" in line
+    assert "mat_1" not in line
