@@ -71,11 +71,18 @@ class Scenario(msgspec.Struct, **_s):  # type: ignore[call-arg]
     expect: list[Expect] = []
     order: list[str] = []
     """Event kinds that must first appear in this order."""
+    world: Any = None
+    """A world model (``edge.sim.world.WorldSpec``) that drives the emulators coherently."""
 
 
 def load_scenario(path: Path) -> Scenario:
+    from edge.sim.world import WorldSpec
+
     try:
         scenario = msgspec.toml.decode(path.read_bytes(), type=Scenario)
+        if scenario.world is not None:
+            world = msgspec.convert(scenario.world, WorldSpec)
+            scenario = msgspec.structs.replace(scenario, world=world)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise ScenarioError(f"{path}: {exc}") from None
     for i, e in enumerate(scenario.expect):
@@ -146,15 +153,26 @@ async def run_scenario(scenario: Scenario, workdir: Path) -> Report:
     t_start = time.monotonic()
     site_config = _site_config(scenario.site)
     try:
-        parse(site_config, f"site {scenario.site}")
+        config = parse(site_config, f"site {scenario.site}")
     except ConfigError as exc:
         raise ScenarioError(str(exc)) from None
     report = Report(scenario=scenario.name, passed=False)
     actuator_log: dict[str, list[tuple[float, bool]]] = {}
-    async with EmulatedSite(site_config, workdir, initial=scenario.initial) as site:
+    initial = list(scenario.initial)
+    world = None
+    if scenario.world is not None:
+        from edge.sim.world import World
+
+        world = World(scenario.world, config)
+        initial += [Stimulus(at_s=0, target=t, action=a, value=v) for t, a, v in world.initial()]
+    async with EmulatedSite(site_config, workdir, initial=initial) as site:
         t0 = time.monotonic()
         pending = sorted(scenario.stimulus, key=lambda s: s.at_s)
         watch = asyncio.create_task(_watch_actuators(site, t0, actuator_log))
+        world_task = None
+        if world is not None:
+            world.site = site
+            world_task = asyncio.create_task(world.run(asyncio.get_running_loop().time()))
         try:
             for stim in pending:
                 delay = t0 + stim.at_s - time.monotonic()
@@ -166,6 +184,9 @@ async def run_scenario(scenario: Scenario, workdir: Path) -> Report:
                 await asyncio.sleep(0.05)
         finally:
             watch.cancel()
+            if world_task is not None:
+                world_task.cancel()
+                await asyncio.gather(world_task, return_exceptions=True)
         events = [dict(e, t=round(e["t"] - t0, 3)) for e in site.events()]
     report.events = events
     for i, e in enumerate(scenario.expect):
