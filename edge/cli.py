@@ -115,6 +115,40 @@ def cmd_check(args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
+def cmd_report_naps(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from edge.config import MatSensorConfig, NapRuleConfig
+    from edge.nap_report import JST, write_report
+    from edge.naplog import NapLog
+
+    config = _load_config(args.config)
+    try:
+        date = dt.date.fromisoformat(args.date)
+    except ValueError:
+        print(f"error: --date {args.date}: expected YYYY-MM-DD", file=sys.stderr)
+        return EXIT_CONFIG
+    naps = [r for r in config.rules.values() if isinstance(r, NapRuleConfig)]
+    if not naps:
+        print("error: this device has no nap rule (rules.*.type = \"nap\")", file=sys.stderr)
+        return EXIT_CONFIG
+    entries = []
+    children: dict[str, str] = {}
+    for rule in naps:
+        for mat in rule.mats:
+            sensor = config.sensors[mat]
+            assert isinstance(sensor, MatSensorConfig)
+            children[sensor.cot] = sensor.child
+        log = NapLog(rule.log_path)
+        entries += log.day(date, JST)
+        log.close()
+    html_path, csv_path = write_report(
+        sorted(entries, key=lambda e: e.t), date, children, Path(args.out), args.lang
+    )
+    print(f"{html_path}\n{csv_path}")
+    return 0
+
+
 def cmd_bench_run(args: argparse.Namespace) -> int:
     import tempfile
 
@@ -230,6 +264,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="fail parts that were not exercised (detector not triggered, trap not closed)",
     )
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser(
+        "report",
+        help="reports kept on the device (the nap check sheet)",
+        description="Reports built from the device's local records.",
+    )
+    rep = p.add_subparsers(dest="report_command", required=True, metavar="REPORT")
+    r = rep.add_parser(
+        "naps",
+        help="the day's nap check sheet (午睡チェック表) as HTML and CSV",
+        description="One row per cot, one column per check time, posture marks, alarms "
+        "highlighted; a printable HTML page and a CSV.",
+    )
+    r.add_argument("--config", "-c", required=True, metavar="FILE", help="device TOML file")
+    r.add_argument("--date", required=True, metavar="YYYY-MM-DD", help="the day (Japan time)")
+    r.add_argument("--out", default=".", metavar="DIR", help="folder to write (default: .)")
+    r.add_argument("--lang", choices=["ja", "en"], default="ja", help="language (default ja)")
+    r.set_defaults(func=cmd_report_naps)
 
     p = sub.add_parser(
         "bench",

@@ -150,6 +150,8 @@ class MatSensorConfig(msgspec.Struct, tag_field="type", tag="mat", **_struct):  
     port: Annotated[str, Meta(min_length=1)]
     cot: Annotated[str, Meta(min_length=1, max_length=32)]
     """The cot's label; events carry this, never a child's name."""
+    child: str = ""
+    """The child's name, for the nap check sheet printed on the device only; never sent."""
     baudrate: int = 115200
 
 
@@ -215,7 +217,23 @@ class WaterRuleConfig(msgspec.Struct, tag_field="type", tag="water", **_struct):
     rise_cm_per_10min: Annotated[float, Meta(gt=0)] | None = None
 
 
-RuleConfig: TypeAlias = DeterrentRuleConfig | WaterRuleConfig
+class NapRuleConfig(msgspec.Struct, tag_field="type", tag="nap", **_struct):  # type: ignore[call-arg]
+    """Nap room: posture checks and prone / apnea alarms for the cots' mats."""
+
+    mats: Annotated[list[str], Meta(min_length=1)]
+    buzzer: str
+    ack_pin: BcmPin
+    """GPIO of the staff's acknowledge button (to ground, pulled up)."""
+    check_interval_s: Annotated[float, Meta(ge=10, le=3600)] = 300.0
+    prone_alarm_s: Annotated[float, Meta(ge=1, le=600)] = 30.0
+    apnea_alarm_s: Annotated[float, Meta(ge=5, le=120)] = 20.0
+    model_dir: str = ""
+    """Folder with posture.tflite and card.json; empty: the model shipped with the daemon."""
+    log_path: str = "/var/lib/satoyama/naps.sqlite3"
+    """The nap check sheet's local record (children's names never leave the device)."""
+
+
+RuleConfig: TypeAlias = DeterrentRuleConfig | WaterRuleConfig | NapRuleConfig
 
 
 class Config(msgspec.Struct, **_struct):  # type: ignore[call-arg]
@@ -245,7 +263,7 @@ _NAMED_SECTIONS: dict[str, Any] = {
 _TYPES: dict[str, tuple[str, ...]] = {
     "sensors": ("pir", "trap", "pressure_probe", "ultrasonic", "mat"),
     "actuators": ("siren", "strobe", "buzzer"),
-    "rules": ("deterrent", "water"),
+    "rules": ("deterrent", "water", "nap"),
 }
 
 _PATH_RE = re.compile(r"^(?P<msg>.*) - at `(?P<path>[^`]*)`(?: in `(?P<outer>[^`]*)`)?$")
@@ -363,6 +381,21 @@ def _check_references(config: Config) -> None:
         key = f"rules.{name}"
         if isinstance(rule, WaterRuleConfig):
             _check_water_rule(config, key, rule, watched)
+            continue
+        if isinstance(rule, NapRuleConfig):
+            for i, mat in enumerate(rule.mats):
+                if not isinstance(config.sensors.get(mat), MatSensorConfig):
+                    raise ConfigError(f"{key}.mats[{i}]: no mat sensor named {mat!r} in [sensors]")
+            if not isinstance(config.actuators.get(rule.buzzer), BuzzerConfig | SirenConfig):
+                raise ConfigError(f"{key}.buzzer: no buzzer named {rule.buzzer!r} in [actuators]")
+            if rule.buzzer in driven_by:
+                raise ConfigError(f"{key}.buzzer: actuators.{rule.buzzer} is already driven by "
+                                  f"{driven_by[rule.buzzer]}")
+            driven_by[rule.buzzer] = key
+            if rule.ack_pin in pins:
+                raise ConfigError(f"{key}.ack_pin: GPIO{rule.ack_pin} is already used by "
+                                  f"{pins[rule.ack_pin]}")
+            pins[rule.ack_pin] = f"{key}.ack_pin"
             continue
         if rule.max_on_s < rule.on_s:
             raise ConfigError(

@@ -31,6 +31,7 @@ from edge.config import (
     Config,
     DeterrentRuleConfig,
     MatSensorConfig,
+    NapRuleConfig,
     WaterRuleConfig,
     PirSensorConfig,
     SirenConfig,
@@ -46,6 +47,7 @@ from edge.sensor_health import SensorHealth
 from edge.telemetry import TelemetryBuffer
 from edge.trap import TrapOutcome, TrapRule
 from edge.mat_watch import MatWatch
+from edge.nap_watch import NapWatch
 from edge.water_watch import WaterWatch
 from edge.uplink import Uplink
 
@@ -114,6 +116,8 @@ class Daemon:
         self.traps: dict[str, tuple[TrapSwitch, TrapRule]] = {}
         self.water: dict[str, WaterWatch] = {}
         self.mats: dict[str, MatWatch] = {}
+        self.naps: dict[str, NapWatch] = {}
+        self._buttons: list[Any] = []
         self.health: dict[str, SensorHealth] = {}
         self.actuators: dict[str, Siren | Strobe] = {}
         self.rules: dict[str, DeterrentRule] = {}
@@ -177,6 +181,14 @@ class Daemon:
                 name, sensor_cfg, health=self.health[name], add_reading=self.add_reading
             )
             self._spawn(mat.run(), f"mat {name}")
+        for rule_name, rc in self.config.rules.items():
+            if not isinstance(rc, NapRuleConfig):
+                continue
+            nap = self.naps[rule_name] = NapWatch(
+                rule_name, rc, self.mats, self.actuators[rc.buzzer], record=self._record
+            )
+            self._buttons.append(self._ack_button(rc.ack_pin, nap))
+            self._spawn(nap.run(), f"nap {rule_name}")
         for name, (_, trap_rule) in self.traps.items():
             self._wake[f"trap:{name}"] = asyncio.Event()
             self._spawn(self._trap_timer(name, trap_rule), f"trap {name}")
@@ -247,6 +259,15 @@ class Daemon:
             )
             if s.warmup_s > 0:
                 log.info("detector %s warming up for %.0f s; detections ignored", name, s.warmup_s)
+
+    def _ack_button(self, pin: int, nap: NapWatch) -> Any:
+        from gpiozero import Button
+
+        loop = self._loop
+        assert loop is not None
+        button = Button(pin, pull_up=True, bounce_time=0.05, pin_factory=self.pin_factory)
+        button.when_pressed = lambda: nap.acknowledge_from_thread(loop)
+        return button
 
     def _deterrents_of(self, sensor: str) -> list[str]:
         return [
@@ -348,6 +369,7 @@ class Daemon:
     def _close_hardware(self) -> None:
         devices: list[Any] = [*self.detectors.values(), *self.actuators.values()]
         devices += [switch for switch, _ in self.traps.values()]
+        devices += self._buttons
         for dev in devices:
             try:
                 dev.close()
@@ -356,6 +378,7 @@ class Daemon:
         self.detectors.clear()
         self.actuators.clear()
         self.traps.clear()
+        self._buttons.clear()
 
     async def __aenter__(self) -> Daemon:
         await self.start()

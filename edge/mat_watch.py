@@ -45,6 +45,8 @@ class MatWatch:
         self.silence_s = silence_s
         self.signals: MatSignals | None = None
         self.last: MatReading | None = None
+        self.last_frame: object | None = None
+        """The latest good frame (for the posture model)."""
         self._last_load_at = float("-inf")
         self.mat = None
 
@@ -81,6 +83,7 @@ class MatWatch:
         t = time.monotonic()
         if self.signals is None or not self.signals.calibration.matches(frame):  # type: ignore[arg-type]
             self.signals = MatSignals(MatCalibration.flat(frame.rows, frame.cols))  # type: ignore[attr-defined]
+        self.last_frame = frame
         was = self.last.occupied if self.last else False
         reading = self.last = self.signals.update(frame, t)  # type: ignore[arg-type]
         if reading.occupied != was:
