@@ -194,6 +194,14 @@ class EmulatedSite:
         background, so a timeline's next step is not delayed.
         """
         cfg = self.base
+        rule = cfg.rules.get(target)
+        if rule is not None and getattr(rule, "ack_pin", None) is not None:
+            if action != "acknowledge":
+                raise EmulationError(f"{target}: a nap rule knows the action 'acknowledge'")
+            pin = self.daemon.pin_factory.pin(rule.ack_pin)  # a button to ground, pulled up
+            await asyncio.to_thread(pin.drive_low)
+            await asyncio.to_thread(pin.drive_high)
+            return
         if target in cfg.actuators:
             if action != "test":
                 raise EmulationError(f"{target}: actuators know only the action 'test'")
