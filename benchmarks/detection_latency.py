@@ -93,7 +93,8 @@ async def run(n: int, spacing: float, workdir: Path) -> tuple[list[float], list[
             if len(mail_at) >= n:
                 got_all.set()
 
-    with CloudSide(workdir, on_mail=on_mail) as cloud:
+    # Every detection is its own mail here (no folding of bursts): we time each one.
+    with CloudSide(workdir, on_mail=on_mail, coalesce=False) as cloud:
         text = device_config(
             workdir / "outbox.sqlite3", cloud.broker.port,
             warmup_s=0, on_s=spacing / 4, max_on_s=spacing / 4, cooldown_s=0,
