@@ -16,17 +16,15 @@ from __future__ import annotations
 import asyncio
 import binascii
 import errno
+import importlib
 import logging
 import struct
 from collections import deque
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from drivers.errors import BusError, SensorTimeout
-
-if TYPE_CHECKING:
-    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -100,10 +98,9 @@ class MatFrame:
         """Sum of raw counts (mattress and sensor offsets included)."""
         return sum(self.cells)
 
-    def as_array(self) -> np.ndarray[Any, np.dtype[np.uint8]]:
+    def as_array(self) -> Any:
         """A ``(rows, cols)`` uint8 numpy array (imports numpy: not for the device path)."""
-        import numpy as np
-
+        np = importlib.import_module("numpy")  # optional: not a device dependency
         return np.frombuffer(self.cells, dtype=np.uint8).reshape(self.rows, self.cols)
 
     def encode(self) -> bytes:

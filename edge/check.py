@@ -216,7 +216,7 @@ class Checker:
     async def _poll_mat(self, part: Part, c: MatSensorConfig) -> None:
         from drivers.errors import DriverError
         from drivers.motion_mat import MotionMat
-        from edge.mat_signals import MatCalibration, MatSignals
+        from edge.mat_signals import MatSignals
 
         mat = MotionMat(c.port, baudrate=c.baudrate)
         signals: MatSignals | None = None
@@ -230,7 +230,7 @@ class Checker:
                     await asyncio.sleep(0.5)
                     continue
                 if signals is None:
-                    signals = MatSignals(MatCalibration.flat(frame.rows, frame.cols))
+                    signals = MatSignals()  # self-calibrating
                 r = signals.update(frame, time.monotonic())
                 part.status, part.detail = "ok", ""
                 stats = mat.parser.stats()

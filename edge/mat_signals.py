@@ -6,8 +6,11 @@ plus a few dozen operations, well inside 10 frames/s on a Pi Zero 2 W.
 The pieces, each usable alone:
 
 - :class:`MatCalibration`: the empty mat, per cell (mattress weight, sensor
-  offset, noise), measured once with the cot empty (the installer's
-  ``edge check`` step) and slowly re-learned while the cot stays empty.
+  offset, noise), measured with the cot empty (the installer's ``edge check``
+  step, kept with :meth:`~MatCalibration.to_dict`) or learnt by
+  :class:`MatSignals` itself the first time it sees the cot empty (until then
+  a rough, flat stop-gap that works with a child already in the cot), and
+  slowly re-learned while the cot stays empty.
   :meth:`MatCalibration.measure` turns a frame into a :class:`FrameLoad`.
 - :class:`Occupancy`: occupied or empty, with hysteresis in load and time.
 - :class:`MotionTracker`: a per-frame body-motion value from the centre of
@@ -119,6 +122,10 @@ GROSS_MOTION_MM = 25.0
 RATE_WINDOW_S = 20.0
 RATE_MIN_SPAN_S = 8.0
 DETREND_S = 4.0
+AUTO_ROUGH_FRAMES = 10
+"""A second of frames refines the stop-gap calibration's noise estimate."""
+AUTO_CALIBRATION_FRAMES = 50
+"""Five seconds of an empty cot (at 10 frames/s) make the per-cell calibration."""
 DRIFT_ALPHA = 0.002
 """Per frame while empty and below the on threshold: the empty level follows slow
 drift (temperature, a mattress settling) with a ~50 s time constant.  A child
@@ -239,7 +246,41 @@ class MatCalibration:
     def flat(
         cls, rows: int, cols: int, *, level: float = 0.0, noise: float = 1.0, **scale: Any
     ) -> MatCalibration:
-        """A uniform calibration (tests, or a mat with a factory-zeroed offset)."""
+        """A uniform calibration (tests, or a mat whose offsets are zeroed at the factory).
+
+        Beware: a real mat reads a few counts per cell when empty, and 512 cells of
+        that add up to kilograms; with ``level=0`` such a mat reads as occupied.
+        """
+        n = rows * cols
+        return cls(rows, cols, [level] * n, [noise] * n, **scale)
+
+    @classmethod
+    def rough(cls, frames: Sequence[MatFrame], **scale: Any) -> MatCalibration:
+        """A stop-gap from whatever lies on the mat now, child or not: flat at the median cell.
+
+        A child covers well under half the cells, so the median cell is an empty
+        one: its level is the mat's typical offset plus the mattress.  Noise is
+        the spread of frame-to-frame differences (static offsets cancel), or 1
+        count from a single frame.  Per-cell offsets stay in, so the load is
+        good to a few hundred grams and the CoP a little biased, which motion
+        detection does not mind.
+        """
+        if not frames:
+            raise ValueError("a rough calibration needs at least one frame")
+        rows, cols = frames[0].rows, frames[0].cols
+        if any((f.rows, f.cols) != (rows, cols) for f in frames):
+            raise ValueError("calibration frames must all have the same geometry")
+        means = [sum(col) / len(frames) for col in zip(*(f.cells for f in frames), strict=True)]
+        level = _median(means)
+        noise = 1.0
+        if len(frames) >= 2:
+            diffs = [
+                abs(a - b)
+                for f, g in itertools.pairwise(frames)
+                for a, b in zip(f.cells, g.cells, strict=True)
+            ]
+            # MAD of a difference of two readings: 0.6745 sigma x sqrt(2).
+            noise = max(_median(diffs) / (0.6745 * math.sqrt(2.0)), MIN_CELL_NOISE)
         n = rows * cols
         return cls(rows, cols, [level] * n, [noise] * n, **scale)
 
@@ -543,6 +584,12 @@ class MotionTracker:
         return 60.0 * len(crossings) / (2.0 * (ts[-1] - ts[0]))
 
 
+def _median(xs: Sequence[float]) -> float:
+    s = sorted(xs)
+    m = len(s)
+    return s[m // 2] if m % 2 else (s[m // 2 - 1] + s[m // 2]) / 2
+
+
 def _minus_moving_median(ts: Sequence[float], xs: Sequence[float], half: float) -> list[float]:
     """x minus the median of x over [t - half, t + half] (a sorted window, two pointers)."""
     window: list[float] = []
@@ -579,32 +626,76 @@ class MatReading:
     """Since the last body motion, or since the cot became occupied; 0 while empty."""
     breathing_rate: float | None
     """Breaths/min (refreshed about once a second); None when unknown or empty."""
+    calibrated: bool = True
+    """False while the empty mat is only roughly known (see :class:`MatSignals`)."""
 
 
 class MatSignals:
-    """Calibration, occupancy and motion wired together: ``update(frame, t)`` per frame."""
+    """Calibration, occupancy and motion wired together: ``update(frame, t)`` per frame.
+
+    Give it the mat's :class:`MatCalibration` from an empty cot (the installer's
+    check), or ``None`` to calibrate itself: it starts from
+    :meth:`MatCalibration.rough` (works with a child already in the cot) and
+    swaps in a per-cell calibration learnt from the first 5 s
+    (``AUTO_CALIBRATION_FRAMES``) during which the cot reads empty.  A frame of
+    another geometry (a different mat) starts that over; it never raises.
+    """
 
     def __init__(
         self,
-        calibration: MatCalibration,
+        calibration: MatCalibration | None = None,
         *,
         occupancy: Occupancy | None = None,
         tracker: MotionTracker | None = None,
         drift_alpha: float = DRIFT_ALPHA,
         rate_every_s: float = 1.0,
+        counts_per_kg: float = COUNTS_PER_KG,
+        cell_cm: float = CELL_CM,
     ) -> None:
         self.calibration = calibration
+        self.calibrated = calibration is not None
+        """True once the calibration is per cell, from an empty cot."""
         self.occupancy = occupancy or Occupancy()
         self.tracker = tracker or MotionTracker()
         self.drift_alpha = drift_alpha
         self.rate_every_s = rate_every_s
+        self._scale: dict[str, float] = (
+            {"counts_per_kg": calibration.counts_per_kg, "cell_cm": calibration.cell_cm}
+            if calibration is not None
+            else {"counts_per_kg": counts_per_kg, "cell_cm": cell_cm}
+        )
+        self._first: list[MatFrame] = []
+        self._empty: list[MatFrame] = []
         self._rate: float | None = None
         self._rate_at: float | None = None
         self.last: MatReading | None = None
 
+    def _calibration_for(self, frame: MatFrame) -> MatCalibration:
+        cal = self.calibration
+        if cal is not None and cal.matches(frame):
+            if not self.calibrated and len(self._first) < AUTO_ROUGH_FRAMES:
+                self._first.append(frame)  # refine the stop-gap's noise over the first second
+                if len(self._first) == AUTO_ROUGH_FRAMES:
+                    cal = self.calibration = MatCalibration.rough(self._first, **self._scale)
+            return cal
+        if cal is not None:
+            log.warning(
+                "motion mat is now %d x %d, calibrated for %d x %d: calibrating again",
+                frame.rows,
+                frame.cols,
+                cal.rows,
+                cal.cols,
+            )
+        self.calibrated = False
+        self._first, self._empty = [frame], []
+        self.tracker.reset(None)
+        cal = self.calibration = MatCalibration.rough([frame], **self._scale)
+        return cal
+
     def update(self, frame: MatFrame, t: float) -> MatReading:
-        """Derive one reading.  ValueError if the frame's geometry is not the calibrated one."""
-        load = self.calibration.measure(frame)
+        """Derive one reading from one frame taken at ``t`` (s, monotonic)."""
+        cal = self._calibration_for(frame)
+        load = cal.measure(frame)
         was = self.occupancy.occupied
         occupied = self.occupancy.update(t, load.kg)
         if occupied and not was:
@@ -613,11 +704,13 @@ class MatSignals:
         self.tracker.update(t, load)
         if not occupied:
             if load.kg < self.occupancy.on_kg:
-                self.calibration.adapt(frame, self.drift_alpha)
+                cal.adapt(frame, self.drift_alpha)
             self._rate = None
         elif self._rate_at is None or t - self._rate_at >= self.rate_every_s:
             self._rate = self.tracker.breathing_rate()
             self._rate_at = t
+        if not self.calibrated:
+            self._learn_empty(frame, quiet=not occupied and load.kg < self.occupancy.off_kg)
         cop = (
             (load.cop_x_cm, load.cop_y_cm)
             if load.cop_x_cm is not None and load.cop_y_cm is not None
@@ -634,5 +727,18 @@ class MatSignals:
             moving=self.tracker.moving,
             seconds_since_motion=self.tracker.seconds_since_motion if occupied else 0.0,
             breathing_rate=self._rate,
+            calibrated=self.calibrated,
         )
         return self.last
+
+    def _learn_empty(self, frame: MatFrame, *, quiet: bool) -> None:
+        """Collect frames of an empty cot; enough in a row become the per-cell calibration."""
+        if not quiet:
+            self._empty.clear()
+            return
+        self._empty.append(frame)
+        if len(self._empty) >= AUTO_CALIBRATION_FRAMES:
+            self.calibration = MatCalibration.from_empty(self._empty, **self._scale)
+            self.calibrated = True
+            self._empty = []
+            log.info("motion mat calibrated per cell from an empty cot")

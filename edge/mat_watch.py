@@ -8,8 +8,8 @@ recovery is ``sensor_recovered``.  While the cot is occupied the load goes out
 as telemetry (``<sensor>.load_kg``) once a minute, the series the anomaly model
 watches.
 
-The mat's empty baseline starts flat and adapts slowly while the cot is
-empty, so the mattress's own weight is learnt without a calibration step.
+The mat calibrates itself: a rough baseline at once, the empty mat per cell
+after 5 s of an empty cot (never learnt from a child already lying there).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from drivers.errors import BusError, SensorTimeout
 from edge.config import MatSensorConfig
-from edge.mat_signals import MatCalibration, MatReading, MatSignals
+from edge.mat_signals import MatReading, MatSignals
 from edge.sensor_health import SensorHealth
 
 log = logging.getLogger(__name__)
@@ -81,8 +81,10 @@ class MatWatch:
 
     def _update(self, frame: object) -> None:
         t = time.monotonic()
-        if self.signals is None or not self.signals.calibration.matches(frame):  # type: ignore[arg-type]
-            self.signals = MatSignals(MatCalibration.flat(frame.rows, frame.cols))  # type: ignore[attr-defined]
+        if self.signals is None:
+            # Self-calibrating: a rough baseline at once, the per-cell empty mat
+            # learnt after 5 s of an empty cot (never from a child lying there).
+            self.signals = MatSignals()
         self.last_frame = frame
         was = self.last.occupied if self.last else False
         reading = self.last = self.signals.update(frame, t)  # type: ignore[arg-type]

@@ -176,9 +176,10 @@ class Infant:
         across = abs(math.sin(math.radians(heading))) * length_cm / 2
         room_x = max(mat_cm[0] / 2 - along - 4.0, 0.0)
         room_y = max(mat_cm[1] / 2 - across - 8.0, 0.0)
+        chosen: Posture = rng.choice(BODY_POSTURES) if posture is None else posture
         return replace(
             infant,
-            posture=posture or rng.choice(BODY_POSTURES),
+            posture=chosen,
             x_cm=mat_cm[0] / 2 + rng.uniform(-room_x, room_x),
             y_cm=mat_cm[1] / 2 + rng.uniform(-room_y, room_y),
             heading_deg=heading % 360.0,

@@ -19,6 +19,7 @@ by the other in the tests.
 from __future__ import annotations
 
 import binascii
+import bisect
 import math
 import random
 import struct
@@ -106,10 +107,12 @@ class MatScene:
         self._segment = 0
         self._segment_t = 0.0
         self._events: list[tuple[float, float, float, float]] = []
+        """Restless shifts of this segment: (time, x cm, y cm, heading) after each."""
+        self._times: list[float] = []
         self._event_rng = random.Random(0)
         self._render_cache: dict[int, tuple[list[float], list[float]]] = {}
         if infant is not None:
-            self.lie_down(infant, at=0.0)
+            self.lie_down(infant)
 
     # -- state -------------------------------------------------------------------
 
@@ -260,6 +263,7 @@ class MatScene:
         self._segment += 1
         self._segment_t = t
         self._events = []
+        self._times = []
         self._event_rng = random.Random(f"restless-{self.seed}-{self._segment}")
         self._render_cache = {}
 
@@ -269,31 +273,35 @@ class MatScene:
             return 0, None
         if not self._breathing or not self.restless_every_s:
             return 0, infant
-        # Extend the (seeded) schedule of small shifts up to t.
-        last = self._events[-1][0] if self._events else self._segment_t
-        while last <= t:
-            last += self._event_rng.expovariate(1.0 / self.restless_every_s)
-            self._events.append(
+        # Extend the (seeded) schedule of small shifts up to t; each entry keeps the
+        # pose after it, so looking one up costs a bisection however long the run.
+        events = self._events
+        while not events or events[-1][0] <= t:
+            when, x, y, heading = (
+                events[-1]
+                if events
+                else (self._segment_t, infant.x_cm, infant.y_cm, infant.heading_deg)
+            )
+            rng = self._event_rng
+            length, width = self.mat_cm()
+            events.append(
                 (
-                    last,
-                    self._event_rng.gauss(0.0, 0.8),
-                    self._event_rng.gauss(0.0, 0.8),
-                    self._event_rng.gauss(0.0, 2.0),
+                    when + rng.expovariate(1.0 / self.restless_every_s),
+                    min(max(x + rng.gauss(0.0, 0.8), 10.0), length - 10.0),
+                    min(max(y + rng.gauss(0.0, 0.8), 8.0), width - 8.0),
+                    heading + rng.gauss(0.0, 2.0),
                 )
             )
-        index = 0
-        x, y, heading = infant.x_cm, infant.y_cm, infant.heading_deg
-        length, width = self.mat_cm()
-        for when, dx, dy, dh in self._events:
-            if when > t:
-                break
-            index += 1
-            x = min(max(x + dx, 10.0), length - 10.0)
-            y = min(max(y + dy, 8.0), width - 8.0)
-            heading += dh
+        index = bisect.bisect_right(self._event_times(), t)
         if index == 0:
             return 0, infant
+        _, x, y, heading = events[index - 1]
         return index, replace(infant, x_cm=x, y_cm=y, heading_deg=heading % 360.0)
+
+    def _event_times(self) -> list[float]:
+        if len(self._times) != len(self._events):
+            self._times = [e[0] for e in self._events]
+        return self._times
 
     def _pose_at(self, t: float) -> Infant | None:
         return self._pose_index_at(t)[1]
@@ -335,7 +343,7 @@ def random_frame(posture: str, seed: int, *, rows: int = 16, cols: int = 32) -> 
     if posture != "empty":
         if posture not in BODY_POSTURES:
             raise ValueError(f"posture must be 'empty' or one of {BODY_POSTURES}, got {posture!r}")
-        infant = Infant.random(rng, posture=posture, mat_cm=scene.mat_cm())  # type: ignore[arg-type]
+        infant = Infant.random(rng, posture=posture, mat_cm=scene.mat_cm())
         scene.lie_down(infant, at=0.0)
     return scene.frame_at(rng.uniform(0.0, 60.0))
 

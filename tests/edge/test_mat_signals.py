@@ -22,7 +22,7 @@ from edge.mat_signals import (
     Occupancy,
 )
 from edge.sim import mat_emulator
-from edge.sim.infant import POSTURES, Infant, growth_median
+from edge.sim.infant import BODY_POSTURES, POSTURES, Infant, growth_median
 from edge.sim.mat_emulator import MatScene, random_frame
 
 FPS = 10
@@ -112,6 +112,53 @@ def test_slow_drift_of_the_empty_mat_is_learned() -> None:
     assert abs(reading.load_kg) < 0.1
 
 
+def test_self_calibration_from_an_empty_cot() -> None:
+    sc = scene(14)
+    sig = MatSignals()  # no installer calibration
+    first = run(sig, sc, 0, 1)
+    assert not first[0].calibrated and not any(r.occupied for r in first)
+    learnt = run(sig, sc, 1, 8)
+    assert learnt[-1].calibrated
+    assert sig.calibration is not None and sig.calibration.dead == sc.dead
+    child = sc.lie_down("supine", age_months=10, at=8.0)
+    readings = run(sig, sc, 8, 20)
+    assert readings[-1].occupied
+    assert readings[-1].load_kg == pytest.approx(child.mass_kg, rel=0.08)
+
+
+def test_child_already_in_the_cot_when_the_daemon_starts() -> None:
+    sc = scene(15)
+    child = sc.lie_down("prone", age_months=3, at=0.0)
+    sc.breathe(35, at=0.0)
+    sig = MatSignals()
+    readings = run(sig, sc, 0, 30)
+    assert all(r.occupied for r in readings if r.t >= OCCUPIED_ON_S + 0.1)
+    assert not readings[-1].calibrated  # the child is never learnt as "empty"
+    assert readings[-1].load_kg == pytest.approx(child.mass_kg, rel=0.2)
+    assert max(r.seconds_since_motion for r in readings if r.t >= 5) < 4.0
+    assert readings[-1].breathing_rate == pytest.approx(35, rel=0.15)
+    sc.leave(at=30.0)
+    after = run(sig, sc, 30, 45)
+    assert after[-1].calibrated and not after[-1].occupied
+    assert abs(after[-1].load_kg) < 0.1
+
+
+def test_another_geometry_starts_calibration_over() -> None:
+    sc = scene(16)
+    sig = MatSignals(calibrate(sc))
+    small = MatFrame(0, 8, 8, bytes([5]) * 64)
+    reading = sig.update(small, 0.0)  # never raises in the daemon's loop
+    assert not reading.calibrated and not reading.occupied
+    assert sig.calibration is not None and (sig.calibration.rows, sig.calibration.cols) == (8, 8)
+
+
+def test_a_flat_zero_calibration_reads_the_empty_mat_as_load() -> None:
+    # Documented pitfall: the empty mat's offsets and mattress are kilograms.
+    sc = scene(17)
+    load = MatCalibration.flat(16, 32).measure(frame(sc, 0.0))
+    assert load.kg > OCCUPIED_ON_KG
+
+
 # -- occupancy -----------------------------------------------------------------------------------
 
 
@@ -180,8 +227,11 @@ def test_breathing_rate_in_every_posture_with_a_restless_child() -> None:
         sig = MatSignals(calibrate(sc))
         sc.lie_down(posture, age_months=rng.uniform(0, 24), at=0.0)  # type: ignore[arg-type]
         sc.breathe(rate, at=0.0)
-        known = [r.breathing_rate for r in run(sig, sc, 0, 60) if r.t >= 15]
-        known = sorted(e for e in known if e is not None)
+        known = sorted(
+            r.breathing_rate
+            for r in run(sig, sc, 0, 60)
+            if r.t >= 15 and r.breathing_rate is not None
+        )
         assert len(known) > 300  # unknown only for a few seconds after a shift
         median = known[len(known) // 2]
         assert abs(median - rate) / rate <= 0.15, (posture, rate, median)
@@ -269,8 +319,8 @@ def footprint_features(child: Infant) -> tuple[float, float, float]:
 def test_postures_have_their_documented_footprints() -> None:
     rng = random.Random(21)
     feats = {
-        p: [footprint_features(Infant.random(rng, posture=p)) for _ in range(30)]  # type: ignore[arg-type]
-        for p in ("supine", "prone", "left", "right")
+        p: [footprint_features(Infant.random(rng, posture=p)) for _ in range(30)]
+        for p in BODY_POSTURES
     }
     # Supine: the sacrum is the heaviest point of the torso; prone: mostly the chest.
     assert all(f[0] > 0.5 for f in feats["supine"])
