@@ -167,6 +167,7 @@ class Notifier:
         """Ask :meth:`run` to return: stop receiving, finish the mail in hand, close."""
         self._stopping.set()
         self._wake.set()
+        self._timers.set()
 
     async def run(self) -> None:
         """Run until :meth:`stop` (returns) or cancellation (raises ``CancelledError``).
@@ -215,12 +216,13 @@ class Notifier:
                 async with asyncio.TaskGroup() as tasks:
                     receiver = tasks.create_task(self._receive_forever(store), name="receiver")
                     sender = tasks.create_task(self._deliver_forever(store), name="sender")
-                    timers = tasks.create_task(self._timers_forever(store), name="timekeeper")
+                    tasks.create_task(self._timers_forever(store), name="timekeeper")
                     keeper = tasks.create_task(self._housekeeping(store), name="housekeeper")
                     await self._stopping.wait()
                     receiver.cancel()
-                    timers.cancel()
                     keeper.cancel()
+                    # The timekeeper ends by itself once stopping (stop() wakes it);
+                    # cancelling it mid-wait could leave it stuck (seen under load).
                     try:
                         await asyncio.wait_for(asyncio.shield(sender), STOP_GRACE_S)
                     except TimeoutError:
@@ -663,7 +665,7 @@ class Notifier:
 
     async def _timers_forever(self, store: Store) -> None:
         d = self.config.devices
-        while True:
+        while not self._stopping.is_set():
             self._timers.clear()  # before looking, so a change after the look still wakes us
             await self._tick(store)
             self.stats.ticks += 1
