@@ -9,6 +9,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from edge.config import NapRuleConfig
@@ -55,11 +56,11 @@ class NapWatch:
         try:
             from edge.inference import PostureModel
 
-            self.model = (
-                PostureModel.load_dir(self.config.model_dir)
-                if self.config.model_dir
-                else PostureModel.load_default()
-            )
+            if self.config.model_dir:
+                folder = Path(self.config.model_dir)
+                self.model = PostureModel.load(folder / "posture.tflite", folder / "card.json")
+            else:
+                self.model = PostureModel.load()  # the model shipped with the daemon
             self.model_error = None
         except Exception as exc:  # noqa: BLE001 - any failure means: check by hand
             self.model = None

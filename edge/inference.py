@@ -1,0 +1,344 @@
+"""On-device inference: TFLite models through the LiteRT interpreter, checked against their cards.
+
+One wrapper for every model (:class:`Model`) plus the two faces the rules use:
+
+- :class:`PostureModel` -- ``classify(frame) -> (label, probability)`` for a
+  body-motion mat frame;
+- :class:`AnomalyModel` -- ``score(window) -> float`` and
+  ``is_anomalous(window) -> bool`` for a window of a scalar series.
+
+A model is two files: ``<name>.tflite`` and its ``card.json`` (shapes, dtypes
+and quantisation of the input and output tensors, the file's sha256, labels,
+preprocessing, thresholds).  :meth:`Model.load` refuses a model whose file is
+missing, unreadable by the interpreter, not the file the card describes, or
+whose tensors differ from the card, with a :class:`ModelError` naming what is
+wrong: the daemon reports that as a fault and its rules fall back.
+
+The interpreter comes from ``ai_edge_litert`` (LiteRT), or ``tflite_runtime``
+where only that is installed.  numpy and the interpreter are imported with
+this module, which the daemon imports only when a model is configured.
+Each model owns one interpreter; :meth:`Model.predict` holds a lock around
+set-input / invoke / get-output, so any thread may call it (the daemon calls
+it from a worker thread, off the event loop).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import threading
+from collections.abc import Sequence
+from importlib.util import find_spec
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from drivers.motion_mat import MatFrame
+
+try:  # LiteRT, the maintained successor of tflite-runtime
+    from ai_edge_litert.interpreter import Interpreter as _Interpreter  # type: ignore[import-untyped]
+except ImportError:  # pragma: no cover - only where just tflite-runtime is installed
+    from tflite_runtime.interpreter import (  # type: ignore[import-not-found,no-redef,unused-ignore]
+        Interpreter as _Interpreter,
+    )
+
+__all__ = [
+    "AnomalyModel",
+    "Model",
+    "ModelError",
+    "PostureModel",
+    "anomaly_score",
+    "normalise_window",
+    "packaged_model",
+]
+
+_QUANT_RTOL = 1e-6
+
+
+class ModelError(ValueError):
+    """A model cannot be used: missing or corrupt file, or it does not match its card."""
+
+
+def packaged_model(name: str) -> tuple[Path, Path]:
+    """(``.tflite``, ``card.json``) paths of a model shipped in the ``models`` package.
+
+    Locates the package's folder without importing any of its code.
+    """
+    spec = find_spec("models")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError("the models package (with the .tflite files) is not installed")
+    folder = Path(next(iter(spec.submodule_search_locations))) / name
+    return folder / f"{name}.tflite", folder / "card.json"
+
+
+class Model:
+    """One TFLite model and its card; :meth:`predict` maps float input to float output."""
+
+    def __init__(self, interpreter: Any, card: dict[str, Any], path: Path) -> None:
+        self._interp = interpreter
+        self.card = card
+        self.path = path
+        self._lock = threading.Lock()
+        (self._in,) = interpreter.get_input_details()
+        (self._out,) = interpreter.get_output_details()
+        self.input_shape: tuple[int, ...] = tuple(int(v) for v in self._in["shape"])
+        self.output_shape: tuple[int, ...] = tuple(int(v) for v in self._out["shape"])
+        self._in_dtype = np.dtype(self._in["dtype"])
+        self._in_scale, self._in_zero = (float(v) for v in self._in["quantization"])
+        self._out_scale, self._out_zero = (float(v) for v in self._out["quantization"])
+        info = np.iinfo(self._in_dtype) if self._in_dtype.kind in "iu" else None
+        self._in_range = (info.min, info.max) if info else None
+        self._closed = False
+
+    @classmethod
+    def load(cls, tflite_path: str | Path, card_path: str | Path | None = None) -> Model:
+        """Open a model and check it against its card (default: ``card.json`` beside it).
+
+        Raises :class:`ModelError` naming the problem: a missing or unreadable
+        file, a card that is not valid JSON, a sha256 that differs from the
+        card's, a file the interpreter rejects, or input / output shapes,
+        dtypes or quantisation parameters that differ from the card's.
+        """
+        path = Path(tflite_path)
+        card_file = Path(card_path) if card_path is not None else path.with_name("card.json")
+        card = _read_card(card_file)
+        try:
+            content = path.read_bytes()
+        except FileNotFoundError:
+            raise ModelError(f"model file missing: {path}") from None
+        except OSError as e:
+            raise ModelError(f"model file unreadable: {path}: {e}") from None
+        digest = hashlib.sha256(content).hexdigest()
+        if card.get("sha256") != digest:
+            raise ModelError(
+                f"hash mismatch: {path} has sha256 {digest}, card {card_file} expects "
+                f"{card.get('sha256')}"
+            )
+        try:
+            interp = _Interpreter(model_content=content, num_threads=1)
+            interp.allocate_tensors()
+        except Exception as e:  # the interpreter raises ValueError / RuntimeError
+            raise ModelError(
+                f"corrupt model file: {path}: the interpreter refused it: {e}"
+            ) from None
+        model = cls(interp, card, path)
+        model._check_card(card_file)
+        return model
+
+    def _check_card(self, card_file: Path) -> None:
+        for role, details in (("input", self._in), ("output", self._out)):
+            want = self.card.get(role)
+            if not isinstance(want, dict):
+                raise ModelError(f"card {card_file} has no '{role}' section")
+            shape = [int(v) for v in details["shape"]]
+            dtype = np.dtype(details["dtype"]).name
+            scale, zero = (float(v) for v in details["quantization"])
+            problems = []
+            if want.get("shape") != shape:
+                problems.append(f"shape {shape} (card: {want.get('shape')})")
+            if want.get("dtype") != dtype:
+                problems.append(f"dtype {dtype} (card: {want.get('dtype')})")
+            wscale, wzero = want.get("scale"), want.get("zero_point")
+            if not isinstance(wscale, int | float) or not math.isclose(
+                scale, float(wscale), rel_tol=_QUANT_RTOL
+            ):
+                problems.append(f"quantisation scale {scale!r} (card: {wscale!r})")
+            if wzero != zero:
+                problems.append(f"quantisation zero point {int(zero)} (card: {wzero!r})")
+            if problems:
+                raise ModelError(
+                    f"{self.path.name} does not match its card {card_file}: {role} "
+                    + ", ".join(problems)
+                )
+
+    def predict(self, x: Any) -> np.ndarray:
+        """Float input of the model's input shape (a missing batch axis is added) -> float output.
+
+        Quantises with the input tensor's scale / zero point (saturating) and
+        dequantises the output.  Thread-safe.
+        """
+        arr = np.asarray(x, dtype=np.float32)
+        if arr.shape != self.input_shape:
+            if arr.size != math.prod(self.input_shape):
+                raise ValueError(f"input of shape {arr.shape} does not fit {self.input_shape}")
+            arr = arr.reshape(self.input_shape)
+        if self._in_range is not None:
+            q = np.rint(arr / self._in_scale) + self._in_zero
+            tensor = np.clip(q, *self._in_range).astype(self._in_dtype)
+        else:
+            tensor = arr.astype(self._in_dtype)
+        with self._lock:
+            if self._closed:
+                raise ModelError(f"{self.path.name} is closed")
+            self._interp.set_tensor(self._in["index"], tensor)
+            self._interp.invoke()
+            raw = self._interp.get_tensor(self._out["index"]).copy()
+        out: np.ndarray = raw.astype(np.float32)
+        if self._out_scale:
+            out = (out - np.float32(self._out_zero)) * np.float32(self._out_scale)
+        return out
+
+    def close(self) -> None:
+        """Drop the interpreter (idempotent)."""
+        with self._lock:
+            self._closed = True
+            self._interp = None
+
+    def __enter__(self) -> Model:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _read_card(card_file: Path) -> dict[str, Any]:
+    try:
+        card = json.loads(card_file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(f"model card missing: {card_file}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelError(f"model card unreadable: {card_file}: {e}") from None
+    if not isinstance(card, dict):
+        raise ModelError(f"model card {card_file} is not a JSON object")
+    return card
+
+
+def _require(card: dict[str, Any], key: str, path: Path) -> Any:
+    if key not in card:
+        raise ModelError(f"card of {path.name} lacks '{key}'")
+    return card[key]
+
+
+class PostureModel:
+    """The posture classifier: a mat frame -> ``(label, probability)``."""
+
+    def __init__(self, model: Model) -> None:
+        self.model = model
+        self.labels: tuple[str, ...] = tuple(_require(model.card, "labels", model.path))
+        pre = _require(model.card, "preprocessing", model.path)
+        self.divisor = float(pre["divide_by"])
+        if model.output_shape[-1] != len(self.labels):
+            raise ModelError(
+                f"{model.path.name}: {model.output_shape[-1]} outputs but "
+                f"{len(self.labels)} labels in its card"
+            )
+        self.rows, self.cols = model.input_shape[1], model.input_shape[2]
+
+    @classmethod
+    def load(
+        cls, tflite_path: str | Path | None = None, card_path: str | Path | None = None
+    ) -> PostureModel:
+        """Load (default: the packaged ``models/posture`` files)."""
+        if tflite_path is None:
+            tflite_path, card_path = packaged_model("posture")
+        return cls(Model.load(tflite_path, card_path))
+
+    def probabilities(self, frame: MatFrame) -> dict[str, float]:
+        """Probability of each label for one frame."""
+        if (frame.rows, frame.cols) != (self.rows, self.cols):
+            raise ValueError(
+                f"posture model needs {self.rows} x {self.cols} frames, got "
+                f"{frame.rows} x {frame.cols}"
+            )
+        cells = np.frombuffer(frame.cells, dtype=np.uint8).astype(np.float32) / self.divisor
+        p = self.model.predict(cells)[0]
+        return {label: float(v) for label, v in zip(self.labels, p, strict=True)}
+
+    def classify(self, frame: MatFrame) -> tuple[str, float]:
+        """The most probable label and its probability."""
+        probs = self.probabilities(frame)
+        label = max(probs, key=probs.__getitem__)
+        return label, probs[label]
+
+    def close(self) -> None:
+        self.model.close()
+
+
+def normalise_window(window: Sequence[float] | np.ndarray, scale: float, clip: float) -> np.ndarray:
+    """An anomaly window as the model sees it: minus its mean, / scale, clipped to +-clip."""
+    w = np.asarray(window, dtype=np.float64)
+    w = w - w.mean(axis=-1, keepdims=True)
+    out: np.ndarray = np.clip(w / scale, -clip, clip).astype(np.float32)
+    return out
+
+
+def anomaly_score(
+    x: np.ndarray, reconstruction: np.ndarray, reference_mse: float, segments: int = 1
+) -> np.ndarray:
+    """Two-sided log residual energy of the reconstruction, per window (last axis).
+
+    The window is cut into ``segments`` equal parts; with ``m`` the mean
+    squared residual of each part, the score is
+    ``max(ln(max m / reference_mse), ln(reference_mse / min m))``.  Far *above*
+    the normal level is a shape the autoencoder has not seen (spike, step,
+    ramp); far *below* it, in any one part, is a series that lost its noise (a
+    stuck sensor).
+    """
+    r = np.asarray(x, dtype=np.float64) - np.asarray(reconstruction, dtype=np.float64)
+    r = r.reshape(*r.shape[:-1], segments, r.shape[-1] // segments)
+    m = np.mean(r**2, axis=-1) + 1e-9
+    hi = np.log(m.max(axis=-1) / reference_mse)
+    lo = np.log(reference_mse / m.min(axis=-1))
+    score: np.ndarray = np.maximum(hi, lo)
+    return score
+
+
+class AnomalyModel:
+    """The anomaly detector for one series (``water`` or ``mat_load``) of its card."""
+
+    def __init__(self, model: Model, series: str) -> None:
+        self.model = model
+        card = model.card
+        table = _require(card, "series", model.path)
+        if series not in table:
+            raise ModelError(
+                f"{model.path.name}: no calibration for series {series!r} (card has "
+                f"{sorted(table)})"
+            )
+        self.series = series
+        cal = table[series]
+        self.window = int(_require(card, "window", model.path))
+        self.clip = float(_require(card, "clip", model.path))
+        self.segments = int(_require(card, "segments", model.path))
+        self.scale = float(cal["scale"])
+        self.code = float(cal["code"])
+        self.reference_mse = float(cal["reference_mse"])
+        self.threshold = float(cal["threshold"])
+        if model.input_shape[-1] != self.window + 1 or model.output_shape[-1] != self.window:
+            raise ModelError(
+                f"{model.path.name}: tensors {model.input_shape} -> {model.output_shape} "
+                f"do not fit the card's window of {self.window} (+ the series code)"
+            )
+
+    @classmethod
+    def load(
+        cls,
+        tflite_path: str | Path | None = None,
+        card_path: str | Path | None = None,
+        *,
+        series: str = "water",
+    ) -> AnomalyModel:
+        """Load (default: the packaged ``models/anomaly`` files) for one series."""
+        if tflite_path is None:
+            tflite_path, card_path = packaged_model("anomaly")
+        return cls(Model.load(tflite_path, card_path), series)
+
+    def score(self, window: Sequence[float]) -> float:
+        """Anomaly score of the last :attr:`window` readings (higher: more anomalous)."""
+        if len(window) != self.window:
+            raise ValueError(f"anomaly window must hold {self.window} readings, got {len(window)}")
+        x = normalise_window(window, self.scale, self.clip)
+        recon = self.model.predict(np.append(x, np.float32(self.code)))[0]
+        return float(anomaly_score(x, recon, self.reference_mse, self.segments))
+
+    def is_anomalous(self, window: Sequence[float]) -> bool:
+        """Whether the score passes the card's threshold (calibrated at its false-positive rate)."""
+        return self.score(window) > self.threshold
+
+    def close(self) -> None:
+        self.model.close()

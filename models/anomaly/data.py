@@ -1,0 +1,189 @@
+"""Normal scalar series and injected anomalies for the anomaly detector (numpy only).
+
+Two series, both seen through 64-point windows (:data:`WINDOW`):
+
+**water** -- river / paddy water level in cm, one reading a minute (a window
+is ~1 hour):
+
+- base level U(10, 150) cm;
+- rain events, Poisson, on average one every 8 h; each a hydrograph
+  ``A * (t / tp * exp(1 - t / tp)) ** k`` (peak A at tp after onset, then a
+  long recession), A log-uniform 3-40 cm, time to peak tp 15-120 min, k 2-5;
+  events overlap freely;
+- surface ripple and sensor noise: white, sigma U(0.6, 0.9) cm per sensor;
+  readings rounded to 1 mm.
+
+**mat_load** -- total load of a sleeping child on the body-motion mat in kg,
+two readings a second (a window is 32 s):
+
+- the child's mass U(3, 13) kg (the total is constant while the child lies on
+  the mat: breathing only moves load between chest and belly);
+- a breathing artefact on the total (the mattress's dynamics), amplitude
+  U(0.005, 0.03) kg at 20-45 breaths/min;
+- sensor noise, white, sigma U(0.025, 0.035) kg (0.7 counts per cell over
+  512 cells is 0.03 kg);
+- restless movements, Poisson, one every 45 s: a half-sine bump of
+  +-0.05-0.25 kg over 1-4 readings, leaving a +-0.02 kg change of level.
+
+**Anomalies**, one per anomalous window, injected into a normal window at a
+random place (units: cm for water, kg for mat_load):
+
+| type | what | water | mat_load |
+|---|---|---|---|
+| ``spike`` | 1-3 readings off by +-A | A 6-40 | A 0.5-3 |
+| ``stuck`` | the reading freezes (exact constant) for 32-64 readings | | |
+| ``drift`` | a ramp from the first half, D at the window's end | D +-(10-30) | D +-(0.4-2) |
+| ``drop`` | a step down by D from a point 8-56 to the end; 30 %: to 0 | D 8-40 | D 0.5-3 |
+
+Windows are normalised per series (:data:`SCALE`): minus the window's mean,
+divided by the series' scale, clipped to +-:data:`CLIP`.
+
+Seeds: training uses generator seeds ``TRAIN_BASE * (seed + 1) + i``;
+held-out evaluation ``HELDOUT_BASE + i``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+WINDOW = 64
+SERIES: tuple[str, ...] = ("water", "mat_load")
+SCALE: dict[str, float] = {"water": 4.0, "mat_load": 0.15}
+"""Divide a mean-removed window by this (cm; kg) before the model."""
+CODE: dict[str, float] = {"water": 0.0, "mat_load": 1.0}
+"""The series code the model gets as its last input (it conditions the reconstruction)."""
+UNITS: dict[str, str] = {"water": "cm", "mat_load": "kg"}
+SAMPLE_PERIOD_S: dict[str, float] = {"water": 60.0, "mat_load": 0.5}
+CLIP = 8.0
+ANOMALIES: tuple[str, ...] = ("spike", "stuck", "drift", "drop")
+TRAIN_BASE = 1_000_000
+HELDOUT_BASE = 2_000_000_000
+
+
+def water_series(rng: np.random.Generator, n: int) -> np.ndarray:
+    """``n`` minutes of water level (cm)."""
+    t = np.arange(n, dtype=np.float64)
+    level = np.full(n, rng.uniform(10.0, 150.0))
+    # events may start before the series (their recession is still running)
+    span = n + 1500
+    for onset in np.cumsum(rng.exponential(480.0, size=int(span / 480 * 3) + 5)) - 1500:
+        if onset >= n:
+            break
+        amp = float(np.exp(rng.uniform(np.log(3.0), np.log(40.0))))
+        tp = rng.uniform(15.0, 120.0)
+        k = rng.uniform(2.0, 5.0)
+        s = np.clip(t - onset, 0.0, None) / tp
+        level += amp * (s * np.exp(1.0 - s)) ** k
+    level += rng.normal(0.0, rng.uniform(0.6, 0.9), n)
+    return np.round(level, 1)
+
+
+def mat_load_series(rng: np.random.Generator, n: int) -> np.ndarray:
+    """``n`` half-second readings of a sleeping child's total load (kg)."""
+    t = np.arange(n) * SAMPLE_PERIOD_S["mat_load"]
+    load = np.full(n, rng.uniform(3.0, 13.0))
+    rate = rng.uniform(20.0, 45.0) / 60.0
+    load += rng.uniform(0.005, 0.03) * np.sin(2 * np.pi * rate * t + rng.uniform(0, 2 * np.pi))
+    load += rng.normal(0.0, rng.uniform(0.025, 0.035), n)
+    i = 0.0
+    while True:
+        i += rng.exponential(90.0)  # readings (45 s)
+        if i >= n:
+            break
+        j = int(i)
+        width = int(rng.integers(1, 5))
+        amp = rng.uniform(0.05, 0.25) * rng.choice((-1.0, 1.0))
+        bump = amp * np.sin(np.pi * (np.arange(width) + 1) / (width + 1))
+        load[j : j + width] += bump[: n - j]
+        load[j:] += rng.uniform(-0.02, 0.02)
+    return load
+
+
+def series(kind: str, rng: np.random.Generator, n: int) -> np.ndarray:
+    if kind == "water":
+        return water_series(rng, n)
+    if kind == "mat_load":
+        return mat_load_series(rng, n)
+    raise ValueError(f"series must be one of {SERIES}, got {kind!r}")
+
+
+def normal_windows(kind: str, seeds: Sequence[int], per_seed: int = 16) -> np.ndarray:
+    """Raw windows ``(len(seeds) * per_seed, WINDOW)``, random places in one series per seed."""
+    out = []
+    for s in seeds:
+        rng = np.random.default_rng([s, SERIES.index(kind)])
+        x = series(kind, rng, 2048)
+        starts = rng.integers(0, len(x) - WINDOW, per_seed)
+        out.extend(x[a : a + WINDOW] for a in starts)
+    return np.stack(out)
+
+
+def inject(kind: str, window: np.ndarray, anomaly: str, rng: np.random.Generator) -> np.ndarray:
+    """A copy of ``window`` with one ``anomaly`` injected."""
+    x = np.array(window, dtype=np.float64)
+    n = len(x)
+    water = kind == "water"
+    if anomaly == "spike":
+        width = int(rng.integers(1, 4))
+        at = int(rng.integers(0, n - width + 1))
+        amp = rng.uniform(6.0, 40.0) if water else rng.uniform(0.5, 3.0)
+        x[at : at + width] += amp * rng.choice((-1.0, 1.0))
+    elif anomaly == "stuck":
+        length = int(rng.integers(32, n + 1))
+        at = int(rng.integers(0, n - length + 1))
+        x[at : at + length] = x[at]
+    elif anomaly == "drift":
+        at = int(rng.integers(0, n // 2))
+        d = rng.uniform(10.0, 30.0) if water else rng.uniform(0.4, 2.0)
+        ramp = np.clip(np.arange(n) - at, 0, None) / (n - 1 - at)
+        x += d * rng.choice((-1.0, 1.0)) * ramp
+    elif anomaly == "drop":
+        at = int(rng.integers(8, n - 7))
+        if rng.random() < 0.3:
+            x[at:] = 0.0
+        else:
+            x[at:] -= rng.uniform(8.0, 40.0) if water else rng.uniform(0.5, 3.0)
+    else:
+        raise ValueError(f"anomaly must be one of {ANOMALIES}, got {anomaly!r}")
+    return x
+
+
+def anomalous_windows(
+    kind: str, anomaly: str, seeds: Sequence[int], per_seed: int = 4
+) -> np.ndarray:
+    """Raw windows with ``anomaly`` injected, from normal windows of other seeds' series."""
+    base = normal_windows(kind, seeds, per_seed)
+    rng = np.random.default_rng([seeds[0] if len(seeds) else 0, 7, ANOMALIES.index(anomaly)])
+    return np.stack([inject(kind, w, anomaly, rng) for w in base])
+
+
+def normalise(kind: str, windows: np.ndarray) -> np.ndarray:
+    """What the model sees: mean removed, divided by the series' scale, clipped."""
+    w = np.asarray(windows, dtype=np.float64)
+    w = w - w.mean(axis=-1, keepdims=True)
+    return np.clip(w / SCALE[kind], -CLIP, CLIP).astype(np.float32)
+
+
+def train_seeds(seed: int, n: int) -> range:
+    if not 0 <= seed < 1000:
+        raise ValueError(f"training seed must be 0..999, got {seed}")
+    start = TRAIN_BASE * (seed + 1)
+    return range(start, start + n)
+
+
+def heldout_seeds(n: int, offset: int = 0) -> range:
+    return range(HELDOUT_BASE + offset, HELDOUT_BASE + offset + n)
+
+
+def heldout_sets(n_seeds: int) -> dict[str, dict[str, np.ndarray]]:
+    """Held-out raw windows per series: ``normal`` (16 per seed) and 4 per seed of each anomaly."""
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for kind in SERIES:
+        sets = {"normal": normal_windows(kind, heldout_seeds(n_seeds), per_seed=16)}
+        for a in ANOMALIES:
+            off = 100_000 * (1 + ANOMALIES.index(a))
+            sets[a] = anomalous_windows(kind, a, heldout_seeds(n_seeds, off), per_seed=4)
+        out[kind] = sets
+    return out

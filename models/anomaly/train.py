@@ -1,0 +1,362 @@
+"""Train the anomaly autoencoder, calibrate its thresholds, write ``anomaly.tflite`` and cards.
+
+    python -m models.anomaly.train --seed 0
+
+Needs the ``train`` extra (TensorFlow).  The autoencoder learns normal windows
+of both series (water level, mat total load); each series' threshold is the
+``1 - TARGET_FPR`` quantile of the score on normal validation windows (seeds
+disjoint from training and from the held-out evaluation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge.inference import anomaly_score
+from models.anomaly.data import (
+    ANOMALIES,
+    CLIP,
+    CODE,
+    SAMPLE_PERIOD_S,
+    SCALE,
+    SERIES,
+    UNITS,
+    WINDOW,
+    heldout_sets,
+    normal_windows,
+    normalise,
+    train_seeds,
+)
+from models.export import tflite_runner, to_int8_tflite, write_model
+
+HERE = Path(__file__).resolve().parent
+VERSION = "1.0.0"
+TARGET_FPR = 0.01
+"""False positives per normal window the thresholds are calibrated to (per series)."""
+CALIBRATION_FPR = 0.008
+"""Quantile actually used: a margin below the target for the calibration set's own spread."""
+BOTTLENECK = 16
+HIDDEN = 96
+SEGMENTS = 4
+"""The score looks at the residual of each quarter of the window."""
+
+
+def build(tf: Any) -> Any:
+    """(64 + series code) -> 96 -> 16 -> 96 -> 64 dense autoencoder (about 16 k parameters)."""
+    layers = tf.keras.layers
+    return tf.keras.Sequential(
+        [
+            layers.Input((WINDOW + 1,)),
+            layers.Dense(HIDDEN, activation="relu"),
+            layers.Dense(BOTTLENECK),
+            layers.Dense(HIDDEN, activation="relu"),
+            layers.Dense(WINDOW),
+        ]
+    )
+
+
+def with_code(kind: str, x: np.ndarray) -> np.ndarray:
+    """Append the series code (the model's conditioning input) to each normalised window."""
+    return np.concatenate([x, np.full((len(x), 1), CODE[kind], np.float32)], axis=1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--series-seeds", type=int, default=3000, help="training series per kind")
+    ap.add_argument("--epochs", type=int, default=60)
+    ap.add_argument("--heldout-seeds", type=int, default=500)
+    ap.add_argument("--out", type=Path, default=HERE)
+    args = ap.parse_args(argv)
+
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(args.seed)
+    tf.config.experimental.enable_op_determinism()
+
+    n = args.series_seeds
+    seeds = train_seeds(args.seed, n + n // 4)
+    xs, ys, cal = [], [], {}
+    for kind in SERIES:
+        w = normalise(kind, normal_windows(kind, seeds[:n], per_seed=16))
+        xs.append(with_code(kind, w))
+        ys.append(w)
+        cal[kind] = normalise(kind, normal_windows(kind, seeds[n:], per_seed=16))
+    x, y = np.concatenate(xs), np.concatenate(ys)
+    # Steep windows (rain rises, restless bumps) are rare but set the score's
+    # upper tail: weigh each window by its range so the autoencoder learns them.
+    weight = 1.0 + np.ptp(y, axis=1) / 2.0
+    xv = np.concatenate([with_code(k, v) for k, v in cal.items()])
+    yv = np.concatenate(list(cal.values()))
+    print(f"data: {len(x)} train, {len(xv)} calibration windows")
+
+    model = build(tf)
+    model.compile(optimizer=tf.keras.optimizers.Adam(2e-3), loss="mse")
+    model.fit(
+        x,
+        y,
+        sample_weight=weight,
+        validation_data=(xv, yv),
+        epochs=args.epochs,
+        batch_size=256,
+        callbacks=[
+            tf.keras.callbacks.ReduceLROnPlateau(patience=4, factor=0.5, min_lr=1e-5),
+            tf.keras.callbacks.EarlyStopping(patience=10, restore_best_weights=True),
+        ],
+        verbose=2,
+    )
+
+    rng = np.random.default_rng(args.seed)
+    tflite = to_int8_tflite(model, (r[None] for r in x[rng.choice(len(x), 1000, replace=False)]))
+    run = tflite_runner(tflite)
+
+    table: dict[str, Any] = {}
+    for kind in SERIES:
+        xc = cal[kind]
+        rc = run(with_code(kind, xc))
+        seg = (xc - rc).reshape(len(xc), SEGMENTS, -1)
+        ref = float(np.median(np.mean(seg**2, axis=-1)))
+        scores = anomaly_score(xc, rc, ref, SEGMENTS)
+        thr = float(np.quantile(scores, 1.0 - CALIBRATION_FPR))
+        table[kind] = {
+            "unit": UNITS[kind],
+            "sample_period_s": SAMPLE_PERIOD_S[kind],
+            "scale": SCALE[kind],
+            "code": CODE[kind],
+            "reference_mse": ref,
+            "threshold": thr,
+            "calibration_windows": len(xc),
+        }
+        print(f"{kind}: reference mse {ref:.5f}, threshold {thr:.3f}")
+
+    t1 = time.perf_counter()
+    results = evaluate_sets(heldout_sets(args.heldout_seeds), run, table)
+    us = (time.perf_counter() - t1) / sum(r["windows"] for r in results.values()) * 1e6
+    for kind, r in results.items():
+        print(kind, r)
+
+    card = write_model(
+        args.out,
+        "anomaly",
+        tflite,
+        {
+            "version": VERSION,
+            "task": "anomaly score of a window of a scalar series (water level; mat total load)",
+            "window": WINDOW,
+            "clip": CLIP,
+            "segments": SEGMENTS,
+            "preprocessing": {
+                "steps": "x = window minus its mean, divided by series[kind].scale, clipped to "
+                "+-clip; model input = x followed by series[kind].code, shape (1, window + 1); "
+                "output = reconstruction of x, shape (1, window)",
+            },
+            "score": "m_i = mean squared residual (x - reconstruction) of each of `segments` "
+            "equal parts; score = max(ln(max m_i / reference_mse), ln(reference_mse / min m_i)); "
+            "anomalous when score > series[kind].threshold",
+            "target_false_positive_rate": TARGET_FPR,
+            "series": table,
+            "training": {
+                "seed": args.seed,
+                "series_per_kind": n,
+                "windows": len(x),
+                "epochs_max": args.epochs,
+                "tensorflow": tf.__version__,
+                "command": f"python -m models.anomaly.train --seed {args.seed}",
+            },
+            "metrics": {"heldout": results},
+        },
+    )
+    write_card_md(args.out, card, results, us)
+    print(f"wrote {args.out / 'anomaly.tflite'} ({card['size_bytes']} bytes)")
+
+
+def evaluate_sets(
+    sets: dict[str, dict[str, np.ndarray]], run: Any, table: dict[str, Any]
+) -> dict[str, Any]:
+    """False-positive rate and recall per anomaly type, per series, for a float->float runner."""
+    out: dict[str, Any] = {}
+    for kind, by_type in sets.items():
+        cal = table[kind]
+        flagged = {}
+        count = 0
+        for name, raw in by_type.items():
+            x = normalise(kind, raw)
+            s = anomaly_score(x, run(with_code(kind, x)), cal["reference_mse"], SEGMENTS)
+            flagged[name] = float(np.mean(s > cal["threshold"]))
+            count += len(raw)
+        recall = {a: flagged[a] for a in ANOMALIES}
+        out[kind] = {
+            "false_positive_rate": flagged["normal"],
+            "recall": recall,
+            "recall_all": float(np.mean(list(recall.values()))),
+            "windows": count,
+            "normal_windows": len(by_type["normal"]),
+            "anomalous_windows_per_type": len(by_type[ANOMALIES[0]]),
+        }
+    return out
+
+
+def _met(r: dict[str, Any]) -> bool:
+    return bool(r["recall_all"] >= 0.9 and r["false_positive_rate"] <= 0.01)
+
+
+def write_card_md(out: Path, card: dict[str, Any], results: dict[str, Any], us: float) -> None:
+    rows = []
+    for kind, r in results.items():
+        rec = " | ".join(f"{100 * r['recall'][a]:.1f} %" for a in ANOMALIES)
+        rows.append(
+            f"| {kind} | {100 * r['false_positive_rate']:.2f} % | {rec} | "
+            f"{100 * r['recall_all']:.1f} % |"
+        )
+    cal = "\n".join(
+        f"| {k} | {v['unit']} | {v['sample_period_s']} s | {v['scale']} | "
+        f"{v['reference_mse']:.5f} | {v['threshold']:.3f} |"
+        for k, v in card["series"].items()
+    )
+    r0 = next(iter(results.values()))
+    verdict = " ".join(
+        f"**{kind}: {'met' if _met(r) else 'NOT met'}"
+        f"** (recall {100 * r['recall_all']:.1f} %"
+        + "; without drift "
+        + f"{100 * np.mean([v for a, v in r['recall'].items() if a != 'drift']):.1f} %)."
+        for kind, r in results.items()
+    )
+    verdict += (
+        " Drift is the gap: within one window a ramp is a shape the autoencoder"
+        " reconstructs well (rain rises are ramps too; see Known limits)."
+    )
+    text = MODEL_CARD.format(
+        version=card["version"],
+        seed=card["training"]["seed"],
+        tf=card["training"]["tensorflow"],
+        size=card["size_bytes"],
+        sha=card["sha256"],
+        inp=card["input"],
+        outp=card["output"],
+        window=WINDOW,
+        clip=CLIP,
+        cal=cal,
+        rows="\n".join(rows),
+        heads=" | ".join(ANOMALIES),
+        seps="---|" * len(ANOMALIES),
+        normal=r0["normal_windows"],
+        per_type=r0["anomalous_windows_per_type"],
+        us=us,
+        windows=card["training"]["windows"],
+        fpr=100 * TARGET_FPR,
+        cfpr=100 * CALIBRATION_FPR,
+        verdict=verdict,
+    )
+    (out / "MODEL_CARD.md").write_text(text)
+
+
+MODEL_CARD = """\
+# Model card: series anomaly detector (`anomaly.tflite`, v{version})
+
+*Generated by `python -m models.anomaly.train --seed {seed}` (TensorFlow {tf});
+machine-readable twin: `card.json`.  Re-check the committed file with
+`python -m models.evaluate`.*
+
+## What it does
+
+Scores a window of the last {window} readings of a scalar series -- a water
+level (one reading a minute) or a cot's total mat load (two a second) -- for
+how unlike normal behaviour it is.  Catches a stuck sensor, spikes, drift and
+a sudden drop, so a sensor's alarms are not trusted while it misbehaves.
+
+## Inputs and outputs
+
+| | shape | dtype | quantisation (real = scale x (q - zero_point)) |
+|---|---|---|---|
+| input | {inp[shape]} | int8 | scale {inp[scale]:.8f}, zero point {inp[zero_point]} |
+| output | {outp[shape]} | int8 | scale {outp[scale]:.8f}, zero point {outp[zero_point]} |
+
+Preprocessing (per series, constants in `card.json` -> `series`): the window
+minus its own mean, divided by the series' scale, clipped to +-{clip}; the
+model's input is that, followed by the series' code (0 water, 1 mat load: it
+conditions the reconstruction).  The output is the reconstruction of the
+{window} normalised readings.  Score: with `m_i` the mean squared residual of
+each quarter of the window, `max(ln(max m_i / reference_mse), ln(reference_mse
+/ min m_i))` -- two-sided, because a stuck sensor shows up as a residual far
+*below* normal in the frozen part (the noise vanished), while spikes, steps
+and ramps push it far above.  `edge.inference.AnomalyModel`
+does all of it: `score(window)`, `is_anomalous(window)`.
+
+| series | unit | period | scale | reference mse | threshold |
+|---|---|---|---|---|---|
+{cal}
+
+Thresholds: the {cfpr:.1f} % upper quantile of the score on normal
+calibration windows of each series (seeds disjoint from training and
+evaluation), for a stated false-positive rate of at most {fpr:.0f} % per
+window.
+
+## Model and quantisation
+
+Dense autoencoder ({window} + 1) -> 96 (ReLU) -> 16 -> 96 (ReLU) -> {window},
+trained with MSE on normal windows only ({windows} windows, both series), each
+window weighted by 1 + its range / 2 (steep rain rises and restless bumps are
+rare but set the score's upper tail).  Full-integer
+int8 post-training quantisation (1000 training windows as the
+representative dataset), int8 input and output tensors, builtin int8 ops only.
+Size {size} bytes; sha256 `{sha}`.
+
+## Training data
+
+Generated (`models/anomaly/data.py`, where every assumption is written
+down).  Water: base level 10-150 cm, rain events (Poisson, one per 8 h) as
+hydrographs of 3-40 cm peaking 15-120 min after onset with a long recession,
+surface ripple and sensor noise 0.6-0.9 cm, 1 mm resolution.  Mat load: a
+child of 3-13 kg, breathing artefact 5-30 g at 20-45 /min, noise 25-35 g,
+restless movements every ~45 s (bumps of 50-250 g over 1-4 readings).
+Anomalies are injected into otherwise normal windows: spike (1-3 readings,
+water 6-40 cm, mat 0.5-3 kg), stuck (the reading frozen for 32-64 of the 64
+readings), drift (a ramp from the first half reaching water 10-30 cm, mat
+0.4-2 kg at the window's end), drop (a step down from reading 8-56 to the end:
+water 8-40 cm, mat 0.5-3 kg, or to zero in 30 %).
+
+## Held-out metrics (int8 model, unseen seeds)
+
+{normal} normal windows and {per_type} windows per anomaly type per series,
+from `heldout_seeds()`:
+
+| series | false positives / window | {heads} | recall, all |
+|---|---|{seps}---|
+{rows}
+
+Targets: recall >= 90 % at <= 1 % false positives per window.  {verdict}
+
+## Latency and size
+
+About {us:.0f} us per window through the TFLite interpreter on the training
+host (x86-64, one thread, batch 1, including quantisation).  See
+`benchmarks/inference.py` for the device wrapper's median / p99.  {size} bytes.
+
+## Known limits
+
+- Generated data only; a real site's noise level must match the calibrated
+  one (the stuck test compares the residual with the *expected* noise): a
+  noisier or quieter sensor than assumed needs its `reference_mse` and
+  threshold recalibrated from a day of normal readings.
+- **Drift is mostly missed**: a linear ramp is a smooth shape, and the
+  autoencoder reconstructs smooth shapes well whatever their slope (water
+  windows legitimately hold ramps: the rise and recession of rain events).
+  Only the steepest mat-load drifts (a still child's total load should not
+  change) score high.  Catching drift needs a longer view than one window:
+  e.g. the water level against a neighbouring sensor, or the mat load against
+  the load measured when the child was laid down.
+- Small spikes (a few noise sigmas), short freezes (under half the window)
+  and small steps are below what it is calibrated to catch.
+- The mat-load series assumes a child lying still; a cot being made, a child
+  climbing in or out, changes the load legitimately and will score high (the
+  rules should score only while the cot is steadily occupied).
+"""
+
+
+if __name__ == "__main__":
+    main()
