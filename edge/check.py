@@ -25,16 +25,14 @@ from typing import Any, TextIO
 import aiomqtt
 
 from edge.config import (
-    BuzzerConfig,
     Config,
     MatSensorConfig,
     PirSensorConfig,
     PressureProbeConfig,
-    SirenConfig,
-    StrobeConfig,
     TrapSensorConfig,
     UltrasonicConfig,
 )
+from edge.actuators import build_actuator, test_pattern
 from edge.modem import modem_status
 
 
@@ -106,8 +104,6 @@ class Checker:
 
     def build(self) -> None:
         from drivers.pir import PirDetector
-        from drivers.siren import Siren
-        from drivers.strobe import Strobe
         from drivers.trap_switch import TrapSwitch
         from edge.daemon import make_pin_factory
 
@@ -158,15 +154,7 @@ class Checker:
         for name, a in self.config.actuators.items():
             part = self.parts[name] = Part(name, f"GPIO{a.pin}", "ok", "off")
             try:
-                if isinstance(a, StrobeConfig):
-                    self.devices[name] = Strobe(
-                        a.pin, pin_factory=self.pin_factory, active_high=a.active_high,
-                        flash_hz=a.flash_hz,
-                    )
-                elif isinstance(a, (SirenConfig, BuzzerConfig)):
-                    self.devices[name] = Siren(
-                        a.pin, pin_factory=self.pin_factory, active_high=a.active_high
-                    )
+                self.devices[name] = build_actuator(a, self.pin_factory)
             except Exception as exc:  # noqa: BLE001
                 part.status, part.detail = "fail", f"cannot open pin: {exc}"
 
@@ -262,18 +250,8 @@ class Checker:
         part = self.parts.get(name)
         if dev is None or part is None:
             raise KeyError(name)
-        cfg = self.config.actuators[name]
         part.reading = "TEST PATTERN"
-        if isinstance(cfg, BuzzerConfig):
-            for _ in range(3):
-                dev.on()
-                await asyncio.sleep(0.2)
-                dev.off()
-                await asyncio.sleep(0.2)
-        else:
-            dev.on()
-            await asyncio.sleep(3 if isinstance(cfg, StrobeConfig) else 1)
-            dev.off()
+        await test_pattern(dev, self.config.actuators[name])
         part.reading = "fired, off"
         part.detail = "test pattern ran"
 

@@ -24,18 +24,16 @@ from drivers.pir import PirDetector
 from drivers.siren import Siren
 from drivers.strobe import Strobe
 from drivers.trap_switch import TrapSwitch
+from edge.actuators import build_actuator, test_pattern
 from edge.commands import CommandError, HeartbeatCommand, parse_command
 from edge.config import (
     WATER_SENSORS,
-    BuzzerConfig,
     Config,
     DeterrentRuleConfig,
     MatSensorConfig,
     NapRuleConfig,
     WaterRuleConfig,
     PirSensorConfig,
-    SirenConfig,
-    StrobeConfig,
     TrapSensorConfig,
 )
 from edge.deterrent import DeterrentRule, Outcome
@@ -221,17 +219,7 @@ class Daemon:
     def _build_hardware(self) -> None:
         cfg = self.config
         for name, act in cfg.actuators.items():
-            if isinstance(act, (SirenConfig, BuzzerConfig)):
-                self.actuators[name] = Siren(
-                    act.pin, pin_factory=self.pin_factory, active_high=act.active_high
-                )
-            elif isinstance(act, StrobeConfig):
-                self.actuators[name] = Strobe(
-                    act.pin,
-                    pin_factory=self.pin_factory,
-                    active_high=act.active_high,
-                    flash_hz=act.flash_hz,
-                )
+            self.actuators[name] = build_actuator(act, self.pin_factory)
         for name, r in cfg.rules.items():
             if not isinstance(r, DeterrentRuleConfig):
                 continue
@@ -338,22 +326,7 @@ class Daemon:
 
     async def test_actuator(self, name: str) -> None:
         """Run an actuator's test pattern: siren 1 s, strobe 3 s flashing, buzzer 3 beeps."""
-        act = self.actuators[name]
-        cfg = self.config.actuators[name]
-        if isinstance(cfg, StrobeConfig):
-            act.on()
-            await asyncio.sleep(3)
-            act.off()
-        elif isinstance(cfg, BuzzerConfig):
-            for _ in range(3):
-                act.on()
-                await asyncio.sleep(0.2)
-                act.off()
-                await asyncio.sleep(0.2)
-        else:
-            act.on()
-            await asyncio.sleep(1)
-            act.off()
+        await test_pattern(self.actuators[name], self.config.actuators[name])
 
     async def close(self) -> None:
         """Stop tasks, switch actuators off, release pins, close the outbox.  Idempotent."""
