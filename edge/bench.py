@@ -73,6 +73,8 @@ class Scenario(msgspec.Struct, **_s):  # type: ignore[call-arg]
     """Event kinds that must first appear in this order."""
     world: Any = None
     """A world model (``edge.sim.world.WorldSpec``) that drives the emulators coherently."""
+    rig: dict[str, Any] = {}
+    """For a device on the bench (``--device``): ``[rig.NAME] pin = N`` lines (see edge.bench_rig)."""
 
 
 def load_scenario(path: Path) -> Scenario:
@@ -83,6 +85,11 @@ def load_scenario(path: Path) -> Scenario:
         if scenario.world is not None:
             world = msgspec.convert(scenario.world, WorldSpec)
             scenario = msgspec.structs.replace(scenario, world=world)
+        if scenario.rig:
+            from edge.bench_rig import RigLine
+
+            rig = {k: msgspec.convert(v, RigLine) for k, v in scenario.rig.items()}
+            scenario = msgspec.structs.replace(scenario, rig=rig)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise ScenarioError(f"{path}: {exc}") from None
     for i, e in enumerate(scenario.expect):
@@ -144,8 +151,26 @@ def _matches(event: dict[str, Any], expect: Expect) -> bool:
     return all(data.get(k) == v for k, v in expect.data.items())
 
 
-async def run_scenario(scenario: Scenario, workdir: Path) -> Report:
-    """Play ``scenario`` against the emulated site built in ``workdir``."""
+async def run_scenario(
+    scenario: Scenario,
+    workdir: Path,
+    *,
+    device: Any = None,
+    pin_factory: Any = None,
+    prompt: Any = print,
+) -> Report:
+    """Play ``scenario`` against the emulated site built in ``workdir``, or, with
+    ``device`` (a validated Config), against that device on the bench through the
+    scenario's rig (:mod:`edge.bench_rig`)."""
+    if device is not None:
+        if scenario.world is not None or scenario.initial:
+            raise ScenarioError(
+                f"{scenario.name}: world and initial need the emulated site, not a device"
+            )
+        from edge.bench_rig import RigSite
+
+        site = RigSite(device, scenario.rig, pin_factory=pin_factory, prompt=prompt)
+        return await _play(scenario, site, None, time.monotonic())
     from edge.sim.emulated import EmulatedSite
 
     from edge.config import ConfigError, parse
@@ -156,8 +181,6 @@ async def run_scenario(scenario: Scenario, workdir: Path) -> Report:
         config = parse(site_config, f"site {scenario.site}")
     except ConfigError as exc:
         raise ScenarioError(str(exc)) from None
-    report = Report(scenario=scenario.name, passed=False)
-    actuator_log: dict[str, list[tuple[float, bool]]] = {}
     initial = list(scenario.initial)
     world = None
     if scenario.world is not None:
@@ -165,7 +188,15 @@ async def run_scenario(scenario: Scenario, workdir: Path) -> Report:
 
         world = World(scenario.world, config)
         initial += [Stimulus(at_s=0, target=t, action=a, value=v) for t, a, v in world.initial()]
-    async with EmulatedSite(site_config, workdir, initial=initial) as site:
+    return await _play(
+        scenario, EmulatedSite(site_config, workdir, initial=initial), world, t_start
+    )
+
+
+async def _play(scenario: Scenario, site: Any, world: Any, t_start: float) -> Report:
+    report = Report(scenario=scenario.name, passed=False)
+    actuator_log: dict[str, list[tuple[float, bool]]] = {}
+    async with site:
         t0 = time.monotonic()
         pending = sorted(scenario.stimulus, key=lambda s: s.at_s)
         watch = asyncio.create_task(_watch_actuators(site, t0, actuator_log))

@@ -161,9 +161,10 @@ def cmd_bench_run(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     if args.verbose:
         _setup_logging(False)
+    device = _load_config(args.device) if args.device else None
     with tempfile.TemporaryDirectory(prefix="satoyama-bench-") as tmp:
         try:
-            report = asyncio.run(run_scenario(scenario, Path(tmp)))
+            report = asyncio.run(run_scenario(scenario, Path(tmp), device=device))
         except ScenarioError as exc:
             print(f"bench error: {exc}", file=sys.stderr)
             return EXIT_CONFIG
@@ -293,6 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
     b = bench.add_parser("run", help="run one scenario (a bundled name or a TOML file)")
     b.add_argument("scenario", help="bundled scenario name (see 'edge bench list') or a file")
     b.add_argument("--report", metavar="FILE", help="also write the report as JSON")
+    b.add_argument(
+        "--device", metavar="CONFIG",
+        help="run against this device on the bench (its real pins, buses, ports and broker), "
+        "driving stimuli through the scenario's [rig] lines and prompting for the rest",
+    )
     b.add_argument("--verbose", "-v", action="store_true", help="show the daemon's log")
     b.set_defaults(func=cmd_bench_run)
     b = bench.add_parser("list", help="list the bundled scenarios")

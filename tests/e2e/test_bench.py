@@ -54,3 +54,79 @@ def test_bad_scenario_names_the_key(tmp_path: Path, text: str, message: str) -> 
     path.write_text(text)
     with pytest.raises(ScenarioError, match=message):
         load_scenario(path)
+
+
+async def test_a_device_on_the_bench_through_a_rig(tmp_path: Path, broker) -> None:  # type: ignore[no-untyped-def]
+    """--device mode: the rig's outputs are wired to the device's inputs (gpiozero's own
+    MockConnectedPin stands in for the jumper wires); what the rig cannot do is prompted."""
+    from gpiozero.pins.mock import MockConnectedPin, MockFactory
+
+    from edge.config import parse
+    from edge.sim.site import device_config
+
+    pins = MockFactory()
+    pins.pin(23, pin_class=MockConnectedPin, input_pin=pins.pin(17))  # rig -> detector
+    pins.pin(24, pin_class=MockConnectedPin, input_pin=pins.pin(5))  # rig -> trap switch
+    device = parse(
+        device_config(tmp_path / "o.sqlite3", broker.port, warmup_s=0, on_s=1, max_on_s=1,
+                      cooldown_s=0)
+        + '\n[sensors.trap_a]\ntype = "trap"\npin = 5\ndebounce_s = 0.1\n'
+        + '\n[health]\nmodem = "none"\n'
+    )
+    scenario_path = tmp_path / "bench.toml"
+    scenario_path.write_text("""
+name = "on the bench"
+site = "paddy-edge"
+duration_s = 4
+
+[rig.pir_north]
+pin = 23
+
+[rig.trap_a]
+pin = 24
+active_high = false     # the trap switch closes to ground
+
+[[stimulus]]
+at_s = 0.5
+target = "pir_north"
+action = "motion"
+value = 0.3
+
+[[stimulus]]
+at_s = 1.0
+target = "trap_a"
+action = "bounce_close"
+
+[[stimulus]]
+at_s = 1.5
+target = "level_probe"
+action = "level_cm"
+value = 250
+
+[[expect]]
+actuator = "siren"
+state = "on"
+after_s = 0.5
+within_s = 0.1
+
+[[expect]]
+event = "animal_detected"
+after_s = 0.5
+within_s = 2
+
+[[expect]]
+event = "trap_triggered"
+after_s = 1.0
+within_s = 2
+count = 1
+""")
+    prompts: list[str] = []
+    try:
+        report = await run_scenario(
+            load_scenario(scenario_path), tmp_path, device=device, pin_factory=pins,
+            prompt=prompts.append,
+        )
+    finally:
+        pins.reset()
+    assert report.passed, report.render()
+    assert prompts == ["NOW: level_probe level_cm 250"]
