@@ -83,6 +83,8 @@ class HealthConfig(msgspec.Struct, **_struct):  # type: ignore[call-arg]
     storage_retry_s: Annotated[float, Meta(gt=0, le=3600)] = 10.0
     modem: Literal["auto", "none"] = "auto"
     """``auto``: report the cellular modem's state when ModemManager (mmcli) manages one."""
+    anomaly_models: bool = True
+    """Score water and mat-load series with the on-device anomaly model."""
 
 
 class TelemetryConfig(msgspec.Struct, **_struct):  # type: ignore[call-arg]

@@ -25,6 +25,7 @@ from drivers.siren import Siren
 from drivers.strobe import Strobe
 from drivers.trap_switch import TrapSwitch
 from edge.actuators import build_actuator, test_pattern
+from edge.anomaly_watch import AnomalyWatch
 from edge.commands import CommandError, HeartbeatCommand, parse_command
 from edge.config import (
     WATER_SENSORS,
@@ -160,6 +161,7 @@ class Daemon:
             sensor = self.config.sensors[rc.sensor]
             assert isinstance(sensor, WATER_SENSORS)
             self.health[rc.sensor] = SensorHealth(rc.sensor, self._record)
+            anomaly = self._anomaly_watch(rc.sensor, "water")
             watch = self.water[rc.sensor] = WaterWatch(
                 rc.sensor,
                 sensor,
@@ -169,6 +171,7 @@ class Daemon:
                 add_reading=self.add_reading,
                 flush_telemetry=self.flush_telemetry,
                 i2c_bus=self.i2c_bus,
+                anomaly=anomaly,
             )
             self._spawn(watch.run(), f"water {rule_name}")
         for name, sensor_cfg in self.config.sensors.items():
@@ -176,7 +179,11 @@ class Daemon:
                 continue
             self.health[name] = SensorHealth(name, self._record)
             mat = self.mats[name] = MatWatch(
-                name, sensor_cfg, health=self.health[name], add_reading=self.add_reading
+                name,
+                sensor_cfg,
+                health=self.health[name],
+                add_reading=self.add_reading,
+                anomaly=self._anomaly_watch(name, "mat_load"),
             )
             self._spawn(mat.run(), f"mat {name}")
         for rule_name, rc in self.config.rules.items():
@@ -247,6 +254,13 @@ class Daemon:
             )
             if s.warmup_s > 0:
                 log.info("detector %s warming up for %.0f s; detections ignored", name, s.warmup_s)
+
+    def _anomaly_watch(self, sensor: str, series: str) -> AnomalyWatch | None:
+        if not self.config.health.anomaly_models:
+            return None
+        watch = AnomalyWatch(sensor, series, self._record)
+        self._spawn(watch.start(), f"anomaly model for {sensor}")
+        return watch
 
     def _ack_button(self, pin: int, nap: NapWatch) -> Any:
         from gpiozero import Button

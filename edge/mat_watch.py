@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from drivers.errors import BusError, SensorTimeout
 from edge.config import MatSensorConfig
@@ -37,6 +38,7 @@ class MatWatch:
         health: SensorHealth,
         add_reading: Callable[[str, float, float], None],
         silence_s: float = 3.0,
+        anomaly: Any = None,
     ) -> None:
         self.name = name
         self.config = config
@@ -48,6 +50,8 @@ class MatWatch:
         self.last_frame: object | None = None
         """The latest good frame (for the posture model)."""
         self._last_load_at = float("-inf")
+        self.anomaly = anomaly
+        """An :class:`edge.anomaly_watch.AnomalyWatch` fed the load while occupied."""
         self.mat = None
 
     async def run(self) -> None:
@@ -76,6 +80,8 @@ class MatWatch:
                 crc_seen = crc_now
                 await self.health.ok()
                 self._update(frame)
+                if self.anomaly is not None and self.last is not None and self.last.occupied:
+                    await self.anomaly.add(self.last.load_kg, self.last.t)
         finally:
             mat.close()
 

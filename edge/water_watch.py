@@ -94,8 +94,11 @@ class WaterWatch:
         add_reading: Callable[[str, float, float], None],
         flush_telemetry: Callable[[], Awaitable[None]],
         i2c_bus: Callable[[int], Any] | None = None,
+        anomaly: Any = None,
     ) -> None:
         self.name = name
+        self.anomaly = anomaly
+        """An :class:`edge.anomaly_watch.AnomalyWatch` fed every reading."""
         self.sensor = sensor
         self.rule = WaterRule(settings_of(rule_config))
         self.record = record
@@ -205,6 +208,8 @@ class WaterWatch:
         for outcome in self.rule.evaluate(reading):
             if isinstance(outcome, Report):
                 self.last_level_cm = outcome.reading.level_cm
+                if self.anomaly is not None:
+                    await self.anomaly.add(outcome.reading.level_cm, outcome.reading.t_end)
                 self.add_reading(
                     f"{self.name}.level_cm", round(outcome.reading.level_cm, 1), now_wall
                 )
