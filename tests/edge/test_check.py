@@ -31,11 +31,14 @@ async def test_exercised_parts_pass_and_actuators_fire(
     stop = asyncio.Event()
 
     async def installer() -> None:
-        await asyncio.sleep(0.3)  # the installer walks to the detector ...
-        await asyncio.to_thread(pins.pin(17).drive_high)  # ... and waves (warm-up ignored)
+        # Once the check watches the detector and the trap (their edge callbacks are set) ...
+        deadline = asyncio.get_running_loop().time() + 10
+        while pins.pin(17)._when_changed is None or pins.pin(5)._when_changed is None:
+            assert asyncio.get_running_loop().time() < deadline, "the check never started"
+            await asyncio.sleep(0.01)
+        await asyncio.to_thread(pins.pin(17).drive_high)  # ... the installer waves
         await asyncio.to_thread(pins.pin(17).drive_low)
-        await asyncio.to_thread(pins.pin(5).drive_low)  # closes the trap door
-        await asyncio.sleep(0.3)
+        await asyncio.to_thread(pins.pin(5).drive_low)  # ... and closes the trap door
         stop.set()
 
     siren = pins.pin(27)
