@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -24,6 +25,7 @@ from edge.config import (
     Config,
     GpioConfig,
     MatSensorConfig,
+    NapRuleConfig,
     OutboxConfig,
     PirSensorConfig,
     PressureProbeConfig,
@@ -40,7 +42,9 @@ class EmulationError(ValueError):
 
 
 class EmulatedSite:
-    def __init__(self, config_text: str, workdir: Path, *, initial: list[Any] = ()) -> None:
+    def __init__(
+        self, config_text: str, workdir: Path, *, initial: Sequence[Any] = ()
+    ) -> None:
         """``initial``: stimuli (``target``, ``action``, ``value``) applied to the
         emulators before the daemon starts, such as the water level at power-on."""
         self.initial = list(initial)
@@ -195,7 +199,7 @@ class EmulatedSite:
         """
         cfg = self.base
         rule = cfg.rules.get(target)
-        if rule is not None and getattr(rule, "ack_pin", None) is not None:
+        if isinstance(rule, NapRuleConfig):
             if action != "acknowledge":
                 raise EmulationError(f"{target}: a nap rule knows the action 'acknowledge'")
             pin = self.daemon.pin_factory.pin(rule.ack_pin)  # a button to ground, pulled up
