@@ -51,6 +51,7 @@ __all__ = [
     "ModelError",
     "PostureModel",
     "anomaly_score",
+    "combined_anomaly_score",
     "normalise_window",
     "packaged_model",
 ]
@@ -288,8 +289,45 @@ def anomaly_score(
     return score
 
 
+def combined_anomaly_score(
+    x: np.ndarray,
+    output: np.ndarray,
+    reference_mse: float,
+    segments: int,
+    denoised_reference_mse: float | None = None,
+    denoised_offset: float = 0.0,
+) -> np.ndarray:
+    """Score of a one- or two-head anomaly model's output (last axis).
+
+    One head (output = window readings): :func:`anomaly_score`.  Two heads
+    (output = 2 x window: the plain reconstruction, then the *denoised* one,
+    i.e. the normal series the second head believes lies under any fault):
+    ``max(anomaly_score(x, plain), ln(max m_i / denoised_reference_mse) -
+    denoised_offset)`` with ``m_i`` the mean squared residual of each segment
+    against the denoised head.  The denoised head removes drifts, steps and
+    spikes, so its residual is the fault itself.
+    """
+    out = np.asarray(output, dtype=np.float64)
+    n = np.asarray(x).shape[-1]
+    plain = anomaly_score(x, out[..., :n], reference_mse, segments)
+    if out.shape[-1] == n or denoised_reference_mse is None:
+        return plain
+    r = np.asarray(x, dtype=np.float64) - out[..., n : 2 * n]
+    r = r.reshape(*r.shape[:-1], segments, n // segments)
+    m = np.mean(r**2, axis=-1) + 1e-9
+    denoised = np.log(m.max(axis=-1) / denoised_reference_mse) - denoised_offset
+    score: np.ndarray = np.maximum(plain, denoised)
+    return score
+
+
 class AnomalyModel:
-    """The anomaly detector for one series (``water`` or ``mat_load``) of its card."""
+    """The anomaly detector for one series (``water`` or ``mat_load``) of its card.
+
+    Card v1.1 models have two heads (``card["heads"] == 2``, output ``2 x
+    window``): a plain autoencoder reconstruction and a denoising one (see
+    :func:`combined_anomaly_score`); the per-series ``denoised_reference_mse``
+    and ``denoised_offset`` calibrate the second.  One-head cards still load.
+    """
 
     def __init__(self, model: Model, series: str) -> None:
         self.model = model
@@ -309,10 +347,25 @@ class AnomalyModel:
         self.code = float(cal["code"])
         self.reference_mse = float(cal["reference_mse"])
         self.threshold = float(cal["threshold"])
-        if model.input_shape[-1] != self.window + 1 or model.output_shape[-1] != self.window:
+        self.heads = int(card.get("heads", 1))
+        self.denoised_reference_mse: float | None = None
+        self.denoised_offset = 0.0
+        if self.heads == 2:
+            try:
+                self.denoised_reference_mse = float(cal["denoised_reference_mse"])
+                self.denoised_offset = float(cal["denoised_offset"])
+            except (KeyError, TypeError, ValueError) as e:
+                raise ModelError(
+                    f"{model.path.name}: two-head card lacks the denoised calibration ({e})"
+                ) from e
+        if (
+            model.input_shape[-1] != self.window + 1
+            or model.output_shape[-1] != self.heads * self.window
+        ):
             raise ModelError(
                 f"{model.path.name}: tensors {model.input_shape} -> {model.output_shape} "
-                f"do not fit the card's window of {self.window} (+ the series code)"
+                f"do not fit the card's window of {self.window} (+ the series code) "
+                f"x {self.heads} head(s)"
             )
 
     @classmethod
@@ -333,8 +386,17 @@ class AnomalyModel:
         if len(window) != self.window:
             raise ValueError(f"anomaly window must hold {self.window} readings, got {len(window)}")
         x = normalise_window(window, self.scale, self.clip)
-        recon = self.model.predict(np.append(x, np.float32(self.code)))[0]
-        return float(anomaly_score(x, recon, self.reference_mse, self.segments))
+        out = self.model.predict(np.append(x, np.float32(self.code)))[0]
+        return float(
+            combined_anomaly_score(
+                x,
+                out,
+                self.reference_mse,
+                self.segments,
+                self.denoised_reference_mse,
+                self.denoised_offset,
+            )
+        )
 
     def is_anomalous(self, window: Sequence[float]) -> bool:
         """Whether the score passes the card's threshold (calibrated at its false-positive rate)."""

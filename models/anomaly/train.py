@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.inference import anomaly_score
+from edge.inference import anomaly_score, combined_anomaly_score
 from models.anomaly.data import (
     ANOMALIES,
     CLIP,
@@ -27,7 +27,9 @@ from models.anomaly.data import (
     SERIES,
     UNITS,
     WINDOW,
+    anomalous_windows,
     heldout_sets,
+    inject,
     normal_windows,
     normalise,
     train_seeds,
@@ -35,34 +37,123 @@ from models.anomaly.data import (
 from models.export import tflite_runner, to_int8_tflite, write_model
 
 HERE = Path(__file__).resolve().parent
-VERSION = "1.0.0"
+VERSION = "1.1.0"
 TARGET_FPR = 0.01
 """False positives per normal window the thresholds are calibrated to (per series)."""
-CALIBRATION_FPR = 0.008
+CALIBRATION_FPR = 0.007
 """Quantile actually used: a margin below the target for the calibration set's own spread."""
 BOTTLENECK = 16
 HIDDEN = 96
+DENOISE_BOTTLENECK = 24
+DENOISE_HIDDEN = 128
+CORRUPT_FRACTION = 0.25
+"""Share of the denoising head's training windows given an injected fault (clean target)."""
+CORRUPT_TYPES: tuple[str, ...] = ("drift",)
+"""Faults the denoising head is shown (the plain head already catches the others)."""
 SEGMENTS = 4
 """The score looks at the residual of each quarter of the window."""
 
 
-def build(tf: Any) -> Any:
-    """(64 + series code) -> 96 -> 16 -> 96 -> 64 dense autoencoder (about 16 k parameters)."""
+def build(tf: Any, hidden: int = HIDDEN, bottleneck: int = BOTTLENECK) -> Any:
+    """(64 + series code) -> hidden -> bottleneck -> hidden -> 64 dense autoencoder."""
     layers = tf.keras.layers
     return tf.keras.Sequential(
         [
             layers.Input((WINDOW + 1,)),
-            layers.Dense(HIDDEN, activation="relu"),
-            layers.Dense(BOTTLENECK),
-            layers.Dense(HIDDEN, activation="relu"),
+            layers.Dense(hidden, activation="relu"),
+            layers.Dense(bottleneck),
+            layers.Dense(hidden, activation="relu"),
             layers.Dense(WINDOW),
         ]
     )
 
 
+def two_heads(tf: Any, plain: Any, denoise: Any) -> Any:
+    """One model: input -> [plain reconstruction | denoised reconstruction] (2 x window)."""
+    inp = tf.keras.layers.Input((WINDOW + 1,))
+    return tf.keras.Model(inp, tf.keras.layers.Concatenate()([plain(inp), denoise(inp)]))
+
+
+def fit(tf: Any, model: Any, x: Any, y: Any, weight: Any, val: Any, epochs: int) -> None:
+    model.compile(optimizer=tf.keras.optimizers.Adam(2e-3), loss="mse")
+    model.fit(
+        x,
+        y,
+        sample_weight=weight,
+        validation_data=val,
+        epochs=epochs,
+        batch_size=256,
+        callbacks=[
+            tf.keras.callbacks.ReduceLROnPlateau(patience=4, factor=0.5, min_lr=1e-5),
+            tf.keras.callbacks.EarlyStopping(patience=10, restore_best_weights=True),
+        ],
+        verbose=2,
+    )
+
+
+def denoised_score(x: np.ndarray, rd: np.ndarray, refd: float) -> np.ndarray:
+    """The denoised head's part of the score (offset 0), as in ``combined_anomaly_score``."""
+    m = np.mean(((x - rd).reshape(len(x), SEGMENTS, -1)) ** 2, axis=-1) + 1e-9
+    out: np.ndarray = np.log(m.max(axis=-1) / refd)
+    return out
+
+
+def calibrate(
+    plain: np.ndarray,
+    denoised: np.ndarray,
+    fpr: float,
+    faults: list[tuple[np.ndarray, np.ndarray]],
+) -> tuple[float, float]:
+    """(threshold, denoised_offset) for ``max(plain, denoised - offset) > threshold``.
+
+    ``plain`` / ``denoised``: the two scores of normal calibration windows;
+    ``faults``: the same for calibration windows of each fault type (seeds
+    disjoint from the held-out ones).  The false-positive budget ``fpr`` is
+    split between the two scores: for each share of it given to the plain
+    score, the denoised threshold is set so that the union flags ``fpr`` of
+    the normal windows; the split with the best mean recall on ``faults`` wins.
+    """
+    best = (-1.0, 0.0, 0.0)
+    for qp in np.linspace(0.1, 1.0, 19) * fpr:
+        tp = float(np.quantile(plain, 1 - qp))
+        rest = denoised[plain <= tp]
+        lo, hi = 0.0, 1.0  # quantile of the denoised score among windows the plain one passes
+        for _ in range(40):
+            mid = (lo + hi) / 2
+            td = np.quantile(rest, 1 - mid) if mid > 0 else np.inf
+            if np.mean((plain > tp) | (denoised > td)) > fpr:
+                hi = mid
+            else:
+                lo = mid
+        td = float(np.quantile(rest, 1 - lo)) if lo > 0 else float(denoised.max())
+        recall = float(np.mean([np.mean((p > tp) | (d > td)) for p, d in faults]))
+        if recall > best[0]:
+            best = (recall, tp, td)
+    _, tp, td = best
+    return tp, td - tp
+
+
 def with_code(kind: str, x: np.ndarray) -> np.ndarray:
     """Append the series code (the model's conditioning input) to each normalised window."""
     return np.concatenate([x, np.full((len(x), 1), CODE[kind], np.float32)], axis=1)
+
+
+def corrupt(kind: str, raw: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Denoising pairs: (input, target) normalised windows.
+
+    A :data:`CORRUPT_FRACTION` of the windows get one injected fault of
+    :data:`CORRUPT_TYPES`; the target is always the *clean* window, normalised
+    with the input's own mean (so the residual ``input - target`` is exactly the
+    injected fault).  The denoising head thus learns to reconstruct the normal
+    series under a fault, never the fault itself.
+    """
+    bad = np.array(raw, dtype=np.float64)
+    for i in np.flatnonzero(rng.random(len(raw)) < CORRUPT_FRACTION):
+        bad[i] = inject(kind, raw[i], CORRUPT_TYPES[int(rng.integers(len(CORRUPT_TYPES)))], rng)
+    mean = bad.mean(axis=1, keepdims=True)
+    xin = np.clip((bad - mean) / SCALE[kind], -CLIP, CLIP).astype(np.float32)
+    target = np.clip((raw - mean) / SCALE[kind], -CLIP, CLIP).astype(np.float32)
+    return xin, target
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -81,11 +172,16 @@ def main(argv: list[str] | None = None) -> None:
 
     n = args.series_seeds
     seeds = train_seeds(args.seed, n + n // 4)
-    xs, ys, cal = [], [], {}
+    xs, ys, xds, yds, cal = [], [], [], [], {}
+    crng = np.random.default_rng([args.seed, 11])
     for kind in SERIES:
-        w = normalise(kind, normal_windows(kind, seeds[:n], per_seed=16))
+        raw = normal_windows(kind, seeds[:n], per_seed=16)
+        w = normalise(kind, raw)
         xs.append(with_code(kind, w))
         ys.append(w)
+        xin, target = corrupt(kind, raw, crng)
+        xds.append(with_code(kind, xin))
+        yds.append(target)
         cal[kind] = normalise(kind, normal_windows(kind, seeds[n:], per_seed=16))
     x, y = np.concatenate(xs), np.concatenate(ys)
     # Steep windows (rain rises, restless bumps) are rare but set the score's
@@ -95,21 +191,12 @@ def main(argv: list[str] | None = None) -> None:
     yv = np.concatenate(list(cal.values()))
     print(f"data: {len(x)} train, {len(xv)} calibration windows")
 
-    model = build(tf)
-    model.compile(optimizer=tf.keras.optimizers.Adam(2e-3), loss="mse")
-    model.fit(
-        x,
-        y,
-        sample_weight=weight,
-        validation_data=(xv, yv),
-        epochs=args.epochs,
-        batch_size=256,
-        callbacks=[
-            tf.keras.callbacks.ReduceLROnPlateau(patience=4, factor=0.5, min_lr=1e-5),
-            tf.keras.callbacks.EarlyStopping(patience=10, restore_best_weights=True),
-        ],
-        verbose=2,
-    )
+    xd, yd = np.concatenate(xds), np.concatenate(yds)
+    plain = build(tf)
+    fit(tf, plain, x, y, weight, (xv, yv), args.epochs)
+    denoise = build(tf, DENOISE_HIDDEN, DENOISE_BOTTLENECK)
+    fit(tf, denoise, xd, yd, 1.0 + np.ptp(yd, axis=1) / 2.0, (xv, yv), args.epochs)
+    model = two_heads(tf, plain, denoise)
 
     rng = np.random.default_rng(args.seed)
     tflite = to_int8_tflite(model, (r[None] for r in x[rng.choice(len(x), 1000, replace=False)]))
@@ -118,21 +205,40 @@ def main(argv: list[str] | None = None) -> None:
     table: dict[str, Any] = {}
     for kind in SERIES:
         xc = cal[kind]
-        rc = run(with_code(kind, xc))
+        out = run(with_code(kind, xc))
+        rc, rd = out[:, :WINDOW], out[:, WINDOW:]
         seg = (xc - rc).reshape(len(xc), SEGMENTS, -1)
         ref = float(np.median(np.mean(seg**2, axis=-1)))
-        scores = anomaly_score(xc, rc, ref, SEGMENTS)
-        thr = float(np.quantile(scores, 1.0 - CALIBRATION_FPR))
+        segd = np.mean(((xc - rd).reshape(len(xc), SEGMENTS, -1)) ** 2, axis=-1)
+        refd = float(np.median(segd))
+        sp = anomaly_score(xc, rc, ref, SEGMENTS)
+        sd = denoised_score(xc, rd, refd)
+        faults = []
+        for a in ANOMALIES:
+            xa = normalise(kind, anomalous_windows(kind, a, seeds[n:], per_seed=1))
+            oa = run(with_code(kind, xa))
+            faults.append(
+                (
+                    anomaly_score(xa, oa[:, :WINDOW], ref, SEGMENTS),
+                    denoised_score(xa, oa[:, WINDOW:], refd),
+                )
+            )
+        thr, offset = calibrate(sp, sd, CALIBRATION_FPR, faults)
         table[kind] = {
             "unit": UNITS[kind],
             "sample_period_s": SAMPLE_PERIOD_S[kind],
             "scale": SCALE[kind],
             "code": CODE[kind],
             "reference_mse": ref,
+            "denoised_reference_mse": refd,
+            "denoised_offset": offset,
             "threshold": thr,
             "calibration_windows": len(xc),
         }
-        print(f"{kind}: reference mse {ref:.5f}, threshold {thr:.3f}")
+        print(
+            f"{kind}: reference mse {ref:.5f} / {refd:.5f}, threshold {thr:.3f}, "
+            f"offset {offset:.3f}"
+        )
 
     t1 = time.perf_counter()
     results = evaluate_sets(heldout_sets(args.heldout_seeds), run, table)
@@ -150,13 +256,18 @@ def main(argv: list[str] | None = None) -> None:
             "window": WINDOW,
             "clip": CLIP,
             "segments": SEGMENTS,
+            "heads": 2,
             "preprocessing": {
                 "steps": "x = window minus its mean, divided by series[kind].scale, clipped to "
                 "+-clip; model input = x followed by series[kind].code, shape (1, window + 1); "
-                "output = reconstruction of x, shape (1, window)",
+                "output = [plain reconstruction of x | denoised reconstruction of x], "
+                "shape (1, 2 * window)",
             },
             "score": "m_i = mean squared residual (x - reconstruction) of each of `segments` "
-            "equal parts; score = max(ln(max m_i / reference_mse), ln(reference_mse / min m_i)); "
+            "equal parts against the plain head, d_i against the denoised head; "
+            "score = max(ln(max m_i / "
+            "reference_mse), ln(reference_mse / min m_i), ln(max d_i / denoised_reference_mse) - "
+            "denoised_offset); "
             "anomalous when score > series[kind].threshold",
             "target_false_positive_rate": TARGET_FPR,
             "series": table,
@@ -186,7 +297,14 @@ def evaluate_sets(
         count = 0
         for name, raw in by_type.items():
             x = normalise(kind, raw)
-            s = anomaly_score(x, run(with_code(kind, x)), cal["reference_mse"], SEGMENTS)
+            s = combined_anomaly_score(
+                x,
+                run(with_code(kind, x)),
+                cal["reference_mse"],
+                SEGMENTS,
+                cal["denoised_reference_mse"],
+                cal["denoised_offset"],
+            )
             flagged[name] = float(np.mean(s > cal["threshold"]))
             count += len(raw)
         recall = {a: flagged[a] for a in ANOMALIES}
@@ -215,7 +333,8 @@ def write_card_md(out: Path, card: dict[str, Any], results: dict[str, Any], us: 
         )
     cal = "\n".join(
         f"| {k} | {v['unit']} | {v['sample_period_s']} s | {v['scale']} | "
-        f"{v['reference_mse']:.5f} | {v['threshold']:.3f} |"
+        f"{v['reference_mse']:.5f} | {v['denoised_reference_mse']:.5f} | "
+        f"{v['denoised_offset']:.3f} | {v['threshold']:.3f} |"
         for k, v in card["series"].items()
     )
     r0 = next(iter(results.values()))
@@ -227,8 +346,8 @@ def write_card_md(out: Path, card: dict[str, Any], results: dict[str, Any], us: 
         for kind, r in results.items()
     )
     verdict += (
-        " Drift is the gap: within one window a ramp is a shape the autoencoder"
-        " reconstructs well (rain rises are ramps too; see Known limits)."
+        " Water drift is the remaining gap: a 10-30 cm ramp within one hour is"
+        " the same shape as the rise of a rain event (see Known limits)."
     )
     text = MODEL_CARD.format(
         version=card["version"],
@@ -251,6 +370,7 @@ def write_card_md(out: Path, card: dict[str, Any], results: dict[str, Any], us: 
         fpr=100 * TARGET_FPR,
         cfpr=100 * CALIBRATION_FPR,
         verdict=verdict,
+        corrupt=100 * CORRUPT_FRACTION,
     )
     (out / "MODEL_CARD.md").write_text(text)
 
@@ -279,29 +399,46 @@ a sudden drop, so a sensor's alarms are not trusted while it misbehaves.
 Preprocessing (per series, constants in `card.json` -> `series`): the window
 minus its own mean, divided by the series' scale, clipped to +-{clip}; the
 model's input is that, followed by the series' code (0 water, 1 mat load: it
-conditions the reconstruction).  The output is the reconstruction of the
-{window} normalised readings.  Score: with `m_i` the mean squared residual of
-each quarter of the window, `max(ln(max m_i / reference_mse), ln(reference_mse
-/ min m_i))` -- two-sided, because a stuck sensor shows up as a residual far
-*below* normal in the frozen part (the noise vanished), while spikes, steps
-and ramps push it far above.  `edge.inference.AnomalyModel`
-does all of it: `score(window)`, `is_anomalous(window)`.
+conditions the reconstruction).  The output has two heads, `2 x {window}`
+values: first the plain reconstruction of the {window} normalised readings,
+then the *denoised* reconstruction -- the normal series the second head
+believes lies under any fault.  Score, with `m_i` / `d_i` the mean squared
+residual of each quarter of the window against the plain / denoised head:
+`max(ln(max m_i / reference_mse), ln(reference_mse / min m_i), ln(max d_i /
+denoised_reference_mse) - denoised_offset)`.  The plain part is two-sided,
+because a stuck sensor shows up as a residual far *below* normal in the
+frozen part (the noise vanished), while spikes and steps push it far above.
+The denoised part catches drift: a plain autoencoder reconstructs a ramp
+like any smooth rise, but the denoising head was trained to put back the
+ramp-free series, so its residual is the drift itself.
+`edge.inference.AnomalyModel` does all of it: `score(window)`,
+`is_anomalous(window)` (no extra input: the model's input is unchanged).
 
-| series | unit | period | scale | reference mse | threshold |
-|---|---|---|---|---|---|
+| series | unit | period | scale | ref. mse | denoised ref. mse | denoised offset | threshold |
+|---|---|---|---|---|---|---|---|
 {cal}
 
-Thresholds: the {cfpr:.1f} % upper quantile of the score on normal
-calibration windows of each series (seeds disjoint from training and
-evaluation), for a stated false-positive rate of at most {fpr:.0f} % per
-window.
+Thresholds: the plain and the denoised score each get the same upper
+quantile of their own distribution on normal calibration windows of each
+series (seeds disjoint from training and evaluation), the quantile chosen so
+that *either* flags {cfpr:.1f} % of them; stated false-positive rate: at
+most {fpr:.0f} % per window.
 
 ## Model and quantisation
 
-Dense autoencoder ({window} + 1) -> 96 (ReLU) -> 16 -> 96 (ReLU) -> {window},
-trained with MSE on normal windows only ({windows} windows, both series), each
-window weighted by 1 + its range / 2 (steep rain rises and restless bumps are
-rare but set the score's upper tail).  Full-integer
+Two dense autoencoders side by side on the same input, one model:
+
+- plain head ({window} + 1) -> 96 (ReLU) -> 16 -> 96 (ReLU) -> {window},
+  trained with MSE on normal windows only ({windows} windows, both series),
+  each window weighted by 1 + its range / 2 (steep rain rises and restless
+  bumps are rare but set the score's upper tail);
+- denoising head ({window} + 1) -> 128 (ReLU) -> 24 -> 128 (ReLU) ->
+  {window}, trained on the same normal windows of which {corrupt:.0f} % carry
+  an injected drift (same generator as the anomalies, training seeds only),
+  the target always being the clean window (normalised with the input's
+  mean).  It is still an autoencoder (a bottleneck reconstruction of its
+  input), but it has been *shown* the drift fault: it is semi-supervised for
+  that one type, and tuned to the generator's drift shape.  Full-integer
 int8 post-training quantisation (1000 training windows as the
 representative dataset), int8 input and output tensors, builtin int8 ops only.
 Size {size} bytes; sha256 `{sha}`.
@@ -343,13 +480,28 @@ host (x86-64, one thread, batch 1, including quantisation).  See
   one (the stuck test compares the residual with the *expected* noise): a
   noisier or quieter sensor than assumed needs its `reference_mse` and
   threshold recalibrated from a day of normal readings.
-- **Drift is mostly missed**: a linear ramp is a smooth shape, and the
-  autoencoder reconstructs smooth shapes well whatever their slope (water
-  windows legitimately hold ramps: the rise and recession of rain events).
-  Only the steepest mat-load drifts (a still child's total load should not
-  change) score high.  Catching drift needs a longer view than one window:
-  e.g. the water level against a neighbouring sensor, or the mat load against
-  the load measured when the child was laid down.
+- **Water drift is only partly caught**: a 10-30 cm ramp within one hour is
+  also what the rise of a rain event looks like (rain events here rise 3-40
+  cm in 15-120 min), so the denoising head can only remove the ramps whose
+  shape (a kink into a constant slope) gives them away; its threshold must
+  stay above the normal rain rises it confuses.  Mat-load drift (a still
+  child's load should not change) is caught almost always.  A longer view
+  (the level against a neighbouring sensor or a rain gauge, the mat load
+  against the load when the child was laid down) is what water drift still
+  needs; it is not in this model.
+- The false-positive budget is shared: the split between the heads is the
+  one with the best mean recall on calibration faults (seeds apart from the
+  held-out ones).  For water, part of the budget moved from the plain head to
+  the denoised one, so spike and stuck recall fell against v1.0 (plain head
+  only: spike 94.1, stuck 92.0, drift 5.8, drop 96.2, all 72.0 %; mat load
+  85.8 % with drift 45.2 %).
+- Tried and not kept (seed 0): a denoising head shown drift, drop and spike
+  (water recall fell: it also "repairs" normal rain rises), a bigger head
+  (192/32, 50 % drifted windows: no gain), 12 % drifted windows (water 80 %,
+  but mat-load false positives 1.1 %).
+- The denoising head has seen the generator's drift (a linear ramp from the
+  first half of the window); other slow faults are covered only by the plain
+  head.
 - Small spikes (a few noise sigmas), short freezes (under half the window)
   and small steps are below what it is calibrated to catch.
 - The mat-load series assumes a child lying still; a cot being made, a child
