@@ -77,37 +77,5 @@ def append(path: Path, kind: str, severity: str, data: dict[str, Any], *, source
     return event_id
 
 
-def read_and_clear(path: Path) -> list[dict[str, Any]]:
-    """Take every complete line out of the spool (the daemon's side of the contract).
-
-    Complete lines are returned and the file is truncated; a trailing partial
-    line or a line that is not a JSON object is dropped with a warning.
-    """
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return []
-    events: list[dict[str, Any]] = []
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        with os.fdopen(os.dup(fd), "rb") as f:
-            raw = f.read()
-        lines = raw.split(b"\n")
-        if lines.pop():  # text after the last newline: a write cut short by a power loss
-            log.warning("spool %s: dropped a partial last line (a write cut short)", path)
-        for line in lines:
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-                if not isinstance(obj, dict):
-                    raise ValueError("not an object")
-            except ValueError:
-                log.warning("spool %s: dropped a malformed line (%d bytes)", path, len(line))
-                continue
-            events.append(obj)
-        os.ftruncate(fd, 0)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return events
+# The reader is the daemon's (edge.spool); re-exported for the updater's tools and tests.
+from edge.spool import read_and_clear  # noqa: E402,F401

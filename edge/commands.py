@@ -6,9 +6,10 @@ anything else is refused with a ``command_rejected`` event and never executed.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
+from msgspec import Meta
 
 MAX_PAYLOAD = 4096
 
@@ -21,8 +22,26 @@ class HeartbeatCommand(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """``cmd/heartbeat``: send a heartbeat now (payload ``{}`` or empty)."""
 
 
+class UpdateCommand(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """``cmd/update``: an update is available; handed to the updater as a request file.
+
+    The request carries no authority: the updater installs only a bundle signed
+    by a pinned key, never an older version (docs/ota.md).
+    """
+
+    cmd: Literal["update"] = "update"
+    id: Annotated[str, Meta(min_length=1, max_length=64)]
+    version: Annotated[str, Meta(pattern=r"^[0-9]+(\.[0-9]+){1,3}([a-z0-9.+-]*)$", max_length=40)]
+    url: Annotated[str, Meta(pattern=r"^(https://|file:///)[^\s]+$", max_length=2000)]
+    sha256: Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$")]
+    size: Annotated[int, Meta(gt=0, le=2**32)]
+    rollout: str = ""
+    issued: str = ""
+
+
 COMMANDS: dict[str, type[Any]] = {
     "heartbeat": HeartbeatCommand,
+    "update": UpdateCommand,
 }
 
 

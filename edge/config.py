@@ -87,6 +87,16 @@ class HealthConfig(msgspec.Struct, **_struct):  # type: ignore[call-arg]
     """Score water and mat-load series with the on-device anomaly model."""
 
 
+class UpdatesConfig(msgspec.Struct, **_struct):  # type: ignore[call-arg]
+    """Where the daemon and the OTA updater meet (docs/ota.md)."""
+
+    request_path: str = "/var/lib/satoyama/update-requests/request.json"
+    """``cmd/update`` from the cloud is written here for the updater."""
+    spool_path: str = "/var/lib/satoyama/spool/events.jsonl"
+    """Events the updater asks the daemon to send."""
+    spool_poll_s: Annotated[float, Meta(gt=0, le=3600)] = 30.0
+
+
 class TelemetryConfig(msgspec.Struct, **_struct):  # type: ignore[call-arg]
     batch_s: Annotated[float, Meta(ge=1, le=86400)] = 10800.0
     """Longest time a reading waits on the device before its batch is queued."""
@@ -244,6 +254,7 @@ class Config(msgspec.Struct, **_struct):  # type: ignore[call-arg]
     outbox: OutboxConfig = OutboxConfig()
     health: HealthConfig = HealthConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
+    updates: UpdatesConfig = UpdatesConfig()
     gpio: GpioConfig = GpioConfig()
     sensors: dict[str, SensorConfig] = {}
     actuators: dict[str, ActuatorConfig] = {}

@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import os
 import sys
 import time
+from pathlib import Path
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -26,7 +28,7 @@ from drivers.strobe import Strobe
 from drivers.trap_switch import TrapSwitch
 from edge.actuators import build_actuator, test_pattern
 from edge.anomaly_watch import AnomalyWatch
-from edge.commands import CommandError, HeartbeatCommand, parse_command
+from edge.commands import CommandError, HeartbeatCommand, UpdateCommand, parse_command
 from edge.config import (
     WATER_SENSORS,
     Config,
@@ -42,6 +44,7 @@ from edge.event import HeartbeatData
 from edge.modem import modem_status
 from edge.outbox import Outbox
 from edge.recorder import Recorder
+from edge import spool
 from edge.sensor_health import SensorHealth
 from edge.telemetry import TelemetryBuffer
 from edge.trap import TrapOutcome, TrapRule
@@ -201,6 +204,7 @@ class Daemon:
         self._spawn(self._watch_storage(), "storage watch")
         self._spawn(self._heartbeats(), "heartbeat")
         self._spawn(self._telemetry_flusher(), "telemetry")
+        self._spawn(self._drain_spool(), "event spool")
         for moved, reason in self.outbox.moved_aside:
             await self.recorder.record(
                 "sensor_fault",
@@ -532,6 +536,66 @@ class Daemon:
         log.info("command %s accepted", name)
         if isinstance(command, HeartbeatCommand):
             self._heartbeat_now.set()
+        elif isinstance(command, UpdateCommand):
+            self._spawn(self._request_update(command), "update request")
+
+    async def _request_update(self, command: UpdateCommand) -> None:
+        """Hand ``cmd/update`` to the updater: the request file, written atomically."""
+        path = Path(self.config.updates.request_path)
+        payload = msgspec.json.encode(command)
+
+        def write() -> None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.tmp")
+            with open(tmp, "wb") as f:
+                f.write(payload)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+        try:
+            await asyncio.to_thread(write)
+        except OSError as exc:
+            log.error("cannot write the update request %s: %s", path, exc)
+            return
+        log.info("update to %s requested (%s): handed to the updater", command.version, path)
+
+    async def _drain_spool(self) -> None:
+        """Send the events the updater left in the spool (docs/ota.md)."""
+        path = Path(self.config.updates.spool_path)
+        while True:
+            try:
+                lines, taken = await asyncio.to_thread(spool.read, path)
+                for line in lines:
+                    await self._spooled_event(line)
+                await asyncio.to_thread(spool.remove_prefix, path, taken)
+            except OSError as exc:
+                log.warning("event spool %s unreadable: %s", path, exc)
+            await asyncio.sleep(self.config.updates.spool_poll_s)
+
+    async def _spooled_event(self, line: dict[str, Any]) -> None:
+        assert self.recorder is not None
+        severity = line.get("severity")
+        kind = line.get("kind")
+        if severity not in ("alarm", "warning", "info") or not isinstance(kind, str) or not kind:
+            log.warning("event spool: dropped a line without a valid kind or severity")
+            return
+        data = line.get("data") if isinstance(line.get("data"), dict) else {}
+        data = {**data, "source": str(line.get("source", "spool"))}
+        at = None
+        ts = line.get("ts")
+        if isinstance(ts, str):
+            try:
+                at = dt.datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                at = None
+        event_id = line.get("id") if isinstance(line.get("id"), str) else None
+        await self.recorder.record(kind, severity, data, at=at, event_id=event_id)
 
     # -- rules ----------------------------------------------------------------
 

@@ -90,11 +90,13 @@ class Recorder:
         data: dict[str, Any] | None = None,
         *,
         at: float | None = None,
+        event_id: str | None = None,
     ) -> Event:
-        """A new event; ``at`` is the wall-clock time (``time.time()``) it happened."""
+        """A new event; ``at`` is the wall-clock time (``time.time()``) it happened;
+        ``event_id`` keeps an id given elsewhere (the spool's), for de-duplication."""
         ts = dt.datetime.fromtimestamp(time.time() if at is None else at, dt.UTC)
         return Event(
-            id=new_event_id(),
+            id=event_id or new_event_id(),
             device=self.config.device.id,
             site=self.config.device.site,
             kind=kind,
@@ -114,6 +116,7 @@ class Recorder:
         data: dict[str, Any] | None = None,
         *,
         at: float | None = None,
+        event_id: str | None = None,
     ) -> Event:
         """Make an event and return it once it is durable in the outbox.
 
@@ -121,7 +124,7 @@ class Recorder:
         in the outbox's bounded memory buffer and still sent; it is written to
         disk once the disk works again.
         """
-        event = self.make(kind, severity, data, at=at)
+        event = self.make(kind, severity, data, at=at, event_id=event_id)
         if await self.outbox.put(event):
             log.info("event %s stored: %s (%s) seq=%d", event.id, kind, severity, event.seq)
         else:
