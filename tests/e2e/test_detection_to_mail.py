@@ -12,8 +12,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -23,17 +21,10 @@ from edge.config import parse
 from edge.daemon import Daemon
 from edge.sim.mailbox import ReceivedMail
 from edge.sim.site import LAT, LON, RECIPIENTS, CloudSide, device_config
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
-
-
-async def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 async def mails(cloud: CloudSide, count: int, timeout: float = 20) -> list[ReceivedMail]:
@@ -64,10 +55,11 @@ def daemon_config(tmp_path: Path, cloud: CloudSide, **timing: float) -> str:
 
 async def drained(daemon: Daemon, timeout: float = 10) -> None:
     """Wait until the broker acknowledged everything the daemon recorded."""
-    deadline = time.monotonic() + timeout
-    while await daemon.outbox.depth() > 0:
-        assert time.monotonic() < deadline, "the outbox did not drain"
-        await asyncio.sleep(0.01)
+
+    async def empty() -> bool:
+        return await daemon.outbox.depth() == 0
+
+    await until(empty, timeout, "the outbox to drain")
 
 
 async def detect(daemon: Daemon) -> None:
@@ -87,7 +79,7 @@ async def test_detection_sounds_at_once_and_mails_the_farmer_once(
         # Siren on before the edge handler returned; the strobe starts flashing.
         assert siren.state is True
         assert siren._last_change >= pir._last_change
-        await wait_for(lambda: len(strobe.states) >= 3, 5, "the strobe to flash")
+        await until(lambda: len(strobe.states) >= 3, 5, "the strobe to flash")
         await asyncio.to_thread(pir.drive_low)
 
         (mail,) = await mails(cloud, 1)
@@ -97,7 +89,7 @@ async def test_detection_sounds_at_once_and_mails_the_farmer_once(
 
         # The boar is still there while the siren sounds: same visit, no new e-mail.
         await detect(daemon)
-        await wait_for(lambda: siren.state is False, 10, "the siren to stop")
+        await until(lambda: siren.state is False, 10, "the siren to stop")
         assert strobe.state is False
         # A separate, later visit makes the second e-mail; that nothing was sent
         # in between proves the extension was not mailed.
@@ -116,16 +108,16 @@ async def test_broker_down_siren_still_sounds_and_mail_follows(
         assert daemon.uplink is not None
         await asyncio.wait_for(daemon.uplink.connected.wait(), 10)
         cloud.broker.stop()
-        await wait_for(lambda: not daemon.uplink.connected.is_set(), 10, "the link to drop")
+        await until(lambda: not daemon.uplink.connected.is_set(), 10, "the link to drop")
 
         pins = daemon.pin_factory
         await asyncio.to_thread(pins.pin(17).drive_high)
         assert pins.pin(27).state is True  # no network needed to chase the boar
         await asyncio.to_thread(pins.pin(17).drive_low)
-        deadline = time.monotonic() + 5
-        while not any(p.kind == "animal_detected" for p in await daemon.outbox.pending(10)):
-            assert time.monotonic() < deadline, "event not stored"
-            await asyncio.sleep(0.01)
+        async def stored() -> bool:
+            return any(p.kind == "animal_detected" for p in await daemon.outbox.pending(10))
+
+        await until(stored, 5, "the event to be stored")
         assert cloud.mailbox.mails == []
 
         cloud.broker.start()  # the broker comes back (with the notifier's session)
@@ -173,7 +165,7 @@ async def test_sigkill_after_store_before_publish_mails_exactly_once(
         assert daemon.stdin is not None
         daemon.stdin.write("detect pir_north\n")
         daemon.stdin.flush()
-        await wait_for(lambda: outbox_rows(outbox) == 1, 10, "the event to be stored")
+        await until(lambda: outbox_rows(outbox) == 1, 10, "the event to be stored")
     finally:
         daemon.send_signal(signal.SIGKILL)
         daemon.wait()
@@ -185,7 +177,7 @@ async def test_sigkill_after_store_before_publish_mails_exactly_once(
     try:
         (mail,) = await mails(cloud, 1)
         check_detection_mail(mail)
-        await wait_for(lambda: outbox_rows(outbox) == 0, 10, "the outbox to drain")
+        await until(lambda: outbox_rows(outbox) == 0, 10, "the outbox to drain")
         # A later detection's mail arrives; nothing was sent twice in between.
         assert daemon.stdin is not None
         daemon.stdin.write("detect pir_north\n")

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 
 import pytest
 
 from edge.bench import SITES
 from edge.sim.emulated import EmulatedSite
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.slow
-
-
-async def wait_until(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 async def test_missing_posture_model_falls_back_and_apnea_still_alarms(tmp_path: Path) -> None:
@@ -29,13 +21,13 @@ async def test_missing_posture_model_falls_back_and_apnea_still_alarms(tmp_path:
     text = text.replace("/tmp/satoyama-bench-naps.sqlite3", str(tmp_path / "naps.sqlite3"))
     async with EmulatedSite(text, tmp_path / "site") as site:
         kinds = lambda k: [e for e in site.events() if e["kind"] == k]  # noqa: E731
-        await wait_until(lambda: bool(kinds("sensor_fault")), 10, "the model fault")
+        await until(lambda: bool(kinds("sensor_fault")), 10, "the model fault")
         fault = kinds("sensor_fault")[0]["data"]
         assert fault["sensor"] == "naps.posture_model"
         assert "missing" in fault["message"] and "by hand" in fault["message"]
         await site.apply("mat_1", "lie_down")
-        await wait_until(lambda: bool(kinds("posture_check")), 10, "a posture check")
+        await until(lambda: bool(kinds("posture_check")), 10, "a posture check")
         assert kinds("posture_check")[0]["data"]["posture"] == "unknown"
         await site.apply("mat_1", "stop_breathing")
-        await wait_until(lambda: bool(kinds("apnea_alarm")), 15, "the apnea alarm")
+        await until(lambda: bool(kinds("apnea_alarm")), 15, "the apnea alarm")
         assert site.actuator_states()["buzzer"] is True

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 
 import aiomqtt
@@ -16,6 +15,7 @@ from edge.daemon import Daemon
 from edge.sim.broker import Mosquitto
 from edge.sim.site import DEVICE_ID, device_config
 from tests.support.spy import spy_on
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.slow
 
@@ -37,13 +37,6 @@ request_path = "{tmp_path / 'requests' / 'request.json'}"
 spool_path = "{tmp_path / 'spool' / 'events.jsonl'}"
 spool_poll_s = 0.1
 """
-
-
-async def until(predicate, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 async def test_update_command_is_handed_to_the_updater_and_bad_ones_refused(

@@ -14,6 +14,7 @@ from edge.check import run_check
 from edge.config import parse
 from edge.sim.broker import Mosquitto, free_port
 from edge.sim.site import device_config
+from tests.support.waiting import until
 
 TRAP = '\n[sensors.trap_a]\ntype = "trap"\npin = 5\n\n[actuators.buzzer]\ntype = "buzzer"\npin = 6\n'
 
@@ -32,10 +33,12 @@ async def test_exercised_parts_pass_and_actuators_fire(
 
     async def installer() -> None:
         # Once the check watches the detector and the trap (their edge callbacks are set) ...
-        deadline = asyncio.get_running_loop().time() + 10
-        while pins.pin(17)._when_changed is None or pins.pin(5)._when_changed is None:
-            assert asyncio.get_running_loop().time() < deadline, "the check never started"
-            await asyncio.sleep(0.01)
+        await until(
+            lambda: pins.pin(17)._when_changed is not None
+            and pins.pin(5)._when_changed is not None,
+            10,
+            "the check to watch the pins",
+        )
         await asyncio.to_thread(pins.pin(17).drive_high)  # ... the installer waves
         await asyncio.to_thread(pins.pin(17).drive_low)
         await asyncio.to_thread(pins.pin(5).drive_low)  # ... and closes the trap door
@@ -113,7 +116,7 @@ async def test_bus_and_serial_sensors_are_read_and_a_dead_one_is_named(
         mat.lie_down()
         text = (
             device_config(tmp_path / "o.sqlite3", broker.port)
-            + f'\n[sensors.level_probe]\ntype = "pressure_probe"\n'
+            + '\n[sensors.level_probe]\ntype = "pressure_probe"\n'
             + f'\n[sensors.level_bridge]\ntype = "ultrasonic"\nport = "{ranger.port}"\n'
             + "mount_height_cm = 400\n"
             + f'\n[sensors.mat_1]\ntype = "mat"\nport = "{mat.port}"\ncot = "A-1"\n'

@@ -5,7 +5,6 @@ Real drivers on gpiozero's MockFactory pins; time is an injected clock.
 
 from __future__ import annotations
 
-import time
 
 import pytest
 from gpiozero.pins.mock import MockFactory
@@ -14,6 +13,7 @@ from drivers.pir import PirDetector
 from drivers.siren import Siren
 from drivers.strobe import Strobe
 from edge.deterrent import DeterrentRule, Outcome
+from tests.support.waiting import until_sync
 
 
 class Clock:
@@ -22,14 +22,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.t
-
-
-def wait_until(predicate, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met within deadline")
-        time.sleep(0.001)
 
 
 @pytest.fixture
@@ -70,7 +62,7 @@ def test_detection_sounds_siren_before_the_edge_handler_returns(site) -> None:  
     assert siren_pin._last_change >= pir_pin._last_change  # the edge came first
     # The strobe flashes: its pin toggles on its own, it is not merely on.
     strobe_pin = pins.pin(22)
-    wait_until(lambda: len(strobe_pin.states) >= 5)
+    until_sync(lambda: len(strobe_pin.states) >= 5, 5, "the strobe to flash")
     levels = [s.state for s in strobe_pin.states[1:5]]
     assert levels in ([True, False, True, False], [False, True, False, True])
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from edge.event import Event, Location, decode, new_event_id
-from edge.outbox import Outbox, OutboxError
+from edge.outbox import Outbox
 
 
 def make_event(seq: int, severity: str = "alarm", kind: str = "animal_detected") -> Event:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import aiomqtt
 
 from edge.event import Event, Status, TelemetryBatch, decode, decode_status, decode_telemetry
+from tests.support.waiting import until
 
 
 @dataclass
@@ -28,11 +28,7 @@ class Spy:
         return [e for e in self.events if e.kind == kind]
 
     async def wait(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-            await asyncio.sleep(0.01)
+        await until(predicate, timeout, what)
 
 
 @contextlib.asynccontextmanager
