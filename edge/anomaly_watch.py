@@ -3,9 +3,12 @@
 A stuck sensor, a sudden drop, spikes or a slow drift make a sensor's alarms
 untrustworthy; farmers, river staff and nursery staff are told (an ``anomaly``
 event, severity ``warning``) before they rely on them.  The series is fed at
-the model's own sample period (from its card); a series that arrives much
-more slowly than the model was trained for is not scored (said once in the
-log), because its shape would not mean what the model learnt.
+the model's own sample period (from its card: a water level every 600 s, the
+water rule's idle cadence, of which the 300-s readings while observing are
+every second one; a mat's load every 0.5 s); faster values are thinned to
+that period; a series that arrives more than twice as slowly as the model was
+trained for is not scored (said once in the log), because its shape would not
+mean what the model learnt.
 
 One episode is one event: after an ``anomaly`` the series must look normal for
 a whole window before another can be raised.

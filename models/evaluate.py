@@ -1,6 +1,6 @@
 """Held-out metrics of the COMMITTED models, through the device's own wrapper.
 
-    python -m models.evaluate [--posture-seeds 2000] [--anomaly-seeds 500]
+    python -m models.evaluate [--posture-seeds 2000] [--anomaly-seeds 2000]
 
 Loads ``models/posture/posture.tflite`` and ``models/anomaly/anomaly.tflite``
 with :mod:`edge.inference` (the LiteRT interpreter, the card checks, the
@@ -95,7 +95,7 @@ def evaluate_anomaly(n_seeds: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--posture-seeds", type=int, default=2000, help="held-out frames per class")
-    ap.add_argument("--anomaly-seeds", type=int, default=500, help="held-out series per kind")
+    ap.add_argument("--anomaly-seeds", type=int, default=2000, help="held-out series per kind")
     ap.add_argument("--json", action="store_true", help="also print the metrics as JSON")
     args = ap.parse_args(argv)
     posture = evaluate_posture(args.posture_seeds)

@@ -2,16 +2,27 @@
 
 Two series, both seen through 64-point windows (:data:`WINDOW`):
 
-**water** -- river / paddy water level in cm, one reading a minute (a window
-is ~1 hour):
+**water** -- river / paddy water level in cm, one reading every 10 minutes
+(:data:`SAMPLE_PERIOD_S`: the water rule's idle cadence; while observing it
+reads every 5 minutes and the device scores every second reading), so a
+window is 10 h 40 min.  Each reading stands for the rule's 20-s mean of 1-s
+samples with spikes removed:
 
-- base level U(10, 150) cm;
-- rain events, Poisson, on average one every 8 h; each a hydrograph
+- 70 % small rivers: base level U(10, 150) cm, a slow trend U(-1, +0.5)
+  cm/day (base flow); rain events up to 40 cm;
+- 30 % paddy fields (:data:`PADDY_SHARE`): a few centimetres, U(2, 12) cm,
+  falling U(1, 3) cm/day (evaporation, percolation) and topped up by the
+  farmer (inlet opened: +2-6 cm over 1-4 h, a smoothstep, on average as much
+  as the field loses); rain events up to 8 cm (the outlet weir caps them);
+- rain events, Poisson, on average one every 12 h (:data:`RAIN_GAP_MIN`: a
+  wet spell, the time the alarms matter), starting up to three days before
+  the series so recessions are running; each a hydrograph
   ``A * (t / tp * exp(1 - t / tp)) ** k`` (peak A at tp after onset, then a
-  long recession), A log-uniform 3-40 cm, time to peak tp 15-120 min, k 2-5;
-  events overlap freely;
-- surface ripple and sensor noise: white, sigma U(0.6, 0.9) cm per sensor;
-  readings rounded to 1 mm.
+  long recession), A log-uniform (rivers 3-40 cm, paddies 1-8 cm), time to
+  peak tp log-uniform 30-360 min (small catchments), k 2-5; events overlap
+  freely;
+- surface ripple and sensor noise per reading: white, sigma U(0.6, 0.9) cm per
+  sensor; readings rounded to 1 mm.
 
 **mat_load** -- total load of a sleeping child on the body-motion mat in kg,
 two readings a second (a window is 32 s):
@@ -35,6 +46,10 @@ random place (units: cm for water, kg for mat_load):
 | ``drift`` | a ramp from the first half, D at the window's end | D +-(10-30) | D +-(0.4-2) |
 | ``drop`` | a step down by D from a point 8-56 to the end; 30 %: to 0 | D 8-40 | D 0.5-3 |
 
+(Water drift is thus 10-30 cm over 5-10 hours: a sensor sinking into silt or
+slipping on its mount, a blocked vent tube of a pressure probe in a deep
+low; mat drift is 0.4-2 kg over 16-32 s.)
+
 Windows are normalised per series (:data:`SCALE`): minus the window's mean,
 divided by the series' scale, clipped to +-:data:`CLIP`.
 
@@ -55,7 +70,12 @@ SCALE: dict[str, float] = {"water": 4.0, "mat_load": 0.15}
 CODE: dict[str, float] = {"water": 0.0, "mat_load": 1.0}
 """The series code the model gets as its last input (it conditions the reconstruction)."""
 UNITS: dict[str, str] = {"water": "cm", "mat_load": "kg"}
-SAMPLE_PERIOD_S: dict[str, float] = {"water": 60.0, "mat_load": 0.5}
+SAMPLE_PERIOD_S: dict[str, float] = {"water": 600.0, "mat_load": 0.5}
+"""Seconds between readings: the water rule's idle cadence (10 min), the mat's frame pairs."""
+PADDY_SHARE = 0.3
+"""Share of water series that are paddy fields (the rest: small rivers)."""
+RAIN_GAP_MIN = 720.0
+"""Mean time between rain events, minutes."""
 CLIP = 8.0
 ANOMALIES: tuple[str, ...] = ("spike", "stuck", "drift", "drop")
 TRAIN_BASE = 1_000_000
@@ -63,19 +83,37 @@ HELDOUT_BASE = 2_000_000_000
 
 
 def water_series(rng: np.random.Generator, n: int) -> np.ndarray:
-    """``n`` minutes of water level (cm)."""
-    t = np.arange(n, dtype=np.float64)
-    level = np.full(n, rng.uniform(10.0, 150.0))
-    # events may start before the series (their recession is still running)
-    span = n + 1500
-    for onset in np.cumsum(rng.exponential(480.0, size=int(span / 480 * 3) + 5)) - 1500:
-        if onset >= n:
-            break
-        amp = float(np.exp(rng.uniform(np.log(3.0), np.log(40.0))))
-        tp = rng.uniform(15.0, 120.0)
+    """``n`` readings of water level (cm), one every :data:`SAMPLE_PERIOD_S` ``["water"]``."""
+    step = SAMPLE_PERIOD_S["water"] / 60.0  # minutes per reading
+    t = np.arange(n, dtype=np.float64) * step
+    paddy = rng.random() < PADDY_SHARE
+    if paddy:
+        level = np.full(n, rng.uniform(2.0, 12.0))
+        decline = rng.uniform(1.0, 3.0)  # cm/day: evaporation and percolation
+        level -= decline * t / 1440.0
+        # the farmer tops the field up: on average exactly what it loses
+        fill_mean = 4.0
+        gap = fill_mean / decline * 1440.0
+        at = rng.uniform(-gap, 0.0)
+        while at < t[-1]:
+            rise = rng.uniform(2.0, 6.0)
+            over = rng.uniform(60.0, 240.0)
+            s = np.clip((t - at) / over, 0.0, 1.0)
+            level += rise * s * s * (3.0 - 2.0 * s)  # smoothstep: inlet opened, then closed
+            at += rng.exponential(gap)
+        amp_lo, amp_hi = 1.0, 8.0  # the outlet weir caps what rain adds
+    else:
+        level = np.full(n, rng.uniform(10.0, 150.0)) + rng.uniform(-1.0, 0.5) * t / 1440.0
+        amp_lo, amp_hi = 3.0, 40.0
+    # rain events; they may start up to three days before the series (recession)
+    onset = -4320.0 + rng.exponential(RAIN_GAP_MIN)
+    while onset < t[-1]:
+        amp = float(np.exp(rng.uniform(np.log(amp_lo), np.log(amp_hi))))
+        tp = float(np.exp(rng.uniform(np.log(30.0), np.log(360.0))))
         k = rng.uniform(2.0, 5.0)
         s = np.clip(t - onset, 0.0, None) / tp
         level += amp * (s * np.exp(1.0 - s)) ** k
+        onset += rng.exponential(RAIN_GAP_MIN)
     level += rng.normal(0.0, rng.uniform(0.6, 0.9), n)
     return np.round(level, 1)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from edge.anomaly_watch import AnomalyWatch
 
 
@@ -30,12 +32,32 @@ async def test_a_stuck_sensor_is_one_anomaly_event_per_episode() -> None:
     assert data["score"] > data["threshold"]
 
 
+async def test_water_is_scored_at_the_water_rules_default_cadence() -> None:
+    # The water rule reads every 600 s while idle and every 300 s while
+    # observing (edge/config.py defaults); the water model is trained at 600 s.
+    events = Events()
+    watch = AnomalyWatch("level_east", "water", events)
+    await watch.start()
+    assert watch.period_s == 600.0
+    rng = np.random.default_rng(4)
+    t = 0.0
+    for _ in range(100):  # idle: one reading every 10 minutes
+        t += 600.0 + rng.uniform(-2.0, 2.0)
+        await watch.add(50.0 + rng.normal(0.0, 0.7), t)
+    assert watch.scored == 100 - 63
+    for _ in range(100):  # observing: every 5 minutes, every second one scored
+        t += 300.0 + rng.uniform(-2.0, 2.0)
+        await watch.add(50.0 + rng.normal(0.0, 0.7), t)
+    assert watch.scored == 100 - 63 + 50
+    assert events.got == [], "a calm, noisy level is not an anomaly"
+
+
 async def test_values_much_slower_than_the_models_period_are_not_scored() -> None:
     events = Events()
     watch = AnomalyWatch("level_east", "water", events)
     await watch.start()
-    for i in range(200):  # one value every 10 minutes: the water rule's idle cadence
-        await watch.add(50.0, i * 600.0)
+    for i in range(200):  # one value an hour: the model's 10-minute shapes mean nothing here
+        await watch.add(50.0, i * 3600.0)
     assert watch.scored == 0 and events.got == []
 
 

@@ -212,8 +212,9 @@ def test_drift_is_flagged(anomaly: AnomalyModel) -> None:
 def test_most_held_out_style_drifts_are_flagged(anomaly: AnomalyModel) -> None:
     windows = anomalous_windows(anomaly.series, "drift", range(2_000_980_000, 2_000_980_025))
     caught = np.mean([anomaly.is_anomalous(w) for w in windows])
-    # water drift is the known partial gap (MODEL_CARD.md): held-out recall ~45-60 %
-    assert caught >= (0.3 if anomaly.series == "water" else 0.9), caught
+    # water drift is the known partial gap (MODEL_CARD.md): held-out recall ~76 %
+    # (these 100 windows: 66 %); v1.x at one reading a minute caught 44 %
+    assert caught >= (0.55 if anomaly.series == "water" else 0.95), caught
 
 
 def test_two_heads_from_the_card(anomaly: AnomalyModel) -> None:
