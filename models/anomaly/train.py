@@ -200,7 +200,8 @@ def main(argv: list[str] | None = None) -> None:
     weight = 1.0 + np.ptp(y, axis=1) / 2.0
     xv = np.concatenate([with_code(k, v) for k, v in val.items()])
     yv = np.concatenate(list(val.values()))
-    print(f"data: {len(x)} train, {len(xv)} calibration windows")
+    ncal = sum(map(len, cal.values()))
+    print(f"data: {len(x)} train, {len(xv)} validation, {ncal} calibration windows")
 
     xd, yd = np.concatenate(xds), np.concatenate(yds)
     plain = build(tf)
