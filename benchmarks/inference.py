@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/inference.py [--calls 2000]
 
 * latency: median and p99 of ``PostureModel.classify(frame)`` and
-  ``AnomalyModel.score(window)`` -- the calls the rules make, quantisation and
+  ``AnomalyModel.assess(window)`` -- the calls the rules make, quantisation and
   dequantisation included -- on the committed models through LiteRT;
 * memory: a fresh Python process imports the daemon's modules
   (``edge.cli``, ``edge.daemon``, ``edge.inference``), loads both models and
@@ -88,9 +88,9 @@ def main() -> None:
         [50.0 + 0.1 * ((i * 7 + k) % 13) for k in range(64)] for i in range(50)
     ]
     for w in windows[:20]:
-        anomaly.score(w)  # type: ignore[arg-type]
-    med, p99 = latency(anomaly.score, windows, args.calls)
-    print(f"anomaly.score(window): median {med:.0f} us, p99 {p99:.0f} us ({args.calls} calls)")
+        anomaly.assess(w)  # type: ignore[arg-type]
+    med, p99 = latency(anomaly.assess, windows, args.calls)
+    print(f"anomaly.assess(window): median {med:.0f} us, p99 {p99:.0f} us ({args.calls} calls)")
 
     probe = subprocess.run(
         [sys.executable, "-c", RSS_PROBE.format(root=str(ROOT))],

@@ -80,6 +80,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         f"{len(config.sensors)} sensor(s), {len(config.actuators)} actuator(s), "
         f"{len(config.rules)} rule(s)"
     )
+    from edge.anomaly_watch import cadence_warnings
+
+    for warning in cadence_warnings(config):
+        print(f"warning: {warning}")
     return 0
 
 

@@ -27,7 +27,7 @@ from drivers.siren import Siren
 from drivers.strobe import Strobe
 from drivers.trap_switch import TrapSwitch
 from edge.actuators import build_actuator, test_pattern
-from edge.anomaly_watch import AnomalyWatch
+from edge.anomaly_watch import AnomalyWatch, cadence_warnings
 from edge.commands import CommandError, HeartbeatCommand, UpdateCommand, parse_command
 from edge.config import (
     WATER_SENSORS,
@@ -134,6 +134,8 @@ class Daemon:
         self._loop = asyncio.get_running_loop()
         self.started_at = time.monotonic()
         sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL_S))
+        for warning in cadence_warnings(self.config):
+            log.warning("%s", warning)
         if self.pin_factory is None:
             self.pin_factory = make_pin_factory(self.config.gpio.pin_factory)
         self.outbox.open()
@@ -262,7 +264,9 @@ class Daemon:
     def _anomaly_watch(self, sensor: str, series: str) -> AnomalyWatch | None:
         if not self.config.health.anomaly_models:
             return None
-        watch = AnomalyWatch(sensor, series, self._record)
+        # a water window (10 h 40 min) is kept beside the outbox across restarts
+        state_dir = Path(self.config.outbox.path).parent
+        watch = AnomalyWatch(sensor, series, self._record, state_dir=state_dir)
         self._spawn(watch.start(), f"anomaly model for {sensor}")
         return watch
 

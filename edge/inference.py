@@ -4,8 +4,9 @@ One wrapper for every model (:class:`Model`) plus the two faces the rules use:
 
 - :class:`PostureModel` -- ``classify(frame) -> (label, probability)`` for a
   body-motion mat frame;
-- :class:`AnomalyModel` -- ``score(window) -> float`` and
-  ``is_anomalous(window) -> bool`` for a window of a scalar series.
+- :class:`AnomalyModel` -- ``assess(window) -> (score, tests)``,
+  ``score(window) -> float`` and ``is_anomalous(window) -> bool`` for a
+  window of a scalar series.
 
 A model is two files: ``<name>.tflite`` and its ``card.json`` (shapes, dtypes
 and quantisation of the input and output tensors, the file's sha256, labels,
@@ -46,12 +47,12 @@ except ImportError:  # pragma: no cover - only where just tflite-runtime is inst
     )
 
 __all__ = [
+    "ANOMALY_TESTS",
     "AnomalyModel",
     "Model",
     "ModelError",
     "PostureModel",
-    "anomaly_score",
-    "combined_anomaly_score",
+    "anomaly_tests",
     "normalise_window",
     "packaged_model",
 ]
@@ -268,66 +269,85 @@ def normalise_window(window: Sequence[float] | np.ndarray, scale: float, clip: f
     return out
 
 
-def anomaly_score(
-    x: np.ndarray, reconstruction: np.ndarray, reference_mse: float, segments: int = 1
-) -> np.ndarray:
-    """Two-sided log residual energy of the reconstruction, per window (last axis).
+ANOMALY_TESTS: tuple[str, ...] = ("energy", "quiet", "denoised", "peak")
+"""The anomaly score's tests; each has its own threshold per series (card: ``thresholds``).
 
-    The window is cut into ``segments`` equal parts; with ``m`` the mean
-    squared residual of each part, the score is
-    ``max(ln(max m / reference_mse), ln(reference_mse / min m))``.  Far *above*
-    the normal level is a shape the autoencoder has not seen (spike, step,
-    ramp); far *below* it, in any one part, is a series that lost its noise (a
-    stuck sensor).
-    """
-    r = np.asarray(x, dtype=np.float64) - np.asarray(reconstruction, dtype=np.float64)
-    r = r.reshape(*r.shape[:-1], segments, r.shape[-1] // segments)
-    m = np.mean(r**2, axis=-1) + 1e-9
-    hi = np.log(m.max(axis=-1) / reference_mse)
-    lo = np.log(reference_mse / m.min(axis=-1))
-    score: np.ndarray = np.maximum(hi, lo)
-    return score
+- ``energy``: the plain reconstruction's residual is far *above* normal in
+  some quarter of the window -- a shape the autoencoder has not seen;
+- ``quiet``: it is far *below* normal in some quarter -- the series lost its
+  noise (a stuck sensor);
+- ``denoised``: the residual against the denoising head (the normal series it
+  believes lies under any fault) is far above normal -- a drift;
+- ``peak``: a burst of residual energy over a few consecutive readings, against
+  the window's own residual noise -- a spike or a step.
+"""
 
 
-def combined_anomaly_score(
+def anomaly_tests(
     x: np.ndarray,
     output: np.ndarray,
-    reference_mse: float,
+    *,
     segments: int,
-    denoised_reference_mse: float | None = None,
-    denoised_offset: float = 0.0,
-) -> np.ndarray:
-    """Score of a one- or two-head anomaly model's output (last axis).
+    reference_mse: float,
+    denoised_reference_mse: float | None,
+    peak_width: int,
+    noise_floor: float,
+) -> dict[str, np.ndarray]:
+    """Every test of :data:`ANOMALY_TESTS` for windows ``x`` and the model's ``output`` (last axis).
 
-    One head (output = window readings): :func:`anomaly_score`.  Two heads
-    (output = 2 x window: the plain reconstruction, then the *denoised* one,
-    i.e. the normal series the second head believes lies under any fault):
-    ``max(anomaly_score(x, plain), ln(max m_i / denoised_reference_mse) -
-    denoised_offset)`` with ``m_i`` the mean squared residual of each segment
-    against the denoised head.  The denoised head removes drifts, steps and
-    spikes, so its residual is the fault itself.
+    ``x``: normalised windows (``... x n``); ``output``: the model's ``... x n``
+    (one head: the plain reconstruction) or ``... x 2n`` (then the denoised
+    reconstruction follows).  With ``m_i`` / ``d_i`` the mean squared residual of
+    each of ``segments`` equal parts against the plain / denoised head:
+
+    - ``energy = ln(max m_i / reference_mse)``;
+    - ``quiet = ln(reference_mse / min m_i)``;
+    - ``denoised = ln(max d_i / denoised_reference_mse)`` (absent for one head);
+    - ``peak = ln(max over any peak_width consecutive readings of the sum of
+      squared plain residuals / s^2)``, ``s = max(1.4826 * MAD(residual),
+      noise_floor)``: a robust estimate of the window's own residual noise, so
+      a burst stands out in a calm window and a rainy, rough one needs more.
     """
+    xf = np.asarray(x, dtype=np.float64)
     out = np.asarray(output, dtype=np.float64)
-    n = np.asarray(x).shape[-1]
-    plain = anomaly_score(x, out[..., :n], reference_mse, segments)
-    if out.shape[-1] == n or denoised_reference_mse is None:
-        return plain
-    r = np.asarray(x, dtype=np.float64) - out[..., n : 2 * n]
-    r = r.reshape(*r.shape[:-1], segments, n // segments)
-    m = np.mean(r**2, axis=-1) + 1e-9
-    denoised = np.log(m.max(axis=-1) / denoised_reference_mse) - denoised_offset
-    score: np.ndarray = np.maximum(plain, denoised)
-    return score
+    n = xf.shape[-1]
+    r = xf - out[..., :n]
+    m = np.mean(r.reshape(*r.shape[:-1], segments, n // segments) ** 2, axis=-1) + 1e-9
+    tests = {
+        "energy": np.log(m.max(axis=-1) / reference_mse),
+        "quiet": np.log(reference_mse / m.min(axis=-1)),
+    }
+    if out.shape[-1] >= 2 * n and denoised_reference_mse is not None:
+        rd = xf - out[..., n : 2 * n]
+        d = np.mean(rd.reshape(*rd.shape[:-1], segments, n // segments) ** 2, axis=-1) + 1e-9
+        tests["denoised"] = np.log(d.max(axis=-1) / denoised_reference_mse)
+    dev = np.abs(r - _median(r)[..., None])
+    s = np.maximum(1.4826 * _median(dev), noise_floor)
+    c = np.cumsum(np.concatenate([np.zeros((*r.shape[:-1], 1)), r**2], axis=-1), axis=-1)
+    burst = (c[..., peak_width:] - c[..., :-peak_width]).max(axis=-1)
+    tests["peak"] = np.log(burst / s**2 + 1e-9)
+    return tests
+
+
+def _median(a: np.ndarray) -> np.ndarray:
+    """``np.median`` over the last axis without importing ``numpy.ma`` (1.7 MB of RSS)."""
+    s = np.sort(a, axis=-1)
+    n = s.shape[-1]
+    mid: np.ndarray = s[..., n // 2] if n % 2 else (s[..., n // 2 - 1] + s[..., n // 2]) / 2
+    return mid
 
 
 class AnomalyModel:
     """The anomaly detector for one series (``water`` or ``mat_load``) of its card.
 
-    Card v1.1 models have two heads (``card["heads"] == 2``, output ``2 x
-    window``): a plain autoencoder reconstruction and a denoising one (see
-    :func:`combined_anomaly_score`); the per-series ``denoised_reference_mse``
-    and ``denoised_offset`` calibrate the second.  One-head cards still load.
+    The model has two heads (output ``2 x window``): a plain autoencoder
+    reconstruction and a denoising one; the score combines the tests of
+    :data:`ANOMALY_TESTS` with the per-series ``thresholds`` of the card (a
+    test without a threshold is not used for that series).
     """
+
+    threshold = 0.0
+    """The combined score's threshold: every test is measured against its own."""
 
     def __init__(self, model: Model, series: str) -> None:
         self.model = model
@@ -343,21 +363,32 @@ class AnomalyModel:
         self.window = int(_require(card, "window", model.path))
         self.clip = float(_require(card, "clip", model.path))
         self.segments = int(_require(card, "segments", model.path))
-        self.scale = float(cal["scale"])
-        self.code = float(cal["code"])
-        self.reference_mse = float(cal["reference_mse"])
-        self.threshold = float(cal["threshold"])
         self.heads = int(card.get("heads", 1))
-        self.denoised_reference_mse: float | None = None
-        self.denoised_offset = 0.0
-        if self.heads == 2:
-            try:
-                self.denoised_reference_mse = float(cal["denoised_reference_mse"])
-                self.denoised_offset = float(cal["denoised_offset"])
-            except (KeyError, TypeError, ValueError) as e:
-                raise ModelError(
-                    f"{model.path.name}: two-head card lacks the denoised calibration ({e})"
-                ) from e
+        try:
+            self.peak_width = int(card["peak_width"])
+            self.noise_floor = float(card["noise_floor"])
+            self.scale = float(cal["scale"])
+            self.code = float(cal["code"])
+            self.reference_mse = float(cal["reference_mse"])
+            self.denoised_reference_mse = (
+                float(cal["denoised_reference_mse"]) if self.heads == 2 else None
+            )
+            self.thresholds = {
+                k: float(v) for k, v in dict(cal["thresholds"]).items() if v is not None
+            }
+        except (KeyError, TypeError, ValueError) as e:
+            raise ModelError(
+                f"{model.path.name}: the card's calibration for {series!r} is incomplete "
+                f"or malformed ({type(e).__name__}: {e}); cards before v2.1 have no "
+                "per-test thresholds"
+            ) from e
+        unknown = sorted(set(self.thresholds) - set(ANOMALY_TESTS))
+        if unknown or not self.thresholds or (self.heads == 1 and "denoised" in self.thresholds):
+            raise ModelError(
+                f"{model.path.name}: thresholds for {series!r} name tests "
+                f"{sorted(self.thresholds)}; expected some of {list(ANOMALY_TESTS)}"
+                + (" (no denoised head)" if self.heads == 1 else "")
+            )
         if (
             model.input_shape[-1] != self.window + 1
             or model.output_shape[-1] != self.heads * self.window
@@ -381,25 +412,38 @@ class AnomalyModel:
             tflite_path, card_path = packaged_model("anomaly")
         return cls(Model.load(tflite_path, card_path), series)
 
-    def score(self, window: Sequence[float]) -> float:
-        """Anomaly score of the last :attr:`window` readings (higher: more anomalous)."""
+    def tests(self, window: Sequence[float]) -> dict[str, float]:
+        """Every test's value for the last :attr:`window` readings (see :data:`ANOMALY_TESTS`)."""
         if len(window) != self.window:
             raise ValueError(f"anomaly window must hold {self.window} readings, got {len(window)}")
         x = normalise_window(window, self.scale, self.clip)
         out = self.model.predict(np.append(x, np.float32(self.code)))[0]
-        return float(
-            combined_anomaly_score(
-                x,
-                out,
-                self.reference_mse,
-                self.segments,
-                self.denoised_reference_mse,
-                self.denoised_offset,
-            )
+        values = anomaly_tests(
+            x,
+            out,
+            segments=self.segments,
+            reference_mse=self.reference_mse,
+            denoised_reference_mse=self.denoised_reference_mse,
+            peak_width=self.peak_width,
+            noise_floor=self.noise_floor,
         )
+        return {k: float(v) for k, v in values.items()}
+
+    def assess(self, window: Sequence[float]) -> tuple[float, list[str]]:
+        """``(score, tests)``: how far (natural-log units) the strongest test is past its own
+        threshold -- anomalous when above 0 -- and the tests past their thresholds, in the
+        order of :data:`ANOMALY_TESTS`."""
+        values = self.tests(window)
+        margins = {k: values[k] - t for k, t in self.thresholds.items()}
+        passed = [k for k in ANOMALY_TESTS if margins.get(k, 0.0) > 0.0]
+        return max(margins.values()), passed
+
+    def score(self, window: Sequence[float]) -> float:
+        """Anomaly score of the last :attr:`window` readings: above 0 is anomalous."""
+        return self.assess(window)[0]
 
     def is_anomalous(self, window: Sequence[float]) -> bool:
-        """Whether the score passes the card's threshold (calibrated at its false-positive rate)."""
+        """Whether any test passes its threshold (calibrated at the card's false-positive rate)."""
         return self.score(window) > self.threshold
 
     def close(self) -> None:

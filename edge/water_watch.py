@@ -205,11 +205,11 @@ class WaterWatch:
 
     async def _handle(self, reading: Reading) -> None:
         now_wall = time.time()
+        reported: Reading | None = None
         for outcome in self.rule.evaluate(reading):
             if isinstance(outcome, Report):
                 self.last_level_cm = outcome.reading.level_cm
-                if self.anomaly is not None:
-                    await self.anomaly.add(outcome.reading.level_cm, outcome.reading.t_end)
+                reported = outcome.reading
                 self.add_reading(
                     f"{self.name}.level_cm", round(outcome.reading.level_cm, 1), now_wall
                 )
@@ -255,3 +255,6 @@ class WaterWatch:
                 await self.health.fault(
                     "implausible", f"reading {outcome.reading.level_cm:.1f} cm is implausible"
                 )
+        if reported is not None and self.anomaly is not None:
+            # after the alerts: the model's verdict (and its file write) never delays them
+            await self.anomaly.add(reported.level_cm, reported.t_end)

@@ -282,6 +282,23 @@ def test_water_and_nap_fields_are_labelled_and_translated() -> None:
     assert "■ 姿勢: うつぶせ" in plain
 
 
+@pytest.mark.parametrize(
+    ("pattern", "ja", "en"),
+    [
+        ("stuck", "値が変化しない", "the reading stopped changing"),
+        ("spike_or_step", "急な跳ね上がり・段差", "a sudden spike or step"),
+        ("drift", "値のずれ（ドリフト）", "a drift of the readings"),
+    ],
+)
+def test_anomaly_says_what_the_series_did(pattern: str, ja: str, en: str) -> None:
+    data = {"sensor": "river-gauge", "series": "water", "tests": ["peak"], "pattern": pattern}
+    plain, _ = parts(rendered(make_event("anomaly", "warning", data=data)))
+    assert f"■ 異常の形: {ja}" in plain
+    assert "■ センサー: river-gauge" in plain
+    plain, _ = parts(rendered(make_event("anomaly", "warning", data=data), language="en"))
+    assert f"Pattern: {en}" in plain
+
+
 def test_rendering_without_data_fields() -> None:
     plain, _ = parts(rendered(make_event(data={"detector": "pir-7"}), with_data=False))
     assert "pir-7" not in plain
