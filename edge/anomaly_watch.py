@@ -33,7 +33,6 @@ import os
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -106,16 +105,14 @@ def cadence_warnings(config: Any) -> list[str]:
     unreadable (the daemon reports that itself).
     """
     from edge.config import WaterRuleConfig
+    from edge.model_card import ModelError, packaged_model, read_card
 
     if not config.health.anomaly_models:
         return []
     try:
-        spec = find_spec("models")
-        assert spec is not None and spec.submodule_search_locations
-        card = Path(next(iter(spec.submodule_search_locations))) / "anomaly" / "card.json"
-        period = float(json.loads(card.read_text(encoding="utf-8"))["series"]["water"][
-            "sample_period_s"])
-    except (AssertionError, OSError, ValueError, KeyError, TypeError):
+        card = read_card(packaged_model("anomaly")[1])
+        period = float(card["series"]["water"]["sample_period_s"])
+    except (ModelError, KeyError, TypeError, ValueError):
         return []
     out = []
     for name, rule in config.rules.items():

@@ -26,11 +26,9 @@ it from a worker thread, off the event loop).
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import threading
 from collections.abc import Sequence
-from importlib.util import find_spec
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -38,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from drivers.motion_mat import MatFrame
+from edge.model_card import ModelError, packaged_model, read_card
 
 try:  # LiteRT, the maintained successor of tflite-runtime
     from ai_edge_litert.interpreter import Interpreter as _Interpreter  # type: ignore[import-untyped]
@@ -58,22 +57,6 @@ __all__ = [
 ]
 
 _QUANT_RTOL = 1e-6
-
-
-class ModelError(ValueError):
-    """A model cannot be used: missing or corrupt file, or it does not match its card."""
-
-
-def packaged_model(name: str) -> tuple[Path, Path]:
-    """(``.tflite``, ``card.json``) paths of a model shipped in the ``models`` package.
-
-    Locates the package's folder without importing any of its code.
-    """
-    spec = find_spec("models")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelError("the models package (with the .tflite files) is not installed")
-    folder = Path(next(iter(spec.submodule_search_locations))) / name
-    return folder / f"{name}.tflite", folder / "card.json"
 
 
 class Model:
@@ -106,7 +89,7 @@ class Model:
         """
         path = Path(tflite_path)
         card_file = Path(card_path) if card_path is not None else path.with_name("card.json")
-        card = _read_card(card_file)
+        card = read_card(card_file)
         try:
             content = path.read_bytes()
         except FileNotFoundError:
@@ -196,18 +179,6 @@ class Model:
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-
-
-def _read_card(card_file: Path) -> dict[str, Any]:
-    try:
-        card = json.loads(card_file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelError(f"model card missing: {card_file}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelError(f"model card unreadable: {card_file}: {e}") from None
-    if not isinstance(card, dict):
-        raise ModelError(f"model card {card_file} is not a JSON object")
-    return card
 
 
 def _require(card: dict[str, Any], key: str, path: Path) -> Any:
