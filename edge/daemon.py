@@ -130,6 +130,12 @@ class Daemon:
 
     # -- lifecycle -----------------------------------------------------------
 
+    @property
+    def state_dir(self) -> Path:
+        """Where small state that outlives a restart is kept: beside the outbox file
+        (the anomaly model's water windows, today's link usage)."""
+        return Path(self.config.outbox.path).parent
+
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.started_at = time.monotonic()
@@ -142,7 +148,11 @@ class Daemon:
         self.recorder = Recorder(self.config, self.outbox)
         try:
             self.uplink = Uplink(
-                self.config, self.outbox, boot=self.recorder.boot, on_command=self._on_command
+                self.config,
+                self.outbox,
+                boot=self.recorder.boot,
+                on_command=self._on_command,
+                usage_path=self.state_dir / "link-usage.json",
             )
             self._build_hardware()
         except Exception:
@@ -264,9 +274,8 @@ class Daemon:
     def _anomaly_watch(self, sensor: str, series: str) -> AnomalyWatch | None:
         if not self.config.health.anomaly_models:
             return None
-        # a water window (10 h 40 min) is kept beside the outbox across restarts
-        state_dir = Path(self.config.outbox.path).parent
-        watch = AnomalyWatch(sensor, series, self._record, state_dir=state_dir)
+        # a water window (10 h 40 min) is kept across restarts
+        watch = AnomalyWatch(sensor, series, self._record, state_dir=self.state_dir)
         self._spawn(watch.start(), f"anomaly model for {sensor}")
         return watch
 
@@ -356,6 +365,8 @@ class Daemon:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.uplink is not None:
+            self.uplink.usage.save()
         for rule in self.rules.values():
             rule.stop()
         self._close_hardware()

@@ -19,6 +19,7 @@ import os
 import random
 import ssl
 import stat
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,7 +28,7 @@ import aiomqtt
 from edge import __version__
 from edge.config import Config, TlsConfig
 from edge.event import Status, command_topic, encode_status, status_topic
-from edge.linkstats import DailyUsage, read_counters
+from edge.linkstats import SAVE_EVERY_S, DailyUsage, read_counters
 from edge.outbox import Outbox, Pending
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,9 @@ class Uplink:
         boot: str = "",
         on_published: Callable[[Pending], None] | None = None,
         on_command: CommandHandler | None = None,
+        usage_path: Path | None = None,
     ) -> None:
+        """``usage_path``: where today's byte count is kept across restarts (None: nowhere)."""
         self.config = config
         self.outbox = outbox
         self.boot = boot
@@ -112,7 +115,7 @@ class Uplink:
         self.connected = asyncio.Event()
         self.published = 0
         self.connections = 0
-        self.usage = DailyUsage()
+        self.usage = DailyUsage(usage_path)
         self._client_now: aiomqtt.Client | None = None
 
     def _status(self, state: str, reason: str = "") -> bytes:
@@ -221,8 +224,12 @@ class Uplink:
         self.usage.sample(read_counters(sock))  # type: ignore[arg-type]
 
     async def _count_bytes(self, client: aiomqtt.Client) -> None:
+        saved = time.monotonic()
         while True:
             self.sample_usage(client)
+            if time.monotonic() - saved >= SAVE_EVERY_S:
+                saved = time.monotonic()
+                await asyncio.to_thread(self.usage.save)
             await asyncio.sleep(5)
 
     async def _watch(self, client: aiomqtt.Client) -> None:
