@@ -41,7 +41,7 @@ HERE = Path(__file__).resolve().parent
 VERSION = "2.1.0"
 TARGET_FPR = 0.01
 """False positives per normal window the thresholds are calibrated to (per series)."""
-CALIBRATION_FPR = 0.008
+CALIBRATION_FPR = 0.007
 """Quantile actually used: a margin below the target for the spread between seed sets
 (windows of one seed share its noise level and weather, so a set of seeds is a smaller
 sample than its window count suggests)."""
@@ -576,7 +576,7 @@ host (x86-64, one thread, batch 1, including quantisation).  See
   thresholds recalibrated from a day of normal readings.  (The peak test
   scales by the window's own noise and needs no such care.)
 - **Water drift is the weakest type**: by size of the drift (v2.1, 2400
-  held-out-style windows): 10-15 cm about 43 %, 15-20 cm 90 %, 20-30 cm 95 %.
+  held-out-style windows): 10-15 cm about 36 %, 15-20 cm 88 %, 20-30 cm 94 %.
   A straight rise of 10 cm over 5-10 hours is also what a slow rain rise looks
   like (rain events here peak 30-360 min after onset), so the denoising head
   can only remove the ramps whose shape (a kink into a constant slope, no
@@ -587,26 +587,36 @@ host (x86-64, one thread, batch 1, including quantisation).  See
   against a neighbouring sensor or a rain gauge) is what water drift still
   needs; it is not in this model.
 - **Small water spikes and steps**: by size (same windows): spikes of 6-10 cm
-  about 58 %, 10-15 cm 89 %, over 15 cm 97-100 %; drops of 8-10 cm about 62 %,
-  10-15 cm 88 %, over 15 cm 99 %.  In a calm, flat window a 10 cm spike is
-  caught almost always, but a *step* of 8 cm only about a third of the time
-  and 12 cm about 85 %: the plain autoencoder has learnt steep rain rises and
-  follows a step part of the way, so the residual it leaves is smaller than
-  the step.
+  about 54 %, 10-15 cm 87 %, over 15 cm 97-100 %; drops of 8-10 cm about 61 %,
+  10-15 cm 85 %, over 15 cm 98-99 %.  In a calm, flat window (200 windows, noise
+  0.75 cm) a 10 cm spike is caught 97 % of the time, but a *step* of 8 cm only
+  24 %, 10 cm 70 %, 12 cm 83 %, 15 cm 96 %: the plain autoencoder has learnt
+  steep rain rises and follows a step part of the way, so the residual it
+  leaves is smaller than the step.  (A running-median residual as a further
+  test won no share of the false-positive budget: the misses are windows
+  where rain makes the fault ambiguous, not a blind spot of the autoencoder.)
 - The `pattern` the device reports is a hint: of the caught water faults it
   names 99.7 % of spikes, 92 % of freezes, 98 % of drifts and 82 % of drops
   rightly (table above); a mat's drop is called a drift almost half the time.
+- The false-positive rate varies between sets of series more than its
+  window count suggests (16 windows of one series share its weather): on
+  three further held-out blocks of 1000 series the water rate was 0.86 %,
+  0.68 % and 0.73 % (recall 90.9 %, 90.7 %, 90.9 %), the mat's 0.63-0.80 %.
+  Hence the calibration at 0.7 %: at 0.8 % water recall was 92.1 % but one
+  block reached 0.99 % false positives.
 - v2.1 changed only the score (the `.tflite` file is v2.0's, byte for byte):
   v2.0's single two-sided residual score plus the denoised score became four
   tests with a threshold each, and the new peak test -- a burst of residual
   over 4 readings against the window's own robust residual noise -- took
-  water from 88.7 % to 92.1 % (spikes 91 -> 93 %, drops 92 -> 95.5 %, stuck
-  96 -> 99 %, drift 76 -> 80.5 %: freed false-positive budget went to the
-  denoised test).  Tried with it and not kept (committed model, seed-0
-  calibration): the peak scaled by the calibrated reference instead of the
-  window's own noise (90.4 %), by the input's noise from second differences
-  (90.6 %; with a 1e-3 floor it also "caught" freezes, but any quiet real
-  sensor would be flagged), peaks over 1, 2, 3 or 6 readings (91.3-92.1 %),
+  water from 88.7 % to 92.1 % at the same 0.8 % calibration (spikes 91 -> 93 %,
+  drops 92 -> 95.5 %, stuck 96 -> 99 %, drift 76 -> 80.5 %: freed
+  false-positive budget went to the denoised test); calibrated at 0.7 % for a
+  safer false-positive margin it is the 91.0 % above.  Tried with it and not
+  kept (committed model, seed-0 calibration at 0.8 %): the peak scaled by the
+  calibrated reference instead of the window's own noise (90.4 %), by the
+  input's noise from second differences (90.6 %; with a 1e-3 floor it also
+  "caught" freezes, but any quiet real sensor would be flagged), peaks over
+  1, 2, 3 or 6 readings (91.3-92.1 %),
   a step test on the residual or on the input (no share of the budget won),
   the denoised residual scaled by its own noise (drift collapsed to 12 %),
   and a denoising head shown drops as well as drifts (water 91.6 %: drops

@@ -248,7 +248,7 @@ def test_drift_is_flagged(anomaly: AnomalyModel) -> None:
 def test_most_held_out_style_drifts_are_flagged(anomaly: AnomalyModel) -> None:
     windows = anomalous_windows(anomaly.series, "drift", range(2_000_980_000, 2_000_980_025))
     caught = np.mean([anomaly.is_anomalous(w) for w in windows])
-    # water drift is the weakest type (MODEL_CARD.md): held-out recall ~80 %
+    # water drift is the weakest type (MODEL_CARD.md): held-out recall ~78 %
     # (these 100 windows: see the assertion); v1.x at one reading a minute caught 44 %
     assert caught >= (0.55 if anomaly.series == "water" else 0.95), caught
 
