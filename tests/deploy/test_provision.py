@@ -51,6 +51,17 @@ def _request(fleet_file: Path, **kw: object) -> Request:
 NOT_HERE = SystemDisks.of_paths(["/proc"])
 
 
+def _provision_cli(fleet_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``deploy.cli provision --fleet FLEET --device DEVICE ARGS...``, as an installer runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "deploy.cli", "provision", "--fleet", str(fleet_file),
+         "--device", DEVICE, *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )  # fmt: skip
+
+
 def test_bookworm_image_gets_firstrun_hook_config_identity_and_bundle(
     tmp_path: Path, fleet_file: Path, bundle_v1: Path, fleet_ca: Path
 ) -> None:
@@ -195,34 +206,11 @@ def test_cli_provisions_an_image_and_prints_the_installer_summary(
     psk = tmp_path / "psk"
     psk.write_text(PASSPHRASE)
     psk.chmod(0o600)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "deploy.cli",
-            "provision",
-            "--fleet",
-            str(fleet_file),
-            "--device",
-            DEVICE,
-            "--site",
-            "shiojiri-kataoka",
-            "--sites",
-            str(sites),
-            "--place",
-            "north-fence",
-            "--profile",
-            "paddy-wildlife",
-            "--image",
-            str(image),
-            "--wifi-ssid",
-            "kataoka-field",
-            "--wifi-psk-file",
-            str(psk),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
+    proc = _provision_cli(
+        fleet_file,
+        *("--site", "shiojiri-kataoka", "--sites", str(sites), "--place", "north-fence"),
+        *("--profile", "paddy-wildlife", "--image", str(image)),
+        *("--wifi-ssid", "kataoka-field", "--wifi-psk-file", str(psk)),
     )
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
@@ -251,30 +239,10 @@ def test_ready_profiles_provision_pending_ones_are_refused(
     image = tmp_path / "card.img"
     make_fat_image(image, files=BOOKWORM_BOOT)
     before = _sha(image)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "deploy.cli",
-            "provision",
-            "--fleet",
-            str(fleet_file),
-            "--device",
-            DEVICE,
-            "--site",
-            "s",
-            "--lat",
-            "36",
-            "--lon",
-            "137",
-            "--profile",
-            profile,
-            "--image",
-            str(image),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
+    proc = _provision_cli(
+        fleet_file,
+        *("--site", "s", "--lat", "36", "--lon", "137"),
+        *("--profile", profile, "--image", str(image)),
     )
     if prof.ready:
         assert proc.returncode == 0, proc.stderr
@@ -371,28 +339,8 @@ def test_refuses_the_installers_own_system(tmp_path: Path, fleet_file: Path) -> 
         provision(_request(fleet_file), boot_dir=card, system=SystemDisks.of_paths([tmp_path]))
     assert not (card / "satoyama").exists()
     # ... and so is this machine's own root, through the command line, with its real system paths.
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "deploy.cli",
-            "provision",
-            "--fleet",
-            str(fleet_file),
-            "--device",
-            DEVICE,
-            "--site",
-            "s",
-            "--lat",
-            "36",
-            "--lon",
-            "137",
-            "--boot-dir",
-            "/",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
+    proc = _provision_cli(
+        fleet_file, *("--site", "s", "--lat", "36", "--lon", "137", "--boot-dir", "/")
     )
     assert proc.returncode == 2 and "own system disk" in proc.stderr
     # The block device under / (where there is one) is refused as an image target too.
