@@ -78,29 +78,38 @@ class DeterrentRule:
 
     def detected(self, now: float | None = None) -> Outcome:
         """A detector fired.  Switches actuators on before returning."""
+        overdue: float | None = None
         with self._lock:
             if now is None:
                 now = self.clock()
-            if self._sounding_since is not None:
-                self._off_at = min(now + self.on_s, self._sounding_since + self.max_on_s)
-                self.detections_in_visit += 1
-                return Outcome.EXTENDED
-            if now < self._rest_until:
-                self.detections_in_visit += 1
-                if self._rest_reported:
-                    return Outcome.RESTING_AGAIN
-                self._rest_reported = True
-                return Outcome.RESTING
-            for _, actuator in self.actuators:
-                actuator.on()
-            self._sounding_since = now
-            self._off_at = now + self.on_s
-            self.detections_in_visit = 1
-        log.info(
-            "deterrent %s: %s ON",
-            self.name,
-            ", ".join(n for n, _ in self.actuators),
-        )
+            if self._sounding_since is not None and now >= self._off_at:
+                # The switch-off was due but its tick has not run yet (a busy event
+                # loop): judge this detection as coming after that sounding ended,
+                # not as extending a sounding already past its end (or its cap).
+                overdue = self._switch_off(now)
+            outcome = self._detected(now)
+        if overdue is not None:
+            self._log_off(overdue)
+        if outcome is Outcome.SOUNDED:
+            log.info("deterrent %s: %s ON", self.name, ", ".join(n for n, _ in self.actuators))
+        return outcome
+
+    def _detected(self, now: float) -> Outcome:
+        if self._sounding_since is not None:
+            self._off_at = min(now + self.on_s, self._sounding_since + self.max_on_s)
+            self.detections_in_visit += 1
+            return Outcome.EXTENDED
+        if now < self._rest_until:
+            self.detections_in_visit += 1
+            if self._rest_reported:
+                return Outcome.RESTING_AGAIN
+            self._rest_reported = True
+            return Outcome.RESTING
+        for _, actuator in self.actuators:
+            actuator.on()
+        self._sounding_since = now
+        self._off_at = now + self.on_s
+        self.detections_in_visit = 1
         return Outcome.SOUNDED
 
     def tick(self, now: float | None = None) -> float | None:
@@ -112,12 +121,22 @@ class DeterrentRule:
                 return None
             if now < self._off_at:
                 return self._off_at
-            for _, actuator in self.actuators:
-                actuator.off()
-            duration = now - self._sounding_since
-            self._sounding_since = None
-            self._rest_until = now + self.cooldown_s
-            self._rest_reported = False
+            duration = self._switch_off(now)
+        self._log_off(duration)
+        return None
+
+    def _switch_off(self, now: float) -> float:
+        """End the sounding (with the lock held); returns how long it lasted."""
+        assert self._sounding_since is not None
+        for _, actuator in self.actuators:
+            actuator.off()
+        duration = now - self._sounding_since
+        self._sounding_since = None
+        self._rest_until = now + self.cooldown_s
+        self._rest_reported = False
+        return duration
+
+    def _log_off(self, duration: float) -> None:
         log.info(
             "deterrent %s: %s OFF after %.1f s; resting %.0f s",
             self.name,
@@ -125,7 +144,6 @@ class DeterrentRule:
             duration,
             self.cooldown_s,
         )
-        return None
 
     def next_deadline(self) -> float | None:
         with self._lock:

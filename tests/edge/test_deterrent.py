@@ -133,6 +133,26 @@ def test_zero_cooldown_sounds_again_at_once(pins: MockFactory) -> None:
         assert rule.detected() is Outcome.SOUNDED
 
 
+@pytest.mark.parametrize(("cooldown_s", "expected"), [(0, Outcome.SOUNDED), (60, Outcome.RESTING)])
+def test_a_detection_after_an_overdue_switch_off_is_not_an_extension(
+    pins: MockFactory, cooldown_s: float, expected: Outcome
+) -> None:
+    # The loop's tick that ends a sounding can run late (a stalled SD card, a busy
+    # core).  A detection then comes after the sounding's end: it must sound anew
+    # (or rest), not "extend" a sounding already past its cap -- which the late
+    # tick would then switch off at once, leaving the new animal in silence.
+    clock = Clock()
+    with Siren(27, pin_factory=pins) as siren:
+        rule = DeterrentRule(
+            "r", [("siren", siren)], on_s=0.2, max_on_s=0.2, cooldown_s=cooldown_s, clock=clock
+        )
+        assert rule.detected() is Outcome.SOUNDED
+        clock.t += 5  # no tick ran meanwhile
+        assert rule.detected() is expected
+        assert rule.tick() == (clock.t + 0.2 if expected is Outcome.SOUNDED else None)
+        assert pins.pin(27).state is (expected is Outcome.SOUNDED)
+
+
 def test_rule_without_actuators_only_reports(pins: MockFactory) -> None:
     clock = Clock()
     rule = DeterrentRule("quiet", [], on_s=10, max_on_s=10, cooldown_s=10, clock=clock)
