@@ -35,7 +35,7 @@ class ScenarioError(ValueError):
 _s = {"forbid_unknown_fields": True, "kw_only": True, "frozen": True}
 
 
-class Stimulus(msgspec.Struct, **_s):  # type: ignore[call-arg]
+class Stimulus(msgspec.Struct, **_s):
     at_s: Annotated[float, Meta(ge=0)]
     target: str
     """A sensor or actuator name from the configuration."""
@@ -44,7 +44,7 @@ class Stimulus(msgspec.Struct, **_s):  # type: ignore[call-arg]
     say: str = ""
 
 
-class Expect(msgspec.Struct, **_s):  # type: ignore[call-arg]
+class Expect(msgspec.Struct, **_s):
     after_s: Annotated[float, Meta(ge=0)] = 0.0
     """The expectation's window starts this long after the scenario starts ..."""
     within_s: Annotated[float, Meta(gt=0)] = 5.0
@@ -59,12 +59,12 @@ class Expect(msgspec.Struct, **_s):  # type: ignore[call-arg]
     """No matching event in the window."""
 
 
-class Scenario(msgspec.Struct, **_s):  # type: ignore[call-arg]
+class Scenario(msgspec.Struct, **_s):
     name: str
-    description: str = ""
     site: str
     """A bundled site profile (``edge/sim/sites/NAME.toml``) or a path to a config file."""
     duration_s: Annotated[float, Meta(gt=0, le=3600)]
+    description: str = ""
     initial: list[Stimulus] = []
     """Emulator states before the daemon starts (e.g. the water level at power-on)."""
     stimulus: list[Stimulus] = []

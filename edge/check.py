@@ -18,6 +18,7 @@ import asyncio
 import ssl
 import sys
 import time
+from functools import partial
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -122,9 +123,7 @@ class Checker:
                     continue
                 self.devices[name] = det
                 det.on_detect = lambda now, p=part: self._changed(p, "motion")
-                self._readers.append(
-                    lambda p=part, d=det: self._show(p, "MOTION" if d.active else "idle")
-                )
+                self._readers.append(partial(self._show_motion, part, det))
             elif isinstance(s, TrapSensorConfig):
                 part = self.parts[name] = Part(name, f"GPIO{s.pin}")
                 try:
@@ -139,18 +138,16 @@ class Checker:
                 sw.on_edge = lambda closed, now, p=part: self._changed(
                     p, "closed" if closed else "open"
                 )
-                self._readers.append(
-                    lambda p=part, d=sw: self._show(p, "door CLOSED" if d.closed else "door open")
-                )
+                self._readers.append(partial(self._show_door, part, sw))
             elif isinstance(s, PressureProbeConfig):
                 part = self.parts[name] = Part(name, f"i2c-{s.bus} {s.address:#04x}/{s.channel}")
-                self.pollers.append(lambda p=part, c=s: self._poll_probe(p, c))
+                self.pollers.append(partial(self._poll_probe, part, s))
             elif isinstance(s, UltrasonicConfig):
                 part = self.parts[name] = Part(name, s.port.rsplit("/", 1)[-1])
-                self.pollers.append(lambda p=part, c=s: self._poll_ranger(p, c))
+                self.pollers.append(partial(self._poll_ranger, part, s))
             elif isinstance(s, MatSensorConfig):
                 part = self.parts[name] = Part(name, f"cot {s.cot}")
-                self.pollers.append(lambda p=part, c=s: self._poll_mat(p, c))
+                self.pollers.append(partial(self._poll_mat, part, s))
         for name, a in self.config.actuators.items():
             part = self.parts[name] = Part(name, f"GPIO{a.pin}", "ok", "off")
             try:
@@ -234,6 +231,12 @@ class Checker:
         part.changes += 1
         part.status = "ok"
         part.detail = f"{what} seen ({part.changes}x)"
+
+    def _show_motion(self, part: Part, detector: Any) -> None:
+        self._show(part, "MOTION" if detector.active else "idle")
+
+    def _show_door(self, part: Part, switch: Any) -> None:
+        self._show(part, "door CLOSED" if switch.closed else "door open")
 
     def _show(self, part: Part, reading: str) -> None:
         part.reading = reading

@@ -37,7 +37,7 @@ Seconds = Annotated[float, Meta(ge=0)]
 _struct = {"forbid_unknown_fields": True, "kw_only": True, "frozen": True}
 
 
-class DeviceConfig(msgspec.Struct, **_struct):  # type: ignore[call-arg]
+class DeviceConfig(msgspec.Struct, **_struct):
     id: Identifier
     site: Identifier
     latitude: Annotated[float, Meta(ge=-90, le=90)]
@@ -45,7 +45,7 @@ class DeviceConfig(msgspec.Struct, **_struct):  # type: ignore[call-arg]
     description: str = ""
 
 
-class TlsConfig(msgspec.Struct, **_struct):  # type: ignore[call-arg]
+class TlsConfig(msgspec.Struct, **_struct):
     """TLS to the broker with this device's own client certificate."""
 
     ca_file: Annotated[str, Meta(min_length=1)]
@@ -55,7 +55,7 @@ class TlsConfig(msgspec.Struct, **_struct):  # type: ignore[call-arg]
     """Must be readable by the daemon's user only (mode 0600 or stricter)."""
 
 
-class UplinkConfig(msgspec.Struct, **_struct):  # type: ignore[call-arg]
+class UplinkConfig(msgspec.Struct, **_struct):
     host: Annotated[str, Meta(min_length=1)]
     port: Annotated[int, Meta(ge=1, le=65535)] = 1883
     username: str | None = None
@@ -72,13 +72,13 @@ class UplinkConfig(msgspec.Struct, **_struct):  # type: ignore[call-arg]
     tls: TlsConfig | None = None
 
 
-class OutboxConfig(msgspec.Struct, **_struct):  # type: ignore[call-arg]
+class OutboxConfig(msgspec.Struct, **_struct):
     path: str = "/var/lib/satoyama/outbox.sqlite3"
     max_events: Annotated[int, Meta(ge=100, le=10_000_000)] = 100_000
     memory_max_events: Annotated[int, Meta(ge=10, le=1_000_000)] = 2_000
 
 
-class HealthConfig(msgspec.Struct, **_struct):  # type: ignore[call-arg]
+class HealthConfig(msgspec.Struct, **_struct):
     heartbeat_s: Annotated[float, Meta(ge=10, le=86400)] = 3600.0
     storage_retry_s: Annotated[float, Meta(gt=0, le=3600)] = 10.0
     modem: Literal["auto", "none"] = "auto"
@@ -87,7 +87,7 @@ class HealthConfig(msgspec.Struct, **_struct):  # type: ignore[call-arg]
     """Score water and mat-load series with the on-device anomaly model."""
 
 
-class UpdatesConfig(msgspec.Struct, **_struct):  # type: ignore[call-arg]
+class UpdatesConfig(msgspec.Struct, **_struct):
     """Where the daemon and the OTA updater meet (docs/ota.md)."""
 
     request_path: str = "/var/lib/satoyama/update-requests/request.json"
@@ -97,18 +97,18 @@ class UpdatesConfig(msgspec.Struct, **_struct):  # type: ignore[call-arg]
     spool_poll_s: Annotated[float, Meta(gt=0, le=3600)] = 30.0
 
 
-class TelemetryConfig(msgspec.Struct, **_struct):  # type: ignore[call-arg]
+class TelemetryConfig(msgspec.Struct, **_struct):
     batch_s: Annotated[float, Meta(ge=1, le=86400)] = 10800.0
     """Longest time a reading waits on the device before its batch is queued."""
     max_readings: Annotated[int, Meta(ge=1, le=100_000)] = 1_000
     """A batch is queued early when it holds this many readings."""
 
 
-class GpioConfig(msgspec.Struct, **_struct):  # type: ignore[call-arg]
+class GpioConfig(msgspec.Struct, **_struct):
     pin_factory: Literal["auto", "lgpio", "rpigpio", "pigpio", "native", "mock"] = "auto"
 
 
-class PirSensorConfig(msgspec.Struct, tag_field="type", tag="pir", **_struct):  # type: ignore[call-arg]
+class PirSensorConfig(msgspec.Struct, tag_field="type", tag="pir", **_struct):
     """Passive-infrared animal detector on a GPIO input (HC-SR501 kind)."""
 
     pin: BcmPin
@@ -117,7 +117,7 @@ class PirSensorConfig(msgspec.Struct, tag_field="type", tag="pir", **_struct):  
     warmup_s: Annotated[float, Meta(ge=0, le=600)] = 60.0
 
 
-class TrapSensorConfig(msgspec.Struct, tag_field="type", tag="trap", **_struct):  # type: ignore[call-arg]
+class TrapSensorConfig(msgspec.Struct, tag_field="type", tag="trap", **_struct):
     """The switch on a box trap's door (reed or micro switch) on a GPIO input."""
 
     pin: BcmPin
@@ -132,7 +132,7 @@ class TrapSensorConfig(msgspec.Struct, tag_field="type", tag="trap", **_struct):
 I2cAddress = Annotated[int, Meta(ge=0x03, le=0x77)]
 
 
-class PressureProbeConfig(msgspec.Struct, tag_field="type", tag="pressure_probe", **_struct):  # type: ignore[call-arg]
+class PressureProbeConfig(msgspec.Struct, tag_field="type", tag="pressure_probe", **_struct):
     """4-20 mA submersible pressure transducer read by an ADS1115 across a shunt."""
 
     bus: Annotated[int, Meta(ge=0, le=20)] = 1
@@ -146,7 +146,7 @@ class PressureProbeConfig(msgspec.Struct, tag_field="type", tag="pressure_probe"
     """Added to the depth: the sensor's height above the level's datum."""
 
 
-class UltrasonicConfig(msgspec.Struct, tag_field="type", tag="ultrasonic", **_struct):  # type: ignore[call-arg]
+class UltrasonicConfig(msgspec.Struct, tag_field="type", tag="ultrasonic", **_struct):
     """A02YYUW / JSN-SR04T ultrasonic ranger on a UART, looking down at the water."""
 
     port: Annotated[str, Meta(min_length=1)]
@@ -156,7 +156,7 @@ class UltrasonicConfig(msgspec.Struct, tag_field="type", tag="ultrasonic", **_st
     baudrate: int = 9600
 
 
-class MatSensorConfig(msgspec.Struct, tag_field="type", tag="mat", **_struct):  # type: ignore[call-arg]
+class MatSensorConfig(msgspec.Struct, tag_field="type", tag="mat", **_struct):
     """Body-motion mat (pressure grid) under one cot's mattress, on a UART."""
 
     port: Annotated[str, Meta(min_length=1)]
@@ -174,18 +174,18 @@ GPIO_SENSORS = (PirSensorConfig, TrapSensorConfig)
 WATER_SENSORS = (PressureProbeConfig, UltrasonicConfig)
 
 
-class SirenConfig(msgspec.Struct, tag_field="type", tag="siren", **_struct):  # type: ignore[call-arg]
+class SirenConfig(msgspec.Struct, tag_field="type", tag="siren", **_struct):
     pin: BcmPin
     active_high: bool = True
 
 
-class StrobeConfig(msgspec.Struct, tag_field="type", tag="strobe", **_struct):  # type: ignore[call-arg]
+class StrobeConfig(msgspec.Struct, tag_field="type", tag="strobe", **_struct):
     pin: BcmPin
     active_high: bool = True
     flash_hz: Annotated[float, Meta(ge=0.2, le=20)] = 2.0
 
 
-class BuzzerConfig(msgspec.Struct, tag_field="type", tag="buzzer", **_struct):  # type: ignore[call-arg]
+class BuzzerConfig(msgspec.Struct, tag_field="type", tag="buzzer", **_struct):
     """The nap room's buzzer (a steady-on load, like the siren)."""
 
     pin: BcmPin
@@ -195,7 +195,7 @@ class BuzzerConfig(msgspec.Struct, tag_field="type", tag="buzzer", **_struct):  
 ActuatorConfig: TypeAlias = SirenConfig | StrobeConfig | BuzzerConfig
 
 
-class DeterrentRuleConfig(msgspec.Struct, tag_field="type", tag="deterrent", **_struct):  # type: ignore[call-arg]
+class DeterrentRuleConfig(msgspec.Struct, tag_field="type", tag="deterrent", **_struct):
     """Detection -> siren and strobe at once, for a while, then rest."""
 
     detectors: Annotated[list[str], Meta(min_length=1)]
@@ -206,7 +206,7 @@ class DeterrentRuleConfig(msgspec.Struct, tag_field="type", tag="deterrent", **_
     cooldown_s: Annotated[float, Meta(ge=0, le=86400)] = 60.0
 
 
-class StageConfig(msgspec.Struct, **_struct):  # type: ignore[call-arg]
+class StageConfig(msgspec.Struct, **_struct):
     name: Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
     level_cm: float
     label: str = ""
@@ -214,7 +214,7 @@ class StageConfig(msgspec.Struct, **_struct):  # type: ignore[call-arg]
     severity: Literal["alarm", "warning", "info"] = "warning"
 
 
-class WaterRuleConfig(msgspec.Struct, tag_field="type", tag="water", **_struct):  # type: ignore[call-arg]
+class WaterRuleConfig(msgspec.Struct, tag_field="type", tag="water", **_struct):
     """Water level: averaged readings, observation mode, stages, rate of rise."""
 
     sensor: str
@@ -229,7 +229,7 @@ class WaterRuleConfig(msgspec.Struct, tag_field="type", tag="water", **_struct):
     rise_cm_per_10min: Annotated[float, Meta(gt=0)] | None = None
 
 
-class NapRuleConfig(msgspec.Struct, tag_field="type", tag="nap", **_struct):  # type: ignore[call-arg]
+class NapRuleConfig(msgspec.Struct, tag_field="type", tag="nap", **_struct):
     """Nap room: posture checks and prone / apnea alarms for the cots' mats."""
 
     mats: Annotated[list[str], Meta(min_length=1)]
@@ -248,7 +248,7 @@ class NapRuleConfig(msgspec.Struct, tag_field="type", tag="nap", **_struct):  # 
 RuleConfig: TypeAlias = DeterrentRuleConfig | WaterRuleConfig | NapRuleConfig
 
 
-class Config(msgspec.Struct, **_struct):  # type: ignore[call-arg]
+class Config(msgspec.Struct, **_struct):
     device: DeviceConfig
     uplink: UplinkConfig
     outbox: OutboxConfig = OutboxConfig()
@@ -415,10 +415,10 @@ def _check_references(config: Config) -> None:
                 f"{key}.max_on_s: must be >= on_s ({rule.max_on_s} < {rule.on_s})"
             )
         for i, det in enumerate(rule.detectors):
-            sensor = config.sensors.get(det)
-            if sensor is None:
+            detector = config.sensors.get(det)
+            if detector is None:
                 raise ConfigError(f"{key}.detectors[{i}]: no sensor named {det!r} in [sensors]")
-            if not isinstance(sensor, PirSensorConfig):
+            if not isinstance(detector, PirSensorConfig):
                 raise ConfigError(f"{key}.detectors[{i}]: sensors.{det} is not a pir detector")
         for i, act in enumerate(rule.actuators):
             if act not in config.actuators:

@@ -600,8 +600,9 @@ class Daemon:
         if severity not in ("alarm", "warning", "info") or not isinstance(kind, str) or not kind:
             log.warning("event spool: dropped a line without a valid kind or severity")
             return
-        data = line.get("data") if isinstance(line.get("data"), dict) else {}
-        data = {**data, "source": str(line.get("source", "spool"))}
+        raw = line.get("data")
+        data: dict[str, Any] = dict(raw) if isinstance(raw, dict) else {}
+        data["source"] = str(line.get("source", "spool"))
         at = None
         ts = line.get("ts")
         if isinstance(ts, str):

@@ -17,12 +17,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drivers.errors import BusError, SensorTimeout
 from edge.config import MatSensorConfig
 from edge.mat_signals import MatReading, MatSignals
 from edge.sensor_health import SensorHealth
+
+if TYPE_CHECKING:
+    from drivers.motion_mat import MotionMat
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +55,7 @@ class MatWatch:
         self._last_load_at = float("-inf")
         self.anomaly = anomaly
         """An :class:`edge.anomaly_watch.AnomalyWatch` fed the load while occupied."""
-        self.mat = None
+        self.mat: MotionMat | None = None
 
     async def run(self) -> None:
         from drivers.motion_mat import MotionMat

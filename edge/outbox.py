@@ -376,7 +376,9 @@ class Outbox:
                 batch.append(more)
             # Alarms first: they get a small transaction of their own rather than
             # waiting for everything else that queued up meanwhile.
-            urgent = [j for j in batch if isinstance(j, _Put) and any(r[2] == 0 for r in j.rows)]
+            urgent: list[_Job] = [
+                j for j in batch if isinstance(j, _Put) and any(r[2] == 0 for r in j.rows)
+            ]
             rest = [j for j in batch if j not in urgent] if urgent else batch
             for part in (urgent, rest):
                 if not part:

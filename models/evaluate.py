@@ -68,7 +68,7 @@ def evaluate_anomaly(n_seeds: int) -> dict[str, Any]:
             for name, raw in by_type.items()
         }
         recall = {a: flagged[a] for a in anomaly_data.ANOMALIES}
-        r = {
+        r: dict[str, Any] = {
             "false_positive_rate": flagged["normal"],
             "recall": recall,
             "recall_all": float(np.mean(list(recall.values()))),

@@ -30,7 +30,7 @@ from edge.config import MatSensorConfig, PirSensorConfig, TrapSensorConfig, WATE
 _s = {"forbid_unknown_fields": True, "kw_only": True, "frozen": True}
 
 
-class Rain(msgspec.Struct, **_s):  # type: ignore[call-arg]
+class Rain(msgspec.Struct, **_s):
     at_s: Annotated[float, Meta(ge=0)]
     rise_cm: Annotated[float, Meta(gt=0)]
     """Peak rise of the level above its base."""
@@ -39,14 +39,14 @@ class Rain(msgspec.Struct, **_s):  # type: ignore[call-arg]
     """Time constant of the fall after the peak."""
 
 
-class Animal(msgspec.Struct, **_s):  # type: ignore[call-arg]
+class Animal(msgspec.Struct, **_s):
     at_s: Annotated[float, Meta(ge=0)]
     kind: str = "wild boar"
     takes_bait: bool = False
     """Walks into the first trap after passing the detectors."""
 
 
-class InfantStep(msgspec.Struct, **_s):  # type: ignore[call-arg]
+class InfantStep(msgspec.Struct, **_s):
     at_s: Annotated[float, Meta(ge=0)]
     do: Literal["lie_down", "roll_to", "stop_breathing", "breathe", "leave"]
     posture: str | None = None
@@ -54,7 +54,7 @@ class InfantStep(msgspec.Struct, **_s):  # type: ignore[call-arg]
     """Which mat (default: every mat of the site)."""
 
 
-class WorldSpec(msgspec.Struct, **_s):  # type: ignore[call-arg]
+class WorldSpec(msgspec.Struct, **_s):
     base_level_cm: float = 80.0
     rain: list[Rain] = []
     animals: list[Animal] = []

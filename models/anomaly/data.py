@@ -149,7 +149,7 @@ def series(kind: str, rng: np.random.Generator, n: int) -> np.ndarray:
 
 def normal_windows(kind: str, seeds: Sequence[int], per_seed: int = 16) -> np.ndarray:
     """Raw windows ``(len(seeds) * per_seed, WINDOW)``, random places in one series per seed."""
-    out = []
+    out: list[np.ndarray] = []
     for s in seeds:
         rng = np.random.default_rng([s, SERIES.index(kind)])
         x = series(kind, rng, 2048)
@@ -201,7 +201,8 @@ def normalise(kind: str, windows: np.ndarray) -> np.ndarray:
     """What the model sees: mean removed, divided by the series' scale, clipped."""
     w = np.asarray(windows, dtype=np.float64)
     w = w - w.mean(axis=-1, keepdims=True)
-    return np.clip(w / SCALE[kind], -CLIP, CLIP).astype(np.float32)
+    out: np.ndarray = np.clip(w / SCALE[kind], -CLIP, CLIP).astype(np.float32)
+    return out
 
 
 def train_seeds(seed: int, n: int) -> range:

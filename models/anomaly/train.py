@@ -328,7 +328,8 @@ def evaluate_sets(
     for kind, by_type in sets.items():
         cal = table[kind]
         thresholds = {k: t for k, t in cal["thresholds"].items() if t is not None}
-        flagged, deciding = {}, {}
+        flagged: dict[str, float] = {}
+        deciding: dict[str, dict[str, float]] = {}
         count = 0
         for name, raw in by_type.items():
             x = normalise(kind, raw)
