@@ -14,8 +14,12 @@ The event names the model's tests that fired (``tests``) and what the series
 most likely did (``pattern``: ``stuck``, ``spike_or_step``, ``drift`` or
 ``unusual_shape``; a hint for people, not a diagnosis).
 
-One episode is one event: after an ``anomaly`` the series must look normal for
-a whole window before another can be raised.
+Every new value is scored, so windows overlap and a chance extreme of a
+normal series flags several in a row: an event needs the card's
+``confirm_windows`` consecutive anomalous windows (water 3: half an hour;
+mat 16: eight seconds) -- a fault persists.  One episode is one event: after an
+``anomaly`` the series must look normal for a whole window (consecutively)
+before another can be raised.
 
 A water window spans 10 h 40 min, so a restart (a reboot, an update) would
 leave the level unscored that long: a slow series' window and episode state
@@ -164,6 +168,9 @@ class AnomalyWatch:
         self._resumed_wall: float | None = None
         self._active = False
         self._calm = 0
+        self._run = 0
+        self.confirm = 1
+        """Consecutive anomalous windows before an event (the card's ``confirm_windows``)."""
         self._too_slow_told = False
         self.scored = 0
         self.state_path = None if state_dir is None else state_dir / f"anomaly-{sensor}.json"
@@ -192,7 +199,9 @@ class AnomalyWatch:
                  "message": str(exc)},
             )
             return
-        self.period_s = float(self.model.model.card["series"][self.series]["sample_period_s"])
+        cal = self.model.model.card["series"][self.series]
+        self.period_s = float(cal["sample_period_s"])
+        self.confirm = max(1, int(cal.get("confirm_windows", 1)))
         self.values = deque(maxlen=int(self.model.window))
         if self._keeps_state():
             await asyncio.to_thread(self._resume)
@@ -241,7 +250,12 @@ class AnomalyWatch:
         score, tests = await asyncio.to_thread(self.model.assess, window)
         self.scored += 1
         anomalous = score > self.model.threshold
-        if anomalous and not self._active:
+        self._run = self._run + 1 if anomalous else 0
+        if self._active:
+            self._calm = 0 if anomalous else self._calm + 1
+            if self._calm >= len(window):
+                self._active = False  # a whole window of normal looks: the episode is over
+        elif self._run >= self.confirm:
             self._active, self._calm = True, 0
             await self.record(
                 "anomaly",
@@ -250,10 +264,6 @@ class AnomalyWatch:
                  "threshold": round(float(self.model.threshold), 3), "tests": tests,
                  "pattern": pattern_of(tests)},
             )
-        elif not anomalous and self._active:
-            self._calm += 1
-            if self._calm >= len(window):
-                self._active = False
         await self._keep()
 
     # -- the window across restarts --------------------------------------------------
@@ -278,6 +288,7 @@ class AnomalyWatch:
             "values": list(self.values),
             "active": self._active,
             "calm": self._calm,
+            "run": self._run,
         }
         tmp = self.state_path.with_name(self.state_path.name + ".tmp")
         try:
@@ -307,6 +318,7 @@ class AnomalyWatch:
         try:
             values = [float(v) for v in state["values"]]
             wall, active, calm = float(state["wall"]), bool(state["active"]), int(state["calm"])
+            run = int(state.get("run", 0))
             same = state["series"] == self.series and float(state["period_s"]) == self.period_s
         except (KeyError, TypeError, ValueError) as exc:
             log.warning("%s: kept anomaly window %s malformed (%s): starting afresh",
@@ -319,6 +331,6 @@ class AnomalyWatch:
             return
         self.values.extend(values[-(self.values.maxlen or 0):])
         self._resumed_wall = wall
-        self._active, self._calm = active, calm
+        self._active, self._calm, self._run = active, calm, run
         log.info("%s: resumed the anomaly window (%d values, last %.0f s ago)", self.sensor,
                  len(self.values), age)

@@ -1,10 +1,10 @@
 """The water anomaly path through the real daemon: probe -> water rule -> model -> broker.
 
 A water window is 64 readings ten minutes apart (10 h 40 min), far too long for
-a test to wait for; but the daemon keeps that window beside its outbox across
-restarts, so a test can stand where a restarted device stands: the kept
-window holds 63 calm readings, the last ten minutes ago, and the next reading
-the probe gives completes it.
+a test to wait for; but the daemon keeps that window (and its count of
+anomalous windows in a row) beside its outbox across restarts, so a test can
+stand where a restarted device stands: the kept window holds 63 readings, the
+last ten minutes ago, and the next reading the probe gives completes it.
 """
 
 from __future__ import annotations
@@ -55,13 +55,21 @@ def _site(tmp_path: Path, port: int) -> tuple[Daemon, ADS1115Model]:
     return Daemon(config, i2c_bus={1: bus}.__getitem__), adc
 
 
-def _keep_calm_window(tmp_path: Path, level_cm: float, last_s_ago: float) -> Path:
+def _keep_window(
+    tmp_path: Path, level_cm: float, last_s_ago: float, *, slipped_to: float | None = None
+) -> Path:
+    """63 kept readings at ``level_cm``; with ``slipped_to``, the last two already there and
+    flagged (the watch needs three anomalous windows in a row: the third comes now)."""
     rng = np.random.default_rng(12)
     values = [round(level_cm + float(rng.normal(0.0, 0.7)), 1) for _ in range(63)]
+    run = 0
+    if slipped_to is not None:
+        values[-2:] = [slipped_to, round(slipped_to + 0.3, 1)]
+        run = 2
     kept = tmp_path / "anomaly-level_probe.json"
     kept.write_text(json.dumps({
         "version": 1, "series": "water", "period_s": 600.0, "wall": time.time() - last_s_ago,
-        "values": values, "active": False, "calm": 0,
+        "values": values, "active": False, "calm": 0, "run": run,
     }))  # fmt: skip
     return kept
 
@@ -70,12 +78,13 @@ def _ma(level_cm: float) -> float:
     return 4.0 + 16.0 * level_cm / 500.0
 
 
-async def test_a_probe_slipping_after_a_restart_is_reported_at_once(
+async def test_a_probe_that_slipped_before_a_restart_is_reported_at_the_next_reading(
     tmp_path: Path, broker: Mosquitto
 ) -> None:
-    kept = _keep_calm_window(tmp_path, 100.0, last_s_ago=600.0)
+    # the probe slipped 30 cm twenty minutes before an update restarted the daemon
+    kept = _keep_window(tmp_path, 100.0, last_s_ago=600.0, slipped_to=130.0)
     daemon, adc = _site(tmp_path, broker.port)
-    adc.set_current_ma(0, _ma(130.0))  # 30 cm above every kept reading: the probe slipped
+    adc.set_current_ma(0, _ma(130.0))
     async with spy_on(broker.host, broker.port, f"satoyama/v1/{DEVICE}/events") as spy:
         async with daemon:
             await spy.wait(lambda: bool(spy.of_kind("anomaly")), 20, "the anomaly event")
@@ -94,7 +103,7 @@ async def test_a_probe_slipping_after_a_restart_is_reported_at_once(
 async def test_a_calm_level_after_a_restart_raises_nothing(
     tmp_path: Path, broker: Mosquitto
 ) -> None:
-    kept = _keep_calm_window(tmp_path, 100.0, last_s_ago=600.0)
+    kept = _keep_window(tmp_path, 100.0, last_s_ago=600.0)
     daemon, adc = _site(tmp_path, broker.port)
     adc.set_current_ma(0, _ma(100.4))
     async with spy_on(broker.host, broker.port, f"satoyama/v1/{DEVICE}/events") as spy:

@@ -11,8 +11,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from drivers.motion_mat import MatFrame
 from edge.anomaly_watch import AnomalyWatch, cadence_warnings, scored_period
 from edge.config import parse
+from edge.mat_signals import MatSignals
+from edge.sim.mat_emulator import MatScene
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -261,3 +264,46 @@ async def test_a_reading_that_comes_while_the_model_loads_is_scored_once_it_has(
     assert watch.scored == 0
     await watch.start()
     assert watch.scored == 1, "the kept window was completed by the early reading"
+
+
+async def test_an_event_needs_the_cards_run_of_anomalous_windows() -> None:
+    # Every reading is scored, so a chance extreme of a normal series flags a few
+    # overlapping windows; a fault persists.  The card says how many in a row.
+    async def first_event(confirm: int) -> int:
+        events = Events()
+        watch = AnomalyWatch("level_east", "water", events)
+        await watch.start()
+        assert watch.confirm == 3  # water: half an hour of readings
+        watch.confirm = confirm
+        levels = _calm_levels(120)
+        for i, level in enumerate(levels[:80] + [levels[79]] * 40):  # freezes at reading 80
+            await watch.add(level, i * 600.0)
+            if events.got:
+                return i
+        raise AssertionError("no anomaly event")
+
+    at_once = await first_event(1)
+    assert await first_event(3) == at_once + 2
+    assert await first_event(5) == at_once + 4
+
+
+async def test_a_nap_with_rolls_and_a_shift_raises_no_anomaly() -> None:
+    # The emulated infant of the bench (edge.sim), not the model's own generator:
+    # ten minutes of a nap with rolls and a restless shift, the mat's load
+    # through MatSignals at the mat's 10 frames a second, as the daemon feeds it.
+    t = [0.0]
+    scene = MatScene(seed=3, clock=lambda: t[0])
+    signals = MatSignals()
+    scene.lie_down("supine", at=5.0)
+    for at, posture in ((120.0, "left"), (240.0, "supine"), (360.0, "right"), (480.0, "supine")):
+        scene.roll_to(posture, at=at)
+    events = Events()
+    watch = AnomalyWatch("mat_1", "mat_load", events)
+    await watch.start()
+    for i in range(6000):
+        t[0] = i * 0.1
+        reading = signals.update(MatFrame(i, 16, 32, scene.frame_at(t[0])), t[0])
+        if reading.occupied:
+            await watch.add(reading.load_kg, reading.t)
+    assert watch.scored > 1000
+    assert events.got == [], events.got
