@@ -240,6 +240,7 @@ class AnomalyWatch:
                         self.sensor, gap, self.period_s,
                     )
                 self.values.clear()
+                self._run = 0  # a run of anomalous windows is consecutive or nothing
         self._last_t = t
         self._resumed_wall = None
         self.values.append(value)
