@@ -21,6 +21,7 @@ import time
 from functools import partial
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
 import aiomqtt
@@ -28,10 +29,12 @@ import aiomqtt
 from edge.config import (
     Config,
     MatSensorConfig,
+    NapRuleConfig,
     PirSensorConfig,
     PressureProbeConfig,
     TrapSensorConfig,
     UltrasonicConfig,
+    WaterRuleConfig,
 )
 from edge.actuators import build_actuator, test_pattern
 from edge.modem import modem_status
@@ -93,10 +96,14 @@ class Checker:
         *,
         pin_factory: Any = None,
         i2c_bus: Callable[[int], Any] | None = None,
+        models_dir: Path | None = None,
     ) -> None:
+        """``models_dir``: where ``posture/`` and ``anomaly/`` are (default: the packaged
+        models the daemon loads)."""
         self.config = config
         self.pin_factory = pin_factory
         self.i2c_bus = i2c_bus
+        self.models_dir = models_dir
         self.pollers: list[Callable[[], Any]] = []
         """Coroutine functions that watch bus and serial sensors until cancelled."""
         self.parts: dict[str, Part] = {}
@@ -278,6 +285,85 @@ class Checker:
             part.status, part.detail = "fail", str(exc)[:60] or type(exc).__name__
         return part
 
+    async def check_models(self) -> None:
+        """Load each on-device model the configuration uses and run it on a known input.
+
+        The posture model must call an empty mat empty; the anomaly model must
+        pass a calm, noisy series and flag a frozen one, for each series the
+        daemon will score.  A model that cannot be loaded (missing, corrupt,
+        not the file its card describes, no LiteRT) fails its part with the
+        reason, as the daemon would report it.
+        """
+        rules = self.config.rules.values()
+        if any(isinstance(r, NapRuleConfig) for r in rules):
+            self.parts["posture-model"] = await asyncio.to_thread(self._probe_posture)
+        series = []
+        if self.config.health.anomaly_models:
+            if any(isinstance(r, WaterRuleConfig) for r in rules):
+                series.append("water")
+            if any(isinstance(s, MatSensorConfig) for s in self.config.sensors.values()):
+                series.append("mat_load")
+        if series:
+            self.parts["anomaly-model"] = await asyncio.to_thread(self._probe_anomaly, series)
+
+    def _model_files(self, name: str) -> tuple[Path | None, Path | None]:
+        if self.models_dir is None:
+            return None, None
+        return self.models_dir / name / f"{name}.tflite", self.models_dir / name / "card.json"
+
+    def _probe_posture(self) -> Part:
+        from drivers.motion_mat import MatFrame
+        from edge.inference import PostureModel
+
+        part = Part("posture-model", "models/posture")
+        try:
+            model = PostureModel.load(*self._model_files("posture"))
+        except Exception as exc:  # any failure to load is this part's failure
+            part.status, part.detail = "fail", str(exc)[:60] or type(exc).__name__
+            return part
+        try:
+            t0 = time.perf_counter()
+            empty = MatFrame(0, model.rows, model.cols, bytes(model.rows * model.cols))
+            label, _ = model.classify(empty)
+            us = (time.perf_counter() - t0) * 1e6
+        finally:
+            model.close()
+        version = model.model.card.get("version", "?")
+        if label != "empty":
+            part.status, part.detail = "fail", f"an empty mat read as {label}"
+        else:
+            part.status, part.reading = "ok", f"v{version}: empty mat -> empty, {us:.0f} us"
+        return part
+
+    def _probe_anomaly(self, series: list[str]) -> Part:
+        import numpy as np
+
+        from edge.inference import AnomalyModel
+
+        part = Part("anomaly-model", "models/anomaly")
+        calm = {"water": (50.0, 0.7), "mat_load": (8.0, 0.03)}
+        rng = np.random.default_rng(0)
+        try:
+            for kind in series:
+                model = AnomalyModel.load(*self._model_files("anomaly"), series=kind)
+                try:
+                    level, noise = calm[kind]
+                    quiet = [float(v) for v in level + rng.normal(0.0, noise, model.window)]
+                    if model.is_anomalous(quiet):
+                        part.status, part.detail = "fail", f"{kind}: a calm series flagged"
+                        return part
+                    if not model.is_anomalous([level] * model.window):
+                        part.status, part.detail = "fail", f"{kind}: a frozen series passed"
+                        return part
+                    version = model.model.card.get("version", "?")
+                finally:
+                    model.close()
+        except Exception as exc:  # any failure to load is this part's failure
+            part.status, part.detail = "fail", str(exc)[:60] or type(exc).__name__
+            return part
+        part.status, part.reading = "ok", f"v{version}: {', '.join(series)} scored as expected"
+        return part
+
     async def check_modem(self) -> None:
         if self.config.health.modem == "none":
             return
@@ -306,16 +392,19 @@ async def run_check(
     require_exercise: bool = False,
     pin_factory: Any = None,
     i2c_bus: Callable[[int], Any] | None = None,
+    models_dir: Path | None = None,
     out: TextIO = sys.stdout,
     live: bool | None = None,
     stop: asyncio.Event | None = None,
 ) -> Verdict:
-    checker = Checker(config, pin_factory=pin_factory, i2c_bus=i2c_bus)
+    checker = Checker(config, pin_factory=pin_factory, i2c_bus=i2c_bus, models_dir=models_dir)
     checker.build()
     live = out.isatty() if live is None else live
     pollers = [asyncio.create_task(p()) for p in checker.pollers]
     try:
-        await asyncio.gather(checker.check_uplink(), checker.check_modem())
+        await asyncio.gather(
+            checker.check_uplink(), checker.check_modem(), checker.check_models()
+        )
         for name in fire or []:
             await checker.fire(name)
         t0 = time.monotonic()

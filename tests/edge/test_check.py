@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from edge.sim.broker import Mosquitto, free_port
 from edge.sim.site import device_config
 from tests.support.waiting import until
 
+REPO = Path(__file__).resolve().parents[2]
 TRAP = '\n[sensors.trap_a]\ntype = "trap"\npin = 5\n\n[actuators.buzzer]\ntype = "buzzer"\npin = 6\n'
 
 
@@ -145,3 +147,45 @@ async def test_bus_and_serial_sensors_are_read_and_a_dead_one_is_named(
     assert "level_probe (loop wire break)" in line
     assert "level_bridge (" in line
     assert "mat_1" not in line
+
+
+NAP_ROOM = (
+    '\n[sensors.mat_1]\ntype = "mat"\nport = "/dev/ttyAMA0"\ncot = "A-1"\n'
+    '\n[actuators.buzzer]\ntype = "buzzer"\npin = 12\n'
+    '\n[rules.naps]\ntype = "nap"\nmats = ["mat_1"]\nbuzzer = "buzzer"\nack_pin = 26\n'
+    '\n[health]\nmodem = "none"\n'
+)
+
+
+async def test_the_models_a_nap_room_uses_are_loaded_and_tried(
+    tmp_path: Path, broker: Mosquitto, pins: MockFactory
+) -> None:
+    config = parse(device_config(tmp_path / "o.sqlite3", broker.port) + NAP_ROOM)
+    out = io.StringIO()
+    verdict = await run_check(config, watch_s=0.1, pin_factory=pins, out=out)
+    parts = {p.name: p for p in verdict.parts}
+    assert parts["posture-model"].status == "ok", parts["posture-model"]
+    assert "empty mat -> empty" in parts["posture-model"].reading
+    assert parts["anomaly-model"].status == "ok", parts["anomaly-model"]
+    assert "mat_load scored as expected" in parts["anomaly-model"].reading
+    assert "posture-model" in out.getvalue()
+
+
+async def test_a_corrupt_posture_model_fails_the_check_naming_why(
+    tmp_path: Path, broker: Mosquitto, pins: MockFactory
+) -> None:
+    # A card flashed with a damaged file: the installer learns it on site, not
+    # when the first child lies down.
+    models = tmp_path / "models"
+    for name in ("posture", "anomaly"):
+        shutil.copytree(REPO / "models" / name, models / name)
+    tflite = models / "posture" / "posture.tflite"
+    tflite.write_bytes(tflite.read_bytes()[:1000])
+    config = parse(device_config(tmp_path / "o.sqlite3", broker.port) + NAP_ROOM)
+    verdict = await run_check(
+        config, watch_s=0.1, pin_factory=pins, models_dir=models, out=io.StringIO()
+    )
+    line = verdict.line()
+    assert line.startswith("FAIL: ") and "posture-model (" in line
+    assert "hash mismatch" in line
+    assert "anomaly-model" not in line
