@@ -135,6 +135,8 @@ async def test_bus_and_serial_sensors_are_read_and_a_dead_one_is_named(
         assert parts["level_probe"].reading == "12.00 mA = 250.0 cm"
         assert parts["level_bridge"].reading == "1500 mm = level 250.0 cm"
         assert parts["mat_1"].status == "ok" and "occupied" in parts["mat_1"].reading
+        assert parts["anomaly-model"].reading.endswith("water, mat_load scored as expected")
+        assert "posture-model" not in parts  # no nap rule: the posture model is not used
 
         adc.set_current_ma(0, 1.5, 150.0)  # the probe's cable is cut
         ranger.unplug()
