@@ -63,6 +63,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from models.seeds import HELDOUT_BASE as HELDOUT_BASE  # re-exported: the generator's seeds
+from models.seeds import TRAIN_BASE as TRAIN_BASE
+from models.seeds import heldout_seeds as heldout_seeds
+from models.seeds import train_seeds as train_seeds
+
 WINDOW = 64
 SERIES: tuple[str, ...] = ("water", "mat_load")
 SCALE: dict[str, float] = {"water": 4.0, "mat_load": 0.15}
@@ -78,8 +83,6 @@ RAIN_GAP_MIN = 720.0
 """Mean time between rain events, minutes."""
 CLIP = 8.0
 ANOMALIES: tuple[str, ...] = ("spike", "stuck", "drift", "drop")
-TRAIN_BASE = 1_000_000
-HELDOUT_BASE = 2_000_000_000
 
 
 def water_series(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -203,17 +206,6 @@ def normalise(kind: str, windows: np.ndarray) -> np.ndarray:
     w = w - w.mean(axis=-1, keepdims=True)
     out: np.ndarray = np.clip(w / SCALE[kind], -CLIP, CLIP).astype(np.float32)
     return out
-
-
-def train_seeds(seed: int, n: int) -> range:
-    if not 0 <= seed < 1000:
-        raise ValueError(f"training seed must be 0..999, got {seed}")
-    start = TRAIN_BASE * (seed + 1)
-    return range(start, start + n)
-
-
-def heldout_seeds(n: int, offset: int = 0) -> range:
-    return range(HELDOUT_BASE + offset, HELDOUT_BASE + offset + n)
 
 
 def heldout_sets(n_seeds: int) -> dict[str, dict[str, np.ndarray]]:

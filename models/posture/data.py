@@ -43,13 +43,15 @@ import numpy as np
 
 from edge.sim.infant import POSTURES
 from edge.sim.mat_emulator import COUNTS_PER_KG, random_frame
+from models.seeds import HELDOUT_BASE as HELDOUT_BASE  # re-exported: the generator's seeds
+from models.seeds import TRAIN_BASE as TRAIN_BASE
+from models.seeds import heldout_seeds as heldout_seeds
+from models.seeds import train_seeds as train_seeds
 
 LABELS: tuple[str, ...] = POSTURES
 """Class index -> label: empty, supine, prone, left, right."""
 ROWS, COLS = 16, 32
 CELL_CM = 3.75
-TRAIN_BASE = 1_000_000
-HELDOUT_BASE = 2_000_000_000
 
 
 def sample(posture: str, seed: int, *, augment: bool = True) -> np.ndarray:
@@ -104,16 +106,3 @@ def dataset(
             xs.append(sample(label, s, augment=augment))
             ys.append(LABELS.index(label))
     return np.stack(xs), np.asarray(ys, dtype=np.int64)
-
-
-def train_seeds(seed: int, n: int) -> range:
-    """Sample seeds of a training run with ``seed`` (disjoint from held-out seeds)."""
-    if not 0 <= seed < 1000:
-        raise ValueError(f"training seed must be 0..999, got {seed}")
-    start = TRAIN_BASE * (seed + 1)
-    return range(start, start + n)
-
-
-def heldout_seeds(n: int, offset: int = 0) -> range:
-    """Sample seeds no training run uses."""
-    return range(HELDOUT_BASE + offset, HELDOUT_BASE + offset + n)
