@@ -117,6 +117,67 @@ def command_topic(prefix: str, device: str, name: str = "#") -> str:
     return f"{prefix}/{device}/cmd/{name}"
 
 
+def ack_topic(prefix: str, device: str) -> str:
+    """Cloud to device: the ids the cloud has stored durably (:class:`CloudAck`)."""
+    return f"{prefix}/{device}/ack"
+
+
+# -- end-to-end acknowledgement ----------------------------------------------
+
+
+class CloudAck(msgspec.Struct, frozen=True, kw_only=True):
+    """Payload of ``PREFIX/DEVICE/ack`` (JSON): what the cloud has committed durably.
+
+    ``ids`` are event ids and telemetry batch ids (:attr:`TelemetryBatch.id`)
+    of that device, in no particular order.  The cloud acknowledges a
+    duplicate too (it was committed once already), and a message it refused
+    for good whose id it could read, so that the device stops sending it.
+    The device deletes each row when its id arrives here; ids it does not
+    hold are ignored.  See ``docs/protocols/mqtt.md``.
+    """
+
+    ids: list[str]
+    v: int = 1
+
+
+MAX_ACK_IDS: Final = 256
+"""Most ids one :class:`CloudAck` carries (about 10 kB); more go in several messages."""
+
+_ack_decoder = msgspec.json.Decoder(CloudAck)
+
+
+def encode_ack(ids: list[str]) -> bytes:
+    return _encoder.encode(CloudAck(ids=ids))
+
+
+def decode_ack(payload: bytes | str) -> CloudAck:
+    try:
+        return _ack_decoder.decode(payload)
+    except msgspec.DecodeError as exc:
+        raise EnvelopeError(f"invalid ack payload: {exc}") from None
+
+
+class _IdOnly(msgspec.Struct, forbid_unknown_fields=False):
+    id: str
+
+
+_id_json = msgspec.json.Decoder(_IdOnly)
+_id_msgpack = msgspec.msgpack.Decoder(_IdOnly)
+
+
+def salvage_id(payload: bytes, *, msgpack: bool = False) -> str | None:
+    """The ``id`` of a payload that is otherwise invalid, when it can be read at all.
+
+    The cloud acknowledges a message it refuses for good by this id, so that
+    the device does not send it again and again.
+    """
+    try:
+        found = (_id_msgpack if msgpack else _id_json).decode(payload).id
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None
+    return found if 0 < len(found) <= 64 else None
+
+
 class Status(msgspec.Struct, frozen=True, kw_only=True):
     """Retained payload of ``PREFIX/DEVICE/status``; the last will sets ``offline``."""
 
@@ -166,6 +227,9 @@ class TelemetryBatch(msgspec.Struct, frozen=True, kw_only=True):
     clock_synced: bool
     series: dict[str, Series]
     v: int = ENVELOPE_VERSION
+    id: str = ""
+    """The batch's id in the device's outbox (UUIDv7), acknowledged by the cloud
+    on ``PREFIX/DEVICE/ack``; empty from devices older than the acknowledgement."""
 
 
 _mp_encoder = msgspec.msgpack.Encoder()

@@ -61,7 +61,9 @@ class TelemetryBuffer:
             return None
         t0 = min(ts[0] for ts, _ in self._series.values())
         self._seq += 1
+        row_id = new_event_id()
         batch = TelemetryBatch(
+            id=row_id,
             device=self.device,
             site=self.site,
             boot=self.boot,
@@ -77,7 +79,7 @@ class TelemetryBuffer:
         self._count = 0
         self._first = None
         return Row(
-            id=new_event_id(),
+            id=row_id,
             seq=0,
             rank=TELEMETRY_RANK,
             kind="telemetry",
