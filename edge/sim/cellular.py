@@ -9,8 +9,10 @@ connection in that direction then queue for one shared radio, each packet
 (at most :data:`MSS` bytes) taking its size plus :data:`PACKET_OVERHEAD` of
 IP+TCP header in airtime, before the delay is added.  The proxy stops reading
 from a sender while :data:`QUEUE_LIMIT` bytes wait, so TCP's own flow control
-pushes back on the device as a full modem buffer would.  :meth:`cut` drops every connection and refuses new ones until
-:meth:`restore`, which is what a lost cell tower looks like to the device.
+pushes back on the device as a full modem buffer would.
+
+:meth:`cut` drops every connection and refuses new ones until :meth:`restore`,
+which is what a lost cell tower looks like to the device.
 It runs its own asyncio loop on a thread so tests, benchmarks and the demo can
 use it from synchronous or asynchronous code alike.
 """

@@ -48,7 +48,8 @@ def test_a_rate_must_be_positive(rate: float) -> None:
 def test_bytes_cross_a_limited_link_intact_and_counted() -> None:
     with socket.create_server(("127.0.0.1", 0)) as server:
         port = server.getsockname()[1]
-        with CellularLink("127.0.0.1", port, delay_s=0.001, up_kbit_s=4000, down_kbit_s=2000) as link:
+        link = CellularLink("127.0.0.1", port, delay_s=0.001, up_kbit_s=4000, down_kbit_s=2000)
+        with link:
             with socket.create_connection((link.host, link.port), timeout=10) as device:
                 far, _ = server.accept()
                 with far:
