@@ -121,6 +121,16 @@ class MqttConfig(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """MQTT 5: how long the broker keeps the session (and queues events) while we are away."""
     shared_group: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
     """Several instances: subscribe to ``$share/GROUP/...`` so each event goes to one of them."""
+    receive_maximum: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 50
+    """MQTT 5 Receive Maximum: how many unacknowledged QoS 1 messages the broker may
+    push to us at once (we acknowledge after the commit, so this bounds what sits in
+    memory; without it the broker may push a whole backlog)."""
+    device_acks: bool = True
+    """Acknowledge every stored event and telemetry batch to its device on
+    ``PREFIX/DEVICE/ack`` (the device keeps a message until then)."""
+    ack_delay_s: Annotated[float, msgspec.Meta(ge=0, le=60)] = 0.2
+    """Ids for one device are collected this long (or up to ``MAX_ACK_IDS``), then sent
+    in one ack message."""
 
 
 class SmtpConfig(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -156,6 +166,10 @@ class StoreConfig(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True)
     """PostgreSQL connection string (libpq syntax or URI); may hold a password."""
     keep_days: Annotated[int, msgspec.Meta(ge=1)] = 400
     """Forget events (and their sent or failed mails) this many days after receipt."""
+    max_events: Annotated[int, msgspec.Meta(ge=1)] = 1_000_000
+    """Remember at most this many events: the oldest beyond it are forgotten (hourly)."""
+    max_mails: Annotated[int, msgspec.Meta(ge=1)] = 200_000
+    """Keep at most this many sent or failed mails (the oldest go first; pending stay)."""
 
     def describe(self) -> str:
         """Where the store is, for logs and ``status``: never the password."""

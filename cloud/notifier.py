@@ -81,7 +81,15 @@ from cloud.store import (
     TrapPlan,
     TrapRow,
 )
-from edge.event import EnvelopeError, Event, decode, decode_status, decode_telemetry
+from cloud.device_acks import DeviceAcks
+from edge.event import (
+    EnvelopeError,
+    Event,
+    decode,
+    decode_status,
+    decode_telemetry,
+    salvage_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +130,8 @@ class NotifierStats:
     """Timekeeper rounds completed (tests wait on it after moving the clock)."""
     notices: int = 0
     """Summaries, reminders and offline / online notices this instance queued."""
+    refused_acked: int = 0
+    """Messages refused for good whose id was still acknowledged to the device."""
 
 
 class MailerLike(Protocol):
@@ -160,6 +170,10 @@ class Notifier:
         self.telemetry_topic = f"{share}{m.topic_prefix}/+/telemetry"
         self.status_topic = f"{m.topic_prefix}/+/status"
         self._prefix_depth = len(m.topic_prefix.split("/"))
+        self.acks: DeviceAcks | None = (
+            DeviceAcks(m.topic_prefix, delay_s=m.ack_delay_s) if m.device_acks else None
+        )
+        """What this instance committed, on its way back to the devices (``None``: off)."""
 
     # --- life cycle -------------------------------------------------------------
 
@@ -258,8 +272,20 @@ class Notifier:
                         ", ".join(t for t, _ in topics),
                     )
                     self.subscribed.set()
-                    async for message in client.messages:
-                        await self._handle(client, store, message)
+                    acker = (
+                        asyncio.create_task(self.acks.publish_forever(client), name="acks")
+                        if self.acks is not None
+                        else None
+                    )
+                    try:
+                        async for message in client.messages:
+                            await self._handle(client, store, message)
+                    finally:
+                        if acker is not None:
+                            # Ids not yet published stay in self.acks for the next connection.
+                            acker.cancel()
+                            with contextlib.suppress(asyncio.CancelledError):
+                                await acker
             except aiomqtt.MqttError as exc:
                 self.subscribed.clear()
                 attempt += 1
@@ -306,6 +332,10 @@ class Notifier:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             # The broker queues messages for us while we are away, this long.
             properties.SessionExpiryInterval = m.session_expiry_s
+            # At most this many unacknowledged messages in flight to us.  We send
+            # the PUBACK only after the commit, so this bounds what is in memory:
+            # without it mosquitto pushes up to 65,535 (a whole backlog) at once.
+            properties.ReceiveMaximum = m.receive_maximum
             client = aiomqtt.Client(
                 m.host, m.port, protocol=aiomqtt.ProtocolVersion.V5,
                 clean_start=m.session_expiry_s == 0, properties=properties, **common,
@@ -360,6 +390,7 @@ class Notifier:
                 exc,
             )
             _ack(client, message)  # redelivery would not make it valid
+            self._refused(topic_device, salvage_id(payload))
             return
         if topic_device != event.device:
             log.warning(
@@ -368,6 +399,12 @@ class Notifier:
                 event.device,
                 topic_device,
             )
+        if await store.has_event(event.id):
+            # Seen before (a redelivery, or the device's resend after a lost ack):
+            # nothing to render.  The store's accept() refuses it anyway; this
+            # cheap look-up only saves the work.
+            self._duplicate(client, message, event, topic_device)
+            return
         site = self.config.sites.get(event.site)
         mails, coalesce, trap = await self._plan_event(store, event, site, now)
         heartbeat_interval = None
@@ -379,16 +416,12 @@ class Notifier:
             event, mails, now=now, coalesce=coalesce, trap=trap,
             heartbeat_interval=heartbeat_interval,
         )  # fmt: skip
-        _ack(client, message)  # only now: the event and its mails are stored
-        if not result.accepted:
-            self.stats.duplicates += 1
-            log.info(
-                "duplicate event ignored event=%s kind=%s device=%s",
-                event.id,
-                event.kind,
-                event.device,
-            )
+        if not result.accepted:  # another instance stored it meanwhile
+            self._duplicate(client, message, event, topic_device)
             return
+        _ack(client, message)  # only now: the event and its mails are stored
+        if self.acks is not None:
+            self.acks.add(topic_device, (event.id,))
         self.stats.accepted += 1
         if result.folded:
             self.stats.folded += 1
@@ -408,6 +441,27 @@ class Notifier:
         row = result.device
         if row is not None and row.state == "offline" and row.cause == "heartbeat":
             await self._back_online(store, row)
+
+    def _duplicate(
+        self, client: aiomqtt.Client, message: aiomqtt.Message, event: Event, topic_device: str
+    ) -> None:
+        """An event stored before: acknowledged again (its first ack may have been lost)."""
+        _ack(client, message)
+        if self.acks is not None:
+            self.acks.add(topic_device, (event.id,))
+        self.stats.duplicates += 1
+        log.info(
+            "duplicate event ignored event=%s kind=%s device=%s",
+            event.id,
+            event.kind,
+            event.device,
+        )
+
+    def _refused(self, topic_device: str, message_id: str | None) -> None:
+        """A message refused for good: acknowledge its id if it has one, so it is not resent."""
+        if self.acks is not None and message_id is not None:
+            self.acks.add(topic_device, (message_id,))
+            self.stats.refused_acked += 1
 
     async def _plan_event(
         self, store: Store, event: Event, site: SiteConfig | None, now: float
@@ -533,6 +587,7 @@ class Notifier:
                 exc,
             )
             _ack(client, message)
+            self._refused(topic_device, salvage_id(payload, msgpack=True))
             return
         points: list[tuple[str, float, float]] = []
         for name, series in batch.series.items():
@@ -552,6 +607,8 @@ class Notifier:
             points = points[-MAX_POINTS_PER_BATCH:]
         added = await store.add_telemetry(batch.device, batch.site, points, now=now)
         _ack(client, message)
+        if self.acks is not None and batch.id:  # older devices send no id: nothing to ack
+            self.acks.add(topic_device, (batch.id,))
         self.stats.telemetry += 1
         log.debug("telemetry from %s: %d readings, %d new", batch.device, len(points), added)
         row = await store.device(batch.device)
