@@ -273,3 +273,21 @@ async def test_with_acks_off_nothing_is_published(
         await publisher.event(event)
         await until(lambda: notifier.stats.duplicates == 1, 5, "the duplicate handled")
     assert device.received == []
+
+
+async def test_two_instances_on_a_shared_subscription_each_acknowledge_what_they_stored(
+    tmp_path: Path, broker: Mosquitto, mailbox: Mailbox, publisher: Publisher, pg_dsn: str
+) -> None:
+    from tests.cloud.test_cluster import instance, instance_config
+
+    one = instance_config(tmp_path, broker, mailbox, pg_dsn, "notifier-1")
+    two = instance_config(tmp_path, broker, mailbox, pg_dsn, "notifier-2")
+    events = [make_event("heartbeat", "info", seq=n, data={"interval_s": 60}) for n in range(40)]
+    async with ack_listener(broker) as device, instance(one) as first, instance(two) as second:
+        for event in events:
+            await publisher.event(event)
+        await until(lambda: len(set(device.ids())) == len(events), 20, "every event acked")
+    assert set(device.ids()) == {e.id for e in events}
+    for proc in (first, second):  # both did part of the work, and acked it
+        log = "".join(proc.log)  # type: ignore[attr-defined]
+        assert "event accepted" in log
