@@ -167,6 +167,10 @@ SQLITE_MIGRATIONS: Final[tuple[str, ...]] = (
         pid        INTEGER NOT NULL
     );
     """,
+    # v3: pruning finished mails by age and by count walks an index, not the table.
+    """
+    CREATE INDEX mails_created ON mails (created_at);
+    """,
 )
 
 #: PostgreSQL migrations (a fresh database starts at the current shape);
@@ -271,6 +275,10 @@ POSTGRES_MIGRATIONS: Final[tuple[str, ...]] = (
         host       TEXT NOT NULL,
         pid        INTEGER NOT NULL
     );
+    """,
+    # v2: as SQLite's v3 (pruning finished mails walks an index).
+    """
+    CREATE INDEX mails_created ON mails (created_at);
     """,
 )
 SQLITE_SCHEMA_VERSION: Final = len(SQLITE_MIGRATIONS)

@@ -902,11 +902,19 @@ class Notifier:
             await store.instance_alive(self.instance, now=now, host=host, pid=pid)
             if last_prune is None or now - last_prune >= PRUNE_EVERY_S:
                 last_prune = now
-                removed = await store.prune(now - keep_s, telemetry_before=now - TELEMETRY_KEEP_S)
-                if removed:
+                s = self.config.store
+                pruned = await store.prune(
+                    now - keep_s, telemetry_before=now - TELEMETRY_KEEP_S,
+                    max_events=s.max_events, max_mails=s.max_mails,
+                )  # fmt: skip
+                if pruned.events or pruned.mails or pruned.telemetry:
                     log.info(
-                        "forgot %d events older than %d days", removed, self.config.store.keep_days
-                    )
+                        "store pruned: forgot %d events and %d sent or failed mails (older than "
+                        "%d days, or beyond the newest %d events / %d mails), %d readings older "
+                        "than %.0f h",
+                        pruned.events, pruned.mails, s.keep_days, s.max_events, s.max_mails,
+                        pruned.telemetry, TELEMETRY_KEEP_S / 3600,
+                    )  # fmt: skip
             await self.clock.sleep(max(self.config.delivery.poll_s, 1.0))
 
     async def _wait(self, event: asyncio.Event, timeout: float) -> None:

@@ -162,7 +162,7 @@ async def test_prune_forgets_old_events_but_never_pending_mails(
         await store.accept(recent, mails("a@example.jp"), now=now)
         [sent] = await store.mails(event_id=old_sent.id)
         await store.mark_sent(sent.id)
-        assert await store.prune(now - 500) == 1
+        assert (await store.prune(now - 500)).events == 1
         assert not await store.has_event(old_sent.id)
         assert await store.has_event(old_pending.id)
         assert await store.has_event(recent.id)
@@ -315,3 +315,53 @@ async def test_a_version_1_store_is_migrated_with_its_mails(tmp_path: Path) -> N
             "e1", "trap_triggered", "site", b"A",
         )  # fmt: skip
         assert not await store.accept(make_event(event_id="e1"), [])
+
+
+async def test_prune_keeps_the_newest_events_and_mails_by_count(
+    store_config: StoreConfig,
+) -> None:
+    events = [make_event(seq=n) for n in range(10)]
+    async with await Store.open(store_config) as store:
+        for n, event in enumerate(events):
+            await store.accept(event, mails("a@example.jp"), now=1000.0 + n)
+        for mail in await store.mails("pending"):
+            if mail.event_id != events[0].id:  # the oldest event's mail stays pending
+                await store.mark_sent(mail.id, now=2000.0)
+        pruned = await store.prune(0.0, max_events=4, max_mails=3)
+        assert (pruned.events, pruned.mails) == (5, 6)
+        # The 4 newest events, and the oldest: its mail is still pending.
+        for n, event in enumerate(events):
+            assert await store.has_event(event.id) == (n == 0 or n >= 6), n
+        counts = await store.counts()
+        assert (counts.pending, counts.sent) == (1, 3)
+        kept = {m.event_id for m in await store.mails("sent")}
+        assert kept == {e.id for e in events[7:]}
+        again = await store.prune(0.0, max_events=4, max_mails=3)
+        assert (again.events, again.mails) == (0, 0)
+
+
+async def test_every_pruning_statement_walks_an_index(store_config: StoreConfig) -> None:
+    """On both engines; PostgreSQL is told to avoid sequential scans where it can."""
+    from cloud.database import Tx
+    from cloud.store import PRUNE_SQL
+
+    args = {"events_cutoff": (10,), "mails_cutoff": (10,), "telemetry_by_age": (1.0,)}
+    sqlite = store_config.backend == "sqlite"
+    async with await Store.open(store_config) as store:
+        for name, sql in PRUNE_SQL.items():
+            params = args.get(name, (1.0, 10))
+
+            def explain(tx: Tx, sql: str = sql, params: tuple[float, ...] = params) -> list[str]:
+                if sqlite:
+                    return [str(r[-1]) for r in tx.query(f"EXPLAIN QUERY PLAN {sql}", params)]
+                tx.execute("SET LOCAL enable_seqscan = off")
+                return [str(r[0]) for r in tx.query(f"EXPLAIN {sql}", params)]
+
+            steps = await store._run(explain)
+            for step in steps:
+                if sqlite and step.startswith("SCAN"):
+                    assert "INDEX" in step or "PRIMARY KEY" in step, (name, steps)
+                assert "Seq Scan" not in step, (name, steps)
+                # An event's pending mails are found by its id, not by scanning every
+                # pending mail (which grows with an SMTP outage).
+                assert "mails_due" not in step, (name, steps)
