@@ -69,6 +69,15 @@ class UplinkConfig(msgspec.Struct, **_struct):
     """A CONNECT not answered in this time is abandoned (and retried with backoff)."""
     reconnect_min_s: Annotated[float, Meta(gt=0, le=3600)] = 1.0
     reconnect_max_s: Annotated[float, Meta(gt=0, le=86400)] = 300.0
+    delivery: Literal["cloud_ack", "puback"] = "cloud_ack"
+    """``cloud_ack``: a row leaves the outbox when the cloud says on ``PREFIX/DEVICE/ack``
+    that it stored it; ``puback``: when the broker acknowledges it (older notifiers)."""
+    ack_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 60.0
+    """A row the cloud has not acknowledged in this time is sent again (see edge/ack_tracker.py)."""
+    ack_probe_max_s: Annotated[float, Meta(gt=0, le=86400)] = 900.0
+    """While the cloud is silent, the longest wait between two probes."""
+    unacked_max: Annotated[int, Meta(ge=1, le=100_000)] = 256
+    """Rows published and awaiting the cloud's acknowledgement at once."""
     tls: TlsConfig | None = None
 
 

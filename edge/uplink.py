@@ -5,15 +5,25 @@
   in lock-step).
 * The retained ``status`` topic says ``online`` once connected; the broker's
   last will sets it ``offline`` when the device vanishes.
-* Up to ``publish_window`` events are in flight at once; each is deleted from
-  the outbox only when its PUBACK arrives.  Whatever was in flight when the
-  link dropped is sent again on the next connection (at least once; the cloud
-  de-duplicates by event id).
+* Up to ``publish_window`` rows are in flight (published, PUBACK not yet
+  received) at once.
+* **End-to-end acknowledgement** (``uplink.delivery = "cloud_ack"``, the
+  default): a PUBACK only means the broker holds the row in memory, so the
+  row stays in the outbox until the cloud notifier, having committed it,
+  names its id on ``PREFIX/DEVICE/ack``.  Rows awaiting that are skipped when
+  reading the outbox and sent again as :class:`~edge.ack_tracker.AckTracker`
+  decides (a timeout, a probe while the cloud is silent, a broker that lost
+  its session).  With ``delivery = "puback"`` (a cloud side that predates the
+  acknowledgement) a row is deleted on its PUBACK, as before: weaker, since a
+  broker crash can lose what it acknowledged.
+* Whatever was in flight when the link dropped is sent again on the next
+  connection (at least once; the cloud de-duplicates by event id).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -22,12 +32,23 @@ import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
+import paho.mqtt.client as paho
 
 from edge import __version__
+from edge.ack_tracker import AckTracker
 from edge.config import Config, TlsConfig
-from edge.event import Status, command_topic, encode_status, status_topic
+from edge.event import (
+    EnvelopeError,
+    Status,
+    ack_topic,
+    command_topic,
+    decode_ack,
+    encode_status,
+    status_topic,
+)
 from edge.linkstats import SAVE_EVERY_S, DailyUsage, read_counters
 from edge.outbox import Outbox, Pending
 
@@ -110,11 +131,32 @@ class Uplink:
         self.topic_base = f"{up.topic_prefix}/{device}"
         self.status_topic = status_topic(up.topic_prefix, device)
         self.command_topic = command_topic(up.topic_prefix, device)
+        self.ack_topic = ack_topic(up.topic_prefix, device)
+        self.cloud_ack = up.delivery == "cloud_ack"
+        self.awaiting = AckTracker(
+            timeout_s=up.ack_timeout_s,
+            probe_max_s=up.ack_probe_max_s,
+            max_awaiting=up.unacked_max,
+        )
+        """Rows the broker acknowledged that the cloud has not yet said it stored."""
+        self._recently_acked: dict[str, None] = {}
+        """Ids the cloud acknowledged before their PUBACK arrived (bounded)."""
+        self._room = asyncio.Event()
+        """Set (for the drain) when the tracker has room again or rows were released."""
+        self._kick = asyncio.Event()
+        """Set (for the resend timer) when the earliest deadline may have changed."""
         self.backoff = Backoff(up.reconnect_min_s, up.reconnect_max_s)
         self._tls = tls_context(up.tls) if up.tls is not None else None
         self.connected = asyncio.Event()
         self.published = 0
+        """Rows the broker acknowledged (PUBACK)."""
+        self.delivered = 0
+        """Rows deleted from the outbox: acknowledged by the cloud (or by the broker,
+        with ``delivery = "puback"``)."""
         self.connections = 0
+        self.session_present: bool | None = None
+        """Whether the broker still had this device's session at the last CONNACK."""
+        self._summary = _DrainSummary()
         self.usage = DailyUsage(usage_path)
         self._client_now: aiomqtt.Client | None = None
 
@@ -130,6 +172,20 @@ class Uplink:
         )
 
     def _client(self) -> aiomqtt.Client:
+        client = self._make_client()
+        self.session_present = None
+        on_connect = client._client.on_connect
+
+        def remember_session(mqttc: paho.Client, userdata: object, flags: Any, *rest: Any) -> None:
+            # aiomqtt drops CONNACK's flags; whether the broker kept our session
+            # says whether it may have lost what it acknowledged (a restart).
+            self.session_present = bool(getattr(flags, "session_present", False))
+            on_connect(mqttc, userdata, flags, *rest)  # type: ignore[misc]
+
+        client._client.on_connect = remember_session
+        return client
+
+    def _make_client(self) -> aiomqtt.Client:
         up = self.config.uplink
         return aiomqtt.Client(
             up.host,
@@ -202,12 +258,26 @@ class Uplink:
         self.usage.new_connection()
         self._client_now = client
         try:
+            if self.cloud_ack and not self.session_present and len(self.awaiting):
+                # A broker without our session restarted (or expired it): what it
+                # acknowledged before may have died with it.
+                released = self.awaiting.release_all()
+                log.warning(
+                    "uplink: the broker has no session for us; sending %d row(s) again that "
+                    "the cloud had not acknowledged",
+                    len(released),
+                )
             await client.publish(self.status_topic, self._status("online"), qos=1, retain=True)
-            await client.subscribe(self.command_topic, qos=1)
+            topics = [(self.command_topic, 1)]
+            if self.cloud_ack:
+                topics.append((self.ack_topic, 1))
+            await client.subscribe(topics)
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._watch(client))
                 tg.create_task(self._drain(client, tg))
                 tg.create_task(self._count_bytes(client))
+                if self.cloud_ack:
+                    tg.create_task(self._resend_overdue())
         finally:
             self.sample_usage(client)
             self._client_now = None
@@ -236,8 +306,11 @@ class Uplink:
         """Hand commands to the daemon; raises MqttError when the link drops (ends the session)."""
         prefix = self.command_topic.removesuffix("#")
         async for message in client.messages:
-            name = message.topic.value.removeprefix(prefix)
             payload = message.payload if isinstance(message.payload, bytes) else b""
+            if message.topic.value == self.ack_topic:
+                await self._cloud_acked(payload)
+                continue
+            name = message.topic.value.removeprefix(prefix)
             if self.on_command is None:
                 log.warning("uplink: no command handler; ignoring %s", name)
                 continue
@@ -246,20 +319,85 @@ class Uplink:
             except Exception:  # noqa: BLE001 - a bad command must not end the session
                 log.exception("command %s failed", name)
 
+    async def _cloud_acked(self, payload: bytes) -> None:
+        """The cloud stored these rows: delete them from the outbox."""
+        try:
+            ack = decode_ack(payload)
+        except EnvelopeError as exc:
+            log.warning("uplink: ignoring an invalid acknowledgement (%d bytes): %s",
+                        len(payload), exc)  # fmt: skip
+            return
+        now = time.monotonic()
+        self.awaiting.acked(ack.ids, now)
+        for i in ack.ids:  # PUBACK may still be on its way: do not await these then
+            self._recently_acked[i] = None
+        while len(self._recently_acked) > 4 * self.config.uplink.unacked_max:
+            del self._recently_acked[next(iter(self._recently_acked))]
+        await self.outbox.ack(ack.ids)  # ids it no longer holds are ignored
+        self.delivered += len(ack.ids)
+        self._summary.delivered += len(ack.ids)
+        self._room.set()
+        self._kick.set()
+
+    async def _resend_overdue(self) -> None:
+        """Release rows the cloud did not acknowledge in time (AckTracker decides which)."""
+        while True:
+            self._kick.clear()
+            wait = self.awaiting.next_check(time.monotonic())
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    # Woken early when rows start awaiting or are acknowledged.
+                    await asyncio.wait_for(self._kick.wait(), min(wait, 60.0))
+                continue
+            released = self.awaiting.overdue(time.monotonic())
+            if released:
+                silent = self.awaiting.cloud_silent(time.monotonic())
+                log.log(
+                    logging.INFO if silent else logging.WARNING,
+                    "uplink: %d row(s) not acknowledged by the cloud in %.0f s; sending %s again",
+                    len(released),
+                    self.awaiting.timeout_s,
+                    "one as a probe (the cloud is silent)" if silent else "them",
+                )
+                self._room.set()
+                self.outbox.changed.set()
+
     async def _drain(self, client: aiomqtt.Client, tg: asyncio.TaskGroup) -> None:
         window = self.config.uplink.publish_window
         slots = asyncio.Semaphore(window)
         in_flight: set[str] = set()
         while True:
             self.outbox.changed.clear()
-            batch = await self.outbox.pending(window, skip=in_flight)
+            self._room.clear()
+            limit = window
+            if self.cloud_ack:
+                room = self.awaiting.max_awaiting - len(self.awaiting) - len(in_flight)
+                if room <= 0:
+                    # As many rows as allowed await the cloud: wait for acknowledgements
+                    # or releases rather than filling the broker's queue.
+                    await self._room.wait()
+                    continue
+                limit = min(window, room)
+                skip = in_flight | self.awaiting.ids()
+            else:
+                skip = in_flight
+            batch = await self.outbox.pending(limit, skip=skip)
             if not batch:
-                await self.outbox.changed.wait()
+                self._summary.maybe_log(len(self.awaiting), self.cloud_ack)
+                waits = [asyncio.ensure_future(self.outbox.changed.wait())]
+                if self.cloud_ack:
+                    waits.append(asyncio.ensure_future(self._room.wait()))
+                try:
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for w in waits:
+                        w.cancel()
                 continue
             for item in batch:
                 await slots.acquire()
                 in_flight.add(item.id)
                 tg.create_task(self._publish(client, item, slots, in_flight))
+            self._summary.maybe_log(len(self.awaiting), self.cloud_ack)
 
     async def _publish(
         self, client: aiomqtt.Client, item: Pending, slots: asyncio.Semaphore, in_flight: set[str]
@@ -271,19 +409,52 @@ class Uplink:
                 qos=1,
                 timeout=self.config.uplink.publish_timeout_s,
             )
-            await self.outbox.ack([item.id])
+            if self.cloud_ack:
+                if item.id in self._recently_acked:  # the cloud was faster than the PUBACK
+                    del self._recently_acked[item.id]
+                else:
+                    self.awaiting.sent(item.id, time.monotonic())
+                    if len(self.awaiting) == 1:
+                        self._kick.set()  # the resend timer has something to time now
+            else:
+                await self.outbox.ack([item.id])
+                self.delivered += 1
+                self._summary.delivered += 1
             self.published += 1
-            if item.channel == "events":
-                log.info(
-                    "event %s published: %s (PUBACK received, removed from outbox)",
-                    item.id,
-                    item.kind,
-                )
+            self._summary.published += 1
+            log.debug("%s %s published: %s (PUBACK received)", item.channel, item.id, item.kind)
             if self.on_published is not None:
                 self.on_published(item)
         finally:
             in_flight.discard(item.id)
             slots.release()
+            self._room.set()
+
+
+class _DrainSummary:
+    """One log line per ``every_s`` while rows leave, instead of one line per row."""
+
+    def __init__(self, every_s: float = 30.0) -> None:
+        self.every_s = every_s
+        self.published = 0
+        self.delivered = 0
+        self._since = time.monotonic()
+
+    def maybe_log(self, awaiting: int, cloud_ack: bool) -> None:
+        now = time.monotonic()
+        if now - self._since < self.every_s:
+            return
+        if self.published or self.delivered:
+            log.info(
+                "uplink: %d row(s) published, %d %s in the last %.0f s; %d awaiting the cloud",
+                self.published,
+                self.delivered,
+                "acknowledged by the cloud" if cloud_ack else "removed on PUBACK",
+                now - self._since,
+                awaiting,
+            )
+        self.published = self.delivered = 0
+        self._since = now
 
 
 def _first_leaf(exc: BaseException) -> BaseException:

@@ -52,10 +52,13 @@ class Mosquitto:
         *,
         tls: tuple[Path, Path, Path] | None = None,
         acl_file: Path | None = None,
+        persistence: bool = True,
     ) -> None:
         """``tls``: (CA, broker certificate, broker key): TLS only, and every client
         must present a certificate from that CA; its common name becomes the MQTT
-        user name that ``acl_file`` patterns (``%u``) refer to."""
+        user name that ``acl_file`` patterns (``%u``) refer to.  ``persistence``
+        off: sessions and queued messages live in memory only (a crash or a stop
+        loses them), as on a broker configured without a persistence file."""
         self.binary = find_mosquitto()
         self._own_dir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="satoyama-mosquitto-"))
@@ -67,6 +70,7 @@ class Mosquitto:
         self._proc: subprocess.Popen[bytes] | None = None
         self.tls = tls
         self.acl_file = acl_file
+        self.persistence = persistence
 
     def _write_config(self) -> None:
         self.conf.write_text(
@@ -92,9 +96,15 @@ class Mosquitto:
                     f"user {pwd.getpwuid(os.getuid()).pw_name}",
                     # Sessions and queued QoS 1 messages survive a restart (saved on
                     # SIGTERM), as on a production broker; kill() loses them.
-                    "persistence true",
-                    f"persistence_location {self.workdir}/",
-                    "autosave_interval 60",
+                    *(
+                        [
+                            "persistence true",
+                            f"persistence_location {self.workdir}/",
+                            "autosave_interval 60",
+                        ]
+                        if self.persistence
+                        else ["persistence false"]
+                    ),
                     # mosquitto 2.0 silently drops messages to a subscriber whose
                     # queue passes this (default 1000); a fast publisher would "lose" events.
                     "max_queued_messages 100000",
@@ -153,6 +163,16 @@ class Mosquitto:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        if proc.stderr:
+            proc.stderr.close()
+
+    def kill(self) -> None:
+        """SIGKILL the broker: what it held only in memory is gone, as in a crash."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        proc.kill()
+        proc.wait()
         if proc.stderr:
             proc.stderr.close()
 

@@ -126,12 +126,15 @@ class CloudSide:
         language: str = "ja",
         on_mail: Callable[[ReceivedMail], None] | None = None,
         coalesce: bool = True,
+        broker_persistence: bool = True,
     ) -> None:
+        """``broker_persistence`` off: the broker keeps sessions and queued messages in
+        memory only (a crash loses them)."""
         self.workdir = workdir
         self.coalesce = coalesce
         for sub in ("broker", "mail", "notifier"):
             (workdir / sub).mkdir(parents=True, exist_ok=True)
-        self.broker = Mosquitto(workdir=workdir / "broker")
+        self.broker = Mosquitto(workdir=workdir / "broker", persistence=broker_persistence)
         self.mailbox = Mailbox(outdir=workdir / "mail", on_mail=on_mail)
         self.language = language
         self.notifier_config = workdir / "notifier" / "notifier.toml"
