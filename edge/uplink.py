@@ -36,6 +36,7 @@ from typing import Any
 
 import aiomqtt
 import paho.mqtt.client as paho
+from paho.mqtt.reasoncodes import ReasonCode
 
 from edge import __version__
 from edge.ack_tracker import AckTracker
@@ -271,7 +272,15 @@ class Uplink:
             topics = [(self.command_topic, 1)]
             if self.cloud_ack:
                 topics.append((self.ack_topic, 1))
-            await client.subscribe(topics)
+            granted = await client.subscribe(topics)
+            for (topic, _), code in zip(topics, granted, strict=False):
+                if (code.value if isinstance(code, ReasonCode) else int(code)) >= 0x80:
+                    log.error(
+                        "uplink: the broker refused our subscription to %s: check its ACL%s",
+                        topic,
+                        " (no row can leave the outbox until the cloud's acknowledgements "
+                        "arrive; see docs/security.md)" if topic == self.ack_topic else "",
+                    )
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._watch(client))
                 tg.create_task(self._drain(client, tg))

@@ -12,7 +12,7 @@ import pytest
 
 from edge.config import parse
 from edge.daemon import Daemon
-from edge.event import Event, Location, encode, new_event_id
+from edge.event import Event, Location, decode_ack, encode, encode_ack, new_event_id
 from edge.sim.broker import Mosquitto
 from edge.sim.site import device_config
 from tests.support.pki import Issued, FleetCA
@@ -26,11 +26,13 @@ pattern write satoyama/v1/%u/events
 pattern write satoyama/v1/%u/telemetry
 pattern write satoyama/v1/%u/status
 pattern read satoyama/v1/%u/cmd/#
+pattern read satoyama/v1/%u/ack
 
 # The cloud side.
 user satoyama-cloud
 topic read satoyama/v1/#
 topic write satoyama/v1/+/cmd/#
+topic write satoyama/v1/+/ack
 """
 
 
@@ -115,6 +117,34 @@ async def test_device_cannot_publish_as_another_nor_read_its_commands(
         await spy.client.publish("satoyama/v1/device-a/cmd/heartbeat", b"{}", qos=1)
         got = await asyncio.wait_for(anext(aiter(dev_a.messages)), 10)
         assert got.topic.value == "satoyama/v1/device-a/cmd/heartbeat"  # never B's
+
+
+async def test_device_cannot_read_nor_forge_another_devices_acknowledgements(
+    fleet: tuple[FleetCA, Mosquitto],
+) -> None:
+    """The cloud's acknowledgements delete rows on the device: only the cloud may send
+    them, and only to the device they concern."""
+    ca, broker = fleet
+    a, b, cloud = ca.issue("device-a"), ca.issue("device-b"), ca.issue("satoyama-cloud")
+    async with aiomqtt.Client(
+        broker.host, broker.port, identifier="device-a", tls_context=tls_ctx(ca, a)
+    ) as dev_a, aiomqtt.Client(
+        broker.host, broker.port, identifier="device-b", tls_context=tls_ctx(ca, b)
+    ) as dev_b, aiomqtt.Client(
+        broker.host, broker.port, identifier="satoyama-cloud", tls_context=tls_ctx(ca, cloud)
+    ) as cloud_side:
+        await dev_a.subscribe("satoyama/v1/device-b/ack", qos=1)  # refused by the ACL
+        await dev_a.subscribe("satoyama/v1/device-a/ack", qos=1)
+        await dev_b.subscribe("satoyama/v1/device-b/ack", qos=1)
+        # A forges an acknowledgement for B's rows (refused), the cloud acknowledges both.
+        await dev_a.publish("satoyama/v1/device-b/ack", encode_ack(["forged"]), qos=1)
+        await cloud_side.publish("satoyama/v1/device-b/ack", encode_ack(["for-b"]), qos=1)
+        await cloud_side.publish("satoyama/v1/device-a/ack", encode_ack(["for-a"]), qos=1)
+        got_b = await asyncio.wait_for(anext(aiter(dev_b.messages)), 10)
+        assert decode_ack(bytes(got_b.payload)).ids == ["for-b"]  # type: ignore[arg-type]
+        got_a = await asyncio.wait_for(anext(aiter(dev_a.messages)), 10)
+        assert got_a.topic.value == "satoyama/v1/device-a/ack"  # never B's
+        assert decode_ack(bytes(got_a.payload)).ids == ["for-a"]  # type: ignore[arg-type]
 
 
 async def test_client_without_a_certificate_is_refused(fleet: tuple[FleetCA, Mosquitto]) -> None:
