@@ -30,7 +30,7 @@ import random
 import ssl
 import stat
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -272,7 +272,7 @@ class Uplink:
             topics = [(self.command_topic, 1)]
             if self.cloud_ack:
                 topics.append((self.ack_topic, 1))
-            granted = await client.subscribe(topics)
+            granted: Sequence[int | ReasonCode] = await client.subscribe(topics)
             for (topic, _), code in zip(topics, granted, strict=False):
                 if (code.value if isinstance(code, ReasonCode) else int(code)) >= 0x80:
                     log.error(
