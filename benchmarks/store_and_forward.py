@@ -4,42 +4,77 @@
 
 Everything runs through the real code: the outbox on a real SQLite file
 (synchronous=FULL), the uplink through a real mosquitto, and a simulated
-cellular link (a TCP proxy, ``edge.sim.cellular``) that adds latency and counts
-the bytes that cross the socket.  Each figure is printed beside a naive
-baseline run in the same process.  Targets (issue 5):
+cellular link (a TCP proxy, ``edge.sim.cellular``) that adds latency, can
+limit each direction's bandwidth and counts the bytes that cross the socket.
+The cloud's end-to-end acknowledgement (``PREFIX/DEVICE/ack``) comes from a
+stand-in (:class:`CloudAcker`: one ``encode_ack`` message per id, or batched
+as the notifier does), so the drain and the data budget pay for it as they
+will in the field.  Each figure is printed beside a baseline run in the same
+process.  Targets (issue 5):
 
 * durable ingest: group commit >= 10x one-transaction-per-event, and >= 20,000 events/s;
 * backlog drain at 100 ms RTT: windowed >= 10x one-at-a-time; loopback >= 5,000 events/s;
-* bytes per telemetry reading, batched compact <= 30 % of one pretty JSON message each;
+  also against paho's default window (20), and on an LTE-M-like link (100 ms RTT,
+  300 kbit/s each way) as a share of what the link can carry;
+* bytes per telemetry reading, batched compact <= 30 % of one pretty JSON message each
+  (and against one compact JSON message each);
 * daemon RSS with a 50,000-event backlog: flat, <= 60 MB;
-* data per device-month at default rates (heartbeats included) <= 1 MB.
+* data per device-month at default rates (heartbeats and the cloud's acknowledgements
+  included) <= 1 MB, over mutual TLS (the broker requires a client certificate),
+  with each lever that brings it down measured on its own.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
+import ipaddress
 import json
+import math
 import os
+import socket
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import aiomqtt
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge.config import parse  # noqa: E402
+import edge.uplink  # noqa: E402
+from deploy.keys import write_private_file  # noqa: E402
+from deploy.pki import create_ca, issue_device_identity  # noqa: E402
+from edge.config import TlsConfig, parse  # noqa: E402
 from edge.daemon import GIL_SWITCH_INTERVAL_S, Daemon  # noqa: E402
-from edge.event import Event, Location, new_event_id  # noqa: E402
+from edge.event import (  # noqa: E402
+    DEFAULT_TOPIC_PREFIX,
+    Event,
+    Location,
+    ack_topic,
+    encode,
+    encode_ack,
+    new_event_id,
+    salvage_id,
+)
+from edge.linkstats import read_counters  # noqa: E402
 from edge.outbox import Outbox  # noqa: E402
 from edge.sim.broker import Mosquitto, free_port  # noqa: E402
-from edge.sim.cellular import CellularLink  # noqa: E402
+from edge.sim.cellular import MSS, PACKET_OVERHEAD, CellularLink  # noqa: E402
 from edge.sim.site import DEVICE_ID, device_config  # noqa: E402
 from edge.telemetry import TelemetryBuffer  # noqa: E402
+from edge.tlsresume import ResumingContext  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -154,72 +189,331 @@ async def ingest(tmp: Path, n_naive: int, n_group: int) -> tuple[float, float]:
          f"(n={len(alarm_ms)})")
     line("an alarm's wait, ~5,000 ev/s background",
          f"p50 {calm_ms[len(calm_ms) // 2]:.2f} ms",
-         f"p99 {calm_ms[int(len(calm_ms) * 0.99)]:.2f} ms, max {calm_ms[-1]:.2f} ms (n={len(calm_ms)})")
+         f"p99 {calm_ms[int(len(calm_ms) * 0.99)]:.2f} ms, max {calm_ms[-1]:.2f} ms "
+         f"(n={len(calm_ms)})")
     line("target", ">= 10x, >= 20,000 ev/s")
     return naive, burst
+
+
+# -- the cloud's acknowledgement, and mutual TLS ---------------------------------------
+
+
+class CloudAcker:
+    """Stands in for the notifier's end-to-end acknowledgement.
+
+    Every event and telemetry batch the broker delivers is acknowledged on
+    ``PREFIX/DEVICE/ack`` with :func:`edge.event.encode_ack`: one message per id
+    (``batch_s`` 0), or the ids of ``batch_s`` seconds in one message, as the
+    notifier does (``mqtt.ack_delay_s``, 0.2 s).  Nothing is stored first: this
+    measures the link, not the notifier's database.
+    """
+
+    def __init__(
+        self,
+        broker: Mosquitto,
+        *,
+        qos: int = 1,
+        batch_s: float = 0.0,
+        tls_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.broker = broker
+        self.qos = qos
+        self.batch_s = batch_s
+        self.tls_context = tls_context
+        self.acked = 0
+        self.last_event_size = 0
+        """Payload bytes of the last event delivered (to size a heartbeat)."""
+        self._pending: dict[str, list[str]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[CloudAcker]:
+        async with aiomqtt.Client(
+            self.broker.host, self.broker.port, identifier="satoyama-cloud-acker",
+            tls_context=self.tls_context, max_inflight_messages=100,
+        ) as client:
+            client.pending_calls_threshold = 10_000
+            await client.subscribe(
+                [
+                    (f"{DEFAULT_TOPIC_PREFIX}/+/events", 1),
+                    (f"{DEFAULT_TOPIC_PREFIX}/+/telemetry", 1),
+                ]
+            )
+            listener = asyncio.create_task(self._listen(client))
+            try:
+                yield self
+            finally:
+                listener.cancel()
+                for task in list(self._tasks):
+                    task.cancel()
+                await asyncio.gather(listener, *self._tasks, return_exceptions=True)
+
+    async def _listen(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            topic = message.topic.value
+            payload = message.payload if isinstance(message.payload, bytes) else b""
+            row_id = salvage_id(payload, msgpack=topic.endswith("/telemetry"))
+            if topic.endswith("/events"):
+                self.last_event_size = len(payload)
+            if row_id is None:
+                continue
+            device = topic.split("/")[-2]
+            if self.batch_s == 0:
+                self._spawn(self._publish(client, device, [row_id]))
+                continue
+            waiting = self._pending.setdefault(device, [])
+            waiting.append(row_id)
+            if len(waiting) == 1:
+                self._spawn(self._flush_later(client, device))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _flush_later(self, client: aiomqtt.Client, device: str) -> None:
+        await asyncio.sleep(self.batch_s)
+        ids = self._pending.pop(device, [])
+        for start in range(0, len(ids), 200):
+            await self._publish(client, device, ids[start : start + 200])
+
+    async def _publish(self, client: aiomqtt.Client, device: str, ids: list[str]) -> None:
+        await client.publish(
+            ack_topic(DEFAULT_TOPIC_PREFIX, device), encode_ack(ids), qos=self.qos
+        )
+        self.acked += len(ids)
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """A fleet CA, the broker's certificate and two client identities, as deploy/ makes them."""
+
+    ca: Path
+    broker_cert: Path
+    broker_key: Path
+    device: TlsConfig
+    cloud: TlsConfig
+
+    def broker_tls(self) -> tuple[Path, Path, Path]:
+        return (self.ca, self.broker_cert, self.broker_key)
+
+
+def make_fleet(folder: Path) -> Fleet:
+    """Device and cloud identities by ``deploy.pki`` (what an installer provisions); the
+    broker's certificate (P-256, for 127.0.0.1) signed by the same fleet CA."""
+    ca_key_path, ca_path = create_ca(folder / "ca", "bench")
+    identities = {}
+    for name in (DEVICE_ID, "satoyama-cloud"):
+        ident = issue_device_identity(ca_path, ca_key_path, name)
+        key_file, cert_file = folder / f"{name}.key", folder / f"{name}.crt"
+        write_private_file(key_file, ident.key_pem)
+        cert_file.write_bytes(ident.cert_pem)
+        identities[name] = TlsConfig(
+            ca_file=str(ca_path), cert_file=str(cert_file), key_file=str(key_file)
+        )
+    ca_cert = x509.load_pem_x509_certificate(ca_path.read_bytes())
+    ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "broker.bench")]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    broker_key, broker_cert = folder / "broker.key", folder / "broker.crt"
+    write_private_file(
+        broker_key,
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+    broker_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return Fleet(
+        ca_path, broker_cert, broker_key, identities[DEVICE_ID], identities["satoyama-cloud"]
+    )
+
+
+def client_context(tls: TlsConfig, *, resume: bool) -> ssl.SSLContext:
+    """What edge/uplink.py's ``tls_context`` builds, with or without session resumption."""
+    ctx = ResumingContext() if resume else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_verify_locations(cafile=tls.ca_file)
+    ctx.load_cert_chain(tls.cert_file, tls.key_file)
+    return ctx
+
+
+@contextlib.contextmanager
+def uplink_tls(*, resume: bool) -> Iterator[None]:
+    """Make the uplink build its TLS context with (or without) resumption, whatever
+    edge/uplink.py does by itself, so both are measured in one run."""
+    original = edge.uplink.tls_context
+    edge.uplink.tls_context = lambda tls: client_context(tls, resume=resume)
+    try:
+        yield
+    finally:
+        edge.uplink.tls_context = original
+
+
+def tls_table(tls: TlsConfig) -> str:
+    return (
+        f'\n[uplink.tls]\nca_file = "{tls.ca_file}"\ncert_file = "{tls.cert_file}"\n'
+        f'key_file = "{tls.key_file}"\n'
+    )
+
+
+def uplink_setting(text: str, setting: str) -> str:
+    """Add ``setting`` (a TOML line) to the [uplink] table of a device configuration."""
+    return text.replace("reconnect_min_s", f"{setting}\nreconnect_min_s", 1)
 
 
 # -- 2. backlog drain -------------------------------------------------------------
 
 
-async def drain(tmp: Path, broker: Mosquitto, port: int, n: int, window: int) -> float:
-    """Fill the outbox with ``n`` events, connect, time until the broker has them all."""
-    outbox_path = tmp / f"drain-{window}-{port}.sqlite3"
+@dataclass(frozen=True)
+class Drain:
+    rate: float
+    """Events per second, from connect until the outbox is empty."""
+    up_bytes: float
+    """TCP payload the device sent per event (MQTT and the event; TCP_INFO)."""
+    down_bytes: float
+
+
+async def drain(
+    tmp: Path, broker: Mosquitto, port: int, n: int, window: int, *, setting: str = ""
+) -> Drain:
+    """Fill the outbox with ``n`` events, connect, time until the outbox is empty (every
+    row acknowledged: by the cloud's stand-in, or by its PUBACK with ``delivery = "puback"``)."""
+    outbox_path = tmp / f"drain-{window}-{port}-{n}-{len(setting)}.sqlite3"
     box = Outbox(outbox_path, max_events=10_000_000)
     box.open()
     for start in range(0, n, 5000):
         await box.put_many([event(i) for i in range(start, min(n, start + 5000))])
     box.close()
-    text = device_config(outbox_path, port, warmup_s=0).replace(
-        "reconnect_min_s", f"publish_window = {window}\nreconnect_min_s"
-    )
+    text = device_config(outbox_path, port, warmup_s=0)
+    text = uplink_setting(text, f"publish_window = {window}\n{setting}")
     text += "\n[health]\nheartbeat_s = 86400\nmodem = \"none\"\n"
-    async with Daemon(parse(text)) as daemon:
+    async with CloudAcker(broker, batch_s=0.2).running(), Daemon(parse(text)) as daemon:
+        up = daemon.uplink
+        assert up is not None
         t = time.perf_counter()
         while await daemon.outbox.depth() > 0:
             await asyncio.sleep(0.02)
-        return n / (time.perf_counter() - t)
+        rate = n / (time.perf_counter() - t)
+        client = up._client_now
+        sock = client._client.socket() if client else None
+        counters = read_counters(sock if isinstance(sock, socket.socket) else None)
+    assert counters is not None
+    return Drain(rate, counters.bytes_out / n, counters.bytes_in / n)
+
+
+def on_air(payload_bytes: float) -> float:
+    """Bytes a full-size packet stream spends on the radio for this much TCP payload."""
+    return payload_bytes * (1 + PACKET_OVERHEAD / MSS)
+
+
+async def drains(tmp: Path, broker: Mosquitto, quick: bool) -> None:
+    n = 5_000 if quick else 50_000
+    print(f"backlog drain through real mosquitto, the cloud's ack included ({n} events):")
+    loop = await drain(tmp, broker, broker.port, n, 64)
+    line("loopback, window 64", f"{loop.rate:,.0f} ev/s", "target >= 5,000 ev/s")
+    if has_cloud_ack():
+        # Rows awaiting the cloud's ack are capped (unacked_max), and the cloud batches
+        # its acks (0.2 s here, as the notifier's ack_delay_s): at most cap / delay ev/s.
+        cap = int(getattr(parse(device_config(tmp / "x", 1883)).uplink, "unacked_max", 0))
+        wide = await drain(tmp, broker, broker.port, n, 64, setting="unacked_max = 4096")
+        line(f"  (bounded by unacked_max {cap} / 0.2 s ack batches", f"{cap / 0.2:,.0f} ev/s)")
+        line("loopback, window 64, unacked_max 4096", f"{wide.rate:,.0f} ev/s")
+    with CellularLink(broker.host, broker.port, delay_s=0.05) as cell:
+        naive = await drain(tmp, broker, cell.port, 100 if quick else 200, 1)
+        line("100 ms RTT, one at a time", f"{naive.rate:,.1f} ev/s")
+        paho = await drain(tmp, broker, cell.port, n // 10 if quick else n // 5, 20)
+        line("100 ms RTT, window 20 (paho's default)", f"{paho.rate:,.1f} ev/s")
+        windowed = await drain(tmp, broker, cell.port, n // 5 if quick else n // 2, 64)
+        line("100 ms RTT, window 64", f"{windowed.rate:,.1f} ev/s")
+        line("ratio to one at a time", f"{windowed.rate / naive.rate:.1f}x", "target >= 10x")
+        line("ratio to paho's window of 20", f"{windowed.rate / paho.rate:.2f}x")
+    kbit_s = 300
+    print(f"backlog drain on an LTE-M-like link (100 ms RTT, {kbit_s} kbit/s each way):")
+    m = 600 if quick else 3_000
+    with CellularLink(
+        broker.host, broker.port, delay_s=0.05, up_kbit_s=kbit_s, down_kbit_s=kbit_s
+    ) as cell:
+        lte = {w: await drain(tmp, broker, cell.port, m, w) for w in (1, 20, 64)}
+    per_event = on_air(lte[64].up_bytes)
+    capacity = kbit_s * 1000 / 8 / per_event
+    line("bytes per event up (TCP payload)", f"{lte[64].up_bytes:.0f} B",
+         f"{per_event:.0f} B on air with IP+TCP headers; {lte[64].down_bytes:.0f} B down")
+    line("what the uplink can carry", f"{capacity:,.1f} ev/s",
+         f"{kbit_s} kbit/s / {per_event:.0f} B")
+    for w, d in lte.items():
+        name = {1: "one at a time", 20: "window 20 (paho's default)", 64: "window 64"}[w]
+        line(name, f"{d.rate:,.1f} ev/s", f"{100 * d.rate / capacity:.0f} % of the link")
+    line("window 64 / window 20", f"{lte[64].rate / lte[20].rate:.2f}x")
 
 
 # -- 3. bytes per telemetry reading -------------------------------------------------
 
 
-async def telemetry_bytes(broker: Mosquitto, readings: int, per_batch: int) -> tuple[float, float]:
+def reading_json(i: int, t0: float, *, pretty: bool) -> str:
+    """One reading as its own event-like JSON message (the naive way)."""
+    body = {
+        "id": new_event_id(),
+        "device": DEVICE_ID,
+        "site": "shiojiri-kataoka",
+        "kind": "telemetry",
+        "severity": "info",
+        "ts": dt.datetime.fromtimestamp(t0 + 600 * i, dt.UTC).isoformat(),
+        "clock_synced": True,
+        "location": {"lat": 36.10395, "lon": 137.96563},
+        "data": {"sensor": "level_east", "level_cm": round(12.0 + i * 0.1, 1)},
+    }
+    return json.dumps(body, indent=2) if pretty else json.dumps(body, separators=(",", ":"))
+
+
+async def telemetry_bytes(
+    broker: Mosquitto, readings: int, per_batch: int
+) -> tuple[float, float, float]:
+    """Bytes per reading (TCP payload both ways, as the proxy counts them): one pretty-JSON
+    message each, one compact-JSON message each, batched MessagePack."""
+    topic = f"satoyama/v1/{DEVICE_ID}/telemetry"
+    t0 = time.time()
+    naive: list[float] = []
     with CellularLink(broker.host, broker.port) as cell:
-        async with aiomqtt.Client(cell.host, cell.port, identifier="bytes-naive") as c:
-            cell.reset_counters()
-            t0 = time.time()
-            for i in range(readings):
-                payload = json.dumps(
-                    {
-                        "id": new_event_id(),
-                        "device": DEVICE_ID,
-                        "site": "shiojiri-kataoka",
-                        "kind": "telemetry",
-                        "severity": "info",
-                        "ts": dt.datetime.fromtimestamp(t0 + 600 * i, dt.UTC).isoformat(),
-                        "clock_synced": True,
-                        "location": {"lat": 36.10395, "lon": 137.96563},
-                        "data": {"sensor": "level_east", "level_cm": round(12.0 + i * 0.1, 1)},
-                    },
-                    indent=2,
-                )
-                await c.publish(f"satoyama/v1/{DEVICE_ID}/telemetry", payload, qos=1)
-            naive = (cell.bytes_up + cell.bytes_down) / readings
+        for pretty in (True, False):
+            async with aiomqtt.Client(cell.host, cell.port, identifier="bytes-naive") as c:
+                cell.reset_counters()
+                for i in range(readings):
+                    await c.publish(topic, reading_json(i, t0, pretty=pretty), qos=1)
+                naive.append((cell.bytes_up + cell.bytes_down) / readings)
         async with aiomqtt.Client(cell.host, cell.port, identifier="bytes-batched") as c:
             cell.reset_counters()
             buf = TelemetryBuffer(
-                device=DEVICE_ID, site="shiojiri-kataoka", boot="3f0b6a1e-2c55-4d7e-9a51-0b7f1f2c9d10",
-                batch_s=3600, max_readings=per_batch, clock_synced=lambda: True,
+                device=DEVICE_ID, site="shiojiri-kataoka",
+                boot="3f0b6a1e-2c55-4d7e-9a51-0b7f1f2c9d10", batch_s=3600,
+                max_readings=per_batch, clock_synced=lambda: True,
             )
             for i in range(readings):
                 buf.add("level_east.level_cm", round(12.0 + i * 0.1, 1), at=t0 + 600 * i)
                 if len(buf) >= per_batch or i == readings - 1:
                     row = buf.take()
                     assert row is not None
-                    await c.publish(f"satoyama/v1/{DEVICE_ID}/telemetry", row.payload, qos=1)
+                    await c.publish(topic, row.payload, qos=1)
             batched = (cell.bytes_up + cell.bytes_down) / readings
-    return naive, batched
+    return naive[0], naive[1], batched
 
 
 # -- 4. memory with a backlog ---------------------------------------------------------
@@ -272,102 +566,277 @@ async def memory(tmp: Path, n: int) -> tuple[list[float], list[float]]:
 # -- 5. a device-month of data -----------------------------------------------------
 
 
-async def month(tmp: Path, broker: Mosquitto) -> None:
-    """Measure each kind of traffic on the daemon's own socket, then scale to default rates.
+@dataclass(frozen=True)
+class Costs:
+    """Bytes on the wire (kernel TCP counters, both ways, 52 B of IP+TCP header per
+    segment) of each kind of traffic, measured on the daemon's own socket."""
 
-    Bytes come from the kernel (TCP_INFO): payload both ways, TLS/MQTT framing
-    included, plus 52 B of IP+TCP header for every segment actually sent or
-    received (ACKs included).
+    start: int
+    """Daemon start: connect, status, subscribe, the first heartbeat (and its ack)."""
+    reconnect: int
+    """A reconnect after the link dropped: handshake, CONNECT, status, SUBSCRIBE."""
+    resumed: bool | None
+    """Whether that reconnect resumed the TLS session (None: no TLS)."""
+    heartbeat: int
+    """One heartbeat event and its PUBACK, the cloud's ack and our PUBACK of it."""
+    heartbeat_payload: int
+    batch: int
+    """One telemetry batch (as many readings as a batch_s of 10-minute readings) and ack."""
+    readings: int
+    ping: int
+
+
+@dataclass(frozen=True)
+class Rates:
+    heartbeat_s: float
+    keepalive_s: float
+    batch_s: float
+    reconnects_per_day: float = 2.0
+
+
+def per_day(c: Costs, r: Rates) -> dict[str, float]:
+    pings_per_day = (86400 / r.heartbeat_s) * max(0, math.ceil(r.heartbeat_s / r.keepalive_s) - 1)
+    return {
+        f"heartbeats (every {r.heartbeat_s:g} s)": (86400 / r.heartbeat_s) * c.heartbeat,
+        f"keepalive pings (idle {r.keepalive_s:g} s)": pings_per_day * c.ping,
+        f"telemetry, water level (batch every {r.batch_s:g} s)": (86400 / r.batch_s) * c.batch,
+        f"reconnects ({r.reconnects_per_day:g} a day)": r.reconnects_per_day * c.reconnect,
+    }
+
+
+def per_month(c: Costs, r: Rates) -> tuple[float, float]:
+    """Bytes per device-month (30 days): a wildlife device (no telemetry), a water-level one."""
+    day = per_day(c, r)
+    wildlife = sum(b for n, b in day.items() if not n.startswith("telemetry")) * 30
+    return wildlife, sum(day.values()) * 30
+
+
+def has_cloud_ack() -> bool:
+    """Whether this tree's uplink waits for the cloud's acknowledgement (``delivery``)."""
+    return "delivery" in parse(device_config(Path("x"), 1883)).uplink.__struct_fields__
+
+
+async def measure(
+    tmp: Path, broker: Mosquitto, fleet: Fleet | None, *, resume: bool, ack_qos: int | None
+) -> Costs:
+    """Run the daemon through a cellular link (no delay) and measure each kind of traffic.
+
+    ``fleet``: mutual TLS with these identities (None: plain MQTT).  ``ack_qos``: the
+    QoS of the cloud's acks (None: no acks, rows deleted on PUBACK).
     """
-    text = device_config(tmp / "month.sqlite3", broker.port, warmup_s=0).replace(
-        "reconnect_min_s", "keepalive_s = 5\nreconnect_min_s"
+    tag = f"{'mtls' if fleet else 'plain'}-{'resume' if resume else 'full'}-{ack_qos}"
+    acker = (
+        CloudAcker(
+            broker,
+            qos=ack_qos,
+            tls_context=client_context(fleet.cloud, resume=False) if fleet else None,
+        )
+        if ack_qos is not None
+        else None
     )
-    text += '\n[health]\nheartbeat_s = 86400\nmodem = "none"\n'
-    async with Daemon(parse(text)) as daemon:
+    async with contextlib.AsyncExitStack() as stack:
+        if acker is not None:
+            await stack.enter_async_context(acker.running())
+        # Straight to the broker: a proxy in between would change how TCP segments
+        # (and so headers) fall; the far end of a real link is the broker itself.
+        text = device_config(tmp / f"month-{tag}.sqlite3", broker.port, warmup_s=0)
+        text = uplink_setting(text, "keepalive_s = 5\nconnect_timeout_s = 5")
+        if ack_qos is None and has_cloud_ack():
+            text = uplink_setting(text, 'delivery = "puback"')
+        text += '\n[health]\nheartbeat_s = 86400\nmodem = "none"\n'
+        if fleet is not None:
+            text += tls_table(fleet.device)
+        stack.enter_context(uplink_tls(resume=resume))
+        daemon = await stack.enter_async_context(Daemon(parse(text)))
         up = daemon.uplink
         assert up is not None
 
-        async def settled() -> int:
+        async def settled(mark: int) -> int:
+            """Bytes since ``mark`` once the outbox is empty and the last ACKs crossed."""
             while await daemon.outbox.depth():
                 await asyncio.sleep(0.02)
-            await asyncio.sleep(0.3)  # let the last ACKs cross before reading the counters
-            before = up.usage.total
+            await asyncio.sleep(0.3)
             up.sample_usage()
-            return up.usage.total - before
+            return up.usage.total - mark
 
         defaults = parse(device_config(tmp / "x", 1883))
         readings = int(defaults.telemetry.batch_s // 600)  # water level every 10 minutes
-        await asyncio.wait_for(up.connected.wait(), 10)
-        await settled()
-        connect = up.usage.total  # CONNECT, status, SUBSCRIBE, the first heartbeat
+        await asyncio.wait_for(up.connected.wait(), 20)
+        start = await settled(0)
+        mark = up.usage.total
         await daemon.heartbeat()
-        heartbeat = await settled()
+        heartbeat = await settled(mark)
+        heartbeat_payload = acker.last_event_size if acker is not None else 0
+        mark = up.usage.total
         for i in range(readings):
             daemon.add_reading("level_east.level_cm", 12.0 + i / 10, at=time.time() + 600 * i)
         await daemon.flush_telemetry()
-        batch = await settled()
+        batch = await settled(mark)
+        mark = up.usage.total
         await asyncio.sleep(5.5)  # one idle keepalive period: one PINGREQ/PINGRESP
-        ping = await settled()
-    hb_s = defaults.health.heartbeat_s
-    keepalive = defaults.uplink.keepalive_s
-    batch_s = defaults.telemetry.batch_s
-    pings_per_day = (86400 / hb_s) * max(0, -(-hb_s // keepalive) - 1)
-    per_day = {
-        f"heartbeats (every {hb_s:g} s)": (86400 / hb_s) * heartbeat,
-        f"keepalive pings (idle {keepalive} s)": pings_per_day * ping,
-        f"telemetry, water level (batch every {batch_s:g} s)": (86400 / batch_s) * batch,
-        "reconnects (2 a day)": 2 * connect,
-    }
-    print("data per device-month at default rates (kernel TCP counters, headers included):")
-    line("connect + status + subscribe + heartbeat", f"{connect} B")
-    line("one heartbeat event + PUBACK", f"{heartbeat} B")
-    line(f"one telemetry batch of {readings} readings", f"{batch} B")
-    line("one keepalive ping", f"{ping} B")
-    for name, b in per_day.items():
+        ping = await settled(mark)
+        # The link drops (no goodbye: the socket just dies) and the uplink reconnects.
+        assert up._client_now is not None
+        dying = up._client_now._client.socket()
+        assert isinstance(dying, socket.socket)
+        socket.socket.shutdown(dying, socket.SHUT_RDWR)
+        deadline = time.monotonic() + 10
+        while up.connected.is_set() and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        mark = up.usage.total  # the dropped connection was counted as its session ended
+        await asyncio.wait_for(up.connected.wait(), 30)
+        reconnect = await settled(mark)
+        resumed = None
+        if fleet is not None and up._client_now is not None:
+            sock = up._client_now._client.socket()
+            resumed = sock.session_reused if isinstance(sock, ssl.SSLSocket) else None
+    return Costs(
+        start=start, reconnect=reconnect, resumed=resumed, heartbeat=heartbeat,
+        heartbeat_payload=heartbeat_payload, batch=batch, readings=readings,
+        ping=ping,
+    )
+
+
+async def month(tmp: Path, broker: Mosquitto) -> None:
+    """The data budget per device-month: plain MQTT, then mutual TLS, then each lever."""
+    fleet = make_fleet(tmp / "pki")
+    defaults = parse(device_config(tmp / "x", 1883))
+    rates = Rates(
+        heartbeat_s=defaults.health.heartbeat_s,
+        keepalive_s=defaults.uplink.keepalive_s,
+        batch_s=defaults.telemetry.batch_s,
+    )
+    plain = await measure(tmp, broker, None, resume=False, ack_qos=1)
+    with Mosquitto(workdir=tmp / "tls-broker", tls=fleet.broker_tls()) as tls_broker:
+        full = await measure(tmp, tls_broker, fleet, resume=False, ack_qos=1)
+        resumed = await measure(tmp, tls_broker, fleet, resume=True, ack_qos=1)
+        qos0 = await measure(tmp, tls_broker, fleet, resume=True, ack_qos=0)
+        no_ack = (
+            await measure(tmp, tls_broker, fleet, resume=True, ack_qos=None)
+            if has_cloud_ack()
+            else None
+        )
+
+    print("bytes on the wire per kind of traffic (kernel TCP counters, IP+TCP headers included;")
+    print("the cloud's ack: one encode_ack message per event, QoS 1, and our PUBACK of it):")
+    print(f"  {'':<46} {'plain':>9} {'mTLS':>9} {'mTLS resumed':>13}")
+
+    def row(name: str, pick: Callable[[Costs], int]) -> None:
+        print(f"  {name:<46} {pick(plain):>7} B {pick(full):>7} B {pick(resumed):>11} B")
+
+    row("daemon start: connect ... first heartbeat", lambda c: c.start)
+    row("a reconnect after the link dropped", lambda c: c.reconnect)
+    row("one heartbeat + PUBACK + cloud ack + PUBACK", lambda c: c.heartbeat)
+    row(f"one telemetry batch of {plain.readings} readings + ack", lambda c: c.batch)
+    row("one keepalive ping", lambda c: c.ping)
+    line("the reconnect resumed the TLS session", f"{full.resumed} / {resumed.resumed}",
+         "(mTLS / mTLS resumed)")
+    if no_ack is not None:
+        line("the cloud's ack, per event (mTLS)", f"{resumed.heartbeat - no_ack.heartbeat} B",
+             f"heartbeat {resumed.heartbeat} B with it, {no_ack.heartbeat} B without")
+    line("the cloud's ack at QoS 0, per event (mTLS)",
+         f"{resumed.heartbeat - qos0.heartbeat} B less",
+         f"no PUBACK from the device: heartbeat {qos0.heartbeat} B")
+    line("a heartbeat event's payload (JSON)", f"{resumed.heartbeat_payload} B")
+
+    print("data per device-month at default rates over mutual TLS, acks included:")
+    for name, b in per_day(full, rates).items():
         line(f"{name} per day", f"{b / 1000:.1f} kB")
-    wildlife = sum(b for n, b in per_day.items() if not n.startswith("telemetry")) * 30
-    water = sum(per_day.values()) * 30
-    line("per device-month, wildlife device", f"{wildlife / 1e6:.2f} MB", "target <= 1 MB")
-    line("per device-month, water-level device", f"{water / 1e6:.2f} MB", "target <= 1 MB")
+    p_wild, p_water = per_month(plain, rates)
+    wild, water = per_month(full, rates)
+    line("per device-month, wildlife device", f"{wild / 1e6:.2f} MB",
+         f"target <= 1 MB; plain MQTT {p_wild / 1e6:.2f} MB")
+    line("per device-month, water-level device", f"{water / 1e6:.2f} MB",
+         f"target <= 1 MB; plain MQTT {p_water / 1e6:.2f} MB")
+
+    print("levers, each alone from the mTLS defaults (kB per device-month, wildlife / water):")
+
+    def lever(name: str, costs: Costs, r: Rates, note: str = "") -> tuple[float, float]:
+        w, t = per_month(costs, r)
+        line(name, f"{(w - wild) / 1000:+.0f} / {(t - water) / 1000:+.0f} kB", note)
+        return w, t
+
+    lever("TLS session resumption (every reconnect)", replace(full, reconnect=resumed.reconnect),
+          rates, "if the broker's tickets outlive the connection")
+    lever("one reconnect a day instead of two", full, replace(rates, reconnects_per_day=1))
+    lever("keepalive 1800 s (one ping an hour)", full, replace(rates, keepalive_s=1800),
+          "if the carrier's NAT keeps 30 min")
+    lever("keepalive 3600 s (heartbeats keep it alive)", full, replace(rates, keepalive_s=3600),
+          "if the carrier's NAT keeps 60 min")
+    lever("the cloud's acks at QoS 0", replace(full, heartbeat=qos0.heartbeat, batch=qos0.batch),
+          rates, "a lost ack: the row is resent after ack_timeout_s")
+    lever("heartbeat every 2 h", full, replace(rates, heartbeat_s=7200),
+          "the cloud notices a dead device later")
+    if no_ack is not None:
+        lever("(no cloud acks at all: what they cost)",
+              replace(full, heartbeat=no_ack.heartbeat, batch=no_ack.batch), rates)
+    print("proposals, combined (per device-month, wildlife / water level):")
+    resumed_costs = replace(full, reconnect=resumed.reconnect)
+    qos0_costs = replace(resumed_costs, heartbeat=qos0.heartbeat, batch=qos0.batch)
+    for name, costs, r, note in (
+        ("resumption + keepalive 1800 s", resumed_costs, replace(rates, keepalive_s=1800),
+         "NAT >= 30 min"),
+        ("  + the cloud's acks at QoS 0", qos0_costs, replace(rates, keepalive_s=1800),
+         "NAT >= 30 min"),
+        ("resumption + QoS 0 acks + keepalive 3600 s", qos0_costs,
+         replace(rates, keepalive_s=3600), "NAT >= 60 min"),
+        ("resumption + QoS 0 acks + heartbeat 3 h", qos0_costs,
+         replace(rates, heartbeat_s=10800), "keepalive 1200 s: NAT >= 20 min"),
+        ("  + keepalive 1800 s", qos0_costs, replace(rates, heartbeat_s=10800, keepalive_s=1800),
+         "NAT >= 30 min"),
+        ("mTLS defaults, no reconnects at all", full, replace(rates, reconnects_per_day=0),
+         "the floor of today's defaults"),
+    ):
+        w, t = per_month(costs, r)
+        verdict = "meets 1 MB" if max(w, t) <= 1e6 else "over 1 MB"
+        line(name, f"{w / 1e6:.2f} / {t / 1e6:.2f} MB", f"{verdict}; {note}")
 
 
-async def main(quick: bool) -> None:
-    n_drain = 5_000 if quick else 50_000
+async def main(quick: bool, only: str | None) -> None:
+    def wanted(section: str) -> bool:
+        return only is None or only == section
+
     with tempfile.TemporaryDirectory(prefix="satoyama-bench-") as d:
         tmp = Path(d)
-        await ingest(tmp, n_naive=1_000 if quick else 2_000, n_group=20_000 if quick else 50_000)
+        if wanted("ingest"):
+            await ingest(
+                tmp, n_naive=1_000 if quick else 2_000, n_group=20_000 if quick else 50_000
+            )
 
         with Mosquitto(workdir=tmp / "broker") as broker:
-            print(f"backlog drain through real mosquitto ({n_drain} events):")
-            loop_rate = await drain(tmp, broker, broker.port, n_drain, 64)
-            line("loopback, window 64", f"{loop_rate:,.0f} ev/s", "target >= 5,000 ev/s")
-            with CellularLink(broker.host, broker.port, delay_s=0.05) as cell:
-                naive = await drain(tmp, broker, cell.port, 100 if quick else 200, 1)
-                line("100 ms RTT, one at a time", f"{naive:,.1f} ev/s")
-                windowed = await drain(tmp, broker, cell.port, n_drain // (5 if quick else 2), 64)
-                line("100 ms RTT, window 64", f"{windowed:,.1f} ev/s")
-                line("ratio", f"{windowed / naive:.1f}x", "target >= 10x")
+            if wanted("drain"):
+                await drains(tmp, broker, quick)
+            if wanted("bytes"):
+                readings = 120
+                pretty, compact, batched6 = await telemetry_bytes(broker, readings, 6)
+                _, _, batched60 = await telemetry_bytes(broker, readings, 60)
+                print("bytes per telemetry reading (TCP payload both directions, MQTT included):")
+                line("one pretty-JSON message per reading", f"{pretty:.0f} B")
+                line("one compact-JSON message per reading", f"{compact:.0f} B",
+                     f"{100 * compact / pretty:.0f} % of pretty")
+                for per, b in ((6, batched6), (60, batched60)):
+                    line(f"batched MessagePack, {per} readings/batch", f"{b:.0f} B",
+                         f"{100 * b / pretty:.0f} % of pretty (target <= 30 %), "
+                         f"{100 * b / compact:.0f} % of compact")
+            if wanted("month"):
+                await month(tmp, broker)
 
-            naive_b, batched_b = await telemetry_bytes(broker, 120, 6)
-            _, batched60 = await telemetry_bytes(broker, 120, 60)
-            print("bytes on the wire per telemetry reading (both directions, MQTT included):")
-            line("one pretty-JSON message per reading", f"{naive_b:.0f} B")
-            line("batched MessagePack, 6 readings/batch", f"{batched_b:.0f} B",
-                 f"{100 * batched_b / naive_b:.0f} % of naive (target <= 30 %)")
-            line("batched MessagePack, 60 readings/batch", f"{batched60:.0f} B",
-                 f"{100 * batched60 / naive_b:.0f} % of naive")
-            await month(tmp, broker)
-
-        offline, online = await memory(tmp, 5_000 if quick else 50_000)
-        print(f"daemon RSS with a {5_000 if quick else 50_000}-event backlog (edge run, real process):")
-        line("link down, 10 s", f"{min(offline):.1f}-{max(offline):.1f} MB")
-        line("draining", f"{min(online):.1f}-{max(online):.1f} MB", "target flat, <= 60 MB")
+        if wanted("memory"):
+            n = 5_000 if quick else 50_000
+            offline, online = await memory(tmp, n)
+            print(f"daemon RSS with a {n}-event backlog (edge run, real process):")
+            line("link down, 10 s", f"{min(offline):.1f}-{max(offline):.1f} MB")
+            line("draining", f"{min(online):.1f}-{max(online):.1f} MB", "target flat, <= 60 MB")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller runs (a smoke test)")
+    parser.add_argument(
+        "--only", choices=["ingest", "drain", "bytes", "month", "memory"], default=None,
+        help="run one section",
+    )
     args = parser.parse_args()
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)  # as in the daemon's own process
-    asyncio.run(main(args.quick))
+    asyncio.run(main(args.quick, args.only))
