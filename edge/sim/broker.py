@@ -53,12 +53,17 @@ class Mosquitto:
         tls: tuple[Path, Path, Path] | None = None,
         acl_file: Path | None = None,
         persistence: bool = True,
+        listeners: str | None = None,
     ) -> None:
         """``tls``: (CA, broker certificate, broker key): TLS only, and every client
         must present a certificate from that CA; its common name becomes the MQTT
         user name that ``acl_file`` patterns (``%u``) refer to.  ``persistence``
         off: sessions and queued messages live in memory only (a crash or a stop
-        loses them), as on a broker configured without a persistence file."""
+        loses them), as on a broker configured without a persistence file.
+        ``listeners``: configuration text written instead of the listener, TLS and
+        ACL lines made from ``port``, ``tls`` and ``acl_file`` (e.g. the shipped
+        ``deploy/broker/satoyama.conf`` with its paths and ports filled in); one of
+        its listeners must be ``port``, on 127.0.0.1."""
         self.binary = find_mosquitto()
         self._own_dir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="satoyama-mosquitto-"))
@@ -71,26 +76,33 @@ class Mosquitto:
         self.tls = tls
         self.acl_file = acl_file
         self.persistence = persistence
+        self.listeners = listeners
+
+    def _listener_lines(self) -> list[str]:
+        if self.listeners is not None:
+            return [self.listeners]
+        lines = [f"listener {self.port} {self.host}"]
+        if self.tls:
+            lines += [
+                f"cafile {self.tls[0]}",
+                f"certfile {self.tls[1]}",
+                f"keyfile {self.tls[2]}",
+                "require_certificate true",
+                "use_identity_as_username true",
+                "allow_anonymous false",
+            ]
+        else:
+            lines.append("allow_anonymous true")
+        if self.acl_file:
+            lines.append(f"acl_file {self.acl_file}")
+        return lines
 
     def _write_config(self) -> None:
         self.conf.write_text(
             "\n".join(
                 [
                     "# written by edge.sim.broker",
-                    f"listener {self.port} {self.host}",
-                    *(
-                        [
-                            f"cafile {self.tls[0]}",
-                            f"certfile {self.tls[1]}",
-                            f"keyfile {self.tls[2]}",
-                            "require_certificate true",
-                            "use_identity_as_username true",
-                            "allow_anonymous false",
-                        ]
-                        if self.tls
-                        else ["allow_anonymous true"]
-                    ),
-                    *([f"acl_file {self.acl_file}"] if self.acl_file else []),
+                    *self._listener_lines(),
                     # As root, mosquitto would switch to user "mosquitto", who may not
                     # read this folder; stay whoever started it.
                     f"user {pwd.getpwuid(os.getuid()).pw_name}",

@@ -20,9 +20,23 @@ class Issued:
 
 
 class FleetCA:
-    def __init__(self, folder: Path, name: str = "Satoyama Test Fleet CA") -> None:
+    def __init__(
+        self,
+        folder: Path,
+        name: str = "Satoyama Test Fleet CA",
+        *,
+        existing: tuple[Path, Path] | None = None,
+    ) -> None:
+        """A new CA in ``folder``; or, with ``existing`` (certificate, key), one made
+        elsewhere (e.g. by ``deploy.pki``) that issues into ``folder``."""
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
+        if existing is not None:
+            cert = x509.load_pem_x509_certificate(existing[0].read_bytes())
+            key = serialization.load_pem_private_key(existing[1].read_bytes(), None)
+            assert isinstance(key, ec.EllipticCurvePrivateKey)
+            self.key, self.cert, self.ca_file = key, cert, existing[0]
+            return
         self.key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
         now = dt.datetime.now(dt.UTC)
