@@ -8,6 +8,7 @@ The reference for installers is ``docs/configuration.md``; keep the two together
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from pathlib import Path
@@ -16,7 +17,9 @@ from typing import Annotated, Any, Literal, TypeAlias
 import msgspec
 from msgspec import Meta
 
+from drivers.pressure_probe import NAMUR_SHORT_MA, choose_pga
 from edge.event import DEFAULT_TOPIC_PREFIX
+from edge.water import Stage, WaterRuleSettings
 
 
 class ConfigError(ValueError):
@@ -26,13 +29,34 @@ class ConfigError(ValueError):
 Identifier = Annotated[
     str,
     Meta(
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z",
         description="letters, digits, '_', '.', '-' (used in MQTT topics)",
     ),
 ]
-Name = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+# ``\Z``, never ``$``: ``$`` also matches before a trailing newline ("a\n" would pass).
+Name = Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,31}\Z")]
 BcmPin = Annotated[int, Meta(ge=0, le=27, description="BCM GPIO number")]
 Seconds = Annotated[float, Meta(ge=0)]
+
+STANDARD_BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800, 921600)
+"""The rates a UART sensor may be configured at (anything else is a typo or a sign error)."""
+Baudrate = Annotated[int, Meta(ge=1200, le=921600)]
+"""Within the standard range; :func:`_check_sensor` then requires one of the standard values."""
+
+SERIAL_URL_SCHEMES = ("spy", "socket", "rfc2217", "hwgrep", "alt")
+"""pyserial URL schemes a serial port may use (``loop://`` does not work with asyncio)."""
+SerialPort = Annotated[str, Meta(min_length=1, max_length=256)]
+
+MIN_LEVEL_CM = WaterRuleSettings.min_plausible_cm
+MAX_LEVEL_CM = WaterRuleSettings.max_plausible_cm
+Level = Annotated[float, Meta(ge=MIN_LEVEL_CM, le=MAX_LEVEL_CM)]
+"""A water level the rule can see: readings outside this range are implausible, never levels."""
+
+ADC_SUPPLY_V = 3.3
+"""The ADS1115's supply on our boards: no input can be measured above it."""
+
+FREE_TEXT_KEYS = frozenset({"description", "label", "child", "password"})
+"""String keys that may hold tabs and newlines; no other string may hold a control character."""
 
 _struct = {"forbid_unknown_fields": True, "kw_only": True, "frozen": True}
 
@@ -61,7 +85,7 @@ class UplinkConfig(msgspec.Struct, **_struct):
     username: str | None = None
     password: str | None = None
     client_id: Identifier | None = None
-    topic_prefix: Annotated[str, Meta(pattern=r"^[^#+]+[^/#+]$")] = DEFAULT_TOPIC_PREFIX
+    topic_prefix: Annotated[str, Meta(pattern=r"^[^#+]+[^/#+]\Z")] = DEFAULT_TOPIC_PREFIX
     keepalive_s: Annotated[int, Meta(ge=5, le=3600)] = 1200
     publish_window: Annotated[int, Meta(ge=1, le=1000)] = 64
     publish_timeout_s: Annotated[float, Meta(gt=0, le=600)] = 30.0
@@ -138,7 +162,8 @@ class TrapSensorConfig(msgspec.Struct, tag_field="type", tag="trap", **_struct):
     armed_report_s: Annotated[float, Meta(ge=60, le=7 * 86400)] = 86400.0
 
 
-I2cAddress = Annotated[int, Meta(ge=0x03, le=0x77)]
+I2cAddress = Annotated[int, Meta(ge=0x48, le=0x4B)]
+"""The four addresses an ADS1115 can take (its ADDR pin)."""
 
 
 class PressureProbeConfig(msgspec.Struct, tag_field="type", tag="pressure_probe", **_struct):
@@ -151,29 +176,29 @@ class PressureProbeConfig(msgspec.Struct, tag_field="type", tag="pressure_probe"
     shunt_ohm: Annotated[float, Meta(gt=0, le=1000)] = 150.0
     range_cm: Annotated[float, Meta(gt=0, le=10000)] = 500.0
     """Depth that the transducer reports as 20 mA."""
-    offset_cm: float = 0.0
+    offset_cm: Annotated[float, Meta(ge=-MAX_LEVEL_CM, le=MAX_LEVEL_CM)] = 0.0
     """Added to the depth: the sensor's height above the level's datum."""
 
 
 class UltrasonicConfig(msgspec.Struct, tag_field="type", tag="ultrasonic", **_struct):
     """A02YYUW / JSN-SR04T ultrasonic ranger on a UART, looking down at the water."""
 
-    port: Annotated[str, Meta(min_length=1)]
+    port: SerialPort
     """Serial port as a URL: /dev/ttyAMA0, a pty, or spy:///dev/ttyAMA0 for a hexdump."""
     mount_height_cm: Annotated[float, Meta(gt=0, le=2000)]
     """From the sensor's face down to the level's datum; level = height - distance."""
-    baudrate: int = 9600
+    baudrate: Baudrate = 9600
 
 
 class MatSensorConfig(msgspec.Struct, tag_field="type", tag="mat", **_struct):
     """Body-motion mat (pressure grid) under one cot's mattress, on a UART."""
 
-    port: Annotated[str, Meta(min_length=1)]
+    port: SerialPort
     cot: Annotated[str, Meta(min_length=1, max_length=32)]
     """The cot's label; events carry this, never a child's name."""
     child: str = ""
     """The child's name, for the nap check sheet printed on the device only; never sent."""
-    baudrate: int = 115200
+    baudrate: Baudrate = 115200
 
 
 SensorConfig: TypeAlias = (
@@ -216,8 +241,8 @@ class DeterrentRuleConfig(msgspec.Struct, tag_field="type", tag="deterrent", **_
 
 
 class StageConfig(msgspec.Struct, **_struct):
-    name: Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
-    level_cm: float
+    name: Name
+    level_cm: Level
     label: str = ""
     direction: Literal["above", "below"] = "above"
     severity: Literal["alarm", "warning", "info"] = "warning"
@@ -231,11 +256,11 @@ class WaterRuleConfig(msgspec.Struct, tag_field="type", tag="water", **_struct):
     window_s: Annotated[float, Meta(ge=0.5, le=600)] = 20.0
     idle_interval_s: Annotated[float, Meta(ge=1, le=86400)] = 600.0
     active_interval_s: Annotated[float, Meta(ge=1, le=300)] = 300.0
-    observe_start_cm: float | None = None
-    observe_stop_cm: float | None = None
+    observe_start_cm: Level | None = None
+    observe_stop_cm: Level | None = None
     stages: list[StageConfig] = []
     hysteresis_cm: Annotated[float, Meta(gt=0, le=100)] = 2.0
-    rise_cm_per_10min: Annotated[float, Meta(gt=0)] | None = None
+    rise_cm_per_10min: Annotated[float, Meta(gt=0, le=1000)] | None = None
 
 
 class NapRuleConfig(msgspec.Struct, tag_field="type", tag="nap", **_struct):
@@ -316,13 +341,49 @@ def _explain(exc: msgspec.ValidationError, prefix: str = "") -> str:
     return f"{key or 'config'}: {msg[0].lower()}{msg[1:]}"
 
 
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _check_values(value: Any, key: str) -> None:
+    """Checks on the raw TOML that no schema type says: numbers are finite, strings are text.
+
+    TOML has ``nan`` and ``inf``; no key of ours means either (a stage at ``nan``
+    never fires, an offset of ``nan`` makes every level ``nan``).  A control
+    character (a trailing newline, a NUL) in an id, a path or a port is always a
+    mistake, and a NUL makes the OS refuse the path with a ``ValueError``.
+    """
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_values(v, _join(key, str(k)))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_values(v, f"{key}[{i}]")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key}: must be a finite number, got {value}")
+    elif isinstance(value, str):
+        leaf = key.rsplit(".", 1)[-1]
+        bad = "\x00" in value or (leaf not in FREE_TEXT_KEYS and _CONTROL_RE.search(value))
+        if bad:
+            raise ConfigError(
+                f"{key}: must not contain control characters (a newline, a tab, a NUL), "
+                f"got {value!r}"
+            )
+
+
 def parse(text: str, source: str = "<config>") -> Config:
     """Validate configuration text; raise :class:`ConfigError` naming the key on any problem."""
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    return from_dict(raw, source)
+
+
+def from_dict(raw: dict[str, Any], source: str = "<config>") -> Config:
+    """Validate configuration already decoded from TOML (a dict of tables); as :func:`parse`."""
+    raw = dict(raw)  # sections are popped below; the caller's dict stays as it was
     try:
+        _check_values(raw, "")
         named: dict[str, dict[str, Any]] = {}
         for section, typ in _NAMED_SECTIONS.items():
             entries = raw.pop(section, {})
@@ -331,8 +392,9 @@ def parse(text: str, source: str = "<config>") -> Config:
             named[section] = {}
             for name, value in entries.items():
                 if not re.fullmatch(r"[a-z][a-z0-9_]{0,31}", name):
+                    shown = name if name.isprintable() else repr(name)
                     raise ConfigError(
-                        f"{section}.{name}: names are lower-case letters, digits and '_' "
+                        f"{section}.{shown}: names are lower-case letters, digits and '_' "
                         "(at most 32, starting with a letter)"
                     )
                 try:
@@ -376,6 +438,7 @@ def _check_references(config: Config) -> None:
     ports: dict[str, str] = {}
     i2c: dict[tuple[int, int, int], str] = {}
     for name, sensor in config.sensors.items():
+        _check_sensor(f"sensors.{name}", sensor)
         if isinstance(sensor, (UltrasonicConfig, MatSensorConfig)):
             if sensor.port in ports:
                 raise ConfigError(
@@ -454,6 +517,82 @@ def _check_references(config: Config) -> None:
         raise ConfigError("uplink.password: username and password go together")
 
 
+def _check_sensor(key: str, sensor: SensorConfig) -> None:
+    """What a sensor's driver would refuse when the daemon builds it (so it never does)."""
+    if isinstance(sensor, PirSensorConfig):
+        if sensor.pull != "none" and (sensor.pull == "up") == sensor.active_high:
+            need = "'down' or 'none'" if sensor.active_high else "'up' or 'none'"
+            raise ConfigError(
+                f"{key}.pull: {sensor.pull!r} would hold an active-"
+                f"{'high' if sensor.active_high else 'low'} detector active at rest; use {need}"
+            )
+    elif isinstance(sensor, TrapSensorConfig):
+        if sensor.pull != "none" and (sensor.pull == "up") == (sensor.closed_level == "high"):
+            raise ConfigError(
+                f"{key}.pull: {sensor.pull!r} with closed_level = {sensor.closed_level!r} would "
+                "read 'closed' with the switch disconnected; use the opposite pull or 'none'"
+            )
+    elif isinstance(sensor, PressureProbeConfig):
+        volts = sensor.shunt_ohm * NAMUR_SHORT_MA / 1000
+        if volts > ADC_SUPPLY_V:
+            raise ConfigError(
+                f"{key}.shunt_ohm: {NAMUR_SHORT_MA} mA across {sensor.shunt_ohm} ohm is "
+                f"{volts:.2f} V, above the ADC's {ADC_SUPPLY_V} V supply "
+                f"(at most {ADC_SUPPLY_V * 1000 / NAMUR_SHORT_MA:.0f} ohm)"
+            )
+        try:
+            choose_pga(sensor.shunt_ohm)
+        except ValueError as exc:
+            raise ConfigError(f"{key}.shunt_ohm: {exc}") from None
+    elif isinstance(sensor, UltrasonicConfig | MatSensorConfig):
+        if sensor.baudrate not in STANDARD_BAUDRATES:
+            rates = ", ".join(str(b) for b in STANDARD_BAUDRATES)
+            raise ConfigError(
+                f"{key}.baudrate: {sensor.baudrate} is not a standard rate; expected one of {rates}"
+            )
+        scheme, sep, _ = sensor.port.partition("://")
+        if sep and scheme not in SERIAL_URL_SCHEMES:
+            schemes = ", ".join(f"{s}://" for s in SERIAL_URL_SCHEMES)
+            raise ConfigError(
+                f"{key}.port: {scheme!r} is not a serial URL scheme pyserial knows here; "
+                f"expected a device path or one of {schemes}"
+            )
+        if sensor.port != sensor.port.strip():
+            raise ConfigError(f"{key}.port: must not start or end with spaces, got {sensor.port!r}")
+
+
+def _water_settings(key: str, rule: WaterRuleConfig) -> WaterRuleSettings:
+    """The water rule's own settings, built as the daemon will build them; errors name the key."""
+    stages = []
+    for i, s in enumerate(rule.stages):
+        try:
+            stages.append(
+                Stage(
+                    name=s.name,
+                    label=s.label,
+                    level_cm=s.level_cm,
+                    direction=s.direction,
+                    severity=s.severity,
+                )
+            )
+        except ValueError as exc:
+            raise ConfigError(f"{key}.stages[{i}].{exc}") from None
+    try:
+        return WaterRuleSettings(
+            sample_s=rule.sample_s,
+            window_s=rule.window_s,
+            idle_interval_s=rule.idle_interval_s,
+            active_interval_s=rule.active_interval_s,
+            observe_start_cm=rule.observe_start_cm,
+            observe_stop_cm=rule.observe_stop_cm,
+            stages=tuple(stages),
+            hysteresis_cm=rule.hysteresis_cm,
+            rise_cm_per_10min=rule.rise_cm_per_10min,
+        )
+    except ValueError as exc:
+        raise ConfigError(f"{key}.{exc}") from None
+
+
 def _check_water_rule(
     config: Config, key: str, rule: WaterRuleConfig, watched: dict[str, str]
 ) -> None:
@@ -478,16 +617,17 @@ def _check_water_rule(
     if rule.window_s > rule.active_interval_s:
         raise ConfigError(f"{key}.window_s: a reading's window must fit in active_interval_s")
     names: set[str] = set()
-    last_above: float | None = None
+    last_above: tuple[int, float] | None = None
     for i, stage in enumerate(rule.stages):
         skey = f"{key}.stages[{i}]"
         if stage.name in names:
             raise ConfigError(f"{skey}.name: {stage.name!r} is used twice")
         names.add(stage.name)
         if stage.direction == "above":
-            if last_above is not None and stage.level_cm <= last_above:
+            if last_above is not None and stage.level_cm <= last_above[1]:
                 raise ConfigError(
                     f"{skey}.level_cm: stages that alert above a level must rise in order "
-                    f"({stage.level_cm} <= {last_above})"
+                    f"({stage.level_cm} <= stages[{last_above[0]}].level_cm {last_above[1]})"
                 )
-            last_above = stage.level_cm
+            last_above = (i, stage.level_cm)
+    _water_settings(key, rule)
