@@ -42,7 +42,7 @@ from edge.config import (
 from edge.deterrent import DeterrentRule, Outcome
 from edge.event import HeartbeatData
 from edge.modem import modem_status
-from edge.outbox import Outbox
+from edge.outbox import Notice, Outbox
 from edge.recorder import Recorder
 from edge import spool
 from edge.sensor_health import SensorHealth
@@ -127,6 +127,9 @@ class Daemon:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.started_at = 0.0
+        self.armed_at = 0.0
+        """``time.monotonic()`` when actuators and detectors were ready (before the outbox)."""
+        self._started = asyncio.Event()
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -144,6 +147,14 @@ class Daemon:
             log.warning("%s", warning)
         if self.pin_factory is None:
             self.pin_factory = make_pin_factory(self.config.gpio.pin_factory)
+        # Siren and detectors first: the outbox (however big its backlog, however
+        # damaged its file) is opened only once a detection can already act.
+        try:
+            self._build_hardware()
+        except Exception:
+            self._close_hardware()
+            raise
+        self.armed_at = time.monotonic()
         self.outbox.open()
         self.recorder = Recorder(self.config, self.outbox)
         try:
@@ -154,7 +165,6 @@ class Daemon:
                 on_command=self._on_command,
                 usage_path=self.state_dir / "link-usage.json",
             )
-            self._build_hardware()
         except Exception:
             self._close_hardware()
             self.outbox.close()
@@ -217,17 +227,7 @@ class Daemon:
         self._spawn(self._heartbeats(), "heartbeat")
         self._spawn(self._telemetry_flusher(), "telemetry")
         self._spawn(self._drain_spool(), "event spool")
-        for moved, reason in self.outbox.moved_aside:
-            await self.recorder.record(
-                "sensor_fault",
-                "warning",
-                {
-                    "sensor": "outbox",
-                    "fault": "corrupt",
-                    "message": f"outbox file unusable ({reason}); moved aside as {moved.name}, "
-                    "started a fresh one",
-                },
-            )
+        self._spawn(self._check_outbox(), "outbox integrity check")
         depth = await self.outbox.depth()
         log.info(
             "daemon started: device %s at %s; %d sensor(s), %d actuator(s); "
@@ -238,6 +238,7 @@ class Daemon:
             len(self.actuators),
             depth,
         )
+        self._started.set()
 
     def _build_hardware(self) -> None:
         cfg = self.config
@@ -431,32 +432,62 @@ class Daemon:
     # -- health ---------------------------------------------------------------
 
     async def _watch_storage(self) -> None:
-        """Report storage trouble once, retry until the disk works, report recovery."""
-        assert self.recorder is not None
+        """Report each of the outbox's notices once; retry a failing disk until it works.
+
+        The outbox queues its notices (a fault, its recovery, quarantined rows, a
+        salvaged file, a set-aside ``-wal``, evictions, rows lost from memory), so
+        none is missed however briefly the trouble lasted.
+        """
         outbox = self.outbox
         while True:
+            outbox.notice_ready.clear()
+            for notice in outbox.take_notices():
+                await self._report_notice(notice)
             if outbox.fault is None:
-                outbox.health_changed.clear()
-                await outbox.health_changed.wait()
+                await outbox.notice_ready.wait()
                 continue
-            fault = outbox.fault
-            await self.recorder.record(
-                "sensor_fault",
-                "warning",
-                {"sensor": "storage", "fault": fault.code, "message": fault.message},
-            )
-            while not await outbox.retry():
-                await asyncio.sleep(self.config.health.storage_retry_s)
-            stats = await outbox.stats()
+            if await outbox.retry():
+                continue  # its recovery notice is waiting
+            try:
+                await asyncio.wait_for(
+                    outbox.notice_ready.wait(), self.config.health.storage_retry_s
+                )
+            except TimeoutError:
+                pass
+
+    async def _report_notice(self, notice: Notice) -> None:
+        assert self.recorder is not None
+        if notice.kind == "recovered":
             await self.recorder.record(
                 "sensor_recovered",
                 "info",
                 {
                     "sensor": "storage",
-                    "down_s": round(time.time() - fault.since, 1),
-                    "lost_in_memory": stats.evicted,
+                    "down_s": notice.data.get("down_s"),
+                    "lost_in_memory": notice.data.get("lost_in_memory", {}),
                 },
             )
+            return
+        sensor = "storage" if notice.kind in ("fault", "memory_full") else "outbox"
+        fault = {
+            "fault": notice.code,
+            "memory_full": "memory_full",
+            "corrupt": "corrupt",
+            "quarantined": "quarantined",
+            "wal": f"wal_{notice.code}",
+            "empty_file": "empty_file",
+            "evicting": "full",
+        }.get(notice.kind, notice.kind)
+        data: dict[str, Any] = {**notice.data, "sensor": sensor, "fault": fault}
+        data["message"] = notice.message
+        await self.recorder.record("sensor_fault", "warning", data)
+
+    async def _check_outbox(self) -> None:
+        """The outbox's full integrity check, after start (READY is not held up by it)."""
+        await self._started.wait()
+        result = await self.outbox.check_integrity()
+        if result != "ok":
+            log.warning("outbox integrity check: %s", result)
 
     def sensor_health(self) -> dict[str, str]:
         states = {

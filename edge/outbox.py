@@ -64,6 +64,7 @@ import sqlite3
 import struct
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,20 +91,22 @@ CREATE TABLE IF NOT EXISTS events (
     kind     TEXT NOT NULL,
     channel  TEXT NOT NULL,            -- the topic leaf: 'events' or 'telemetry'
     created  REAL NOT NULL,            -- unix time it was stored
-    payload  BLOB NOT NULL             -- sent as is
+    payload  BLOB NOT NULL,            -- sent as is
+    crc      INTEGER                   -- CRC-32 of the other columns but created (NULL: v1 rows)
 );
 CREATE INDEX IF NOT EXISTS events_by_priority ON events (rank, n);
 CREATE TABLE IF NOT EXISTS quarantine (
     q        INTEGER PRIMARY KEY,
     at       REAL NOT NULL,            -- unix time it was moved here
     reason   TEXT NOT NULL,
-    n        ANY, id ANY, seq ANY, rank ANY, kind ANY, channel ANY, created ANY, payload ANY
+    n ANY, id ANY, seq ANY, rank ANY, kind ANY, channel ANY, created ANY, payload ANY, crc ANY
 );
 """
-_COLUMNS = {"n", "id", "seq", "rank", "kind", "channel", "created", "payload"}
+_V1_COLUMNS = {"n", "id", "seq", "rank", "kind", "channel", "created", "payload"}
+_COLUMNS = _V1_COLUMNS | {"crc"}
 _RAW_COLUMNS = (
     "n, CAST(id AS BLOB), seq, rank, CAST(kind AS BLOB), CAST(channel AS BLOB), created, "
-    "CAST(payload AS BLOB)"
+    "CAST(payload AS BLOB), crc"
 )
 """Every column as stored: text as bytes, decoded by us (a flipped bit is data, not a crash)."""
 
@@ -131,9 +134,9 @@ _WAL_MAGIC = (0x377F0682, 0x377F0683)
 @functools.lru_cache(maxsize=8)
 def _insert_sql(n: int) -> str:
     """``INSERT`` of ``n`` rows (Row's fields are the columns, in order)."""
-    values = ",".join(["(?,?,?,?,?,?,?)"] * n)
+    values = ",".join(["(?,?,?,?,?,?,?,?)"] * n)
     return (
-        "INSERT OR IGNORE INTO events (id, seq, rank, kind, channel, created, payload) "
+        "INSERT OR IGNORE INTO events (id, seq, rank, kind, channel, created, payload, crc) "
         f"VALUES {values}"
     )
 
@@ -179,6 +182,17 @@ class Row(NamedTuple):
         )
 
 
+def row_crc(id_b: bytes, seq: int, rank: int, kind_b: bytes, channel_b: bytes, payload: bytes) -> int:
+    """CRC-32 of a row as stored (``created`` aside): a flipped bit that still parses
+    (a letter in a JSON string) must not be sent as if it were the event."""
+    head = b"\0".join((id_b, b"%d" % seq, b"%d" % rank, kind_b, channel_b))
+    return zlib.crc32(payload, zlib.crc32(head))
+
+
+def _with_crc(r: Row) -> tuple[Any, ...]:
+    return (*r, row_crc(r.id.encode(), r.seq, r.rank, r.kind.encode(), r.channel.encode(), r.payload))
+
+
 def parse_row(raw: tuple[Any, ...]) -> Row | str:
     """A row as read with ``_RAW_COLUMNS`` (without ``n``), or why it is unusable.
 
@@ -187,7 +201,7 @@ def parse_row(raw: tuple[Any, ...]) -> Row | str:
     carrying the same id.
     """
     try:
-        id_b, seq, rank, kind_b, channel_b, created, payload = raw
+        id_b, seq, rank, kind_b, channel_b, created, payload, crc = raw
         id_ = bytes(id_b).decode("utf-8")
         kind = bytes(kind_b).decode("utf-8")
         channel = bytes(channel_b).decode("utf-8")
@@ -197,6 +211,8 @@ def parse_row(raw: tuple[Any, ...]) -> Row | str:
         return f"bad numbers: seq {seq!r}, rank {rank!r}"
     if not isinstance(created, (int, float)) or not isinstance(payload, bytes):
         return "bad created time or payload type"
+    if crc is not None and crc != row_crc(id_b, seq, rank, kind_b, channel_b, payload):
+        return "checksum differs: the row was damaged"
     try:
         if channel == "events":
             if decode(payload).id != id_:
@@ -445,11 +461,16 @@ def salvage_rows(src: sqlite3.Connection) -> Salvage:
     by the index for rows the table scan could not reach."""
     out = Salvage()
     seen: set[int] = set()
+    taken: set[Any] = set()
 
     def take(raw: tuple[Any, ...]) -> None:
-        if raw[0] in seen:
-            return
+        # By id, not by n: a damaged cell may claim another row's n (and, read by a
+        # scan, hide it); the lookups by n from the index find the real one.
         seen.add(raw[0])
+        key = raw[1] if isinstance(raw[1], bytes) else raw
+        if key in taken:
+            return
+        taken.add(key)
         parsed = parse_row(raw[1:])
         if isinstance(parsed, Row):
             out.rows.append(parsed)
@@ -466,6 +487,8 @@ def salvage_rows(src: sqlite3.Connection) -> Salvage:
                 ).fetchone()
                 if nxt is None:
                     break
+                if nxt[0] <= last + step:  # a damaged page lies about its rowids
+                    raise sqlite3.DatabaseError("rowid out of order")
                 last, step = nxt[0] - 1, 0
             chunk = src.execute(
                 f"SELECT {_RAW_COLUMNS} FROM events WHERE n > ? ORDER BY n LIMIT 1",
@@ -480,6 +503,9 @@ def salvage_rows(src: sqlite3.Connection) -> Salvage:
             break
         if not chunk:
             break
+        if chunk[-1][0] <= last:  # no progress: a damaged page lies about its rowids
+            step = max(1, step * 2)
+            continue
         for raw in chunk:
             take(raw)
         last = chunk[-1][0]
@@ -491,8 +517,6 @@ def salvage_rows(src: sqlite3.Connection) -> Salvage:
     except sqlite3.DatabaseError:
         pass
     for n in index_ns:
-        if n in seen:
-            continue
         try:
             raw = src.execute(f"SELECT {_RAW_COLUMNS} FROM events WHERE n = ?", (n,)).fetchone()
         except sqlite3.DatabaseError:
@@ -566,6 +590,10 @@ class Outbox:
         self._memory_evicted: dict[str, int] = {}
         self._episode_lost: dict[str, int] = {}
         self._bad_n: set[int] = set()
+        """Unusable rows not yet moved to the quarantine (skipped meanwhile)."""
+        self._handed: dict[str, int] = {}
+        """Rows handed out by :meth:`pending` (id -> n): an ack deletes by rowid, so a
+        damaged id index cannot keep an acknowledged row (and it is cheaper)."""
         """Unusable rows not yet moved to the quarantine (skipped meanwhile)."""
         self._evicting = False
         self._staged: list[Notice] = []
@@ -832,12 +860,13 @@ class Outbox:
                     )
                 if "events" in tables:
                     cols = {r[1] for r in conn.execute("PRAGMA table_info(events)")}
-                    if cols != _COLUMNS:
+                    if cols not in (_COLUMNS, _V1_COLUMNS) or (cols == _V1_COLUMNS) != (version == 1):
                         raise CorruptOutbox(f"unexpected events columns: {sorted(cols)}")
                 elif tables:
                     raise CorruptOutbox(f"not an outbox (tables: {', '.join(sorted(tables))})")
                 if tables and version == 1:
                     self._migrate_v1(conn)
+                    conn.execute("ALTER TABLE events ADD COLUMN crc INTEGER")
                 conn.execute("BEGIN IMMEDIATE")
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
@@ -1103,8 +1132,6 @@ class Outbox:
                     results.append(self._run_query(conn, job))
             if self._count != count0:
                 self._write_count(conn)
-                if self._count < count0:
-                    self._vacuum_some(conn)
             wrote = conn.total_changes > changes0
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -1127,6 +1154,8 @@ class Outbox:
             self._deliver(self._degraded(batch))
             return
         self.commits += 1
+        if self._count < count0:
+            self._vacuum_some(conn)
         if flushed:
             self._spill.clear()
             self._acked_unremoved.clear()
@@ -1150,14 +1179,26 @@ class Outbox:
         self._publish(staged)
         self._deliver(results)
 
+    def _remember(self, event_id: str, n: int) -> None:
+        if len(self._handed) >= 100_000:  # never acknowledged: forget the oldest
+            del self._handed[next(iter(self._handed))]
+        self._handed[event_id] = n
+
     def _write_count(self, conn: sqlite3.Connection) -> None:
         conn.execute("INSERT OR REPLACE INTO meta VALUES ('count', ?)", (self._count,))
 
     def _vacuum_some(self, conn: sqlite3.Connection) -> None:
-        """Give free pages back to the file system (a drained outbox shrinks)."""
-        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
-        if free >= _VACUUM_FREE_PAGES:
-            conn.execute(f"PRAGMA incremental_vacuum({_VACUUM_STEP_PAGES})").fetchall()
+        """Give free pages back to the file system (a drained outbox shrinks).
+
+        Its own small transaction after a commit that removed rows, and only once
+        enough pages are free (the sqlite3 module steps the pragma to its end only
+        through ``executescript``)."""
+        try:
+            free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+            if free >= _VACUUM_FREE_PAGES:
+                conn.executescript(f"PRAGMA incremental_vacuum({_VACUUM_STEP_PAGES});")
+        except sqlite3.Error as exc:  # the space comes back another time
+            log.debug("incremental vacuum of %s failed: %s", self.path, exc)
 
     def _run_query(
         self, conn: sqlite3.Connection, job: _Query
@@ -1186,7 +1227,7 @@ class Outbox:
         before = conn.total_changes
         for start in range(0, len(rows), _ROWS_PER_INSERT):
             chunk = rows[start : start + _ROWS_PER_INSERT]
-            conn.execute(_insert_sql(len(chunk)), [v for r in chunk for v in r])
+            conn.execute(_insert_sql(len(chunk)), [v for r in chunk for v in _with_crc(r)])
         self._count += conn.total_changes - before
         top = max(r[1] for r in rows)
         if top > 0:
@@ -1244,11 +1285,17 @@ class Outbox:
             self._staged.append(Notice("evicting", "full", message, {"evicted": counts}))
 
     def _delete(self, conn: sqlite3.Connection, ids: Iterable[str]) -> None:
-        params = [(i,) for i in ids]
-        if not params:
-            return
+        by_id: list[tuple[str]] = []
         before = conn.total_changes
-        conn.executemany("DELETE FROM events WHERE id = ?", params)
+        for i in ids:
+            n = self._handed.pop(i, None)
+            # The row's id is compared too: after a salvage the same n is another row.
+            if n is None or conn.execute(
+                "DELETE FROM events WHERE n = ? AND id = ?", (n, i)
+            ).rowcount < 1:
+                by_id.append((i,))
+        if by_id:
+            conn.executemany("DELETE FROM events WHERE id = ?", by_id)
         self._count -= conn.total_changes - before
 
     def _flush_memory(self, conn: sqlite3.Connection) -> int:
@@ -1265,8 +1312,8 @@ class Outbox:
     def _to_quarantine(self, conn: sqlite3.Connection, raw: tuple[Any, ...], reason: str) -> None:
         """Move one unusable row (as read by ``_RAW_COLUMNS``) to the quarantine table."""
         conn.execute(
-            "INSERT INTO quarantine (at, reason, n, id, seq, rank, kind, channel, created, payload)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO quarantine (at, reason, n, id, seq, rank, kind, channel, created, payload,"
+            " crc) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (self.clock(), reason, *raw),
         )
         self._quarantined += 1
@@ -1450,6 +1497,7 @@ class Outbox:
                         bad.append((raw, parsed))
                         continue
                     p = parsed
+                    self._remember(p.id, raw[0])
                     rows.append((p.rank, 0, Pending(p.id, p.kind, p.rank, p.channel, p.payload)))
                     if len(rows) >= limit:
                         break
