@@ -551,6 +551,11 @@ def _open_for_salvage(aside: Path, scratch: Path) -> tuple[sqlite3.Connection | 
         return None, note + str(exc)
 
 
+def salvaged_marker(aside: Path) -> Path:
+    """The file that says ``aside`` was salvaged (hidden: not one of the set-aside files)."""
+    return aside.with_name(f".{aside.name}.salvaged")
+
+
 def _remove_scratch(scratch: Path) -> None:
     for suffix in ("", "-wal", "-shm", "-journal"):
         try:
@@ -928,9 +933,9 @@ class Outbox:
         reasons = dict(self.moved_aside)
         prefix = f"{self.path.name}.corrupt-"
         for aside in sorted(self.path.parent.glob(f"{prefix}*")):
-            if aside.name.endswith(("-wal", "-shm", "-journal", ".salvaged")) or ".salvage-" in aside.name:
+            if aside.name.endswith(("-wal", "-shm", "-journal")):
                 continue
-            marker = aside.with_name(aside.name + ".salvaged")
+            marker = salvaged_marker(aside)
             if marker.exists():
                 continue
             reason = reasons.get(aside, "set aside earlier, not salvaged yet")

@@ -1,0 +1,113 @@
+"""The outbox on a disk that really fills up (a tiny tmpfs in a private mount
+namespace, as in test_store_and_forward.py): counts stay exact, nothing durable is
+evicted that the cap did not call for, and each fault is one notice.
+
+The scenario runs in its own process inside ``unshare -rm`` (this module is also
+the script: ``python -m tests.e2e.test_outbox_faults DIR CAP MEMORY DURABLE MORE``)
+and prints what it saw as JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.test_store_and_forward import ROOT, in_private_tmpfs
+
+pytestmark = pytest.mark.slow
+
+
+async def scenario(folder: Path, cap: int, memory: int, durable_n: int, more: int) -> dict[str, Any]:
+    from edge.outbox import Outbox
+    from tests.edge.test_outbox import make_event
+    from tests.support.daemon_harness import fill
+
+    path = folder / "outbox.sqlite3"
+    box = Outbox(path, max_events=cap, memory_max_events=memory)
+    box.open()
+    durable: list[str] = []
+    in_memory: list[str] = []
+    notices: list[Any] = []
+    try:
+        for start in range(0, durable_n, 50):  # the link is down: nothing is acknowledged
+            events = [make_event(i) for i in range(start, min(durable_n, start + 50))]
+            assert await box.put_many(events)
+            durable += [e.id for e in events]
+        fill(folder)  # a real ENOSPC
+        for i in range(more):
+            event = make_event(durable_n + i, ("alarm", "warning", "info")[i % 3])
+            (durable if await box.put(event) else in_memory).append(event.id)
+            if i % 25 == 0:
+                await box.retry()  # as the daemon's storage watcher does
+                await box.pending(20)  # as the uplink does
+        during = await box.stats()
+        (folder / "filler").unlink()
+        recovered = await box.retry()
+        after = await box.stats()
+        notices = [(n.kind, n.code) for n in box.take_notices()]
+    finally:
+        box.close()
+    with sqlite3.connect(path) as conn:
+        ids = [r[0] for r in conn.execute("SELECT id FROM events")]
+        kept = conn.execute("SELECT value FROM meta WHERE key = 'count'").fetchone()[0]
+    return {
+        "durable": durable,
+        "in_memory": in_memory,
+        "depth_during": during.depth,
+        "depth_after": after.depth,
+        "evicted": after.evicted,
+        "recovered": recovered,
+        "notices": notices,
+        "ids": ids,
+        "kept_count": kept,
+    }
+
+
+def run_scenario(tmp_path: Path, *args: int) -> dict[str, Any]:
+    folder = tmp_path / "disk"
+    result = subprocess.run(
+        [*in_private_tmpfs(folder, 4096), sys.executable, "-m", "tests.e2e.test_outbox_faults",
+         str(folder), *map(str, args)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def test_disk_full_at_a_small_cap_with_the_link_down_loses_nothing_durable(
+    tmp_path: Path,
+) -> None:
+    r = run_scenario(tmp_path, 1000, 2000, 500, 300)
+    assert r["in_memory"], "the disk never filled: the test means nothing"
+    # 500 + 300 < 1000: the cap never called for an eviction.
+    assert r["evicted"] == {}
+    assert set(r["durable"]) <= set(r["ids"]), "durable events were lost"
+    assert set(r["ids"]) == set(r["durable"]) | set(r["in_memory"])
+    assert r["depth_during"] == r["depth_after"] == len(r["ids"]) == r["kept_count"] == 800
+    assert r["recovered"] is True
+    assert [n for n in r["notices"] if n[0] in ("fault", "recovered")] == [
+        ["fault", "disk_full"], ["recovered", "disk_full"]]
+
+
+def test_rows_that_neither_disk_nor_memory_can_hold_are_counted_and_reported(
+    tmp_path: Path,
+) -> None:
+    r = run_scenario(tmp_path, 1000, 50, 100, 200)
+    lost = sum(r["evicted"].values())
+    assert lost == len(r["in_memory"]) - 50  # every row the buffer could not keep
+    assert [n for n in r["notices"] if n[0] == "memory_full"] == [["memory_full", "memory_full"]]
+    assert set(r["durable"]) <= set(r["ids"])
+    assert len(r["ids"]) == r["kept_count"] == r["depth_after"]
+
+
+if __name__ == "__main__":
+    folder, cap, memory, durable_n, more = sys.argv[1], *map(int, sys.argv[2:6])
+    out = asyncio.run(scenario(Path(folder), cap, memory, durable_n, more))
+    print(json.dumps(out))
