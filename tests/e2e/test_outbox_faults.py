@@ -19,7 +19,13 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_store_and_forward import ROOT, in_private_tmpfs
+from edge.config import parse
+from edge.daemon import Daemon
+from edge.outbox import Outbox
+from edge.sim.broker import Mosquitto
+from tests.e2e.test_store_and_forward import DEVICE, ROOT, config_text, in_private_tmpfs
+from tests.edge.test_outbox import make_event
+from tests.support.spy import spy_on
 
 pytestmark = pytest.mark.slow
 
@@ -105,6 +111,34 @@ def test_rows_that_neither_disk_nor_memory_can_hold_are_counted_and_reported(
     assert [n for n in r["notices"] if n[0] == "memory_full"] == [["memory_full", "memory_full"]]
     assert set(r["durable"]) <= set(r["ids"])
     assert len(r["ids"]) == r["kept_count"] == r["depth_after"]
+
+
+async def test_daemon_reports_a_damaged_row_once_and_sends_the_alarm_behind_it(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    path = tmp_path / "device" / "outbox.sqlite3"
+    path.parent.mkdir()
+    box = Outbox(path)
+    box.open()
+    bad, alarm = make_event(1), make_event(2)
+    await box.put(bad)
+    await box.put(alarm)
+    box.close()
+    with sqlite3.connect(path) as conn:  # a flipped bit: the id is no longer UTF-8
+        conn.execute("UPDATE events SET id = CAST(? AS TEXT) WHERE id = ?",
+                     (b"\xff" + bad.id.encode()[1:], bad.id))
+
+    def reports() -> list[Any]:
+        return [e for e in spy.of_kind("sensor_fault") if e.data.get("fault") == "quarantined"]
+
+    async with spy_on(broker.host, broker.port, f"satoyama/v1/{DEVICE}/events") as spy:
+        async with Daemon(parse(config_text(tmp_path, broker.port))) as daemon:
+            await spy.wait(lambda: alarm.id in spy.ids(), 10, "the alarm behind the damaged row")
+            await spy.wait(lambda: bool(reports()), 10, "the report of the damaged row")
+            await daemon.heartbeat()  # the uplink reads the outbox again, and again
+            await spy.wait(lambda: len(spy.of_kind("heartbeat")) >= 2, 10, "a second heartbeat")
+    assert len(reports()) == 1
+    assert reports()[0].data["sensor"] == "outbox" and reports()[0].data["rows"] == 1
 
 
 if __name__ == "__main__":
