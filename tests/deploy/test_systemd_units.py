@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -151,3 +152,63 @@ def test_sysusers_file() -> None:
     ]
     assert ["m", "satoyama", "gpio"] in lines and ["m", "satoyama", "dialout"] in lines
     assert any(ln[:2] == ["u", "satoyama"] for ln in lines)
+
+
+#: The most ``systemd-analyze security`` may rate each service (lower is safer; 10 = unsandboxed).
+EXPOSURE_LIMITS = {
+    "satoyama-edge.service": 3.0,
+    "satoyama-notifier.service": 3.0,
+    "satoyama-update.service": 5.0,
+    "satoyama-update-recover.service": 5.0,
+}
+
+
+def test_services_are_sandboxed_within_their_exposure_limits() -> None:
+    """``systemd-analyze security --offline=true`` on each unit file.
+
+    No fallback: without systemd-analyze (Debian: the systemd package) this fails,
+    because a sandbox nobody measures is a sandbox nobody keeps.
+    """
+    analyze = shutil.which("systemd-analyze")
+    assert analyze is not None, "systemd-analyze is required for this test (apt install systemd)"
+    services = {p.name for p in UNITS if p.suffix == ".service"}
+    assert services == set(EXPOSURE_LIMITS), "every service needs an exposure limit here"
+    scores = {}
+    for name, limit in EXPOSURE_LIMITS.items():
+        proc = subprocess.run(
+            [analyze, "security", "--offline=true", "--no-pager", str(UNIT_DIR / name)],
+            capture_output=True,
+            text=True,
+            env={"SYSTEMD_COLORS": "0", "PATH": "/usr/bin:/bin"},
+        )
+        match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", proc.stdout)
+        assert match, f"{name}: no exposure level in:\n{proc.stdout}{proc.stderr}"
+        scores[name] = float(match.group(1))
+    assert all(scores[n] <= limit for n, limit in EXPOSURE_LIMITS.items()), scores
+
+
+def test_the_updater_keeps_its_state_where_the_daemon_cannot_write() -> None:
+    """The root units own /var/lib/satoyama-update; the daemon's unit owns /var/lib/satoyama."""
+    units = {p.name: parse_unit(p) for p in UNITS}
+    edge = units["satoyama-edge.service"]
+    assert one(edge, "Service", "StateDirectory") == "satoyama"
+    assert "satoyama-update" not in " ".join(edge["Service"].get("ReadWritePaths", []))
+    assert one(edge, "Service", "DevicePolicy") == "closed"
+    filters = edge["Service"]["SystemCallFilter"]
+    assert filters[0] == "@system-service" and filters[-1] == "adjtimex", (
+        "the recorder needs adjtimex() (read-only) to tell whether the clock is synchronised"
+    )
+    for name in ("satoyama-update.service", "satoyama-update-recover.service"):
+        service = units[name]["Service"]
+        assert one(units[name], "Service", "StateDirectory") == "satoyama-update", name
+        assert one(units[name], "Service", "StateDirectoryMode") == "0711", name
+        assert one(units[name], "Service", "UMask") == "0077", name
+        assert one(units[name], "Service", "ProtectSystem") == "strict", name
+        rw = " ".join(service.get("ReadWritePaths", [])).split()
+        assert rw == ["/opt/satoyama"], f"{name}: writes only the releases and its state"
+        assert not any(p.startswith("/var/lib/satoyama") for p in rw), name
+        assert one(units[name], "Service", "CapabilityBoundingSet") == "CAP_DAC_READ_SEARCH"
+    update = units["satoyama-update.service"]
+    assert "AF_UNIX" in one(update, "Service", "RestrictAddressFamilies"), (
+        "systemctl restart talks to systemd over D-Bus (a unix socket)"
+    )
