@@ -531,19 +531,30 @@ def salvage_rows(src: sqlite3.Connection) -> Salvage:
 
 def _open_for_salvage(aside: Path, scratch: Path) -> tuple[sqlite3.Connection | None, str]:
     """A connection on a copy of ``aside`` (and its ``-wal``), so the set-aside file
-    stays exactly as found; without room for a copy, the main file alone."""
+    stays exactly as found.  A copy shorter than its header says (a truncated file)
+    is padded with zero pages, which SQLite then reads as damaged pages rather than
+    refusing the whole file.  Without room for a copy: the main file alone."""
     wal = aside.with_name(aside.name + "-wal")
     note = ""
     try:
+        scratch.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(aside, scratch)
         if wal.exists() and wal.stat().st_size > 0:
-            scratch.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(aside, scratch)
             shutil.copyfile(wal, scratch.with_name(scratch.name + "-wal"))
-            return sqlite3.connect(scratch, isolation_level=None), note
+        with scratch.open("r+b") as f:
+            header = f.read(100)
+            if len(header) == 100 and header.startswith(b"SQLite format 3\x00"):
+                page_size = struct.unpack(">H", header[16:18])[0]
+                page_size = 65536 if page_size == 1 else page_size
+                pages = struct.unpack(">I", header[28:32])[0]
+                if pages * page_size > scratch.stat().st_size:
+                    f.truncate(pages * page_size)
+        return sqlite3.connect(scratch, isolation_level=None), note
     except OSError as exc:
-        note = f"its -wal could not be read ({exc}); "
+        note = f"no room for a copy to read ({exc}); "
     except sqlite3.Error as exc:
-        note = f"its -wal could not be used ({exc}); "
+        note = f"its copy could not be opened ({exc}); "
+    _remove_scratch(scratch)
     try:
         uri = f"file:{aside}?mode=ro&immutable=1"
         return sqlite3.connect(uri, uri=True, isolation_level=None), note
