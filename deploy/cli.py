@@ -1,6 +1,8 @@
 """``satoyama-deploy``: the installer's and operator's tool.
 
-satoyama-deploy ca init          a fleet CA (device certificates)
+satoyama-deploy ca init          the fleet CA (device certificates) and the claim CA
+satoyama-deploy broker install   the shipped mosquitto configuration and ACLs
+satoyama-deploy enrol serve      sign devices' own keys for their one-time claims
 satoyama-deploy signing-key new  an OTA signing key pair (Ed25519)
 satoyama-deploy bundle build     a signed OTA bundle
 satoyama-deploy bundle verify    check a bundle against verify keys
@@ -24,6 +26,7 @@ from deploy import bundle as bundle_mod
 from deploy import fleet as fleet_mod
 from deploy import profiles
 from deploy.errors import DeployError, ProfilePendingError, UnsafeTargetError
+from deploy.provision import InputFileError
 from deploy.keys import (
     check_private_file,
     generate_signing_key,
@@ -57,10 +60,45 @@ def _broker(args: argparse.Namespace) -> fleet_mod.Broker:
 
 
 def cmd_ca_init(args: argparse.Namespace) -> int:
-    from deploy.pki import create_ca
+    from deploy.pki import create_ca, create_claim_ca
 
     key, cert = create_ca(Path(args.dir), args.fleet)
-    print(f"fleet CA: {cert} (key {key}, mode 0600 - keep it offline)")
+    ckey, ccert = create_claim_ca(Path(args.dir), args.fleet)
+    print(
+        f"fleet CA: {cert} (key {key}, mode 0600 - for the enroller only, keep it off "
+        f"installers' machines)\nclaim CA: {ccert} (key {ckey}, mode 0600 - for provisioning)"
+    )
+    return 0
+
+
+def cmd_broker_install(args: argparse.Namespace) -> int:
+    from deploy.broker import install
+
+    for path in install(Path(args.dir), Path(args.conf_dir)):
+        print(path)
+    print("reload mosquitto: systemctl reload mosquitto (or restart)")
+    return 0
+
+
+def cmd_enrol_serve(args: argparse.Namespace) -> int:
+    from cryptography import x509
+
+    from deploy.claim import Enroller, serve
+    from deploy.pki import load_ca
+
+    fleet_ca = load_ca(Path(args.ca_cert), Path(args.ca_key))
+    try:
+        claim_ca = x509.load_pem_x509_certificate(Path(args.claim_ca_cert).read_bytes())
+    except (OSError, ValueError) as exc:
+        raise DeployError(f"{args.claim_ca_cert}: cannot read the claim CA: {exc}") from None
+    with fleet_mod.FleetDB(Path(args.db)) as db:
+        enroller = Enroller(fleet_ca, claim_ca, db)
+
+        async def run() -> int:
+            return await serve(enroller, _broker(args), args.prefix, max_requests=args.max_requests)
+
+        n = asyncio.run(run())
+    print(f"answered {n} enrolment request(s)")
     return 0
 
 
@@ -136,8 +174,6 @@ def cmd_provision(args: argparse.Namespace) -> int:
         mqtt_password=prov.read_secret_file(Path(args.mqtt_password_file), "MQTT password")
         if args.mqtt_password_file
         else None,
-        device_key=Path(args.device_key) if args.device_key else None,
-        device_cert=Path(args.device_cert) if args.device_cert else None,
         wifi_ssid=args.wifi_ssid,
         wifi_psk=wifi_psk,
         wifi_country=args.wifi_country,
@@ -271,10 +307,42 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     ca = sub.add_parser("ca", help="the fleet CA").add_subparsers(dest="sub", required=True)
-    p = ca.add_parser("init", help="create ca.key (0600) and ca.crt")
+    p = ca.add_parser(
+        "init", help="create ca.key/ca.crt (fleet CA) and claim-ca.key/claim-ca.crt (claim CA)"
+    )
     p.add_argument("--dir", required=True)
     p.add_argument("--fleet", required=True, help="fleet name (in the CA's name)")
     p.set_defaults(func=cmd_ca_init)
+
+    br = sub.add_parser("broker", help="the broker's configuration").add_subparsers(
+        dest="sub", required=True
+    )
+    p = br.add_parser(
+        "install",
+        help="write the shipped satoyama.conf and ACLs",
+        description="Write fleet.acl and claim.acl into --dir (which must already hold "
+        "fleet-ca.crt, claim-ca.crt, broker.crt, broker.key) and satoyama.conf into --conf-dir.",
+    )
+    p.add_argument("--dir", default="/etc/mosquitto/satoyama")
+    p.add_argument("--conf-dir", default="/etc/mosquitto/conf.d")
+    p.set_defaults(func=cmd_broker_install)
+
+    en = sub.add_parser("enrol", help="first-boot enrolment").add_subparsers(
+        dest="sub", required=True
+    )
+    p = en.add_parser(
+        "serve",
+        help="answer devices' claims with certificates (fleet side)",
+        description="Connect as satoyama-enroller and sign each device's own key once its "
+        "one-time claim checks out (deploy/claim.py).",
+    )
+    p.add_argument("--db", required=True, help="the fleet database (claims used are kept here)")
+    p.add_argument("--ca-cert", required=True, help="the fleet CA certificate")
+    p.add_argument("--ca-key", required=True, help="the fleet CA key (mode 0600)")
+    p.add_argument("--claim-ca-cert", required=True, help="the claim CA certificate")
+    p.add_argument("--max-requests", type=int, help="stop after this many requests")
+    _mqtt_args(p)
+    p.set_defaults(func=cmd_enrol_serve)
 
     sk = sub.add_parser("signing-key", help="OTA signing keys").add_subparsers(
         dest="sub", required=True
@@ -355,8 +423,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cellular-password-file")
     p.add_argument("--mqtt-username")
     p.add_argument("--mqtt-password-file")
-    p.add_argument("--device-key", help="use this key instead of generating one")
-    p.add_argument("--device-cert", help="... and this certificate (signed by the fleet CA)")
     p.add_argument(
         "--first-boot",
         choices=["auto", "cloud-init", "firstrun"],
@@ -426,6 +492,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args))
+    except InputFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except ProfilePendingError as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -62,6 +62,13 @@ CREATE TABLE IF NOT EXISTS rollout_targets (
     announced TEXT,
     PRIMARY KEY (rollout, device)
 );
+CREATE TABLE IF NOT EXISTS claims (
+    claim TEXT PRIMARY KEY,
+    device TEXT NOT NULL,
+    public_key_sha256 TEXT NOT NULL,
+    cert TEXT NOT NULL,
+    enrolled TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS update_reports (
     event_id TEXT PRIMARY KEY,
     device TEXT NOT NULL,
@@ -182,6 +189,27 @@ class FleetDB:
                         event.get("ts"),
                     ),
                 )
+
+    # enrolment (deploy.claim): each claim is exchanged for one device certificate, once
+    def claim_used(self, claim: str) -> sqlite3.Row | None:
+        row = self.db.execute("SELECT * FROM claims WHERE claim=?", (claim,)).fetchone()
+        return row  # type: ignore[no-any-return]
+
+    def record_enrolment(self, claim: str, device: str, public_key_sha256: str, cert: str) -> bool:
+        """Mark ``claim`` used for ``device``; False if it was already used (nothing changed)."""
+        with self.db:
+            cur = self.db.execute(
+                "INSERT OR IGNORE INTO claims VALUES (?, ?, ?, ?, ?)",
+                (claim, device, public_key_sha256, cert, _now()),
+            )
+            if cur.rowcount == 0:
+                return False
+            self.db.execute(
+                "INSERT INTO devices(device, state) VALUES (?, 'enrolled') "
+                "ON CONFLICT(device) DO UPDATE SET state='enrolled'",
+                (device,),
+            )
+        return True
 
     def devices(self, *, site: str | None = None) -> list[sqlite3.Row]:
         if site is None:
@@ -310,7 +338,9 @@ class Broker:
     def __repr__(self) -> str:
         return f"Broker({self.host}:{self.port})"
 
-    def client(self, identifier: str) -> Any:
+    def client(self, identifier: str, *, clean_session: bool | None = None) -> Any:
+        """An aiomqtt client.  On the shipped broker the client id is this tool's
+        certificate CN whatever ``identifier`` says (deploy/broker/)."""
         import aiomqtt
 
         tls = (
@@ -329,6 +359,7 @@ class Broker:
             username=self.username,
             password=self.password,
             tls_params=tls,
+            clean_session=clean_session,
         )
 
 

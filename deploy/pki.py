@@ -1,8 +1,13 @@
-"""The fleet CA and device identities: an EC P-256 key and a client certificate per device.
+"""The fleet CA, the claim CA, device certificates and one-time claim certificates.
 
-The certificate's common name is the device id, because the broker's ACL
-(issue: store-and-forward) lets a client publish only under the id in its
-certificate.  P-256 rather than Ed25519 for TLS: every mosquitto/OpenSSL build
+A device's certificate has its device id as common name, because the broker
+ties the client id and the ACL to the certificate's common name
+(deploy/broker/).  Its private key is born on the device: the SD card carries
+only a *claim* - a short-lived certificate of the separate claim CA, common
+name ``claim-<random>``, naming the one device id it may be exchanged for -
+and the enrolment service (:mod:`deploy.claim`) signs the device's request
+with the fleet CA.  So the provisioning machine needs the claim CA's key,
+never the fleet CA's.  P-256 rather than Ed25519 for TLS: every mosquitto/OpenSSL build
 accepts it.  The broker checks validity dates with its own clock, so a device
 booting with its clock at 1970 is not affected.
 """
@@ -10,6 +15,7 @@ booting with its clock at 1970 is not affected.
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +29,11 @@ from deploy.keys import load_private_key, write_private_file
 
 CA_DAYS = 20 * 365
 DEVICE_DAYS = 10 * 365
+CLAIM_DAYS = 14
+"""A claim certificate's validity: long enough to carry a card to its site, not longer."""
+CLAIM_PREFIX = "claim-"
+CLAIM_URN = "urn:satoyama:claim-for:"
+"""The claim certificate's subject alternative name: this prefix and the device id."""
 
 
 @dataclass(frozen=True)
@@ -49,16 +60,26 @@ def _now() -> dt.datetime:
 
 def create_ca(directory: Path, fleet: str, *, days: int = CA_DAYS) -> tuple[Path, Path]:
     """Create ``ca.key`` (0600) and ``ca.crt`` for a fleet in ``directory``.  Never overwrites."""
+    return _create_ca(directory, "ca", f"{fleet} fleet CA", days)
+
+
+def create_claim_ca(directory: Path, fleet: str, *, days: int = CA_DAYS) -> tuple[Path, Path]:
+    """Create ``claim-ca.key`` (0600) and ``claim-ca.crt``: the CA of one-time claim
+    certificates, which the broker accepts only on its enrolment listener."""
+    return _create_ca(directory, "claim-ca", f"{fleet} claim CA", days)
+
+
+def _create_ca(directory: Path, stem: str, common_name: str, days: int) -> tuple[Path, Path]:
     directory.mkdir(parents=True, exist_ok=True)
-    key_path, cert_path = directory / "ca.key", directory / "ca.crt"
+    key_path, cert_path = directory / f"{stem}.key", directory / f"{stem}.crt"
     for p in (key_path, cert_path):
         if p.exists():
-            raise DeployError(f"{p}: already exists; refusing to overwrite the fleet CA")
+            raise DeployError(f"{p}: already exists; refusing to overwrite a CA")
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Satoyama Edge"),
-            x509.NameAttribute(NameOID.COMMON_NAME, f"{fleet} fleet CA"),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
         ]
     )
     now = _now()
@@ -102,31 +123,54 @@ def _load_cert(path: Path, what: str) -> x509.Certificate:
         raise ProvisionError(f"{path}: not a PEM certificate ({what}): {exc}") from None
 
 
-def issue_device_identity(ca_cert_path: Path, ca_key_path: Path, device_id: str) -> Identity:
-    """A new P-256 key and a client certificate (CN = device id) signed by the fleet CA."""
-    ca_cert = _load_cert(ca_cert_path, "fleet CA certificate")
-    ca_key = load_private_key(ca_key_path, "fleet CA key")
-    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
-        raise ProvisionError(f"{ca_key_path}: the fleet CA key must be an EC key")
-    if ca_cert.public_key() != ca_key.public_key():
-        raise ProvisionError(f"{ca_key_path}: does not belong to the CA certificate {ca_cert_path}")
-    key = ec.generate_private_key(ec.SECP256R1())
+@dataclass(frozen=True)
+class CA:
+    """A CA certificate and its private key, checked to belong together."""
+
+    cert: x509.Certificate
+    key: ec.EllipticCurvePrivateKey
+
+    def __repr__(self) -> str:
+        return f"CA({self.cert.subject.rfc4514_string()}, key=<secret>)"
+
+    @property
+    def pem(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.PEM)
+
+
+def load_ca(cert_path: Path, key_path: Path, what: str = "fleet CA") -> CA:
+    cert = _load_cert(cert_path, f"{what} certificate")
+    key = load_private_key(key_path, f"{what} key")
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ProvisionError(f"{key_path}: the {what} key must be an EC key")
+    if cert.public_key() != key.public_key():
+        raise ProvisionError(f"{key_path}: does not belong to the CA certificate {cert_path}")
+    return CA(cert, key)
+
+
+def _client_cert(
+    ca: CA,
+    public_key: ec.EllipticCurvePublicKey,
+    common_name: str,
+    not_after: dt.datetime,
+    san: x509.SubjectAlternativeName | None = None,
+) -> x509.Certificate:
     now = _now()
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(
             x509.Name(
                 [
                     x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Satoyama Edge"),
-                    x509.NameAttribute(NameOID.COMMON_NAME, device_id),
+                    x509.NameAttribute(NameOID.COMMON_NAME, common_name),
                 ]
             )
         )
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
+        .issuer_name(ca.cert.subject)
+        .public_key(public_key)
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(min(now + dt.timedelta(days=DEVICE_DAYS), ca_cert.not_valid_after_utc))
+        .not_valid_after(min(not_after, ca.cert.not_valid_after_utc))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -143,17 +187,84 @@ def issue_device_identity(ca_cert_path: Path, ca_key_path: Path, device_id: str)
             critical=True,
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False
         )
-        .sign(ca_key, hashes.SHA256())
     )
+    if san is not None:
+        builder = builder.add_extension(san, critical=False)
+    return builder.sign(ca.key, hashes.SHA256())
+
+
+def sign_device_key(ca: CA, public_key: ec.EllipticCurvePublicKey, device_id: str) -> bytes:
+    """A device certificate (PEM, CN = device id) for a key the device made itself."""
+    cert = _client_cert(ca, public_key, device_id, _now() + dt.timedelta(days=DEVICE_DAYS))
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def issue_device_identity(ca_cert_path: Path, ca_key_path: Path, device_id: str) -> Identity:
+    """A new P-256 key and a client certificate (CN = device id) signed by the fleet CA.
+
+    For tests, benchmarks and brokers' own clients; a device's card never carries
+    one (it gets a :func:`issue_claim` instead)."""
+    ca = load_ca(ca_cert_path, ca_key_path)
+    key = ec.generate_private_key(ec.SECP256R1())
     return Identity(
         key_pem=_pem_key(key),
-        cert_pem=cert.public_bytes(serialization.Encoding.PEM),
-        ca_pem=ca_cert.public_bytes(serialization.Encoding.PEM),
+        cert_pem=sign_device_key(ca, key.public_key(), device_id),
+        ca_pem=ca.pem,
     )
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A one-time claim credential for one device (the key is a secret: never log it)."""
+
+    name: str
+    device_id: str
+    key_pem: bytes
+    cert_pem: bytes
+    not_after: dt.datetime
+
+    def __repr__(self) -> str:
+        return f"Claim({self.name} for {self.device_id}, until {self.not_after:%Y-%m-%d}, key=<secret>)"
+
+
+def issue_claim(claim_ca: CA, device_id: str, *, days: float = CLAIM_DAYS) -> Claim:
+    """A claim certificate: CN ``claim-<random>``, valid ``days``, naming ``device_id``."""
+    if not 0 < days <= 90:
+        raise ProvisionError(f"claim validity: {days} days; a claim is short-lived (at most 90)")
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = CLAIM_PREFIX + secrets.token_hex(8)
+    san = x509.SubjectAlternativeName(
+        [x509.UniformResourceIdentifier(CLAIM_URN + device_id)]
+    )
+    cert = _client_cert(claim_ca, key.public_key(), name, _now() + dt.timedelta(days=days), san)
+    return Claim(
+        name=name,
+        device_id=device_id,
+        key_pem=_pem_key(key),
+        cert_pem=cert.public_bytes(serialization.Encoding.PEM),
+        not_after=cert.not_valid_after_utc,
+    )
+
+
+def claimed_device(cert: x509.Certificate) -> str | None:
+    """The device id a claim certificate may be exchanged for (None: not a claim)."""
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+    for uri in san.get_values_for_type(x509.UniformResourceIdentifier):
+        if uri.startswith(CLAIM_URN):
+            return uri[len(CLAIM_URN) :]
+    return None
+
+
+def common_name(cert: x509.Certificate) -> str:
+    cns = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(cns[0].value) if cns else ""
 
 
 def load_device_identity(

@@ -2,10 +2,13 @@
 
 What goes onto the FAT boot partition (``satoyama/`` unless said otherwise):
 
-- ``secrets/``: ``device.toml`` (may hold the MQTT password), ``device.key``,
-  ``device.crt``, ``ca.crt``, NetworkManager keyfiles for Wi-Fi (Bookworm) and
-  cellular - moved into ``/etc`` with mode 0600 and deleted from the card on
-  first boot (FAT has no permissions);
+- ``secrets/``: ``device.toml`` (may hold the MQTT password), the one-time
+  claim (``claim.key``, ``claim.crt``: see :mod:`deploy.claim`), ``ca.crt``
+  (the fleet CA, public), NetworkManager keyfiles for Wi-Fi (Bookworm) and
+  cellular - moved into ``/etc`` with mode 0600 on first boot, then
+  overwritten on the card and deleted (FAT has no permissions).  The device's
+  private key is never on the card: the device makes it on first boot and
+  exchanges the claim for its certificate (:mod:`edge.enrol`);
 - ``etc/``: ``updater.toml`` and the OTA verify keys (public);
 - the signed OTA bundle, installed offline by the first-boot hook;
 - ``firstboot.sh`` + ``firstboot.env``: the hook itself;
@@ -41,7 +44,7 @@ from deploy.disks import SystemDisks
 from deploy.errors import DeployError, ProvisionError, VerifyError
 from deploy.fatboot import BootFolder, BootImage, BootPartition
 from deploy.keys import check_private_file, encode_public, load_verify_keys
-from deploy.pki import Identity, issue_device_identity, load_device_identity
+from deploy.pki import CLAIM_DAYS, Claim, issue_claim, load_ca
 from edge.config import Config, ConfigError, parse
 
 FIRSTRUN_PATH = "/boot/firmware/firstrun.sh"
@@ -68,7 +71,14 @@ class _Broker(msgspec.Struct, forbid_unknown_fields=True):
 
 class _Ca(msgspec.Struct, forbid_unknown_fields=True):
     cert: str
-    key: str | None = None
+    key: str | None = None  # refused: the fleet CA key belongs on the enroller, not here
+
+
+class _Claim(msgspec.Struct, forbid_unknown_fields=True):
+    cert: str
+    key: str
+    port: int = 8884
+    days: float = CLAIM_DAYS
 
 
 class _Ota(msgspec.Struct, forbid_unknown_fields=True):
@@ -96,6 +106,7 @@ class FleetFile(msgspec.Struct, forbid_unknown_fields=True):
     broker: _Broker
     ca: _Ca
     ota: _Ota
+    claim: _Claim | None = None
     network: _Network = msgspec.field(default_factory=_Network)
 
 
@@ -108,7 +119,10 @@ class Fleet:
     topic_prefix: str | None
     broker_tls: bool
     ca_cert: Path
-    ca_key: Path | None
+    claim_ca_cert: Path
+    claim_ca_key: Path
+    claim_port: int
+    claim_days: float
     verify_keys: list[Path]
     bundle: Path
     https_ca_file: str
@@ -118,18 +132,53 @@ class Fleet:
     cellular_password_file: Path | None
 
 
-def load_fleet(path: Path) -> Fleet:
+class InputFileError(ProvisionError):
+    """An input file (fleet, sites, configuration, secret) is unreadable or malformed:
+    the installer fixes the file (exit status 2, like any refusal)."""
+
+
+def _read_text(path: Path, what: str) -> str:
+    """A UTF-8 text file, or one line naming the file and what is wrong with it."""
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-        f = msgspec.convert(raw, FleetFile)
+        return path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ProvisionError(f"{path}: cannot read fleet file: {exc.strerror or exc}") from None
+        raise InputFileError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise InputFileError(
+            f"{path}: {what} is not UTF-8 text (byte {exc.start}); save it as UTF-8"
+        ) from None
+    except ValueError as exc:  # e.g. an embedded NUL in the path
+        raise InputFileError(f"{path!r}: cannot read {what}: {exc}") from None
+
+
+def _file_path(base: Path, value: str, key: str, where: Path) -> Path:
+    if "\0" in value:
+        raise InputFileError(f"{where}: {key}: a path cannot contain a NUL character")
+    return (base / value).resolve()
+
+
+def load_fleet(path: Path) -> Fleet:
+    text = _read_text(path, "fleet file")
+    try:
+        raw = tomllib.loads(text)
+        f = msgspec.convert(raw, FleetFile)
     except (tomllib.TOMLDecodeError, msgspec.ValidationError) as exc:
-        raise ProvisionError(f"{path}: {exc}") from None
+        raise InputFileError(f"{path}: {exc}") from None
+    if f.ca.key is not None:
+        raise ProvisionError(
+            f"{path}: ca.key: the provisioning machine no longer holds the fleet CA key "
+            "(devices make their own keys and get certificates from the enroller); remove "
+            "ca.key here and give [claim] cert and key (the claim CA: docs/provisioning.md)"
+        )
+    if f.claim is None:
+        raise ProvisionError(
+            f"{path}: [claim]: required (cert and key of the claim CA, made by "
+            "`satoyama-deploy ca init`: docs/provisioning.md)"
+        )
     base = path.resolve().parent
 
-    def rel(p: str) -> Path:
-        return (base / p).resolve()
+    def rel(p: str, key: str = "path") -> Path:
+        return _file_path(base, p, key, path)
 
     return Fleet(
         name=f.fleet.name,
@@ -138,15 +187,18 @@ def load_fleet(path: Path) -> Fleet:
         broker_port=f.broker.port,
         topic_prefix=f.broker.topic_prefix,
         broker_tls=f.broker.tls,
-        ca_cert=rel(f.ca.cert),
-        ca_key=rel(f.ca.key) if f.ca.key else None,
-        verify_keys=[rel(k) for k in f.ota.verify_keys],
-        bundle=rel(f.ota.bundle),
+        ca_cert=rel(f.ca.cert, "ca.cert"),
+        claim_ca_cert=rel(f.claim.cert, "claim.cert"),
+        claim_ca_key=rel(f.claim.key, "claim.key"),
+        claim_port=f.claim.port,
+        claim_days=f.claim.days,
+        verify_keys=[rel(k, "ota.verify_keys") for k in f.ota.verify_keys],
+        bundle=rel(f.ota.bundle, "ota.bundle"),
         https_ca_file=f.ota.https_ca_file,
         wifi_country=f.network.wifi_country,
         cellular_apn=f.network.cellular_apn,
         cellular_username=f.network.cellular_username,
-        cellular_password_file=rel(f.network.cellular_password_file)
+        cellular_password_file=rel(f.network.cellular_password_file, "network.cellular_password_file")
         if f.network.cellular_password_file
         else None,
     )
@@ -154,15 +206,18 @@ def load_fleet(path: Path) -> Fleet:
 
 def lookup_place(sites_file: Path, site: str, place: str | None) -> tuple[float, float, str]:
     """Latitude, longitude and description of a site (or one of its places) from a sites file."""
+    text = _read_text(sites_file, "sites file")
     try:
-        sites = tomllib.loads(sites_file.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ProvisionError(f"{sites_file}: cannot read sites file: {exc}") from None
+        sites = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InputFileError(f"{sites_file}: cannot read sites file: {exc}") from None
     entry = sites.get(site)
     if not isinstance(entry, dict):
         raise ProvisionError(f"{sites_file}: no site {site!r} (known: {', '.join(sites)})")
     if place is not None:
         places = entry.get("places", {})
+        if not isinstance(places, dict):
+            raise InputFileError(f"{sites_file}: {site}.places: expected a table of places")
         if place not in places:
             raise ProvisionError(
                 f"{sites_file}: site {site!r} has no place {place!r} (known: {', '.join(places)})"
@@ -183,7 +238,7 @@ def lookup_place(sites_file: Path, site: str, place: str | None) -> tuple[float,
 def read_secret_file(path: Path, what: str) -> str:
     """A secret from a file only its owner can read (never from the command line: ps shows it)."""
     check_private_file(path, what)
-    return path.read_text(encoding="utf-8").strip()
+    return _read_text(path, what).strip()
 
 
 @dataclass
@@ -200,8 +255,6 @@ class Request:
     config_file: Path | None = None
     mqtt_username: str | None = None
     mqtt_password: str | None = field(default=None, repr=False)
-    device_key: Path | None = None
-    device_cert: Path | None = None
     wifi_ssid: str | None = None
     wifi_psk: str | None = field(default=None, repr=False)
     wifi_country: str | None = None
@@ -452,11 +505,9 @@ def _device_config(req: Request) -> tuple[str, Config, profiles.Profile | None]:
         tls=req.fleet.broker_tls,
     )
     if req.config_file is not None:
+        text = _read_text(req.config_file, "device configuration")
         try:
-            text = req.config_file.read_text(encoding="utf-8")
             config = parse(text, str(req.config_file))
-        except OSError as exc:
-            raise ProvisionError(f"{req.config_file}: cannot read: {exc.strerror or exc}") from None
         except ConfigError as exc:
             raise ProvisionError(f"configuration is invalid: {exc}") from None
         if config.device.id != req.device_id:
@@ -471,6 +522,19 @@ def _device_config(req: Request) -> tuple[str, Config, profiles.Profile | None]:
     return text, config, prof
 
 
+def _read_fleet_ca(path: Path) -> bytes:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+    except OSError as exc:
+        raise ProvisionError(f"{path}: cannot read the fleet CA: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise ProvisionError(f"{path}: not a PEM certificate (fleet CA): {exc}") from None
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
 def plan(req: Request, boot: BootPartition) -> Plan:
     """Prepare and check everything; write nothing."""
     for name in ("config.txt", "cmdline.txt"):
@@ -483,18 +547,17 @@ def plan(req: Request, boot: BootPartition) -> Plan:
 
     config_text, config, prof = _device_config(req)
     fleet = req.fleet
-    if req.device_key or req.device_cert:
-        if not (req.device_key and req.device_cert):
-            raise ProvisionError("--device-key and --device-cert go together")
-        identity: Identity = load_device_identity(
-            req.device_key, req.device_cert, fleet.ca_cert, req.device_id
+    # The device makes its own key on first boot; the card carries a one-time claim.
+    claim = (
+        issue_claim(
+            load_ca(fleet.claim_ca_cert, fleet.claim_ca_key, "claim CA"),
+            req.device_id,
+            days=fleet.claim_days,
         )
-    else:
-        if fleet.ca_key is None:
-            raise ProvisionError(
-                "the fleet file names no CA key: give --device-key and --device-cert"
-            )
-        identity = issue_device_identity(fleet.ca_cert, fleet.ca_key, req.device_id)
+        if fleet.broker_tls
+        else None
+    )
+    fleet_ca_pem = _read_fleet_ca(fleet.ca_cert)
     trusted = load_verify_keys(fleet.verify_keys)
     try:
         bundle = verify(fleet.bundle, trusted)  # a bad bundle never reaches a card
@@ -520,10 +583,11 @@ def plan(req: Request, boot: BootPartition) -> Plan:
     hostname = hostname_for(req.device_id)
     files: dict[str, bytes] = {
         "satoyama/secrets/device.toml": config_text.encode(),
-        "satoyama/secrets/device.key": identity.key_pem,
-        "satoyama/secrets/device.crt": identity.cert_pem,
-        "satoyama/secrets/ca.crt": identity.ca_pem,
     }
+    if claim is not None:
+        files["satoyama/secrets/claim.key"] = claim.key_pem
+        files["satoyama/secrets/claim.crt"] = claim.cert_pem
+        files["satoyama/secrets/ca.crt"] = fleet_ca_pem
     if psk_hex and mechanism == "firstrun":
         files["satoyama/secrets/satoyama-wifi.nmconnection"] = wifi_keyfile(
             req.wifi_ssid or "", psk_hex
@@ -538,9 +602,10 @@ def plan(req: Request, boot: BootPartition) -> Plan:
         files[f"satoyama/etc/ota-keys/{kid}.pub"] = f"{encode_public(key)}\n".encode()
     files["satoyama/etc/updater.toml"] = updater_toml(key_names, fleet.https_ca_file)
     files[f"satoyama/{fleet.bundle.name}"] = fleet.bundle.read_bytes()
-    files["satoyama/firstboot.sh"] = (
-        resources.files("deploy").joinpath("boot/firstboot.sh").read_bytes()
-    )
+    for script in ("firstboot.sh", "wipe.sh"):
+        files[f"satoyama/{script}"] = (
+            resources.files("deploy").joinpath(f"boot/{script}").read_bytes()
+        )
     if req.ssh_key is not None:
         try:
             files["satoyama/admin_authorized_keys"] = req.ssh_key.read_bytes()
@@ -560,6 +625,7 @@ def plan(req: Request, boot: BootPartition) -> Plan:
             "TIMEZONE": fleet.timezone,
             "ADMIN_USER": req.admin_user if req.ssh_key else "",
             "MECHANISM": mechanism,
+            "CLAIM_PORT": str(fleet.claim_port) if claim is not None else "",
         }
     )
 
@@ -583,7 +649,7 @@ def plan(req: Request, boot: BootPartition) -> Plan:
         req,
         config,
         prof,
-        identity,
+        claim,
         bundle.manifest.version,
         bundle.key_id,
         mechanism,
@@ -646,7 +712,7 @@ def render_summary(
     req: Request,
     config: Config,
     prof: profiles.Profile | None,
-    identity: Identity,
+    claim: Claim | None,
     version: str,
     signer: str,
     mechanism: Mechanism,
@@ -654,11 +720,6 @@ def render_summary(
     country: str,
     apn: str | None,
 ) -> str:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-
-    cert = x509.load_pem_x509_certificate(identity.cert_pem)
-    fp = cert.fingerprint(hashes.SHA256()).hex()
     lat, lon = config.device.latitude, config.device.longitude
     net = []
     if req.wifi_ssid:
@@ -691,8 +752,15 @@ def render_summary(
     lines += [
         f"通信 / network           : {', '.join(net)}",
         f"ブローカー / broker      : {config.uplink.host}:{config.uplink.port}",
-        f"証明書 / certificate     : CN={config.device.id}, until "
-        f"{cert.not_valid_after_utc:%Y-%m-%d}, SHA-256 {fp[:16]}...",
+        *(
+            [
+                f"証明書 / certificate     : made on the device at first boot (CN={config.device.id})",
+                f"登録期限 / claim          : {claim.name}: first boot by "
+                f"{claim.not_after:%Y-%m-%d %H:%M} UTC",
+            ]
+            if claim is not None
+            else ["証明書 / certificate     : none (the fleet's broker has no TLS)"]
+        ),
         f"ソフト / software        : satoyama-edge {version} (signed by OTA key {signer})",
         f"初回起動 / first boot    : {boot_how}",
         f"書き込み先 / written to  : {target}",

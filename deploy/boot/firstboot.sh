@@ -1,8 +1,9 @@
 #!/bin/sh
 # Satoyama Edge first-boot hook.  `satoyama-deploy provision` copies it onto the
-# boot partition as satoyama/firstboot.sh, next to firstboot.env (settings),
-# secrets/ (config, key, certificates, network keys), etc/ (updater settings,
-# OTA verify keys) and the signed OTA bundle.  It runs once as root:
+# boot partition as satoyama/firstboot.sh, next to wipe.sh, firstboot.env
+# (settings), secrets/ (config, the one-time claim, the fleet CA, network keys),
+# etc/ (updater settings, OTA verify keys) and the signed OTA bundle.  It runs
+# once as root:
 #
 #   - Trixie images:   from cloud-init's runcmd (user-data)
 #   - Bookworm images: from firstrun.sh, started by systemd.run= on cmdline.txt
@@ -11,7 +12,9 @@
 #   sh firstboot.sh BOOT_DIR
 #
 # Every step may run again after a power cut.  FAT has no permissions, so the
-# secrets are moved into /etc with mode 0600 and then deleted from the card.
+# secrets are moved into /etc with mode 0600, then overwritten on the card and
+# deleted (wipe.sh: a plain delete leaves their bytes in FAT's free clusters).
+# The device's private key is made here (edge.enrol) and never was on the card.
 # The log goes to BOOT_DIR/satoyama-firstboot.log so an installer can read it on
 # a laptop; it never contains a secret.
 set -eu
@@ -25,8 +28,9 @@ if [ ! -f "$SRC/firstboot.env" ]; then
     exit 0
 fi
 # DEVICE_ID HOSTNAME_WANTED SERVICE_USER PYTHON BUNDLE INTERFACES WIFI_COUNTRY
-# TIMEZONE ADMIN_USER MECHANISM (written by satoyama-deploy, shell-quoted)
+# TIMEZONE ADMIN_USER MECHANISM CLAIM_PORT (written by satoyama-deploy, shell-quoted)
 . "$SRC/firstboot.env"
+CLAIM_PORT=${CLAIM_PORT:-}
 
 exec >>"$LOG" 2>&1
 echo "== satoyama first boot $(date -u +%Y-%m-%dT%H:%M:%SZ): device $DEVICE_ID ($MECHANISM)"
@@ -67,7 +71,8 @@ if ! id "$SERVICE_USER" >/dev/null 2>&1; then
 fi
 usermod -a -G gpio,i2c,dialout "$SERVICE_USER"
 
-# 2. Secrets off the FAT partition: copy (0600), sync, rename into place, then delete.
+# 2. Secrets off the FAT partition: copy (0600), sync, rename into place, then
+# overwrite on the card and delete.
 install -d -m 0750 -o root -g "$SERVICE_USER" /etc/satoyama
 install -d -m 0700 -o root -g root /etc/NetworkManager/system-connections
 if [ -d "$SRC/secrets" ]; then
@@ -83,9 +88,10 @@ if [ -d "$SRC/secrets" ]; then
         mv -f "$dir/.$name.new" "$dir/$name"
     done
     sync
+    sh "$SRC/wipe.sh" "$SRC"/secrets/* || fail "could not overwrite the secrets on the boot partition"
     rm -rf "$SRC/secrets"
     sync
-    echo "secrets moved to /etc/satoyama and NetworkManager (0600), deleted from the boot partition"
+    echo "secrets moved to /etc/satoyama and NetworkManager (0600), overwritten and deleted on the boot partition"
 fi
 # Public settings: updater configuration and OTA verify keys.
 if [ -d "$SRC/etc" ]; then
@@ -97,6 +103,7 @@ if [ -d "$SRC/etc" ]; then
 fi
 # cloud-init applied network-config before this ran; it held the Wi-Fi key.
 if [ -f "$BOOT/network-config" ] && grep -q '^# satoyama:' "$BOOT/network-config"; then
+    sh "$SRC/wipe.sh" --keep "$BOOT/network-config" || fail "could not overwrite network-config"
     printf '# satoyama: applied on first boot; the Wi-Fi key now lives only in /etc/netplan\n' \
         >"$BOOT/network-config"
     sync
@@ -162,6 +169,27 @@ PYEOF
     rm -rf "$tmp"
 fi
 test -x /opt/satoyama/current/venv/bin/edge || fail "the daemon is not installed"
+
+# 5b. The device's own identity: its key is made here (0600, it never leaves the
+# device) and the one-time claim from the card is exchanged for its certificate
+# over the broker's enrolment listener.  No network yet: exit 1, retried on the
+# next boot; a refused claim (used, expired, another device's): a new card.
+if [ -n "$CLAIM_PORT" ] && [ ! -s /etc/satoyama/device.crt ]; then
+    rc=0
+    /opt/satoyama/current/venv/bin/python -m edge.enrol --config /etc/satoyama/device.toml \
+        --claim-cert /etc/satoyama/claim.crt --claim-key /etc/satoyama/claim.key \
+        --claim-port "$CLAIM_PORT" --timeout 900 || rc=$?
+    case $rc in
+        0) ;;
+        2) fail "the fleet refused this card's claim (see satoyama-firstboot.log): provision the card again" ;;
+        *) fail "no certificate yet: the broker's enrolment port $CLAIM_PORT was not reached; retried on the next boot" ;;
+    esac
+fi
+if [ -f /etc/satoyama/device.key ]; then
+    chown "$SERVICE_USER:$SERVICE_USER" /etc/satoyama/device.key
+    chmod 0600 /etc/satoyama/device.key
+fi
+rm -f /etc/satoyama/claim.key /etc/satoyama/claim.crt
 /opt/satoyama/current/venv/bin/edge validate --config /etc/satoyama/device.toml
 
 # 6. systemd units from the installed release.

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +17,7 @@ from deploy import profiles
 from deploy.disks import SystemDisks, read_mounts
 from deploy.errors import InsecureKeyError, ProfilePendingError, ProvisionError, UnsafeTargetError
 from deploy.fatboot import BootImage, find_fat_offset
+from deploy.pki import claimed_device, common_name, create_claim_ca
 from deploy.provision import CMDLINE_HOOK, Request, load_fleet, lookup_place, provision, wpa_psk
 from edge.config import ConfigError, parse
 from tests.deploy.conftest import Keys
@@ -28,9 +31,26 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def claim_fleet(tmp_path: Path, bundle: Path, verify_keys: list[Path], fleet_ca: Path) -> Path:
+    """fleet.toml as provisioning needs it now: the fleet CA's certificate only (its key
+    stays with the enroller) and the claim CA (certificate and key)."""
+    claim_dir = tmp_path / "claim-ca"
+    if not (claim_dir / "claim-ca.key").exists():
+        create_claim_ca(claim_dir, "shiojiri")
+    path = write_fleet(tmp_path, bundle=bundle, verify_keys=verify_keys, ca_dir=fleet_ca)
+    text = path.read_text()
+    text = "\n".join(ln for ln in text.splitlines() if not ln.startswith("key = ")) + "\n"
+    text += (
+        f"\n[claim]\ncert = {json.dumps(str(claim_dir / 'claim-ca.crt'))}\n"
+        f"key = {json.dumps(str(claim_dir / 'claim-ca.key'))}\nport = 8884\ndays = 14\n"
+    )
+    path.write_text(text)
+    return path
+
+
 @pytest.fixture
 def fleet_file(tmp_path: Path, bundle_v1: Path, ota_key: Keys, fleet_ca: Path) -> Path:
-    return write_fleet(tmp_path, bundle=bundle_v1, verify_keys=[ota_key.public], ca_dir=fleet_ca)
+    return claim_fleet(tmp_path, bundle_v1, [ota_key.public], fleet_ca)
 
 
 def _request(fleet_file: Path, **kw: object) -> Request:
@@ -98,20 +118,24 @@ def test_bookworm_image_gets_firstrun_hook_config_identity_and_bundle(
     assert b"satoyama/firstboot.sh" in boot.read("firstrun.sh")  # type: ignore[operator]
     assert boot.read(f"satoyama/{bundle_v1.name}") == bundle_v1.read_bytes()
 
-    # The identity: a key matching a certificate for this device, signed by the fleet CA.
+    # No device key on the card: only a one-time claim for this device, short-lived,
+    # issued by the claim CA, and the fleet CA's certificate to trust the broker by.
     from cryptography import x509
-
-    cert = x509.load_pem_x509_certificate(boot.read("satoyama/secrets/device.crt"))  # type: ignore[arg-type]
-    ca = x509.load_pem_x509_certificate((fleet_ca / "ca.crt").read_bytes())
-    cert.verify_directly_issued_by(ca)
-    assert (
-        cert.subject.rfc4514_string().endswith(f"CN={DEVICE}")
-        or f"CN={DEVICE}" in cert.subject.rfc4514_string()
-    )
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-    key = load_pem_private_key(boot.read("satoyama/secrets/device.key"), None)  # type: ignore[arg-type]
-    assert key.public_key() == cert.public_key()
+    assert not boot.exists("satoyama/secrets/device.key")
+    assert not boot.exists("satoyama/secrets/device.crt")
+    claim = x509.load_pem_x509_certificate(boot.read("satoyama/secrets/claim.crt"))  # type: ignore[arg-type]
+    claim_ca = x509.load_pem_x509_certificate(
+        (fleet_file.parent / "claim-ca" / "claim-ca.crt").read_bytes()
+    )
+    claim.verify_directly_issued_by(claim_ca)
+    assert common_name(claim).startswith("claim-") and claimed_device(claim) == DEVICE
+    assert claim.not_valid_after_utc - dt.datetime.now(dt.UTC) <= dt.timedelta(days=14)
+    key = load_pem_private_key(boot.read("satoyama/secrets/claim.key"), None)  # type: ignore[arg-type]
+    assert key.public_key() == claim.public_key()
+    assert boot.read("satoyama/secrets/ca.crt") == (fleet_ca / "ca.crt").read_bytes()
+    assert boot.read("satoyama/wipe.sh") == (REPO / "deploy/boot/wipe.sh").read_bytes()
 
     # Network: NetworkManager keyfiles in secrets/, the Wi-Fi key hashed, never the passphrase.
     wifi = boot.read("satoyama/secrets/satoyama-wifi.nmconnection").decode()  # type: ignore[union-attr]
@@ -290,9 +314,7 @@ def test_invalid_config_is_refused_naming_the_key_before_anything_is_written(
 def test_a_bundle_not_signed_by_the_fleet_key_never_reaches_a_card(
     tmp_path: Path, bundle_v1: Path, other_key: Keys, fleet_ca: Path
 ) -> None:
-    fleet_file = write_fleet(
-        tmp_path, bundle=bundle_v1, verify_keys=[other_key.public], ca_dir=fleet_ca
-    )
+    fleet_file = claim_fleet(tmp_path, bundle_v1, [other_key.public], fleet_ca)
     image = tmp_path / "card.img"
     make_fat_image(image, files=BOOKWORM_BOOT)
     before = _sha(image)
@@ -301,16 +323,21 @@ def test_a_bundle_not_signed_by_the_fleet_key_never_reaches_a_card(
     assert _sha(image) == before
 
 
-def test_group_readable_ca_key_is_refused(tmp_path: Path, fleet_file: Path, fleet_ca: Path) -> None:
+def test_group_readable_claim_ca_key_is_refused(tmp_path: Path, fleet_file: Path) -> None:
     image = tmp_path / "card.img"
     make_fat_image(image, files=BOOKWORM_BOOT)
-    key = fleet_ca / "ca.key"
-    key.chmod(0o640)
-    try:
-        with pytest.raises(InsecureKeyError, match="chmod 600"):
-            provision(_request(fleet_file), image=image, system=NOT_HERE)
-    finally:
-        key.chmod(0o600)
+    (tmp_path / "claim-ca" / "claim-ca.key").chmod(0o640)
+    with pytest.raises(InsecureKeyError, match="chmod 600"):
+        provision(_request(fleet_file), image=image, system=NOT_HERE)
+
+
+def test_a_fleet_file_naming_the_fleet_ca_key_is_refused(
+    tmp_path: Path, bundle_v1: Path, ota_key: Keys, fleet_ca: Path
+) -> None:
+    """The key that mints device identities stays with the enroller, off installers' machines."""
+    old = write_fleet(tmp_path, bundle=bundle_v1, verify_keys=[ota_key.public], ca_dir=fleet_ca)
+    with pytest.raises(ProvisionError, match=r"ca\.key: the provisioning machine no longer"):
+        load_fleet(old)
 
 
 def test_another_tools_customisation_is_not_overwritten_silently(
