@@ -24,8 +24,10 @@ from edge.config import (
     Config,
     ConfigError,
     DeterrentRuleConfig,
+    DeviceConfig,
     PirSensorConfig,
     PressureProbeConfig,
+    StageConfig,
     StrobeConfig,
     UltrasonicConfig,
     from_dict,
@@ -468,3 +470,40 @@ def test_every_numeric_key_has_both_bounds() -> None:
     walk(mi.type_info(Config), "Config")
     assert len(seen) > 15
     assert unbounded == []
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("baudrate = 9600", "baudrate = -9600", "sensors.ranger.baudrate: expected `int` >= 1200"),
+        ("level_cm = 200", "level_cm = nan", "rules.river.stages[0].level_cm: must be a finite"),
+        ('id = "shiojiri-kataoka-01"', 'id = "shiojiri-kataoka-01\\n"', "device.id: must not"),
+    ],
+)
+def test_cli_validate_refuses_the_findings_with_exit_2(
+    tmp_path: Path, old: str, new: str, expected: str
+) -> None:
+    bad = tmp_path / "site.toml"
+    bad.write_text(_site(old, new))
+    result = subprocess.run(
+        [sys.executable, "-m", "edge", "validate", "--config", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == result.stderr.strip().splitlines()[0], "one line"
+    assert f"config error: {bad}: {expected}" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("typ", "good"),
+    [(DeviceConfig, {"id": "dev-1", "site": "site-1", "latitude": 0, "longitude": 0}),
+     (StageConfig, {"name": "danger", "level_cm": 1})],
+)
+def test_patterns_are_anchored_at_the_very_end(typ: type, good: dict[str, Any]) -> None:
+    """The schema alone (below the control-character check): ``\\Z``, not ``$``."""
+    msgspec.convert(good, typ)
+    key = "name" if "name" in good else "id"
+    with pytest.raises(msgspec.ValidationError, match="matching regex"):
+        msgspec.convert({**good, key: good[key] + "\n"}, typ)
