@@ -401,3 +401,97 @@ def test_sites_file_lookup(tmp_path: Path) -> None:
     assert lookup_place(sites, "a", "p") == (3.0, 4.0, "")
     with pytest.raises(ProvisionError, match="no place 'q'"):
         lookup_place(sites, "a", "q")
+
+
+# -- malformed input files: one line naming the file and key, exit status 2 -----------------------
+
+
+def _one_line_refusal(proc: subprocess.CompletedProcess[str], *expected: str) -> None:
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    for e in expected:
+        assert e in lines[0], (e, lines[0])
+
+
+def test_a_fleet_file_that_is_not_utf8_is_one_line_exit_2(tmp_path: Path, fleet_file: Path) -> None:
+    image = tmp_path / "card.img"
+    make_fat_image(image, files=BOOKWORM_BOOT)
+    fleet_file.write_bytes(fleet_file.read_bytes().replace(b'"shiojiri"', b'"shiojiri\xff"'))
+    proc = _provision_cli(
+        fleet_file, *("--site", "s", "--lat", "36", "--lon", "137", "--image", str(image))
+    )
+    _one_line_refusal(proc, str(fleet_file), "fleet file is not UTF-8")
+
+
+def test_a_sites_file_that_is_not_utf8_is_one_line_exit_2(tmp_path: Path, fleet_file: Path) -> None:
+    image = tmp_path / "card.img"
+    make_fat_image(image, files=BOOKWORM_BOOT)
+    sites = tmp_path / "sites.toml"
+    sites.write_bytes(b'[s]\nlatitude = 36.1\nlongitude = 137.9\ndescription = "\x8e\xa9"\n')
+    proc = _provision_cli(
+        fleet_file, *("--site", "s", "--sites", str(sites), "--image", str(image))
+    )
+    _one_line_refusal(proc, str(sites), "sites file is not UTF-8")
+
+
+@pytest.mark.parametrize(
+    "key, old",
+    [
+        ("ca.cert", "/ca.crt"),
+        ("claim.cert", "/claim-ca.crt"),
+        ("claim.key", "/claim-ca.key"),
+        ("ota.bundle", ".tar"),
+        ("ota.verify_keys", ".pub"),
+    ],
+)
+def test_a_nul_in_a_path_of_the_fleet_file_is_one_line_exit_2(
+    tmp_path: Path, fleet_file: Path, key: str, old: str
+) -> None:
+    image = tmp_path / "card.img"
+    make_fat_image(image, files=BOOKWORM_BOOT)
+    text = fleet_file.read_text()
+    assert text.count(f'{old}"') == 1
+    fleet_file.write_text(text.replace(f'{old}"', f'{old}\\u0000"'))
+    proc = _provision_cli(
+        fleet_file, *("--site", "s", "--lat", "36", "--lon", "137", "--image", str(image))
+    )
+    _one_line_refusal(proc, str(fleet_file), f"{key}: a path cannot contain a NUL character")
+
+
+def test_a_nul_in_the_cellular_password_path_is_one_line_exit_2(
+    tmp_path: Path, fleet_file: Path
+) -> None:
+    image = tmp_path / "card.img"
+    make_fat_image(image, files=BOOKWORM_BOOT)
+    with fleet_file.open("a") as f:
+        f.write('\n[network]\ncellular_apn = "soracom.io"\ncellular_password_file = "pw\\u0000"\n')
+    proc = _provision_cli(
+        fleet_file, *("--site", "s", "--lat", "36", "--lon", "137", "--image", str(image))
+    )
+    _one_line_refusal(proc, "network.cellular_password_file: a path cannot contain a NUL")
+
+
+def test_a_config_or_passphrase_file_that_is_not_utf8_is_one_line_exit_2(
+    tmp_path: Path, fleet_file: Path
+) -> None:
+    image = tmp_path / "card.img"
+    make_fat_image(image, files=BOOKWORM_BOOT)
+    config = tmp_path / "device.toml"
+    config.write_bytes(b'[device]\nid = "\xff"\n')
+    proc = _provision_cli(
+        fleet_file,
+        *("--site", "s", "--lat", "36", "--lon", "137", "--image", str(image)),
+        *("--config", str(config)),
+    )
+    _one_line_refusal(proc, str(config), "device configuration is not UTF-8")
+    psk = tmp_path / "psk"
+    psk.write_bytes(b"\xff\xfepassphrase")
+    psk.chmod(0o600)
+    proc = _provision_cli(
+        fleet_file,
+        *("--site", "s", "--lat", "36", "--lon", "137", "--image", str(image)),
+        *("--wifi-ssid", "x", "--wifi-psk-file", str(psk)),
+    )
+    _one_line_refusal(proc, str(psk), "Wi-Fi passphrase is not UTF-8")
