@@ -278,3 +278,80 @@ async def test_a_claim_reaches_only_its_own_enrolment_topics(tmp_path: Path) -> 
             await en.publish("satoyama/v1/claim/claim-aaaaaaaaaaaaaaaa/reply", b"for-a", qos=1)
             got_a = await asyncio.wait_for(anext(aiter(a.messages)), 10)
             assert got_a.payload == b"for-a"
+
+
+@pytest.mark.slow
+async def test_the_enroller_command_answers_a_claim_from_edge_enrol(
+    tmp_path: Path, fleet_ca: Path
+) -> None:
+    """``satoyama-deploy enrol serve`` and ``python -m edge.enrol``, both as processes."""
+    create_claim_ca(tmp_path / "claim-ca", "shiojiri")
+    claim_dir = tmp_path / "claim-ca"
+    fleet_side = FleetCA(tmp_path / "issued", existing=(fleet_ca / "ca.crt", fleet_ca / "ca.key"))
+    claim_side = FleetCA(
+        tmp_path / "issued-claim", existing=(claim_dir / "claim-ca.crt", claim_dir / "claim-ca.key")
+    )
+    claim = issue_claim(load_ca(claim_dir / "claim-ca.crt", claim_dir / "claim-ca.key"), DEVICE)
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "claim.crt").write_bytes(claim.cert_pem)
+    (etc / "claim.key").write_bytes(claim.key_pem)
+    (etc / "claim.key").chmod(0o600)
+    shutil.copy(fleet_ca / "ca.crt", etc / "ca.crt")
+    with shipped_broker(tmp_path / "mq", fleet_side, claim_side) as sb:
+        config = etc / "device.toml"
+        config.write_text(
+            f'[device]\nid = "{DEVICE}"\nsite = "s"\nlatitude = 36.0\nlongitude = 137.0\n\n'
+            f'[uplink]\nhost = "{sb.host}"\nport = {sb.port}\n\n'
+            f'[uplink.tls]\nca_file = "{etc}/ca.crt"\ncert_file = "{etc}/device.crt"\n'
+            f'key_file = "{etc}/device.key"\n'
+        )
+        who = fleet_side.issue("satoyama-enroller")
+        since = sb.broker.log_size()
+        enroller = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "deploy.cli", "enrol", "serve",
+            "--db", str(tmp_path / "fleet.sqlite3"),
+            "--ca-cert", str(fleet_ca / "ca.crt"), "--ca-key", str(fleet_ca / "ca.key"),
+            "--claim-ca-cert", str(claim_dir / "claim-ca.crt"),
+            "--broker", f"{sb.host}:{sb.port}", "--tls-ca", str(fleet_ca / "ca.crt"),
+            "--tls-cert", str(who.cert), "--tls-key", str(who.key), "--max-requests", "1",
+            cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )  # fmt: skip
+        try:
+            await asyncio.to_thread(
+                sb.broker.wait_for_subscription,
+                "satoyama-enroller", "satoyama/v1/claim/+/request", 30, since=since,
+            )  # fmt: skip
+            rc, out = await first_boot_enrol(etc, config, sb.claim_port)
+            assert rc == 0, out
+            served, _ = await asyncio.wait_for(enroller.communicate(), 30)
+        finally:
+            if enroller.returncode is None:
+                enroller.kill()
+                await enroller.wait()
+        assert enroller.returncode == 0, served
+        assert b"answered 1 enrolment request(s)" in served
+    cert = x509.load_pem_x509_certificate((etc / "device.crt").read_bytes())
+    assert cert.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)[0].value == DEVICE
+    assert sorted(p.name for p in etc.iterdir()) == ["ca.crt", "device.crt", "device.key", "device.toml"]
+    with FleetDB(tmp_path / "fleet.sqlite3") as db:
+        used = db.claim_used(claim.name)
+        assert used is not None and used["device"] == DEVICE
+
+
+def test_broker_install_writes_the_shipped_files_or_names_what_is_missing(tmp_path: Path) -> None:
+    from deploy.broker import CERT_FILES, install, shipped
+    from deploy.errors import DeployError
+
+    etc, confd = tmp_path / "satoyama", tmp_path / "conf.d"
+    etc.mkdir()
+    with pytest.raises(DeployError, match="missing fleet-ca.crt, claim-ca.crt, broker.crt"):
+        install(etc, confd)
+    assert not confd.exists()
+    for name in CERT_FILES:
+        (etc / name).write_text("x")
+    install(etc, confd)
+    assert (etc / "fleet.acl").read_text() == shipped("fleet.acl")
+    assert (etc / "claim.acl").read_text() == shipped("claim.acl")
+    conf = (confd / "satoyama.conf").read_text()
+    assert conf.replace(str(etc.resolve()), "/etc/mosquitto/satoyama") == shipped("satoyama.conf")
