@@ -1,12 +1,17 @@
-"""Release versions: plain dotted numbers, so "is this a downgrade?" is never ambiguous."""
+"""Release versions: plain dotted numbers, so "is this a downgrade?" is never ambiguous.
+
+The pattern is the daemon's (``edge.commands.VERSION_PATTERN``): a version the
+daemon accepts in ``cmd/update`` is exactly one the updater can install.
+"""
 
 from __future__ import annotations
 
 import re
 
 from deploy.errors import DeployError
+from edge.commands import VERSION_PATTERN
 
-VERSION_RE = re.compile(r"^\d+(\.\d+){0,3}$")
+VERSION_RE = re.compile(VERSION_PATTERN)
 
 
 def parse_version(text: str) -> tuple[int, ...]:

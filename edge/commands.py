@@ -2,16 +2,38 @@
 
 A command runs only if its name is known and its payload passes its schema;
 anything else is refused with a ``command_rejected`` event and never executed.
+
+:class:`UpdateCommand` is also the **update request** the daemon hands to the
+root updater (docs/ota.md): the updater decodes the request file with
+:func:`parse_update_request`, the very function the daemon's check uses, so the
+two can never disagree about what a request may say.  (``deploy/`` imports this
+module; ``edge/`` never imports ``deploy/``.)
 """
 
 from __future__ import annotations
 
+import re
+import urllib.parse
 from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
 
 MAX_PAYLOAD = 4096
+
+#: The largest bundle a device accepts (the updater stops downloading there).
+MAX_BUNDLE = 2 << 30
+
+#: Release versions: one to four dotted decimal numbers (``1.4.2``), nothing else, so
+#: "is this a downgrade?" is never ambiguous.  ``\Z``, not ``$``: ``$`` also matches
+#: before a trailing newline.  ``[0-9]``, not ``\d``: ``\d`` matches other scripts' digits.
+VERSION_PATTERN = r"^[0-9]{1,9}(\.[0-9]{1,9}){0,3}\Z"
+
+_HOST = r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?(?::[0-9]{1,5})?"
+_SEGMENT = r"[A-Za-z0-9_~-][A-Za-z0-9._~-]*"
+#: What a bundle's URL may look like: https only, a plain host, a path of plain segments
+#: (no percent-encoding, so no hidden ``..`` or ``/``), an optional query (signed URLs).
+URL_PATTERN = rf"^https://{_HOST}(?:/{_SEGMENT})+(?:\?[A-Za-z0-9._~=&%+/-]{{0,1500}})?\Z"
 
 
 class CommandError(ValueError):
@@ -26,23 +48,47 @@ class UpdateCommand(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_
     """``cmd/update``: an update is available; handed to the updater as a request file.
 
     The request carries no authority: the updater installs only a bundle signed
-    by a pinned key, never an older version (docs/ota.md).
+    by a pinned key, never an older version (docs/ota.md).  ``sha256`` and
+    ``size`` are required: the updater stops downloading at ``size`` bytes and
+    refuses a file whose hash differs, before it looks inside.
     """
 
     cmd: Literal["update"] = "update"
-    id: Annotated[str, Meta(min_length=1, max_length=64)]
-    version: Annotated[str, Meta(pattern=r"^[0-9]+(\.[0-9]+){1,3}([a-z0-9.+-]*)$", max_length=40)]
-    url: Annotated[str, Meta(pattern=r"^(https://|file:///)[^\s]+$", max_length=2000)]
-    sha256: Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$")]
-    size: Annotated[int, Meta(gt=0, le=2**32)]
-    rollout: str = ""
-    issued: str = ""
+    id: Annotated[str, Meta(pattern=r"^[A-Za-z0-9._:-]{1,64}\Z")]
+    version: Annotated[str, Meta(pattern=VERSION_PATTERN, max_length=40)]
+    url: Annotated[str, Meta(pattern=URL_PATTERN, max_length=2000)]
+    sha256: Annotated[str, Meta(pattern=r"^[0-9a-f]{64}\Z")]
+    size: Annotated[int, Meta(gt=0, le=MAX_BUNDLE)]
+    rollout: Annotated[str, Meta(pattern=r"^[A-Za-z0-9._:-]{0,64}\Z")] = ""
+    issued: Annotated[str, Meta(pattern=r"^[0-9T:.+Z-]{0,40}\Z")] = ""
 
 
 COMMANDS: dict[str, type[Any]] = {
     "heartbeat": HeartbeatCommand,
     "update": UpdateCommand,
 }
+
+
+def _check_update(cmd: UpdateCommand) -> UpdateCommand:
+    """What a pattern cannot say: the URL's path holds no dot segments and names a .tar."""
+    path = urllib.parse.urlsplit(cmd.url).path
+    segments = path.split("/")[1:]
+    if any(s in (".", "..") for s in segments) or not re.fullmatch(
+        r"[A-Za-z0-9._~-]+\.tar", segments[-1]
+    ):
+        raise CommandError(f"url: not a bundle (…/NAME.tar) path: {path[:100]!r}")
+    return cmd
+
+
+def parse_update_request(payload: bytes) -> UpdateCommand:
+    """A request file's (or ``cmd/update``'s) bytes, validated; :class:`CommandError` if not."""
+    if len(payload) > MAX_PAYLOAD:
+        raise CommandError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+    try:
+        cmd = msgspec.json.decode(payload, type=UpdateCommand)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise CommandError(f"invalid payload: {exc}") from None
+    return _check_update(cmd)
 
 
 def parse_command(name: str, payload: bytes) -> Any:
@@ -52,6 +98,8 @@ def parse_command(name: str, payload: bytes) -> Any:
         raise CommandError(f"unknown command {name[:64]!r}")
     if len(payload) > MAX_PAYLOAD:
         raise CommandError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
+    if schema is UpdateCommand:
+        return parse_update_request(payload)
     try:
         return msgspec.json.decode(payload or b"{}", type=schema)
     except msgspec.DecodeError as exc:
