@@ -42,13 +42,26 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from deploy.errors import BundleError, DeployError, VerifyError
 from deploy.keys import sign, verify_any
 from deploy.version import parse_version
+from edge.commands import MAX_BUNDLE
 
 FORMAT = 1
 DIST_NAME = "satoyama-edge"
 MAX_MANIFEST = 1 << 20
 MAX_SIG = 64 << 10
-MAX_TOTAL = 2 << 30
+MAX_TOTAL = MAX_BUNDLE
 CHUNK = 1 << 20
+
+
+class Signature(msgspec.Struct, frozen=True):
+    alg: str
+    key_id: str
+    sig: str
+
+
+class SignatureFile(msgspec.Struct, frozen=True):
+    """``manifest.sig``, decoded with a schema: anything else (deep nesting too) is refused."""
+
+    signatures: list[Signature]
 
 
 class FileEntry(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -79,12 +92,18 @@ class VerifiedBundle:
 
 
 def _safe_rel(name: str) -> str | None:
-    p = PurePosixPath(name)
-    if p.is_absolute() or not p.parts or any(part in ("", ".", "..") for part in p.parts):
+    """``name`` if it is a plain relative path exactly as written, else None.
+
+    No normalising: ``files//x``, ``files/./x`` or a trailing ``/`` would read as
+    ``files/x`` to :class:`PurePosixPath` but not to :func:`extract`, and the two
+    must agree on every name, so such names are refused outright.
+    """
+    parts = name.split("/")
+    if not name or any(part in ("", ".", "..") for part in parts):
         return None
-    if "\\" in name or "\0" in name:
+    if "\\" in name or "\0" in name or str(PurePosixPath(name)) != name:
         return None
-    return str(p)
+    return name
 
 
 def _members(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
@@ -133,7 +152,7 @@ def verify(path: Path, trusted: dict[str, Ed25519PublicKey]) -> VerifiedBundle:
     with tar:
         try:
             return _verify_open(path, tar, trusted)
-        except (OSError, tarfile.TarError, EOFError) as exc:
+        except (OSError, tarfile.TarError, EOFError, RecursionError) as exc:
             raise VerifyError(f"{path}: truncated or damaged bundle: {exc}") from None
 
 
@@ -153,11 +172,10 @@ def _verify_open(
     manifest_bytes = _read_member(tar, first, MAX_MANIFEST, "manifest.json")
     sig_bytes = _read_member(tar, second, MAX_SIG, "manifest.sig")
     try:
-        signatures = json.loads(sig_bytes)["signatures"]
-        if not isinstance(signatures, list):
-            raise TypeError("signatures is not a list")
-    except (ValueError, KeyError, TypeError) as exc:
-        raise VerifyError(f"{path}: manifest.sig is malformed: {exc}") from None
+        sig_file = msgspec.json.decode(sig_bytes, type=SignatureFile)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+        raise VerifyError(f"{path}: manifest.sig is malformed: {str(exc)[:200]}") from None
+    signatures = [msgspec.structs.asdict(s) for s in sig_file.signatures]
     try:
         kid = verify_any(signatures, manifest_bytes, trusted)
     except DeployError as exc:
@@ -167,8 +185,8 @@ def _verify_open(
         parse_version(manifest.version)
         if manifest.min_from_version is not None:
             parse_version(manifest.min_from_version)
-    except (msgspec.ValidationError, msgspec.DecodeError, DeployError) as exc:
-        raise VerifyError(f"{path}: manifest is invalid: {exc}") from None
+    except (msgspec.ValidationError, msgspec.DecodeError, DeployError, RecursionError) as exc:
+        raise VerifyError(f"{path}: manifest is invalid: {str(exc)[:200]}") from None
     if manifest.format != FORMAT:
         raise VerifyError(
             f"{path}: bundle format {manifest.format} is not {FORMAT}; update the updater first"
@@ -229,7 +247,8 @@ def extract(
             target.parent.mkdir(parents=True, exist_ok=True)
             src = tar.extractfile(m)
             assert src is not None
-            with open(target, "wb") as out:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            with os.fdopen(os.open(target, flags, 0o644), "wb") as out:
                 digest, n = _hash_stream(src, out.write)
                 out.flush()
                 os.fsync(out.fileno())

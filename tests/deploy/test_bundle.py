@@ -36,6 +36,9 @@ def _rewrite(src: Path, dest: Path, edit: str) -> Path:
             data = tin.extractfile(m).read() if m.isfile() else b""  # type: ignore[union-attr]
             if edit == "drop" and m.name.startswith("files/wheels/satoyama_dep"):
                 continue
+            if edit in ("double-slash", "dot-segment") and m.name.startswith("files/wheels/sato"):
+                sep = "//" if edit == "double-slash" else "/./"
+                m.name = m.name.replace("files/", "files" + sep, 1)
             tout.addfile(m, io.BytesIO(data))
             if edit == "extra" and m.name == "manifest.sig":
                 info = tarfile.TarInfo("files/evil.sh")
@@ -60,6 +63,9 @@ def _rewrite(src: Path, dest: Path, edit: str) -> Path:
         ("extra", "not listed in the manifest"),
         ("symlink", "not a regular file"),
         ("traversal", "unexpected member"),
+        # extract() never accepted these; verify() must not either (they must agree)
+        ("double-slash", "unexpected member"),
+        ("dot-segment", "unexpected member"),
     ],
 )
 def test_layout_attacks_are_rejected(
@@ -103,8 +109,35 @@ def test_offline_resolution_check_finds_a_missing_dependency(tmp_path: Path, ota
         )
 
 
+def test_a_deeply_nested_signature_file_is_a_clear_refusal(
+    tmp_path: Path, bundle_v1: Path, ota_key: Keys
+) -> None:
+    """Not a RecursionError (a traceback, no event): a VerifyError like any forged bundle."""
+    for nested in (
+        b"[" * 200_000 + b"]" * 200_000,
+        b'{"x":' + b"[" * 200_000 + b"]" * 200_000 + b',"signatures":[]}',
+    ):
+        bad = tmp_path / "nested.tar"
+        with (
+            tarfile.open(bundle_v1) as tin,
+            tarfile.open(bad, "w", format=tarfile.PAX_FORMAT) as tout,
+        ):
+            for m in tin:
+                data = tin.extractfile(m).read() if m.isfile() else b""  # type: ignore[union-attr]
+                if m.name == "manifest.sig":
+                    data = nested[: b.MAX_SIG]
+                    m.size = len(data)
+                tout.addfile(m, io.BytesIO(data))
+        with pytest.raises(VerifyError, match=r"manifest\.sig is malformed"):
+            b.verify(bad, load_verify_keys([ota_key.public]))
+
+
+def _fits(name: str) -> bool:
+    return b.WheelName.parse(Path(name)).fits("3.11", "aarch64")
+
+
 def test_wheel_tags() -> None:
-    fits = lambda name: b.WheelName.parse(Path(name)).fits("3.11", "aarch64")  # noqa: E731
+    fits = _fits
     assert fits("msgspec-0.18.6-cp311-cp311-manylinux_2_17_aarch64.manylinux2014_aarch64.whl")
     assert fits("cryptography-44.0.0-cp39-abi3-manylinux_2_28_aarch64.whl")
     assert fits("uuid6-2025.0.1-py3-none-any.whl")
