@@ -412,26 +412,30 @@ def wal_frames(wal: bytes) -> tuple[int, list[tuple[int, bytes]]]:
     return page_size, used
 
 
-def scan_wal(wal: bytes, used: int) -> WalScan | None:
-    """Look past the ``used`` frames SQLite accepted: committed frames it will drop?"""
-    if len(wal) < 32:
-        return None
-    magic, _v, page_size, _c, salt1, salt2 = struct.unpack(">6I", wal[:24])
-    if magic not in _WAL_MAGIC or page_size < 512 or page_size & (page_size - 1):
-        return None
-    size = 24 + page_size
-    frames, partial = divmod(len(wal) - 32, size)
-    dropped = 0
-    for k in range(used, frames):
-        off = 32 + k * size
-        _pgno, commit, f1, f2 = struct.unpack(">4I", wal[off : off + 16])
-        if (f1, f2) == (salt1, salt2) and commit:
-            dropped += 1
-    if partial >= 16:
-        off = 32 + frames * size
-        _pgno, commit, f1, f2 = struct.unpack(">4I", wal[off : off + 16])
-        if (f1, f2) != (salt1, salt2):
-            partial = 0  # an older WAL's bytes, cut where the file ended: not ours to miss
+def scan_wal(wal: Path, used: int) -> WalScan | None:
+    """Look past the ``used`` frames SQLite accepted: committed frames it will drop?
+
+    Reads only the frame headers after ``used`` (a -wal can be large)."""
+    with wal.open("rb") as f:
+        head = f.read(32)
+        if len(head) < 32:
+            return None
+        magic, _v, page_size, _c, salt1, salt2 = struct.unpack(">6I", head[:24])
+        if magic not in _WAL_MAGIC or page_size < 512 or page_size & (page_size - 1):
+            return None
+        size = 24 + page_size
+        frames, partial = divmod(wal.stat().st_size - 32, size)
+        dropped = 0
+        for k in range(used, frames):
+            f.seek(32 + k * size)
+            _pgno, commit, f1, f2 = struct.unpack(">4I", f.read(16))
+            if (f1, f2) == (salt1, salt2) and commit:
+                dropped += 1
+        if partial >= 16:
+            f.seek(32 + frames * size)
+            _pgno, commit, f1, f2 = struct.unpack(">4I", f.read(16))
+            if (f1, f2) != (salt1, salt2):
+                partial = 0  # an older WAL's bytes, cut where the file ended: not ours to miss
     return WalScan(page_size, frames, partial, dropped)
 
 
@@ -748,11 +752,9 @@ class Outbox:
         if used is None:
             return
         try:
-            with wal.open("rb") as f:
-                data = f.read()
-        except OSError:
+            scan = scan_wal(wal, used)
+        except (OSError, struct.error):
             return
-        scan = scan_wal(data, used)
         if scan is None:
             return
         if scan.dropped_commits or scan.partial_bytes:
@@ -1196,7 +1198,7 @@ class Outbox:
         self._deliver(results)
 
     def _remember(self, event_id: str, n: int) -> None:
-        if len(self._handed) >= 100_000:  # never acknowledged: forget the oldest
+        if len(self._handed) >= 20_000:  # never acknowledged: forget the oldest
             del self._handed[next(iter(self._handed))]
         self._handed[event_id] = n
 
