@@ -5,8 +5,18 @@ Layout on the device (every path configurable in ``/etc/satoyama/updater.toml``)
     /opt/satoyama/releases/1.4.2/      one complete release: venv/, models/, systemd/,
                                        manifest.json and the .complete marker
     /opt/satoyama/current -> releases/1.4.2   what systemd runs (relative symlink)
-    /var/lib/satoyama/update/state.json       the updater's journal
-    /var/lib/satoyama/update/downloads/       bundles, and resumable .part downloads
+    /var/lib/satoyama-update/                 root's alone (0711): nobody else may write here
+        state.json, lock                      the updater's journal and lock (0600)
+        downloads/                            bundles, and resumable .part downloads (0700)
+        spool/events.jsonl                    events for the daemon to send (0755/0644)
+    /var/lib/satoyama/update-requests/        the daemon's drop folder, which root only
+        request.json, events.ack              *reads*, never through a link (see below)
+
+Privilege separation: the daemon's user can write its drop folder and nothing
+the updater writes.  The updater reads the drop folder's two files with
+``O_NOFOLLOW`` through every path component, checks that each is a regular
+file owned by the folder's owner, with one link, and small
+(:func:`read_drop_file`); it never creates, changes or removes anything there.
 
 The rules that make it power-fail safe:
 
@@ -37,6 +47,7 @@ import argparse
 import contextlib
 import datetime as dt
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -44,6 +55,7 @@ import re
 import shutil
 import signal
 import ssl
+import stat
 import subprocess
 import sys
 import time
@@ -61,8 +73,22 @@ import msgspec
 from msgspec import Meta
 
 from deploy import spool
-from deploy.errors import DeployError, UpdateBusy, UpdateError, UpdateRefused, VerifyError
+from deploy.errors import (
+    DeployError,
+    UpdateBusy,
+    UpdateError,
+    UpdateRefused,
+    VerifyError,
+)
+from deploy.spool import UnsafePathError
 from deploy.version import parse_version
+from edge.commands import (
+    MAX_BUNDLE,
+    VERSION_PATTERN,
+    CommandError,
+    UpdateCommand,
+    parse_update_request,
+)
 
 if TYPE_CHECKING:
     from deploy.bundle import VerifiedBundle
@@ -125,14 +151,27 @@ def checkpoint(step: str) -> None:
 # -- configuration -------------------------------------------------------------------------
 
 
+DEFAULT_STATE_DIR = "/var/lib/satoyama-update"
+DEFAULT_SPOOL = "/var/lib/satoyama-update/spool/events.jsonl"
+#: Where versions before 0.x kept root's state: inside the daemon's own StateDirectory,
+#: which its user can write.  A configuration still naming them gets the new defaults.
+LEGACY_PATHS = {
+    "state_dir": ("/var/lib/satoyama/update", DEFAULT_STATE_DIR),
+    "spool": ("/var/lib/satoyama/spool/events.jsonl", DEFAULT_SPOOL),
+}
+MAX_REQUEST = 16 << 10
+
+
 class UpdaterConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
     """``/etc/satoyama/updater.toml``; paths are device paths (``--root`` prefixes them)."""
 
     verify_keys: Annotated[list[str], Meta(min_length=1)]
     releases_dir: str = "/opt/satoyama"
-    state_dir: str = "/var/lib/satoyama/update"
-    spool: str = "/var/lib/satoyama/spool/events.jsonl"
+    state_dir: str = DEFAULT_STATE_DIR
+    spool: str = DEFAULT_SPOOL
     request: str = "/var/lib/satoyama/update-requests/request.json"
+    ack: str = ""
+    """The daemon's acknowledgement of spooled events; ``""``: ``events.ack`` beside ``request``."""
     python: str = "/usr/bin/python3"
     keep_releases: Annotated[int, Meta(ge=2, le=20)] = 3
     max_attempts: Annotated[int, Meta(ge=1, le=100)] = 3
@@ -170,19 +209,34 @@ def load_config(path: Path) -> UpdaterConfig:
         raise DeployError(f"{path}: {exc}") from None
     if cfg.health == "command" and not cfg.health_command:
         raise DeployError(f'{path}: health_command: required when health = "command"')
+    for key, (old, new) in LEGACY_PATHS.items():
+        if getattr(cfg, key) == old:
+            log.warning(
+                "%s: %s = %r is writable by the daemon's user; using %r", path, key, old, new
+            )
+            cfg = msgspec.structs.replace(cfg, **{key: new})
+    for key in ("state_dir", "spool", "releases_dir"):
+        value = getattr(cfg, key)
+        if not value.startswith("/") or ".." in Path(value).parts:
+            raise DeployError(f"{path}: {key}: an absolute path without '..' is required")
     return cfg
 
 
 # -- the journal -----------------------------------------------------------------------------
 
 
+Version = Annotated[str, Meta(pattern=VERSION_PATTERN, max_length=40)]
+
+
 class State(msgspec.Struct, kw_only=True):
     phase: Literal["idle", "installing", "switching", "switched", "rolling_back"] = "idle"
-    target: str | None = None
-    previous: str | None = None
+    target: Version | None = None
+    previous: Version | None = None
     started: str | None = None
-    attempts: dict[str, int] = {}
+    attempts: dict[Version, int] = {}
     last_result: str | None = None
+    request: str | None = None
+    """Fingerprint of the last update request handled for good (it is never acted on again)."""
 
 
 def _fsync_dir(path: Path) -> None:
@@ -193,17 +247,100 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write a file so that after a power cut it holds either the old or the new bytes."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write a file so that after a power cut it holds either the old or the new bytes.
+
+    The temporary file is created afresh (``O_EXCL | O_NOFOLLOW``, relative to the
+    folder's fd): a link planted under its name is never written through.
+    """
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        os.write(fd, data)
-        os.fsync(fd)
+        spool.write_replace(dir_fd, path.name, data, mode)
+    finally:
+        os.close(dir_fd)
+
+
+def _trusted_chain(root: Path, path: Path) -> None:
+    """Every existing folder from ``root`` down to ``path`` is a real folder only we may write.
+
+    What root writes must never sit below a folder another user can write (or swap
+    for a link): that user could redirect root's writes anywhere.
+    """
+    here = root
+    for part in path.relative_to(root).parts:
+        here = here / part
+        try:
+            st = os.lstat(here)
+        except FileNotFoundError:
+            return
+        if not stat.S_ISDIR(st.st_mode):
+            raise UnsafePathError(f"{here}: not a folder (a link?); refusing to use {path}")
+        if st.st_uid not in (0, os.geteuid()) or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            raise UnsafePathError(
+                f"{here}: writable by uid {st.st_uid} or by group/others "
+                f"(mode {stat.S_IMODE(st.st_mode):04o}); refusing to keep root's files in {path}"
+            )
+
+
+def read_drop_file(root: Path, device_path: str, limit: int) -> tuple[bytes | None, str]:
+    """Read a file the daemon's user left for us, without ever following a link.
+
+    Every component is opened with ``O_NOFOLLOW`` relative to the one before
+    (``openat``), so no link anywhere on the way is followed; the file must be a
+    regular file with one link, owned by root or by the owner of its folder, of at
+    most ``limit`` bytes.  Returns ``(bytes, fingerprint)``, ``(None, "")`` when
+    the file is absent; :class:`UnsafePathError` (with the fingerprint of what was
+    found in ``args[1]``) when it is not acceptable.
+    """
+    rel = Path(device_path.lstrip("/"))
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for part in rel.parts[:-1]:
+            try:
+                nxt = os.open(
+                    part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd
+                )
+            except FileNotFoundError:
+                return None, ""
+            except OSError as exc:
+                raise UnsafePathError(
+                    f"{device_path}: {part} is not a plain folder ({exc.strerror})", "path:" + part
+                ) from None
+            os.close(fd)
+            fd = nxt
+        owner = os.fstat(fd).st_uid
+        name = rel.name
+        try:
+            lst = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None, ""
+        seen = f"{lst.st_dev}:{lst.st_ino}:{lst.st_mtime_ns}:{lst.st_size}:{lst.st_mode:o}"
+        if not stat.S_ISREG(lst.st_mode):
+            raise UnsafePathError(f"{device_path}: not a regular file (a link?)", seen)
+        try:
+            ffd = os.open(
+                name,
+                os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC,
+                dir_fd=fd,
+            )
+        except FileNotFoundError:
+            return None, ""
+        except OSError as exc:
+            raise UnsafePathError(f"{device_path}: cannot open ({exc.strerror})", seen) from None
+        with os.fdopen(ffd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+                raise UnsafePathError(f"{device_path}: not a regular file with one link", seen)
+            if st.st_uid not in (0, owner):
+                raise UnsafePathError(
+                    f"{device_path}: owned by uid {st.st_uid}, not by its folder's owner", seen
+                )
+            data = f.read(limit + 1)
+        if len(data) > limit:
+            raise UnsafePathError(f"{device_path}: larger than {limit} bytes", seen)
+        return data, "sha256:" + hashlib.sha256(data).hexdigest()
     finally:
         os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
 
 
 def _now() -> str:
@@ -255,6 +392,32 @@ class Updater:
     def state_file(self) -> Path:
         return self.state_dir / "state.json"
 
+    @property
+    def spool_path(self) -> Path:
+        return self.host(self.config.spool)
+
+    @property
+    def ack_device_path(self) -> str:
+        return self.config.ack or str(Path(self.config.request).with_name("events.ack"))
+
+    def prepare(self) -> None:
+        """Refuse to run on folders anyone but root could write; create ours with tight modes.
+
+        The state folder is 0711: others may reach ``spool/`` inside (0755, the
+        daemon reads it) but neither list nor write anything; the journal, the
+        lock and ``downloads/`` (0700) are root's alone.
+        """
+        for d in (self.state_dir, self.spool_path.parent, self.base):
+            _trusted_chain(self.root, d)
+        self.state_dir.parent.mkdir(parents=True, exist_ok=True)
+        os.close(spool.own_dir(self.state_dir, 0o711))
+        os.close(spool.own_dir(self.downloads, 0o700))
+        self.spool_path.parent.parent.mkdir(parents=True, exist_ok=True)
+        os.close(spool.own_dir(self.spool_path.parent, 0o755))
+        self.base.mkdir(parents=True, exist_ok=True)
+        for d in (self.state_dir, self.downloads, self.spool_path.parent, self.base):
+            _trusted_chain(self.root, d)
+
     def release_dir(self, version: str) -> Path:
         parse_version(version)
         return self.releases / version
@@ -273,14 +436,23 @@ class Updater:
             return State(phase="switched")
 
     def save_state(self, state: State) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(self.state_file, msgspec.json.encode(state))
 
     # events
+    def acked(self) -> str | None:
+        """The id of the last spooled event the daemon has recorded (its drop folder)."""
+        try:
+            raw, _ = read_drop_file(self.root, self.ack_device_path, 256)
+        except (UnsafePathError, OSError) as exc:
+            log.warning("ignoring the daemon's acknowledgement: %s", exc)
+            return None
+        text = (raw or b"").decode("ascii", "replace").strip()
+        return text if text and text.isprintable() else None
+
     def report(self, kind: str, severity: str, data: dict[str, Any]) -> None:
         try:
-            spool.append(self.host(self.config.spool), kind, severity, data, source=SOURCE)
-        except OSError as exc:
+            spool.append(self.spool_path, kind, severity, data, source=SOURCE, acked=self.acked())
+        except (OSError, DeployError) as exc:
             log.error("could not spool %s event: %s", kind, exc)
 
     # releases
@@ -344,14 +516,16 @@ class Updater:
 
     def _mark_complete(self, version: str) -> None:
         os.sync()  # every file of the release on the card before the marker says so
-        write_atomic(self.release_dir(version) / COMPLETE, f"{version}\n".encode())
+        write_atomic(self.release_dir(version) / COMPLETE, f"{version}\n".encode(), 0o644)
         os.sync()
 
     # locking
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.state_dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self.prepare()
+        fd = os.open(
+            self.state_dir / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+        )
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -367,9 +541,11 @@ class Updater:
         subs = {"root": str(self.root), "release": str(release or self.current)}
         return [a.format(**subs) for a in argv]
 
-    def _run(self, argv: list[str], what: str, timeout: float = 600) -> bool:
+    def _run(self, argv: list[str], what: str, timeout: float = 600, umask: int = -1) -> bool:
         try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+            proc = subprocess.run(
+                argv, capture_output=True, text=True, timeout=timeout, umask=umask
+            )
         except (OSError, subprocess.TimeoutExpired) as exc:
             log.error("%s: %s", what, exc)
             return False
@@ -543,7 +719,11 @@ class Updater:
         """:meth:`install` for a caller that holds the lock already (fetch, then install)."""
         self.recover(restart=restart, allow_empty=True)
         checkpoint("locked")
-        local = self._stage_bundle(bundle_path)
+        try:
+            local = self._stage_bundle(bundle_path)
+        except UpdateRefused as exc:
+            self.report("update_failed", "warning", {"stage": "verify", "reason": str(exc)})
+            raise
         checkpoint("copied")
         from deploy.bundle import verify  # cryptography: only when there is something to verify
         from deploy.keys import load_verify_keys
@@ -566,21 +746,56 @@ class Updater:
         return outcome
 
     def _stage_bundle(self, path: Path) -> Path:
-        """Copy a bundle (e.g. from a USB stick) into our own folder, where it cannot vanish."""
-        self.downloads.mkdir(parents=True, exist_ok=True)
-        if path.parent.resolve() == self.downloads.resolve():
+        """Copy a bundle (e.g. from a USB stick) into our own folder, where it cannot vanish.
+
+        Only a regular file, and at most :data:`MAX_BUNDLE` bytes of it (a device
+        node or an endless file is refused, not copied until the disk is full).
+        The copy is created afresh in root's own 0700 folder, mode 0600.
+        """
+        self.prepare()
+        if path.parent == self.downloads and re.fullmatch(r"[A-Za-z0-9._-]+\.tar", path.name):
             return path
-        dest = self.downloads / path.name
-        tmp = dest.with_name(dest.name + ".copy")
+        name = path.name if re.fullmatch(r"[A-Za-z0-9._-]{1,200}", path.name) else "bundle.tar"
         try:
-            with open(path, "rb") as src, open(tmp, "wb") as out:
-                shutil.copyfileobj(src, out, 1 << 20)
-                out.flush()
-                os.fsync(out.fileno())
+            src_fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
         except OSError as exc:
             raise UpdateError(f"{path}: cannot read bundle: {exc.strerror or exc}") from None
-        os.replace(tmp, dest)
-        return dest
+        with os.fdopen(src_fd, "rb") as src:
+            st = os.fstat(src.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise UpdateRefused(f"{path}: not a regular file")
+            if st.st_size > MAX_BUNDLE:
+                raise UpdateRefused(f"{path}: {st.st_size} bytes is more than a bundle may be")
+            dir_fd = spool.own_dir(self.downloads, 0o700)
+            try:
+                tmp = name + ".copy"
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp, dir_fd=dir_fd)
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+                out_fd = os.open(tmp, flags, 0o600, dir_fd=dir_fd)
+                copied = 0
+                try:
+                    with os.fdopen(out_fd, "wb") as out:
+                        while block := src.read(1 << 20):
+                            copied += len(block)
+                            if copied > MAX_BUNDLE:
+                                raise UpdateRefused(f"{path}: grew past {MAX_BUNDLE} bytes")
+                            out.write(block)
+                        out.flush()
+                        os.fsync(out.fileno())
+                except OSError as exc:
+                    os.unlink(tmp, dir_fd=dir_fd)
+                    raise UpdateError(
+                        f"{path}: cannot copy bundle: {exc.strerror or exc}"
+                    ) from None
+                except UpdateRefused:
+                    os.unlink(tmp, dir_fd=dir_fd)
+                    raise
+                os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        return self.downloads / name
 
     def _install_verified(self, vb: VerifiedBundle, *, restart: bool) -> Outcome:
         m = vb.manifest
@@ -633,6 +848,7 @@ class Updater:
             previous=current,
             started=_now(),
             attempts={**state.attempts, version: state.attempts.get(version, 0) + 1},
+            request=state.request,
         )
         self.save_state(state)
         checkpoint("state_installing")
@@ -649,6 +865,9 @@ class Updater:
 
         from deploy.bundle import extract
 
+        odd = sorted(f for f in m.files if f.startswith("wheels/") and not f.endswith(".whl"))
+        if odd:  # pip would build a source package, running its code as root
+            return self._fail(state, version, "verify", f"not wheels: {', '.join(odd[:3])}")
         try:
             extract(vb, rel, on_file=on_file)
         except (VerifyError, OSError) as exc:
@@ -656,7 +875,9 @@ class Updater:
         checkpoint("extracted")
         venv = rel / "venv"
         if not self._run(
-            [self.config.python, "-m", "venv", "--without-pip", str(venv)], "creating the venv"
+            [self.config.python, "-m", "venv", "--without-pip", str(venv)],
+            "creating the venv",
+            umask=0o022,
         ):
             return self._fail(state, version, "venv", "could not create the virtual environment")
         checkpoint("venv_created")
@@ -673,15 +894,19 @@ class Updater:
         argv = [
             *pip,
             "install",
+            "--isolated",  # no pip.conf, no PIP_* from the environment
             "--no-index",
             "--find-links",
             str(rel / "wheels"),
+            "--only-binary=:all:",  # wheels only: nothing of the bundle's is built (run) as root
             "--disable-pip-version-check",
             "--no-cache-dir",
             "--quiet",
             *m.install,
         ]
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, umask=0o022
+        )
         checkpoint("pip_running")
         out, _ = proc.communicate()
         if proc.returncode != 0:
@@ -697,6 +922,7 @@ class Updater:
         checkpoint("prechecked")
         shutil.rmtree(rel / "wheels", ignore_errors=True)  # installed; the SD card is small
         shutil.rmtree(rel / ".pip", ignore_errors=True)
+        _publish_release(rel)
         self._mark_complete(version)
         checkpoint("marked_complete")
 
@@ -793,24 +1019,53 @@ class Updater:
             checkpoint("pruning")
 
     # fetching
-    def fetch(self, url: str, *, sha256: str | None = None) -> Path:
-        """Download a bundle into the downloads folder, resuming a partial download (HTTP Range)."""
+    def fetch(
+        self,
+        url: str,
+        *,
+        sha256: str | None = None,
+        size: int | None = None,
+        allow_file: bool = True,
+    ) -> Path:
+        """Download a bundle into root's own downloads folder, resuming a partial download.
+
+        ``https://`` only (``file://`` only for the operator's ``fetch`` command, never
+        for a request the daemon passed on).  :class:`UpdateRefused`: the bundle can
+        never be had this way (wrong scheme or name, bigger than ``size``, wrong
+        sha256); :class:`UpdateError`: try again later (network).
+        """
         parsed = urllib.parse.urlsplit(url)
-        if parsed.scheme == "file":
+        if parsed.scheme == "file" and allow_file:
             return self._stage_bundle(Path(urllib.parse.unquote(parsed.path)))
-        if parsed.scheme not in ("https", "http"):
-            raise UpdateError(f"{url}: only https://, http:// and file:// bundles can be fetched")
-        name = Path(urllib.parse.unquote(parsed.path)).name
-        if not re.fullmatch(r"[A-Za-z0-9._-]+\.tar", name):
-            raise UpdateError(f"{url}: a bundle's name ends in .tar")
-        self.downloads.mkdir(parents=True, exist_ok=True)
+        if parsed.scheme != "https":
+            raise UpdateRefused(f"{url[:200]}: only https:// bundles can be fetched")
+        name = parsed.path.rsplit("/", 1)[-1]
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.tar", name):
+            raise UpdateRefused(f"{url[:200]}: a bundle's name is NAME.tar (plain characters)")
+        self.prepare()
         return download(
             url,
             self.downloads / name,
             sha256=sha256,
+            size=size,
             context=_ssl_context(self.host(self.config.ca_file) if self.config.ca_file else None),
             timeout=self.config.download_timeout_s,
         )
+
+
+def _publish_release(rel: Path) -> None:
+    """A release is run by the daemon's user: folders 0755, files 0644 (0755 if executable).
+
+    The updater's umask is 0077 (everything else it writes is root's alone), so
+    the release tree gets its modes explicitly; nothing in it is writable but by root.
+    """
+    for d, _dirs, files in os.walk(rel):
+        os.chmod(d, 0o755)
+        for n in files:
+            p = os.path.join(d, n)
+            st = os.lstat(p)
+            if stat.S_ISREG(st.st_mode):
+                os.chmod(p, 0o755 if st.st_mode & stat.S_IXUSR else 0o644)
 
 
 def _ssl_context(ca_file: Path | None) -> ssl.SSLContext:
@@ -826,11 +1081,17 @@ def _ssl_context(ca_file: Path | None) -> ssl.SSLContext:
     return ctx
 
 
+def _open_private(path: Path, flags: int) -> int:
+    """Open a file of root's own folder for writing: never through a link, mode 0600."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | flags, 0o600)
+
+
 def download(
     url: str,
     dest: Path,
     *,
     sha256: str | None = None,
+    size: int | None = None,
     context: ssl.SSLContext | None = None,
     timeout: float = 60.0,
     chunk: int = 64 << 10,
@@ -838,25 +1099,47 @@ def download(
     """Fetch ``url`` to ``dest``, resuming ``dest.part`` with a Range request when one is left.
 
     A response of 200 to a Range request (server without Range support, or the
-    file changed: ``If-Range``) starts over.  Raises :class:`UpdateError` on an
-    interrupted transfer; the partial file is kept for the next try.
+    file changed: ``If-Range``) starts over.  At most ``size`` bytes (else
+    :data:`MAX_BUNDLE`) are ever written: a server sending more is refused at
+    that point, and so is a file whose SHA-256 (hashed while it streams) is not
+    ``sha256``: :class:`UpdateRefused`, the partial file discarded.  An
+    interrupted transfer raises :class:`UpdateError`; the partial file is kept
+    for the next try.
     """
-    import hashlib
-
+    limit = size if size is not None else MAX_BUNDLE
     part = dest.with_name(dest.name + ".part")
     meta_path = dest.with_name(dest.name + ".part.json")
-    meta: dict[str, str] = {}
-    with contextlib.suppress(OSError, ValueError):
-        meta = json.loads(meta_path.read_text())
-    if meta.get("url") != url:
+
+    def discard(reason: str) -> UpdateRefused:
         part.unlink(missing_ok=True)
-        meta = {"url": url}
-    offset = part.stat().st_size if part.exists() else 0
+        meta_path.unlink(missing_ok=True)
+        return UpdateRefused(f"{url[:200]}: {reason}; discarded")
+
+    meta: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError, RecursionError):
+        loaded = json.loads(meta_path.read_text())
+        meta = loaded if isinstance(loaded, dict) else {}
+    if meta.get("url") != url or meta.get("size") != size:
+        part.unlink(missing_ok=True)
+        meta = {"url": url, "size": size}
+    h = hashlib.sha256()
+    offset = 0
+    if os.path.lexists(part):
+        fd = os.open(part, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise discard("the partial download is not a regular file")
+            while block := f.read(1 << 20):
+                h.update(block)
+                offset += len(block)
+        if offset > limit:
+            part.unlink()
+            h, offset = hashlib.sha256(), 0
     headers = {"User-Agent": "satoyama-update"}
     if offset:
         headers["Range"] = f"bytes={offset}-"
         if meta.get("validator"):
-            headers["If-Range"] = meta["validator"]
+            headers["If-Range"] = str(meta["validator"])
     req = urllib.request.Request(url, headers=headers)
     try:
         resp = urllib.request.urlopen(req, timeout=timeout, context=context)
@@ -864,103 +1147,125 @@ def download(
         if exc.code == 416 and offset:  # nothing more to send: we had it all
             resp = None
         else:
-            raise UpdateError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+            raise UpdateError(f"{url[:200]}: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError) as exc:
-        raise UpdateError(f"{url}: cannot connect: {getattr(exc, 'reason', exc)}") from None
+        raise UpdateError(f"{url[:200]}: cannot connect: {getattr(exc, 'reason', exc)}") from None
+    got = offset
     if resp is not None:
         with resp:
             if resp.status == 206:
                 start = re.match(r"bytes (\d+)-", resp.headers.get("Content-Range", ""))
                 if not start or int(start.group(1)) != offset:
-                    raise UpdateError(f"{url}: server resumed at the wrong place")
-                mode = "ab"
+                    raise UpdateError(f"{url[:200]}: server resumed at the wrong place")
+                flags = os.O_APPEND
             else:
-                offset, mode = 0, "wb"
-            validator = resp.headers.get("ETag") or resp.headers.get("Last-Modified") or ""
-            meta["validator"] = validator
-            meta_path.write_text(json.dumps(meta))
-            got = offset
+                offset, got, flags, h = 0, 0, os.O_TRUNC, hashlib.sha256()
+            length_header = resp.headers.get("Content-Length")
+            length = int(length_header) if (length_header or "").isdigit() else None
+            if length is not None and offset + length > limit:
+                raise discard(f"the server offers {offset + length} bytes, more than {limit}")
+            meta["validator"] = resp.headers.get("ETag") or resp.headers.get("Last-Modified") or ""
+            write_atomic(meta_path, json.dumps(meta).encode())
             try:
-                with open(part, mode) as out:
-                    while True:
-                        data = resp.read(chunk)
-                        if not data:
-                            break
+                with os.fdopen(_open_private(part, flags), "wb") as out:
+                    while data := resp.read(chunk):
+                        if got + len(data) > limit:
+                            raise discard(f"the server sent more than {limit} bytes")
                         out.write(data)
+                        h.update(data)
                         got += len(data)
                     out.flush()
                     os.fsync(out.fileno())
             except (OSError, TimeoutError) as exc:
                 raise UpdateError(
-                    f"{url}: download interrupted at {got} bytes ({exc}); run again to resume"
+                    f"{url[:200]}: download interrupted at {got} bytes ({exc}); run again to resume"
                 ) from None
-            length = resp.headers.get("Content-Length")
-            if length is not None and got - offset < int(length):
+            if length is not None and got - offset < length:
                 raise UpdateError(
-                    f"{url}: download interrupted at {got} bytes; run again to resume"
+                    f"{url[:200]}: download interrupted at {got} bytes; run again to resume"
                 )
-    if sha256:
-        h = hashlib.sha256()
-        with open(part, "rb") as f:
-            while block := f.read(1 << 20):
-                h.update(block)
-        if h.hexdigest() != sha256.lower():
-            part.unlink(missing_ok=True)
-            meta_path.unlink(missing_ok=True)
-            raise UpdateError(
-                f"{url}: downloaded file does not match the announced sha256; discarded"
-            )
+            if length is None and size is not None and got < size:
+                raise UpdateError(
+                    f"{url[:200]}: download ended at {got} of {size} bytes; run again to resume"
+                )
+    if size is not None and got != size:
+        raise discard(f"the file has {got} bytes, not the announced {size}")
+    if sha256 and h.hexdigest() != sha256.lower():
+        raise discard("downloaded file does not match the announced sha256")
     os.replace(part, dest)
     meta_path.unlink(missing_ok=True)
     return dest
 
 
 # -- update requests (written by the daemon from PREFIX/DEVICE/cmd/update) ---------------------
+#
+# The schema is the daemon's own (edge.commands.UpdateCommand, parse_update_request): what the
+# daemon accepts from the cloud is exactly what the updater carries out.
 
 
-class UpdateRequest(msgspec.Struct, kw_only=True, frozen=True):
-    """The command the cloud sends on ``PREFIX/DEVICE/cmd/update`` (see docs/ota.md)."""
+#: The request's schema, under the name the cloud side's tools know it by.
+UpdateRequest = UpdateCommand
 
-    cmd: Literal["update"] = "update"
-    id: str = ""
-    version: str
-    url: str
-    sha256: str | None = None
-    size: int | None = None
-    rollout: str | None = None
+
+def _settle_request(updater: Updater, seen: str) -> None:
+    """Never act on this request again (the daemon's user owns the file; root leaves it)."""
+    state = updater.load_state()
+    state.request = seen
+    updater.save_state(state)
+
+
+def _refuse_request(updater: Updater, seen: str, reason: str, request_id: str = "") -> Outcome:
+    """A request that can never succeed: reported once, then ignored."""
+    log.error("update request refused: %s", reason)
+    data: dict[str, Any] = {"stage": "request", "reason": reason[:500]}
+    if request_id:
+        data["request"] = request_id
+    updater.report("update_failed", "warning", data)
+    _settle_request(updater, seen)
+    return Outcome(EXIT_REFUSED, f"update request refused: {reason}")
 
 
 def run_request(updater: Updater) -> Outcome:
-    """Carry out a pending update request, if there is one; remove it when handled."""
-    path = updater.host(updater.config.request)
+    """Carry out a pending update request, if there is one, once.
+
+    The request file lives in the daemon's drop folder, which root only reads
+    (:func:`read_drop_file`); a request handled for good (done, or refused) is
+    remembered by its fingerprint in root's journal instead of being deleted.
+    A network failure leaves it pending for the timer's next run.
+    """
     with updater.locked():
         try:
-            raw = path.read_bytes()
-        except FileNotFoundError:
+            raw, seen = read_drop_file(updater.root, updater.config.request, MAX_REQUEST)
+        except UnsafePathError as exc:
+            seen = str(exc.args[1]) if len(exc.args) > 1 else "unsafe"
+            if updater.load_state().request == seen:
+                return Outcome(EXIT_OK, "update request already handled")
+            return _refuse_request(updater, seen, f"unsafe request file: {exc.args[0]}")
+        if raw is None:
             updater.recover(restart=True)
             return Outcome(EXIT_OK, "no update requested")
+        if updater.load_state().request == seen:
+            updater.recover(restart=True)
+            return Outcome(EXIT_OK, "update request already handled")
         try:
-            req = msgspec.json.decode(raw, type=UpdateRequest)
-            parse_version(req.version)
-        except (msgspec.DecodeError, msgspec.ValidationError, DeployError) as exc:
-            path.unlink(missing_ok=True)
-            updater.report(
-                "update_failed",
-                "warning",
-                {"stage": "request", "reason": f"malformed request: {exc}"},
-            )
-            return Outcome(EXIT_REFUSED, f"malformed update request removed: {exc}")
+            req = parse_update_request(raw)
+        except CommandError as exc:
+            return _refuse_request(updater, seen, f"malformed request: {exc}")
         current = updater.current_version()
         if current is not None and parse_version(req.version) <= parse_version(current):
-            path.unlink(missing_ok=True)
+            _settle_request(updater, seen)
             return Outcome(EXIT_OK, f"already at {current}; request for {req.version} dropped")
-        bundle = updater.fetch(req.url, sha256=req.sha256)  # UpdateError keeps the request: retried
+        try:
+            bundle = updater.fetch(req.url, sha256=req.sha256, size=req.size, allow_file=False)
+        except UpdateRefused as exc:
+            return _refuse_request(updater, seen, str(exc), req.id)
+        # any other UpdateError (the network) keeps the request: the timer retries, resuming
         try:
             outcome = updater.install_locked(bundle)
-        except (UpdateRefused, VerifyError) as exc:
-            path.unlink(missing_ok=True)
+        except (UpdateRefused, VerifyError) as exc:  # reported by install_locked
+            _settle_request(updater, seen)
             return Outcome(EXIT_REFUSED, str(exc))
-        path.unlink(missing_ok=True)
+        _settle_request(updater, seen)
         return outcome
 
 
@@ -1043,6 +1348,9 @@ def main(argv: list[str] | None = None) -> int:
     except UpdateBusy as exc:
         print(f"busy: {exc}", file=sys.stderr)
         return EXIT_BUSY
+    except UnsafePathError as exc:  # a configuration naming folders others may write
+        print(f"refused: {exc.args[0]}", file=sys.stderr)
+        return EXIT_CONFIG
     except UpdateRefused as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return EXIT_REFUSED
@@ -1058,7 +1366,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _fetch_install(updater: Updater, url: str, sha256: str | None) -> Outcome:
     with updater.locked():
-        return updater.install_locked(updater.fetch(url, sha256=sha256))
+        return updater.install_locked(updater.fetch(url, sha256=sha256), restart=True)
 
 
 def _recover(updater: Updater) -> Outcome:

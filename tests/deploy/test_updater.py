@@ -5,8 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import http.server
+import io
 import ipaddress
 import json
+import stat
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -18,6 +20,7 @@ import pytest
 from deploy import spool
 from deploy.errors import UpdateError
 from deploy.updater import ROLLBACK_STEPS, STEPS, _ssl_context, download
+from edge.commands import CommandError, parse_command
 from tests.deploy.conftest import Fleet, Keys
 from tests.deploy.helpers import FakeDevice, build_fake_bundle
 
@@ -149,29 +152,6 @@ def test_recover_repairs_a_broken_current_link_and_removes_half_releases(
     assert "0.5.0" not in dev.releases()
 
 
-def test_update_request_from_the_cloud_is_carried_out(tmp_path: Path, fleet: Fleet) -> None:
-    dev = fleet.device(tmp_path / "root")
-    request = dev.root / "var/lib/satoyama/update-requests/request.json"
-    request.parent.mkdir(parents=True)
-    request.write_text(
-        json.dumps(
-            {
-                "cmd": "update",
-                "id": "c1",
-                "version": "0.3.0",
-                "url": fleet.v3.as_uri(),
-                "rollout": "r1",
-                "issued": "2026-06-01T03:00:00Z",
-            }
-        )
-    )
-    proc = dev.updater("run")
-    assert proc.returncode == 0, proc.stderr
-    assert dev.assert_complete_release() == "0.3.0"
-    assert not request.exists()
-    assert dev.updater("run").stdout.strip() == "no update requested"
-
-
 def test_event_spool_contract(tmp_path: Path) -> None:
     path = tmp_path / "spool/events.jsonl"
     first = spool.append(path, "update_failed", "warning", {"stage": "health"}, source="test")
@@ -191,6 +171,8 @@ def test_event_spool_contract(tmp_path: Path) -> None:
 class _Handler(http.server.BaseHTTPRequestHandler):
     payload = b""
     cut_after: int | None = None
+    no_length = False  # no Content-Length: the body ends when the connection does
+    sent = 0
     ranges: ClassVar[list[str | None]] = []
 
     def log_message(self, *args: object) -> None:
@@ -207,7 +189,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header(
                 "Content-Range", f"bytes {start}-{len(cls.payload) - 1}/{len(cls.payload)}"
             )
-        self.send_header("Content-Length", str(len(body)))
+        if not cls.no_length:
+            self.send_header("Content-Length", str(len(body)))
         self.send_header("ETag", '"v1"')
         self.end_headers()
         if cls.cut_after is not None:
@@ -216,7 +199,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.wfile.flush()
             self.connection.shutdown(2)  # the cellular link drops mid-download
             return
-        self.wfile.write(body)
+        try:
+            for i in range(0, len(body), 64 << 10):
+                self.wfile.write(body[i : i + (64 << 10)])
+                cls.sent += min(64 << 10, len(body) - i)
+        except OSError:
+            pass  # the client hung up (it stops at the declared size)
 
 
 @pytest.fixture
@@ -310,3 +298,268 @@ def test_download_refuses_a_file_that_does_not_match_the_announced_hash(
             timeout=10,
         )
     assert not (tmp_path / "b.tar").exists() and not (tmp_path / "b.tar.part").exists()
+
+
+# -- update requests: the daemon's drop folder, one schema, refusals reported once -------------
+
+
+def _serve(device: FakeDevice, https_server: tuple[str, Path], payload: bytes) -> str:
+    """Serve ``payload`` over HTTPS to the device (its updater trusts the server's CA)."""
+    base, ca = https_server
+    (device.root / "etc/satoyama/ota-ca.crt").write_bytes(ca.read_bytes())
+    with open(device.root / "etc/satoyama/updater.toml", "a") as f:
+        f.write('ca_file = "/etc/satoyama/ota-ca.crt"\n')
+    _Handler.payload, _Handler.cut_after, _Handler.no_length = payload, None, False
+    _Handler.ranges, _Handler.sent = [], 0
+    return base
+
+
+def _request(device: FakeDevice, **fields: object) -> Path:
+    """What the daemon writes into its drop folder for ``cmd/update``."""
+    path = device.root / "var/lib/satoyama/update-requests/request.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({k: v for k, v in fields.items() if v is not None}))
+    return path
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+def test_update_request_from_the_cloud_is_carried_out_once(
+    tmp_path: Path, fleet: Fleet, https_server: tuple[str, Path]
+) -> None:
+    dev = fleet.device(tmp_path / "root")
+    payload = fleet.v3.read_bytes()
+    base = _serve(dev, https_server, payload)
+    request = _request(
+        dev,
+        cmd="update",
+        id="c1",
+        version="0.3.0",
+        url=f"{base}/satoyama-edge-0.3.0.tar",
+        sha256=hashlib.sha256(payload).hexdigest(),
+        size=len(payload),
+        rollout="r1",
+        issued="2026-06-01T03:00:00Z",
+    )
+    proc = dev.updater("run")
+    assert proc.returncode == 0, proc.stderr
+    assert dev.assert_complete_release() == "0.3.0"
+    assert request.exists(), "root never changes the daemon's drop folder"
+    again = dev.updater("run")
+    assert again.returncode == 0 and again.stdout.strip() == "update request already handled"
+    assert [e["kind"] for e in dev.events()] == ["update_installed"]
+    # Everything the updater keeps is root's alone; the release is readable by the daemon.
+    state = dev.root / "var/lib/satoyama-update"
+    assert _mode(state) == 0o711 and _mode(state / "state.json") == 0o600
+    assert _mode(state / "lock") == 0o600 and _mode(state / "downloads") == 0o700
+    assert _mode(state / "spool") == 0o755 and _mode(state / "spool/events.jsonl") == 0o644
+    release = dev.opt / "releases/0.3.0"
+    assert _mode(release) == 0o755 and _mode(release / "manifest.json") == 0o644
+    assert _mode(release / "venv/bin/edge") == 0o755
+
+
+BAD_REQUESTS: dict[str, dict[str, object]] = {
+    "file-shadow": {"url": "file:///etc/shadow"},
+    "file-dev-zero": {"url": "file:///dev/zero"},
+    "http": {"url": "http://127.0.0.1:1/satoyama-edge-0.3.0.tar"},
+    "percent-dotdot": {"url": "https://127.0.0.1:1/a/%2e%2e/%2e%2e/satoyama-edge-0.3.0.tar"},
+    "url-newline": {"url": "https://127.0.0.1:1/satoyama-edge-0.3.0.tar\n"},
+    "version-newline": {"version": "0.3.0\n"},
+    "version-rc": {"version": "9.9.9-rc1"},
+    "no-size": {"size": None},
+    "no-sha256": {"sha256": None},
+    "too-big": {"size": 3 << 30},
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_REQUESTS))
+def test_bad_update_requests_are_refused_by_daemon_and_updater_alike_and_reported_once(
+    tmp_path: Path, fleet: Fleet, case: str
+) -> None:
+    good: dict[str, object] = {
+        "cmd": "update",
+        "id": "c1",
+        "version": "0.3.0",
+        "url": "https://127.0.0.1:1/satoyama-edge-0.3.0.tar",
+        "sha256": "ab" * 32,
+        "size": 1000,
+    }
+    fields: dict[str, object] = {**good, **BAD_REQUESTS[case]}
+    dev = fleet.device(tmp_path / "root")
+    path = _request(dev, **fields)
+    with pytest.raises(CommandError):  # the daemon refuses it from the cloud...
+        parse_command("update", path.read_bytes())
+    proc = dev.updater("run")  # ...and the updater, with the same schema
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    [event] = dev.events()
+    assert event["kind"] == "update_failed" and event["data"]["stage"] == "request"  # type: ignore[index]
+    assert not list((dev.root / "var/lib/satoyama-update/downloads").iterdir()), "nothing fetched"
+    again = dev.updater("run")
+    assert again.returncode == 0 and again.stdout.strip() == "update request already handled"
+    assert len(dev.events()) == 1, "a refused request is reported once, not at every timer run"
+    assert dev.assert_complete_release() == "0.2.0"
+
+
+@pytest.mark.parametrize("length", ["with-length", "no-length"])
+def test_a_download_stops_at_the_declared_size(
+    tmp_path: Path, fleet: Fleet, https_server: tuple[str, Path], length: str
+) -> None:
+    """A server sending more than the request's ``size`` is cut off there, never copied whole."""
+    dev = fleet.device(tmp_path / "root")
+    payload = b"\0" * (8 << 20)  # think /dev/zero behind a URL
+    base = _serve(dev, https_server, payload)
+    _Handler.no_length = length == "no-length"
+    _request(
+        dev,
+        cmd="update",
+        id="c2",
+        version="0.3.0",
+        url=f"{base}/satoyama-edge-0.3.0.tar",
+        sha256=hashlib.sha256(payload[:100_000]).hexdigest(),
+        size=100_000,
+    )
+    proc = dev.updater("run")
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "more than 100000" in proc.stdout
+    assert not list((dev.root / "var/lib/satoyama-update/downloads").iterdir())
+    [event] = dev.events()
+    assert event["data"]["stage"] == "request"  # type: ignore[index]
+    assert dev.updater("run").stdout.strip() == "update request already handled"
+
+
+def test_a_download_with_the_wrong_hash_is_refused_and_discarded(
+    tmp_path: Path, fleet: Fleet, https_server: tuple[str, Path]
+) -> None:
+    dev = fleet.device(tmp_path / "root")
+    payload = fleet.v3.read_bytes()
+    base = _serve(dev, https_server, payload)
+    _request(
+        dev,
+        cmd="update",
+        id="c3",
+        version="0.3.0",
+        url=f"{base}/satoyama-edge-0.3.0.tar",
+        sha256="00" * 32,
+        size=len(payload),
+    )
+    proc = dev.updater("run")
+    assert proc.returncode == 3 and "sha256" in proc.stdout, proc.stdout + proc.stderr
+    assert not list((dev.root / "var/lib/satoyama-update/downloads").iterdir())
+    assert dev.assert_complete_release() == "0.2.0"
+    assert [e["kind"] for e in dev.events()] == ["update_failed"]
+
+
+def test_an_interrupted_download_keeps_the_request_and_resumes(
+    tmp_path: Path, fleet: Fleet, https_server: tuple[str, Path]
+) -> None:
+    dev = fleet.device(tmp_path / "root")
+    payload = fleet.v3.read_bytes()
+    base = _serve(dev, https_server, payload)
+    _Handler.cut_after = len(payload) // 2
+    _request(
+        dev,
+        cmd="update",
+        id="c4",
+        version="0.3.0",
+        url=f"{base}/satoyama-edge-0.3.0.tar",
+        sha256=hashlib.sha256(payload).hexdigest(),
+        size=len(payload),
+    )
+    first = dev.updater("run")
+    assert first.returncode == 1 and "run again to resume" in first.stderr, first.stderr
+    assert dev.events() == [], "a network failure is not a refusal"
+    second = dev.updater("run")
+    assert second.returncode == 0, second.stderr
+    assert dev.assert_complete_release() == "0.3.0"
+    assert _Handler.ranges[-1] == f"bytes={len(payload) // 2}-"
+
+
+# -- bundles that must end in a clear refusal ---------------------------------------------------
+
+
+def test_a_deeply_nested_signature_file_is_refused_with_an_event(
+    tmp_path: Path, fleet: Fleet
+) -> None:
+    bad = tmp_path / "satoyama-edge-0.3.0.tar"
+    with tarfile.open(fleet.v3) as tin, tarfile.open(bad, "w", format=tarfile.PAX_FORMAT) as tout:
+        for m in tin:
+            data = tin.extractfile(m).read() if m.isfile() else b""  # type: ignore[union-attr]
+            if m.name == "manifest.sig":
+                data = b'{"x":' + b"[" * 30_000 + b"]" * 30_000 + b',"signatures":[]}'
+                m.size = len(data)
+            tout.addfile(m, io.BytesIO(data))
+    dev = fleet.device(tmp_path / "root")
+    proc = dev.updater("install", "--bundle", str(bad))
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and "manifest.sig is malformed" in proc.stderr
+    [event] = dev.events()
+    assert event["kind"] == "update_failed" and event["data"]["stage"] == "verify"  # type: ignore[index]
+    assert not list((dev.root / "var/lib/satoyama-update/downloads").iterdir()), "forgery kept"
+
+
+def _sdist(marker: Path) -> bytes:
+    """A source package whose setup.py, if anyone built it, would leave ``marker`` behind."""
+    setup = f"open({str(marker)!r}, 'w').write('ran as root')\nfrom setuptools import setup\n"
+    setup += "setup(name='evil', version='1.0')\n"
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as tar:
+        for name, text in (
+            ("evil-1.0/setup.py", setup),
+            ("evil-1.0/PKG-INFO", "Metadata-Version: 2.1\nName: evil\nVersion: 1.0\n"),
+        ):
+            info = tarfile.TarInfo(name)
+            info.size = len(text.encode())
+            tar.addfile(info, io.BytesIO(text.encode()))
+    return out.getvalue()
+
+
+def test_a_signed_bundle_with_a_source_package_is_not_built(
+    tmp_path: Path, fleet: Fleet, ota_key: Keys
+) -> None:
+    """Only wheels are installed: pip never runs a bundle's setup.py as root."""
+    import msgspec
+
+    from deploy import bundle as bundle_mod
+    from deploy.keys import load_signing_key, sign
+
+    marker = tmp_path / "setup-py-ran"
+    sdist = _sdist(marker)
+    files: dict[str, bytes] = {}
+    with tarfile.open(fleet.v3) as tin:
+        manifest = msgspec.json.decode(
+            tin.extractfile("manifest.json").read(),  # type: ignore[union-attr]
+            type=bundle_mod.Manifest,
+        )
+        for m in tin:
+            if m.name.startswith("files/"):
+                files[m.name.removeprefix("files/")] = tin.extractfile(m).read()  # type: ignore[union-attr]
+    files["wheels/evil-1.0.tar.gz"] = sdist
+    entries = {
+        k: bundle_mod.FileEntry(sha256=hashlib.sha256(v).hexdigest(), size=len(v))
+        for k, v in files.items()
+    }
+    forged = msgspec.structs.replace(
+        manifest, files=entries, install=[*manifest.install, "evil==1.0"]
+    )
+    manifest_bytes = msgspec.json.encode(forged)
+    sig = json.dumps({"signatures": [sign(load_signing_key(ota_key.private), manifest_bytes)]})
+    bundle = tmp_path / "satoyama-edge-0.3.0.tar"
+    with tarfile.open(bundle, "w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in [
+            ("manifest.json", manifest_bytes),
+            ("manifest.sig", sig.encode()),
+            *((f"files/{k}", v) for k, v in sorted(files.items())),
+        ]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    dev = fleet.device(tmp_path / "root")
+    proc = dev.updater("install", "--bundle", str(bundle))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "not wheels: wheels/evil-1.0.tar.gz" in proc.stdout
+    assert not marker.exists(), "a source package's setup.py ran"
+    assert dev.assert_complete_release() == "0.2.0"
+    [event] = dev.events()
+    assert event["kind"] == "update_failed"
