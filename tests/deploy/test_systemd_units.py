@@ -174,7 +174,7 @@ def test_services_are_sandboxed_within_their_exposure_limits() -> None:
     services = {p.name for p in UNITS if p.suffix == ".service"}
     assert services == set(EXPOSURE_LIMITS), "every service needs an exposure limit here"
     scores = {}
-    for name, limit in EXPOSURE_LIMITS.items():
+    for name in EXPOSURE_LIMITS:
         proc = subprocess.run(
             [analyze, "security", "--offline=true", "--no-pager", str(UNIT_DIR / name)],
             capture_output=True,
