@@ -487,3 +487,46 @@ async def test_a_version_1_file_is_migrated_and_keeps_its_rows(tmp_path: Path) -
         assert box._conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental
     finally:
         box.close()
+
+
+async def _steps_per_put_at_the_cap(path: Path, cap: int) -> int:
+    """SQLite VM instructions for one put into an outbox holding ``cap`` rows."""
+    box = Outbox(path, max_events=cap)
+    box.open()
+    try:
+        await box.put_many([make_event(i, "info", "heartbeat") for i in range(1, cap + 1)])
+        await box.put(make_event(cap + 1, "info", "heartbeat"))  # evicting from now on
+        assert box._conn is not None
+        steps = [0]
+
+        def count() -> int:
+            steps[0] += 1
+            return 0
+
+        box._conn.set_progress_handler(count, 1)  # the writer is idle between puts
+        await box.put(make_event(cap + 2, "info", "heartbeat"))
+        box._conn.set_progress_handler(None, 1)
+        assert await box.depth() == cap
+        return steps[0]
+    finally:
+        box.close()
+
+
+async def test_a_put_at_the_cap_costs_the_same_however_big_the_backlog(tmp_path: Path) -> None:
+    small = await _steps_per_put_at_the_cap(tmp_path / "small.sqlite3", 500)
+    big = await _steps_per_put_at_the_cap(tmp_path / "big.sqlite3", 10_000)
+    assert big < 2 * small, (small, big)  # through the (rank, n) index, not a sort of all rows
+
+
+async def test_evicting_is_noticed_once_when_it_starts(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "outbox.sqlite3", max_events=100)
+    box.open()
+    seen: list[Notice] = []
+    try:
+        for i in range(1, 160):
+            await box.put(make_event(i, "info", "heartbeat"))
+        (notice,) = notices_of(box, "evicting", seen)
+        assert notice.code == "full"
+        assert (await box.stats()).evicted == {"heartbeat": 59}
+    finally:
+        box.close()
