@@ -39,13 +39,19 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from deploy.errors import DeployError
 from deploy.fleet import Broker, FleetDB
-from deploy.pki import CA, CLAIM_PREFIX, claimed_device, common_name, sign_device_key
+from deploy.pki import (
+    CA,
+    CLAIM_PREFIX,
+    claimed_device,
+    common_name,
+    reserved_device_id,
+    sign_device_key,
+)
 
 log = logging.getLogger(__name__)
 
 CLAIM_RE = re.compile(rf"^{CLAIM_PREFIX}[0-9a-f]{{16}}$")
 DEVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # edge.config's Identifier
-RESERVED = {"claim"}  # topic PREFIX/claim/... belongs to enrolment
 MAX_REQUEST = 16 * 1024
 
 
@@ -98,8 +104,10 @@ class Enroller:
         ):
             raise EnrolmentRefused('request needs "device", "csr" and "claim" (strings)')
         device: str = req["device"]
-        if not DEVICE_RE.fullmatch(device) or device in RESERVED:
+        if not DEVICE_RE.fullmatch(device):
             raise EnrolmentRefused(f"{device[:64]!r} is not a device id")
+        if (why := reserved_device_id(device)) is not None:
+            raise EnrolmentRefused(f"not a device id: {why}")
 
         try:
             claim_cert = x509.load_pem_x509_certificate(req["claim"].encode())

@@ -34,6 +34,22 @@ CLAIM_DAYS = 14
 CLAIM_PREFIX = "claim-"
 CLAIM_URN = "urn:satoyama:claim-for:"
 """The claim certificate's subject alternative name: this prefix and the device id."""
+SERVICE_PREFIX = "satoyama-"
+"""Common names of the fleet's own services (satoyama-cloud, satoyama-enroller, ...: the
+``user`` lines of deploy/broker/fleet.acl) start with this; no device id may."""
+
+
+def reserved_device_id(device_id: str) -> str | None:
+    """Why ``device_id`` cannot be a device's certificate CN (None: it can).
+
+    A device certificate whose CN were ``satoyama-cloud`` would carry the
+    notifier's rights on the broker; ``claim...`` names enrolment topics."""
+    low = device_id.lower()
+    if low.startswith(SERVICE_PREFIX):
+        return f"{device_id!r}: ids starting with {SERVICE_PREFIX!r} belong to the fleet's services"
+    if low == "claim" or low.startswith(CLAIM_PREFIX):
+        return f"{device_id!r}: 'claim' and 'claim-...' belong to enrolment"
+    return None
 
 
 @dataclass(frozen=True)
@@ -233,6 +249,8 @@ class Claim:
 
 def issue_claim(claim_ca: CA, device_id: str, *, days: float = CLAIM_DAYS) -> Claim:
     """A claim certificate: CN ``claim-<random>``, valid ``days``, naming ``device_id``."""
+    if (why := reserved_device_id(device_id)) is not None:
+        raise ProvisionError(f"device id {why}")
     if not 0 < days <= 90:
         raise ProvisionError(f"claim validity: {days} days; a claim is short-lived (at most 90)")
     key = ec.generate_private_key(ec.SECP256R1())

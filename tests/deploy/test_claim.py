@@ -22,11 +22,12 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from deploy.claim import Enroller, serve
 from deploy.fatboot import BootImage
 from deploy.fleet import Broker, FleetDB
-from deploy.pki import CA, create_claim_ca, issue_claim, load_ca
+from deploy.pki import CA, common_name, create_claim_ca, issue_claim, load_ca
 from deploy.provision import provision
 from edge.enrol import signing_request
 from tests.deploy.conftest import Keys
@@ -35,6 +36,8 @@ from tests.deploy.test_provision import DEVICE, NOT_HERE, _request, claim_fleet
 from tests.support.pki import FleetCA, Issued
 from tests.support.shipped_broker import ShippedBroker, shipped_broker
 from tests.support.waiting import until
+
+PEM = Encoding.PEM
 
 
 @pytest.fixture
@@ -88,7 +91,8 @@ def test_a_claim_gets_one_certificate_for_its_device_and_the_devices_own_key(
         ("csr for another id", "csr: common name must be the device id"),
         ("not a claim name", "is not a claim name"),
         ("garbage", "request is not JSON"),
-        ("reserved id", "'claim' is not a device id"),
+        ("reserved id", "not a device id: 'claim'"),
+        ("a service's id", "not a device id: 'satoyama-cloud': ids starting with 'satoyama-'"),
     ],
 )
 def test_the_enroller_refuses(
@@ -118,10 +122,33 @@ def test_the_enroller_refuses(
         payload = b"\xff\x00"
     elif case == "reserved id":
         payload = request("claim", claim.cert_pem)
+    elif case == "a service's id":  # a claim CA key holder trying to mint the notifier's identity
+        minted = _claim_for(claim_ca, "satoyama-cloud")
+        name, payload = common_name(minted), request("satoyama-cloud", minted.public_bytes(PEM))
     with FleetDB(tmp_path / "fleet.sqlite3") as db:
         reply = Enroller(fleet, claim_ca.cert, db, clock=clock).answer(name, payload)
         assert reply["ok"] is False and error in reply["error"], reply
         assert db.devices() == []
+
+
+def _claim_for(claim_ca: CA, device: str) -> x509.Certificate:
+    """A claim certificate the claim CA signed for any id (issue_claim would refuse)."""
+    from deploy.pki import CLAIM_URN, _client_cert
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    san = x509.SubjectAlternativeName([x509.UniformResourceIdentifier(CLAIM_URN + device)])
+    return _client_cert(
+        claim_ca, key.public_key(), "claim-0123456789abcdef",
+        dt.datetime.now(dt.UTC) + dt.timedelta(days=1), san,
+    )  # fmt: skip
+
+
+def test_provisioning_refuses_a_claim_for_a_services_id(cas: tuple[CA, CA]) -> None:
+    from deploy.errors import ProvisionError
+
+    for device in ("satoyama-cloud", "Satoyama-Enroller", "claim", "claim-x"):
+        with pytest.raises(ProvisionError, match="belong"):
+            issue_claim(cas[1], device)
 
 
 # -- the whole way, on the shipped broker ---------------------------------------------------------
