@@ -36,6 +36,7 @@ import logging
 import math
 import os
 import socket
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
@@ -58,8 +59,10 @@ from cloud.config import (
     Recipient,
     SiteConfig,
 )
+from cloud.device_acks import DeviceAcks
 from cloud.errors import PermanentDeliveryError, TransientDeliveryError
 from cloud.mailer import DryRunSession, Mailer, MailSession
+from cloud.receive_gate import ReceiveGate
 from cloud.render import (
     CHART_KINDS,
     JST,
@@ -81,7 +84,6 @@ from cloud.store import (
     TrapPlan,
     TrapRow,
 )
-from cloud.device_acks import DeviceAcks
 from edge.event import (
     EnvelopeError,
     Event,
@@ -105,6 +107,10 @@ TELEMETRY_KEEP_S: Final = WINDOW_S + 3600.0
 STOP_GRACE_S: Final = 10.0
 #: Readings one telemetry batch may add (a bigger one is cut, and logged).
 MAX_POINTS_PER_BATCH: Final = 20000
+#: The store's thread hands each result back to the loop: with CPython's default
+#: 5 ms GIL switch interval, each hand-over could wait that long while the loop
+#: parses MQTT packets (as the daemon found; see edge.daemon).
+GIL_SWITCH_INTERVAL_S: Final = 0.0005
 
 
 @dataclass
@@ -174,6 +180,8 @@ class Notifier:
             DeviceAcks(m.topic_prefix, delay_s=m.ack_delay_s) if m.device_acks else None
         )
         """What this instance committed, on its way back to the devices (``None``: off)."""
+        self.gate: ReceiveGate | None = None
+        """The receive window of the current MQTT connection."""
 
     # --- life cycle -------------------------------------------------------------
 
@@ -191,6 +199,7 @@ class Notifier:
         unacknowledged, so that a supervisor can restart the process.
         """
         cfg = self.config
+        sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL_S))
         log.info(
             "notifier starting: instance=%s mqtt=%s:%d protocol=%s topics=%s,%s,%s smtp=%s:%d "
             "store=%s sites=%d",
@@ -257,6 +266,9 @@ class Notifier:
         attempt = 0
         while True:
             client = self._mqtt_client()
+            # Before connecting: a resumed session's backlog arrives right after CONNACK.
+            gate = ReceiveGate(client, self.config.mqtt.receive_maximum)
+            self.gate = gate
             try:
                 async with client:
                     topics = [(self.topic, 1), (self.telemetry_topic, 1), (self.status_topic, 1)]
@@ -272,6 +284,7 @@ class Notifier:
                         ", ".join(t for t, _ in topics),
                     )
                     self.subscribed.set()
+                    gate.arm()
                     acker = (
                         asyncio.create_task(self.acks.publish_forever(client), name="acks")
                         if self.acks is not None
@@ -279,6 +292,7 @@ class Notifier:
                     )
                     try:
                         async for message in client.messages:
+                            gate.taken()
                             await self._handle(client, store, message)
                     finally:
                         if acker is not None:
@@ -427,7 +441,12 @@ class Notifier:
             self.stats.folded += 1
         if result.queued:
             self._wake.set()
-        self._timers.set()
+        if coalesce is not None or trap is not None:
+            # A burst or a trap may now have the earliest deadline.  Other events
+            # move deadlines (a heartbeat's) at least heartbeat_timeout_s away, which
+            # the timekeeper's next look (every delivery.poll_s) finds: waking it
+            # for each of them cost five queries per event under a backlog.
+            self._timers.set()
         log.info(
             "event accepted event=%s kind=%s severity=%s site=%s device=%s mails=%d%s",
             event.id,

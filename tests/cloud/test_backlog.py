@@ -1,0 +1,87 @@
+"""The notifier as its own process (as in production) facing a 100,000-event backlog.
+
+The backlog is queued by mosquitto in the notifier's persistent session while it
+is away; when it comes back, its resident memory must stay bounded while it
+drains, whatever the broker pushes (mosquitto 2.0.11 ignores the Receive
+Maximum of a resumed session: see cloud/receive_gate.py).  Before the receive
+window, the whole backlog sat in memory: 105 MB after 10,000 events.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from edge.sim.broker import Mosquitto
+from tests.cloud.backlog import NotifierProcess, heartbeat, publish, stored_events
+from tests.cloud.conftest import SITE, config_text
+
+BACKLOG = 100_000
+#: Events the test watches it store (all of them would take a minute or more).
+WATCHED = 15_000
+#: Generous: the notifier runs at ~35-40 MB here; the unbounded one passed 100 MB
+#: within seconds of connecting.
+PEAK_MB = 80
+#: How much it may grow from its first seconds to the end of the watch ("flat").
+GROWTH_MB = 15
+
+
+@pytest.fixture
+def fast_dir(tmp_path: Path) -> Path:
+    """The store on tmpfs when there is one: the test is about memory, not fsync."""
+    shm = Path("/dev/shm")
+    if shm.is_dir():
+        return Path(tempfile.mkdtemp(prefix="notifier-backlog-", dir=shm))
+    return tmp_path
+
+
+def test_memory_stays_bounded_while_a_100k_backlog_drains(
+    tmp_path: Path, broker: Mosquitto, fast_dir: Path
+) -> None:
+    store = fast_dir / "n.sqlite3"
+    config = tmp_path / "notifier.toml"
+    config.write_text(
+        config_text(
+            mqtt_port=broker.port, smtp_port=1, store=store, mqtt="session_expiry_s = 3600"
+        ),
+        encoding="utf-8",
+    )
+    notifier = NotifierProcess(config, tmp_path / "notifier.log")
+    notifier.start()  # creates the persistent session and its subscriptions
+    notifier.stop()
+    devices = [f"pi-{n:02d}" for n in range(20)]
+    queued = publish(
+        broker, ((devices[n % 20], heartbeat(n, devices[n % 20], SITE)) for n in range(BACKLOG))
+    )
+    assert queued == BACKLOG
+
+    notifier = NotifierProcess(config, tmp_path / "notifier.log")
+    try:
+        notifier.start()
+        began = time.monotonic()
+        settled: int | None = None
+        checked = 0.0
+        while True:
+            kb = notifier.sample()
+            now = time.monotonic()
+            if settled is None and now - began >= 2.0:
+                settled = kb
+            if now - checked >= 0.25:
+                checked = now
+                if stored_events(store) >= WATCHED:
+                    break
+            assert kb < PEAK_MB * 1024, f"RSS {kb / 1024:.0f} MB: {notifier.memory()}"
+            assert now - began < 90, f"only {stored_events(store)} events stored in 90 s"
+            time.sleep(0.05)
+        end = notifier.sample()
+        peak = max(kb for _, kb in notifier.samples)
+    finally:
+        notifier.stop()
+    assert peak < PEAK_MB * 1024
+    assert settled is not None and end - settled < GROWTH_MB * 1024, (settled, end)
+    # It stopped cleanly with most of the backlog still queued for it.
+    assert stored_events(store) < BACKLOG
+    assert "notifier stopped" in notifier.log.read_text()
