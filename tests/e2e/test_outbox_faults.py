@@ -14,6 +14,7 @@ import json
 import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from edge.sim.broker import Mosquitto
 from tests.e2e.test_store_and_forward import DEVICE, ROOT, config_text, in_private_tmpfs
 from tests.edge.test_outbox import make_event
 from tests.support.spy import spy_on
+from tests.support.waiting import until_sync
 
 pytestmark = pytest.mark.slow
 
@@ -139,6 +141,45 @@ async def test_daemon_reports_a_damaged_row_once_and_sends_the_alarm_behind_it(
             await spy.wait(lambda: len(spy.of_kind("heartbeat")) >= 2, 10, "a second heartbeat")
     assert len(reports()) == 1
     assert reports()[0].data["sensor"] == "outbox" and reports()[0].data["rows"] == 1
+
+
+async def test_the_siren_is_armed_before_the_outbox_is_opened(tmp_path: Path) -> None:
+    path = tmp_path / "device" / "outbox.sqlite3"
+    path.parent.mkdir()
+    box = Outbox(path)
+    box.open()
+    box.close()
+    # Another writer holds the file: opening the outbox waits out its busy timeout.
+    blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    blocker.execute("BEGIN EXCLUSIVE")
+    daemon = Daemon(parse(config_text(tmp_path, 9)))  # nothing listens on port 9
+    seen: dict[str, Any] = {}
+
+    def detect_while_the_outbox_opens() -> None:
+        try:
+            try:
+                until_sync(lambda: "pir_north" in daemon.detectors, 4.0, "the detector")
+            except AssertionError:
+                seen["siren"] = "no detector while the outbox was opening"
+                return
+            pin = daemon.pin_factory.pin(17)
+            pin.drive_high()
+            seen["siren"] = bool(daemon.pin_factory.pin(27).state)
+            seen["outbox_open"] = daemon.outbox._thread is not None
+            pin.drive_low()
+        finally:
+            blocker.execute("ROLLBACK")
+
+    thread = threading.Thread(target=detect_while_the_outbox_opens)
+    thread.start()
+    try:
+        await daemon.start()
+        thread.join()
+        assert seen == {"siren": True, "outbox_open": False}
+    finally:
+        thread.join()
+        await daemon.close()
+        blocker.close()
 
 
 if __name__ == "__main__":
