@@ -71,6 +71,24 @@ def cmd_ca_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ca_issue(args: argparse.Namespace) -> int:
+    from deploy.pki import issue_broker_identity, issue_service_identity, load_ca, write_identity
+
+    ca_dir = Path(args.dir)
+    ca = load_ca(ca_dir / "ca.crt", ca_dir / "ca.key")
+    if args.broker:
+        identity = issue_broker_identity(ca, list(args.broker))
+        stem = "broker"
+    else:
+        identity = issue_service_identity(ca, args.service)
+        stem = args.service
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_identity(identity, out / f"{stem}.key", out / f"{stem}.crt")
+    print(f"{out / f'{stem}.crt'} (key {out / f'{stem}.key'}, mode 0600)")
+    return 0
+
+
 def cmd_broker_install(args: argparse.Namespace) -> int:
     from deploy.broker import install
 
@@ -313,6 +331,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", required=True)
     p.add_argument("--fleet", required=True, help="fleet name (in the CA's name)")
     p.set_defaults(func=cmd_ca_init)
+    p = ca.add_parser(
+        "issue",
+        help="a certificate of the fleet CA for the broker or one of the fleet's services",
+        description="The broker's server certificate (--broker HOST...) or a service's client "
+        "certificate (--service satoyama-cloud | satoyama-enroller | satoyama-operator | "
+        "satoyama-recorder): the CN is the service's identity and client id on the broker.",
+    )
+    p.add_argument("--dir", required=True, help="the fleet CA folder (ca.crt, ca.key)")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--broker", nargs="+", metavar="HOST", help="the broker's names / addresses")
+    who.add_argument("--service", help="a service name starting with satoyama-")
+    p.add_argument("--out", required=True, help="folder for NAME.key (0600) and NAME.crt")
+    p.set_defaults(func=cmd_ca_issue)
 
     br = sub.add_parser("broker", help="the broker's configuration").add_subparsers(
         dest="sub", required=True

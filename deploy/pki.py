@@ -170,6 +170,8 @@ def _client_cert(
     common_name: str,
     not_after: dt.datetime,
     san: x509.SubjectAlternativeName | None = None,
+    *,
+    server: bool = False,
 ) -> x509.Certificate:
     now = _now()
     builder = (
@@ -202,7 +204,12 @@ def _client_cert(
             ),
             critical=True,
         )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()), critical=False
@@ -231,6 +238,53 @@ def issue_device_identity(ca_cert_path: Path, ca_key_path: Path, device_id: str)
         cert_pem=sign_device_key(ca, key.public_key(), device_id),
         ca_pem=ca.pem,
     )
+
+
+SERVICES = ("satoyama-cloud", "satoyama-enroller", "satoyama-operator", "satoyama-recorder")
+"""The service identities deploy/broker/fleet.acl knows (more notifiers: satoyama-cloud-2, ...)."""
+
+
+def issue_service_identity(ca: CA, name: str, *, days: int = DEVICE_DAYS) -> Identity:
+    """A client certificate of the fleet CA for one of the fleet's own services.
+
+    Its CN is the service's broker identity (and client id); it must start with
+    ``satoyama-`` so that it can never be a device's id."""
+    if not name.startswith(SERVICE_PREFIX) or len(name) > 64:
+        raise ProvisionError(
+            f"service name {name!r}: must start with {SERVICE_PREFIX!r} "
+            f"(the shipped ACL's are {', '.join(SERVICES)})"
+        )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _client_cert(ca, key.public_key(), name, _now() + dt.timedelta(days=days))
+    return Identity(_pem_key(key), cert.public_bytes(serialization.Encoding.PEM), ca.pem)
+
+
+def issue_broker_identity(ca: CA, hosts: list[str], *, days: int = DEVICE_DAYS) -> Identity:
+    """The broker's server certificate (DNS names and IP addresses in its SAN)."""
+    import ipaddress
+
+    if not hosts:
+        raise ProvisionError("the broker certificate needs at least one host name")
+    names: list[x509.GeneralName] = []
+    for h in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(h)))
+        except ValueError:
+            names.append(x509.DNSName(h))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _client_cert(
+        ca, key.public_key(), hosts[0], _now() + dt.timedelta(days=days),
+        x509.SubjectAlternativeName(names), server=True,
+    )  # fmt: skip
+    return Identity(_pem_key(key), cert.public_bytes(serialization.Encoding.PEM), ca.pem)
+
+
+def write_identity(identity: Identity, key_path: Path, cert_path: Path) -> None:
+    """The key (0600, never overwritten) and the certificate."""
+    if key_path.exists():
+        raise DeployError(f"{key_path}: already exists; refusing to overwrite a key")
+    write_private_file(key_path, identity.key_pem)
+    cert_path.write_bytes(identity.cert_pem)
 
 
 @dataclass(frozen=True)

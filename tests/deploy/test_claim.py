@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import shutil
 import ssl
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -311,7 +312,8 @@ async def test_a_claim_reaches_only_its_own_enrolment_topics(tmp_path: Path) -> 
 async def test_the_enroller_command_answers_a_claim_from_edge_enrol(
     tmp_path: Path, fleet_ca: Path
 ) -> None:
-    """``satoyama-deploy enrol serve`` and ``python -m edge.enrol``, both as processes."""
+    """``satoyama-deploy enrol serve`` and ``python -m edge.enrol``, both as processes; the
+    broker's and the enroller's certificates from ``satoyama-deploy ca issue``."""
     create_claim_ca(tmp_path / "claim-ca", "shiojiri")
     claim_dir = tmp_path / "claim-ca"
     fleet_side = FleetCA(tmp_path / "issued", existing=(fleet_ca / "ca.crt", fleet_ca / "ca.key"))
@@ -325,7 +327,17 @@ async def test_the_enroller_command_answers_a_claim_from_edge_enrol(
     (etc / "claim.key").write_bytes(claim.key_pem)
     (etc / "claim.key").chmod(0o600)
     shutil.copy(fleet_ca / "ca.crt", etc / "ca.crt")
-    with shipped_broker(tmp_path / "mq", fleet_side, claim_side) as sb:
+    svc = tmp_path / "services"
+    for what in (["--broker", "localhost", "127.0.0.1"], ["--service", "satoyama-enroller"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "deploy.cli", "ca", "issue", "--dir", str(fleet_ca), *what,
+             "--out", str(svc)],
+            cwd=REPO, capture_output=True, text=True,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+    assert (svc / "satoyama-enroller.key").stat().st_mode & 0o777 == 0o600
+    server = Issued(svc / "broker.crt", svc / "broker.key")
+    with shipped_broker(tmp_path / "mq", fleet_side, claim_side, server) as sb:
         config = etc / "device.toml"
         config.write_text(
             f'[device]\nid = "{DEVICE}"\nsite = "s"\nlatitude = 36.0\nlongitude = 137.0\n\n'
@@ -333,7 +345,7 @@ async def test_the_enroller_command_answers_a_claim_from_edge_enrol(
             f'[uplink.tls]\nca_file = "{etc}/ca.crt"\ncert_file = "{etc}/device.crt"\n'
             f'key_file = "{etc}/device.key"\n'
         )
-        who = fleet_side.issue("satoyama-enroller")
+        who = Issued(svc / "satoyama-enroller.crt", svc / "satoyama-enroller.key")
         since = sb.broker.log_size()
         enroller = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "deploy.cli", "enrol", "serve",

@@ -43,14 +43,18 @@ class ShippedBroker:
 
 @contextmanager
 def shipped_broker(
-    folder: Path, fleet_ca: FleetCA | None = None, claim_ca: FleetCA | None = None
+    folder: Path,
+    fleet_ca: FleetCA | None = None,
+    claim_ca: FleetCA | None = None,
+    server: Issued | None = None,
 ) -> Iterator[ShippedBroker]:
-    """Start mosquitto with the shipped satoyama.conf, fleet.acl and claim.acl."""
+    """Start mosquitto with the shipped satoyama.conf, fleet.acl and claim.acl
+    (``server``: the broker's certificate and key; default: one for localhost)."""
     fleet_ca = fleet_ca or FleetCA(folder / "fleet-ca")
     claim_ca = claim_ca or FleetCA(folder / "claim-ca", name="Satoyama Test Claim CA")
     etc = folder / "etc-mosquitto-satoyama"
     etc.mkdir(parents=True)
-    server = fleet_ca.issue("localhost", server=True)
+    server = server or fleet_ca.issue("localhost", server=True)
     shutil.copy(fleet_ca.ca_file, etc / "fleet-ca.crt")
     shutil.copy(claim_ca.ca_file, etc / "claim-ca.crt")
     shutil.copy(server.cert, etc / "broker.crt")
