@@ -56,7 +56,6 @@ import datetime as dt
 import enum
 import functools
 import logging
-import os
 import queue
 import secrets
 import shutil
@@ -182,7 +181,9 @@ class Row(NamedTuple):
         )
 
 
-def row_crc(id_b: bytes, seq: int, rank: int, kind_b: bytes, channel_b: bytes, payload: bytes) -> int:
+def row_crc(
+    id_b: bytes, seq: int, rank: int, kind_b: bytes, channel_b: bytes, payload: bytes
+) -> int:
     """CRC-32 of a row as stored (``created`` aside): a flipped bit that still parses
     (a letter in a JSON string) must not be sent as if it were the event."""
     head = b"\0".join((id_b, b"%d" % seq, b"%d" % rank, kind_b, channel_b))
@@ -190,7 +191,8 @@ def row_crc(id_b: bytes, seq: int, rank: int, kind_b: bytes, channel_b: bytes, p
 
 
 def _with_crc(r: Row) -> tuple[Any, ...]:
-    return (*r, row_crc(r.id.encode(), r.seq, r.rank, r.kind.encode(), r.channel.encode(), r.payload))
+    crc = row_crc(r.id.encode(), r.seq, r.rank, r.kind.encode(), r.channel.encode(), r.payload)
+    return (*r, crc)
 
 
 def parse_row(raw: tuple[Any, ...]) -> Row | str:
@@ -268,7 +270,7 @@ class Health(enum.Enum):
 
 
 class _Job:
-    __slots__ = ("loop", "future")
+    __slots__ = ("future", "loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]) -> None:
         self.loop = loop
@@ -276,7 +278,7 @@ class _Job:
 
 
 class _Put(_Job):
-    __slots__ = ("rows", "probe")
+    __slots__ = ("probe", "rows")
 
     def __init__(self, loop: Any, future: Any, rows: list[Row], probe: bool = False) -> None:
         super().__init__(loop, future)
@@ -294,7 +296,7 @@ class _Ack(_Job):
 
 
 class _Query(_Job):
-    __slots__ = ("fn", "fallback")
+    __slots__ = ("fallback", "fn")
 
     def __init__(
         self,
@@ -311,7 +313,7 @@ class _Query(_Job):
 class _Repair(_Job):
     """The background check found trouble: ``corrupt`` (salvage) or ``recount``."""
 
-    __slots__ = ("what", "reason")
+    __slots__ = ("reason", "what")
 
     def __init__(self, loop: Any, future: Any, what: str, reason: str) -> None:
         super().__init__(loop, future)
@@ -779,7 +781,8 @@ class Outbox:
             return  # SQLite itself says what is wrong
         page_size = struct.unpack(">H", header[16:18])[0]
         page_size = 65536 if page_size == 1 else page_size
-        pages, valid_for, change = struct.unpack(">I", header[28:32])[0], header[92:96], header[24:28]
+        pages = struct.unpack(">I", header[28:32])[0]
+        valid_for, change = header[92:96], header[24:28]
         if valid_for == change and pages and pages * page_size > size:
             self._move_aside(f"truncated: {size} bytes, its header says {pages * page_size}")
 
@@ -878,7 +881,8 @@ class Outbox:
                     )
                 if "events" in tables:
                     cols = {r[1] for r in conn.execute("PRAGMA table_info(events)")}
-                    if cols not in (_COLUMNS, _V1_COLUMNS) or (cols == _V1_COLUMNS) != (version == 1):
+                    v1 = cols == _V1_COLUMNS
+                    if cols not in (_COLUMNS, _V1_COLUMNS) or v1 != (version == 1):
                         raise CorruptOutbox(f"unexpected events columns: {sorted(cols)}")
                 elif tables:
                     raise CorruptOutbox(f"not an outbox (tables: {', '.join(sorted(tables))})")
@@ -990,7 +994,7 @@ class Outbox:
         message = (
             f"outbox file unusable ({reason}); moved aside as {aside.name}, started a fresh "
             f"one; salvaged {readable} row(s) from it"
-            + (f", {lost} could not be read" if lost is not None else ", how many were lost is unknown")
+            + (f", {lost} could not be read" if lost is not None else ", how many lost: unknown")
             + (f", {len(found.bad)} damaged row(s) quarantined" if found.bad else "")
             + (f" ({found.note.rstrip('; ')})" if found.note else "")
         )
@@ -1142,7 +1146,9 @@ class Outbox:
             self._insert(conn, [r for j in puts for r in j.rows])
             self._delete(conn, [i for j in acks for i in j.ids])
             if self.fault is not None and any(j.probe for j in puts):
-                conn.execute("INSERT OR REPLACE INTO meta VALUES ('probe', ?)", (int(self.clock()),))
+                conn.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('probe', ?)", (int(self.clock()),)
+                )
             results.extend([(j, True, None) for j in puts])
             results.extend([(j, None, None) for j in acks])
             for job in batch:
@@ -1408,9 +1414,10 @@ class Outbox:
         if conn is None:
             return True  # cannot tell: delete it when the file is back
         try:
-            return conn.execute("SELECT 1 FROM events WHERE id = ?", (event_id,)).fetchone() is not None
+            row = conn.execute("SELECT 1 FROM events WHERE id = ?", (event_id,)).fetchone()
         except sqlite3.Error:
             return True
+        return row is not None
 
     def _bound_memory(self) -> None:
         excess = len(self._spill) - self.memory_max_events

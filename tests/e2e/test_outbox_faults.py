@@ -32,7 +32,9 @@ from tests.support.waiting import until_sync
 pytestmark = pytest.mark.slow
 
 
-async def scenario(folder: Path, cap: int, memory: int, durable_n: int, more: int) -> dict[str, Any]:
+async def scenario(
+    folder: Path, cap: int, memory: int, durable_n: int, more: int
+) -> dict[str, Any]:
     from edge.outbox import Outbox
     from tests.edge.test_outbox import make_event
     from tests.support.daemon_harness import fill
