@@ -182,7 +182,7 @@ if [ -n "$CLAIM_PORT" ] && [ ! -s /etc/satoyama/device.crt ]; then
     case $rc in
         0) ;;
         2) fail "the fleet refused this card's claim (see satoyama-firstboot.log): provision the card again" ;;
-        *) fail "no certificate yet: the broker's enrolment port $CLAIM_PORT was not reached; retried on the next boot" ;;
+        *) fail "no certificate yet: the broker's enrolment port $CLAIM_PORT was not reached (no network, or the broker refused an expired claim); retried on the next boot" ;;
     esac
 fi
 if [ -f /etc/satoyama/device.key ]; then

@@ -394,3 +394,35 @@ def test_broker_install_writes_the_shipped_files_or_names_what_is_missing(tmp_pa
     assert (etc / "claim.acl").read_text() == shipped("claim.acl")
     conf = (confd / "satoyama.conf").read_text()
     assert conf.replace(str(etc.resolve()), "/etc/mosquitto/satoyama") == shipped("satoyama.conf")
+
+
+async def test_no_broker_means_exit_1_and_the_key_and_claim_are_kept_for_the_next_boot(
+    tmp_path: Path, cas: tuple[CA, CA]
+) -> None:
+    from edge.sim.broker import free_port
+
+    fleet, claim_ca = cas
+    claim = issue_claim(claim_ca, DEVICE)
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "claim.crt").write_bytes(claim.cert_pem)
+    (etc / "claim.key").write_bytes(claim.key_pem)
+    (etc / "ca.crt").write_bytes(fleet.pem)
+    config = etc / "device.toml"
+    config.write_text(
+        f'[device]\nid = "{DEVICE}"\nsite = "s"\nlatitude = 36.0\nlongitude = 137.0\n\n'
+        '[uplink]\nhost = "127.0.0.1"\n\n'
+        f'[uplink.tls]\nca_file = "{etc}/ca.crt"\ncert_file = "{etc}/device.crt"\n'
+        f'key_file = "{etc}/device.key"\n'
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge.enrol", "--config", str(config),
+         "--claim-cert", str(etc / "claim.crt"), "--claim-key", str(etc / "claim.key"),
+         "--claim-port", str(free_port()), "--timeout", "3"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert "error: no answer from 127.0.0.1" in proc.stderr
+    key = (etc / "device.key").read_bytes()  # made once, kept: the next boot asks with it
+    assert (etc / "claim.key").exists() and not (etc / "device.crt").exists()
+    assert b"PRIVATE KEY" in key and (etc / "device.key").stat().st_mode & 0o777 == 0o600
