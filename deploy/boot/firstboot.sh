@@ -55,6 +55,9 @@ Before=satoyama-edge.service
 [Service]
 Type=oneshot
 ExecStart=/bin/sh $SRC/firstboot.sh $BOOT
+# Enrolment needs the network, which may come later than the boot: try again.
+Restart=on-failure
+RestartSec=300
 
 [Install]
 WantedBy=multi-user.target
