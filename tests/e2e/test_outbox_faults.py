@@ -145,6 +145,35 @@ async def test_daemon_reports_a_damaged_row_once_and_sends_the_alarm_behind_it(
     assert reports()[0].data["sensor"] == "outbox" and reports()[0].data["rows"] == 1
 
 
+async def test_a_fault_that_clears_at_once_is_still_reported_once_with_its_recovery(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    path = tmp_path / "device" / "outbox.sqlite3"
+
+    def storage(kind: str) -> list[Any]:
+        return [e for e in spy.of_kind(kind) if e.data.get("sensor") == "storage"]
+
+    async with spy_on(broker.host, broker.port, f"satoyama/v1/{DEVICE}/events") as spy:
+        async with Daemon(parse(config_text(tmp_path, broker.port))) as daemon:
+            assert daemon.recorder is not None and daemon.outbox._conn is not None
+            await spy.wait(lambda: bool(spy.of_kind("heartbeat")), 10, "the first heartbeat")
+            daemon.outbox._conn.execute("PRAGMA busy_timeout=20")
+            blocker = sqlite3.connect(path, timeout=0, isolation_level=None)
+            blocker.execute("BEGIN IMMEDIATE")  # another writer, for a moment
+            await daemon.recorder.record("anomaly", "info", {"i": 1})  # kept in memory
+            blocker.execute("ROLLBACK")
+            blocker.close()
+            await daemon.recorder.record("anomaly", "info", {"i": 2})  # durable: both written
+            await spy.wait(lambda: bool(storage("sensor_recovered")), 10, "the recovery")
+            await spy.wait(lambda: len(spy.of_kind("anomaly")) == 2, 10, "both events")
+            for _ in range(20):
+                await daemon.outbox.pending(10)  # reads decide nothing about the disk
+            await daemon.heartbeat()
+            await spy.wait(lambda: len(spy.of_kind("heartbeat")) >= 2, 10, "a later heartbeat")
+    assert [e.data["fault"] for e in storage("sensor_fault")] == ["locked"]
+    assert len(storage("sensor_recovered")) == 1
+
+
 async def test_the_siren_is_armed_before_the_outbox_is_opened(tmp_path: Path) -> None:
     path = tmp_path / "device" / "outbox.sqlite3"
     path.parent.mkdir()
