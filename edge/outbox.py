@@ -680,6 +680,8 @@ class Outbox:
             self._set_fault(_storage_code(exc) or "io_error", str(exc))
         except OSError as exc:
             self._set_fault("cannot_open", str(exc))
+        except CorruptOutbox as exc:  # even a fresh file is refused: retried like the rest
+            self._set_fault("corrupt", str(exc))
         self._thread = threading.Thread(target=self._writer, name="outbox-writer", daemon=True)
         self._thread.start()
 
@@ -957,7 +959,10 @@ class Outbox:
                 continue
             reason = reasons.get(aside, "set aside earlier, not salvaged yet")
             notices.append(self._salvage(conn, aside, reason))
-            marker.write_text("salvaged\n")
+            try:
+                marker.write_text("salvaged\n")
+            except OSError as exc:  # salvaged again next time: the cloud de-duplicates
+                log.warning("cannot mark %s as salvaged: %s", aside.name, exc)
 
     def _salvage(self, conn: sqlite3.Connection, aside: Path, reason: str) -> Notice:
         scratch = aside.with_name(f".{aside.name}.salvage-scratch")
@@ -1124,6 +1129,8 @@ class Outbox:
                 self._set_fault(_storage_code(exc) or "io_error", str(exc))
             except OSError as exc:
                 self._set_fault("cannot_open", str(exc))
+            except CorruptOutbox as exc:
+                self._set_fault("corrupt", str(exc))
         conn = self._conn
         if conn is None:
             self._deliver(self._degraded(batch))
