@@ -1043,6 +1043,11 @@ class Updater:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}\.tar", name):
             raise UpdateRefused(f"{url[:200]}: a bundle's name is NAME.tar (plain characters)")
         self.prepare()
+        for stale in self.downloads.iterdir():  # one download at a time: no pile of partials
+            ours = stale.name in (f"{name}.part", f"{name}.part.json")
+            if stale.name.endswith((".part", ".part.json")) and not ours:
+                log.info("removing an abandoned partial download %s", stale.name)
+                stale.unlink(missing_ok=True)
         return download(
             url,
             self.downloads / name,

@@ -343,9 +343,12 @@ def test_update_request_from_the_cloud_is_carried_out_once(
         rollout="r1",
         issued="2026-06-01T03:00:00Z",
     )
+    abandoned = dev.root / "var/lib/satoyama-update/downloads/satoyama-edge-0.2.9.tar.part"
+    abandoned.write_bytes(b"x" * 1000)  # an earlier request's cut-off download
     proc = dev.updater("run")
     assert proc.returncode == 0, proc.stderr
     assert dev.assert_complete_release() == "0.3.0"
+    assert not abandoned.exists(), "partial downloads do not pile up"
     assert request.exists(), "root never changes the daemon's drop folder"
     again = dev.updater("run")
     assert again.returncode == 0 and again.stdout.strip() == "update request already handled"
