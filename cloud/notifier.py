@@ -37,7 +37,9 @@ import math
 import os
 import socket
 import sys
+import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any, Final, Protocol, TypeGuard
@@ -127,6 +129,10 @@ class NotifierStats:
     folded: int = 0
     """Events that joined a burst already mailed (counted for its summary)."""
     sent: int = 0
+    mark_window_max_s: float = 0.0
+    """Longest time from the SMTP server accepting a mail to the store marking it sent:
+    a kill in that window mails it again after the restart."""
+    mark_window_total_s: float = 0.0
     deferred: int = 0
     failed: int = 0
     connections: int = 0
@@ -181,6 +187,7 @@ class Notifier:
         )
         """What this instance committed, on its way back to the devices (``None``: off)."""
         self.gate: ReceiveGate | None = None
+        self._renderer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="notifier-render")
         """The receive window of the current MQTT connection."""
 
     # --- life cycle -------------------------------------------------------------
@@ -200,6 +207,7 @@ class Notifier:
         """
         cfg = self.config
         sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL_S))
+        self._renderer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="notifier-render")
         log.info(
             "notifier starting: instance=%s mqtt=%s:%d protocol=%s topics=%s,%s,%s smtp=%s:%d "
             "store=%s sites=%d",
@@ -258,6 +266,7 @@ class Notifier:
                 raise
             finally:
                 self.subscribed.clear()
+                self._renderer.shutdown(wait=False)
         log.info("notifier stopped")
 
     # --- receiving ----------------------------------------------------------------
@@ -529,7 +538,7 @@ class Notifier:
                 with_data=with_data, chart=chart if with_data else None,
             )  # fmt: skip
 
-        mails = self._render_each(recipients, render, event.id)
+        mails = await self._render_each(recipients, render, event.id)
         coalesce = None
         rule = cfg.coalesce_rule(event.kind)
         if rule is not None:
@@ -543,27 +552,27 @@ class Notifier:
             )  # fmt: skip
         return mails, coalesce, trap
 
-    def _render_each(
+    async def _render_each(
         self,
         recipients: Sequence[Recipient],
         render: Callable[[Recipient, int, bool], EmailMessage],
         what: str,
     ) -> list[OutgoingMail]:
-        """One mail per recipient; a template bug costs the data fields, not the mail."""
+        """One mail per recipient; a template bug costs the data fields, not the mail.
+
+        Rendering takes a few ms of CPU per mail (the email package), on a thread
+        of its own: meanwhile the loop answers at once when the SMTP server takes
+        a mail, so that it is marked sent without delay (until then, a kill would
+        mail it twice after the restart).
+        """
+        loop = asyncio.get_running_loop()
         mails = []
         for index, recipient in enumerate(recipients, start=1):
-            try:
-                message = as_bytes(render(recipient, index, True))
-            except Exception:
-                log.exception("cannot render %s in full; mailing it without data", what)
-                try:
-                    message = as_bytes(render(recipient, index, False))
-                except Exception:
-                    # Still failing: record the event rather than crash on it again
-                    # and again (the broker would redeliver it after every restart).
-                    log.exception("cannot render %s at all: recorded, NOT mailed", what)
-                    continue
-            mails.append(OutgoingMail(recipient.address, message, recipient.language))
+            message = await loop.run_in_executor(
+                self._renderer, _render_one, render, recipient, index, what
+            )
+            if message is not None:
+                mails.append(OutgoingMail(recipient.address, message, recipient.language))
         return mails
 
     async def _chart(self, store: Store, event: Event, now: float) -> LevelChart | None:
@@ -694,7 +703,7 @@ class Notifier:
                     now=when, references=message_id(offline_id, index),
                 )  # fmt: skip
 
-            mails = self._render_each(_stored(row.recipients), render, notice.id)
+            mails = await self._render_each(_stored(row.recipients), render, notice.id)
         if await store.device_back_online(row, notice, mails, now=now):
             self.stats.notices += 1
             log.info("device back online device=%s site=%s offline_for=%.0fs mails=%d",
@@ -727,7 +736,7 @@ class Notifier:
                 )  # fmt: skip
 
             recipients = self.config.recipients_for(site, DEVICE_OFFLINE, "warning")
-            mails = self._render_each(recipients, render, notice.id)
+            mails = await self._render_each(recipients, render, notice.id)
         if await store.device_offline_notified(
             row, notice, mails, now=now, by_heartbeat=by_heartbeat
         ):
@@ -793,7 +802,7 @@ class Notifier:
                     recipient=recipient.address, index=index, now=when,
                 )  # fmt: skip
 
-            mails = self._render_each(_stored(row.recipients), render, notice.id)
+            mails = await self._render_each(_stored(row.recipients), render, notice.id)
         if await store.episode_summarised(row, notice, mails, now=now, close=over):
             self.stats.notices += 1
             log.info("summary queued notice=%s kind=%s device=%s folded=%d over=%s mails=%d",
@@ -819,7 +828,7 @@ class Notifier:
                     recipient=recipient.address, index=index, now=when,
                 )  # fmt: skip
 
-            mails = self._render_each(_stored(row.recipients), render, notice.id)
+            mails = await self._render_each(_stored(row.recipients), render, notice.id)
         every = self.config.traps.reminder_every_s
         if await store.trap_reminded(row, notice, mails, now=now, every_s=every):
             self.stats.notices += 1
@@ -866,17 +875,23 @@ class Notifier:
                         if not session.usable:
                             raise
                     else:
+                        accepted = time.perf_counter()
                         done += 1
                         now = self.clock.time()
                         await store.mark_sent(mail.id, now=now)
+                        window = time.perf_counter() - accepted
                         self.stats.sent += 1
+                        self.stats.mark_window_total_s += window
+                        self.stats.mark_window_max_s = max(self.stats.mark_window_max_s, window)
                         log.info(
-                            "mail sent event=%s kind=%s to=%s attempts=%d after=%.0fms",
+                            "mail sent event=%s kind=%s to=%s attempts=%d after=%.0fms "
+                            "marked_in=%.2fms",
                             mail.event_id,
                             mail.kind,
                             mail.recipient,
                             mail.attempts + 1,
                             (now - mail.created_at) * 1000.0,
+                            window * 1000.0,
                         )
         except TransientDeliveryError as exc:
             # Could not connect, or the connection died: the rest of the batch waits too.
@@ -960,6 +975,26 @@ def _ack(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         # The connection is gone; the broker will deliver the message again and
         # the store will recognise it as a duplicate.
         log.debug("could not acknowledge mid=%d (rc=%s); it will be redelivered", message.mid, rc)
+
+
+def _render_one(
+    render: Callable[[Recipient, int, bool], EmailMessage],
+    recipient: Recipient,
+    index: int,
+    what: str,
+) -> bytes | None:
+    """One recipient's mail as bytes (on the renderer's thread); ``None``: cannot render."""
+    try:
+        return as_bytes(render(recipient, index, True))
+    except Exception:
+        log.exception("cannot render %s in full; mailing it without data", what)
+        try:
+            return as_bytes(render(recipient, index, False))
+        except Exception:
+            # Still failing: record the event rather than crash on it again
+            # and again (the broker would redeliver it after every restart).
+            log.exception("cannot render %s at all: recorded, NOT mailed", what)
+            return None
 
 
 def _stored(recipients: Sequence[tuple[str, str]]) -> list[Recipient]:

@@ -26,11 +26,14 @@ loop never waits on ``fsync`` and no two calls interleave.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import math
+import queue
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -266,12 +269,56 @@ _TRAP_COLUMNS: Final = (
 )
 
 
+class StoreThread:
+    """The store's one thread: calls run one at a time, in order, the urgent ones first.
+
+    Urgent are the sender's marks (a mail the SMTP server has just taken is
+    "sent"): until that commit, a kill would mail it again after the restart,
+    so it must not queue behind the receiver's and the timekeeper's work.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.PriorityQueue[
+            tuple[int, int, Callable[[], Any] | None, Future[Any] | None]
+        ] = queue.PriorityQueue()
+        self._order = itertools.count()
+        self._thread = threading.Thread(target=self._work, name="notifier-store", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[[], _T], *, urgent: bool = False) -> Future[_T]:
+        future: Future[_T] = Future()
+        self._queue.put((0 if urgent else 1, next(self._order), fn, future))
+        return future
+
+    def shutdown(self) -> None:
+        """End the thread once the calls already submitted have run."""
+        self._queue.put((2, next(self._order), None, None))
+
+    def _work(self) -> None:
+        while True:
+            _, _, fn, future = self._queue.get()
+            if fn is None or future is None:
+                return
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn()
+            except BaseException as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+
+async def _on(thread: StoreThread, fn: Callable[[], _T], *, urgent: bool = False) -> _T:
+    return await asyncio.wrap_future(thread.submit(fn, urgent=urgent))
+
+
 class Store:
     """The store; open with ``await Store.open(config)`` (an async context manager)."""
 
-    def __init__(self, db: Database, executor: ThreadPoolExecutor) -> None:
+    def __init__(self, db: Database, thread: StoreThread) -> None:
         self._db = db
-        self._executor = executor
+        self._thread = thread
         self._closed = False
         self.where = db.where
         self.shared = db.shared
@@ -284,7 +331,7 @@ class Store:
 
         ``where`` is the ``[store]`` configuration, or the path of an SQLite file.
         """
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="notifier-store")
+        thread = StoreThread()
         connect: Callable[[], Database]
         if isinstance(where, StoreConfig) and where.backend == "postgresql":
             assert where.dsn is not None  # checked with the configuration
@@ -300,11 +347,11 @@ class Store:
                 return SqliteDatabase.connect(path, readonly=readonly)
 
         try:
-            db = await asyncio.get_running_loop().run_in_executor(executor, connect)
+            db = await _on(thread, connect)
         except BaseException:
-            executor.shutdown(wait=False)
+            thread.shutdown()
             raise
-        return cls(db, executor)
+        return cls(db, thread)
 
     async def close(self) -> None:
         """Close the connection (idempotent)."""
@@ -312,9 +359,9 @@ class Store:
             return
         self._closed = True
         try:
-            await asyncio.get_running_loop().run_in_executor(self._executor, self._db.close)
+            await _on(self._thread, self._db.close)
         finally:
-            self._executor.shutdown(wait=False)
+            self._thread.shutdown()
 
     async def __aenter__(self) -> Store:
         return self
@@ -401,12 +448,13 @@ class Store:
         return None if value is None else float(value)
 
     async def mark_sent(self, mail_id: int, *, now: float | None = None) -> None:
-        """The SMTP server accepted the mail."""
+        """The SMTP server accepted the mail (committed before any other waiting call)."""
         await self._write(
             "UPDATE mails SET status = 'sent', attempts = attempts + 1, last_error = NULL,"
             " finished_at = ?, claimed_by = NULL, claim_until = NULL"
             " WHERE id = ? AND status = 'pending'",
             (time.time() if now is None else now, mail_id),
+            urgent=True,
         )
 
     async def reschedule(self, mail_id: int, next_attempt: float, error: str) -> None:
@@ -682,18 +730,18 @@ class Store:
 
     # --- plumbing ---------------------------------------------------------------------
 
-    async def _run(self, work: Callable[[Tx], _T], *, write: bool = True) -> _T:
+    async def _run(
+        self, work: Callable[[Tx], _T], *, write: bool = True, urgent: bool = False
+    ) -> _T:
         if self._closed:
             raise StoreError(f"store {self.where} is closed")
-        return await asyncio.get_running_loop().run_in_executor(
-            self._executor, lambda: self._db.run(work, write=write)
-        )
+        return await _on(self._thread, lambda: self._db.run(work, write=write), urgent=urgent)
 
     async def _read(self, sql: str, args: tuple[object, ...]) -> list[tuple[Any, ...]]:
         return await self._run(lambda tx: tx.query(sql, args), write=False)
 
-    async def _write(self, sql: str, args: tuple[object, ...]) -> None:
-        await self._run(lambda tx: tx.execute(sql, args))
+    async def _write(self, sql: str, args: tuple[object, ...], *, urgent: bool = False) -> None:
+        await self._run(lambda tx: tx.execute(sql, args), urgent=urgent)
 
     async def _select(self, sql: str, args: tuple[object, ...]) -> list[QueuedMail]:
         rows = await self._read(sql, args)

@@ -365,3 +365,28 @@ async def test_every_pruning_statement_walks_an_index(store_config: StoreConfig)
                 # An event's pending mails are found by its id, not by scanning every
                 # pending mail (which grows with an SMTP outage).
                 assert "mails_due" not in step, (name, steps)
+
+
+def test_the_store_thread_runs_the_senders_marks_before_other_waiting_calls() -> None:
+    """A mail the SMTP server took is marked sent before queued receiver work runs."""
+    import threading
+
+    from cloud.store import StoreThread
+
+    thread = StoreThread()
+    busy, release = threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def hold() -> None:
+        busy.set()
+        release.wait(10)
+
+    first = thread.submit(hold)
+    assert busy.wait(10)  # the thread is inside a call; the others queue
+    calls = [thread.submit(lambda: order.append("accept")),
+             thread.submit(lambda: order.append("mark"), urgent=True)]  # fmt: skip
+    release.set()
+    for future in (first, *calls):
+        future.result(10)
+    thread.shutdown()
+    assert order == ["mark", "accept"]
