@@ -388,3 +388,54 @@ async def test_a_failed_commit_is_not_acknowledged_and_the_event_comes_back(
         received = await mails(mailbox, 2)
         assert restarted.stats.accepted == 1
     assert event_ids(received) == [event.id, event.id]
+
+
+def test_a_mail_readdressed_for_the_next_recipient_is_the_one_rendered_for_them() -> None:
+    """The second recipient's mail is the first one's with its own To and message ids."""
+    import datetime as dt
+    import email
+    import email.policy
+    import re
+
+    from cloud.config import Recipient
+    from cloud.notifier import _readdress
+    from cloud.render import as_bytes, render_reminder
+    from tests.cloud.conftest import SITE, config_text
+
+    config = load_config_text(config_text(mqtt_port=1, smtp_port=1, store=Path("unused")))
+    site = config.sites[SITE]
+    now = dt.datetime(2025, 11, 24, 6, 0, tzinfo=dt.UTC)
+    one = Recipient("farmer@example.jp", "ja")
+    two = Recipient("ryoyukai@example.jp", "ja")
+
+    def reminder(recipient: Recipient, index: int) -> bytes:
+        return as_bytes(render_reminder(
+            notice_id="e1.r1", trigger_id="e1", site_id=SITE, site=site, device="pi-east-01",
+            sensor="box_trap_2", closed_since=now.timestamp() - 7200, number=1, lat=36.0,
+            lon=137.9, language=recipient.language, sender=config.smtp.sender,
+            recipient=recipient.address, index=index, now=now,
+        ))  # fmt: skip
+
+    readdressed = _readdress(reminder(one, 1), one, 1, two, 2)
+    assert readdressed is not None
+    rendered = reminder(two, 2)
+
+    def normal(raw: bytes) -> list[tuple[str, str]]:
+        raw = re.sub(rb"={15}[0-9]+==", b"BOUNDARY", raw)
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        return [*msg.items(), *((p.get_content_type(), p.get_content()) for p in msg.walk()
+                                if not p.is_multipart())]  # fmt: skip
+
+    assert normal(readdressed) == normal(rendered)
+    headers = dict(normal(readdressed)[:20])
+    assert headers["To"] == two.address
+    assert headers["Message-ID"] == "<e1.r1.2@satoyama-edge>"
+    assert headers["In-Reply-To"] == "<e1.2@satoyama-edge>"
+    # Another language is rendered in full, never readdressed.
+    assert _readdress(reminder(one, 1), one, 1, Recipient("x@example.jp", "en"), 2) is None
+
+
+def load_config_text(text: str) -> NotifierConfig:
+    from cloud.config import parse_config
+
+    return parse_config(text)
