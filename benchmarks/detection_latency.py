@@ -41,12 +41,12 @@ from gpiozero.pins.mock import MockFactory
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from drivers.siren import Siren  # noqa: E402
-from edge.config import parse  # noqa: E402
-from edge.daemon import Daemon  # noqa: E402
-from edge.event import decode  # noqa: E402
-from edge.sim.mailbox import ReceivedMail  # noqa: E402
-from edge.sim.site import CloudSide, device_config  # noqa: E402
+from drivers.siren import Siren
+from edge.config import parse
+from edge.daemon import Daemon
+from edge.event import decode
+from edge.sim.mailbox import ReceivedMail
+from edge.sim.site import CloudSide, device_config
 
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}")
 

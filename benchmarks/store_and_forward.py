@@ -56,28 +56,27 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import edge.uplink  # noqa: E402
-from deploy.keys import write_private_file  # noqa: E402
-from deploy.pki import create_ca, issue_device_identity  # noqa: E402
-from edge.config import TlsConfig, parse  # noqa: E402
-from edge.daemon import GIL_SWITCH_INTERVAL_S, Daemon  # noqa: E402
-from edge.event import (  # noqa: E402
+import edge.uplink
+from deploy.keys import write_private_file
+from deploy.pki import create_ca, issue_device_identity
+from edge.config import TlsConfig, parse
+from edge.daemon import GIL_SWITCH_INTERVAL_S, Daemon
+from edge.event import (
     DEFAULT_TOPIC_PREFIX,
     Event,
     Location,
     ack_topic,
-    encode,
     encode_ack,
     new_event_id,
     salvage_id,
 )
-from edge.linkstats import read_counters  # noqa: E402
-from edge.outbox import Outbox  # noqa: E402
-from edge.sim.broker import Mosquitto, free_port  # noqa: E402
-from edge.sim.cellular import MSS, PACKET_OVERHEAD, CellularLink  # noqa: E402
-from edge.sim.site import DEVICE_ID, device_config  # noqa: E402
-from edge.telemetry import TelemetryBuffer  # noqa: E402
-from edge.tlsresume import ResumingContext  # noqa: E402
+from edge.linkstats import read_counters
+from edge.outbox import Outbox
+from edge.sim.broker import Mosquitto, free_port
+from edge.sim.cellular import MSS, PACKET_OVERHEAD, CellularLink
+from edge.sim.site import DEVICE_ID, device_config
+from edge.telemetry import TelemetryBuffer
+from edge.tlsresume import ResumingContext
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -562,8 +561,8 @@ async def memory(tmp: Path, n: int) -> tuple[list[float], list[float]]:
     port = free_port()
     config = tmp / "rss.toml"
     config.write_text(device_config(outbox_path, port, warmup_s=0) + '\n[health]\nmodem = "none"\n')
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edge", "run", "--config", str(config)],
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "edge", "run", "--config", str(config),
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     offline: list[float] = []
@@ -586,7 +585,7 @@ async def memory(tmp: Path, n: int) -> tuple[list[float], list[float]]:
                     print(f"  !! {depth} rows still in the outbox after 120 s")
     finally:
         proc.terminate()
-        proc.wait(10)
+        await asyncio.wait_for(proc.wait(), 10)
     return offline, online
 
 
@@ -680,7 +679,7 @@ async def measure(
 
         async def settled(mark: int) -> int:
             """Bytes since ``mark`` once the outbox is empty and the last ACKs crossed."""
-            while await daemon.outbox.depth():
+            while await daemon.outbox.depth():  # noqa: ASYNC110 - no event says "empty"
                 await asyncio.sleep(0.02)
             await asyncio.sleep(0.3)
             up.sample_usage()
@@ -708,8 +707,8 @@ async def measure(
         assert isinstance(dying, socket.socket)
         socket.socket.shutdown(dying, socket.SHUT_RDWR)
         deadline = time.monotonic() + 10
-        while up.connected.is_set() and time.monotonic() < deadline:
-            await asyncio.sleep(0.005)
+        while up.connected.is_set() and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)  # (no event says "disconnected")
         mark = up.usage.total  # the dropped connection was counted as its session ended
         await asyncio.wait_for(up.connected.wait(), 30)
         reconnect = await settled(mark)

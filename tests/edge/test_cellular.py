@@ -29,11 +29,11 @@ def test_a_limited_direction_paces_packets_with_their_headers() -> None:
 
 def test_the_radio_is_shared_and_queues_what_comes_while_it_is_busy() -> None:
     link = CellularLink("127.0.0.1", 9, up_kbit_s=8)  # 1 byte per ms
-    (busy_until, _), = link.schedule(True, b"a" * 948, 0.0)  # 1,000 B of airtime
+    ((busy_until, _),) = link.schedule(True, b"a" * 948, 0.0)  # 1,000 B of airtime
     assert busy_until == pytest.approx(1.0)
-    (later, _), = link.schedule(True, b"b" * 48, 0.5)  # arrives while the radio is busy
+    ((later, _),) = link.schedule(True, b"b" * 48, 0.5)  # arrives while the radio is busy
     assert later == pytest.approx(1.1)
-    (idle, _), = link.schedule(True, b"c" * 48, 5.0)  # arrives after it went idle
+    ((idle, _),) = link.schedule(True, b"c" * 48, 5.0)  # arrives after it went idle
     assert idle == pytest.approx(5.1)
     # The other direction has its own radio, unlimited here.
     assert link.schedule(False, b"d", 0.5) == [(0.5, b"d")]
