@@ -352,21 +352,22 @@ def make_fleet(folder: Path) -> Fleet:
     )
 
 
-def client_context(tls: TlsConfig, *, resume: bool) -> ssl.SSLContext:
-    """What edge/uplink.py's ``tls_context`` builds, with or without session resumption."""
+def client_context(tls: TlsConfig, *, resume: bool, tls13: bool = False) -> ssl.SSLContext:
+    """What edge/uplink.py's ``tls_context`` builds, with or without session resumption
+    (``tls13``: offer TLS 1.3 only, which leaves TLS 1.2's suites out of the ClientHello)."""
     ctx = ResumingContext() if resume else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3 if tls13 else ssl.TLSVersion.TLSv1_2
     ctx.load_verify_locations(cafile=tls.ca_file)
     ctx.load_cert_chain(tls.cert_file, tls.key_file)
     return ctx
 
 
 @contextlib.contextmanager
-def uplink_tls(*, resume: bool) -> Iterator[None]:
+def uplink_tls(*, resume: bool, tls13: bool = False) -> Iterator[None]:
     """Make the uplink build its TLS context with (or without) resumption, whatever
     edge/uplink.py does by itself, so both are measured in one run."""
     original = edge.uplink.tls_context
-    edge.uplink.tls_context = lambda tls: client_context(tls, resume=resume)
+    edge.uplink.tls_context = lambda tls: client_context(tls, resume=resume, tls13=tls13)
     try:
         yield
     finally:
@@ -643,14 +644,20 @@ def has_cloud_ack() -> bool:
 
 
 async def measure(
-    tmp: Path, broker: Mosquitto, fleet: Fleet | None, *, resume: bool, ack_qos: int | None
+    tmp: Path,
+    broker: Mosquitto,
+    fleet: Fleet | None,
+    *,
+    resume: bool,
+    ack_qos: int | None,
+    tls13: bool = False,
 ) -> Costs:
     """Run the daemon through a cellular link (no delay) and measure each kind of traffic.
 
     ``fleet``: mutual TLS with these identities (None: plain MQTT).  ``ack_qos``: the
     QoS of the cloud's acks (None: no acks, rows deleted on PUBACK).
     """
-    tag = f"{'mtls' if fleet else 'plain'}-{'resume' if resume else 'full'}-{ack_qos}"
+    tag = f"{'mtls' if fleet else 'plain'}-{'resume' if resume else 'full'}-{ack_qos}-{tls13}"
     acker = (
         CloudAcker(
             broker,
@@ -672,7 +679,7 @@ async def measure(
         text += '\n[health]\nheartbeat_s = 86400\nmodem = "none"\n'
         if fleet is not None:
             text += tls_table(fleet.device)
-        stack.enter_context(uplink_tls(resume=resume))
+        stack.enter_context(uplink_tls(resume=resume, tls13=tls13))
         daemon = await stack.enter_async_context(Daemon(parse(text)))
         up = daemon.uplink
         assert up is not None
@@ -737,6 +744,7 @@ async def month(tmp: Path, broker: Mosquitto) -> None:
         full = await measure(tmp, tls_broker, fleet, resume=False, ack_qos=1)
         resumed = await measure(tmp, tls_broker, fleet, resume=True, ack_qos=1)
         qos0 = await measure(tmp, tls_broker, fleet, resume=True, ack_qos=0)
+        only13 = await measure(tmp, tls_broker, fleet, resume=False, ack_qos=1, tls13=True)
         no_ack = (
             await measure(tmp, tls_broker, fleet, resume=True, ack_qos=None)
             if has_cloud_ack()
@@ -784,6 +792,8 @@ async def month(tmp: Path, broker: Mosquitto) -> None:
 
     lever("TLS session resumption (every reconnect)", replace(full, reconnect=resumed.reconnect),
           rates, "if the broker's tickets outlive the connection")
+    lever("TLS 1.3 only (a shorter ClientHello)", replace(full, reconnect=only13.reconnect),
+          rates, f"full handshake {only13.reconnect} B instead of {full.reconnect} B")
     lever("one reconnect a day instead of two", full, replace(rates, reconnects_per_day=1))
     lever("keepalive 1800 s (one ping an hour)", full, replace(rates, keepalive_s=1800),
           "if the carrier's NAT keeps 30 min")
