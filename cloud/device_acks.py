@@ -31,14 +31,22 @@ log = logging.getLogger(__name__)
 
 #: Ack messages published at once (below paho's default of 20 in flight).
 CONCURRENCY: Final = 16
-#: After a failed publish, how long its ids wait before they are tried again.
-RETRY_S: Final = 1.0
+#: Most ids kept waiting (about 10 MB): beyond it new ones are dropped (and
+#: counted); their devices send those messages again and they are acked then.
+MAX_WAITING: Final = 100_000
 
 
 class DeviceAcks:
     """Ids waiting to be acknowledged, per device; :meth:`publish_forever` sends them."""
 
-    def __init__(self, prefix: str, *, delay_s: float, max_ids: int = MAX_ACK_IDS) -> None:
+    def __init__(
+        self,
+        prefix: str,
+        *,
+        delay_s: float,
+        max_ids: int = MAX_ACK_IDS,
+        max_waiting: int = MAX_WAITING,
+    ) -> None:
         self._prefix = prefix
         self._delay_s = delay_s
         self._max_ids = max_ids
@@ -46,6 +54,11 @@ class DeviceAcks:
         self._first: dict[str, float] = {}
         """When the oldest waiting id of each device came (monotonic seconds)."""
         self._wake = asyncio.Event()
+        self._failed: aiomqtt.MqttError | None = None
+        self._max_waiting = max_waiting
+        self._waiting = 0
+        self.dropped = 0
+        """Ids not kept because ``max_waiting`` were waiting already."""
         self.acked = 0
         """Ids published (and confirmed by the broker) since start."""
         self.messages = 0
@@ -54,13 +67,21 @@ class DeviceAcks:
     @property
     def waiting(self) -> int:
         """Ids not yet published."""
-        return sum(len(ids) for ids in self._pending.values())
+        return self._waiting
 
     def add(self, device: str, ids: Iterable[str]) -> None:
         """Acknowledge ``ids`` to ``device`` soon.  Call only once they are committed."""
         fresh = [i for i in ids if i]
         if not fresh or not device:
             return
+        if self._waiting + len(fresh) > self._max_waiting:
+            if self.dropped % 10_000 == 0:
+                log.warning("%d acks waiting to be published: dropping new ones (%d so far); "
+                            "their devices will send them again", self._waiting,
+                            self.dropped + len(fresh))  # fmt: skip
+            self.dropped += len(fresh)
+            return
+        self._waiting += len(fresh)
         pending = self._pending.get(device)
         if pending is None:
             pending = self._pending[device] = []
@@ -71,12 +92,16 @@ class DeviceAcks:
             self._wake.set()
 
     async def publish_forever(self, client: aiomqtt.Client) -> None:
-        """Publish due acks on ``client`` until cancelled (when its connection ends)."""
+        """Publish due acks on ``client`` until cancelled, or until a publish fails
+        (raises its :class:`aiomqtt.MqttError`: reconnect, the ids are kept)."""
         slots = asyncio.Semaphore(CONCURRENCY)
         tasks: set[asyncio.Task[None]] = set()
+        self._failed = None
         try:
             while True:
                 self._wake.clear()
+                if self._failed is not None:
+                    raise self._failed
                 due, next_at = self._take_due(time.monotonic())
                 for device, ids in due:
                     await slots.acquire()
@@ -104,6 +129,7 @@ class DeviceAcks:
                 next_at = at if next_at is None else min(next_at, at)
                 continue
             chunk, rest = ids[: self._max_ids], ids[self._max_ids :]
+            self._waiting -= len(chunk)
             if rest:
                 self._pending[device] = rest  # due again at once: same first time
             else:
@@ -122,20 +148,16 @@ class DeviceAcks:
             self.messages += 1
             log.debug("acknowledged %d ids to device %s", len(ids), device)
         except aiomqtt.MqttError as exc:
-            log.warning(
-                "could not acknowledge %d ids to device %s (%s); retrying in %.0f s",
-                len(ids),
-                device,
-                exc,
-                RETRY_S,
-            )
-            await asyncio.sleep(RETRY_S)  # cancelled when the connection ends: kept below
+            log.warning("could not acknowledge %d ids to device %s (%s): kept, sent again "
+                        "after reconnecting", len(ids), device, exc)  # fmt: skip
+            self._failed = exc
         finally:
             slots.release()
             if not done:
                 self._requeue(device, ids)
 
     def _requeue(self, device: str, ids: list[str]) -> None:
+        self._waiting += len(ids)
         self._pending[device] = ids + self._pending.get(device, [])
         self._first[device] = min(self._first.get(device, time.monotonic()), time.monotonic())
         self._wake.set()

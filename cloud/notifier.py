@@ -250,9 +250,16 @@ class Notifier:
                     sender = tasks.create_task(self._deliver_forever(store), name="sender")
                     tasks.create_task(self._timers_forever(store), name="timekeeper")
                     keeper = tasks.create_task(self._housekeeping(store), name="housekeeper")
+                    acker = None
+                    if self.acks is not None:
+                        acker = tasks.create_task(
+                            self._acknowledge_forever(self.acks), name="acknowledger"
+                        )
                     await self._stopping.wait()
                     receiver.cancel()
                     keeper.cancel()
+                    if acker is not None:
+                        acker.cancel()  # what is not published yet, devices send again
                     # The timekeeper ends by itself once stopping (stop() wakes it);
                     # cancelling it mid-wait could leave it stuck (seen under load).
                     try:
@@ -295,21 +302,9 @@ class Notifier:
                     )
                     self.subscribed.set()
                     gate.arm()
-                    acker = (
-                        asyncio.create_task(self.acks.publish_forever(client), name="acks")
-                        if self.acks is not None
-                        else None
-                    )
-                    try:
-                        async for message in client.messages:
-                            gate.taken()
-                            await self._handle(client, store, message)
-                    finally:
-                        if acker is not None:
-                            # Ids not yet published stay in self.acks for the next connection.
-                            acker.cancel()
-                            with contextlib.suppress(asyncio.CancelledError):
-                                await acker
+                    async for message in client.messages:
+                        gate.taken()
+                        await self._handle(client, store, message)
             except aiomqtt.MqttError as exc:
                 self.subscribed.clear()
                 attempt += 1
@@ -343,6 +338,35 @@ class Notifier:
                     code,
                     topic,
                 )
+
+    async def _acknowledge_forever(self, acks: DeviceAcks) -> None:
+        """Publish the devices' acks on a connection of their own, reconnecting as needed.
+
+        Not on the receiving connection: mosquitto answers our publishes there
+        behind everything it has queued for us, so while a backlog drains
+        (100,000 events: two minutes) no ack would be confirmed, and devices
+        would time out and send it all again.  Ids not yet published when the
+        connection drops stay in ``acks`` for the next one.
+        """
+        m = self.config.mqtt
+        attempt = 0
+        while True:
+            client = aiomqtt.Client(
+                m.host, m.port, identifier=f"{m.client_id}-acks", keepalive=m.keepalive,
+                username=m.username,
+                password=m.password.reveal() if m.password is not None else None,
+                protocol=aiomqtt.ProtocolVersion.V5 if m.protocol == "5" else None,
+            )  # fmt: skip
+            try:
+                async with client:
+                    attempt = 0
+                    await acks.publish_forever(client)
+            except aiomqtt.MqttError as exc:
+                attempt += 1
+                delay = self._reconnect.delay(attempt)
+                log.warning("mqtt connection for the devices' acks lost or refused (%s); "
+                            "retrying in %.1f s", exc, delay)  # fmt: skip
+                await asyncio.sleep(delay)
 
     def _mqtt_client(self) -> aiomqtt.Client:
         m = self.config.mqtt

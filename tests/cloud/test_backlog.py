@@ -10,11 +10,14 @@ window, the whole backlog sat in memory: 105 MB after 10,000 events.
 from __future__ import annotations
 
 import tempfile
+import threading
 import time
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import pytest
 
+from edge.event import decode_ack
 from edge.sim.broker import Mosquitto
 from tests.cloud.backlog import NotifierProcess, heartbeat, publish, stored_events
 from tests.cloud.conftest import SITE, config_text
@@ -58,6 +61,7 @@ def test_memory_stays_bounded_while_a_100k_backlog_drains(
     )
     assert queued == BACKLOG
 
+    acked = AckCounter(broker)
     notifier = NotifierProcess(config, tmp_path / "notifier.log")
     try:
         notifier.start()
@@ -78,10 +82,44 @@ def test_memory_stays_bounded_while_a_100k_backlog_drains(
             time.sleep(0.05)
         end = notifier.sample()
         peak = max(kb for _, kb in notifier.samples)
+        stored = stored_events(store)
+        # The devices hear about what is stored while the backlog drains, not after
+        # it (on the receiving connection, mosquitto would answer our ack publishes
+        # only behind the whole backlog, and devices would send everything again).
+        deadline = time.monotonic() + 10
+        while acked.count < stored - 2000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert acked.count >= stored - 2000, (acked.count, stored)
     finally:
         notifier.stop()
+        acked.close()
     assert peak < PEAK_MB * 1024
     assert settled is not None and end - settled < GROWTH_MB * 1024, (settled, end)
     # It stopped cleanly with most of the backlog still queued for it.
     assert stored_events(store) < BACKLOG
     assert "notifier stopped" in notifier.log.read_text()
+
+
+class AckCounter:
+    """Counts the ids acknowledged on ``PREFIX/+/ack`` (a device's side), in a thread."""
+
+    def __init__(self, broker: Mosquitto) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+        subscribed = threading.Event()
+        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="ack-counter")
+        self._client.on_message = self._on_message
+        self._client.on_subscribe = lambda *_: subscribed.set()
+        self._client.on_connect = lambda c, *_: c.subscribe("satoyama/v1/+/ack", qos=1)
+        self._client.connect(broker.host, broker.port, keepalive=60)
+        self._client.loop_start()
+        assert subscribed.wait(10), "could not subscribe to the ack topics"
+
+    def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        ids = decode_ack(message.payload).ids
+        with self._lock:
+            self.count += len(ids)
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
