@@ -296,3 +296,31 @@ def test_the_cluster_example_config_is_valid() -> None:
     config = load_config(REPO / "examples" / "notifier-cluster.toml")
     assert config.mqtt.shared_group and config.store.backend == "postgresql"
     assert "secret" not in repr(config)
+
+
+def test_the_receive_window_acks_and_store_bounds_have_documented_defaults() -> None:
+    config = parse_config(MINIMAL)
+    assert config.mqtt.receive_maximum == 50
+    assert config.mqtt.device_acks is True
+    assert config.mqtt.ack_delay_s == 0.2
+    assert config.store.max_events == 1_000_000
+    assert config.store.max_mails == 200_000
+    docs = (REPO / "docs" / "notifier.md").read_text(encoding="utf-8")
+    for key in ("receive_maximum", "device_acks", "ack_delay_s", "max_events", "max_mails"):
+        assert f"| `{key}` |" in docs, key
+
+
+@pytest.mark.parametrize(
+    ("table", "line", "key"),
+    [
+        ("[mqtt]", "receive_maximum = 0", "mqtt.receive_maximum"),
+        ("[mqtt]", "receive_maximum = 70000", "mqtt.receive_maximum"),
+        ("[mqtt]", "ack_delay_s = -1", "mqtt.ack_delay_s"),
+        ("[mqtt]", 'device_acks = "yes"', "mqtt.device_acks"),
+        ("[store]", "max_events = 0", "store.max_events"),
+        ("[store]", "max_mails = 0", "store.max_mails"),
+    ],
+)
+def test_out_of_range_window_ack_and_bound_keys_are_named(table: str, line: str, key: str) -> None:
+    error = error_of(MINIMAL.replace(f"{table}\n", f"{table}\n{line}\n", 1))
+    assert error.key == key
