@@ -143,6 +143,8 @@ class NotifierStats:
     """Timekeeper rounds completed (tests wait on it after moving the clock)."""
     notices: int = 0
     """Summaries, reminders and offline / online notices this instance queued."""
+    rendered: int = 0
+    """Mails rendered in full (a readdressed copy for another recipient does not count)."""
     refused_acked: int = 0
     """Messages refused for good whose id was still acknowledged to the device."""
 
@@ -602,6 +604,7 @@ class Notifier:
                 message = await loop.run_in_executor(
                     self._renderer, _render_one, render, recipient, index, what
                 )
+                self.stats.rendered += 1
                 if message is not None:
                     model.setdefault(recipient.language, (message, recipient, index))
             if message is not None:

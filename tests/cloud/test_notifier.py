@@ -96,6 +96,9 @@ async def test_the_same_event_twice_is_mailed_once(
         # duplicate has been handled too, and any mail for it would be here before them.
         received = await mails(mailbox, 4)
         assert notifier.stats.duplicates == 1
+        # Looked up before rendering: one full rendering per event (the second
+        # recipient's mail is readdressed), none for the duplicate.
+        assert notifier.stats.rendered == 2
     assert sorted(event_ids(received)) == sorted([event.id] * 2 + [sentinel.id] * 2)
     assert len(mailbox.mails) == 4
 
