@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
 import os
 import sys
@@ -46,6 +47,7 @@ from edge.outbox import Notice, Outbox
 from edge.recorder import Recorder
 from edge import spool
 from edge.sensor_health import SensorHealth
+from edge.supervisor import Supervisor, TaskFactory
 from edge.telemetry import TelemetryBuffer
 from edge.trap import TrapOutcome, TrapRule
 from edge.mat_watch import MatWatch
@@ -125,6 +127,8 @@ class Daemon:
         self.rules: dict[str, DeterrentRule] = {}
         self._wake: dict[str, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.supervisor = Supervisor(self._record)
+        """Starts a failed long-running task again, reports it, marks its sensor "fault"."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self.started_at = 0.0
         self.armed_at = 0.0
@@ -179,7 +183,9 @@ class Daemon:
         )
         for name, rule in self.rules.items():
             self._wake[name] = asyncio.Event()
-            self._spawn(self._rule_timer(rule, self._wake[name]), f"rule {name}")
+            self._spawn(
+                functools.partial(self._rule_timer, rule, self._wake[name]), f"rule {name}"
+            )
         for rule_name, rc in self.config.rules.items():
             if not isinstance(rc, WaterRuleConfig):
                 continue
@@ -198,7 +204,7 @@ class Daemon:
                 i2c_bus=self.i2c_bus,
                 anomaly=anomaly,
             )
-            self._spawn(watch.run(), f"water {rule_name}")
+            self._spawn(watch.run, f"water {rule_name}", sensor=rc.sensor)
         for name, sensor_cfg in self.config.sensors.items():
             if not isinstance(sensor_cfg, MatSensorConfig):
                 continue
@@ -210,7 +216,7 @@ class Daemon:
                 add_reading=self.add_reading,
                 anomaly=self._anomaly_watch(name, "mat_load"),
             )
-            self._spawn(mat.run(), f"mat {name}")
+            self._spawn(mat.run, f"mat {name}", sensor=name)
         for rule_name, rc in self.config.rules.items():
             if not isinstance(rc, NapRuleConfig):
                 continue
@@ -221,7 +227,9 @@ class Daemon:
             self._spawn(nap.run(), f"nap {rule_name}")
         for name, (_, trap_rule) in self.traps.items():
             self._wake[f"trap:{name}"] = asyncio.Event()
-            self._spawn(self._trap_timer(name, trap_rule), f"trap {name}")
+            self._spawn(
+                functools.partial(self._trap_timer, name, trap_rule), f"trap {name}", sensor=name
+            )
         self._spawn(self.uplink.run(), "uplink")
         self._spawn(self._watch_storage(), "storage watch")
         self._spawn(self._heartbeats(), "heartbeat")
@@ -494,6 +502,7 @@ class Daemon:
             name: "warming_up" if det.warming_up else "ok" for name, det in self.detectors.items()
         }
         states.update({name: h.state for name, h in self.health.items()})
+        states.update(self.supervisor.sensor_states())  # a failed task: "fault" until recovered
         return states
 
     async def heartbeat(self) -> None:
@@ -660,7 +669,17 @@ class Daemon:
 
     # -- tasks ---------------------------------------------------------------
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any], what: str) -> asyncio.Task[Any]:
+    def _spawn(
+        self,
+        coro: Coroutine[Any, Any, Any] | TaskFactory,
+        what: str,
+        *,
+        sensor: str | None = None,
+    ) -> asyncio.Task[Any]:
+        """Run ``coro`` as a task.  A coroutine *function* is a long-running task: the
+        supervisor starts it again whenever it fails and reports it as ``sensor``'s fault."""
+        if not asyncio.iscoroutine(coro):
+            coro = self.supervisor.supervise(coro, what, sensor=sensor)
         task = asyncio.get_running_loop().create_task(coro, name=what)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
