@@ -423,8 +423,8 @@ def updater_toml(verify_key_names: list[str], https_ca_file: str) -> bytes:
         "# satoyama-update settings (docs/ota.md), written by satoyama-deploy provision.\n"
         f"verify_keys = [{keys}]\n"
         'releases_dir = "/opt/satoyama"\n'
-        'state_dir = "/var/lib/satoyama/update"\n'
-        'spool = "/var/lib/satoyama/spool/events.jsonl"\n'
+        'state_dir = "/var/lib/satoyama-update"\n'
+        'spool = "/var/lib/satoyama-update/spool/events.jsonl"\n'
         'request = "/var/lib/satoyama/update-requests/request.json"\n'
         "keep_releases = 3\n"
         'restart_command = ["systemctl", "restart", "satoyama-edge.service"]\n'

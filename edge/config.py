@@ -125,7 +125,7 @@ class UpdatesConfig(msgspec.Struct, **_struct):
 
     request_path: str = "/var/lib/satoyama/update-requests/request.json"
     """``cmd/update`` from the cloud is written here for the updater."""
-    spool_path: str = "/var/lib/satoyama/spool/events.jsonl"
+    spool_path: str = "/var/lib/satoyama-update/spool/events.jsonl"
     """Events the updater asks the daemon to send."""
     spool_poll_s: Annotated[float, Meta(gt=0, le=3600)] = 30.0
 

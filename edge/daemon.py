@@ -623,12 +623,14 @@ class Daemon:
     async def _drain_spool(self) -> None:
         """Send the events the updater left in the spool (docs/ota.md)."""
         path = Path(self.config.updates.spool_path)
+        # Root's spool is read-only to us: we say how far we got in our own drop folder.
+        ack = Path(self.config.updates.request_path).with_name("events.ack")
         while True:
             try:
-                lines, taken = await asyncio.to_thread(spool.read, path)
+                lines, taken = await asyncio.to_thread(spool.read, path, ack=ack)
                 for line in lines:
                     await self._spooled_event(line)
-                await asyncio.to_thread(spool.remove_prefix, path, taken)
+                await asyncio.to_thread(spool.remove_prefix, path, taken, ack=ack)
             except OSError as exc:
                 log.warning("event spool %s unreadable: %s", path, exc)
             await asyncio.sleep(self.config.updates.spool_poll_s)

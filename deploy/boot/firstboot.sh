@@ -165,8 +165,9 @@ with tarfile.open(bundle, "r:") as tar:
 PYEOF
     "$PYTHON" -m venv --without-pip "$tmp/venv"
     pipwhl=$(ls "$tmp"/wheels/pip-*.whl | head -n 1)
-    "$tmp/venv/bin/python" "$pipwhl/pip" install --quiet --no-index --disable-pip-version-check \
-        --find-links "$tmp/wheels" satoyama-edge
+    # Wheels only: no setup.py of a source package may ever run as root.
+    "$tmp/venv/bin/python" "$pipwhl/pip" install --quiet --isolated --no-index --only-binary=:all: \
+        --disable-pip-version-check --find-links "$tmp/wheels" satoyama-edge
     "$tmp/venv/bin/satoyama-update" --config /etc/satoyama/updater.toml install \
         --bundle "$SRC/$BUNDLE" --no-restart
     rm -rf "$tmp"

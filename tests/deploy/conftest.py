@@ -77,5 +77,5 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, ota_key: Keys, bundle_v1: Pa
         assert proc.returncode == 0, proc.stderr
     assert dev.current() == "0.2.0" and dev.releases() == ["0.1.0", "0.2.0"]
     (root / "restarts.log").unlink()
-    (root / "var/lib/satoyama/spool/events.jsonl").unlink()
+    (root / "var/lib/satoyama-update/spool/events.jsonl").unlink()
     return Fleet(root, bundle_v1, v2, v3, v3_bad)

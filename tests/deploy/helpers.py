@@ -275,7 +275,7 @@ class FakeDevice:
         return len(log.read_text().splitlines()) if log.exists() else 0
 
     def events(self) -> list[dict[str, object]]:
-        spool = self.root / "var/lib/satoyama/spool/events.jsonl"
+        spool = self.root / "var/lib/satoyama-update/spool/events.jsonl"
         if not spool.exists():
             return []
         return [json.loads(line) for line in spool.read_text().splitlines()]

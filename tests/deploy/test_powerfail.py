@@ -39,7 +39,7 @@ def _check_boot(dev: FakeDevice, step: str) -> str:
         r for r in dev.releases() if not (dev.opt / "releases" / r / ".complete").exists()
     ]
     assert not incomplete, f"{step}: half releases left: {incomplete}"
-    state = json.loads((dev.root / "var/lib/satoyama/update/state.json").read_text())
+    state = json.loads((dev.root / "var/lib/satoyama-update/state.json").read_text())
     assert state["phase"] == "idle", f"{step}: journal left in {state['phase']}"
     return version
 

@@ -69,7 +69,8 @@ async def test_updater_events_in_the_spool_are_sent_with_their_own_ids(
     async with spy_on(broker.host, broker.port, f"satoyama/v1/{DEVICE_ID}/events") as spy:
         async with Daemon(parse(config_text(tmp_path, broker.port))):
             await spy.wait(lambda: bool(spy.of_kind("update_installed")), 10, "the spooled events")
-            await until(lambda: path.read_bytes() == b"", 10, "the spool to be emptied")
+            ack = tmp_path / "requests" / "events.ack"
+            await until(lambda: ack.exists() and ack.read_text().strip() == done, 10, "the ack")
             later = writer.append(path, "update_installed", "info", {"to_version": "1.4.3"},
                                   source="updater")
             await spy.wait(lambda: later in spy.ids(), 10, "a later spooled event")
