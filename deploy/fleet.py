@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy.errors import DeployError
+from edge.commands import CommandError, parse_update_request
 from deploy.version import parse_version
 
 SCHEMA = """
@@ -230,6 +231,18 @@ class FleetDB:
         rollout_id: str | None = None,
     ) -> str:
         parse_version(version)
+        if sha256 is None or size is None:
+            raise DeployError(
+                "a rollout needs the bundle's sha256 and size (devices refuse an update "
+                "request without them): pass --bundle FILE, or --sha256 and --size"
+            )
+        try:  # the very check each device makes: a rollout devices would refuse is no rollout
+            parse_update_request(json.dumps({
+                "cmd": "update", "id": "0" * 32, "version": version, "url": url,
+                "sha256": sha256, "size": size,
+            }).encode())  # fmt: skip
+        except CommandError as exc:
+            raise DeployError(f"devices would refuse this update: {exc}") from None
         if not devices:
             raise DeployError("a rollout needs at least one device")
         first, rest = split_stages(devices, percent, salt)

@@ -104,7 +104,8 @@ async def test_announce_over_mqtt_reaches_the_first_stage_only(
     ready = asyncio.Event()
     with FleetDB(tmp_path / "fleet.sqlite3") as db:
         rid = db.create_rollout(
-            version="0.3.0", url="https://ota.example.jp/b.tar", devices=DEVICES[:30], percent=30
+            version="0.3.0", url="https://ota.example.jp/b.tar", devices=DEVICES[:30], percent=30,
+            sha256="ab" * 32, size=123,
         )
         first = {p["device"] for p in db.progress(rid) if p["stage"] == 1}
         msgs = db.announce(rid, 1, PREFIX)
@@ -151,3 +152,18 @@ async def test_record_who_runs_what_from_status_and_events(
         check=True,
     )
     assert DEVICES[2] in proc.stdout and "0.3.0" in proc.stdout
+
+
+def test_a_rollout_devices_would_refuse_is_refused_before_it_is_announced(tmp_path: Path) -> None:
+    with FleetDB(tmp_path / "fleet.sqlite3") as db:
+        good = {"version": "0.3.0", "url": "https://ota.example.jp/b.tar",
+                "devices": DEVICES[:3], "percent": 50.0, "sha256": "ab" * 32, "size": 123}
+        for bad, says in (
+            ({"sha256": None}, "sha256 and size"),
+            ({"size": None}, "sha256 and size"),
+            ({"url": "http://ota.example.jp/b.tar"}, "would refuse"),
+            ({"url": "file:///etc/shadow"}, "would refuse"),
+        ):
+            with pytest.raises(DeployError, match=says):
+                db.create_rollout(**(good | bad))  # type: ignore[arg-type]
+        db.create_rollout(**good)  # type: ignore[arg-type]
