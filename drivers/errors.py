@@ -52,6 +52,13 @@ class ProtocolError(DriverError, ValueError):
     transient = True
 
 
+class PortSettingsError(DriverError, ValueError):
+    """A port that can never open as configured: a baud rate or URL the serial layer refuses.
+
+    Not transient: trying again changes nothing until the configuration does.
+    """
+
+
 class LoopFault(DriverError, ValueError):
     """A 4-20 mA loop current outside the NAMUR NE 43 band: a fault, never a water level.
 

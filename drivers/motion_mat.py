@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from drivers.errors import BusError, SensorTimeout
+from drivers.errors import BusError, PortSettingsError, SensorTimeout
 
 log = logging.getLogger(__name__)
 
@@ -297,7 +297,9 @@ class MotionMat:
             self._reader, self._writer = await serial_asyncio_fast.open_serial_connection(
                 url=self.url, baudrate=self.baudrate
             )
-        except (OSError, ValueError) as exc:  # serial.SerialException is an OSError
+        except ValueError as exc:  # pyserial: a baud rate or URL it refuses
+            raise PortSettingsError(f"motion mat on {self.url}: {exc}") from exc
+        except OSError as exc:  # serial.SerialException is an OSError
             raise BusError(
                 getattr(exc, "errno", None) or errno.EIO, f"motion mat on {self.url}: {exc}"
             ) from exc

@@ -28,7 +28,7 @@ from types import TracebackType
 
 import serial_asyncio_fast
 
-from drivers.errors import BusError, SensorTimeout
+from drivers.errors import BusError, PortSettingsError, SensorTimeout
 
 log = logging.getLogger(__name__)
 
@@ -206,6 +206,8 @@ class UltrasonicRanger:
                 )
             except OSError as exc:  # serial.SerialException is an OSError
                 raise BusError(exc.errno or errno.EIO, f"cannot open {self.url}: {exc}") from exc
+            except ValueError as exc:  # pyserial: a baud rate or URL it refuses
+                raise PortSettingsError(f"cannot open {self.url}: {exc}") from exc
             if self._closed:  # closed while the port was opening
                 transport.close()
                 raise RuntimeError("UltrasonicRanger is closed")

@@ -181,6 +181,7 @@ class WaterWatch:
         finally:
             if self._ranger is not None:
                 await self._ranger.aclose()
+                self._ranger = None  # a restarted run opens the port afresh
 
     async def _measure_window(self) -> Reading | WindowRejected | None:
         period = self.rule.settings.sample_s

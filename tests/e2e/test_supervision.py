@@ -160,7 +160,8 @@ async def test_a_ranger_port_that_cannot_open_is_a_reported_fault_not_a_silent_d
 ) -> None:
     """The original finding: a negative baud rate (pyserial's ValueError, not an OSError)
     killed the water task while heartbeats said the sensor was fine.  Validation now
-    refuses it; should anything like it get through, the supervisor reports it."""
+    refuses it; should anything like it get through, the driver raises PortSettingsError
+    (a permanent DriverError) and the water watch reports the sensor as faulty."""
     with UltrasonicModel(1500, period_s=0.05) as model:
         text = device_config(tmp_path / "outbox.sqlite3", broker.port, warmup_s=0) + f"""
 [sensors.ranger]
@@ -191,8 +192,6 @@ anomaly_models = false
         async with spy_on(broker.host, broker.port, f"satoyama/v1/{DEVICE}/events") as spy:
             async with daemon:
                 await spy.wait(lambda: bool(spy.of_kind("sensor_fault")), 20, "the fault")
-                await until(lambda: daemon.supervisor.tasks["water river"].restarts >= 2, 20,
-                            "two restarts")  # fmt: skip
                 assert daemon.sensor_health()["ranger"] == "fault"
                 await daemon.heartbeat()
                 await spy.wait(
@@ -200,5 +199,5 @@ anomaly_models = false
                     10, "a heartbeat showing the ranger's fault",
                 )  # fmt: skip
     [fault] = spy.of_kind("sensor_fault")
-    assert fault.data["sensor"] == "ranger" and fault.data["error"] == "ValueError"
+    assert fault.data["sensor"] == "ranger"
     assert "baudrate" in fault.data["message"].lower()
