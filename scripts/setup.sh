@@ -27,7 +27,7 @@ fi
 
 # What comes from Debian rather than PyPI: the broker the tests and the demo
 # start, and the tools the tests drive.
-apt_want=(mosquitto postgresql mtools dosfstools)
+apt_want=(mosquitto postgresql mtools dosfstools fusefat)
 apt_pkgs=()
 for pkg in "${apt_want[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || apt_pkgs+=("$pkg")
