@@ -9,7 +9,15 @@ from dataclasses import dataclass, field
 
 import aiomqtt
 
-from edge.event import Event, Status, TelemetryBatch, decode, decode_status, decode_telemetry
+from edge.event import (
+    Event,
+    Status,
+    TelemetryBatch,
+    decode,
+    decode_status,
+    decode_telemetry,
+    encode_ack,
+)
 from tests.support.waiting import until
 
 
@@ -38,9 +46,15 @@ async def spy_on(
     topic: str = "satoyama/v1/#",
     *,
     identifier: str = "test-spy",
+    acknowledge: bool = True,
     **client_args: object,
 ) -> AsyncIterator[Spy]:
-    """Subscribe (persistent session, QoS 1) and collect everything under ``topic``."""
+    """Subscribe (persistent session, QoS 1) and collect everything under ``topic``.
+
+    ``acknowledge``: answer each event and telemetry batch on the device's ack
+    topic, as the cloud notifier does once it has stored it (without that, a
+    device with ``uplink.delivery = "cloud_ack"`` keeps every row).
+    """
     spy = Spy()
     async with aiomqtt.Client(
         host, port, identifier=identifier, clean_session=False, **client_args  # type: ignore[arg-type]
@@ -53,12 +67,18 @@ async def spy_on(
                 payload = msg.payload if isinstance(msg.payload, bytes) else b""
                 name = msg.topic.value
                 spy.raw.append((name, payload))
+                acked = ""
                 if name.endswith("/events"):
                     spy.events.append(decode(payload))
+                    acked = spy.events[-1].id
                 elif name.endswith("/telemetry"):
                     spy.telemetry.append(decode_telemetry(payload))
+                    acked = spy.telemetry[-1].id
                 elif name.endswith("/status"):
                     spy.statuses.append(decode_status(payload))
+                if acknowledge and acked:
+                    device_topic = name.rsplit("/", 1)[0]
+                    await client.publish(f"{device_topic}/ack", encode_ack([acked]), qos=1)
 
         task = asyncio.create_task(collect())
         try:
