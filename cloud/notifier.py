@@ -77,6 +77,7 @@ from cloud.render import (
     render_summary,
 )
 from cloud.store import (
+    AcceptResult,
     CoalescePlan,
     DeviceRow,
     EpisodeRow,
@@ -108,6 +109,8 @@ PRUNE_EVERY_S: Final = 3600.0
 TELEMETRY_KEEP_S: Final = WINDOW_S + 3600.0
 #: On a graceful stop, how long the sender may take to finish the mail in hand.
 STOP_GRACE_S: Final = 10.0
+#: Most event messages committed in one transaction (group commit).
+GROUP_MAX: Final = 64
 #: Readings one telemetry batch may add (a bigger one is cut, and logged).
 MAX_POINTS_PER_BATCH: Final = 20000
 #: The store's thread hands each result back to the loop: with CPython's default
@@ -143,6 +146,8 @@ class NotifierStats:
     """Timekeeper rounds completed (tests wait on it after moving the clock)."""
     notices: int = 0
     """Summaries, reminders and offline / online notices this instance queued."""
+    group_commits: int = 0
+    """Transactions that stored several events at once (a backlog is committed in groups)."""
     rendered: int = 0
     """Mails rendered in full (a readdressed copy for another recipient does not count)."""
     refused_acked: int = 0
@@ -304,9 +309,16 @@ class Notifier:
                     )
                     self.subscribed.set()
                     gate.arm()
+                    group = max(1, min(self.config.mqtt.receive_maximum, GROUP_MAX))
                     async for message in client.messages:
                         gate.taken()
-                        await self._handle(client, store, message)
+                        batch = [message]
+                        # Whatever else has arrived is handled with it: its events
+                        # are committed in one transaction (one fsync for the lot).
+                        while len(batch) < group and not client._queue.empty():
+                            batch.append(client._queue.get_nowait())
+                            gate.taken()
+                        await self._handle_all(client, store, batch)
             except aiomqtt.MqttError as exc:
                 self.subscribed.clear()
                 attempt += 1
@@ -402,13 +414,99 @@ class Notifier:
         client._client.manual_ack_set(True)
         return client
 
-    async def _handle(self, client: aiomqtt.Client, store: Store, message: aiomqtt.Message) -> None:
+    def _route(self, message: aiomqtt.Message) -> tuple[str, str, bytes]:
+        """``(channel, device, payload)`` of a message (``""`` for an unexpected topic)."""
         parts = message.topic.value.split("/")
         channel = parts[-1] if len(parts) == self._prefix_depth + 2 else ""
         device = parts[-2] if channel else ""
         payload = message.payload
         if not isinstance(payload, bytes):
             payload = b"" if payload is None else str(payload).encode()
+        return channel, device, payload
+
+    async def _handle_all(
+        self, client: aiomqtt.Client, store: Store, batch: list[aiomqtt.Message]
+    ) -> None:
+        """Handle ``batch`` in order; runs of events are committed together."""
+        run: list[tuple[aiomqtt.Message, str, bytes]] = []
+        for message in batch:
+            channel, device, payload = self._route(message)
+            if channel == "events":
+                run.append((message, device, payload))
+                continue
+            if run:
+                await self._handle_events(client, store, run)
+                run = []
+            await self._handle(client, store, message)
+        if run:
+            await self._handle_events(client, store, run)
+
+    async def _handle_events(
+        self, client: aiomqtt.Client, store: Store, run: list[tuple[aiomqtt.Message, str, bytes]]
+    ) -> None:
+        """Several event messages: one look-up for duplicates, one commit for the new ones."""
+        if len(run) == 1:
+            await self._handle_event(client, store, *run[0])
+            return
+        now = self.clock.time()
+        decoded: list[tuple[aiomqtt.Message, str, Event]] = []
+        for message, topic_device, payload in run:
+            event = self._decode_event(client, message, topic_device, payload)
+            if event is not None:
+                decoded.append((message, topic_device, event))
+        known = await store.known_events([event.id for _, _, event in decoded])
+        plans = []
+        for message, topic_device, event in decoded:
+            if event.id in known:
+                self._duplicate(client, message, event, topic_device)
+                continue
+            known.add(event.id)  # the same event twice in one batch
+            mails, coalesce, trap = await self._plan_event(
+                store, event, self.config.sites.get(event.site), now
+            )
+            plans.append(
+                (message, topic_device, event, mails, coalesce, trap, _heartbeat_interval(event))
+            )
+        self.stats.group_commits += 1
+        results = await store.accept_many(
+            [(event, mails, c, t, hb) for _, _, event, mails, c, t, hb in plans], now=now
+        )
+        for (message, topic_device, event, _, coalesce, trap, _), result in zip(
+            plans, results, strict=True
+        ):
+            await self._after_accept(
+                client, store, message, topic_device, event, coalesce, trap, result
+            )
+
+    def _decode_event(
+        self, client: aiomqtt.Client, message: aiomqtt.Message, topic_device: str, payload: bytes
+    ) -> Event | None:
+        """The event in ``payload``; ``None`` (acknowledged, refused) if it is not one."""
+        self.stats.received += 1
+        try:
+            event = decode(payload)
+        except EnvelopeError as exc:
+            self.stats.invalid += 1
+            log.warning(
+                "dropping invalid message on %s (%d bytes): %s",
+                message.topic.value,
+                len(payload),
+                exc,
+            )
+            _ack(client, message)  # redelivery would not make it valid
+            self._refused(topic_device, salvage_id(payload))
+            return None
+        if topic_device != event.device:
+            log.warning(
+                "event %s says device=%s but came on the topic of device %s",
+                event.id,
+                event.device,
+                topic_device,
+            )
+        return event
+
+    async def _handle(self, client: aiomqtt.Client, store: Store, message: aiomqtt.Message) -> None:
+        channel, device, payload = self._route(message)
         if channel == "events":
             await self._handle_event(client, store, message, device, payload)
         elif channel == "telemetry":
@@ -427,28 +525,10 @@ class Notifier:
         topic_device: str,
         payload: bytes,
     ) -> None:
-        self.stats.received += 1
         now = self.clock.time()
-        try:
-            event = decode(payload)
-        except EnvelopeError as exc:
-            self.stats.invalid += 1
-            log.warning(
-                "dropping invalid message on %s (%d bytes): %s",
-                message.topic.value,
-                len(payload),
-                exc,
-            )
-            _ack(client, message)  # redelivery would not make it valid
-            self._refused(topic_device, salvage_id(payload))
+        event = self._decode_event(client, message, topic_device, payload)
+        if event is None:
             return
-        if topic_device != event.device:
-            log.warning(
-                "event %s says device=%s but came on the topic of device %s",
-                event.id,
-                event.device,
-                topic_device,
-            )
         if await store.has_event(event.id):
             # Seen before (a redelivery, or the device's resend after a lost ack):
             # nothing to render.  The store's accept() refuses it anyway; this
@@ -457,15 +537,26 @@ class Notifier:
             return
         site = self.config.sites.get(event.site)
         mails, coalesce, trap = await self._plan_event(store, event, site, now)
-        heartbeat_interval = None
-        if event.kind == "heartbeat":
-            interval = event.data.get("interval_s")
-            if _positive(interval):
-                heartbeat_interval = float(interval)
         result = await store.accept(
             event, mails, now=now, coalesce=coalesce, trap=trap,
-            heartbeat_interval=heartbeat_interval,
+            heartbeat_interval=_heartbeat_interval(event),
         )  # fmt: skip
+        await self._after_accept(
+            client, store, message, topic_device, event, coalesce, trap, result
+        )
+
+    async def _after_accept(
+        self,
+        client: aiomqtt.Client,
+        store: Store,
+        message: aiomqtt.Message,
+        topic_device: str,
+        event: Event,
+        coalesce: CoalescePlan | None,
+        trap: TrapPlan | None,
+        result: AcceptResult,
+    ) -> None:
+        """Acknowledge, count and log an event the store has just been given."""
         if not result.accepted:  # another instance stored it meanwhile
             self._duplicate(client, message, event, topic_device)
             return
@@ -1063,6 +1154,15 @@ def _readdress(
 def _stored(recipients: Sequence[tuple[str, str]]) -> list[Recipient]:
     """Recipients kept with a burst, trap or device, as they were when it began."""
     return [Recipient(address, "en" if lang == "en" else "ja") for address, lang in recipients]
+
+
+def _heartbeat_interval(event: Event) -> float | None:
+    """A heartbeat's ``interval_s`` (the device's promise of its next sign of life)."""
+    if event.kind == "heartbeat":
+        interval = event.data.get("interval_s")
+        if _positive(interval):
+            return float(interval)
+    return None
 
 
 def _sensor_of(event: Event) -> str:

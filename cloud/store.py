@@ -399,6 +399,29 @@ class Store:
             )
         )
 
+    async def accept_many(
+        self,
+        items: Sequence[
+            tuple[Event, Sequence[OutgoingMail], CoalescePlan | None, TrapPlan | None, float | None]
+        ],
+        *,
+        now: float,
+    ) -> list[AcceptResult]:
+        """:meth:`accept` for each ``(event, mails, coalesce, trap, heartbeat_interval)``,
+        in order, all in one transaction (group commit: one fsync for the lot)."""
+        work = [(e, tuple(m), c, t, h) for e, m, c, t, h in items]
+        return await self._run(
+            lambda tx: [_accept(tx, e, m, now, c, t, h, True) for e, m, c, t, h in work]
+        )
+
+    async def known_events(self, event_ids: Sequence[str]) -> set[str]:
+        """Which of ``event_ids`` the store has seen (one indexed look-up for many)."""
+        if not event_ids:
+            return set()
+        marks = ", ".join("?" for _ in event_ids)
+        rows = await self._read(f"SELECT id FROM events WHERE id IN ({marks})", tuple(event_ids))
+        return {str(r[0]) for r in rows}
+
     async def has_event(self, event_id: str) -> bool:
         rows = await self._read("SELECT 1 FROM events WHERE id = ?", (event_id,))
         return bool(rows)

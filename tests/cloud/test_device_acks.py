@@ -291,3 +291,32 @@ async def test_two_instances_on_a_shared_subscription_each_acknowledge_what_they
     for proc in (first, second):  # both did part of the work, and acked it
         log = "".join(proc.log)  # type: ignore[attr-defined]
         assert "event accepted" in log
+
+
+async def test_a_backlog_is_committed_in_groups_each_event_once_and_acknowledged(
+    config: NotifierConfig, broker: Mosquitto, mailbox: Mailbox, publisher: Publisher
+) -> None:
+    """Events queued while the notifier was away arrive together: stored in a few
+    transactions, a duplicate inside one group still stored once, all acked."""
+    first = make_event("trap_triggered", seq=0, data={"sensor": "box_trap_1"})
+    routine = [make_event("heartbeat", "info", seq=n, data={"interval_s": 60})
+               for n in range(1, 200)]  # fmt: skip
+    async with running(config):  # creates the persistent session
+        pass
+    await publisher.event(first)
+    for n, event in enumerate(routine):
+        await publisher.event(event)
+        if n == 100:
+            await publisher.event(routine[50])  # a resend, likely in the same group
+            await publisher.raw(b"not json")
+    async with ack_listener(broker, config) as device, running(config) as notifier:
+        wanted = {first.id} | {e.id for e in routine}
+        await until(lambda: set(device.ids()) >= wanted, 20, "every event acknowledged")
+        await mails(mailbox, 2)
+        assert notifier.stats.accepted == 200
+        assert notifier.stats.duplicates == 1
+        assert notifier.stats.invalid == 1
+        assert 0 < notifier.stats.group_commits < 100
+    async with await Store.open(config.store, readonly=True) as store:
+        assert (await store.counts()).events == 200
+    assert len(mailbox.mails) == 2
