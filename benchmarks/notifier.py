@@ -20,7 +20,9 @@ store marking it sent (a SIGKILL inside it mails it again after the restart).
 from __future__ import annotations
 
 import argparse
+import random
 import re
+import sqlite3
 import statistics
 import sys
 import tempfile
@@ -31,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge.sim.broker import Mosquitto
-from edge.sim.mailbox import Mailbox
+from edge.sim.mailbox import Mailbox, ReceivedMail
 from tests.cloud.backlog import (
     NotifierProcess,
     alarm,
@@ -174,6 +176,53 @@ def shared(count: int, work: Path) -> None:
         server.stop()
 
 
+def kills(rounds: int, work: Path, per_round: int = 100) -> None:
+    """SIGKILL the notifier while it mails; count the mails the SMTP server got twice."""
+    print(f"\n== SIGKILL while mailing: {rounds} kills, {per_round} alarms each ==")
+    rng = random.Random(7)
+    with Mosquitto(workdir=work / "mq-kills") as broker, Mailbox() as mailbox:
+        store = work / "kills.sqlite3"
+        config = write_config(work / "kills.toml", broker, mailbox.port, store)
+        twice = 0
+        for _ in range(rounds):
+            notifier = NotifierProcess(config, work / "kills.log")
+            notifier.start()
+            before = len(mailbox.mails)
+            publish(broker, iter(payloads(per_round, alarm)))
+            # Kill somewhere in the middle of this round's mails, at a random moment:
+            # not right after the SMTP server took one (that is inside the window
+            # by construction), but up to a few mails' time later.
+            mailbox.wait_for(before + rng.randint(10, 2 * per_round - 30), 120)
+            time.sleep(rng.uniform(0.0, 0.05))
+            notifier.kill()
+            notifier = NotifierProcess(config, work / "kills.log")
+            notifier.start()
+            try:
+                while len({_pair(m) for m in mailbox.mails[before:]}) < 2 * per_round:
+                    time.sleep(0.05)
+                while not _all_sent(store):
+                    time.sleep(0.05)
+            finally:
+                notifier.stop()
+            pairs = [_pair(m) for m in mailbox.mails[before:]]
+            twice += len(pairs) - len(set(pairs))
+    print(f"mails delivered twice: {twice} in {rounds} kills ({twice / rounds:.2f} per kill; "
+          f"each kill at a random moment while mails were being sent)")  # fmt: skip
+
+
+def _pair(mail: ReceivedMail) -> tuple[str, str]:
+    return str(mail.message["X-Satoyama-Event"]), mail.rcpt_tos[0]
+
+
+def _all_sent(store: Path) -> bool:
+    conn = sqlite3.connect(f"{store.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
+    try:
+        row = conn.execute("SELECT COUNT(*) FROM mails WHERE status = 'pending'").fetchone()
+        return int(row[0]) == 0
+    finally:
+        conn.close()
+
+
 def _pg_events(server: PostgresServer, name: str) -> int:
     import psycopg
 
@@ -185,8 +234,8 @@ def _pg_events(server: PostgresServer, name: str) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller runs (a minute or two)")
-    parser.add_argument("--only", default="backlog,alarms,shared",
-                        help="comma-separated: backlog, alarms, shared")  # fmt: skip
+    parser.add_argument("--only", default="backlog,alarms,shared,kills",
+                        help="comma-separated: backlog, alarms, shared, kills")  # fmt: skip
     args = parser.parse_args()
     only = set(args.only.split(","))
     work = Path(tempfile.mkdtemp(prefix="notifier-bench-", dir="/var/tmp"))
@@ -197,6 +246,8 @@ def main() -> None:
         alarms(500 if args.quick else 3_000, work)
     if "shared" in only:
         shared(5_000 if args.quick else 20_000, work)
+    if "kills" in only:
+        kills(5 if args.quick else 25, work)
 
 
 if __name__ == "__main__":

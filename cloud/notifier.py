@@ -111,6 +111,8 @@ TELEMETRY_KEEP_S: Final = WINDOW_S + 3600.0
 STOP_GRACE_S: Final = 10.0
 #: Most event messages committed in one transaction (group commit).
 GROUP_MAX: Final = 64
+#: A group is committed early once its events queue this many mails.
+GROUP_MAILS: Final = 8
 #: Readings one telemetry batch may add (a bigger one is cut, and logged).
 MAX_POINTS_PER_BATCH: Final = 20000
 #: The store's thread hands each result back to the loop: with CPython's default
@@ -152,6 +154,19 @@ class NotifierStats:
     """Mails rendered in full (a readdressed copy for another recipient does not count)."""
     refused_acked: int = 0
     """Messages refused for good whose id was still acknowledged to the device."""
+
+
+#: An event planned for a group commit: message, topic device, event, mails, burst,
+#: trap, heartbeat interval.
+_Planned = tuple[
+    aiomqtt.Message,
+    str,
+    Event,
+    list[OutgoingMail],
+    CoalescePlan | None,
+    TrapPlan | None,
+    float | None,
+]
 
 
 class MailerLike(Protocol):
@@ -455,7 +470,8 @@ class Notifier:
             if event is not None:
                 decoded.append((message, topic_device, event))
         known = await store.known_events([event.id for _, _, event in decoded])
-        plans = []
+        plans: list[_Planned] = []
+        mails_planned = 0
         for message, topic_device, event in decoded:
             if event.id in known:
                 self._duplicate(client, message, event, topic_device)
@@ -467,6 +483,18 @@ class Notifier:
             plans.append(
                 (message, topic_device, event, mails, coalesce, trap, _heartbeat_interval(event))
             )
+            mails_planned += len(mails)
+            if mails_planned >= GROUP_MAILS:
+                # Mailed events: commit sooner, so that the transaction stays short
+                # (a mail the SMTP server took waits for it to be marked sent).
+                await self._commit_group(client, store, plans, now)
+                plans, mails_planned = [], 0
+        if plans:
+            await self._commit_group(client, store, plans, now)
+
+    async def _commit_group(
+        self, client: aiomqtt.Client, store: Store, plans: list[_Planned], now: float
+    ) -> None:
         self.stats.group_commits += 1
         results = await store.accept_many(
             [(event, mails, c, t, hb) for _, _, event, mails, c, t, hb in plans], now=now

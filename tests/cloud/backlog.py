@@ -182,7 +182,16 @@ class NotifierProcess:
         self.samples.append((time.monotonic(), kb))
         return kb
 
+    def kill(self) -> None:
+        """SIGKILL, as a power cut or the OOM killer would."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+        self._log_file.close()
+
     def stop(self) -> None:
+        if self._log_file.closed:
+            return
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
