@@ -138,7 +138,9 @@ def dry_run_config(config: NotifierConfig, outdir: Path) -> NotifierConfig:
 
     The production notifier's persistent session and store must not be
     touched: a dry run that took over the client id would steal its events,
-    and one that marked queued mails "sent" would lose them.
+    and one that marked queued mails "sent" would lose them.  Nor does it
+    acknowledge anything to the devices: its store is a throwaway, and a
+    device deletes what the cloud acknowledged.
     """
     outdir = outdir.resolve()
     mqtt = msgspec.structs.replace(
@@ -147,6 +149,7 @@ def dry_run_config(config: NotifierConfig, outdir: Path) -> NotifierConfig:
         protocol="5",
         session_expiry_s=0,
         shared_group=None,
+        device_acks=False,
     )
     store = StoreConfig(backend="sqlite", path=str(outdir / "dry-run.sqlite3"))
     return msgspec.structs.replace(config, mqtt=mqtt, store=store)

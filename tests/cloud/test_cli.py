@@ -229,3 +229,14 @@ async def test_dry_run_writes_mails_to_files_and_sends_nothing(
     config = load_config(config_path)
     assert not Path(config.store.path or "").exists()
     assert "DRY RUN" in "".join(proc.log)  # type: ignore[attr-defined]
+
+
+def test_a_dry_run_acknowledges_nothing_to_the_devices(tmp_path: Path, config_path: Path) -> None:
+    """Its store is a throwaway: a device must not delete what only a dry run kept."""
+    from cloud.cli import dry_run_config
+
+    config = load_config(config_path)
+    assert config.mqtt.device_acks
+    dry = dry_run_config(config, tmp_path / "dry")
+    assert not dry.mqtt.device_acks
+    assert dry.mqtt.client_id != config.mqtt.client_id
