@@ -420,7 +420,15 @@ async def drain(
         assert up is not None
         t = time.perf_counter()
         all_acked: float | None = None
-        while (depth := await daemon.outbox.depth()) > 0:
+        depth = n
+        while depth > 0:
+            try:
+                depth = await asyncio.wait_for(daemon.outbox.depth(), 10)
+            except TimeoutError:
+                print(f"  !! Outbox.depth() did not answer in 10 s ({len(wanted - acker.ids)} "
+                      f"rows not yet acknowledged by the cloud, {rows_left(outbox_path)} "
+                      "rows in the file)")
+                raise
             await asyncio.sleep(0.02)
             if all_acked is None and wanted <= acker.ids:
                 all_acked = time.perf_counter()
@@ -428,6 +436,10 @@ async def drain(
                 print(f"  !! the outbox still says depth {depth} 5 s after the cloud "
                       f"acknowledged every row; timing until that acknowledgement")
                 break
+            if time.perf_counter() - t > 20 + n / 5:
+                print(f"  !! drain stalled: depth {depth}, {len(wanted - acker.ids)} rows not "
+                      f"acknowledged, {rows_left(outbox_path)} rows in the file")
+                raise TimeoutError("drain stalled")
         end = all_acked if depth and all_acked is not None else time.perf_counter()
         rate = n / (end - t)
         client = up._client_now
