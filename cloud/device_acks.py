@@ -112,7 +112,10 @@ class DeviceAcks:
                     continue  # more may have become due meanwhile
                 timeout = None if next_at is None else max(0.0, next_at - time.monotonic())
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+                    # Not wait_for: on Python 3.11 it can swallow a cancellation
+                    # that arrives as the event is set, and the stop waits forever.
+                    async with asyncio.timeout(timeout):
+                        await self._wake.wait()
         finally:
             for task in tasks:
                 task.cancel()

@@ -18,14 +18,15 @@ import asyncio
 import ssl
 import sys
 import time
-from functools import partial
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TextIO
 
 import aiomqtt
 
+from edge.actuators import build_actuator, test_pattern
 from edge.config import (
     Config,
     MatSensorConfig,
@@ -36,8 +37,8 @@ from edge.config import (
     UltrasonicConfig,
     WaterRuleConfig,
 )
-from edge.actuators import build_actuator, test_pattern
 from edge.modem import modem_status
+from edge.timed_wait import wait_set
 
 
 @dataclass
@@ -415,10 +416,7 @@ async def run_check(
                 out.write("\x1b[H\x1b[2J" + render_table(list(checker.parts.values()),
                                                        time.monotonic() - t0) + "\n")
                 out.flush()
-            try:
-                await asyncio.wait_for(stop.wait(), 0.25)
-            except TimeoutError:
-                pass
+            await wait_set(stop, 0.25)
         checker.sample()
         for part in checker.parts.values():
             if part.status == "waiting":

@@ -17,8 +17,8 @@ import logging
 import os
 import sys
 import time
-from pathlib import Path
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -27,6 +27,7 @@ from drivers.pir import PirDetector
 from drivers.siren import Siren
 from drivers.strobe import Strobe
 from drivers.trap_switch import TrapSwitch
+from edge import spool
 from edge.actuators import build_actuator, test_pattern
 from edge.anomaly_watch import AnomalyWatch, cadence_warnings
 from edge.commands import CommandError, HeartbeatCommand, UpdateCommand, parse_command
@@ -36,24 +37,24 @@ from edge.config import (
     DeterrentRuleConfig,
     MatSensorConfig,
     NapRuleConfig,
-    WaterRuleConfig,
     PirSensorConfig,
     TrapSensorConfig,
+    WaterRuleConfig,
 )
 from edge.deterrent import DeterrentRule, Outcome
 from edge.event import HeartbeatData
+from edge.mat_watch import MatWatch
 from edge.modem import modem_status
+from edge.nap_watch import NapWatch
 from edge.outbox import Notice, Outbox
 from edge.recorder import Recorder
-from edge import spool
 from edge.sensor_health import SensorHealth
 from edge.supervisor import Supervisor, TaskFactory
 from edge.telemetry import TelemetryBuffer
+from edge.timed_wait import wait_set
 from edge.trap import TrapOutcome, TrapRule
-from edge.mat_watch import MatWatch
-from edge.nap_watch import NapWatch
-from edge.water_watch import WaterWatch
 from edge.uplink import Uplink
+from edge.water_watch import WaterWatch
 
 log = logging.getLogger(__name__)
 
@@ -338,10 +339,7 @@ class Daemon:
             for outcome in rule.tick(time.monotonic()):
                 await self._trap_event(name, outcome)
             delay = max(0.0, rule.next_deadline() - time.monotonic())
-            try:
-                await asyncio.wait_for(wake.wait(), timeout=delay)
-            except TimeoutError:
-                pass
+            await wait_set(wake, delay)
 
     async def _trap_event(self, name: str, outcome: TrapOutcome) -> None:
         data: dict[str, Any] = {"sensor": name}
@@ -371,6 +369,8 @@ class Daemon:
     async def close(self) -> None:
         """Stop tasks, switch actuators off, release pins, close the outbox.  Idempotent."""
         tasks, self._tasks = self._tasks, set()
+        if self.uplink is not None:
+            self.uplink.request_close()
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -456,12 +456,7 @@ class Daemon:
                 continue
             if await outbox.retry():
                 continue  # its recovery notice is waiting
-            try:
-                await asyncio.wait_for(
-                    outbox.notice_ready.wait(), self.config.health.storage_retry_s
-                )
-            except TimeoutError:
-                pass
+            await wait_set(outbox.notice_ready, self.config.health.storage_retry_s)
 
     async def _report_notice(self, notice: Notice) -> None:
         assert self.recorder is not None
@@ -537,10 +532,7 @@ class Daemon:
             except Exception:  # noqa: BLE001 - the next one may work
                 log.exception("heartbeat failed")
             self._heartbeat_now.clear()
-            try:
-                await asyncio.wait_for(self._heartbeat_now.wait(), period)
-            except TimeoutError:
-                pass
+            await wait_set(self._heartbeat_now, period)
 
     # -- telemetry ------------------------------------------------------------
 
@@ -566,10 +558,7 @@ class Daemon:
                 continue
             full = len(self.telemetry) >= self.telemetry.max_readings
             if not full and due > time.time():
-                try:
-                    await asyncio.wait_for(self._telemetry_due.wait(), due - time.time())
-                except TimeoutError:
-                    pass
+                await wait_set(self._telemetry_due, due - time.time())
                 continue
             await self.flush_telemetry()
 
@@ -664,10 +653,7 @@ class Daemon:
             if deadline is None:
                 await wake.wait()
                 continue
-            try:
-                await asyncio.wait_for(wake.wait(), timeout=max(0.0, deadline - time.monotonic()))
-            except TimeoutError:
-                pass
+            await wait_set(wake, max(0.0, deadline - time.monotonic()))
 
     # -- tasks ---------------------------------------------------------------
 

@@ -84,7 +84,10 @@ class NapWatch:
             while True:
                 await self._tick()
                 try:
-                    t_ack = await asyncio.wait_for(self._acks.get(), TICK_S)
+                    # Not wait_for: on Python 3.11 it can swallow a cancellation
+                    # (see edge/timed_wait.py) and lose the item it took.
+                    async with asyncio.timeout(TICK_S):
+                        t_ack = await self._acks.get()
                 except TimeoutError:
                     continue
                 for mat, cot in self.cots.items():

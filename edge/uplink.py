@@ -23,7 +23,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import random
@@ -52,6 +51,8 @@ from edge.event import (
 )
 from edge.linkstats import SAVE_EVERY_S, DailyUsage, read_counters
 from edge.outbox import Outbox, Pending
+from edge.timed_wait import wait_set
+from edge.tlsresume import ResumingContext
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def tls_context(tls: TlsConfig) -> ssl.SSLContext:
     for key, path in (("uplink.tls.ca_file", tls.ca_file), ("uplink.tls.cert_file", tls.cert_file)):
         if not Path(path).is_file():
             raise UplinkSetupError(f"{key}: {path} does not exist")
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx = ResumingContext()  # PROTOCOL_TLS_CLIENT; offers the last TLS session on reconnect
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
         ctx.load_verify_locations(cafile=tls.ca_file)
@@ -158,8 +159,16 @@ class Uplink:
         self.session_present: bool | None = None
         """Whether the broker still had this device's session at the last CONNACK."""
         self._summary = _DrainSummary()
+        self.closing = False
+        """Set by :meth:`request_close` before the task is cancelled.  Not the task's
+        ``cancelling()``: on Python 3.11 a TaskGroup whose child failed while it was
+        exiting leaves the parent marked as cancelling for good (fixed in 3.12)."""
         self.usage = DailyUsage(usage_path)
         self._client_now: aiomqtt.Client | None = None
+
+    def request_close(self) -> None:
+        """Say goodbye and stop at the next cancellation, whatever the link raises then."""
+        self.closing = True
 
     def _status(self, state: str, reason: str = "") -> bytes:
         return encode_status(
@@ -221,9 +230,13 @@ class Uplink:
                         await self._session(client)
                     finally:
                         self.connected.clear()
-                        if _cancelling():
+                        if self.closing:
                             await self._say_goodbye(client)
             except Exception as exc:  # noqa: BLE001 - the uplink must never die
+                if self.closing:
+                    # Cancelled, but closing the connection raised instead (aiomqtt's
+                    # disconnect on a dying link): stop, or close() waits forever.
+                    raise asyncio.CancelledError from exc
                 leaf = _first_leaf(exc)
                 delay = self.backoff.next_delay()
                 if isinstance(leaf, aiomqtt.MqttError):
@@ -354,9 +367,8 @@ class Uplink:
             self._kick.clear()
             wait = self.awaiting.next_check(time.monotonic())
             if wait > 0:
-                with contextlib.suppress(TimeoutError):
-                    # Woken early when rows start awaiting or are acknowledged.
-                    await asyncio.wait_for(self._kick.wait(), min(wait, 60.0))
+                # Woken early when rows start awaiting or are acknowledged.
+                await wait_set(self._kick, min(wait, 60.0))
                 continue
             released = self.awaiting.overdue(time.monotonic())
             if released:
@@ -471,8 +483,3 @@ def _first_leaf(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     return exc
-
-
-def _cancelling() -> bool:
-    task = asyncio.current_task()
-    return bool(task is not None and task.cancelling())

@@ -16,6 +16,7 @@ from edge.event import (
     decode,
     decode_status,
     decode_telemetry,
+    MAX_ACK_IDS,
     encode_ack,
 )
 from tests.support.waiting import until
@@ -77,13 +78,30 @@ async def spy_on(
                 elif name.endswith("/status"):
                     spy.statuses.append(decode_status(payload))
                 if acknowledge and acked:
-                    device_topic = name.rsplit("/", 1)[0]
-                    await client.publish(f"{device_topic}/ack", encode_ack([acked]), qos=1)
+                    to_ack.setdefault(name.rsplit("/", 1)[0], []).append(acked)
+                    ack_now.set()
 
-        task = asyncio.create_task(collect())
+        async def acknowledge_forever() -> None:
+            # Whatever arrived while the last acknowledgements went out goes in the next
+            # message: batches form by themselves, as in the notifier.
+            while True:
+                await ack_now.wait()
+                ack_now.clear()
+                batch = dict(to_ack)
+                to_ack.clear()
+                for device_topic, ids in batch.items():
+                    for start in range(0, len(ids), MAX_ACK_IDS):
+                        chunk = ids[start : start + MAX_ACK_IDS]
+                        await client.publish(f"{device_topic}/ack", encode_ack(chunk), qos=1)
+
+        to_ack: dict[str, list[str]] = {}
+        ack_now = asyncio.Event()
+        tasks = [asyncio.create_task(collect()), asyncio.create_task(acknowledge_forever())]
         try:
             yield spy
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                await task
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                    await task
