@@ -266,6 +266,13 @@ class DevicesConfig(_Table, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     """No heartbeat (nor any other message) for this long (at least 2 x its interval): offline."""
 
 
+class FleetDevice(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[fleet.<device_id>]``: one device the notifier trusts, and the site it speaks for."""
+
+    site: _NonEmpty
+    """The only site this device's events and telemetry may name (a key of ``[sites]``)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Recipient:
     """One address a mail goes to, in the language it is written in."""
@@ -286,6 +293,8 @@ class NotifierConfig(_Table, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     coalesce: tuple[CoalesceRule, ...] = DEFAULT_COALESCE
     contacts: dict[str, Contact] = msgspec.field(default_factory=dict)
     sites: dict[str, SiteConfig] = msgspec.field(default_factory=dict)
+    fleet: dict[str, FleetDevice] | None = None
+    """The device registry; ``None`` (no ``[fleet]`` table): any device may speak for any site."""
 
     def language_for(self, site: SiteConfig) -> Language:
         return site.language or self.delivery.language
@@ -371,6 +380,7 @@ def parse_config(text: str, *, base_dir: Path | None = None) -> NotifierConfig:
 
     raw_sites = raw.pop("sites", {})
     raw_contacts = raw.pop("contacts", {})
+    raw_fleet = raw.pop("fleet", None)
     config = _convert(raw, NotifierConfig, "")
     # Converted one by one: msgspec reports dict keys as `[...]`, and the
     # operator needs to know *which* site or contact is wrong.
@@ -382,7 +392,13 @@ def parse_config(text: str, *, base_dir: Path | None = None) -> NotifierConfig:
         name: _convert(raw_contact, Contact, f"contacts.{_toml_key(name)}")
         for name, raw_contact in _table(raw_contacts, "contacts").items()
     }
-    config = msgspec.structs.replace(config, sites=sites, contacts=contacts)
+    fleet = None
+    if raw_fleet is not None:
+        fleet = {
+            device: _convert(raw_device, FleetDevice, f"fleet.{_toml_key(device)}")
+            for device, raw_device in _table(raw_fleet, "fleet").items()
+        }
+    config = msgspec.structs.replace(config, sites=sites, contacts=contacts, fleet=fleet)
 
     _check(config)
     path = config.store.path
@@ -447,6 +463,12 @@ def _check(config: NotifierConfig) -> None:
         raise ConfigError("sites", "no [sites.<site_id>] table: the notifier would e-mail no one")
     for site_id, site in config.sites.items():
         _check_site(config, f"sites.{_toml_key(site_id)}", site)
+    for device, entry in (config.fleet or {}).items():
+        if entry.site not in config.sites:
+            raise ConfigError(
+                f"fleet.{_toml_key(device)}.site",
+                f"{entry.site!r} is not a configured site (no [sites.{_toml_key(entry.site)}])",
+            )
 
 
 def _check_mqtt(config: NotifierConfig) -> None:

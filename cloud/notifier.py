@@ -119,6 +119,10 @@ MAX_POINTS_PER_BATCH: Final = 20000
 #: 5 ms GIL switch interval, each hand-over could wait that long while the loop
 #: parses MQTT packets (as the daemon found; see edge.daemon).
 GIL_SWITCH_INTERVAL_S: Final = 0.0005
+#: The ids of the notifier's own notices (summaries, reminders, offline / online)
+#: begin with this; an event from a device whose id does too is refused, so that
+#: no device can pre-empt (and so suppress) a notice by sending its id.
+NOTICE_PREFIX: Final = "notice:"
 
 
 @dataclass
@@ -154,6 +158,11 @@ class NotifierStats:
     """Mails rendered in full (a readdressed copy for another recipient does not count)."""
     refused_acked: int = 0
     """Messages refused for good whose id was still acknowledged to the device."""
+    spoofed: int = 0
+    """Events and telemetry batches refused because they spoke for another device or
+    site than the topic's device may (or used an id of the notifier's own notices)."""
+    id_collisions: int = 0
+    """Events refused because another device's event already holds their id."""
 
 
 #: An event planned for a group commit: message, topic device, event, mails, burst,
@@ -246,6 +255,11 @@ class Notifier:
             cfg.store.describe(),
             len(cfg.sites),
         )
+        if cfg.fleet is None:
+            log.warning(
+                "no [fleet] table in the configuration: any device may speak for any site "
+                "(add [fleet.<device_id>] site = \"...\" for each device)"
+            )
         if self._mailer is None:
             local_hostname = await asyncio.to_thread(socket.getfqdn)  # once: it may query DNS
             self._mailer = Mailer(cfg.smtp, local_hostname=local_hostname)
@@ -469,14 +483,17 @@ class Notifier:
             event = self._decode_event(client, message, topic_device, payload)
             if event is not None:
                 decoded.append((message, topic_device, event))
-        known = await store.known_events([event.id for _, _, event in decoded])
+        known = await store.event_owners([event.id for _, _, event in decoded])
         plans: list[_Planned] = []
         mails_planned = 0
         for message, topic_device, event in decoded:
             if event.id in known:
-                self._duplicate(client, message, event, topic_device)
+                if known[event.id] == event.device:
+                    self._duplicate(client, message, event, topic_device)
+                else:
+                    self._collision(client, message, event, topic_device, known[event.id])
                 continue
-            known.add(event.id)  # the same event twice in one batch
+            known[event.id] = event.device  # the same event twice in one batch
             mails, coalesce, trap = await self._plan_event(
                 store, event, self.config.sites.get(event.site), now
             )
@@ -524,14 +541,52 @@ class Notifier:
             _ack(client, message)  # redelivery would not make it valid
             self._refused(topic_device, salvage_id(payload))
             return None
-        if topic_device != event.device:
-            log.warning(
-                "event %s says device=%s but came on the topic of device %s",
-                event.id,
-                event.device,
-                topic_device,
-            )
+        problem = self._impersonation(topic_device, event.device, event.site)
+        if problem is None and event.id.startswith(NOTICE_PREFIX):
+            problem = f"its id is in the notifier's own namespace ({NOTICE_PREFIX!r})"
+        if problem is not None:
+            self._spoofed(client, message, topic_device, "event", event.id, problem)
+            return None
         return event
+
+    def _impersonation(self, topic_device: str, device: str, site: str) -> str | None:
+        """Why a message on ``topic_device``'s topic may not say ``device`` and ``site``."""
+        if device != topic_device:
+            return f"it says device={device!r}"
+        fleet = self.config.fleet
+        if fleet is None:
+            return None
+        entry = fleet.get(topic_device)
+        if entry is None:
+            return "the device is not in [fleet]"
+        if site != entry.site:
+            return f"it says site={site!r}, but [fleet] gives the device site {entry.site!r}"
+        return None
+
+    def _spoofed(
+        self,
+        client: aiomqtt.Client,
+        message: aiomqtt.Message,
+        topic_device: str,
+        what: str,
+        message_id: str | None,
+        problem: str,
+    ) -> None:
+        """Refuse a message that speaks for another device or site: not stored, not mailed.
+
+        Still acknowledged (PUBACK and the device ack), so the device does not send it
+        again and again.
+        """
+        self.stats.spoofed += 1
+        log.warning(
+            "refusing %s %s on %s: %s (not stored, not mailed)",
+            what,
+            message_id,
+            message.topic.value,
+            problem,
+        )
+        _ack(client, message)
+        self._refused(topic_device, message_id)
 
     async def _handle(self, client: aiomqtt.Client, store: Store, message: aiomqtt.Message) -> None:
         channel, device, payload = self._route(message)
@@ -557,11 +612,15 @@ class Notifier:
         event = self._decode_event(client, message, topic_device, payload)
         if event is None:
             return
-        if await store.has_event(event.id):
+        owner = (await store.event_owners([event.id])).get(event.id)
+        if owner == event.device:
             # Seen before (a redelivery, or the device's resend after a lost ack):
             # nothing to render.  The store's accept() refuses it anyway; this
             # cheap look-up only saves the work.
             self._duplicate(client, message, event, topic_device)
+            return
+        if owner is not None:
+            self._collision(client, message, event, topic_device, owner)
             return
         site = self.config.sites.get(event.site)
         mails, coalesce, trap = await self._plan_event(store, event, site, now)
@@ -630,6 +689,32 @@ class Notifier:
             event.kind,
             event.device,
         )
+
+    def _collision(
+        self,
+        client: aiomqtt.Client,
+        message: aiomqtt.Message,
+        event: Event,
+        topic_device: str,
+        owner: str,
+    ) -> None:
+        """An event whose id another device's stored event holds: not a duplicate of it.
+
+        The store keys events by id alone, so it cannot keep both: this one is
+        refused (logged as an error, acknowledged so that the device does not
+        send it forever) and never taken for the other device's event.
+        """
+        self.stats.id_collisions += 1
+        log.error(
+            "refusing event %s kind=%s from device %s: device %s already sent an event with "
+            "this id (not stored, not mailed)",
+            event.id,
+            event.kind,
+            topic_device,
+            owner,
+        )
+        _ack(client, message)
+        self._refused(topic_device, event.id)
 
     def _refused(self, topic_device: str, message_id: str | None) -> None:
         """A message refused for good: acknowledge its id if it has one, so it is not resent."""
@@ -772,6 +857,10 @@ class Notifier:
             _ack(client, message)
             self._refused(topic_device, salvage_id(payload, msgpack=True))
             return
+        problem = self._impersonation(topic_device, batch.device, batch.site)
+        if problem is not None:
+            self._spoofed(client, message, topic_device, "telemetry", batch.id or None, problem)
+            return
         points: list[tuple[str, float, float]] = []
         for name, series in batch.series.items():
             if len(series.t) != len(series.v) or not series.t:
@@ -788,13 +877,13 @@ class Notifier:
             log.warning("telemetry batch from %s has %d readings; keeping the last %d",
                         batch.device, len(points), MAX_POINTS_PER_BATCH)  # fmt: skip
             points = points[-MAX_POINTS_PER_BATCH:]
-        added = await store.add_telemetry(batch.device, batch.site, points, now=now)
+        added = await store.add_telemetry(topic_device, batch.site, points, now=now)
         _ack(client, message)
         if self.acks is not None and batch.id:  # older devices send no id: nothing to ack
             self.acks.add(topic_device, (batch.id,))
         self.stats.telemetry += 1
         log.debug("telemetry from %s: %d readings, %d new", batch.device, len(points), added)
-        row = await store.device(batch.device)
+        row = await store.device(topic_device)
         if row is not None and row.state == "offline" and row.cause == "heartbeat":
             await self._back_online(store, row)
 
@@ -842,11 +931,11 @@ class Notifier:
         """Compare-and-set ``row`` back online; mail those who were told it went offline."""
         now = self.clock.time()
         site = self.config.sites.get(row.site)
-        notice = Notice(f"{row.device}.on{row.transitions + 1}", DEVICE_ONLINE, "info",
+        notice = Notice(f"{NOTICE_PREFIX}{row.device}.on{row.transitions + 1}", DEVICE_ONLINE, "info",
                         row.site, row.device)  # fmt: skip
         mails: list[OutgoingMail] = []
         if row.notified and site is not None and self.config.mails_kind(site, DEVICE_ONLINE):
-            offline_id = f"{row.device}.off{row.transitions}"
+            offline_id = f"{NOTICE_PREFIX}{row.device}.off{row.transitions}"
             when = dt.datetime.fromtimestamp(now, dt.UTC)
 
             def render(recipient: Recipient, index: int, with_data: bool) -> EmailMessage:
@@ -870,7 +959,7 @@ class Notifier:
         now = self.clock.time()
         site = self.config.sites.get(row.site)
         transitions = row.transitions + 1 if by_heartbeat else row.transitions
-        notice = Notice(f"{row.device}.off{transitions}", DEVICE_OFFLINE, "warning",
+        notice = Notice(f"{NOTICE_PREFIX}{row.device}.off{transitions}", DEVICE_OFFLINE, "warning",
                         row.site, row.device)  # fmt: skip
         reason = "no heartbeat" if by_heartbeat else row.reason
         since = now if by_heartbeat else row.since
@@ -940,7 +1029,7 @@ class Notifier:
                 await store.episode_summarised(row, None, [], now=now, close=True)
             return
         site = self.config.sites.get(row.site)
-        notice = Notice(f"{row.id}.s{row.summaries + 1}", f"{row.kind}_summary", "info",
+        notice = Notice(f"{NOTICE_PREFIX}{row.id}.s{row.summaries + 1}", f"{row.kind}_summary", "info",
                         row.site, row.device)  # fmt: skip
         mails: list[OutgoingMail] = []
         if site is not None:
@@ -968,7 +1057,7 @@ class Notifier:
     async def _remind(self, store: Store, row: TrapRow, now: float) -> None:
         site = self.config.sites.get(row.site)
         number = row.reminders + 1
-        notice = Notice(f"{row.trigger_id}.r{number}", TRAP_REMINDER, "alarm",
+        notice = Notice(f"{NOTICE_PREFIX}{row.trigger_id}.r{number}", TRAP_REMINDER, "alarm",
                         row.site, row.device)  # fmt: skip
         mails: list[OutgoingMail] = []
         if site is not None and self.config.mails_kind(site, TRAP_REMINDER):

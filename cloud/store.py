@@ -422,9 +422,24 @@ class Store:
         rows = await self._read(f"SELECT id FROM events WHERE id IN ({marks})", tuple(event_ids))
         return {str(r[0]) for r in rows}
 
-    async def has_event(self, event_id: str) -> bool:
-        rows = await self._read("SELECT 1 FROM events WHERE id = ?", (event_id,))
-        return bool(rows)
+    async def has_event(self, event_id: str, device: str | None = None) -> bool:
+        """Whether the store holds event ``event_id`` (from ``device``, when given)."""
+        rows = await self._read("SELECT device FROM events WHERE id = ?", (event_id,))
+        return bool(rows) and (device is None or str(rows[0][0]) == device)
+
+    async def event_owners(self, event_ids: Sequence[str]) -> dict[str, str]:
+        """The device of each of ``event_ids`` the store holds (one look-up for many).
+
+        Event ids are unique per device: the same id from another device is not a
+        duplicate (the caller must not take it for one).
+        """
+        if not event_ids:
+            return {}
+        marks = ", ".join("?" for _ in event_ids)
+        rows = await self._read(
+            f"SELECT id, device FROM events WHERE id IN ({marks})", tuple(event_ids)
+        )
+        return {str(r[0]): str(r[1]) for r in rows}
 
     async def queue(
         self, notice: Notice, mails: Sequence[OutgoingMail], *, now: float | None = None

@@ -324,3 +324,15 @@ def test_the_receive_window_acks_and_store_bounds_have_documented_defaults() -> 
 def test_out_of_range_window_ack_and_bound_keys_are_named(table: str, line: str, key: str) -> None:
     error = error_of(MINIMAL.replace(f"{table}\n", f"{table}\n{line}\n", 1))
     assert error.key == key
+
+
+def test_the_fleet_registry_is_optional_and_checked() -> None:
+    assert parse_config(MINIMAL).fleet is None
+    config = parse_config(MINIMAL + '\n[fleet.pi-east-01]\nsite = "kataoka-east"\n')
+    assert config.fleet is not None and config.fleet["pi-east-01"].site == "kataoka-east"
+    error = error_of(MINIMAL + '\n[fleet.pi-east-01]\nsite = "kataoka-west"\n')
+    assert error.key == "fleet.pi-east-01.site"
+    assert "not a configured site" in str(error)
+    error = error_of(MINIMAL + '\n[fleet.pi-east-01]\nsite = "kataoka-east"\nsit = "x"\n')
+    assert error.key == "fleet.pi-east-01.sit"
+    assert error_of("fleet = 3\n" + MINIMAL).key == "fleet"
