@@ -22,7 +22,7 @@ from typing import Final, TextIO
 
 import msgspec
 
-from cloud.config import KNOWN_KINDS, NotifierConfig, StoreConfig, load_config
+from cloud.config import KNOWN_KINDS, NotifierConfig, StoreConfig, check_tls, load_config
 from cloud.errors import ConfigError, NotifierError
 from cloud.mailer import DryRunMailer
 from cloud.notifier import Notifier
@@ -128,6 +128,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = msgspec.structs.replace(
             config, mqtt=msgspec.structs.replace(config.mqtt, client_id=args.client_id)
         )
+        try:
+            check_tls(config.mqtt)
+        except ConfigError as exc:
+            print(f"config error: {args.config}: {exc} (--client-id)", file=sys.stderr)
+            return EXIT_USAGE
     if args.dry_run is not None:
         return _run(dry_run_config(config, args.dry_run), dry_run=args.dry_run)
     return _run(config)

@@ -105,6 +105,26 @@ class _Table(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     """Base of every table: immutable, keyword-only, unknown keys are errors."""
 
 
+class MqttTlsConfig(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[mqtt.tls]``: mutual TLS to the broker (the shipped broker's fleet listener).
+
+    Relative paths are relative to the configuration file.  The shipped broker
+    makes the certificate's common name the client id, so ``mqtt.client_id`` must
+    be the CN of ``cert_file``, and the devices' acks (a second connection, client
+    id ``<client_id>-acks``) need a certificate of their own with that CN.
+    """
+
+    ca_file: _NonEmpty
+    """The CA that issued the broker's certificate (the fleet CA)."""
+    cert_file: _NonEmpty
+    key_file: _NonEmpty
+    """Must be readable by its owner only (mode 0600)."""
+    ack_cert_file: _NonEmpty | None = None
+    """The acks connection's certificate (CN ``<client_id>-acks``); required with
+    ``mqtt.device_acks``."""
+    ack_key_file: _NonEmpty | None = None
+
+
 class MqttConfig(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``[mqtt]``: the broker the devices publish to."""
 
@@ -131,6 +151,14 @@ class MqttConfig(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     ack_delay_s: Annotated[float, msgspec.Meta(ge=0, le=60)] = 0.2
     """Ids for one device are collected this long (or up to ``MAX_ACK_IDS``), then sent
     in one ack message."""
+    tls: MqttTlsConfig | None = None
+    """Mutual TLS; ``None``: plain TCP."""
+
+    @property
+    def ack_client_id(self) -> str:
+        """The client id (and, under the shipped broker, the certificate CN) of the acks'
+        connection."""
+        return f"{self.client_id}-acks"
 
 
 class SmtpConfig(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -405,7 +433,91 @@ def parse_config(text: str, *, base_dir: Path | None = None) -> NotifierConfig:
     if base_dir is not None and path is not None and not Path(path).is_absolute():
         store = msgspec.structs.replace(config.store, path=str(base_dir / path))
         config = msgspec.structs.replace(config, store=store)
+    tls = config.mqtt.tls
+    if tls is not None:
+        if base_dir is not None:
+            anchored = {
+                f.name: str(base_dir / value) if not Path(value).is_absolute() else value
+                for f in msgspec.structs.fields(tls)
+                if isinstance(value := getattr(tls, f.name), str)
+            }
+            tls = msgspec.structs.replace(tls, **anchored)
+            config = msgspec.structs.replace(
+                config, mqtt=msgspec.structs.replace(config.mqtt, tls=tls)
+            )
+        check_tls(config.mqtt)
     return config
+
+
+def check_tls(mqtt: MqttConfig) -> None:
+    """``[mqtt.tls]``: files readable, keys private, each certificate's CN its client id.
+
+    Also called after ``run --client-id`` changes the client id.
+    """
+    tls = mqtt.tls
+    if tls is None:
+        return
+    if (tls.ack_cert_file is None) != (tls.ack_key_file is None):
+        missing = "ack_key_file" if tls.ack_key_file is None else "ack_cert_file"
+        raise ConfigError(f"mqtt.tls.{missing}", "ack_cert_file and ack_key_file go together")
+    if mqtt.device_acks and tls.ack_cert_file is None:
+        raise ConfigError(
+            "mqtt.tls.ack_cert_file",
+            f"required with mqtt.device_acks: the acks connection (client id "
+            f"{mqtt.ack_client_id!r}) needs its own certificate with that CN "
+            "(the broker makes the CN the client id; sharing the notifier's would make "
+            "the two connections take over each other's session)",
+        )
+    _readable("mqtt.tls.ca_file", tls.ca_file)
+    pairs = [("cert_file", "key_file", tls.cert_file, tls.key_file, mqtt.client_id, "client_id")]
+    if tls.ack_cert_file is not None and tls.ack_key_file is not None:
+        pairs.append(
+            ("ack_cert_file", "ack_key_file", tls.ack_cert_file, tls.ack_key_file,
+             mqtt.ack_client_id, "client_id + '-acks'")
+        )  # fmt: skip
+    for cert_key, key_key, cert_file, key_file, wanted, what in pairs:
+        _private_key(f"mqtt.tls.{key_key}", key_file)
+        cn = _common_name(f"mqtt.tls.{cert_key}", cert_file)
+        if cn != wanted:
+            raise ConfigError(
+                f"mqtt.tls.{cert_key}",
+                f"its certificate's CN is {cn!r}, but mqtt.{what} is {wanted!r}: the broker "
+                "uses the CN as the client id, so they must be equal",
+            )
+
+
+def _readable(key: str, path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(key, f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _private_key(key: str, path: str) -> None:
+    _readable(key, path)
+    mode = Path(path).stat().st_mode & 0o777
+    if mode & 0o077:
+        raise ConfigError(
+            key,
+            f"{path} has mode {mode:04o}: a private key must be readable by its owner only "
+            f"(chmod 600 {path})",
+        )
+
+
+def _common_name(key: str, path: str) -> str:
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    data = _readable(key, path)
+    try:
+        cert = x509.load_pem_x509_certificate(data)
+    except ValueError as exc:
+        raise ConfigError(key, f"{path} is not a PEM certificate: {exc}") from None
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if not names:
+        raise ConfigError(key, f"{path}: the certificate has no common name (CN)")
+    value = names[0].value
+    return value if isinstance(value, str) else value.decode()
 
 
 def _table(value: Any, key: str) -> dict[str, Any]:

@@ -36,6 +36,7 @@ import logging
 import math
 import os
 import socket
+import ssl
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -394,11 +395,14 @@ class Notifier:
         m = self.config.mqtt
         attempt = 0
         while True:
+            tls = m.tls
             client = aiomqtt.Client(
-                m.host, m.port, identifier=f"{m.client_id}-acks", keepalive=m.keepalive,
+                m.host, m.port, identifier=m.ack_client_id, keepalive=m.keepalive,
                 username=m.username,
                 password=m.password.reveal() if m.password is not None else None,
                 protocol=aiomqtt.ProtocolVersion.V5 if m.protocol == "5" else None,
+                tls_context=None if tls is None or tls.ack_cert_file is None
+                else _tls_context(tls.ca_file, tls.ack_cert_file, tls.ack_key_file),
             )  # fmt: skip
             try:
                 async with client:
@@ -419,6 +423,8 @@ class Notifier:
             "identifier": m.client_id,
             "keepalive": m.keepalive,
         }
+        if m.tls is not None:
+            common["tls_context"] = _tls_context(m.tls.ca_file, m.tls.cert_file, m.tls.key_file)
         if m.protocol == "5":
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             # The broker queues messages for us while we are away, this long.
@@ -1208,6 +1214,14 @@ class Notifier:
             sleeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.gather(waiter, sleeper, return_exceptions=True)
+
+
+def _tls_context(ca_file: str, cert_file: str, key_file: str | None) -> ssl.SSLContext:
+    """Mutual TLS: trust only ``ca_file`` (the fleet CA), show ``cert_file``."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert_file, key_file)
+    return context
 
 
 def _ack(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
