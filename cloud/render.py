@@ -23,7 +23,7 @@ import hashlib
 import html
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import Any, Final
@@ -56,6 +56,9 @@ _MAX_VALUE_CHARS: Final = 300
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+#: Bidirectional embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069):
+#: they can make a subject or a line read other than it is ("gnirps" for "spring").
+_BIDI = re.compile("[\u202a-\u202e\u2066-\u2069]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,6 +396,7 @@ def compose(
     """Lay ``content`` out as one ``multipart/alternative`` message (with an inline chart)."""
     phrases = PHRASES[language]
     labels = phrases.labels
+    content = _sanitised(content)
     marker = phrases.alarm_marker if content.severity == "alarm" else ""
     place = f"{content.place} {content.fact}" if content.fact else content.place
     subject = phrases.subject.format(
@@ -415,6 +419,8 @@ def compose(
     links = map_links(content.location, phrases) if content.location is not None else []
     warning = labels["clock_warning"] if not content.clock_synced else ""
 
+    subject = _line(subject)
+    rows = [(_line(label), _line(value)) for label, value in rows]
     msg = EmailMessage(policy=email.policy.SMTP)
     msg["Subject"] = subject
     msg["From"] = sender
@@ -648,12 +654,15 @@ def _stage_text(data: dict[str, Any], phrases: Phrases) -> str | None:
     """The device's own label for a water stage, with the standard name if it differs."""
     code, label = data.get("stage"), data.get("stage_label")
     standard = phrases.values.get(code, code) if isinstance(code, str) else None
-    if isinstance(label, str) and label.strip():
+    if isinstance(label, str) and _clean(label):
+        label = _clean(label)
+        if isinstance(standard, str):
+            standard = _clean(standard)
         if standard and standard != label and standard != code:
             return f"{label}（{standard}）" if phrases is JA else f"{label} ({standard})"
         return label
     if isinstance(code, str):
-        return standard
+        return _clean(standard) if isinstance(standard, str) else standard
     return None
 
 
@@ -744,9 +753,40 @@ def _japan_time(t: dt.datetime) -> dt.datetime:
         return t.astimezone(dt.UTC)
 
 
+def _line(value: str) -> str:
+    """One line: control characters become spaces, bidi overrides and isolates go."""
+    return _BIDI.sub("", _CONTROL.sub(" ", str(value)))
+
+
+def _text(value: str) -> str:
+    """Several lines (ours): only the bidi overrides and isolates go."""
+    return _BIDI.sub("", value)
+
+
+def _sanitised(content: Content) -> Content:
+    """Every field that reaches a header or a line of the body, made safe for it.
+
+    The renderers clean what the device sent as they use it; this is the net
+    under them, so that a value one of them missed (a CR/LF in a water stage's
+    label once made the subject raise, and the alert went out without its data)
+    can neither break a header nor forge a line.
+    """
+    return replace(
+        content,
+        place=_line(content.place),
+        title=_line(content.title),
+        headline=_line(content.headline),
+        advice=_text(content.advice),
+        fact=_line(content.fact),
+        rows=[(_line(label), _line(value)) for label, value in content.rows],
+        details=[(_line(label), _line(value)) for label, value in content.details],
+        notes=[_text(note) for note in content.notes],
+    )
+
+
 def _clean(value: str) -> str:
     """One line, no control characters, not absurdly long."""
-    text = _CONTROL.sub(" ", str(value)).strip()
+    text = _BIDI.sub("", _CONTROL.sub(" ", str(value))).strip()
     if len(text) > _MAX_VALUE_CHARS:
         text = text[: _MAX_VALUE_CHARS - 1] + "…"
     return text

@@ -549,3 +549,71 @@ def _parse(msg: EmailMessage) -> EmailMessage:
     parsed = email.message_from_bytes(as_bytes(msg), policy=email.policy.default)
     assert isinstance(parsed, EmailMessage)
     return parsed
+
+
+BIDI = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+
+
+@pytest.mark.parametrize("language", ["ja", "en"])
+def test_a_line_break_in_a_stage_label_costs_nothing_of_the_alert(language: str) -> None:
+    # It once made the subject raise: the alert went out without its level.
+    event = make_event("water_level_alert", "alarm", data={
+        "sensor": "level_east", "level_cm": 182.5, "stage": "flood_warning",
+        "stage_label": "はん濫\r\nBcc: victim@example.jp\n注意", "threshold_cm": 180.0,
+    })  # fmt: skip
+    msg = rendered(event, language=language)
+    assert "\n" not in msg["Subject"] and "\r" not in msg["Subject"]
+    assert "182.5" in msg["Subject"]
+    assert msg["Bcc"] is None
+    plain, html = parts(msg)
+    assert "182.5" in plain
+    assert not any(line.startswith("Bcc:") for line in plain.splitlines())
+    assert "victim@example.jp" in plain  # shown, on the stage's own line
+
+
+def test_control_characters_in_every_device_field_stay_on_their_line() -> None:
+    nasty = "a\r\nb\x00c\x1bd\u2028e\x85f"
+    event = make_event("trap_triggered", device="pi\r\nX-Evil: 1", data={
+        "sensor": nasty, "trap": nasty, "note": nasty, nasty: nasty,
+    })  # fmt: skip
+    site = SiteConfig(name="片丘\r\n東の田", recipients=("farmer@example.jp",))
+    msg = rendered(event, site=site)
+    assert msg["X-Evil"] is None
+    for header in ("Subject", "X-Satoyama-Device"):
+        assert not re.search(r"[\x00-\x1f\x7f-\x9f\u2028]", str(msg[header])), header
+    plain, _ = parts(msg)
+    for line in plain.splitlines():
+        assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028]", line), line
+    assert "片丘 東の田" in msg["Subject"]
+
+
+@pytest.mark.parametrize("language", ["ja", "en"])
+def test_bidi_overrides_and_isolates_are_stripped_from_subjects_and_bodies(
+    language: str,
+) -> None:
+    event = make_event("trap_triggered", device=f"pi{BIDI}east", data={
+        "sensor": f"box{BIDI}_trap", "note": f"gpj.{BIDI}exe", f"k{BIDI}ey": f"v{BIDI}al",
+    })  # fmt: skip
+    site = SiteConfig(name=f"片丘{BIDI}東の田", recipients=("farmer@example.jp",))
+    msg = rendered(event, language=language, site=site)
+    plain, html = parts(msg)
+    for text in (str(msg["Subject"]), plain, html):
+        assert not re.search("[\u202a-\u202e\u2066-\u2069]", text)
+    assert "片丘東の田" in str(msg["Subject"]) and "box_trap" in str(msg["Subject"])
+    assert "pieast" in plain and "gpj.exe" in plain and "key: val" in plain
+    reminder = _parse(render_reminder(
+        notice_id="notice:t.r1", trigger_id="t", site_id=SITE, site=site,
+        device=f"pi{BIDI}east", sensor=f"box{BIDI}", closed_since=TS.timestamp(), number=1,
+        lat=LAT, lon=LON, language="ja", sender=SENDER, recipient="hunter@example.jp",
+        index=1, now=NOW,
+    ))  # fmt: skip
+    device = _parse(render_device(
+        notice_id="notice:pi.off1", online=False, site_id=SITE, site=site,
+        device=f"pi{BIDI}east", reason=f"lost{BIDI}", since=TS.timestamp(),
+        last_seen=TS.timestamp(), lat=LAT, lon=LON, language="ja", sender=SENDER,
+        recipient="op@example.jp", index=1, now=NOW,
+    ))  # fmt: skip
+    for other in (reminder, device):
+        plain, html = parts(other)
+        for text in (str(other["Subject"]), plain, html):
+            assert not re.search("[\u202a-\u202e\u2066-\u2069]", text)
