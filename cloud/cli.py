@@ -134,6 +134,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"config error: {args.config}: {exc} (--client-id)", file=sys.stderr)
             return EXIT_USAGE
     if args.dry_run is not None:
+        if config.mqtt.tls is not None:
+            # The broker makes the certificate's CN the client id: the dry run would
+            # take over (and, with its clean start, discard) the notifier's session.
+            print(
+                f"config error: {args.config}: mqtt.tls: --dry-run is not supported with "
+                "mutual TLS (the broker would give it the certificate's CN, the notifier's "
+                "client id, and so the notifier's session)",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
         return _run(dry_run_config(config, args.dry_run), dry_run=args.dry_run)
     return _run(config)
 

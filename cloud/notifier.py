@@ -912,6 +912,12 @@ class Notifier:
             _ack(client, message)
             return
         device = topic_device  # the topic is what the broker's ACL vouches for
+        if self.config.fleet is not None and device not in self.config.fleet:
+            self.stats.spoofed += 1
+            log.warning("ignoring status %s on %s: the device is not in [fleet]",
+                        status.state, message.topic.value)  # fmt: skip
+            _ack(client, message)
+            return
         if status.device != device:
             log.warning("status on the topic of %s says device=%s", device, status.device)
         row = await store.record_status(device, status.state, status.reason, now=now)

@@ -240,3 +240,26 @@ def test_a_dry_run_acknowledges_nothing_to_the_devices(tmp_path: Path, config_pa
     dry = dry_run_config(config, tmp_path / "dry")
     assert not dry.mqtt.device_acks
     assert dry.mqtt.client_id != config.mqtt.client_id
+
+
+def test_a_dry_run_refuses_the_notifiers_certificate(tmp_path: Path, config_path: Path) -> None:
+    """Under the shipped broker the CN is the client id: it would take over the session."""
+    from tests.support.pki import FleetCA
+
+    ca = FleetCA(tmp_path / "ca")
+    main, acks = ca.issue("satoyama-notifier-test"), ca.issue("satoyama-notifier-test-acks")
+    text = config_path.read_text(encoding="utf-8").replace(
+        "\n[smtp]",
+        f'\n[mqtt.tls]\nca_file = "{ca.ca_file}"\ncert_file = "{main.cert}"\n'
+        f'key_file = "{main.key}"\nack_cert_file = "{acks.cert}"\nack_key_file = "{acks.key}"\n'
+        "\n[smtp]",
+        1,
+    )
+    config_path.write_text(text, encoding="utf-8")
+    assert cli("check-config", "--config", str(config_path)).returncode == 0
+    result = cli("run", "--config", str(config_path), "--dry-run", str(tmp_path / "dry"))
+    assert result.returncode == 2
+    assert "--dry-run is not supported with mutual TLS" in result.stderr
+    result = cli("run", "--config", str(config_path), "--client-id", "other")
+    assert result.returncode == 2
+    assert "mqtt.tls.cert_file" in result.stderr and "--client-id" in result.stderr

@@ -240,3 +240,21 @@ async def test_without_a_fleet_any_site_but_never_another_device(
         assert notifier.stats.spoofed == 1
     assert event_ids(received) == [own.id] * 2
     assert any("any device may speak for any site" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_device_not_in_the_fleet_has_no_say(
+    fleet: NotifierConfig, mailbox: Mailbox, publisher: Publisher
+) -> None:
+    stranger = make_event(device="dev-x", site=SITE)
+    offline = Status(device="dev-x", state="offline", reason="gone")
+    sentinel = make_event("trap_triggered", device="dev-a", site=SITE)
+    async with running(fleet) as notifier:
+        await publish_as(publisher, "dev-x", encode(stranger))
+        await publisher.client.publish(status_topic(PREFIX, "dev-x"), encode_status(offline), qos=1)
+        await publish_as(publisher, "dev-a", encode(sentinel))
+        received = await mails(mailbox, 2)
+        await until(lambda: notifier.stats.spoofed == 2, 5, "event and status refused")
+    assert event_ids(received) == [sentinel.id] * 2
+    async with await Store.open(fleet.store, readonly=True) as store:
+        assert await store.device("dev-x") is None
+        assert not await store.has_event(stranger.id)
