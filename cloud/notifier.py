@@ -46,6 +46,7 @@ from email.message import EmailMessage
 from typing import Any, Final, Protocol, TypeGuard
 
 import aiomqtt
+import msgspec
 import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -124,6 +125,10 @@ GIL_SWITCH_INTERVAL_S: Final = 0.0005
 #: begin with this; an event from a device whose id does too is refused, so that
 #: no device can pre-empt (and so suppress) a notice by sending its id.
 NOTICE_PREFIX: Final = "notice:"
+#: Event ids are unique per device, but the store keys events by id alone: an event
+#: whose id another device's stored event holds is stored as ``DEVICE<SEP>ID``.
+#: No device id can contain it (a topic level) and device event ids that do are refused.
+SCOPE_SEP: Final = "\x1f"
 
 
 @dataclass
@@ -163,7 +168,7 @@ class NotifierStats:
     """Events and telemetry batches refused because they spoke for another device or
     site than the topic's device may (or used an id of the notifier's own notices)."""
     id_collisions: int = 0
-    """Events refused because another device's event already holds their id."""
+    """Events stored under a device-scoped id because another device's event holds their id."""
 
 
 #: An event planned for a group commit: message, topic device, event, mails, burst,
@@ -489,16 +494,17 @@ class Notifier:
             event = self._decode_event(client, message, topic_device, payload)
             if event is not None:
                 decoded.append((message, topic_device, event))
-        known = await store.event_owners([event.id for _, _, event in decoded])
+        known = await store.event_owners(
+            [i for _, d, event in decoded for i in (event.id, _scoped(d, event.id))]
+        )
         plans: list[_Planned] = []
         mails_planned = 0
         for message, topic_device, event in decoded:
-            if event.id in known:
-                if known[event.id] == event.device:
-                    self._duplicate(client, message, event, topic_device)
-                else:
-                    self._collision(client, message, event, topic_device, known[event.id])
+            stored = self._stored_as(event, known)
+            if stored is None:
+                self._duplicate(client, message, event, topic_device)
                 continue
+            event = stored
             known[event.id] = event.device  # the same event twice in one batch
             mails, coalesce, trap = await self._plan_event(
                 store, event, self.config.sites.get(event.site), now
@@ -550,6 +556,8 @@ class Notifier:
         problem = self._impersonation(topic_device, event.device, event.site)
         if problem is None and event.id.startswith(NOTICE_PREFIX):
             problem = f"its id is in the notifier's own namespace ({NOTICE_PREFIX!r})"
+        if problem is None and SCOPE_SEP in event.id:
+            problem = "its id contains a control character (U+001F)"
         if problem is not None:
             self._spoofed(client, message, topic_device, "event", event.id, problem)
             return None
@@ -618,16 +626,15 @@ class Notifier:
         event = self._decode_event(client, message, topic_device, payload)
         if event is None:
             return
-        owner = (await store.event_owners([event.id])).get(event.id)
-        if owner == event.device:
+        owners = await store.event_owners([event.id, _scoped(topic_device, event.id)])
+        stored = self._stored_as(event, owners)
+        if stored is None:
             # Seen before (a redelivery, or the device's resend after a lost ack):
             # nothing to render.  The store's accept() refuses it anyway; this
             # cheap look-up only saves the work.
             self._duplicate(client, message, event, topic_device)
             return
-        if owner is not None:
-            self._collision(client, message, event, topic_device, owner)
-            return
+        event = stored
         site = self.config.sites.get(event.site)
         mails, coalesce, trap = await self._plan_event(store, event, site, now)
         result = await store.accept(
@@ -655,7 +662,7 @@ class Notifier:
             return
         _ack(client, message)  # only now: the event and its mails are stored
         if self.acks is not None:
-            self.acks.add(topic_device, (event.id,))
+            self.acks.add(topic_device, (_device_id(event.id),))
         self.stats.accepted += 1
         if result.folded:
             self.stats.folded += 1
@@ -687,7 +694,7 @@ class Notifier:
         """An event stored before: acknowledged again (its first ack may have been lost)."""
         _ack(client, message)
         if self.acks is not None:
-            self.acks.add(topic_device, (event.id,))
+            self.acks.add(topic_device, (_device_id(event.id),))
         self.stats.duplicates += 1
         log.info(
             "duplicate event ignored event=%s kind=%s device=%s",
@@ -696,31 +703,27 @@ class Notifier:
             event.device,
         )
 
-    def _collision(
-        self,
-        client: aiomqtt.Client,
-        message: aiomqtt.Message,
-        event: Event,
-        topic_device: str,
-        owner: str,
-    ) -> None:
-        """An event whose id another device's stored event holds: not a duplicate of it.
+    def _stored_as(self, event: Event, owners: dict[str, str]) -> Event | None:
+        """``event`` as the store is to keep it; ``None``: its device sent it before.
 
-        The store keys events by id alone, so it cannot keep both: this one is
-        refused (logged as an error, acknowledged so that the device does not
-        send it forever) and never taken for the other device's event.
+        ``owners``: the device of each stored id among ``event.id`` and its scoped
+        form.  The same id from another device is another event: it is stored
+        under ``DEVICE<SEP>ID`` (and still acknowledged to its device by its own id).
         """
+        scoped = _scoped(event.device, event.id)
+        if owners.get(event.id) == event.device or owners.get(scoped) == event.device:
+            return None
+        if event.id not in owners:
+            return event
         self.stats.id_collisions += 1
-        log.error(
-            "refusing event %s kind=%s from device %s: device %s already sent an event with "
-            "this id (not stored, not mailed)",
+        log.warning(
+            "event %s from device %s: device %s sent an event with this id before; "
+            "stored as a separate event",
             event.id,
-            event.kind,
-            topic_device,
-            owner,
+            event.device,
+            owners[event.id],
         )
-        _ack(client, message)
-        self._refused(topic_device, event.id)
+        return msgspec.structs.replace(event, id=scoped)
 
     def _refused(self, topic_device: str, message_id: str | None) -> None:
         """A message refused for good: acknowledge its id if it has one, so it is not resent."""
@@ -1220,6 +1223,16 @@ class Notifier:
             sleeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.gather(waiter, sleeper, return_exceptions=True)
+
+
+def _scoped(device: str, event_id: str) -> str:
+    """The id an event is stored under when another device's event holds its own."""
+    return f"{device}{SCOPE_SEP}{event_id}"
+
+
+def _device_id(stored_id: str) -> str:
+    """The id the device gave an event (what it is acknowledged by)."""
+    return stored_id.partition(SCOPE_SEP)[2] or stored_id
 
 
 def _tls_context(ca_file: str, cert_file: str, key_file: str | None) -> ssl.SSLContext:

@@ -204,21 +204,34 @@ async def test_telemetry_cannot_speak_for_another_device(
         assert await store.device("dev-b") is None
 
 
-async def test_the_same_id_from_two_devices_is_not_a_duplicate(
-    fleet: NotifierConfig, mailbox: Mailbox, publisher: Publisher
+async def test_the_same_id_from_two_devices_is_two_events(
+    fleet: NotifierConfig, broker: Mosquitto, mailbox: Mailbox, publisher: Publisher
 ) -> None:
     shared = new_event_id()
     from_b = make_event("trap_triggered", device="dev-b", site=SITE_B, event_id=shared)
     from_a = make_event("trap_triggered", device="dev-a", site=SITE, event_id=shared)
-    async with running(fleet) as notifier:
+    sentinel = make_event("trap_triggered", device="dev-a", site=SITE)
+    async with ack_listener(broker) as acks, running(fleet) as notifier:
         await publish_as(publisher, "dev-b", encode(from_b))
         await mails(mailbox, 1)
         await publish_as(publisher, "dev-a", encode(from_a))
-        await until(lambda: notifier.stats.id_collisions == 1, 5, "the collision")
+        received = await mails(mailbox, 3)
+        assert notifier.stats.id_collisions == 1
         assert notifier.stats.duplicates == 0
-        await publish_as(publisher, "dev-b", encode(from_b))  # B's own resend: a duplicate
-        await until(lambda: notifier.stats.duplicates == 1, 5, "B's duplicate")
-    assert len(mailbox.mails) == 1
+        # Each device's resend is a duplicate of its own event, and of nothing else;
+        # both at once too (one batch, one look-up).
+        await publish_as(publisher, "dev-b", encode(from_b))
+        await publish_as(publisher, "dev-a", encode(from_a))
+        await publish_as(publisher, "dev-a", encode(sentinel))
+        await mails(mailbox, 5)
+        assert notifier.stats.duplicates == 2
+        await until(lambda: acks.ids("dev-a").count(shared) == 2, 5, "dev-a's acks, by its id")
+        assert acks.ids("dev-b").count(shared) == 2
+    assert sorted(r for m in received for r in m.rcpt_tos) == sorted([NURSERY, *RECIPIENTS])
+    assert len(mailbox.mails) == 5
+    async with await Store.open(fleet.store, readonly=True) as store:
+        assert await store.has_event(shared, "dev-b")
+        assert len(await store.open_traps()) == 2
 
 
 async def test_without_a_fleet_any_site_but_never_another_device(
