@@ -63,6 +63,9 @@ log = logging.getLogger(__name__)
 #: CPython's default of 5 ms a busy event loop could delay the siren by that
 #: much.  The daemon owns its process, so it sets this once at start.
 GIL_SWITCH_INTERVAL_S = 0.0005
+STOP_ROUNDS = 20
+"""How often close() cancels a task that has not ended (one cancellation can be lost)."""
+STOP_ROUND_S = 0.5
 
 
 def make_pin_factory(name: str) -> Any:
@@ -371,9 +374,20 @@ class Daemon:
         tasks, self._tasks = self._tasks, set()
         if self.uplink is not None:
             self.uplink.request_close()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # Cancel again until each has ended: on Python 3.11 a cancellation that
+        # lands inside asyncio.wait_for (aiomqtt uses it) can be swallowed, and a
+        # looping task would then run on and hold the stop forever.
+        pending = set(tasks)
+        rounds = 0
+        while pending and rounds < STOP_ROUNDS:
+            rounds += 1
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=STOP_ROUND_S)
+        if pending:
+            log.error("tasks still running after %d cancellations: %s", STOP_ROUNDS,
+                      ", ".join(sorted(t.get_name() for t in pending)))  # fmt: skip
+        await asyncio.gather(*(tasks - pending), return_exceptions=True)
         if self.uplink is not None:
             self.uplink.usage.save()
         for rule in self.rules.values():

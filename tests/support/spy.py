@@ -100,8 +100,13 @@ async def spy_on(
         try:
             yield spy
         finally:
-            for task in tasks:
-                task.cancel()
+            # Again until they end: aiomqtt's publish can swallow a cancellation on
+            # Python 3.11 (asyncio.wait_for, see edge/timed_wait.py).
+            pending = set(tasks)
+            while pending:
+                for task in pending:
+                    task.cancel()
+                _, pending = await asyncio.wait(pending, timeout=0.5)
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
                     await task
