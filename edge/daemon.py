@@ -228,7 +228,9 @@ class Daemon:
                 rule_name, rc, self.mats, self.actuators[rc.buzzer], record=self._record
             )
             self._buttons.append(self._ack_button(rc.ack_pin, nap))
-            self._spawn(nap.run(), f"nap {rule_name}")
+            # Supervised: a nap rule that crashes is reported and started again (its
+            # cots' state and the nap log survive; the buzzer keeps what it was doing).
+            self._spawn(nap.run, f"nap {rule_name}", sensor=rule_name)
         for name, (_, trap_rule) in self.traps.items():
             self._wake[f"trap:{name}"] = asyncio.Event()
             self._spawn(
@@ -392,6 +394,8 @@ class Daemon:
             self.uplink.usage.save()
         for rule in self.rules.values():
             rule.stop()
+        for nap in self.naps.values():
+            nap.close()
         self._close_hardware()
         self.outbox.close()
 

@@ -93,9 +93,14 @@ class NapWatch:
                 for mat, cot in self.cots.items():
                     await self._handle(mat, cot.acknowledge(t_ack))
                 self._drive_buzzer()
-        finally:
-            self.buzzer.off()
-            self.log.close()
+        except asyncio.CancelledError:
+            self.buzzer.off()  # the daemon stops; a crash leaves an alarm sounding
+            raise
+
+    def close(self) -> None:
+        """The daemon stops: silence the buzzer and close the nap log.  Idempotent."""
+        self.buzzer.off()
+        self.log.close()
 
     async def _tick(self) -> None:
         t = time.monotonic()
