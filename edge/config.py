@@ -561,7 +561,7 @@ def _check_sensor(key: str, sensor: SensorConfig) -> None:
             raise ConfigError(f"{key}.port: must not start or end with spaces, got {sensor.port!r}")
 
 
-def _water_settings(key: str, rule: WaterRuleConfig) -> WaterRuleSettings:
+def water_settings(key: str, rule: WaterRuleConfig) -> WaterRuleSettings:
     """The water rule's own settings, built as the daemon will build them; errors name the key."""
     stages = []
     for i, s in enumerate(rule.stages):
@@ -630,4 +630,4 @@ def _check_water_rule(
                     f"({stage.level_cm} <= stages[{last_above[0]}].level_cm {last_above[1]})"
                 )
             last_above = (i, stage.level_cm)
-    _water_settings(key, rule)
+    water_settings(key, rule)

@@ -26,7 +26,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from drivers.errors import BusError, DriverError, LoopFault, ProtocolError, SensorTimeout
-from edge.config import PressureProbeConfig, UltrasonicConfig, WaterRuleConfig
+from edge.config import (
+    PressureProbeConfig,
+    UltrasonicConfig,
+    WaterRuleConfig,
+    water_settings,
+)
 from edge.sensor_health import SensorHealth
 from edge.water import (
     ImplausibleReading,
@@ -35,7 +40,6 @@ from edge.water import (
     Reading,
     Report,
     RiseAlert,
-    Stage,
     StageAlert,
     WaterRule,
     WaterRuleSettings,
@@ -48,26 +52,8 @@ Record = Callable[[str, str, dict[str, Any]], Awaitable[Any]]
 
 
 def settings_of(rule: WaterRuleConfig) -> WaterRuleSettings:
-    return WaterRuleSettings(
-        sample_s=rule.sample_s,
-        window_s=rule.window_s,
-        idle_interval_s=rule.idle_interval_s,
-        active_interval_s=rule.active_interval_s,
-        observe_start_cm=rule.observe_start_cm,
-        observe_stop_cm=rule.observe_stop_cm,
-        stages=tuple(
-            Stage(
-                name=s.name,
-                label=s.label,
-                level_cm=s.level_cm,
-                direction=s.direction,
-                severity=s.severity,
-            )
-            for s in rule.stages
-        ),
-        hysteresis_cm=rule.hysteresis_cm,
-        rise_cm_per_10min=rule.rise_cm_per_10min,
-    )
+    """The pure rule's settings: built by the one function that validation also uses."""
+    return water_settings("water rule", rule)
 
 
 def _fault_code(exc: DriverError) -> str:
