@@ -25,9 +25,14 @@ import pytest
 from tests.deploy.conftest import Fleet
 from tests.deploy.helpers import FakeDevice
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0, reason="needs root: the updater runs as root, the attacker as another user"
-)
+
+
+@pytest.fixture(autouse=True)
+def _as_root() -> None:
+    """These attacks need root (the updater) and another user (the attacker): fail, never skip."""
+    if os.geteuid() != 0:
+        pytest.fail("run as root: the updater runs as root, the attacker as another user")
+
 
 ATTACKER = "satoyama-attacker"
 
