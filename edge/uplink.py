@@ -141,6 +141,8 @@ class Uplink:
             max_awaiting=up.unacked_max,
         )
         """Rows the broker acknowledged that the cloud has not yet said it stored."""
+        self._deleting: set[str] = set()
+        """Ids the cloud acknowledged whose delete from the outbox is not committed yet."""
         self._recently_acked: dict[str, None] = {}
         """Ids the cloud acknowledged before their PUBACK arrived (bounded)."""
         self._room = asyncio.Event()
@@ -350,12 +352,19 @@ class Uplink:
                         len(payload), exc)  # fmt: skip
             return
         now = time.monotonic()
+        # Skipped by the drain until the delete is committed: once they stop
+        # awaiting, a read of the outbox in between would send them again.
+        deleting = set(ack.ids)
+        self._deleting |= deleting
         self.awaiting.acked(ack.ids, now)
         for i in ack.ids:  # PUBACK may still be on its way: do not await these then
             self._recently_acked[i] = None
         while len(self._recently_acked) > 4 * self.config.uplink.unacked_max:
             del self._recently_acked[next(iter(self._recently_acked))]
-        await self.outbox.ack(ack.ids)  # ids it no longer holds are ignored
+        try:
+            await self.outbox.ack(ack.ids)  # ids it no longer holds are ignored
+        finally:
+            self._deleting -= deleting
         self.delivered += len(ack.ids)
         self._summary.delivered += len(ack.ids)
         self._room.set()
@@ -399,7 +408,7 @@ class Uplink:
                     await self._room.wait()
                     continue
                 limit = min(window, room)
-                skip = in_flight | self.awaiting.ids()
+                skip = in_flight | self.awaiting.ids() | self._deleting
             else:
                 skip = in_flight
             batch = await self.outbox.pending(limit, skip=skip)
