@@ -21,6 +21,7 @@ from pathlib import Path
 
 from edge.event import Event, Location, encode, events_topic, new_event_id
 from edge.sim.broker import Mosquitto
+from tests.support.waiting import until_sync
 
 REPO = Path(__file__).resolve().parents[2]
 PREFIX = "satoyama/v1"
@@ -157,18 +158,17 @@ class NotifierProcess:
         self.wait_for_log("subscribed to", timeout)
 
     def wait_for_log(self, text: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
+        def logged() -> bool:
             with self.log.open("rb") as f:
                 f.seek(self._offset)
                 if text.encode() in f.read():
-                    return
+                    return True
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise AssertionError(f"notifier exited: {self.log.read_text()[-3000:]}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"no {text!r} in the notifier's log within {timeout}s")
-            time.sleep(0.02)
+            return False
+
+        until_sync(logged, timeout, f"{text!r} in the notifier's log")
 
     def memory(self) -> str:
         """The RSS lines of /proc/PID/status (anonymous, file, shared memory)."""

@@ -27,6 +27,7 @@ from cloud.notifier import Notifier
 from edge.event import Event, Location, encode, events_topic, new_event_id
 from edge.sim.broker import Mosquitto, free_port
 from edge.sim.mailbox import Mailbox, ReceivedMail
+from tests.support.waiting import until
 
 SITE = "kataoka-east"
 PLACE = "片丘 東の田"
@@ -186,11 +187,7 @@ async def eventually(
     check: Callable[[], Awaitable[bool]], *, within: float = 5.0, what: str = "condition"
 ) -> None:
     """Poll ``check`` until it holds, or fail after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what}")
-        await asyncio.sleep(0.01)
+    await until(check, within, what)
 
 
 def event_ids(received: list[ReceivedMail]) -> list[str]:
