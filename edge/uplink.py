@@ -227,7 +227,6 @@ class Uplink:
                     self.connections += 1
                     self.backoff.reset()
                     log.info("uplink connected to %s:%d", up.host, up.port)
-                    self.connected.set()
                     try:
                         await self._session(client)
                     finally:
@@ -296,6 +295,11 @@ class Uplink:
                         " (no row can leave the outbox until the cloud's acknowledgements "
                         "arrive; see docs/security.md)" if topic == self.ack_topic else "",
                     )
+            # Connected means: status published and subscribed.  Before that, a broker
+            # that dies unnoticed holds the session in a publish until its timeout
+            # (aiomqtt does not fail pending publishes on a disconnect); from here on
+            # the message watch sees a drop at once.
+            self.connected.set()
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._watch(client))
                 tg.create_task(self._drain(client, tg))
