@@ -1540,7 +1540,12 @@ class Outbox:
 
         def merge(rows: list[tuple[int, int, Pending]]) -> list[Pending]:
             rows.sort(key=lambda t: (t[0], t[1]))  # stable: keeps age order inside
-            return [p for _, _, p in rows[:limit]]
+            # A row flushed from memory in this very batch is on disk and still in
+            # memory until the commit completes: hand it out once.
+            unique: dict[str, Pending] = {}
+            for _, _, p in rows:
+                unique.setdefault(p.id, p)
+            return list(unique.values())[:limit]
 
         return list(
             await self._submit(
