@@ -26,8 +26,9 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
 fi
 
 # What comes from Debian rather than PyPI: the broker the tests and the demo
-# start, and the tools the tests drive.
-apt_want=(mosquitto postgresql mtools dosfstools fusefat)
+# start, the tools the tests drive, the browser that prints the nap sheet and
+# opens the pages in tests, and the Japanese font charts and sheets are drawn in.
+apt_want=(mosquitto postgresql mtools dosfstools fusefat chromium fonts-noto-cjk)
 apt_pkgs=()
 for pkg in "${apt_want[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || apt_pkgs+=("$pkg")
