@@ -93,6 +93,17 @@ def map_links(location: Location, phrases: Phrases) -> list[MapLink]:
 
 
 @dataclass(frozen=True, slots=True)
+class InlineImage:
+    """A picture shown inside the HTML part (``<img src="cid:...">``), e.g. the map."""
+
+    cid: str
+    """Content-ID without angle brackets."""
+    png: bytes
+    filename: str
+    alt: str
+
+
+@dataclass(frozen=True, slots=True)
 class Content:
     """Everything one mail says, before it is laid out as text and HTML."""
 
@@ -121,6 +132,8 @@ class Content:
     """A water alert: say so when there is no chart."""
     references: str | None = None
     """The Message-ID this mail follows up (a reminder, a summary, back online)."""
+    images: list[InlineImage] = field(default_factory=list)
+    """Pictures the HTML part shows inline (``multipart/related``), besides the chart."""
 
 
 def render_mail(
@@ -455,6 +468,13 @@ def compose(
         html_part.add_related(
             chart.png, maintype="image", subtype="png", cid=f"<{chart.cid}>",
             filename="level-24h.png", disposition="inline",
+        )  # fmt: skip
+    for image in content.images:
+        html_part = msg.get_payload()[1]  # type: ignore[index]
+        assert isinstance(html_part, EmailMessage)
+        html_part.add_related(
+            image.png, maintype="image", subtype="png", cid=f"<{image.cid}>",
+            filename=image.filename, disposition="inline",
         )  # fmt: skip
     return msg
 
