@@ -25,8 +25,7 @@ from pathlib import Path
 from deploy import bundle as bundle_mod
 from deploy import fleet as fleet_mod
 from deploy import profiles
-from deploy.errors import DeployError, ProfilePendingError, UnsafeTargetError
-from deploy.provision import InputFileError
+from deploy.errors import DeployError, UnsafeTargetError
 from deploy.keys import (
     check_private_file,
     generate_signing_key,
@@ -34,6 +33,7 @@ from deploy.keys import (
     load_signing_key,
     load_verify_keys,
 )
+from deploy.provision import InputFileError
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -158,8 +158,8 @@ def cmd_bundle_verify(args: argparse.Namespace) -> int:
 def cmd_profiles(args: argparse.Namespace) -> int:
     for name in profiles.available():
         p = profiles.load(name)
-        state = "ready" if p.ready else f"pending ({p.pending})"
-        print(f"{name:<16} {state}\n{'':<16} {p.title_ja}\n{'':<16} {p.title_en}")
+        needs = f" (switched on at first boot: {', '.join(p.interfaces)})" if p.interfaces else ""
+        print(f"{name:<16} {p.title_ja}\n{'':<16} {p.title_en}{needs}")
     return 0
 
 
@@ -214,6 +214,8 @@ def cmd_provision(args: argparse.Namespace) -> int:
     if args.fleet_db:
         with fleet_mod.FleetDB(Path(args.fleet_db)) as db:
             db.add_device(args.device, args.site)
+    for warning in plan.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     print(plan.summary, end="")
     return 0
 
@@ -525,9 +527,6 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except InputFileError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except ProfilePendingError as exc:
-        print(f"refused: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except UnsafeTargetError as exc:
         print(f"refused: {exc}", file=sys.stderr)

@@ -1,15 +1,12 @@
 """Wiring profiles: which sensors and actuators are wired where, per kind of site.
 
 A profile is a TOML template in ``deploy/profiles/``: a ``[profile]`` table
-(name, status, titles, Raspberry Pi interfaces to enable) and, below the
-"wiring" marker line, the ``[sensors]``, ``[actuators]`` and ``[rules]`` tables
-copied verbatim (comments included) into the device configuration.  The
-provisioning tool writes ``[device]``, ``[uplink]``, ``[outbox]`` and ``[gpio]``
-itself, then validates the whole text with the daemon's own validator.
-
-A profile marked ``status = "pending"`` was written ahead of the sensors it
-needs; it is refused with a clear message for as long as the daemon's
-validator rejects it, and accepted the day the validator does.
+(name, titles, Raspberry Pi interfaces to enable) and, below the "wiring"
+marker line, the ``[sensors]``, ``[actuators]`` and ``[rules]`` tables copied
+verbatim (comments included) into the device configuration.  The provisioning
+tool writes ``[device]``, ``[uplink]``, ``[outbox]`` and ``[gpio]`` itself,
+then validates the whole text with the daemon's own validator: a profile the
+validator refuses is never written to a card.
 """
 
 from __future__ import annotations
@@ -18,7 +15,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy.errors import ProfilePendingError, ProvisionError
+from deploy.errors import ProvisionError
 from edge.config import Config, ConfigError, parse
 
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
@@ -60,17 +57,11 @@ HEADER_PIN = {
 @dataclass(frozen=True)
 class Profile:
     name: str
-    status: str
     title_ja: str
     title_en: str
     interfaces: tuple[str, ...]
-    pending: str
     wiring: str
     path: Path
-
-    @property
-    def ready(self) -> bool:
-        return self.status == "ready"
 
 
 def available() -> list[str]:
@@ -90,16 +81,14 @@ def load(name: str) -> Profile:
         meta = tomllib.loads(head)["profile"]
     except (tomllib.TOMLDecodeError, KeyError) as exc:
         raise ProvisionError(f"{path}: bad [profile] table: {exc}") from None
-    status = str(meta.get("status", "pending"))
-    if status not in ("ready", "pending"):
-        raise ProvisionError(f"{path}: profile.status must be 'ready' or 'pending'")
+    unknown = sorted(set(meta) - {"name", "title_ja", "title_en", "interfaces"})
+    if unknown:
+        raise ProvisionError(f"{path}: profile.{unknown[0]}: unknown key")
     return Profile(
         name=str(meta.get("name", name)),
-        status=status,
         title_ja=str(meta.get("title_ja", "")),
         title_en=str(meta.get("title_en", "")),
         interfaces=tuple(str(i) for i in meta.get("interfaces", [])),
-        pending=str(meta.get("pending", "")),
         wiring=wiring.strip() + "\n",
         path=path,
     )
@@ -185,33 +174,14 @@ def render_head(facts: DeviceFacts, source: str) -> str:
 def render_config(profile: Profile, facts: DeviceFacts) -> tuple[str, Config]:
     """The device configuration text for a profile, validated by the daemon's validator.
 
-    A pending profile is refused with :class:`ProfilePendingError`: while the
-    validator rejects its wiring (the message quotes why), and also once the
-    validator accepts it but the profile is still marked pending - the schema
-    can land before the daemon drives the sensors, and a device that silently
-    ignores its water probe is worse than no device.  Any other invalid result
-    raises :class:`ProvisionError`.
+    Raises :class:`ProvisionError` naming the key when the validator refuses it
+    (a profile out of step with the schema is caught here, before any card).
     """
     text = render_head(facts, f"profile {profile.name}") + "\n" + profile.wiring
-    source = f"profile {profile.name} for device {facts.device_id}"
-    ready = ", ".join(n for n in available() if load(n).ready)
     try:
-        config = parse(text, source)
+        config = parse(text, f"profile {profile.name} for device {facts.device_id}")
     except ConfigError as exc:
-        if not profile.ready:
-            raise ProfilePendingError(
-                f"profile {profile.name!r} is pending {profile.pending or 'the sensors issue'}: "
-                f"the daemon's configuration validator does not accept its wiring yet ({exc}). "
-                f"Today only ready profiles can be provisioned: {ready}"
-            ) from None
         raise ProvisionError(f"generated configuration is invalid: {exc}") from None
-    if not profile.ready:
-        raise ProfilePendingError(
-            f"profile {profile.name!r} is pending {profile.pending or 'the sensors issue'}: "
-            "its wiring passes the configuration validator, but it is not marked ready "
-            f"(status in {profile.path.name}). "
-            f"Today only ready profiles can be provisioned: {ready}"
-        )
     return text, config
 
 

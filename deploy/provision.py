@@ -45,7 +45,7 @@ from deploy.errors import DeployError, ProvisionError, VerifyError
 from deploy.fatboot import BootFolder, BootImage, BootPartition
 from deploy.keys import check_private_file, encode_public, load_verify_keys
 from deploy.pki import CLAIM_DAYS, Claim, issue_claim, load_ca
-from edge.config import Config, ConfigError, parse
+from edge.config import Config, ConfigError, location_warnings, parse
 
 FIRSTRUN_PATH = "/boot/firmware/firstrun.sh"
 CMDLINE_HOOK = (
@@ -198,7 +198,9 @@ def load_fleet(path: Path) -> Fleet:
         wifi_country=f.network.wifi_country,
         cellular_apn=f.network.cellular_apn,
         cellular_username=f.network.cellular_username,
-        cellular_password_file=rel(f.network.cellular_password_file, "network.cellular_password_file")
+        cellular_password_file=rel(
+            f.network.cellular_password_file, "network.cellular_password_file"
+        )
         if f.network.cellular_password_file
         else None,
     )
@@ -448,6 +450,8 @@ class Plan:
     mechanism: Mechanism
     summary: str
     config: Config
+    warnings: list[str] = field(default_factory=list)
+    """What the installer should look at, though nothing is refused (a position abroad)."""
 
     def __repr__(self) -> str:
         return f"Plan({self.mechanism}, {len(self.files) + len(self.trigger)} files)"
@@ -645,6 +649,7 @@ def plan(req: Request, boot: BootPartition) -> Plan:
         trigger["firstrun.sh"] = FIRSTRUN_SH.encode()
         trigger["cmdline.txt"] = (base_cmdline + " " + CMDLINE_HOOK + "\n").encode()
 
+    warnings = location_warnings(config.device.latitude, config.device.longitude)
     summary = render_summary(
         req,
         config,
@@ -656,9 +661,17 @@ def plan(req: Request, boot: BootPartition) -> Plan:
         boot.describe(),
         country,
         apn,
+        warnings,
     )
     files["satoyama/SUMMARY.txt"] = summary.encode()
-    return Plan(files=files, trigger=trigger, mechanism=mechanism, summary=summary, config=config)
+    return Plan(
+        files=files,
+        trigger=trigger,
+        mechanism=mechanism,
+        summary=summary,
+        config=config,
+        warnings=warnings,
+    )
 
 
 def write(plan_: Plan, boot: BootPartition) -> None:
@@ -719,6 +732,7 @@ def render_summary(
     target: str,
     country: str,
     apn: str | None,
+    warnings: list[str] = [],  # noqa: B006 - read only
 ) -> str:
     lat, lon = config.device.latitude, config.device.longitude
     net = []
@@ -740,6 +754,7 @@ def render_summary(
         f"位置 / position          : {lat:.6f}, {lon:.6f}",
         f"  地理院地図 / map       : https://maps.gsi.go.jp/#17/{lat:.6f}/{lon:.6f}/",
     ]
+    lines += [f"  注意 / warning: {w}" for w in warnings]
     if config.device.description:
         lines.append(f"設置場所 / where         : {config.device.description}")
     if prof is not None:
@@ -754,7 +769,8 @@ def render_summary(
         f"ブローカー / broker      : {config.uplink.host}:{config.uplink.port}",
         *(
             [
-                f"証明書 / certificate     : made on the device at first boot (CN={config.device.id})",
+                "証明書 / certificate     : made on the device at first boot "
+                f"(CN={config.device.id})",
                 f"登録期限 / claim          : {claim.name}: first boot by "
                 f"{claim.not_after:%Y-%m-%d %H:%M} UTC",
             ]
@@ -769,8 +785,9 @@ def render_summary(
         "  1. カードを挿して電源を入れる。初回起動は 5-10 分 (再起動 1 回を含む)。",
         "     Insert the card and power on; the first boot takes 5-10 minutes (one reboot).",
         "  2. 配線を確認する: edge check --config /etc/satoyama/device.toml",
-        "     Check the wiring: edge check (arrives with the sensors issue; until then:",
-        "     edge validate --config /etc/satoyama/device.toml).",
+        "     (全部品を試し、PASS か、故障した部品を示す FAIL で終わる)",
+        "     Check the wiring: it tries every part and ends with PASS, or FAIL naming each",
+        "     failing part.",
         "  3. 失敗したらカードをPCに戻して satoyama-FAILED.txt と satoyama-firstboot.log を見る。",
         "     On failure, read satoyama-FAILED.txt and satoyama-firstboot.log on the card.",
     ]

@@ -81,8 +81,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
         f"{len(config.rules)} rule(s)"
     )
     from edge.anomaly_watch import cadence_warnings
+    from edge.config import location_warnings
 
     for warning in cadence_warnings(config):
+        print(f"warning: {warning}")
+    for warning in location_warnings(config.device.latitude, config.device.longitude):
         print(f"warning: {warning}")
     return 0
 

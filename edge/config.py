@@ -69,6 +69,43 @@ class DeviceConfig(msgspec.Struct, **_struct):
     description: str = ""
 
 
+JAPAN_LATITUDE = (20.0, 46.0)
+JAPAN_LONGITUDE = (122.0, 154.0)
+"""Japan's bounding box, roughly (Okinotorishima to Etorofu, Yonaguni to Minamitorishima)."""
+
+
+def _plain(value: float) -> str:
+    return repr(round(value, 6))
+
+
+def location_warnings(latitude: float, longitude: float) -> list[str]:
+    """Warnings for a position outside Japan, each naming the key and a likely intended value.
+
+    Not an error: a test rig abroad is a legal device.  But 37.96 typed for
+    137.96 is a valid longitude in the Middle East, and every map link in every
+    e-mail would point there.
+    """
+    out = []
+    for key, value, (low, high), guesses in (
+        ("device.latitude", latitude, JAPAN_LATITUDE, (-latitude, latitude * 10, latitude / 10)),
+        (
+            "device.longitude",
+            longitude,
+            JAPAN_LONGITUDE,
+            (longitude + 100, -longitude, longitude * 10, longitude / 10, longitude - 100),
+        ),
+    ):
+        if low <= value <= high:
+            continue
+        likely = next((g for g in guesses if low <= g <= high), None)
+        hint = f"; did you mean {_plain(likely)}?" if likely is not None else ""
+        out.append(
+            f"{key}: {_plain(value)} is outside Japan ({low:g} to {high:g}){hint} "
+            "(a device abroad is allowed, but its map links point there)"
+        )
+    return out
+
+
 class TlsConfig(msgspec.Struct, **_struct):
     """TLS to the broker with this device's own client certificate."""
 

@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tomllib
@@ -13,13 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from deploy import profiles
 from deploy.disks import SystemDisks, read_mounts
-from deploy.errors import InsecureKeyError, ProfilePendingError, ProvisionError, UnsafeTargetError
+from deploy.errors import InsecureKeyError, ProvisionError, UnsafeTargetError
 from deploy.fatboot import BootImage, find_fat_offset
 from deploy.pki import claimed_device, common_name, create_claim_ca
 from deploy.provision import CMDLINE_HOOK, Request, load_fleet, lookup_place, provision, wpa_psk
-from edge.config import ConfigError, parse
+from edge.config import parse
 from tests.deploy.conftest import Keys
 from tests.deploy.helpers import BOOKWORM_BOOT, REPO, TRIXIE_BOOT, make_fat_image, write_fleet
 
@@ -254,44 +254,87 @@ def test_cli_provisions_an_image_and_prints_the_installer_summary(
     assert BootImage(image).read("satoyama/SUMMARY.txt").decode() == out  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize("profile", ["paddy-wildlife", "trap", "water-level", "nap-room"])
-def test_ready_profiles_provision_pending_ones_are_refused(
-    tmp_path: Path, fleet_file: Path, profile: str
+@pytest.mark.parametrize(
+    "profile, parts",
+    [
+        ("paddy-wildlife", {"pir_north", "pir_south", "siren", "strobe", "chase"}),
+        ("trap", {"trap_main"}),
+        ("water-level", {"level", "river"}),
+        ("nap-room", {"cot_1", "buzzer", "naps"}),
+    ],
+)
+def test_every_profile_provisions_a_config_the_daemon_validates(
+    tmp_path: Path, fleet_file: Path, profile: str, parts: set[str]
 ) -> None:
-    """Ready: the card's configuration validates.  Pending: refused, with why, nothing written."""
-    prof = profiles.load(profile)
+    """Each profile the tool lists is written to a card and accepted by the daemon's validator."""
     image = tmp_path / "card.img"
     make_fat_image(image, files=BOOKWORM_BOOT)
-    before = _sha(image)
     proc = _provision_cli(
         fleet_file,
-        *("--site", "s", "--lat", "36", "--lon", "137"),
+        *("--site", "s", "--lat", "36.1", "--lon", "137.9"),
         *("--profile", profile, "--image", str(image)),
     )
-    if prof.ready:
-        assert proc.returncode == 0, proc.stderr
-        text = BootImage(image).read("satoyama/secrets/device.toml").decode()  # type: ignore[union-attr]
-        config = parse(text, "card")
-        assert set(config.sensors) and config.device.id == DEVICE
-        return
-    assert proc.returncode == 2, proc.stderr
-    assert f"profile '{profile}' is pending" in proc.stderr and "issue" in proc.stderr
-    assert "only ready profiles can be provisioned: paddy-wildlife" in proc.stderr
-    assert _sha(image) == before
-    with pytest.raises(ProfilePendingError):
-        provision(_request(fleet_file, profile=profile), image=image, system=NOT_HERE)
-    assert _sha(image) == before
+    assert proc.returncode == 0, proc.stderr
+    text = BootImage(image).read("satoyama/secrets/device.toml").decode()  # type: ignore[union-attr]
+    config = parse(text, "card")
+    assert config.device.id == DEVICE
+    assert set(config.sensors) | set(config.actuators) | set(config.rules) == parts
+    # ... and by the daemon's own command, as the installer runs it on the device.
+    written = tmp_path / "device.toml"
+    written.write_text(text)
+    check = subprocess.run(
+        [sys.executable, "-m", "edge", "validate", "--config", str(written)],
+        capture_output=True, text=True, cwd=REPO,
+    )  # fmt: skip
+    assert check.returncode == 0, check.stderr
+    assert "warning" not in check.stdout, check.stdout
+    env = BootImage(image).read("satoyama/firstboot.env").decode()  # type: ignore[union-attr]
+    interfaces = {"water-level": "i2c", "nap-room": "serial"}.get(profile, "")
+    assert f"INTERFACES={shlex.quote(interfaces)}\n" in env, env  # first boot switches them on
 
 
-def test_every_profile_template_is_wiring_the_validator_knows() -> None:
-    """Templates are kept in step with the schema (a pending one may still be refused)."""
-    facts = profiles.DeviceFacts(DEVICE, "s", 36.0, 137.0, "", "broker.example.jp", 8883)
-    for name in profiles.available():
-        prof = profiles.load(name)
-        try:
-            parse(profiles.render_head(facts, "test") + prof.wiring, name)
-        except ConfigError as exc:
-            assert not prof.ready, f"ready profile {name} does not validate: {exc}"
+def test_the_profile_list_shows_every_profile_as_usable() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "deploy.cli", "profiles"], capture_output=True, text=True, cwd=REPO
+    )
+    assert proc.returncode == 0, proc.stderr
+    for name in ("paddy-wildlife", "trap", "water-level", "nap-room"):
+        assert name in proc.stdout
+    assert "pending" not in proc.stdout.lower() and "issue" not in proc.stdout.lower()
+    assert "午睡見守り" in proc.stdout and "serial" in proc.stdout
+
+
+def test_a_position_outside_japan_is_a_warning_naming_the_key_and_the_likely_value(
+    tmp_path: Path, fleet_file: Path
+) -> None:
+    image = tmp_path / "card.img"
+    make_fat_image(image, files=BOOKWORM_BOOT)
+    proc = _provision_cli(
+        fleet_file,
+        *("--site", "s", "--lat", "36.10395", "--lon", "37.96563", "--image", str(image)),
+    )
+    assert proc.returncode == 0, proc.stderr  # written: a rig abroad is legal
+    warnings = [ln for ln in proc.stderr.splitlines() if ln.startswith("warning: ")]
+    assert len(warnings) == 1, proc.stderr
+    assert warnings[0].startswith("warning: device.longitude: 37.96563 is outside Japan")
+    assert "did you mean 137.96563?" in warnings[0]
+    summary = BootImage(image).read("satoyama/SUMMARY.txt").decode()  # type: ignore[union-attr]
+    assert "warning: device.longitude: 37.96563" in summary
+    # In Japan: no warning.
+    plan = provision(_request(fleet_file), image=image, system=NOT_HERE)
+    assert plan.warnings == [] and "warning" not in plan.summary
+
+
+def test_the_summary_tells_the_installer_to_run_edge_check(
+    tmp_path: Path, fleet_file: Path
+) -> None:
+    image = tmp_path / "card.img"
+    make_fat_image(image, files=BOOKWORM_BOOT)
+    plan = provision(_request(fleet_file), image=image, system=NOT_HERE)
+    step2 = plan.summary.split("  2. ", 1)[1].split("  3. ", 1)[0]
+    assert "edge check --config /etc/satoyama/device.toml" in step2
+    assert "PASS" in step2 and "FAIL" in step2
+    assert "issue" not in plan.summary and "until then" not in plan.summary
 
 
 def test_invalid_config_is_refused_naming_the_key_before_anything_is_written(
