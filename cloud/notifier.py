@@ -42,7 +42,6 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from email.message import EmailMessage
 from typing import Any, Final, Protocol, TypeGuard
 
 import aiomqtt
@@ -66,6 +65,7 @@ from cloud.config import (
 from cloud.device_acks import DeviceAcks
 from cloud.errors import PermanentDeliveryError, TransientDeliveryError
 from cloud.mailer import DryRunSession, Mailer, MailSession
+from cloud.mime import Mail
 from cloud.receive_gate import ReceiveGate
 from cloud.render import (
     CHART_KINDS,
@@ -771,7 +771,7 @@ class Notifier:
         chart = await self._chart(store, event, now) if event.kind in CHART_KINDS else None
         when = dt.datetime.fromtimestamp(now, dt.UTC)
 
-        def render(recipient: Recipient, index: int, with_data: bool) -> EmailMessage:
+        def render(recipient: Recipient, index: int, with_data: bool) -> Mail:
             return render_mail(
                 event, site, language=recipient.language, sender=cfg.smtp.sender,
                 recipient=recipient.address, index=index, received_at=when,
@@ -795,7 +795,7 @@ class Notifier:
     async def _render_each(
         self,
         recipients: Sequence[Recipient],
-        render: Callable[[Recipient, int, bool], EmailMessage],
+        render: Callable[[Recipient, int, bool], Mail],
         what: str,
     ) -> list[OutgoingMail]:
         """One mail per recipient; a template bug costs the data fields, not the mail.
@@ -953,7 +953,7 @@ class Notifier:
             offline_id = f"{NOTICE_PREFIX}{row.device}.off{row.transitions}"
             when = dt.datetime.fromtimestamp(now, dt.UTC)
 
-            def render(recipient: Recipient, index: int, with_data: bool) -> EmailMessage:
+            def render(recipient: Recipient, index: int, with_data: bool) -> Mail:
                 return render_device(
                     notice_id=notice.id, online=True, site_id=row.site, site=site,
                     device=row.device, reason="", since=row.since, last_seen=row.last_seen,
@@ -985,7 +985,7 @@ class Notifier:
         elif self.config.mails_kind(site, DEVICE_OFFLINE):
             when = dt.datetime.fromtimestamp(now, dt.UTC)
 
-            def render(recipient: Recipient, index: int, with_data: bool) -> EmailMessage:
+            def render(recipient: Recipient, index: int, with_data: bool) -> Mail:
                 return render_device(
                     notice_id=notice.id, online=False, site_id=row.site, site=site,
                     device=row.device, reason=reason, since=since, last_seen=row.last_seen,
@@ -1051,7 +1051,7 @@ class Notifier:
             when = dt.datetime.fromtimestamp(now, dt.UTC)
             severity = str(row.stats.get("severity") or "info")
 
-            def render(recipient: Recipient, index: int, with_data: bool) -> EmailMessage:
+            def render(recipient: Recipient, index: int, with_data: bool) -> Mail:
                 return render_summary(
                     notice_id=notice.id, first_id=row.id, kind=row.kind, severity=severity,
                     site_id=row.site, site=site, device=row.device, count=row.folded,
@@ -1078,7 +1078,7 @@ class Notifier:
         if site is not None and self.config.mails_kind(site, TRAP_REMINDER):
             when = dt.datetime.fromtimestamp(now, dt.UTC)
 
-            def render(recipient: Recipient, index: int, with_data: bool) -> EmailMessage:
+            def render(recipient: Recipient, index: int, with_data: bool) -> Mail:
                 return render_reminder(
                     notice_id=notice.id, trigger_id=row.trigger_id, site_id=row.site,
                     site=site, device=row.device, sensor=row.sensor,
@@ -1255,7 +1255,7 @@ def _ack(client: aiomqtt.Client, message: aiomqtt.Message) -> None:
 
 
 def _render_one(
-    render: Callable[[Recipient, int, bool], EmailMessage],
+    render: Callable[[Recipient, int, bool], Mail],
     recipient: Recipient,
     index: int,
     what: str,
@@ -1281,8 +1281,8 @@ def _readdress(
 
     The mails of one notice in one language differ only in ``To:`` and in the
     recipient's place in the message ids (``Message-ID``, ``In-Reply-To``,
-    ``References``); rendering costs ~3 ms each (Python's email package), this a
-    few microseconds.  ``None`` when the header block is not as expected (then
+    ``References``); rendering costs ~0.25 ms each (it was ~3 ms with Python's
+    email package), this a few microseconds.  ``None`` when the header block is not as expected (then
     the caller renders it in full).
     """
     head, sep, body = message.partition(b"\r\n\r\n")

@@ -31,10 +31,12 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
+from cloud import mime
 from cloud.chart import HEIGHT as CHART_HEIGHT
 from cloud.chart import WIDTH as CHART_WIDTH
 from cloud.chart import LevelChart
 from cloud.config import Language, SiteConfig
+from cloud.mime import Mail, RelatedImage
 from cloud.templates import JA, PHRASES, Phrases, kind_text
 from edge.event import Event, Location
 
@@ -147,7 +149,7 @@ def render_mail(
     received_at: dt.datetime | None = None,
     with_data: bool = True,
     chart: LevelChart | None = None,
-) -> EmailMessage:
+) -> Mail:
     """The complete message about one device event, for one recipient.
 
     ``received_at`` is when the notifier got the event (also the ``Date``);
@@ -214,7 +216,7 @@ def render_summary(
     recipient: str,
     index: int,
     now: dt.datetime,
-) -> EmailMessage:
+) -> Mail:
     """The summary of a burst folded into one mail (an animal lingering, a flapping sensor)."""
     phrases = PHRASES[language]
     texts, labels = phrases.texts, phrases.labels
@@ -302,7 +304,7 @@ def render_reminder(
     recipient: str,
     index: int,
     now: dt.datetime,
-) -> EmailMessage:
+) -> Mail:
     """A reminder that a trap is still closed (until its ``trap_reset`` arrives)."""
     phrases = PHRASES[language]
     texts, labels = phrases.texts, phrases.labels
@@ -355,7 +357,7 @@ def render_device(
     index: int,
     now: dt.datetime,
     references: str | None = None,
-) -> EmailMessage:
+) -> Mail:
     """A device went offline (``online=False``) or came back."""
     phrases = PHRASES[language]
     texts, labels = phrases.texts, phrases.labels
@@ -405,8 +407,12 @@ def render_device(
 
 def compose(
     content: Content, *, language: Language, sender: str, recipient: str, index: int
-) -> EmailMessage:
-    """Lay ``content`` out as one ``multipart/alternative`` message (with an inline chart)."""
+) -> Mail:
+    """Lay ``content`` out as one ``multipart/alternative`` mail (with an inline chart).
+
+    :func:`as_bytes` writes it as MIME; ``Mail.message()`` gives it as an
+    ``EmailMessage``.
+    """
     phrases = PHRASES[language]
     labels = phrases.labels
     content = _sanitised(content)
@@ -434,53 +440,42 @@ def compose(
 
     subject = _line(subject)
     rows = [(_line(label), _line(value)) for label, value in rows]
-    msg = EmailMessage(policy=email.policy.SMTP)
-    msg["Subject"] = subject
-    msg["From"] = sender
-    msg["To"] = recipient
-    msg["Date"] = format_datetime(content.received)
-    msg["Message-ID"] = message_id(content.notice_id, index)
+    headers: list[tuple[str, str]] = [
+        ("Subject", subject),
+        ("From", sender),
+        ("To", recipient),
+        ("Date", format_datetime(content.received)),
+        ("Message-ID", message_id(content.notice_id, index)),
+    ]
     if content.references:
-        msg["In-Reply-To"] = content.references
-        msg["References"] = content.references
-    msg["Auto-Submitted"] = "auto-generated"
-    msg["X-Auto-Response-Suppress"] = "All"
-    msg["X-Satoyama-Event"] = _token(content.notice_id)
-    msg["X-Satoyama-Kind"] = _token(content.kind)
-    msg["X-Satoyama-Site"] = _token(content.site_id)
-    msg["X-Satoyama-Device"] = _token(content.device)
+        headers += [("In-Reply-To", content.references), ("References", content.references)]
+    headers += [
+        ("Auto-Submitted", "auto-generated"),
+        ("X-Auto-Response-Suppress", "All"),
+        ("X-Satoyama-Event", _token(content.notice_id)),
+        ("X-Satoyama-Kind", _token(content.kind)),
+        ("X-Satoyama-Site", _token(content.site_id)),
+        ("X-Satoyama-Device", _token(content.device)),
+    ]
     if content.severity == "alarm":
-        msg["X-Priority"] = "1"
-        msg["Importance"] = "high"
-
-    msg.set_content(
-        _plain(content, rows, warning, links, chart, phrases),
-        charset="utf-8",
-    )
-    msg.add_alternative(
-        _html(subject, content, rows, warning, links, chart, phrases, language),
-        subtype="html",
-        charset="utf-8",
-    )
+        headers += [("X-Priority", "1"), ("Importance", "high")]
+    related: list[RelatedImage] = []
     if chart is not None and chart.png is not None:
-        html_part = msg.get_payload()[1]  # type: ignore[index]
-        assert isinstance(html_part, EmailMessage)
-        html_part.add_related(
-            chart.png, maintype="image", subtype="png", cid=f"<{chart.cid}>",
-            filename="level-24h.png", disposition="inline",
-        )  # fmt: skip
-    for image in content.images:
-        html_part = msg.get_payload()[1]  # type: ignore[index]
-        assert isinstance(html_part, EmailMessage)
-        html_part.add_related(
-            image.png, maintype="image", subtype="png", cid=f"<{image.cid}>",
-            filename=image.filename, disposition="inline",
-        )  # fmt: skip
-    return msg
+        related.append(RelatedImage(chart.cid, chart.png, "level-24h.png"))
+    related.extend(RelatedImage(i.cid, i.png, i.filename) for i in content.images)
+    # The MIME itself is written by cloud.mime (as_bytes): the email package took ~3 ms.
+    return Mail(
+        headers=tuple(headers),
+        plain=_plain(content, rows, warning, links, chart, phrases),
+        html=_html(subject, content, rows, warning, links, chart, phrases, language),
+        related=tuple(related),
+    )
 
 
-def as_bytes(msg: EmailMessage) -> bytes:
-    """The message as sent on the wire (CRLF line ends)."""
+def as_bytes(msg: Mail | EmailMessage) -> bytes:
+    """The message as sent on the wire (CRLF line ends, 7-bit), see :mod:`cloud.mime`."""
+    if isinstance(msg, Mail):
+        return mime.as_bytes(msg)
     return msg.as_bytes(policy=email.policy.SMTP)
 
 
