@@ -27,6 +27,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -34,7 +35,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -43,6 +44,9 @@ from deploy.errors import BundleError, DeployError, VerifyError
 from deploy.keys import sign, verify_any
 from deploy.version import parse_version
 from edge.commands import MAX_BUNDLE
+
+if TYPE_CHECKING:  # packaging is imported only to build a bundle, never on the device
+    from packaging.tags import Tag
 
 FORMAT = 1
 DIST_NAME = "satoyama-edge"
@@ -263,35 +267,121 @@ def extract(
 
 
 @dataclass(frozen=True)
-class WheelName:
+class Target:
+    """The device a bundle is for: its CPython, its CPU and its C library (glibc).
+
+    A wheel installs there when one of its tags is one the device's pip accepts
+    (:meth:`tags`): ``manylinux_2_X`` for every X up to the device's glibc (a wheel
+    built for glibc 2.17 runs on 2.36), the legacy ``manylinux2014`` alias, plain
+    ``linux``; never ``musllinux`` (Raspberry Pi OS is glibc).  pip does not widen a
+    ``--platform`` tag itself, so :meth:`pip_platform_args` names every one.
+    """
+
+    python: str = "3.11"
+    machine: str = "aarch64"
+    glibc: str = "2.36"
+
+    def __post_init__(self) -> None:
+        if not _DOTTED2.fullmatch(self.python):
+            raise BundleError(f"python {self.python!r}: expected MAJOR.MINOR, e.g. 3.11")
+        if not _DOTTED2.fullmatch(self.glibc) or not self.glibc.startswith("2."):
+            raise BundleError(f"glibc {self.glibc!r}: expected 2.MINOR, e.g. 2.36")
+        if not re.fullmatch(r"[a-z0-9_]+", self.machine):
+            raise BundleError(f"platform {self.machine!r}: expected a machine name, e.g. aarch64")
+        if self._glibc_minor() < _FIRST_GLIBC.get(self.machine, 17):
+            raise BundleError(f"glibc {self.glibc} is older than any manylinux {self.machine}")
+
+    def _glibc_minor(self) -> int:
+        return int(self.glibc.split(".")[1])
+
+    @property
+    def platform(self) -> str:
+        """The manifest's ``platform``: the newest manylinux tag the device accepts."""
+        return f"manylinux_2_{self._glibc_minor()}_{self.machine}"
+
+    def describe(self) -> str:
+        return f"CPython {self.python} / {self.machine}, glibc {self.glibc}"
+
+    def platform_tags(self) -> list[str]:
+        """Every platform tag the device accepts, most specific first."""
+        tags = []
+        for minor in range(self._glibc_minor(), _FIRST_GLIBC.get(self.machine, 17) - 1, -1):
+            tags.append(f"manylinux_2_{minor}_{self.machine}")
+            legacy = _LEGACY_MANYLINUX.get(minor)
+            if legacy and self.machine in legacy[1]:
+                tags.append(f"{legacy[0]}_{self.machine}")
+        return [*tags, f"linux_{self.machine}"]
+
+    def tags(self) -> frozenset[Tag]:
+        """Every wheel tag (``packaging.tags.Tag``) the device's pip installs."""
+        from packaging.tags import compatible_tags, cpython_tags
+
+        version = tuple(int(x) for x in self.python.split("."))
+        cp = "cp" + "".join(str(x) for x in version)
+        plats = self.platform_tags()
+        return frozenset(
+            [
+                *cpython_tags(version, abis=[cp], platforms=plats),
+                *compatible_tags(version, interpreter=cp, platforms=plats),
+            ]
+        )
+
+    def pip_platform_args(self) -> list[str]:
+        """``pip download`` / ``pip install --dry-run`` options that select this device's wheels."""
+        args = ["--only-binary=:all:", "--python-version", self.python, "--implementation", "cp"]
+        for tag in self.platform_tags():
+            args += ["--platform", tag]
+        return args
+
+
+_DOTTED2 = re.compile(r"[0-9]{1,2}\.[0-9]{1,3}")
+# The oldest glibc a manylinux wheel for the machine can name, and the legacy aliases.
+_FIRST_GLIBC = {"x86_64": 5, "i686": 5}
+_LEGACY_MANYLINUX = {
+    17: ("manylinux2014", {"x86_64", "i686", "aarch64", "armv7l", "ppc64", "ppc64le", "s390x"}),
+    12: ("manylinux2010", {"x86_64", "i686"}),
+    5: ("manylinux1", {"x86_64", "i686"}),
+}
+
+#: Raspberry Pi OS releases a bundle can be built for (``--python`` and ``--glibc``).
+TARGETS = {
+    "bookworm": Target(python="3.11", machine="aarch64", glibc="2.36"),
+    "trixie": Target(python="3.13", machine="aarch64", glibc="2.41"),
+}
+
+
+@dataclass(frozen=True)
+class Wheel:
+    """A wheel file's name, read with ``packaging``: distribution, version and tags."""
+
+    path: Path
     dist: str
     version: str
-    python: str
-    abi: str
-    platform: str
+    tags: frozenset[Tag]
 
     @classmethod
-    def parse(cls, path: Path) -> WheelName:
-        parts = path.name.removesuffix(".whl").split("-")
-        if not path.name.endswith(".whl") or len(parts) not in (5, 6):
-            raise BundleError(f"{path.name}: not a wheel file name")
-        if len(parts) == 6:  # a build tag
-            parts = [parts[0], parts[1], *parts[3:]]
-        return cls(parts[0].lower().replace("_", "-"), parts[1], parts[2], parts[3], parts[4])
+    def parse(cls, path: Path) -> Wheel:
+        from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 
-    def fits(self, python: str, platform: str) -> bool:
-        """Installable on CPython ``python`` (``"3.11"``) on Linux ``platform`` (``"aarch64"``)."""
-        major, minor = (int(x) for x in python.split("."))
-        plat_ok = any(p == "any" or p.endswith("_" + platform) for p in self.platform.split("."))
-        py_ok = False
-        for tag in self.python.split("."):
-            if tag in ("py3", f"py{major}{minor}", "py2.py3"):
-                py_ok = True
-            elif tag.startswith("cp") and tag[2:].isdigit():
-                v = int(tag[3:]) if tag[2] == str(major) else -1
-                if v == minor or ("abi3" in self.abi and 0 <= v <= minor):
-                    py_ok = True
-        return plat_ok and py_ok
+        try:
+            dist, version, _build, tags = parse_wheel_filename(path.name)
+        except InvalidWheelFilename as exc:
+            raise BundleError(f"{path.name}: not a wheel file name ({exc})") from None
+        return cls(path, str(dist), str(version), frozenset(tags))
+
+    def fits(self, target: Target) -> bool:
+        """Installable on ``target`` (one of its tags is one the device's pip accepts)."""
+        return not self.tags.isdisjoint(target.tags())
+
+
+def wheel_fits(name: str, target: Target) -> bool:
+    """Whether a wheel of this file name installs on ``target``."""
+    return Wheel.parse(Path(name)).fits(target)
+
+
+def pip_download_command(target: Target, dest: str, requirement: str) -> list[str]:
+    """The ``pip download`` that fills a wheelhouse for ``target`` (what docs/ota.md shows)."""
+    return ["pip", "download", *target.pip_platform_args(), "-d", dest, requirement]
 
 
 def bundled_pip_wheel() -> Path | None:
@@ -303,33 +393,32 @@ def bundled_pip_wheel() -> Path | None:
     return candidates[-1] if candidates else None
 
 
-def _check_resolution(
-    wheels_dir: Path, install: list[str], python: str, platform: str, glibc: str
-) -> None:
-    """Ask pip, offline, whether the wheels install on the target (missing dependency -> error)."""
+def resolve_offline(wheels_dir: Path, install: list[str], target: Target) -> list[str]:
+    """Ask pip, offline, whether ``install`` installs from ``wheels_dir`` alone on ``target``.
+
+    Returns the file names of the wheels pip would install; raises :class:`BundleError`
+    with pip's reason (a missing dependency names the requirement).  ``--isolated``: no
+    pip.conf or ``PIP_*`` variable of this computer may add a folder or an index.
+    """
     with tempfile.TemporaryDirectory(prefix="satoyama-resolve-") as tmp:
+        report = Path(tmp) / "report.json"
         proc = subprocess.run(
             [
                 sys.executable,
                 "-m",
                 "pip",
                 "install",
+                "--isolated",
                 "--dry-run",
                 "--ignore-installed",
                 "--no-index",
                 "--find-links",
                 str(wheels_dir),
-                "--only-binary=:all:",
-                "--platform",
-                f"manylinux_{glibc.replace('.', '_')}_{platform}",
-                "--platform",
-                f"linux_{platform}",
-                "--python-version",
-                python,
-                "--implementation",
-                "cp",
+                *target.pip_platform_args(),
                 "--target",
-                tmp,
+                str(Path(tmp) / "target"),
+                "--report",
+                str(report),
                 "--quiet",
                 "--disable-pip-version-check",
                 *install,
@@ -337,15 +426,18 @@ def _check_resolution(
             capture_output=True,
             text=True,
         )
-    if proc.returncode != 0:
-        lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-        raise BundleError(
-            "the wheelhouse does not install offline on the device "
-            f"(Python {python}, {platform}): {lines[-1] if lines else proc.returncode}. "
-            "Fill it with: pip download --only-binary=:all: --platform "
-            f"manylinux_{glibc.replace('.', '_')}_{platform} --python-version {python} "
-            "-d WHEELHOUSE DAEMON.whl"
-        )
+        if proc.returncode != 0:
+            lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+            reason = lines[-1] if lines else f"pip exited {proc.returncode}"
+            fill = pip_download_command(target, "WHEELHOUSE", "'DAEMON.whl[EXTRAS]'")
+            raise BundleError(
+                f"the wheelhouse does not install offline on the device ({target.describe()}): "
+                f"{reason}. Fill it with: {' '.join(fill)}"
+            )
+        data = json.loads(report.read_text())
+    return sorted(
+        PurePosixPath(str(item["download_info"]["url"])).name for item in data.get("install", [])
+    )
 
 
 def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -371,10 +463,17 @@ def build(
     glibc: str = "2.36",
     check_resolution: bool = True,
 ) -> Path:
-    """Build and sign ``satoyama-edge-VERSION.tar`` in ``out_dir``; return its path."""
+    """Build and sign ``satoyama-edge-VERSION.tar`` in ``out_dir``; return its path.
+
+    The bundle is for CPython ``python`` on ``platform`` (the machine, ``aarch64``)
+    with glibc ``glibc`` or newer: Raspberry Pi OS Bookworm is 3.11 / 2.36, Trixie
+    3.13 / 2.41 (:data:`TARGETS`).  Every wheel must carry a tag that device accepts,
+    and with ``check_resolution`` pip, offline, must find every dependency in them.
+    """
     if not signing_keys:
         raise BundleError("a bundle needs at least one signing key")
-    daemon = WheelName.parse(daemon_wheel)
+    target = Target(python=python, machine=platform, glibc=glibc)
+    daemon = Wheel.parse(daemon_wheel)
     if daemon.dist != DIST_NAME:
         raise BundleError(
             f"{daemon_wheel.name}: the daemon wheel must be {DIST_NAME}, not {daemon.dist}"
@@ -387,17 +486,20 @@ def build(
             f"min_from_version {min_from_version} must be older than {daemon.version}"
         )
     wheels: dict[str, Path] = {daemon_wheel.name: daemon_wheel}
-    for w in sorted(wheelhouse.glob("*.whl")) if wheelhouse else []:
-        name = WheelName.parse(w)
-        if name.dist == DIST_NAME:
+    pip_wheel: Path | None = None
+    found = sorted(wheelhouse.glob("*.whl")) if wheelhouse else []
+    for w in [daemon, *(Wheel.parse(p) for p in found)]:
+        if w.dist == DIST_NAME and w.path != daemon_wheel:
             continue  # other builds of the daemon: the one given explicitly wins
-        if not name.fits(python, platform):
+        if not w.fits(target):
+            tags = ", ".join(sorted({t.platform for t in w.tags}))
             raise BundleError(
-                f"{w.name}: does not install on CPython {python} / {platform} "
-                "(build the wheelhouse for the Pi, not for this computer)"
+                f"{w.path.name}: does not install on {target.describe()} (it is built for "
+                f"{tags}; build the wheelhouse for the Pi, not for this computer: see docs/ota.md)"
             )
-        wheels[w.name] = w
-    pip_wheel = next((p for n, p in wheels.items() if n.startswith("pip-")), None)
+        wheels[w.path.name] = w.path
+        if w.dist == "pip":
+            pip_wheel = w.path
     if pip_wheel is None:
         pip_wheel = bundled_pip_wheel()
         if pip_wheel is not None:
@@ -412,7 +514,7 @@ def build(
         with tempfile.TemporaryDirectory(prefix="satoyama-wheels-") as tmp:
             for n, p in wheels.items():
                 os.symlink(p.resolve(), Path(tmp) / n)
-            _check_resolution(Path(tmp), install, python, platform, glibc)
+            resolve_offline(Path(tmp), install, target)
 
     files: dict[str, Path] = {f"wheels/{n}": p for n, p in wheels.items()}
     for prefix, folder in (("models", models), ("systemd", units)):
@@ -437,8 +539,8 @@ def build(
         name=DIST_NAME,
         version=daemon.version,
         min_from_version=min_from_version,
-        python=python,
-        platform=platform,
+        python=target.python,
+        platform=target.platform,
         install=install,
         pip_wheel=f"wheels/{pip_wheel.name}",
         created=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -36,13 +36,20 @@ def make_wheel(
     *,
     requires: list[str] | None = None,
     scripts: dict[str, str] | None = None,
+    extras: dict[str, list[str]] | None = None,
 ) -> Path:
-    """A pure-Python wheel (py3-none-any) with the given module files."""
+    """A pure-Python wheel (py3-none-any) with the given module files.
+
+    ``extras`` maps an extra's name to its requirements (``Provides-Extra``).
+    """
     norm = dist.replace("-", "_")
     info = f"{norm}-{version}.dist-info"
     content: dict[str, bytes] = {k: v.encode() for k, v in files.items()}
     meta = f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n"
     meta += "".join(f"Requires-Dist: {r}\n" for r in requires or [])
+    for extra, reqs in (extras or {}).items():
+        meta += f"Provides-Extra: {extra}\n"
+        meta += "".join(f'Requires-Dist: {r}; extra == "{extra}"\n' for r in reqs)
     content[f"{info}/METADATA"] = meta.encode()
     content[f"{info}/WHEEL"] = (
         b"Wheel-Version: 1.0\nGenerator: satoyama-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"

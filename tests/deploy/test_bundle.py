@@ -13,13 +13,14 @@ from deploy.errors import BundleError, DeployError, InsecureKeyError, VerifyErro
 from deploy.keys import generate_signing_key, load_signing_key, load_verify_keys
 from deploy.version import parse_version
 from tests.deploy.conftest import Keys
-from tests.deploy.helpers import fake_daemon_wheels, make_wheel
+from tests.deploy.helpers import fake_daemon_wheels
 
 
 def test_build_and_verify(bundle_v1: Path, ota_key: Keys) -> None:
     vb = b.verify(bundle_v1, load_verify_keys([ota_key.public]))
     m = vb.manifest
     assert (m.name, m.version, m.install) == ("satoyama-edge", "0.1.0", ["satoyama-edge==0.1.0"])
+    assert m.platform == "manylinux_2_36_aarch64"  # the device: aarch64, glibc 2.36 (Bookworm)
     assert m.pip_wheel is not None and m.pip_wheel.startswith("wheels/pip-")
     assert {"systemd/satoyama-edge.service", "wheels/satoyama_dep-1.0-py3-none-any.whl"} <= set(
         m.files
@@ -76,39 +77,6 @@ def test_layout_attacks_are_rejected(
         b.verify(bad, load_verify_keys([ota_key.public]))
 
 
-def test_the_wheelhouse_must_be_for_the_pi(tmp_path: Path, ota_key: Keys) -> None:
-    wheels = tmp_path / "wheels"
-    daemon = fake_daemon_wheels(wheels, "0.5.0")
-    x86 = wheels / "msgspec-0.18.6-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl"
-    x86.write_bytes(b"PK")
-    with pytest.raises(BundleError, match=r"does not install on CPython 3\.11 / aarch64"):
-        b.build(
-            daemon_wheel=daemon,
-            out_dir=tmp_path / "out",
-            signing_keys=[load_signing_key(ota_key.private)],
-            wheelhouse=wheels,
-            check_resolution=False,
-        )
-
-
-def test_offline_resolution_check_finds_a_missing_dependency(tmp_path: Path, ota_key: Keys) -> None:
-    wheels = tmp_path / "wheels"
-    daemon = make_wheel(
-        wheels,
-        "satoyama-edge",
-        "0.5.0",
-        {"satoyama_fake/__init__.py": ""},
-        requires=["satoyama-missing>=1"],
-    )
-    with pytest.raises(BundleError, match="does not install offline on the device"):
-        b.build(
-            daemon_wheel=daemon,
-            out_dir=tmp_path / "out",
-            signing_keys=[load_signing_key(ota_key.private)],
-            wheelhouse=wheels,
-        )
-
-
 def test_a_deeply_nested_signature_file_is_a_clear_refusal(
     tmp_path: Path, bundle_v1: Path, ota_key: Keys
 ) -> None:
@@ -132,17 +100,83 @@ def test_a_deeply_nested_signature_file_is_a_clear_refusal(
             b.verify(bad, load_verify_keys([ota_key.public]))
 
 
-def _fits(name: str) -> bool:
-    return b.WheelName.parse(Path(name)).fits("3.11", "aarch64")
+# Real file names from the package index (only the names: the question is which tags a
+# device accepts; tests/deploy/test_bundle_real_wheels.py builds bundles of the wheels).
+MSGSPEC = (
+    "msgspec-0.23.0-cp311-cp311-"
+    "manylinux2014_aarch64.manylinux_2_17_aarch64.manylinux_2_28_aarch64.whl"
+)
+NUMPY = "numpy-2.4.6-cp311-cp311-manylinux_2_27_aarch64.manylinux_2_28_aarch64.whl"
+LGPIO = "lgpio-0.2.2.0-cp311-cp311-manylinux_2_34_aarch64.whl"
+CRYPTOGRAPHY = "cryptography-50.0.2-cp311-abi3-manylinux2014_aarch64.manylinux_2_17_aarch64.whl"
+PROTOBUF = "protobuf-7.36.2-cp310-abi3-manylinux2014_aarch64.whl"
+NUMPY_313 = "numpy-2.5.5-cp313-cp313-manylinux_2_27_aarch64.manylinux_2_28_aarch64.whl"
 
 
-def test_wheel_tags() -> None:
-    fits = _fits
-    assert fits("msgspec-0.18.6-cp311-cp311-manylinux_2_17_aarch64.manylinux2014_aarch64.whl")
-    assert fits("cryptography-44.0.0-cp39-abi3-manylinux_2_28_aarch64.whl")
-    assert fits("uuid6-2025.0.1-py3-none-any.whl")
-    assert not fits("msgspec-0.18.6-cp312-cp312-manylinux_2_17_aarch64.whl")
-    assert not fits("lgpio-0.2.2.0-cp311-cp311-manylinux_2_34_armv7l.whl")
+@pytest.mark.parametrize(
+    "name, bookworm, trixie",
+    [
+        (MSGSPEC, True, False),
+        (NUMPY, True, False),
+        (LGPIO, True, False),
+        (CRYPTOGRAPHY, True, True),  # abi3: any CPython from 3.11 on
+        (PROTOBUF, True, True),
+        (NUMPY_313, False, True),
+        ("uuid6-2025.0.1-py3-none-any.whl", True, True),
+        ("pyserial-3.5-py2.py3-none-any.whl", True, True),
+        ("lgpio-0.2.2.0-cp311-cp311-manylinux_2_38_aarch64.whl", False, False),  # glibc 2.38
+        ("lgpio-0.2.2.0-cp313-cp313-manylinux_2_38_aarch64.whl", False, True),
+        ("msgspec-0.23.0-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl", False, False),
+        ("msgspec-0.23.0-cp311-cp311-musllinux_1_2_aarch64.whl", False, False),
+        ("lgpio-0.2.2.0-cp311-cp311-manylinux_2_34_armv7l.whl", False, False),
+        ("msgspec-0.23.0-cp312-cp312-manylinux_2_17_aarch64.whl", False, False),
+        ("msgspec-0.23.0-pp311-pypy311_pp73-manylinux_2_17_aarch64.whl", False, False),
+    ],
+)
+def test_wheel_tags_for_each_raspberry_pi_os(name: str, bookworm: bool, trixie: bool) -> None:
+    assert b.wheel_fits(name, b.TARGETS["bookworm"]) is bookworm
+    assert b.wheel_fits(name, b.TARGETS["trixie"]) is trixie
+
+
+def test_every_compatible_platform_tag_is_named_for_pip() -> None:
+    """pip does not widen ``--platform``: glibc 2.17 up to the device's, newest first."""
+    tags = b.TARGETS["bookworm"].platform_tags()
+    assert tags[0] == "manylinux_2_36_aarch64" and tags[-1] == "linux_aarch64"
+    assert [f"manylinux_2_{x}_aarch64" for x in range(36, 16, -1)] == [
+        t for t in tags if t.startswith("manylinux_2_")
+    ]
+    assert "manylinux2014_aarch64" in tags and not any("musllinux" in t for t in tags)
+    args = b.TARGETS["trixie"].pip_platform_args()
+    assert args[:5] == ["--only-binary=:all:", "--python-version", "3.13", "--implementation", "cp"]
+    assert args.count("--platform") == len(b.TARGETS["trixie"].platform_tags()) == 27
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"python": "3"}, "python '3': expected MAJOR.MINOR"),
+        ({"glibc": "2.36.1"}, "glibc '2.36.1': expected 2.MINOR"),
+        ({"glibc": "2.5"}, "older than any manylinux aarch64"),
+        ({"machine": "arm 64"}, "expected a machine name"),
+    ],
+)
+def test_a_target_that_cannot_be_is_refused(kwargs: dict[str, str], message: str) -> None:
+    with pytest.raises(BundleError, match=message):
+        b.Target(**kwargs)
+
+
+def test_a_file_that_is_not_a_wheel_is_named(tmp_path: Path, ota_key: Keys) -> None:
+    wheels = tmp_path / "wheels"
+    daemon = fake_daemon_wheels(wheels, "0.5.0")
+    (wheels / "numpy-latest.whl").write_bytes(b"PK")
+    with pytest.raises(BundleError, match=r"^numpy-latest\.whl: not a wheel file name"):
+        b.build(
+            daemon_wheel=daemon,
+            out_dir=tmp_path / "out",
+            signing_keys=[load_signing_key(ota_key.private)],
+            wheelhouse=wheels,
+            check_resolution=False,
+        )
 
 
 def test_versions_are_plain_numbers() -> None:
