@@ -1,36 +1,141 @@
 """The small "last 24 hours" water-level chart embedded in a water alert's HTML part.
 
 Drawn with Pillow (no plotting library, no display, a few milliseconds): the
-level as a line, the alert's threshold as a dashed red line, the moment of
-the alert as an orange mark, hours in Japan time along the bottom.  Labels
-are ASCII on purpose (the default font has no Japanese glyphs); the mail's
-text around the picture says the same in the reader's language, so nothing
-is only in the picture.
+level as a blue line, every stage line the device has (the four river stages
+in the colours 川の水位情報 uses: 水防団待機水位 green, 氾濫注意水位 yellow,
+避難判断水位 red, 氾濫危険水位 purple), the moment of the alert as an orange
+mark, hours in Japan time along the bottom, the unit on the axis and a legend.
+Text is Japanese, in a CJK font found on the host (Debian's fonts-noto-cjk);
+without one the labels fall back to ASCII and the log says so.  Sized to be
+read on a 390-pixel phone screen (drawn at 640 px, shown scaled to the
+screen's width).  The mail's text around the picture says the same in the
+reader's language, so nothing is only in the picture.
 """
+
+# Japanese labels use full-width brackets, as Japanese typography wants.
+# ruff: noqa: RUF001
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import io
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from PIL import ImageDraw
 
-WIDTH: Final = 600
-HEIGHT: Final = 260
+log = logging.getLogger(__name__)
+
+WIDTH: Final = 640
+HEIGHT: Final = 440
 WINDOW_S: Final = 24 * 3600.0
 #: Readings further apart than this are not joined by the line (the device was away).
 GAP_S: Final = 3 * 3600.0
-_LEFT, _RIGHT, _TOP, _BOTTOM = 58, 16, 26, 34
+_LEFT, _RIGHT, _TOP = 70, 20, 64
 _LINE: Final = (31, 100, 180)
 _THRESHOLD: Final = (200, 30, 30)
 _MARK: Final = (235, 140, 0)
 _GRID: Final = (225, 225, 225)
-_TEXT: Final = (60, 60, 60)
+_TEXT: Final = (50, 50, 50)
+_FONT_PX: Final = 19
+_TITLE_PX: Final = 24
+
+#: The river stages, lowest first: (device stage name, Japanese name, colour in 川の水位情報).
+RIVER_STAGES: Final = (
+    ("flood_watch", "水防団待機水位", (0, 160, 64)),
+    ("flood_warning", "氾濫注意水位", (230, 190, 0)),
+    ("evacuation", "避難判断水位", (255, 40, 0)),
+    ("danger", "氾濫危険水位", (170, 0, 170)),
+)
+_STAGE_COLOUR: Final = {name: colour for name, _, colour in RIVER_STAGES}
+_STAGE_NAME: Final = {name: ja for name, ja, _ in RIVER_STAGES}
+
+#: Where a Japanese font is looked for first (Debian, Raspberry Pi OS, then other packages).
+CJK_FONTS: Final = (
+    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/opentype/noto/NotoSansCJKjp-Regular.otf",
+    "/usr/share/fonts/truetype/noto/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/noto-cjk/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/google-noto-cjk/NotoSansCJK-Regular.ttc",
+    "/usr/share/fonts/opentype/ipaexfont-gothic/ipaexg.ttf",
+    "/usr/share/fonts/truetype/fonts-japanese-gothic.ttf",
+)
+_FONT_DIRS: Final = ("/usr/share/fonts", "/usr/local/share/fonts", "~/.local/share/fonts")
+_FONT_GLOBS: Final = ("NotoSansCJK*Regular*", "NotoSansJP*", "ipaexg*", "ipag*", "*Gothic*.tt*")
+
+
+@dataclass(frozen=True, slots=True)
+class StageLine:
+    """One stage of the device's water rule, drawn as a horizontal line."""
+
+    name: str
+    """The device's stage name (``flood_watch`` ... ``danger`` are the river stages)."""
+    level_cm: float
+    label: str = ""
+    """The device's own label; the standard Japanese name is used without one."""
+
+    @property
+    def title(self) -> str:
+        standard = _STAGE_NAME.get(self.name, "")
+        return self.label or standard or self.name
+
+    @property
+    def colour(self) -> tuple[int, int, int]:
+        return _STAGE_COLOUR.get(self.name, _THRESHOLD)
+
+
+def stage_lines(data: Any) -> tuple[StageLine, ...]:
+    """The stages a water alert's ``data`` describes (``stages``, else its own stage)."""
+    if not isinstance(data, dict):
+        return ()
+    found: list[StageLine] = []
+    raw = data.get("stages")
+    if isinstance(raw, list):
+        for item in raw:
+            if not isinstance(item, dict):
+                continue
+            name, level, label = item.get("name"), item.get("level_cm"), item.get("label", "")
+            if isinstance(name, str) and isinstance(level, int | float) and _finite(level):
+                found.append(StageLine(name, float(level), label if isinstance(label, str) else ""))
+    if not found:
+        name, level = data.get("stage"), data.get("threshold_cm")
+        label = data.get("stage_label")
+        if isinstance(name, str) and isinstance(level, int | float) and _finite(level):
+            found.append(StageLine(name, float(level), label if isinstance(label, str) else ""))
+    return tuple(sorted(found, key=lambda s: s.level_cm)[:8])
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@functools.cache
+def cjk_font_path() -> str | None:
+    """A font with Japanese glyphs on this host, or ``None`` (logged once, loudly)."""
+    for candidate in CJK_FONTS:
+        if Path(candidate).is_file():
+            return candidate
+    for folder in _FONT_DIRS:
+        root = Path(folder).expanduser()
+        if not root.is_dir():
+            continue
+        for pattern in _FONT_GLOBS:
+            for path in sorted(root.rglob(pattern)):
+                if path.suffix.lower() in (".ttc", ".otf", ".ttf"):
+                    return str(path)
+    log.warning(
+        "no Japanese (CJK) font found (looked for %s and under %s): water charts are "
+        "labelled in ASCII. Install Debian's fonts-noto-cjk.",
+        CJK_FONTS[0],
+        ", ".join(_FONT_DIRS),
+    )
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +172,13 @@ def level_chart(
     threshold: float | None = None,
     mark: float | None = None,
     tz: dt.tzinfo = dt.UTC,
+    stages: Sequence[StageLine] = (),
 ) -> LevelChart | None:
-    """The chart of ``points`` over the 24 hours up to ``end``; ``None`` if there are none."""
+    """The chart of ``points`` over the 24 hours up to ``end``; ``None`` if there are none.
+
+    ``stages``: every stage line to draw (see :func:`stage_lines`); ``threshold``
+    alone (an older device's alert) is drawn as one dashed red line.
+    """
     start = end - WINDOW_S
     kept = tuple(
         (float(t), float(v))
@@ -79,7 +189,10 @@ def level_chart(
         return None
     if threshold is not None and not math.isfinite(threshold):
         threshold = None
-    png = _draw(series, kept, start, end, threshold, mark, tz)
+    lines = tuple(s for s in stages if math.isfinite(s.level_cm))
+    if not lines and threshold is not None:
+        lines = (StageLine("", threshold),)
+    png = _draw(series, kept, start, end, lines, mark, tz)
     return LevelChart(series, kept, start, end, threshold, png)
 
 
@@ -88,18 +201,26 @@ def _draw(
     points: tuple[tuple[float, float], ...],
     start: float,
     end: float,
-    threshold: float | None,
+    stages: tuple[StageLine, ...],
     mark: float | None,
     tz: dt.tzinfo,
 ) -> bytes:
     from PIL import Image, ImageDraw  # here: importing the notifier must not need Pillow
 
+    japanese = cjk_font_path() is not None
+    font, title_font = _font(_FONT_PX), _font(_TITLE_PX)
+    legend = [(_LINE, "水位" if japanese else "level", False)]
+    for stage in stages:
+        title = stage.title if japanese else (stage.name or "threshold")
+        legend.append((stage.colour, f"{title} {stage.level_cm:g}cm", True))
+    columns = 2
+    legend_rows = math.ceil(len(legend) / columns)
+    bottom = 40 + legend_rows * 28 + 8
     image = Image.new("RGB", (WIDTH, HEIGHT), "white")
     draw = ImageDraw.Draw(image)
-    font = _font()
-    values = [v for _, v in points] + ([threshold] if threshold is not None else [])
+    values = [v for _, v in points] + [s.level_cm for s in stages]
     low, high = _nice_range(min(values), max(values))
-    x0, x1, y0, y1 = _LEFT, WIDTH - _RIGHT, HEIGHT - _BOTTOM, _TOP
+    x0, x1, y0, y1 = _LEFT, WIDTH - _RIGHT, HEIGHT - bottom, _TOP
 
     def x(t: float) -> float:
         return x0 + (t - start) / (end - start) * (x1 - x0)
@@ -107,12 +228,13 @@ def _draw(
     def y(v: float) -> float:
         return y0 - (v - low) / (high - low) * (y0 - y1)
 
+    title = "過去24時間の水位（日本時間）" if japanese else f"{series} (last 24 h, JST)"
+    draw.text((8, 6), title, fill=_TEXT, font=title_font)
+    draw.text((x0 - 8, y1 - 8), "cm", fill=_TEXT, font=font, anchor="rb")  # the unit
     for value in _ticks(low, high):
         draw.line([(x0, y(value)), (x1, y(value))], fill=_GRID)
-        label = f"{value:g}"
-        draw.text((x0 - 6, y(value)), label, fill=_TEXT, font=font, anchor="rm")
-    first_hour = math.ceil(start / 3600.0) * 3600.0
-    hour = first_hour
+        draw.text((x0 - 8, y(value)), f"{value:g}", fill=_TEXT, font=font, anchor="rm")
+    hour = math.ceil(start / 3600.0) * 3600.0
     while hour <= end:
         local = dt.datetime.fromtimestamp(hour, tz)
         if local.hour % 6 == 0:
@@ -120,10 +242,8 @@ def _draw(
             draw.text((x(hour), y0 + 6), f"{local:%H:%M}", fill=_TEXT, font=font, anchor="mt")
         hour += 3600.0
     draw.rectangle([(x0, y1), (x1, y0)], outline=(150, 150, 150))
-    if threshold is not None:
-        _dashed(draw, x0, x1, y(threshold), _THRESHOLD)
-        draw.text((x1 - 4, y(threshold) - 3), f"{threshold:g}", fill=_THRESHOLD, font=font,
-                  anchor="rb")  # fmt: skip
+    for stage in stages:
+        _dashed(draw, x0, x1, y(stage.level_cm), stage.colour)
     if mark is not None and start <= mark <= end:
         draw.line([(x(mark), y0), (x(mark), y1)], fill=_MARK, width=2)
     segment: list[tuple[float, float]] = []
@@ -135,7 +255,15 @@ def _draw(
         segment.append((x(t), y(v)))
         previous = t
     _polyline(draw, segment)
-    draw.text((x0, 6), f"{series}  (last 24 h, JST)", fill=_TEXT, font=font)
+    top = y0 + 40
+    width = (WIDTH - 16) // columns
+    for i, (colour, text, dashed) in enumerate(legend):
+        lx, ly = 8 + (i % columns) * width, top + (i // columns) * 28
+        if dashed:
+            _dashed(draw, lx, lx + 34, ly + 12, colour, width=4)
+        else:
+            draw.line([(lx, ly + 12), (lx + 34, ly + 12)], fill=colour, width=4)
+        draw.text((lx + 42, ly + 12), text, fill=_TEXT, font=font, anchor="lm")
     out = io.BytesIO()
     image.save(out, "PNG", optimize=True)
     return out.getvalue()
@@ -144,18 +272,24 @@ def _draw(
 def _polyline(draw: ImageDraw.ImageDraw, segment: list[tuple[float, float]]) -> None:
     if len(segment) == 1:
         px, py = segment[0]
-        draw.ellipse([(px - 2, py - 2), (px + 2, py + 2)], fill=_LINE)
+        draw.ellipse([(px - 3, py - 3), (px + 3, py + 3)], fill=_LINE)
     elif segment:
-        draw.line(segment, fill=_LINE, width=2, joint="curve")
+        draw.line(segment, fill=_LINE, width=3, joint="curve")
 
 
 def _dashed(
-    draw: ImageDraw.ImageDraw, x0: float, x1: float, yy: float, colour: tuple[int, int, int]
+    draw: ImageDraw.ImageDraw,
+    x0: float,
+    x1: float,
+    yy: float,
+    colour: tuple[int, int, int],
+    *,
+    width: int = 3,
 ) -> None:
     pos = x0
     while pos < x1:
-        draw.line([(pos, yy), (min(pos + 8, x1), yy)], fill=colour, width=2)
-        pos += 14
+        draw.line([(pos, yy), (min(pos + 10, x1), yy)], fill=colour, width=width)
+        pos += 16
 
 
 def _nice_range(low: float, high: float) -> tuple[float, float]:
@@ -177,10 +311,17 @@ def _ticks(low: float, high: float) -> list[float]:
     return [round(first + i * step, 10) for i in range(max(count, 0))]
 
 
-def _font() -> Any:
+def _font(size: int) -> Any:
+    """The CJK font at ``size`` pixels, else Pillow's own (ASCII only)."""
     from PIL import ImageFont
 
+    path = cjk_font_path()
+    if path is not None:
+        try:
+            return ImageFont.truetype(path, size, index=0)  # index 0 of Noto's .ttc: JP
+        except OSError as exc:
+            log.warning("cannot load the CJK font %s (%s); charts in ASCII", path, exc)
     try:
-        return ImageFont.load_default(size=12)
+        return ImageFont.load_default(size=size)
     except (TypeError, OSError):  # Pillow without FreeType: the small bitmap font
         return ImageFont.load_default()

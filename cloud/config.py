@@ -20,6 +20,7 @@ from typing import Annotated, Any, Final, Literal, TypeVar
 import msgspec
 
 from cloud.errors import ConfigError
+from cloud.staticmap import GSI_CREDIT, GSI_TILES
 from edge.event import DEFAULT_TOPIC_PREFIX, KINDS, SEVERITY_RANK
 
 Language = Literal["ja", "en"]
@@ -285,6 +286,22 @@ class TrapsConfig(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True)
     reminder_every_s: _Seconds = 7200.0
 
 
+class MapsConfig(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[maps]``: the small map picture with a pin at the top of a mail (docs/notifier.md)."""
+
+    enabled: bool = False
+    """Off: the mail has its map links only, and nothing is fetched."""
+    tile_url: _NonEmpty = GSI_TILES
+    """Tile URL template with ``{z}``, ``{x}``, ``{y}`` (https, http or file); default GSI's."""
+    credit: _NonEmpty = GSI_CREDIT
+    """Printed under the picture, as the tiles' terms ask (GSI's credit by default)."""
+    cache_dir: str | None = None
+    """Where fetched tiles are kept (relative: to the config file); none: in memory only."""
+    zoom: Annotated[int, msgspec.Meta(ge=5, le=18)] = 16
+    timeout_s: Annotated[float, msgspec.Meta(gt=0, le=10)] = 2.0
+    """The longest a mail waits for its picture's tiles; then it goes without."""
+
+
 class DevicesConfig(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``[devices]``: when a device counts as offline."""
 
@@ -318,6 +335,7 @@ class NotifierConfig(_Table, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     delivery: DeliveryConfig = DeliveryConfig()
     traps: TrapsConfig = TrapsConfig()
     devices: DevicesConfig = DevicesConfig()
+    maps: MapsConfig = MapsConfig()
     coalesce: tuple[CoalesceRule, ...] = DEFAULT_COALESCE
     contacts: dict[str, Contact] = msgspec.field(default_factory=dict)
     sites: dict[str, SiteConfig] = msgspec.field(default_factory=dict)
@@ -433,6 +451,10 @@ def parse_config(text: str, *, base_dir: Path | None = None) -> NotifierConfig:
     if base_dir is not None and path is not None and not Path(path).is_absolute():
         store = msgspec.structs.replace(config.store, path=str(base_dir / path))
         config = msgspec.structs.replace(config, store=store)
+    cache_dir = config.maps.cache_dir
+    if base_dir is not None and cache_dir is not None and not Path(cache_dir).is_absolute():
+        maps = msgspec.structs.replace(config.maps, cache_dir=str(base_dir / cache_dir))
+        config = msgspec.structs.replace(config, maps=maps)
     tls = config.mqtt.tls
     if tls is not None:
         if base_dir is not None:
@@ -543,6 +565,7 @@ def _check(config: NotifierConfig) -> None:
             raise ConfigError(f"{table}.{missing}", "username and password must be given together")
     _check_mqtt(config)
     _check_store(config)
+    _check_maps(config.maps)
     if config.smtp.starttls and config.smtp.tls:
         raise ConfigError("smtp.tls", "choose either tls (port 465) or starttls (port 587)")
     if not _ADDRESS.match(config.smtp.envelope_sender):
@@ -600,6 +623,21 @@ def _check_mqtt(config: NotifierConfig) -> None:
             'several instances must share one store: set store.backend = "postgresql" '
             "(each SQLite file would see only its instance's share of the events)",
         )
+
+
+def _check_maps(maps: MapsConfig) -> None:
+    url = maps.tile_url
+    if not url.startswith(("https://", "http://", "file://")):
+        raise ConfigError("maps.tile_url", f"{url!r} must start with https://, http:// or file://")
+    for field in ("{z}", "{x}", "{y}"):
+        if field not in url:
+            raise ConfigError("maps.tile_url", f"{url!r} has no {field} (a tile URL template)")
+    try:
+        url.format(z=0, x=0, y=0)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError(
+            "maps.tile_url", f"{url!r} may hold only {{z}}, {{x}} and {{y}} ({exc})"
+        ) from None
 
 
 def _check_store(config: NotifierConfig) -> None:

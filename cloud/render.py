@@ -32,11 +32,11 @@ from zoneinfo import ZoneInfo
 import msgspec
 
 from cloud import mime
-from cloud.chart import HEIGHT as CHART_HEIGHT
 from cloud.chart import WIDTH as CHART_WIDTH
 from cloud.chart import LevelChart
 from cloud.config import Language, SiteConfig
 from cloud.mime import Mail, RelatedImage
+from cloud.staticmap import StaticMaps
 from cloud.templates import JA, PHRASES, Phrases, kind_text
 from edge.event import Event, Location
 
@@ -52,6 +52,10 @@ def _japan() -> dt.tzinfo:
 JST: Final[dt.tzinfo] = _japan()
 MESSAGE_ID_DOMAIN: Final = "satoyama-edge"
 MAP_ZOOM: Final = 17
+#: Content-ID prefix of the map picture among :attr:`Content.images`.
+MAP_CID: Final = "map."
+#: A place's own description (``data.place``) is cut to this many characters.
+_MAX_PLACE_CHARS: Final = 80
 #: The device's time and the notifier's differ by more than this: show both.
 LATE_AFTER: Final = dt.timedelta(minutes=5)
 _MAX_VALUE_CHARS: Final = 300
@@ -136,6 +140,10 @@ class Content:
     """The Message-ID this mail follows up (a reminder, a summary, back online)."""
     images: list[InlineImage] = field(default_factory=list)
     """Pictures the HTML part shows inline (``multipart/related``), besides the chart."""
+    technical: list[tuple[str, str]] = field(default_factory=list)
+    """Ids for whoever maintains the devices (sensor, rule): the small print at the end."""
+    map_credit: str = ""
+    """The tiles' credit, printed under the map picture (GSI's: 出典, then its name)."""
 
 
 def render_mail(
@@ -149,24 +157,31 @@ def render_mail(
     received_at: dt.datetime | None = None,
     with_data: bool = True,
     chart: LevelChart | None = None,
+    maps: StaticMaps | None = None,
 ) -> Mail:
     """The complete message about one device event, for one recipient.
 
     ``received_at`` is when the notifier got the event (also the ``Date``);
     ``with_data=False`` leaves out the device's data fields (the fallback if
-    they cannot be shown); ``chart`` is the last 24 h of a water alert's level.
+    they cannot be shown); ``chart`` is the last 24 h of a water alert's level;
+    ``maps`` draws the map picture (none: the mail has its map links only).
     """
     phrases = PHRASES[language]
     received = _japan_time(received_at or dt.datetime.now(dt.UTC))
     when = _japan_time(event.ts)
-    text = kind_text(phrases, event.kind, event.severity)
-    place = _clean(site.name)
+    kind = event.kind
+    if kind == "trap_triggered" and event.data.get("reminder") is True:
+        kind = "trap_reminder"  # the device's own "still closed", not a new catch
+    text = kind_text(phrases, kind, event.severity)
+    place = place_name(site, event.data.get("place"))
     rows: list[tuple[str, str]] = []
+    technical: list[tuple[str, str]] = []
     details: list[tuple[str, str]] = []
     fact = ""
     if with_data:
-        rows, details = _data_rows(event, phrases)
+        rows, technical, details = _data_rows(event, phrases)
         fact = _subject_fact(event, phrases)
+    images, credit = _map_images(event.location, maps, event.id)
     content = Content(
         notice_id=event.id,
         kind=event.kind,
@@ -186,12 +201,43 @@ def render_mail(
         location=event.location,
         chart=chart,
         chart_wanted=event.kind in CHART_KINDS,
+        images=images,
+        technical=technical,
+        map_credit=credit,
     )
     return compose(content, language=language, sender=sender, recipient=recipient, index=index)
 
 
 #: Kinds whose mail carries the last 24 h of the level (``<data.sensor>.level_cm``).
 CHART_KINDS: Final = frozenset({"water_level_alert", "water_rise_alert"})
+
+
+def place_name(site: SiteConfig, described: Any = None) -> str:
+    """Where it is, as people say it: the device's own description (``data.place``,
+    from its configuration's ``device.description``) with the site's name before it
+    unless it already says it; the site's name alone for devices that send none."""
+    name = _clean(site.name)
+    if not isinstance(described, str):
+        return name
+    own = " ".join(_clean(described).split())
+    if len(own) > _MAX_PLACE_CHARS:
+        own = own[: _MAX_PLACE_CHARS - 1] + "…"
+    if not own or own == name:
+        return name
+    return own if name in own else f"{name} {own}"
+
+
+def _map_images(
+    location: Location | None, maps: StaticMaps | None, notice_id: str
+) -> tuple[list[InlineImage], str]:
+    """The map picture as an inline image (and its credit), or nothing."""
+    if maps is None or location is None or not map_links(location, PHRASES["en"]):
+        return [], ""
+    picture = maps.picture(location.lat, location.lon)
+    if picture is None:
+        return [], ""
+    cid = f"{MAP_CID}{_token(notice_id)}@{MESSAGE_ID_DOMAIN}"
+    return [InlineImage(cid, picture.png, "map.png", "")], _clean(picture.credit)
 
 
 def render_summary(
@@ -216,15 +262,20 @@ def render_summary(
     recipient: str,
     index: int,
     now: dt.datetime,
+    place: str | None = None,
+    maps: StaticMaps | None = None,
 ) -> Mail:
-    """The summary of a burst folded into one mail (an animal lingering, a flapping sensor)."""
+    """The summary of a burst folded into one mail (an animal lingering, a flapping sensor).
+
+    ``place`` is the device's own description (the first event's ``data.place``).
+    """
     phrases = PHRASES[language]
-    texts, labels = phrases.texts, phrases.labels
-    place = _clean(site.name)
+    texts = phrases.texts
+    place = place_name(site, place)
     base = kind_text(phrases, kind, severity)
     title = texts["summary_title"].format(title=base.title)
+    images, credit = _map_images(Location(lat=lat, lon=lon), maps, notice_id)
     rows: list[tuple[str, str]] = [
-        (labels["device"], _clean(device)),
         (texts["summary_count"], texts["times"].format(count=count)),
     ]
     start, end = stats.get("from"), stats.get("to")
@@ -283,6 +334,8 @@ def render_summary(
         notes=[note],
         location=Location(lat=lat, lon=lon),
         references=message_id(first_id, index),
+        images=images,
+        map_credit=credit,
     )
     return compose(content, language=language, sender=sender, recipient=recipient, index=index)
 
@@ -304,21 +357,25 @@ def render_reminder(
     recipient: str,
     index: int,
     now: dt.datetime,
+    place: str | None = None,
+    maps: StaticMaps | None = None,
 ) -> Mail:
-    """A reminder that a trap is still closed (until its ``trap_reset`` arrives)."""
+    """A reminder that a trap is still closed (until its ``trap_reset`` arrives).
+
+    ``place`` is the device's own description (the trigger's ``data.place``).
+    """
     phrases = PHRASES[language]
-    texts, labels = phrases.texts, phrases.labels
-    place = _clean(site.name)
+    texts = phrases.texts
+    place = place_name(site, place)
     text = kind_text(phrases, "trap_reminder", "alarm")
     elapsed = phrases.duration(max(0.0, now.timestamp() - closed_since))
     since = phrases.body_time(_japan_time(dt.datetime.fromtimestamp(closed_since, dt.UTC)))
     rows = [
-        (phrases.field_labels["sensor"], _clean(sensor)),
         (phrases.field_labels["closed_since"], since),
         (texts["elapsed"], elapsed),
         (texts["reminder_count"], texts["reminder_n"].format(n=number)),
-        (labels["device"], _clean(device)),
     ]
+    images, credit = _map_images(Location(lat=lat, lon=lon), maps, notice_id)
     content = Content(
         notice_id=notice_id,
         kind="trap_reminder",
@@ -332,9 +389,12 @@ def render_reminder(
         when=_japan_time(now),
         received=_japan_time(now),
         rows=rows,
-        fact=_short(f"{_clean(sensor)} {texts['elapsed_fact'].format(duration=elapsed)}"),
+        fact=_short(texts["elapsed_fact"].format(duration=elapsed)),
         location=Location(lat=lat, lon=lon),
         references=message_id(trigger_id, index),
+        images=images,
+        technical=[(phrases.field_labels["sensor"], _clean(sensor))],
+        map_credit=credit,
     )
     return compose(content, language=language, sender=sender, recipient=recipient, index=index)
 
@@ -357,6 +417,7 @@ def render_device(
     index: int,
     now: dt.datetime,
     references: str | None = None,
+    maps: StaticMaps | None = None,
 ) -> Mail:
     """A device went offline (``online=False``) or came back."""
     phrases = PHRASES[language]
@@ -385,6 +446,7 @@ def render_device(
     location = None
     if lat is not None and lon is not None:
         location = Location(lat=lat, lon=lon)
+    images, credit = _map_images(location, maps, notice_id)
     content = Content(
         notice_id=notice_id,
         kind=kind,
@@ -401,6 +463,8 @@ def render_device(
         fact=_short(_clean(device)),
         location=location,
         references=references,
+        images=images,
+        map_credit=credit,
     )
     return compose(content, language=language, sender=sender, recipient=recipient, index=index)
 
@@ -421,19 +485,7 @@ def compose(
     subject = phrases.subject.format(
         marker=marker, title=content.title, place=place, time=phrases.subject_time(content.when)
     )
-    severity = phrases.severity_names.get(content.severity, _clean(content.severity))
-    rows: list[tuple[str, str]] = [
-        (labels["what"], phrases.what.format(title=content.title, severity=severity)),
-        (labels["place"], content.place),
-        (labels["site"], _clean(content.site_id)),
-        (labels["time"], phrases.body_time(content.when)),
-    ]
-    late = abs(content.received - content.when) > LATE_AFTER
-    if not content.clock_synced or late:
-        rows.append((labels["received"], phrases.body_time(content.received)))
-    if not any(label == labels["device"] for label, _ in content.rows):
-        rows.append((labels["device"], _clean(content.device)))
-    rows.extend(content.rows)
+    rows = list(content.rows)  # what, where and when: _head(); the ids: _small_print()
     chart = _chart_block(content, phrases)
     links = map_links(content.location, phrases) if content.location is not None else []
     warning = labels["clock_warning"] if not content.clock_synced else ""
@@ -515,6 +567,31 @@ def _chart_block(content: Content, phrases: Phrases) -> _ChartBlock | None:
     return _ChartBlock(texts["chart"], rows, chart.png, cid, alt)
 
 
+def _head(content: Content, phrases: Phrases) -> list[tuple[str, str]]:
+    """Where and when (what happened is the headline above them)."""
+    labels = phrases.labels
+    head = [
+        (labels["place"], content.place),
+        (labels["time"], phrases.body_time(content.when)),
+    ]
+    late = abs(content.received - content.when) > LATE_AFTER
+    if not content.clock_synced or late:
+        head.append((labels["received"], phrases.body_time(content.received)))
+    return [(_line(label), _line(value)) for label, value in head]
+
+
+def _small_print(
+    content: Content, rows: list[tuple[str, str]], phrases: Phrases
+) -> list[tuple[str, str]]:
+    """The ids a maintainer asks for: site, device, sensor, rule (never before the facts)."""
+    labels = phrases.labels
+    out = [(labels["site"], _clean(content.site_id))]
+    if not any(label == labels["device"] for label, _ in rows):
+        out.append((labels["device"], _clean(content.device)))
+    out.extend(content.technical)
+    return [(_line(label), _line(value)) for label, value in out]
+
+
 def _plain(
     content: Content,
     rows: list[tuple[str, str]],
@@ -523,32 +600,51 @@ def _plain(
     chart: _ChartBlock | None,
     phrases: Phrases,
 ) -> str:
+    """What happened, where, when and the one map link first; the ids last."""
     labels = phrases.labels
-    out = [content.headline]
+    out = [content.headline, ""]
+    out.extend(f"■ {label}: {value}" for label, value in _head(content, phrases))
+    if warning:
+        out.append(f"※ {warning}")
+    if links and content.location is not None:
+        out.append(f"■ {labels['open_map']}: {links[0].url}")
+    else:
+        out.append(f"■ {labels['map']}: {labels['no_location']}")
     if content.advice:
-        out.append(content.advice)
-    out.append("")
-    out.extend(f"■ {label}: {value}" for label, value in rows)
+        out += ["", content.advice]
+    if rows:
+        out.append("")
+        out.extend(f"■ {label}: {value}" for label, value in rows)
     if content.notes:
         out.append("")
         out.extend(content.notes)
-    if warning:
-        out += ["", f"※ {warning}"]
     if chart is not None:
         out += ["", f"■ {chart.heading}"]
         out.extend(f"  {label}: {value}" if label else f"  {value}" for label, value in chart.rows)
-    out += ["", f"■ {labels['map']}"]
     if links and content.location is not None:
-        out.extend(f"  {link.label}: {link.url}" for link in links)
+        out += ["", f"■ {labels['other_maps']}"]
+        out.extend(f"  {link.label}: {link.url}" for link in links[1:])
         lat, lon = content.location.lat, content.location.lon
         out.append(f"  {labels['latlon']}: {lat:.6f}, {lon:.6f}")
-    else:
-        out.append(f"  {labels['no_location']}")
-    if content.details:
-        out += ["", f"■ {labels['details']}"]
-        out.extend(f"  {key}: {value}" for key, value in content.details)
-    out += ["", "--", phrases.footer, f"{labels['event_id']}: {_clean(content.notice_id)}", ""]
+    out += ["", "--", labels["technical"]]
+    out.extend(f"{label}: {value}" for label, value in _small_print(content, rows, phrases))
+    out.extend(f"{key}: {value}" for key, value in content.details)
+    out += [f"{labels['event_id']}: {_clean(content.notice_id)}", phrases.footer, ""]
     return "\n".join(out)
+
+
+#: Fits a 390-px phone and a desktop client alike; every style inline (mail clients drop <style>).
+_PAGE = (
+    "max-width:600px;margin:0 auto;padding:12px;font-family:sans-serif;font-size:16px;"
+    "line-height:1.5;color:#222222;overflow-wrap:anywhere;word-break:break-word"
+)
+_TH = 'style="text-align:left;padding:3px 12px 3px 0;vertical-align:top;font-weight:bold"'
+_TD = 'style="padding:3px 0;vertical-align:top"'
+_SMALL_TH = 'style="text-align:left;padding:1px 10px 1px 0;vertical-align:top;font-weight:normal"'
+_BUTTON = (
+    "display:inline-block;padding:12px 18px;background:#0b57d0;color:#ffffff;font-size:18px;"
+    "font-weight:bold;text-decoration:none;border-radius:8px"
+)
 
 
 def _html(
@@ -561,58 +657,91 @@ def _html(
     phrases: Phrases,
     language: str,
 ) -> str:
+    """The same as :func:`_plain`, for a phone's screen: the map within the first screenful."""
     e = html.escape
     labels = phrases.labels
-    th = 'style="text-align:left;padding:2px 12px 2px 0;vertical-align:top;white-space:nowrap"'
+    alarm = content.severity == "alarm"
     out = [
         "<!DOCTYPE html>",
         f'<html lang="{e(language)}"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{e(subject)}</title></head>",
-        '<body style="font-family:sans-serif;line-height:1.5">',
-        f'<p style="font-size:1.15em"><strong>{e(content.headline)}</strong></p>',
+        '<body style="margin:0;padding:0;background:#ffffff">',
+        f'<div style="{_PAGE}">',
+        f'<p style="margin:0 0 8px;font-size:20px;line-height:1.4;'
+        f'color:{"#b00000" if alarm else "#222222"}"><strong>{e(content.headline)}</strong></p>',
+        '<table role="presentation" style="border-collapse:collapse;margin:0 0 8px">',
     ]
-    if content.advice:
-        out.append(f"<p>{e(content.advice)}</p>")
-    out.append("<table>")
-    out.extend(f"<tr><th {th}>{e(label)}</th><td>{e(value)}</td></tr>" for label, value in rows)
+    out.extend(
+        f"<tr><th {_TH}>{e(label)}</th><td {_TD}>{e(value)}</td></tr>"
+        for label, value in _head(content, phrases)
+    )
     out.append("</table>")
-    out.extend(f"<p>{e(note)}</p>" for note in content.notes)
     if warning:
-        out.append(f'<p style="color:#b00000"><strong>{e(warning)}</strong></p>')
+        out.append(f'<p style="margin:0 0 8px;color:#b00000"><strong>{e(warning)}</strong></p>')
+    if links and content.location is not None:
+        first = links[0]
+        picture = next((i for i in content.images if i.cid.startswith(MAP_CID)), None)
+        if picture is not None:
+            alt = labels["map_alt"].format(place=content.place)
+            out.append(
+                f'<a href="{e(first.url)}" style="display:block;text-decoration:none">'
+                f'<img src="cid:{e(picture.cid)}" alt="{e(alt)}" width="600" '
+                'style="display:block;width:100%;max-width:600px;height:auto;border:0"></a>'
+            )
+            if content.map_credit:
+                out.append(
+                    f'<p style="margin:2px 0 0;font-size:12px;color:#555555">'
+                    f"{e(content.map_credit)}</p>"
+                )
+        out.append(
+            f'<p style="margin:10px 0 14px"><a href="{e(first.url)}" style="{_BUTTON}">'
+            f"{e(labels['open_map'])}</a></p>"
+        )
+    else:
+        out.append(f"<p>{e(labels['no_location'])}</p>")
+    if content.advice:
+        out.append(f'<p style="margin:0 0 10px">{e(content.advice)}</p>')
+    if rows:
+        out.append('<table role="presentation" style="border-collapse:collapse;margin:0 0 8px">')
+        out.extend(f"<tr><th {_TH}>{e(label)}</th><td {_TD}>{e(value)}</td></tr>"
+                   for label, value in rows)  # fmt: skip
+        out.append("</table>")
+    out.extend(f"<p>{e(note)}</p>" for note in content.notes)
     if chart is not None:
-        out.append(f"<h3>{e(chart.heading)}</h3>")
+        out.append(f'<h3 style="font-size:17px;margin:14px 0 6px">{e(chart.heading)}</h3>')
         if chart.png is not None:
             out.append(
-                f'<p><img src="cid:{e(chart.cid)}" alt="{e(chart.alt)}" '
-                f'width="{CHART_WIDTH}" height="{CHART_HEIGHT}" style="max-width:100%"></p>'
+                f'<p style="margin:0"><img src="cid:{e(chart.cid)}" alt="{e(chart.alt)}" '
+                f'width="{CHART_WIDTH}" style="display:block;width:100%;max-width:{CHART_WIDTH}px;'
+                'height:auto;border:0"></p>'
             )
-        out.append("<table>")
+        out.append('<table role="presentation" style="border-collapse:collapse">')
         out.extend(
-            f"<tr><th {th}>{e(label)}</th><td>{e(value)}</td></tr>" if label
-            else f'<tr><td colspan="2">{e(value)}</td></tr>'
+            f"<tr><th {_TH}>{e(label)}</th><td {_TD}>{e(value)}</td></tr>" if label
+            else f'<tr><td colspan="2" {_TD}>{e(value)}</td></tr>'
             for label, value in chart.rows
         )  # fmt: skip
         out.append("</table>")
-    out.append(f"<h3>{e(labels['map'])}</h3>")
     if links and content.location is not None:
-        out.append("<ul>")
-        out.extend(f'<li><a href="{e(link.url)}">{e(link.label)}</a></li>' for link in links)
-        out.append("</ul>")
+        others = " / ".join(f'<a href="{e(link.url)}">{e(link.label)}</a>' for link in links[1:])
         lat, lon = content.location.lat, content.location.lon
-        out.append(f"<p>{e(labels['latlon'])}: {lat:.6f}, {lon:.6f}</p>")
-    else:
-        out.append(f"<p>{e(labels['no_location'])}</p>")
-    if content.details:
-        out.append(f"<h3>{e(labels['details'])}</h3><table>")
-        out.extend(
-            f"<tr><th {th}>{e(key)}</th><td>{e(value)}</td></tr>" for key, value in content.details
+        out.append(
+            f'<p style="margin:14px 0 0">{e(labels["other_maps"])}: {others}<br>'
+            f"{e(labels['latlon'])}: {lat:.6f}, {lon:.6f}</p>"
         )
-        out.append("</table>")
+    small = _small_print(content, rows, phrases) + content.details
+    small.append((labels["event_id"], _clean(content.notice_id)))
     out.append(
-        f'<hr><p style="color:#666666;font-size:small">{e(phrases.footer)}<br>'
-        f"{e(labels['event_id'])}: {e(_clean(content.notice_id))}</p>"
+        '<hr style="border:0;border-top:1px solid #dddddd;margin:16px 0 6px">'
+        '<div style="font-size:12px;color:#666666;line-height:1.4">'
+        f'<p style="margin:0 0 2px">{e(labels["technical"])}</p>'
+        '<table role="presentation" style="border-collapse:collapse">'
     )
-    out.append("</body></html>")
+    out.extend(f"<tr><th {_SMALL_TH}>{e(key)}</th><td>{e(value)}</td></tr>"
+               for key, value in small)  # fmt: skip
+    out.append(f'</table><p style="margin:6px 0 0">{e(phrases.footer)}</p></div>')
+    out.append("</div></body></html>")
     return "\n".join(out) + "\n"
 
 
@@ -623,22 +752,24 @@ _DURATIONS: Final = frozenset(
 )  # fmt: skip
 _MOMENTS: Final = frozenset({"closed_since"})
 _NAP_KINDS: Final = frozenset({"prone_alarm", "apnea_alarm", "alarm_cleared", "posture_check"})
-_SENSOR_KINDS: Final = frozenset(
-    {"trap_triggered", "trap_reset", "trap_armed", "sensor_fault", "sensor_recovered"}
-)
+_TRAP_KINDS: Final = frozenset({"trap_triggered"})
 
 
 def _data_rows(
     event: Event, phrases: Phrases
-) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    """(rows for well-known data keys, in a fixed order; rows for all other keys).
+) -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[tuple[str, str]]]:
+    """(rows a person reads; the ids of what saw it, for the small print; all other keys).
 
-    Order: what saw it (detector, sensor, trap, cot), then the deterrents that
-    ran, then the other well-known keys in the templates' order.
+    Rows: the cot, then the deterrents that ran, then the other well-known
+    keys in the templates' order.  ``place`` is the mail's place (not a row)
+    and ``reminder`` its title (the device's "still closed"), so neither is a row.
     """
     data: dict[str, Any] = dict(event.data)
+    for said_elsewhere in ("place", "reminder", "stages"):
+        data.pop(said_elsewhere, None)
     labels = phrases.field_labels
     first: list[tuple[str, str]] = []
+    technical: list[tuple[str, str]] = []
     deterrents: list[tuple[str, str]] = []
     later: list[tuple[str, str]] = []
     # Deterrents arrive as `siren` / `strobe` booleans, or an `actions` list naming what ran.
@@ -660,9 +791,12 @@ def _data_rows(
     for key, label in labels.items():
         if key in data:
             row = (label, _field(key, data.pop(key), phrases))
-            (first if key in _WHO else later).append(row)
+            if key in _IDS:
+                technical.append(row)
+            else:
+                (first if key in _WHO else later).append(row)
     details = [(_clean(key), _value(data[key], phrases)) for key in sorted(data)]
-    return first + deterrents + later, details
+    return first + deterrents + later, technical, details
 
 
 def _stage_text(data: dict[str, Any], phrases: Phrases) -> str | None:
@@ -674,7 +808,7 @@ def _stage_text(data: dict[str, Any], phrases: Phrases) -> str | None:
         if isinstance(standard, str):
             standard = _clean(standard)
         if standard and standard != label and standard != code:
-            return f"{label}（{standard}）" if phrases is JA else f"{label} ({standard})"
+            return f"{label}（{standard}）" if phrases is JA else f"{label} ({standard})"  # noqa: RUF001
         return label
     if isinstance(code, str):
         return _clean(standard) if isinstance(standard, str) else standard
@@ -715,9 +849,10 @@ def _subject_fact(event: Event, phrases: Phrases) -> str:
         return _short(f"{level:g}cm")
     if kind in _NAP_KINDS and isinstance(data.get("cot"), str | int):
         return _short(_clean(str(data["cot"])))
-    if kind in _SENSOR_KINDS and isinstance(data.get("sensor"), str):
-        return _short(_clean(data["sensor"]))
-    return ""
+    if kind in _TRAP_KINDS and _is_number(data.get("closed_s")) and data.get("closed_s"):
+        elapsed = phrases.duration(float(data["closed_s"]))
+        return _short(texts["elapsed_fact"].format(duration=elapsed))
+    return ""  # a sensor's name (``trap_a``) means nothing to the reader: small print only
 
 
 def _is_number(value: Any) -> bool:
@@ -740,7 +875,9 @@ def _period(start: float, end: float, phrases: Phrases) -> str:
     return phrases.texts["period"].format(start=at(start), end=at(end))
 
 
-_WHO: Final = frozenset({"detector", "sensor", "trap", "cot"})
+_WHO: Final = frozenset({"cot", "deterrent"})
+#: Names from the device's configuration (``pir_north``, ``chase_north``): for the small print.
+_IDS: Final = frozenset({"detector", "sensor", "trap", "rule"})
 
 
 def _value(value: Any, phrases: Phrases) -> str:
@@ -794,7 +931,9 @@ def _sanitised(content: Content) -> Content:
         advice=_text(content.advice),
         fact=_line(content.fact),
         rows=[(_line(label), _line(value)) for label, value in content.rows],
+        technical=[(_line(label), _line(value)) for label, value in content.technical],
         details=[(_line(label), _line(value)) for label, value in content.details],
+        map_credit=_line(content.map_credit),
         notes=[_text(note) for note in content.notes],
     )
 

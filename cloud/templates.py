@@ -236,6 +236,10 @@ JA: Final = Phrases(
         "no_location": "位置情報がありません（端末の設置位置が未設定です）。",
         "details": "詳細データ",
         "event_id": "イベントID",
+        "open_map": "地図で場所を開く",
+        "other_maps": "ほかの地図",
+        "map_alt": "{place}の地図（中央の赤いピンが場所です）",
+        "technical": "保守用の情報（お問い合わせの際にお伝えください）",
     },
     field_labels={
         "detector": "検知器",
@@ -331,7 +335,7 @@ JA: Final = Phrases(
         "chart_points": "記録数",
         "summary_title": "{title}・まとめ",
         "summary_headline": "{place}で、最初のお知らせの後も同じ事象が{count}件ありました。",
-        "summary_over": "最後の記録から{quiet}の間、新たな記録はありません（終息したとみられます）。",
+        "summary_over": "最後の記録から{quiet}の間、新たな記録はありません（終息したとみられます）。",  # noqa: E501
         "summary_ongoing": "現在も続いています。続く場合、次のまとめは{every}後です。",
         "summary_count": "件数",
         "summary_period": "期間",
@@ -457,6 +461,10 @@ EN: Final = Phrases(
         "no_location": "No location (the device's position has not been set).",
         "details": "Details",
         "event_id": "Event ID",
+        "open_map": "Open the place on a map",
+        "other_maps": "Other maps",
+        "map_alt": "Map of {place} (the red pin in the middle marks the place)",
+        "technical": "For maintenance (quote these when you ask about this mail)",
     },
     field_labels={
         "detector": "Detector",
@@ -551,9 +559,9 @@ EN: Final = Phrases(
         "chart_none": "No readings in the last 24 hours.",
         "chart_points": "Readings",
         "summary_title": "{title}: summary",
-        "summary_headline": "After the first notice, the same happened {count} more times at {place}.",
+        "summary_headline": "After the first notice, the same happened {count} more times at {place}.",  # noqa: E501
         "summary_over": "Nothing more for {quiet} since the last one: it seems to be over.",
-        "summary_ongoing": "It is still going on; if it continues, the next summary comes in {every}.",
+        "summary_ongoing": "It is still going on; if it continues, the next summary comes in {every}.",  # noqa: E501
         "summary_count": "Count",
         "summary_period": "Period",
         "summary_by_sensor": "By sensor",

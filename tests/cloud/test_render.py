@@ -18,6 +18,8 @@ import pytest
 from PIL import Image
 
 import cloud.render
+from cloud.chart import HEIGHT as CHART_HEIGHT
+from cloud.chart import WIDTH as CHART_WIDTH
 from cloud.chart import level_chart
 from cloud.config import KNOWN_KINDS, SiteConfig
 from cloud.render import (
@@ -61,6 +63,18 @@ def parts(msg: EmailMessage) -> tuple[str, str]:
     html = msg.get_body(("html",))
     assert plain is not None and html is not None
     return plain.get_content(), html.get_content()
+
+
+def top_and_small_print(plain: str) -> tuple[str, str]:
+    """The text part above the signature line ("--"), and the small print under it."""
+    top, small = plain.replace("\r\n", "\n").split("\n--\n", 1)
+    return top, small
+
+
+def html_row(label: str, value: str) -> re.Pattern[str]:
+    """A table row of the HTML part, whatever its inline styles."""
+    esc = value.replace("&", "&amp;").replace("<", "&lt;")
+    return re.compile(rf"<th[^>]*>{re.escape(label)}</th><td[^>]*>{re.escape(esc)}</td>")
 
 
 def test_mime_structure_and_headers() -> None:
@@ -116,11 +130,12 @@ def test_time_is_japan_time_across_midnight() -> None:
 def test_body_tells_what_where_which_device_and_which_detector() -> None:
     event = make_event(data={"detector": "pir-north", "siren": True, "strobe": False})
     plain, html = parts(rendered(event))
-    assert "片丘 東の田で動物（イノシシ・シカなど）を検知しました。" in plain
-    assert f"■ サイトID: {SITE}" in plain
-    assert "■ 端末: pi-east-01" in plain
-    assert "■ 日時: 2025年11月24日(月) 13:05:12（日本時間）" in plain
-    assert "■ 検知器: pir-north" in plain
+    top, small = top_and_small_print(plain)
+    assert top.startswith("片丘 東の田で動物（イノシシ・シカなど）を検知しました。")
+    assert f"サイトID: {SITE}" in small and "サイトID" not in top
+    assert "端末: pi-east-01" in small and "pi-east-01" not in top
+    assert "■ 日時: 2025年11月24日(月) 13:05:12（日本時間）" in top
+    assert "検知器: pir-north" in small and "pir-north" not in top
     assert "■ サイレン: 鳴らしました" in plain
     assert "■ ライト: 点滅させました" not in plain
     assert "■ ライト: 点滅させていません" in plain
@@ -146,7 +161,8 @@ def test_map_links_carry_the_position_with_six_decimals() -> None:
     for url in (gsi, osm, google):
         assert url in plain
         assert f'href="{url.replace("&", "&amp;")}"' in html
-    assert "地理院地図" in plain and "Google マップ" in plain
+    assert f"■ 地図で場所を開く: {gsi}" in plain  # one tap, near the top
+    assert "OpenStreetMap" in plain and "Google マップ" in plain
 
 
 def test_unset_location_gives_no_map_links() -> None:
@@ -217,7 +233,7 @@ def test_english_rendering() -> None:
     assert "■ When: Mon 24 Nov 2025, 13:05:12 JST (UTC+9)" in plain
     assert "■ Siren: sounded" in plain
     assert "■ Strobe: did not flash" in plain
-    assert "GSI Maps" in plain and 'lang="en"' in html
+    assert "■ Open the place on a map: https://maps.gsi.go.jp/" in plain and 'lang="en"' in html
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
@@ -294,7 +310,7 @@ def test_anomaly_says_what_the_series_did(pattern: str, ja: str, en: str) -> Non
     data = {"sensor": "river-gauge", "series": "water", "tests": ["peak"], "pattern": pattern}
     plain, _ = parts(rendered(make_event("anomaly", "warning", data=data)))
     assert f"■ 異常の形: {ja}" in plain
-    assert "■ センサー: river-gauge" in plain
+    assert "センサー: river-gauge" in top_and_small_print(plain)[1]
     plain, _ = parts(rendered(make_event("anomaly", "warning", data=data), language="en"))
     assert f"Pattern: {en}" in plain
 
@@ -334,16 +350,16 @@ KIND_FACTS: list[tuple[str, str, dict[str, Any], str, list[str]]] = [
     ("animal_detected", "alarm",
      {"sensor": "pir_north", "rule": "chase_north", "deterrent": "resting", "siren": False,
       "strobe": False},
-     "", ["■ センサー: pir_north", "■ 動作ルール: chase_north",
+     "", ["センサー: pir_north", "動作ルール: chase_north",
           "■ 威嚇装置: 休止中のため作動せず（直前に作動済み。動物がまだ近くにいます）",
           "■ サイレン: 鳴らしていません", "■ ライト: 点滅させていません"]),
     ("trap_triggered", "alarm",
      {"sensor": "box_trap_2", "closed_since": CLOSED_SINCE, "closed_s": 900.0},
-     "box_trap_2", ["■ センサー: box_trap_2", "■ 閉じた日時: 2025年11月24日(月) 12:50:12（日本時間）",
-                    "■ 閉じている時間: 15分"]),
+     "15分経過", ["センサー: box_trap_2", "■ 閉じた日時: 2025年11月24日(月) 12:50:12（日本時間）",
+                 "■ 閉じている時間: 15分"]),
     ("trap_reset", "info",
      {"sensor": "box_trap_2", "closed_since": CLOSED_SINCE, "closed_s": 7500.0},
-     "box_trap_2", ["■ 閉じている時間: 2時間5分"]),
+     "", ["■ 閉じている時間: 2時間5分", "センサー: box_trap_2"]),
     ("water_level_alert", "alarm",
      {"sensor": "level_east", "level_cm": 182.5, "stage": "flood_warning",
       "stage_label": "はん濫注意", "threshold_cm": 180.0, "direction": "rising"},
@@ -369,14 +385,15 @@ KIND_FACTS: list[tuple[str, str, dict[str, Any], str, list[str]]] = [
      "ひよこ3", ["■ 解除された警報: うつぶせ寝警報", "■ 確認者: （確認者の記録なし）"]),
     ("sensor_fault", "warning",
      {"sensor": "level_east", "fault": "wire_break", "message": "current 2.1 mA < 3.6 mA"},
-     "level_east", ["■ センサー: level_east", "■ 異常コード: wire_break",
-                    "■ メッセージ: current 2.1 mA < 3.6 mA"]),
-    ("sensor_recovered", "info", {"sensor": "level_east", "down_s": 3720.0}, "level_east",
+     "", ["センサー: level_east", "■ 異常コード: wire_break",
+          "■ メッセージ: current 2.1 mA < 3.6 mA"]),
+    ("sensor_recovered", "info", {"sensor": "level_east", "down_s": 3720.0}, "",
      ["■ 停止していた時間: 1時間2分"]),
     ("heartbeat", "info",
      {"interval_s": 300.0, "uptime_s": 90061.0, "outbox_depth": 0, "oldest_undelivered_s": None,
       "sensors": {"pir_north": "ok", "level_east": "fault"}},
-     "", ["■ 通知間隔: 5分", "■ 稼働時間: 1日1時間", "■ センサーの状態: level_east: 異常, pir_north: 正常"]),
+     "", ["■ 通知間隔: 5分", "■ 稼働時間: 1日1時間",
+          "■ センサーの状態: level_east: 異常, pir_north: 正常"]),
     ("command_rejected", "warning", {"command": "reboot", "reason": "not allowed"}, "",
      ["■ コマンド: reboot", "■ 理由: not allowed"]),
 ]  # fmt: skip
@@ -392,23 +409,23 @@ def test_each_kind_carries_its_facts(
     place = f"{PLACE} {fact}" if fact else PLACE
     assert msg["Subject"] == f"{marker}【{title}】{place} 11月24日 13:05"
     plain, html = parts(msg)
+    top, small = top_and_small_print(plain)
     for line in lines:
-        assert line in plain
-        label, value = line[2:].split(": ", 1)
-        assert (
-            f"<th {_TH}>{label}</th><td>{value.replace('&', '&amp;').replace('<', '&lt;')}</td>"
-            in html
-        )
+        # facts for people above the signature; names from the device's config under it
+        if line.startswith("■ "):
+            assert line in top
+            label, value = line[2:].split(": ", 1)
+        else:
+            assert line in small.splitlines()
+            label, value = line.split(": ", 1)
+        assert html_row(label, value).search(html), line
     assert "詳細データ" not in plain  # every key the device sends for this kind is known
-
-
-_TH = 'style="text-align:left;padding:2px 12px 2px 0;vertical-align:top;white-space:nowrap"'
 
 
 def test_unknown_data_keys_are_still_shown() -> None:
     plain, html = parts(rendered(make_event("prone_alarm", data={"cot": "1", "mat_rev": "B2"})))
-    assert "■ 詳細データ" in plain and "  mat_rev: B2" in plain
-    assert "mat_rev" in html
+    assert "mat_rev: B2" in top_and_small_print(plain)[1]
+    assert html_row("mat_rev", "B2").search(html)
 
 
 def test_english_facts_per_recipient_language() -> None:
@@ -428,9 +445,10 @@ def _water_chart() -> tuple[Any, float]:
 
 
 def test_water_alert_embeds_the_last_24_hours_as_an_inline_image() -> None:
-    chart, end = _water_chart()
-    event = make_event("water_level_alert", data={"sensor": "level_east", "level_cm": 171.5,
-                                                  "threshold_cm": 150.0, "stage": "flood_watch"})  # fmt: skip
+    chart, _ = _water_chart()
+    event = make_event("water_level_alert", data={
+        "sensor": "level_east", "level_cm": 171.5, "threshold_cm": 150.0, "stage": "flood_watch",
+    })  # fmt: skip
     msg = rendered(event, chart=chart)
     assert msg.get_content_type() == "multipart/alternative"
     plain_part, related = msg.iter_parts()
@@ -444,7 +462,7 @@ def test_water_alert_embeds_the_last_24_hours_as_an_inline_image() -> None:
     assert f'src="cid:{cid}"' in html
     png = image.get_content()
     with Image.open(io.BytesIO(png)) as picture:
-        assert picture.format == "PNG" and picture.size == (600, 260)
+        assert picture.format == "PNG" and picture.size == (CHART_WIDTH, CHART_HEIGHT)
         colours = {c for _, c in picture.convert("RGB").getcolors(100000)}
     assert (31, 100, 180) in colours and (200, 30, 30) in colours  # the level, the threshold
     plain = plain_part.get_content()
@@ -519,7 +537,7 @@ def test_trap_reminder_says_how_long_it_has_been_closed() -> None:
         device="pi-trap-01", sensor="box_trap_2", closed_since=closed, number=2, lat=LAT,
         lon=LON, language="ja", sender=SENDER, recipient="hunter@example.jp", index=1, now=NOW,
     ))  # fmt: skip
-    assert msg["Subject"] == f"【緊急】【わな未解除】{PLACE} box_trap_2 3時間経過 11月24日 16:05"
+    assert msg["Subject"] == f"【緊急】【わな未解除】{PLACE} 3時間経過 11月24日 16:05"
     assert msg["In-Reply-To"] == "<trig.1@satoyama-edge>"
     plain, _ = parts(msg)
     assert "■ 閉じた日時: 2025年11月24日(月) 13:05:12（日本時間）" in plain
@@ -565,7 +583,7 @@ def test_a_line_break_in_a_stage_label_costs_nothing_of_the_alert(language: str)
     assert "\n" not in msg["Subject"] and "\r" not in msg["Subject"]
     assert "182.5" in msg["Subject"]
     assert msg["Bcc"] is None
-    plain, html = parts(msg)
+    plain, _ = parts(msg)
     assert "182.5" in plain
     assert not any(line.startswith("Bcc:") for line in plain.splitlines())
     assert "victim@example.jp" in plain  # shown, on the stage's own line
@@ -599,7 +617,7 @@ def test_bidi_overrides_and_isolates_are_stripped_from_subjects_and_bodies(
     plain, html = parts(msg)
     for text in (str(msg["Subject"]), plain, html):
         assert not re.search("[\u202a-\u202e\u2066-\u2069]", text)
-    assert "片丘東の田" in str(msg["Subject"]) and "box_trap" in str(msg["Subject"])
+    assert "片丘東の田" in str(msg["Subject"]) and "box_trap" in plain
     assert "pieast" in plain and "gpj.exe" in plain and "key: val" in plain
     reminder = _parse(render_reminder(
         notice_id="notice:t.r1", trigger_id="t", site_id=SITE, site=site,
@@ -617,3 +635,72 @@ def test_bidi_overrides_and_isolates_are_stripped_from_subjects_and_bodies(
         plain, html = parts(other)
         for text in (str(other["Subject"]), plain, html):
             assert not re.search("[\u202a-\u202e\u2066-\u2069]", text)
+
+
+# --- read at a glance on a phone (issue 14) -------------------------------------------
+
+
+def test_the_devices_own_description_of_the_place_reaches_the_mail() -> None:
+    data = {"sensor": "pir_north", "rule": "chase_north", "siren": True, "place": "北端の柵"}
+    msg = rendered(make_event(data=data))
+    assert msg["Subject"] == f"【緊急】【動物検知】{PLACE} 北端の柵 11月24日 13:05"
+    plain, html = parts(msg)
+    assert plain.startswith(f"{PLACE} 北端の柵で動物")
+    assert f"■ 場所: {PLACE} 北端の柵" in plain
+    assert html_row("場所", f"{PLACE} 北端の柵").search(html)
+    assert "place:" not in plain  # the place, not a data row
+
+
+def test_a_description_that_names_the_site_is_not_doubled() -> None:
+    msg = rendered(make_event(data={"sensor": "pir_north", "place": f"{PLACE} 北端の柵"}))
+    assert msg["Subject"].startswith(f"【緊急】【動物検知】{PLACE} 北端の柵 ")
+
+
+def test_an_older_device_without_a_description_still_names_the_site() -> None:
+    msg = rendered(make_event(data={"sensor": "pir_north", "siren": True}))
+    assert msg["Subject"] == f"【緊急】【動物検知】{PLACE} 11月24日 13:05"
+    assert f"■ 場所: {PLACE}\n" in parts(msg)[0].replace("\r\n", "\n")
+
+
+def test_what_where_when_and_the_map_come_before_any_id() -> None:
+    data = {"sensor": "pir_north", "rule": "chase_north", "deterrent": "sounded", "siren": True,
+            "strobe": True, "place": "北端の柵"}  # fmt: skip
+    event = make_event(data=data)
+    plain, html = parts(rendered(event))
+    plain = plain.replace("\r\n", "\n")
+    lines = plain.splitlines()
+    assert lines[0].startswith(f"{PLACE} 北端の柵で動物")
+    assert lines[2:5] == [
+        f"■ 場所: {PLACE} 北端の柵",
+        "■ 日時: 2025年11月24日(月) 13:05:12（日本時間）",
+        f"■ 地図で場所を開く: https://maps.gsi.go.jp/#17/{LAT:.6f}/{LON:.6f}/",
+    ]
+    ids = (SITE, "pi-east-01", "pir_north", "chase_north", event.id)
+    first_id = min(plain.index(x) for x in ids)
+    assert plain.index("■ サイレン: 鳴らしました") < first_id
+    assert plain.index("--\n") < first_id
+    first_html_id = min(html.index(x) for x in (SITE, "pir_north", "chase_north", event.id))
+    assert html.index("地図で場所を開く") < html.index("サイレン") < first_html_id
+    assert html.index("場所") < first_html_id
+    assert "font-size:12px" in html[html.index("<hr") :]  # the ids in small print
+
+
+def test_the_trap_mail_has_no_raw_sensor_name_in_its_subject_and_no_machine_rows() -> None:
+    closure = {"sensor": "trap_a", "closed_since": CLOSED_SINCE, "reminder": False,
+               "place": "沢沿いの箱わな"}  # fmt: skip
+    msg = rendered(make_event("trap_triggered", data=closure))
+    assert msg["Subject"] == f"【緊急】【わな作動】{PLACE} 沢沿いの箱わな 11月24日 13:05"
+    plain, html = parts(msg)
+    top, small = top_and_small_print(plain)
+    assert "trap_a" not in top and "センサー: trap_a" in small
+    assert "reminder" not in plain and "いいえ" not in plain and "リマインダー" not in plain
+    assert "■ 閉じた日時: 2025年11月24日(月) 12:50:12（日本時間）" in top
+    assert "reminder" not in html and "いいえ" not in html
+
+
+def test_the_devices_own_still_closed_reminder_is_titled_as_one() -> None:
+    still = {"sensor": "trap_a", "closed_since": CLOSED_SINCE, "closed_s": 3600.0,
+             "reminder": True}  # fmt: skip
+    msg = rendered(make_event("trap_triggered", data=still))
+    assert msg["Subject"] == f"【緊急】【わな未解除】{PLACE} 1時間経過 11月24日 13:05"
+    assert "わなが閉じたままです" in parts(msg)[0]
