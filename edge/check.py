@@ -2,9 +2,11 @@
 
 It probes every configured sensor and actuator without running the rules (a
 hand waved at the detector must not sound the siren or e-mail the farmers),
-shows a live table that fits an 80-column SSH terminal, fires actuators' test
-patterns on request, checks the link to the broker and the modem, and ends
-with a one-line verdict: exit 0, or 1 naming each failing part.
+shows a live table that fits an 80-column SSH terminal (columns measured in
+display cells, so Japanese labels line up; long cells wrap, nothing is cut),
+fires actuators' test patterns on request, checks the link to the broker and
+the modem, and ends with a one-line verdict: exit 0, or 1 naming each failing
+part, every error in full.
 
 Parts that can only be proven by exercising them (the detector, the trap)
 count as passed once they changed during the check, and as "not exercised"
@@ -15,9 +17,11 @@ failure.
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -25,6 +29,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import aiomqtt
+from wcwidth import wcwidth
 
 from edge.actuators import build_actuator, test_pattern
 from edge.config import (
@@ -79,12 +84,82 @@ class Verdict:
         return "FAIL: " + "; ".join(f"{p.name} ({p.detail or p.status})" for p in bad)
 
 
-def render_table(parts: list[Part], elapsed: float, width: int = 80) -> str:
-    head = f"{'part':<14}{'where':<16}{'status':<14}reading"
-    rows = [f"edge check  {elapsed:5.0f} s   (Ctrl-C to finish)", head, "-" * min(width, 78)]
+PI_EXTRA_HINT = (
+    "on the Raspberry Pi, install the pi extra (lgpio): bash scripts/setup.sh device, "
+    "or pip install 'satoyama-edge[pi]'"
+)
+
+
+def _printable(text: str) -> str:
+    """One line of text for a terminal: control characters (newlines, escapes) become spaces."""
+    return "".join(ch if ch.isprintable() else " " for ch in text)
+
+
+def display_width(text: str) -> int:
+    """Columns the text takes on a terminal: East Asian wide characters take two."""
+    return sum(max(wcwidth(ch), 0) for ch in text)
+
+
+def wrap(text: str, width: int) -> list[str]:
+    """Lines of at most ``width`` display columns: at spaces, inside a long word when needed."""
+    width = max(width, 2)
+    lines: list[str] = []
+    line = ""
+    for word in _printable(text).split(" "):
+        candidate = f"{line} {word}" if line else word
+        if display_width(candidate) <= width:
+            line = candidate
+            continue
+        if line:
+            lines.append(line)
+        while display_width(word) > width:
+            piece = ""
+            for ch in word:
+                if display_width(piece + ch) > width:
+                    break
+                piece += ch
+            lines.append(piece)
+            word = word[len(piece) :]
+        line = word
+    lines.append(line)
+    return lines
+
+
+def _pad(text: str, width: int) -> str:
+    return text + " " * max(0, width - display_width(text))
+
+
+def render_table(
+    parts: list[Part], elapsed: float, width: int = 80, notes: list[str] | None = None
+) -> str:
+    """The parts as a table of at most ``width`` display columns; long cells wrap onto more
+    lines (an error is never cut), wide characters are counted as the two columns they take."""
+    width = max(width, 60)
+    cols = [
+        min(max([display_width(p.name) for p in parts] + [4]), 18) + 2,
+        min(max([display_width(p.where) for p in parts] + [5]), 22) + 2,
+        len("not exercised") + 2,
+    ]
+    cols.append(width - sum(cols))
+    rows = [
+        f"edge check  {elapsed:5.0f} s   (Ctrl-C to finish)",
+        "".join(_pad(h, w) for h, w in zip(("part", "where", "status"), cols[:3], strict=True))
+        + "reading",
+        "-" * min(width, 78),
+    ]
     for p in parts:
-        reading = (p.reading or p.detail)[: max(0, width - 45)]
-        rows.append(f"{p.name[:13]:<14}{p.where[:15]:<16}{p.status:<14}{reading}")
+        shown = (p.detail or p.reading) if p.failed else (p.reading or p.detail)
+        cells = [p.name, p.where, p.status, shown]
+        wrapped = [
+            wrap(c, w - 2 if i < 3 else w) for i, (c, w) in enumerate(zip(cells, cols, strict=True))
+        ]
+        for n in range(max(len(w) for w in wrapped)):
+            line = "".join(
+                _pad(w[n] if n < len(w) else "", cols[i]) for i, w in enumerate(wrapped[:3])
+            )
+            rows.append((line + (wrapped[3][n] if n < len(wrapped[3]) else "")).rstrip())
+    for note in notes or []:
+        rows += wrap(f"note: {note}", width)
     return "\n".join(rows)
 
 
@@ -109,9 +184,31 @@ class Checker:
         """Coroutine functions that watch bus and serial sensors until cancelled."""
         self.parts: dict[str, Part] = {}
         self.devices: dict[str, Any] = {}
+        self.notes: list[str] = []
+        """Lines for the installer under the table (e.g. how to get the GPIO backend)."""
         self._readers: list[Callable[[], None]] = []
 
     def build(self) -> None:
+        """Open every part.  gpiozero's fallback warnings (one per pin backend it could not
+        load, printed as four tracebacks-worth of lines) become one note with the fix."""
+        from gpiozero.exc import PinFactoryFallback
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", PinFactoryFallback)
+            self._build()
+        fell_back = []
+        for w in caught:
+            if issubclass(w.category, PinFactoryFallback):
+                fell_back.append(str(w.message).removeprefix("Falling back from ").split(":")[0])
+            else:
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+        if fell_back:
+            self.notes.append(
+                f"GPIO: gpiozero could not use {', '.join(fell_back)} (no lgpio here); "
+                + PI_EXTRA_HINT
+            )
+
+    def _build(self) -> None:
         from drivers.pir import PirDetector
         from drivers.trap_switch import TrapSwitch
         from edge.daemon import make_pin_factory
@@ -126,7 +223,7 @@ class Checker:
                         s.pin, pin_factory=self.pin_factory, pull=s.pull,
                         active_high=s.active_high, warmup_s=0,
                     )
-                except Exception as exc:  # noqa: BLE001 - report, don't crash
+                except Exception as exc:
                     part.status, part.detail = "fail", f"cannot open pin: {exc}"
                     continue
                 self.devices[name] = det
@@ -139,7 +236,7 @@ class Checker:
                         s.pin, pin_factory=self.pin_factory, closed_level=s.closed_level,
                         pull=s.pull,
                     )
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     part.status, part.detail = "fail", f"cannot open pin: {exc}"
                     continue
                 self.devices[name] = sw
@@ -160,7 +257,7 @@ class Checker:
             part = self.parts[name] = Part(name, f"GPIO{a.pin}", "ok", "off")
             try:
                 self.devices[name] = build_actuator(a, self.pin_factory)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 part.status, part.detail = "fail", f"cannot open pin: {exc}"
 
     async def _poll_probe(self, part: Part, c: PressureProbeConfig) -> None:
@@ -184,7 +281,7 @@ class Checker:
                 part.status, part.detail = "fail", f"loop {exc.kind.replace('_', ' ')}"
                 part.reading = part.detail
             except (DriverError, OSError) as exc:
-                part.status, part.detail = "fail", f"no answer: {exc}"[:60]
+                part.status, part.detail = "fail", f"no answer: {exc}"
                 part.reading = "no answer"
             await asyncio.sleep(1.0)
 
@@ -200,7 +297,7 @@ class Checker:
                     part.status, part.detail = "ok", ""
                     part.reading = f"{mm} mm = level {c.mount_height_cm - mm / 10:.1f} cm"
                 except DriverError as exc:
-                    part.status, part.detail = "fail", str(exc)[:60]
+                    part.status, part.detail = "fail", str(exc) or type(exc).__name__
                     part.reading = "no frames"
                     await asyncio.sleep(0.5)
         finally:
@@ -218,7 +315,7 @@ class Checker:
                 try:
                     frame = await mat.read(timeout=2.0)
                 except DriverError as exc:
-                    part.status, part.detail = "fail", str(exc)[:60]
+                    part.status, part.detail = "fail", str(exc) or type(exc).__name__
                     part.reading = "no frames"
                     await asyncio.sleep(0.5)
                     continue
@@ -268,7 +365,7 @@ class Checker:
 
     async def check_uplink(self) -> Part:
         up = self.config.uplink
-        part = Part("uplink", f"{up.host}:{up.port}"[:15])
+        part = Part("uplink", f"{up.host}:{up.port}")
         self.parts["uplink"] = part
         tls: ssl.SSLContext | None = None
         try:
@@ -283,7 +380,7 @@ class Checker:
             ):
                 part.status, part.reading = "ok", "broker answered"
         except (aiomqtt.MqttError, OSError, ValueError) as exc:
-            part.status, part.detail = "fail", str(exc)[:60] or type(exc).__name__
+            part.status, part.detail = "fail", str(exc) or type(exc).__name__
         return part
 
     async def check_models(self) -> None:
@@ -320,7 +417,7 @@ class Checker:
         try:
             model = PostureModel.load(*self._model_files("posture"))
         except Exception as exc:  # any failure to load is this part's failure
-            part.status, part.detail = "fail", str(exc)[:60] or type(exc).__name__
+            part.status, part.detail = "fail", str(exc) or type(exc).__name__
             return part
         try:
             t0 = time.perf_counter()
@@ -360,7 +457,7 @@ class Checker:
                 finally:
                     model.close()
         except Exception as exc:  # any failure to load is this part's failure
-            part.status, part.detail = "fail", str(exc)[:60] or type(exc).__name__
+            part.status, part.detail = "fail", str(exc) or type(exc).__name__
             return part
         part.status, part.reading = "ok", f"v{version}: {', '.join(series)} scored as expected"
         return part
@@ -381,7 +478,7 @@ class Checker:
         for dev in self.devices.values():
             try:
                 dev.close()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
 
 
@@ -401,6 +498,12 @@ async def run_check(
     checker = Checker(config, pin_factory=pin_factory, i2c_bus=i2c_bus, models_dir=models_dir)
     checker.build()
     live = out.isatty() if live is None else live
+    width = 80
+    if live:
+        try:
+            width = os.get_terminal_size(out.fileno()).columns
+        except (OSError, ValueError):
+            pass
     pollers = [asyncio.create_task(p()) for p in checker.pollers]
     try:
         await asyncio.gather(
@@ -413,8 +516,10 @@ async def run_check(
         while time.monotonic() - t0 < watch_s and not stop.is_set():
             checker.sample()
             if live:
-                out.write("\x1b[H\x1b[2J" + render_table(list(checker.parts.values()),
-                                                       time.monotonic() - t0) + "\n")
+                table = render_table(
+                    list(checker.parts.values()), time.monotonic() - t0, width, checker.notes
+                )
+                out.write("\x1b[H\x1b[2J" + table + "\n")
                 out.flush()
             await wait_set(stop, 0.25)
         checker.sample()
@@ -422,8 +527,8 @@ async def run_check(
             if part.status == "waiting":
                 part.status = "not exercised"
         verdict = Verdict(list(checker.parts.values()), require_exercise)
-        out.write(render_table(verdict.parts, time.monotonic() - t0) + "\n")
-        out.write(verdict.line() + "\n")
+        out.write(render_table(verdict.parts, time.monotonic() - t0, width, checker.notes) + "\n")
+        out.write(verdict.line() + "\n")  # one line, whole: scripts read it, nothing is cut
         return verdict
     finally:
         for task in pollers:

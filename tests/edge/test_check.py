@@ -18,7 +18,9 @@ from edge.sim.site import device_config
 from tests.support.waiting import until
 
 REPO = Path(__file__).resolve().parents[2]
-TRAP = '\n[sensors.trap_a]\ntype = "trap"\npin = 5\n\n[actuators.buzzer]\ntype = "buzzer"\npin = 6\n'
+TRAP = (
+    '\n[sensors.trap_a]\ntype = "trap"\npin = 5\n\n[actuators.buzzer]\ntype = "buzzer"\npin = 6\n'
+)
 
 
 def config_text(tmp_path: Path, port: int) -> str:
@@ -191,3 +193,97 @@ async def test_a_corrupt_posture_model_fails_the_check_naming_why(
     assert line.startswith("FAIL: ") and "posture-model (" in line
     assert "hash mismatch" in line
     assert "anomaly-model" not in line
+
+
+# -- what the installer reads: aligned, wrapped, never cut ---------------------------------------
+
+
+def _table_rows(text: str) -> list[str]:
+    """The final table's lines (from the header to the verdict)."""
+    lines = text.splitlines()
+    start = max(i for i, ln in enumerate(lines) if ln.startswith("part "))
+    return lines[start:-1]
+
+
+def _columns(rows: list[str]) -> dict[str, dict[str, str]]:
+    """Each part's cells, re-joined across wrapped lines, cut at the header's display columns."""
+    from edge.check import display_width
+
+    header = rows[0]
+    starts = [header.index(h) for h in ("part", "where", "status", "reading")]  # ASCII header
+    parts: dict[str, dict[str, str]] = {}
+    current: list[list[str]] = []
+    for row in rows[2:]:
+        if row.startswith("note: "):
+            break
+        cells: list[list[str]] = [[], [], [], []]
+        col = 0
+        for ch in row:
+            index = max(i for i, s in enumerate(starts) if s <= col)
+            cells[index].append(ch)
+            col += display_width(ch)
+        texts = ["".join(c).strip() for c in cells]
+        if texts[0]:
+            current = [[t] for t in texts]
+            parts[texts[0]] = {}
+        else:
+            for i, t in enumerate(texts):
+                if t:
+                    current[i].append(t)
+        name = current[0][0]
+        keys = ("part", "where", "status", "reading")
+        parts[name] = {k: " ".join(v) for k, v in zip(keys, current, strict=True)}
+    return parts
+
+
+async def test_japanese_labels_line_up_and_long_errors_wrap_whole(
+    tmp_path: Path, broker: Mosquitto, pins: MockFactory
+) -> None:
+    from edge.check import display_width
+
+    missing = tmp_path / "no-such-serial-port-for-the-nap-room-mat-under-cot-number-one"
+    text = (
+        device_config(tmp_path / "o.sqlite3", broker.port)
+        + f'\n[sensors.mat_1]\ntype = "mat"\nport = "{missing}"\ncot = "ひよこ組 窓側"\n'
+        + '\n[sensors.mat_2]\ntype = "mat"\nport = "/dev/null"\ncot = "うさぎ組の一番奥のコット"\n'
+        + '\n[health]\nmodem = "none"\nanomaly_models = false\n'
+    )
+    out = io.StringIO()
+    verdict = await run_check(parse(text), watch_s=1.5, pin_factory=pins, out=out)
+    rows = _table_rows(out.getvalue())
+    assert all(display_width(r) <= 80 for r in rows), rows  # fits, counted in display cells
+    cells = _columns(rows)
+    # Each cell sits in its column (a wide character counted as two) and is whole: the
+    # Japanese cot labels wrap inside their column, nothing is cut.
+    assert cells["mat_1"]["where"] == "cot ひよこ組 窓側"
+    assert cells["mat_2"]["where"].replace(" ", "") == "cotうさぎ組の一番奥のコット"
+    assert cells["uplink"]["where"] == f"127.0.0.1:{broker.port}"
+    assert cells["siren"]["status"] == "ok" and cells["mat_1"]["status"] == "fail"
+    # The error is shown whole, in the table (wrapped) and in the verdict (one line).
+    assert str(missing) in cells["mat_1"]["reading"].replace(" ", ""), cells["mat_1"]
+    line = verdict.line()
+    assert f"mat_1 ([Errno 2] motion mat on {missing}: " in line, line
+    assert f"No such file or directory: '{missing}'); mat_2 (" in line, line
+    assert out.getvalue().splitlines()[-1] == line
+
+
+def test_no_gpio_backend_is_one_note_with_the_fix_not_four_warnings(tmp_path: Path) -> None:
+    config = tmp_path / "device.toml"
+    config.write_text(
+        config_text(tmp_path, free_port()).replace(
+            '[gpio]\npin_factory = "mock"', '[gpio]\npin_factory = "auto"'
+        )
+    )
+    assert 'pin_factory = "auto"' in config.read_text()
+    result = subprocess.run(
+        [sys.executable, "-m", "edge", "check", "--config", str(config), "--watch", "0.2"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    # This machine has no GPIO: gpiozero falls back through every backend.
+    assert "PinFactoryFallback" not in result.stderr, result.stderr
+    assert "Falling back from" not in result.stdout + result.stderr
+    notes = [ln for ln in result.stdout.splitlines() if ln.startswith("note: GPIO")]
+    assert len(notes) == 1, result.stdout
+    text = result.stdout[result.stdout.index("note: GPIO") :]
+    assert "pi extra (lgpio)" in " ".join(text.split())
+    assert "satoyama-edge[pi]" in text
