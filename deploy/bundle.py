@@ -472,6 +472,13 @@ def build(
     """
     if not signing_keys:
         raise BundleError("a bundle needs at least one signing key")
+    try:
+        import packaging.tags  # noqa: F401  (building only: the device never imports it)
+    except ImportError:
+        raise BundleError(
+            "building a bundle reads wheel tags with the 'packaging' library: "
+            "pip install 'packaging>=22'"
+        ) from None
     target = Target(python=python, machine=platform, glibc=glibc)
     daemon = Wheel.parse(daemon_wheel)
     if daemon.dist != DIST_NAME:
