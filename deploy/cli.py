@@ -206,10 +206,13 @@ def cmd_provision(args: argparse.Namespace) -> int:
         ssh_key=Path(args.ssh_key) if args.ssh_key else None,
         replace_customisation=args.replace_customisation,
     )
+    from deploy.progress import Progress
+
     plan = prov.provision(
         req,
         image=Path(args.image) if args.image else None,
         boot_dir=Path(args.boot_dir) if args.boot_dir else None,
+        progress=Progress(sys.stderr),
     )
     if args.fleet_db:
         with fleet_mod.FleetDB(Path(args.fleet_db)) as db:

@@ -45,6 +45,7 @@ from deploy.errors import DeployError, ProvisionError, VerifyError
 from deploy.fatboot import BootFolder, BootImage, BootPartition
 from deploy.keys import check_private_file, encode_public, load_verify_keys
 from deploy.pki import CLAIM_DAYS, Claim, issue_claim, load_ca
+from deploy.progress import Progress
 from edge.config import Config, ConfigError, location_warnings, parse
 
 FIRSTRUN_PATH = "/boot/firmware/firstrun.sh"
@@ -674,17 +675,27 @@ def plan(req: Request, boot: BootPartition) -> Plan:
     )
 
 
-def write(plan_: Plan, boot: BootPartition) -> None:
+def write(plan_: Plan, boot: BootPartition, progress: Progress | None = None) -> None:
     """Write a checked plan: old ``satoyama/`` removed, then our files, the trigger last."""
+    progress = progress or Progress.silent()
+    total = sum(len(d) for d in plan_.files.values()) + sum(
+        len(d) for d in plan_.trigger.values()
+    )
+    count = len(plan_.files) + len(plan_.trigger)
+    progress.phase(f"writing {count} files to the card", total=total)
     boot.remove_tree("satoyama")
     for name, data in plan_.files.items():
         boot.write(name, data)
+        progress.advance(len(data))
     for name, data in plan_.trigger.items():
         if data:
             boot.write(name, data)
         else:
             boot.remove(name)
+        progress.advance(len(data))
+    progress.phase("flushing the card (do not pull it out yet)")
     boot.close()
+    progress.finish()
 
 
 def provision(
@@ -693,8 +704,11 @@ def provision(
     image: Path | None = None,
     boot_dir: Path | None = None,
     system: SystemDisks | None = None,
+    progress: Progress | None = None,
 ) -> Plan:
-    """Check the target against the installer's own system, plan, then write.  Returns the plan."""
+    """Check the target against the installer's own system, plan, then write.  Returns the plan.
+
+    ``progress``: where to show the phases (the command line passes standard error)."""
     if (image is None) == (boot_dir is None):
         raise ProvisionError(
             "give either an image file or block device (--image) "
@@ -709,12 +723,16 @@ def provision(
         assert boot_dir is not None
         system.check_folder(boot_dir)
         boot = BootFolder(boot_dir)
+    progress = progress or Progress.silent()
     try:
-        p = plan(req, boot)
-        write(p, boot)
+        p = plan(req, boot)  # a second or so: nothing to show
+        write(p, boot, progress)
     except DeployError:
+        progress.finish("stopped")
         boot.close()
         raise
+    finally:
+        progress.close()
     return p
 
 

@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -538,3 +539,64 @@ def test_a_config_or_passphrase_file_that_is_not_utf8_is_one_line_exit_2(
         *("--wifi-ssid", "x", "--wifi-psk-file", str(psk)),
     )
     _one_line_refusal(proc, str(psk), "Wi-Fi passphrase is not UTF-8")
+
+
+# -- progress: writing ~40 MB to a card takes a while --------------------------------------------
+
+
+def _run_on_a_terminal(argv: list[str]) -> tuple[int, str, str]:
+    """Run ``argv``, its standard error on a pseudo-terminal: (exit status, stdout, terminal)."""
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL, cwd=REPO
+    )
+    os.close(slave)
+    seen = bytearray()
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the process closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    out = proc.stdout.read().decode() if proc.stdout else ""
+    return proc.wait(timeout=60), out, seen.decode()
+
+
+def test_provisioning_shows_its_phases_one_line_each_in_a_log(
+    tmp_path: Path, fleet_file: Path, bundle_v1: Path
+) -> None:
+    image = tmp_path / "card.img"
+    make_fat_image(image, files=BOOKWORM_BOOT)
+    proc = _provision_cli(
+        fleet_file, *("--site", "s", "--lat", "36.1", "--lon", "137.9", "--image", str(image))
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    writing = [ln for ln in lines if ln.startswith("writing ")]
+    assert len(writing) == 1, proc.stderr
+    assert re.fullmatch(r"writing \d+ files to the card \(\d+\.\d MB\)", writing[0]), writing
+    assert lines.count("flushing the card (do not pull it out yet)") == 1, proc.stderr
+    assert "\r" not in proc.stderr  # a log is never redrawn
+    assert BootImage(image).read("satoyama/SUMMARY.txt").decode() == proc.stdout  # type: ignore[union-attr]
+
+
+def test_provisioning_on_a_terminal_shows_bytes_and_percent_as_it_writes(
+    tmp_path: Path, fleet_file: Path
+) -> None:
+    image = tmp_path / "card.img"
+    make_fat_image(image, files=BOOKWORM_BOOT)
+    code, out, terminal = _run_on_a_terminal(
+        [sys.executable, "-m", "deploy.cli", "provision", "--fleet", str(fleet_file),
+         "--device", DEVICE, "--site", "s", "--lat", "36.1", "--lon", "137.9",
+         "--image", str(image)]
+    )  # fmt: skip
+    assert code == 0, terminal
+    assert "\rwriting " in terminal and " MB " in terminal and " %" in terminal, terminal
+    assert " files to the card: done (" in terminal, terminal  # the line stays, with its time
+    assert "flushing the card (do not pull it out yet): done (" in terminal, terminal
+    assert DEVICE in out
