@@ -335,7 +335,14 @@ class Daemon:
 
     async def _record(self, kind: str, severity: str, data: dict[str, Any]) -> Any:
         assert self.recorder is not None
-        return await self.recorder.record(kind, severity, data)  # type: ignore[arg-type]
+        return await self.recorder.record(kind, severity, self._placed(data))  # type: ignore[arg-type]
+
+    def _placed(self, data: dict[str, Any]) -> dict[str, Any]:
+        """``data`` with the place's own name (``device.description``) for the e-mail."""
+        place = " ".join(self.config.device.description.split())[:80]
+        if not place or "place" in data:
+            return data
+        return {**data, "place": place}
 
     async def _trap_timer(self, name: str, rule: TrapRule) -> None:
         wake = self._wake[f"trap:{name}"]
@@ -451,7 +458,7 @@ class Daemon:
                     "strobe": any(isinstance(a, Strobe) for a in ran),
                 }
                 self._spawn(
-                    self.recorder.record("animal_detected", "alarm", data, at=wall),
+                    self.recorder.record("animal_detected", "alarm", self._placed(data), at=wall),
                     f"record detection by {sensor}",
                 )
 

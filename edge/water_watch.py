@@ -87,6 +87,10 @@ class WaterWatch:
         """An :class:`edge.anomaly_watch.AnomalyWatch` fed every reading."""
         self.sensor = sensor
         self.rule = WaterRule(settings_of(rule_config))
+        self.stages = [
+            {"name": s.name, "label": s.label, "level_cm": s.level_cm} for s in rule_config.stages
+        ]
+        """Every stage, sent with each alert: the e-mail's chart draws all their lines."""
         self.record = record
         self.health = health
         self.add_reading = add_reading
@@ -218,6 +222,7 @@ class WaterWatch:
                         "stage_label": stage.label,
                         "threshold_cm": stage.level_cm,
                         "direction": outcome.direction,
+                        "stages": self.stages,
                     },
                 )
             elif isinstance(outcome, RiseAlert):
@@ -229,6 +234,7 @@ class WaterWatch:
                         "level_cm": round(outcome.level_cm, 1),
                         "rise_cm_per_10min": round(outcome.rise_cm_per_10min, 1),
                         "threshold_cm_per_10min": outcome.threshold,
+                        "stages": self.stages,
                     },
                 )
             elif isinstance(outcome, ObservationStarted | ObservationStopped):

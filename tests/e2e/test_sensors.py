@@ -56,4 +56,7 @@ async def test_trap_closure_bouncing_is_one_alarm_and_reopening_resets(
     assert closed.data["closed_since"].endswith("Z")
     [reset] = spy.of_kind("trap_reset")
     assert reset.data["closed_s"] >= 0
-    assert spy.of_kind("trap_armed")[0].data == {"sensor": "trap_a"}
+    # the device's own description of the place travels for the e-mail (issue 14)
+    place = "simulated paddy edge, north fence"
+    assert closed.data["place"] == reset.data["place"] == place
+    assert spy.of_kind("trap_armed")[0].data == {"sensor": "trap_a", "place": place}
