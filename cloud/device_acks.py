@@ -5,8 +5,16 @@ arrives on ``PREFIX/DEVICE/ack`` (:class:`edge.event.CloudAck`); a broker's
 PUBACK only means the broker has it.  The notifier calls :meth:`DeviceAcks.add`
 *after* the commit (or for a duplicate, or for a message refused for good);
 ids of one device are collected for ``mqtt.ack_delay_s`` or until
-:data:`~edge.event.MAX_ACK_IDS`, then published in one QoS 1 message, not
-retained.
+:data:`~edge.event.MAX_ACK_IDS`, then published in one QoS 0 message, not
+retained (:data:`ACK_QOS`).
+
+QoS 0 because every byte on the device's cellular link counts: the device
+subscribes to its ack topic at QoS 0 too, so it sends no PUBACK per
+acknowledgement (184 B a message over mutual TLS).  An acknowledgement lost
+on the way (a dropped link, a broker that does not queue QoS 0 messages for a
+disconnected device) only means the device sends that row again after its
+``ack_timeout_s``; the store recognises it as a duplicate and it is
+acknowledged again.
 
 Ids not yet published when the MQTT connection drops stay here and go out
 after the reconnect.  They live in memory only: if the notifier process
@@ -29,6 +37,8 @@ from edge.event import MAX_ACK_IDS, ack_topic, encode_ack
 
 log = logging.getLogger(__name__)
 
+#: QoS of the acknowledgements (see the module docstring).
+ACK_QOS: Final = 0
 #: Ack messages published at once (below paho's default of 20 in flight).
 CONCURRENCY: Final = 16
 #: Most ids kept waiting (about 10 MB): beyond it new ones are dropped (and
@@ -60,7 +70,7 @@ class DeviceAcks:
         self.dropped = 0
         """Ids not kept because ``max_waiting`` were waiting already."""
         self.acked = 0
-        """Ids published (and confirmed by the broker) since start."""
+        """Ids published (written to the broker's connection, QoS 0) since start."""
         self.messages = 0
         """Ack messages published since start."""
 
@@ -145,7 +155,7 @@ class DeviceAcks:
     ) -> None:
         done = False
         try:
-            await client.publish(ack_topic(self._prefix, device), encode_ack(ids), qos=1)
+            await client.publish(ack_topic(self._prefix, device), encode_ack(ids), qos=ACK_QOS)
             done = True
             self.acked += len(ids)
             self.messages += 1

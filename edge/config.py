@@ -123,7 +123,15 @@ class UplinkConfig(msgspec.Struct, **_struct):
     password: str | None = None
     client_id: Identifier | None = None
     topic_prefix: Annotated[str, Meta(pattern=r"^[^#+]+[^/#+]\Z")] = DEFAULT_TOPIC_PREFIX
-    keepalive_s: Annotated[int, Meta(ge=5, le=3600)] = 1200
+    keepalive_s: Annotated[int, Meta(ge=5, le=3600)] = 1800
+    """The longest MQTT keepalive asked for; shortened while connections die idle
+    (edge/keepalive.py), down to ``keepalive_min_s``."""
+    keepalive_min_s: Annotated[int, Meta(ge=5, le=3600)] = 240
+    """The shortest keepalive the uplink steps down to (``keepalive_s`` if that is lower;
+    equal to ``keepalive_s``: the keepalive is fixed)."""
+    keepalive_probe_s: Annotated[float, Meta(ge=1, le=90 * 86400)] = 3 * 86400.0
+    """Connected time a shortened keepalive must hold before a longer one is tried
+    (at the next reconnect; the uplink never reconnects to try it)."""
     publish_window: Annotated[int, Meta(ge=1, le=1000)] = 64
     publish_timeout_s: Annotated[float, Meta(gt=0, le=600)] = 30.0
     connect_timeout_s: Annotated[float, Meta(gt=0, le=600)] = 20.0
@@ -149,7 +157,7 @@ class OutboxConfig(msgspec.Struct, **_struct):
 
 
 class HealthConfig(msgspec.Struct, **_struct):
-    heartbeat_s: Annotated[float, Meta(ge=10, le=86400)] = 3600.0
+    heartbeat_s: Annotated[float, Meta(ge=10, le=86400)] = 10800.0
     storage_retry_s: Annotated[float, Meta(gt=0, le=3600)] = 10.0
     modem: Literal["auto", "none"] = "auto"
     """``auto``: report the cellular modem's state when ModemManager (mmcli) manages one."""

@@ -172,6 +172,7 @@ class Daemon:
                 boot=self.recorder.boot,
                 on_command=self._on_command,
                 usage_path=self.state_dir / "link-usage.json",
+                keepalive_path=self.state_dir / "keepalive.json",
             )
         except Exception:
             self._close_hardware()

@@ -49,6 +49,7 @@ from edge.event import (
     encode_status,
     status_topic,
 )
+from edge.keepalive import KeepaliveRule, KeepaliveState
 from edge.linkstats import SAVE_EVERY_S, DailyUsage, read_counters
 from edge.outbox import Outbox, Pending
 from edge.timed_wait import wait_set
@@ -121,8 +122,10 @@ class Uplink:
         on_published: Callable[[Pending], None] | None = None,
         on_command: CommandHandler | None = None,
         usage_path: Path | None = None,
+        keepalive_path: Path | None = None,
     ) -> None:
-        """``usage_path``: where today's byte count is kept across restarts (None: nowhere)."""
+        """``usage_path``: where today's byte count is kept across restarts (None: nowhere);
+        ``keepalive_path``: where the learned keepalive is kept (None: nowhere)."""
         self.config = config
         self.outbox = outbox
         self.boot = boot
@@ -167,6 +170,14 @@ class Uplink:
         exiting leaves the parent marked as cancelling for good (fixed in 3.12)."""
         self.usage = DailyUsage(usage_path)
         self._client_now: aiomqtt.Client | None = None
+        self._keepalive_path = keepalive_path
+        self.keepalive = KeepaliveRule(
+            configured_s=up.keepalive_s,
+            min_s=min(up.keepalive_min_s, up.keepalive_s),
+            probe_after_s=up.keepalive_probe_s,
+            state=_load_keepalive(keepalive_path),
+        )
+        """Which keepalive the next CONNECT asks for, learned from how connections died."""
 
     def request_close(self) -> None:
         """Say goodbye and stop at the next cancellation, whatever the link raises then."""
@@ -205,7 +216,7 @@ class Uplink:
             identifier=self.config.client_id,
             username=up.username,
             password=up.password,
-            keepalive=up.keepalive_s,
+            keepalive=self.keepalive.keepalive_s,
             clean_session=False,
             tls_context=self._tls,
             tls_insecure=False if self._tls is not None else None,
@@ -220,20 +231,31 @@ class Uplink:
         """Connect, drain, reconnect; until cancelled."""
         up = self.config.uplink
         while True:
+            opened = False
             try:
                 client = self._client()
                 client.pending_calls_threshold = up.publish_window + 10
+                keepalive_s = self.keepalive.keepalive_s
                 async with client:
+                    opened = True
+                    opened_at = time.monotonic()
                     self.connections += 1
                     self.backoff.reset()
-                    log.info("uplink connected to %s:%d", up.host, up.port)
+                    self.keepalive.connected()
+                    log.info("uplink connected to %s:%d (keepalive %d s)", up.host, up.port,
+                             keepalive_s)  # fmt: skip
                     try:
                         await self._session(client)
                     finally:
                         self.connected.clear()
+                        self._connection_ended(client, opened_at, keepalive_s)
                         if self.closing:
                             await self._say_goodbye(client)
-            except Exception as exc:  # noqa: BLE001 - the uplink must never die
+            except Exception as exc:  # the uplink must never die
+                if not opened and self.keepalive.connect_failed():
+                    log.info("uplink: the network itself is down; keepalive back to %d s",
+                             self.keepalive.keepalive_s)  # fmt: skip
+                    self._save_keepalive()
                 if self.closing:
                     # Cancelled, but closing the connection raised instead (aiomqtt's
                     # disconnect on a dying link): stop, or close() waits forever.
@@ -256,6 +278,38 @@ class Uplink:
                         exc_info=leaf,
                     )
                 await asyncio.sleep(delay)
+
+    def _connection_ended(self, client: aiomqtt.Client, opened_at: float, keepalive_s: int) -> None:
+        """Tell the keepalive rule how the connection ended; keep what it learned."""
+        now = time.monotonic()
+        idle_s = 0.0
+        if not self.closing:  # our own goodbye says nothing about the carrier's NAT
+            idle_s = _silent_for(client._client, now, keepalive_s)
+        changed = self.keepalive.ended(
+            connected_s=now - opened_at, idle_s=idle_s, keepalive_s=keepalive_s
+        )
+        if changed:
+            died = self.keepalive.idle_death(idle_s=idle_s, keepalive_s=keepalive_s)
+            log.warning(
+                "uplink: %s; keepalive %d s -> %d s",
+                f"the connection died after {idle_s:.0f} s without traffic (a carrier NAT "
+                "that forgets idle flows sooner?)" if died
+                else "the keepalive held long enough to try a longer one",
+                keepalive_s,
+                self.keepalive.keepalive_s,
+            )
+        self._save_keepalive()
+
+    def _save_keepalive(self) -> None:
+        path = self._keepalive_path
+        if path is None:
+            return
+        tmp = path.with_name(path.name + ".tmp")
+        try:
+            tmp.write_bytes(self.keepalive.encode())
+            tmp.replace(path)
+        except OSError as exc:
+            log.warning("uplink: cannot keep the learned keepalive in %s: %s", path, exc)
 
     async def _say_goodbye(self, client: aiomqtt.Client) -> None:
         """On a clean shutdown, mark the device offline ourselves (no last will is sent)."""
@@ -285,7 +339,10 @@ class Uplink:
             await client.publish(self.status_topic, self._status("online"), qos=1, retain=True)
             topics = [(self.command_topic, 1)]
             if self.cloud_ack:
-                topics.append((self.ack_topic, 1))
+                # QoS 0: no PUBACK of ours per acknowledgement (184 B a message over
+                # mutual TLS).  A lost one only means the row is sent again after
+                # ack_timeout_s, and the cloud de-duplicates it by id.
+                topics.append((self.ack_topic, 0))
             granted: Sequence[int | ReasonCode] = await client.subscribe(topics)
             for (topic, _), code in zip(topics, granted, strict=False):
                 if (code.value if isinstance(code, ReasonCode) else int(code)) >= 0x80:
@@ -344,7 +401,7 @@ class Uplink:
                 continue
             try:
                 self.on_command(name, payload)
-            except Exception:  # noqa: BLE001 - a bad command must not end the session
+            except Exception:  # a bad command must not end the session
                 log.exception("command %s failed", name)
 
     async def _cloud_acked(self, payload: bytes) -> None:
@@ -489,6 +546,33 @@ class _DrainSummary:
             )
         self.published = self.delivered = 0
         self._since = now
+
+
+def _silent_for(mqttc: paho.Client, now: float, keepalive_s: int) -> float:
+    """Seconds the connection carried nothing before it ended (paho's own clocks).
+
+    paho sends a PINGREQ after ``keepalive_s`` without traffic, and counts it as
+    traffic; a ping still unanswered at the end means the link had been silent
+    for the keepalive before it, and since.
+    """
+    ping_t = float(getattr(mqttc, "_ping_t", 0.0) or 0.0)
+    if ping_t:
+        return max(0.0, now - ping_t) + keepalive_s
+    last = float(getattr(mqttc, "_last_bytes_received", now))
+    return max(0.0, now - last)
+
+
+def _load_keepalive(path: Path | None) -> KeepaliveState | None:
+    if path is None:
+        return None
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    state = KeepaliveRule.decode(data)
+    if state is None:
+        log.warning("uplink: %s is not a keepalive state; starting afresh", path)
+    return state
 
 
 def _first_leaf(exc: BaseException) -> BaseException:

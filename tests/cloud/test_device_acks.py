@@ -57,6 +57,8 @@ class AckListener:
         self.received: list[tuple[str, list[str]]] = []
         self.not_stored: list[str] = []
         """Ids acknowledged before they were in the store (must stay empty)."""
+        self.qos: list[int] = []
+        """The QoS each ack message arrived with (the listener subscribes at QoS 1)."""
 
     def ids(self, device: str | None = None) -> list[str]:
         return [i for d, ids in self.received if device in (None, d) for i in ids]
@@ -75,6 +77,7 @@ class AckListener:
                         if not await store.has_event(i):
                             self.not_stored.append(i)
             self.received.append((device, list(ack.ids)))
+            self.qos.append(message.qos)
 
 
 @contextlib.asynccontextmanager
@@ -132,6 +135,19 @@ async def test_stored_events_and_telemetry_are_acknowledged_to_their_device(
     assert {d for d, _ in device.received} == {"pi-east-01"}
     # Batched: the three events arrived within the 0.2 s delay, so few messages.
     assert len(device.received) <= 3
+
+
+async def test_acks_are_published_at_qos_0_so_the_device_owes_no_puback(
+    config: NotifierConfig, broker: Mosquitto, mailbox: Mailbox, publisher: Publisher
+) -> None:
+    """Every ack at QoS 0, even to a subscriber asking for QoS 1: a PUBACK per ack costs
+    a device 184 B over mutual TLS; a lost ack only costs the row's resend."""
+    events = [make_event("heartbeat", "info", seq=n, data={"interval_s": 60}) for n in range(3)]
+    async with ack_listener(broker, config) as device, running(config):
+        for event in events:
+            await publisher.event(event)
+        await until(lambda: set(device.ids()) >= {e.id for e in events}, 5, "three acks")
+    assert device.qos and set(device.qos) == {0}
 
 
 async def test_a_duplicate_is_acknowledged_again_and_not_mailed_again(

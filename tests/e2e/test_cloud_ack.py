@@ -20,8 +20,9 @@ import pytest
 from edge.config import parse
 from edge.daemon import Daemon
 from edge.event import Event, Location, ack_topic, encode_ack, events_topic, new_event_id
-from edge.outbox import Outbox
+from edge.outbox import Outbox, Pending
 from edge.sim.broker import Mosquitto
+from edge.sim.cellular import CellularLink
 from edge.sim.site import DEVICE_ID, CloudSide, device_config
 from tests.support.waiting import until
 
@@ -185,3 +186,49 @@ async def test_delivery_puback_works_with_a_cloud_side_that_never_acknowledges(
             await until(empty, 30, "the outbox to drain on PUBACKs alone")
             assert daemon.uplink.delivered >= 200
             assert len(daemon.uplink.awaiting) == 0
+
+
+async def test_a_lost_acknowledgement_costs_a_resend_and_still_one_mail(
+    tmp_path: Path, cloud: CloudSide
+) -> None:
+    """The cloud's acks are QoS 0: the link drops between the broker's PUBACK and the
+    cloud's ack, and the broker does not keep a QoS 0 message for a device that is
+    away.  The device sends the detection again after ack_timeout_s; the notifier
+    recognises it by its id, acknowledges it again, and mails nobody twice."""
+    with CellularLink(cloud.broker.host, cloud.broker.port, delay_s=0.3) as link:
+        text = config(tmp_path, link.port, ack_timeout_s="2")
+        sends: list[str] = []
+        async with Daemon(parse(text)) as daemon:
+            up = daemon.uplink
+            assert up is not None and daemon.recorder is not None
+            await until(up.connected.is_set, 20, "connected")
+
+            def on_published(item: Pending) -> None:
+                if item.kind != "animal_detected":
+                    return
+                sends.append(item.id)
+                if len(sends) == 1:
+                    # PUBACK in: the cloud's ack is at most on its way down: lose it.
+                    link.cut()
+
+            up.on_published = on_published
+            event = await daemon.recorder.record(
+                "animal_detected", "alarm", {"sensor": "pir_north", "detector": "pir_north"}
+            )
+            await until(lambda: bool(sends), 20, "the detection published")
+
+            async def stored() -> bool:
+                return event.id in await asyncio.to_thread(stored_ids, cloud)
+
+            await until(stored, 20, "the detection stored by the notifier")
+            await asyncio.to_thread(cloud.mailbox.wait_for, 1, 20)
+            link.restore()
+
+            async def delivered() -> bool:
+                return event.id not in {r.id for r in await daemon.outbox.pending(100)}
+
+            await until(delivered, 30, "the resent detection acknowledged")
+            assert sends.count(event.id) >= 2, "the lost ack did not cost a resend"
+            assert up.awaiting.released >= 1
+    subjects = [str(m.message["Subject"]) for m in cloud.mailbox.mails]
+    assert len(subjects) == 1 and "動物" in subjects[0], subjects

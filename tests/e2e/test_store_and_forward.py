@@ -28,6 +28,7 @@ from edge.sim.broker import Mosquitto
 from edge.sim.cellular import CellularLink
 from edge.sim.site import device_config
 from tests.support.spy import spy_on
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -239,7 +240,7 @@ async def test_heartbeat_tells_the_cloud_how_the_device_is(
             await daemon.heartbeat()
             await spy.wait(lambda: len(spy.of_kind("heartbeat")) == 2, 10, "a second heartbeat")
     hb = spy.of_kind("heartbeat")[-1].data
-    assert hb["interval_s"] == 3600
+    assert hb["interval_s"] == 10800  # "armed and alive" every 3 hours by default
     assert hb["uptime_s"] >= 0
     assert hb["sensors"] == {"pir_north": "ok"}
     assert hb["link"] == {
@@ -305,6 +306,116 @@ async def test_telemetry_is_batched_into_one_compact_message(
     assert first.t0 == pytest.approx(t0, abs=0.01)
     assert (first.seq, spy.telemetry[1].seq) == (1, 2)
     assert spy.telemetry[1].series["level_east.level_cm"].v == [99.0]
+
+
+class ForgetfulNat:
+    """A carrier's NAT in front of the broker: it forwards bytes, and forgets a flow that
+    carried nothing for ``idle_s``.  From then on it drops that flow's packets silently,
+    both ways (no FIN, no reset), as a real one does; the device learns only when its
+    ping goes unanswered.  Runs on the test's own loop."""
+
+    def __init__(self, target_port: int, idle_s: float) -> None:
+        self.target_port = target_port
+        self.idle_s = idle_s
+        self.port = 0
+        self.flows = 0
+        self.forgotten = 0
+        """Flows the NAT forgot (each one a connection the device lost)."""
+        self.quiet_gaps = 0
+        """Packets of the newest flow that crossed after at least idle_s / 2 of silence
+        (the device's keepalive pings, kept alive)."""
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def __aenter__(self) -> ForgetfulNat:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for w in list(self._writers):
+            w.transport.abort()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self.flows += 1
+        self.quiet_gaps = 0
+        flow = self.flows
+        self._writers.update((writer, up_writer))
+        last = time.monotonic()
+        forgotten = False
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            nonlocal last, forgotten
+            while data := await src.read(65536):
+                now = time.monotonic()
+                if not forgotten and now - last > self.idle_s:
+                    forgotten = True
+                    self.forgotten += 1
+                if forgotten:
+                    continue  # into the void
+                if now - last >= self.idle_s / 2 and flow == self.flows:
+                    self.quiet_gaps += 1
+                last = now
+                dst.write(data)
+                await dst.drain()
+
+        try:
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            for w in (writer, up_writer):  # the device gave up: the broker sees it go
+                self._writers.discard(w)
+                w.transport.abort()
+
+
+async def test_keepalive_steps_down_behind_a_nat_that_forgets_idle_flows_and_remembers_it(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    """The NAT forgets flows idle for 7 s; the device asks for a 10 s keepalive.  Its
+    first connection dies at the first ping (an event recorded meanwhile is sent again on
+    the next), it steps down to 5 s, that connection holds through pings, and a restarted
+    daemon starts at 5 s."""
+    async with ForgetfulNat(broker.port, idle_s=7.0) as nat:
+        text = config_text(tmp_path, nat.port, health='modem = "none"').replace(
+            "reconnect_min_s", "keepalive_s = 10\nkeepalive_min_s = 5\nreconnect_min_s"
+        )
+        recorded: list[str] = []
+        async with spy_on(broker.host, broker.port, f"satoyama/v1/{DEVICE}/events") as spy:
+            async with Daemon(parse(text)) as daemon:
+                up = daemon.uplink
+                assert up is not None and daemon.recorder is not None
+                assert up.keepalive.keepalive_s == 10
+                await spy.wait(lambda: bool(spy.of_kind("heartbeat")), 10, "the heartbeat")
+                await until(lambda: nat.forgotten >= 1 or up.connections > 1, 15,
+                            "the NAT to forget the idle flow")  # fmt: skip
+                # Recorded while the flow is gone and the device does not know yet.
+                lost = await daemon.recorder.record("anomaly", "warning", {"sensor": "nat"})
+                recorded.append(lost.id)
+                await until(lambda: up.keepalive.keepalive_s == 5, 30, "the keepalive halved")
+                await until(lambda: up.connected.is_set() and up.connections == 2, 15,
+                            "the second connection")  # fmt: skip
+                await spy.wait(lambda: lost.id in spy.ids(), 20, "the event sent again")
+                # The shorter keepalive holds: three pings cross, on the same connection.
+                await until(lambda: nat.quiet_gaps >= 3, 30, "three keepalive pings")
+                assert up.connections == 2 and nat.forgotten == 1
+                later = await daemon.recorder.record("anomaly", "warning", {"sensor": "nat"})
+                recorded.append(later.id)
+                await spy.wait(lambda: later.id in spy.ids(), 10, "an event on the held link")
+
+                async def empty() -> bool:
+                    return await daemon.outbox.depth() == 0
+
+                await until(empty, 10, "every row acknowledged")
+            kept = json.loads((tmp_path / "device" / "keepalive.json").read_text())
+            assert kept["keepalive_s"] == 5
+            async with Daemon(parse(text)) as again:
+                assert again.uplink is not None and again.uplink.keepalive.keepalive_s == 5
+                await until(lambda: nat.flows == 3, 10, "the restarted daemon connected")
+        assert set(recorded) <= set(spy.ids())
 
 
 def test_private_key_readable_by_others_is_refused(tmp_path: Path, broker: Mosquitto) -> None:
