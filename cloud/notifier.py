@@ -52,7 +52,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from cloud.backoff import Backoff
-from cloud.chart import WINDOW_S, LevelChart, level_chart
+from cloud.chart import WINDOW_S, LevelChart, level_chart, stage_lines
 from cloud.clock import Clock, SystemClock
 from cloud.config import (
     DEVICE_OFFLINE,
@@ -78,6 +78,7 @@ from cloud.render import (
     render_reminder,
     render_summary,
 )
+from cloud.staticmap import StaticMaps
 from cloud.store import (
     AcceptResult,
     CoalescePlan,
@@ -226,6 +227,12 @@ class Notifier:
         """What this instance committed, on its way back to the devices (``None``: off)."""
         self.gate: ReceiveGate | None = None
         self._renderer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="notifier-render")
+        self.maps: StaticMaps | None = None
+        """The map picture at the top of a mail (``[maps]``); ``None``: map links only."""
+        if config.maps.enabled:
+            c = config.maps
+            self.maps = StaticMaps(url_template=c.tile_url, cache_dir=c.cache_dir,
+                                   credit=c.credit, zoom=c.zoom, timeout_s=c.timeout_s)  # fmt: skip
         """The receive window of the current MQTT connection."""
 
     # --- life cycle -------------------------------------------------------------
@@ -775,7 +782,7 @@ class Notifier:
             return render_mail(
                 event, site, language=recipient.language, sender=cfg.smtp.sender,
                 recipient=recipient.address, index=index, received_at=when,
-                with_data=with_data, chart=chart if with_data else None,
+                with_data=with_data, chart=chart if with_data else None, maps=self.maps,
             )  # fmt: skip
 
         mails = await self._render_each(recipients, render, event.id)
@@ -839,6 +846,7 @@ class Notifier:
             threshold = event.data.get("threshold_cm")
             return await asyncio.to_thread(
                 level_chart, series, points, end=end, mark=end, tz=JST,
+                stages=stage_lines(event.data),
                 threshold=float(threshold) if _finite(threshold) else None,
             )  # fmt: skip
         except Exception:

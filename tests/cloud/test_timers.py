@@ -176,7 +176,8 @@ async def test_trap_reminders_until_the_trap_is_reset(
         assert await stored_mails(config) == 8  # no reminder after the reset
     for n, batch in ((1, first), (2, second)):
         for mail in batch:
-            assert mail.message["Subject"].startswith(f"【緊急】【わな未解除】{PLACE} box_trap_2 ")
+            subject = mail.message["Subject"]  # the sensor's id is small print (issue 14)
+            assert subject.startswith(f"【緊急】【わな未解除】{PLACE} {n}時間経過 ")
             assert mail.message["In-Reply-To"].startswith(f"<{trigger.id}.")
             assert f"■ リマインダー: {n}回目" in plain(mail)
             assert f"■ 閉じてからの時間: {n}時間" in plain(mail)  # closed 4 s before + n hours
