@@ -65,7 +65,7 @@ import urllib.parse
 import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -80,6 +80,7 @@ from deploy.errors import (
     UpdateRefused,
     VerifyError,
 )
+from deploy.progress import Progress
 from deploy.spool import UnsafePathError
 from deploy.version import parse_version
 from edge.commands import (
@@ -363,6 +364,8 @@ class Updater:
 
     config: UpdaterConfig
     root: Path = Path("/")
+    progress: Progress = field(default_factory=Progress.silent)
+    """Where the phases of an install are shown (the command line: standard error)."""
 
     # paths
     def host(self, device_path: str) -> Path:
@@ -584,6 +587,11 @@ class Updater:
         baseline: str | None = None
         start = time.monotonic()
         healthy_since: float | None = None
+        self.progress.phase(
+            f"waiting for the daemon to stay healthy for {cfg.health_settle_s:g} s",
+            total=cfg.health_timeout_s,
+            unit="s",
+        )
         while True:
             if cfg.health == "systemd":
                 try:
@@ -603,10 +611,16 @@ class Updater:
             if ok:
                 healthy_since = now if healthy_since is None else healthy_since
                 if now - healthy_since >= cfg.health_settle_s:
+                    self.progress.finish("healthy")
                     return True
             else:
                 healthy_since = None
+            self.progress.update(
+                now - start,
+                note=f"healthy for {now - healthy_since:.0f} s" if healthy_since else "not yet",
+            )
             if now - start >= cfg.health_timeout_s:
+                self.progress.finish("not healthy")
                 return False
             time.sleep(cfg.health_interval_s)
 
@@ -729,6 +743,7 @@ class Updater:
         from deploy.keys import load_verify_keys
 
         trusted = load_verify_keys([self.host(k) for k in self.config.verify_keys])
+        self.progress.phase("verifying the signature and every file's hash")
         try:
             vb = verify(local, trusted)
         except VerifyError as exc:
@@ -774,6 +789,7 @@ class Updater:
                 flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
                 out_fd = os.open(tmp, flags, 0o600, dir_fd=dir_fd)
                 copied = 0
+                self.progress.phase("copying the bundle", total=st.st_size)
                 try:
                     with os.fdopen(out_fd, "wb") as out:
                         while block := src.read(1 << 20):
@@ -781,6 +797,7 @@ class Updater:
                             if copied > MAX_BUNDLE:
                                 raise UpdateRefused(f"{path}: grew past {MAX_BUNDLE} bytes")
                             out.write(block)
+                            self.progress.update(copied)
                         out.flush()
                         os.fsync(out.fileno())
                 except OSError as exc:
@@ -857,8 +874,12 @@ class Updater:
             self.remove_release(version)
         rel.mkdir(parents=True)
         first = [True]
+        self.progress.phase(
+            f"unpacking {len(m.files)} files", total=sum(f.size for f in m.files.values())
+        )
 
-        def on_file(_: str) -> None:
+        def on_file(name: str) -> None:
+            self.progress.advance(m.files[name].size)
             if first[0]:
                 first[0] = False
                 checkpoint("extracting")
@@ -874,6 +895,7 @@ class Updater:
             return self._fail(state, version, "extract", str(exc))
         checkpoint("extracted")
         venv = rel / "venv"
+        self.progress.phase("creating the virtual environment")
         if not self._run(
             [self.config.python, "-m", "venv", "--without-pip", str(venv)],
             "creating the venv",
@@ -904,6 +926,9 @@ class Updater:
             "--quiet",
             *m.install,
         ]
+        self.progress.phase(
+            f"installing {sum(f.startswith('wheels/') for f in m.files)} wheels (pip, offline)"
+        )
         proc = subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, umask=0o022
         )
@@ -913,6 +938,8 @@ class Updater:
             tail = " | ".join(out.strip().splitlines()[-3:])
             return self._fail(state, version, "install", f"pip failed: {tail}")
         checkpoint("installed")
+        if self.config.precheck_command:
+            self.progress.phase("checking the new release before switching")
         if self.config.precheck_command and not self._run(
             self._format(self.config.precheck_command, rel), "pre-switch check of the new release"
         ):
@@ -926,6 +953,7 @@ class Updater:
         self._mark_complete(version)
         checkpoint("marked_complete")
 
+        self.progress.phase(f"switching to {version}")
         state.phase = "switching"
         self.save_state(state)
         checkpoint("state_switching")
@@ -936,6 +964,7 @@ class Updater:
         checkpoint("state_switched")
 
         if restart:
+            self.progress.phase("restarting the daemon")
             restarted = self.restart_daemon()
             checkpoint("restarted")
             healthy = restarted and self.wait_healthy()
@@ -985,6 +1014,7 @@ class Updater:
                 "reason": reason + f"; rolled back to {previous}",
             },
         )
+        self.progress.phase(f"rolling back to {previous}")
         state.phase = "rolling_back"
         self.save_state(state)
         checkpoint("rollback_state")
@@ -1055,6 +1085,7 @@ class Updater:
             size=size,
             context=_ssl_context(self.host(self.config.ca_file) if self.config.ca_file else None),
             timeout=self.config.download_timeout_s,
+            progress=self.progress,
         )
 
 
@@ -1100,6 +1131,7 @@ def download(
     context: ssl.SSLContext | None = None,
     timeout: float = 60.0,
     chunk: int = 64 << 10,
+    progress: Progress | None = None,
 ) -> Path:
     """Fetch ``url`` to ``dest``, resuming ``dest.part`` with a Range request when one is left.
 
@@ -1171,6 +1203,13 @@ def download(
                 raise discard(f"the server offers {offset + length} bytes, more than {limit}")
             meta["validator"] = resp.headers.get("ETag") or resp.headers.get("Last-Modified") or ""
             write_atomic(meta_path, json.dumps(meta).encode())
+            progress = progress or Progress.silent()
+            whole = size if size is not None else (offset + length if length is not None else None)
+            progress.phase(
+                f"downloading {dest.name}" + (f" (resuming at {offset} bytes)" if offset else ""),
+                total=whole,
+            )
+            progress.update(got)
             try:
                 with os.fdopen(_open_private(part, flags), "wb") as out:
                     while data := resp.read(chunk):
@@ -1179,6 +1218,7 @@ def download(
                         out.write(data)
                         h.update(data)
                         got += len(data)
+                        progress.update(got)
                     out.flush()
                     os.fsync(out.fileno())
             except (OSError, TimeoutError) as exc:
@@ -1337,7 +1377,7 @@ def main(argv: list[str] | None = None) -> int:
     if root != Path("/"):  # the config's path is a device path like every other
         cfg_path = root / str(cfg_path).lstrip("/")
     try:
-        updater = Updater(load_config(cfg_path), root=root)
+        updater = Updater(load_config(cfg_path), root=root, progress=Progress(sys.stderr))
     except DeployError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -1349,7 +1389,12 @@ def main(argv: list[str] | None = None) -> int:
         "status": lambda: Outcome(EXIT_OK, json.dumps(status(updater), indent=2)),
     }
     try:
-        outcome = handlers[args.command]()
+        try:
+            outcome = handlers[args.command]()
+        except BaseException:
+            updater.progress.close("stopped")
+            raise
+        updater.progress.close("done" if outcome.code == EXIT_OK else "failed")
     except UpdateBusy as exc:
         print(f"busy: {exc}", file=sys.stderr)
         return EXIT_BUSY

@@ -8,7 +8,11 @@ import http.server
 import io
 import ipaddress
 import json
+import os
+import pty
 import stat
+import subprocess
+import sys
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -566,3 +570,68 @@ def test_a_signed_bundle_with_a_source_package_is_not_built(
     assert dev.assert_complete_release() == "0.2.0"
     [event] = dev.events()
     assert event["kind"] == "update_failed"
+
+
+# -- progress: an install takes minutes on an SD card --------------------------------------------
+
+
+def test_an_install_names_each_phase_once_in_the_journal(tmp_path: Path, fleet: Fleet) -> None:
+    """Under systemd (no terminal) each phase is one line, in order, nothing redrawn."""
+    dev = fleet.device(tmp_path / "root")
+    proc = dev.updater("install", "--bundle", str(fleet.v3))
+    assert proc.returncode == 0, proc.stderr
+    assert "\r" not in proc.stderr
+    phases = [
+        "copying the bundle (",
+        "verifying the signature and every file's hash",
+        "unpacking ",
+        "creating the virtual environment",
+        "installing ",
+        "checking the new release before switching",
+        "switching to 0.3.0",
+        "restarting the daemon",
+        "waiting for the daemon to stay healthy for 0.2 s (at most 1 s)",
+    ]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith(tuple(phases))]
+    assert len(lines) == len(phases), proc.stderr
+    for line, phase in zip(lines, phases, strict=True):
+        assert line.startswith(phase), (line, phase)
+    assert lines[0].endswith(" MB)") and " MB)" in lines[2], lines  # sizes, as they start
+    assert lines[4].endswith("wheels (pip, offline)"), lines[4]
+
+
+def test_on_a_terminal_the_health_wait_counts_the_seconds_waited(
+    tmp_path: Path, fleet: Fleet
+) -> None:
+    dev = fleet.device(tmp_path / "root")
+    config = dev.root / "etc/satoyama/updater.toml"
+    text = config.read_text()
+    assert "health_timeout_s = 1.0" in text
+    config.write_text(text.replace("health_timeout_s = 1.0", "health_timeout_s = 2.5"))
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deploy.updater", "--root", str(dev.root),
+         "install", "--bundle", str(fleet.v3_bad)],
+        stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL,
+        cwd=Path(__file__).resolve().parents[2], start_new_session=True,
+    )  # fmt: skip
+    os.close(slave)
+    seen = bytearray()
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the updater closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(master)
+    assert proc.wait(timeout=120) == 1
+    terminal = seen.decode()
+    wait = "\rwaiting for the daemon to stay healthy for 0.2 s: "
+    assert f"{wait}0 of at most 2.5 s" in terminal, terminal
+    assert f"{wait}1 of at most 2.5 s" in terminal, terminal  # redrawn as the seconds pass
+    assert f"{wait}2 of at most 2.5 s" in terminal, terminal
+    assert "healthy for 0.2 s: not healthy (" in terminal  # the line stays, with its verdict
+    assert "\rrolling back to 0.2.0" in terminal
+    assert "unpacking " in terminal and " MB " in terminal and " %" in terminal
