@@ -149,6 +149,8 @@ class LevelChart:
     end: float
     threshold: float | None
     png: bytes
+    texts: tuple[str, ...] = ()
+    """Every text drawn in the picture, in drawing order (title, unit, ticks, legend)."""
 
     @property
     def low(self) -> tuple[float, float]:
@@ -192,8 +194,8 @@ def level_chart(
     lines = tuple(s for s in stages if math.isfinite(s.level_cm))
     if not lines and threshold is not None:
         lines = (StageLine("", threshold),)
-    png = _draw(series, kept, start, end, lines, mark, tz)
-    return LevelChart(series, kept, start, end, threshold, png)
+    png, texts = _draw(series, kept, start, end, lines, mark, tz)
+    return LevelChart(series, kept, start, end, threshold, png, texts)
 
 
 def _draw(
@@ -204,7 +206,7 @@ def _draw(
     stages: tuple[StageLine, ...],
     mark: float | None,
     tz: dt.tzinfo,
-) -> bytes:
+) -> tuple[bytes, tuple[str, ...]]:
     from PIL import Image, ImageDraw  # here: importing the notifier must not need Pillow
 
     japanese = cjk_font_path() is not None
@@ -218,6 +220,12 @@ def _draw(
     bottom = 40 + legend_rows * 28 + 8
     image = Image.new("RGB", (WIDTH, HEIGHT), "white")
     draw = ImageDraw.Draw(image)
+    texts: list[str] = []  # what the picture says, in drawing order
+
+    def write(xy: tuple[float, float], text: str, **kwargs: Any) -> None:
+        texts.append(text)
+        draw.text(xy, text, fill=_TEXT, **kwargs)
+
     values = [v for _, v in points] + [s.level_cm for s in stages]
     low, high = _nice_range(min(values), max(values))
     x0, x1, y0, y1 = _LEFT, WIDTH - _RIGHT, HEIGHT - bottom, _TOP
@@ -229,17 +237,17 @@ def _draw(
         return y0 - (v - low) / (high - low) * (y0 - y1)
 
     title = "過去24時間の水位（日本時間）" if japanese else f"{series} (last 24 h, JST)"
-    draw.text((8, 6), title, fill=_TEXT, font=title_font)
-    draw.text((x0 - 8, y1 - 8), "cm", fill=_TEXT, font=font, anchor="rb")  # the unit
+    write((8, 6), title, font=title_font)
+    write((x0 - 8, y1 - 8), "cm", font=font, anchor="rb")  # the unit
     for value in _ticks(low, high):
         draw.line([(x0, y(value)), (x1, y(value))], fill=_GRID)
-        draw.text((x0 - 8, y(value)), f"{value:g}", fill=_TEXT, font=font, anchor="rm")
+        write((x0 - 8, y(value)), f"{value:g}", font=font, anchor="rm")
     hour = math.ceil(start / 3600.0) * 3600.0
     while hour <= end:
         local = dt.datetime.fromtimestamp(hour, tz)
         if local.hour % 6 == 0:
             draw.line([(x(hour), y0), (x(hour), y1)], fill=_GRID)
-            draw.text((x(hour), y0 + 6), f"{local:%H:%M}", fill=_TEXT, font=font, anchor="mt")
+            write((x(hour), y0 + 6), f"{local:%H:%M}", font=font, anchor="mt")
         hour += 3600.0
     draw.rectangle([(x0, y1), (x1, y0)], outline=(150, 150, 150))
     for stage in stages:
@@ -263,10 +271,10 @@ def _draw(
             _dashed(draw, lx, lx + 34, ly + 12, colour, width=4)
         else:
             draw.line([(lx, ly + 12), (lx + 34, ly + 12)], fill=colour, width=4)
-        draw.text((lx + 42, ly + 12), text, fill=_TEXT, font=font, anchor="lm")
+        write((lx + 42, ly + 12), text, font=font, anchor="lm")
     out = io.BytesIO()
     image.save(out, "PNG", optimize=True)
-    return out.getvalue()
+    return out.getvalue(), tuple(texts)
 
 
 def _polyline(draw: ImageDraw.ImageDraw, segment: list[tuple[float, float]]) -> None:

@@ -638,7 +638,10 @@ _PAGE = (
     "max-width:600px;margin:0 auto;padding:12px;font-family:sans-serif;font-size:16px;"
     "line-height:1.5;color:#222222;overflow-wrap:anywhere;word-break:break-word"
 )
-_TH = 'style="text-align:left;padding:3px 12px 3px 0;vertical-align:top;font-weight:bold"'
+_TH = (  # the labels are ours and short: kept on one line, the value wraps
+    'style="text-align:left;padding:3px 12px 3px 0;vertical-align:top;font-weight:bold;'
+    'white-space:nowrap"'
+)
 _TD = 'style="padding:3px 0;vertical-align:top"'
 _SMALL_TH = 'style="text-align:left;padding:1px 10px 1px 0;vertical-align:top;font-weight:normal"'
 _BUTTON = (

@@ -1,5 +1,8 @@
 """The water chart a person reads on a phone: Japanese, with its unit and every stage line."""
 
+# The chart's Japanese uses full-width brackets, as Japanese typography wants.
+# ruff: noqa: RUF001
+
 from __future__ import annotations
 
 import datetime as dt
@@ -90,3 +93,16 @@ def test_without_a_cjk_font_the_log_says_so_and_the_chart_still_draws(
         assert "fonts-noto-cjk" in caplog.text
     finally:
         cjk_font_path.cache_clear()
+
+
+def test_the_chart_says_in_japanese_what_it_shows_with_its_unit_and_legend() -> None:
+    chart = level_chart("level_east.level_cm", POINTS, end=END, stages=stage_lines(FOUR))
+    assert chart is not None
+    assert chart.texts[0] == "過去24時間の水位（日本時間）"
+    assert "cm" in chart.texts  # the unit on the axis
+    assert "level_east.level_cm" not in " ".join(chart.texts)  # no machine name
+    legend = list(chart.texts[-5:])
+    assert legend == [
+        "水位", "水防団待機水位 150cm", "はん濫注意 180cm", "避難判断水位 210cm",
+        "氾濫危険水位 240cm",
+    ]  # fmt: skip
