@@ -21,6 +21,7 @@ actuator states are the device's own outputs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -57,18 +58,24 @@ class RigSite:
         self._background: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
+        """Start the daemon and claim the rig's lines; on any failure, release what
+        was started before the error propagates."""
         from gpiozero import DigitalOutputDevice
 
         from edge.daemon import Daemon
 
-        self.daemon = Daemon(self.config, pin_factory=self.pin_factory)
-        await self.daemon.start()
-        self.daemon.uplink.on_published = self._published
-        for name, line in self.rig.items():
-            self.lines[name] = DigitalOutputDevice(
-                line.pin, active_high=line.active_high, initial_value=False,
-                pin_factory=self.daemon.pin_factory,
-            )
+        try:
+            self.daemon = Daemon(self.config, pin_factory=self.pin_factory)
+            await self.daemon.start()
+            self.daemon.uplink.on_published = self._published
+            for name, line in self.rig.items():
+                self.lines[name] = DigitalOutputDevice(
+                    line.pin, active_high=line.active_high, initial_value=False,
+                    pin_factory=self.daemon.pin_factory,
+                )
+        except BaseException:
+            await self.close()
+            raise
 
     def _published(self, item: Any) -> None:
         if item.channel != "events":
@@ -115,17 +122,25 @@ class RigSite:
         elif action == "plug" and power is not None:
             power.off()
         else:
-            shown = "" if value is None else f" {value:g}" if isinstance(value, float) else f" {value}"
+            shown = (
+                "" if value is None else f" {value:g}" if isinstance(value, float) else f" {value}"
+            )
             self.prompt(f"NOW: {target} {action}{shown}")
 
     async def close(self) -> None:
-        for task in list(self._background):
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
-        for line in self.lines.values():
-            line.close()
-        if self.daemon is not None:
-            await self.daemon.close()
+        """Release the lines and stop the daemon; safe after a partial start, idempotent."""
+        try:
+            for task in list(self._background):
+                task.cancel()
+            await asyncio.gather(*self._background, return_exceptions=True)
+            lines, self.lines = self.lines, {}
+            with contextlib.ExitStack() as stack:
+                for line in lines.values():
+                    stack.callback(line.close)
+        finally:
+            daemon, self.daemon = self.daemon, None
+            if daemon is not None:
+                await daemon.close()
 
     async def __aenter__(self) -> RigSite:
         await self.start()

@@ -159,22 +159,35 @@ def cmd_report_naps(args: argparse.Namespace) -> int:
 def cmd_bench_run(args: argparse.Namespace) -> int:
     import tempfile
 
-    from edge.bench import ScenarioError, find_scenario, load_scenario, run_scenario
+    from edge.bench import Console, ScenarioError, find_scenario, load_scenario, run_scenario
+    from edge.sim.actions import EmulationError
+    from edge.sim.emulated import SiteSetupError
 
+    # Everything is checked before anything starts: the device's config, then the
+    # scenario (its keys, and every name in it against the site or the device).
+    device = _load_config(args.device) if args.device else None
     try:
-        scenario = load_scenario(find_scenario(args.scenario))
+        scenario = load_scenario(find_scenario(args.scenario), device)
     except ScenarioError as exc:
         print(f"bench error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     if args.verbose:
         _setup_logging(False)
-    device = _load_config(args.device) if args.device else None
+    # With --verbose the whole log goes to stderr; otherwise the console shows each
+    # distinct warning once, stamped with the scenario's clock.
+    console = Console(sys.stdout)
     with tempfile.TemporaryDirectory(prefix="satoyama-bench-") as tmp:
         try:
-            report = asyncio.run(run_scenario(scenario, Path(tmp), device=device))
-        except ScenarioError as exc:
+            report = asyncio.run(
+                run_scenario(scenario, Path(tmp), device=device, console=console,
+                             capture_log=not args.verbose)
+            )
+        except (ScenarioError, EmulationError) as exc:
             print(f"bench error: {exc}", file=sys.stderr)
             return EXIT_CONFIG
+        except SiteSetupError as exc:
+            print(f"bench error: {exc}", file=sys.stderr)
+            return 1
     print(report.render())
     if args.report:
         Path(args.report).write_text(report.to_json(), encoding="utf-8")

@@ -25,10 +25,14 @@ it from a worker thread, off the event loop).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
+import os
+import sys
+import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -57,6 +61,46 @@ __all__ = [
 ]
 
 _QUANT_RTOL = 1e-6
+
+XNNPACK_INFO = b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+"""The line LiteRT's C++ runtime prints on stderr when it makes its first interpreter.
+No setting silences it (``TF_CPP_MIN_LOG_LEVEL`` does not reach TFLite's own logger)."""
+_fd2_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _without_xnnpack_info() -> Iterator[None]:
+    """Make an interpreter with :data:`XNNPACK_INFO` kept off stderr, and nothing else.
+
+    File descriptor 2 points at a temporary file meanwhile; afterwards every
+    other byte written there (an error from the runtime, another thread's
+    warning) is copied to the real stderr.  Without a usable fd 2, a no-op.
+    """
+    with _fd2_lock:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError, AttributeError):
+            yield
+            return
+        try:
+            with tempfile.TemporaryFile() as capture:
+                os.dup2(capture.fileno(), 2)
+                try:
+                    yield
+                finally:
+                    with contextlib.suppress(OSError, ValueError, AttributeError):
+                        sys.stderr.flush()
+                    os.dup2(saved, 2)
+                    capture.seek(0)
+                    kept = b"".join(
+                        line for line in capture.read().splitlines(keepends=True)
+                        if line.rstrip(b"\r\n") != XNNPACK_INFO
+                    )
+                    while kept:
+                        kept = kept[os.write(2, kept) :]
+        finally:
+            os.close(saved)
 
 
 class Model:
@@ -103,8 +147,9 @@ class Model:
                 f"{card.get('sha256')}"
             )
         try:
-            interp = _Interpreter(model_content=content, num_threads=1)
-            interp.allocate_tensors()
+            with _without_xnnpack_info():
+                interp = _Interpreter(model_content=content, num_threads=1)
+                interp.allocate_tensors()
         except Exception as e:  # the interpreter raises ValueError / RuntimeError
             raise ModelError(
                 f"corrupt model file: {path}: the interpreter refused it: {e}"

@@ -34,11 +34,27 @@ from edge.config import (
     parse,
 )
 from edge.event import decode
+from edge.sim.actions import EmulationError, check_action
 from edge.sim.broker import Mosquitto
 
 
-class EmulationError(ValueError):
-    """A stimulus the emulated site cannot apply (unknown target or action)."""
+class SiteSetupError(RuntimeError):
+    """The emulated site could not be built (no pseudo-terminal, no broker, ...).
+
+    Everything already started has been stopped again when this is raised."""
+
+
+async def _wait_started(ready: asyncio.Event, task: asyncio.Task[Any], limit_s: float) -> None:
+    """Wait until ``task`` sets ``ready``; its error at once if it ends first."""
+    waiter = asyncio.ensure_future(ready.wait())
+    try:
+        async with asyncio.timeout(limit_s):
+            await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+    if not ready.is_set():
+        task.result()  # raises what ended it
+        raise SiteSetupError("the event listener ended before it subscribed")
 
 
 class EmulatedSite:
@@ -116,18 +132,45 @@ class EmulatedSite:
         )
 
     async def start(self) -> None:
-        from edge.daemon import Daemon
+        """Start the broker, the emulators, the listener and the daemon.
 
-        self.broker.start()
-        config = self._emulate()
+        If any step fails, whatever had started is stopped again before the error
+        propagates (a pty that cannot be opened must not leave a broker running)."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _start(self) -> None:
+        from edge.daemon import Daemon
+        from edge.sim.broker import BrokerError
+
+        try:
+            self.broker.start()
+        except BrokerError as exc:
+            raise SiteSetupError(f"the private broker would not start: {exc}") from None
+        try:
+            config = self._emulate()
+        except OSError as exc:
+            raise SiteSetupError(
+                f"could not open a pseudo-terminal for an emulated serial device ({exc}); "
+                "is /dev/pts mounted?"
+            ) from None
         self._spy_task = asyncio.create_task(self._listen(config))
-        await asyncio.wait_for(self._spy_ready.wait(), 10)
+        try:
+            await _wait_started(self._spy_ready, self._spy_task, 10)
+        except TimeoutError:
+            raise SiteSetupError("the event listener could not subscribe within 10 s") from None
         for stim in self.initial:
             sensor = self.base.sensors.get(stim.target)
             if sensor is None or stim.target not in self.emulators:
-                raise EmulationError(f"initial: {stim.target!r} is not an emulated bus or port sensor")
+                raise EmulationError(
+                    f"initial: {stim.target!r} is not an emulated bus or port sensor"
+                )
+            value = check_action(self.base, stim.target, stim.action, stim.value)
             await self._apply_emulator(stim.target, sensor, self.emulators[stim.target],
-                                       stim.action, stim.value)
+                                       stim.action, value)
         self.daemon = Daemon(config, i2c_bus=self.i2c_buses.__getitem__)
         await self.daemon.start()
 
@@ -150,22 +193,31 @@ class EmulatedSite:
                     )
 
     async def close(self) -> None:
-        for task in list(self._background):
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
-        if self.daemon is not None:
-            await self.daemon.close()
-        if self._spy_task is not None:
-            self._spy_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                await self._spy_task
-        for emu in self.emulators.values():
-            if isinstance(emu, tuple):
-                continue  # (ADS1115 model, config): nothing to close
-            close = getattr(emu, "close", None)
-            if close is not None:
-                close()
-        self.broker.close()
+        """Stop everything that was started, in reverse order; safe after a partial
+        :meth:`start` and idempotent.  The broker is stopped whatever else fails."""
+        try:
+            for task in list(self._background):
+                task.cancel()
+            await asyncio.gather(*self._background, return_exceptions=True)
+            daemon, self.daemon = self.daemon, None
+            if daemon is not None:
+                await daemon.close()
+        finally:
+            try:
+                spy, self._spy_task = self._spy_task, None
+                if spy is not None:
+                    spy.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                        await spy
+            finally:
+                try:
+                    with contextlib.ExitStack() as stack:
+                        for emu in self.emulators.values():
+                            close = getattr(emu, "close", None)  # an ADS1115 has nothing to close
+                            if close is not None:
+                                stack.callback(close)
+                finally:
+                    self.broker.close()
 
     async def __aenter__(self) -> EmulatedSite:
         await self.start()
@@ -198,22 +250,20 @@ class EmulatedSite:
         background, so a timeline's next step is not delayed.
         """
         cfg = self.base
+        try:
+            value = check_action(cfg, target, action, value)
+        except EmulationError as exc:
+            raise EmulationError(f"{target}: {exc}") from None
         rule = cfg.rules.get(target)
         if isinstance(rule, NapRuleConfig):
-            if action != "acknowledge":
-                raise EmulationError(f"{target}: a nap rule knows the action 'acknowledge'")
             pin = self.daemon.pin_factory.pin(rule.ack_pin)  # a button to ground, pulled up
             await asyncio.to_thread(pin.drive_low)
             await asyncio.to_thread(pin.drive_high)
             return
         if target in cfg.actuators:
-            if action != "test":
-                raise EmulationError(f"{target}: actuators know only the action 'test'")
             self._background_task(self.daemon.test_actuator(target))
             return
-        sensor = cfg.sensors.get(target)
-        if sensor is None:
-            raise EmulationError(f"no sensor or actuator named {target!r}")
+        sensor = cfg.sensors[target]
         if isinstance(sensor, PirSensorConfig):
             pin = self.daemon.pin_factory.pin(sensor.pin)
             if action == "motion":
@@ -270,7 +320,7 @@ class EmulatedSite:
             return
         if isinstance(sensor, UltrasonicConfig):
             if action == "level_cm":
-                emu.set_distance_mm(int(round((sensor.mount_height_cm - float(value)) * 10)))
+                emu.set_distance_mm(round((sensor.mount_height_cm - float(value)) * 10))
             elif action == "garbage":
                 emu.inject_garbage(int(value or 32))
             elif action == "unplug":
@@ -278,7 +328,9 @@ class EmulatedSite:
             elif action == "plug":
                 emu.plug()
             else:
-                raise EmulationError(f"{target}: unknown action {action!r} for an ultrasonic ranger")
+                raise EmulationError(
+                    f"{target}: unknown action {action!r} for an ultrasonic ranger"
+                )
             return
         if isinstance(sensor, MatSensorConfig):
             method = getattr(emu, action, None)

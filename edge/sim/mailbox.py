@@ -54,7 +54,7 @@ class Mailbox:
         self._controller: Any = None
 
     # aiosmtpd handler hook
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         if self.fail_with is not None:
             return self.fail_with
         raw: bytes = envelope.original_content or envelope.content

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
 
-from edge.config import MatSensorConfig, PirSensorConfig, TrapSensorConfig, WATER_SENSORS
+from edge.config import WATER_SENSORS, MatSensorConfig, PirSensorConfig, TrapSensorConfig
 
 _s = {"forbid_unknown_fields": True, "kw_only": True, "frozen": True}
 
@@ -86,6 +87,14 @@ class World:
         self.traps = [n for n, s in cfg.sensors.items() if isinstance(s, TrapSensorConfig)]
         self.mats = [n for n, s in cfg.sensors.items() if isinstance(s, MatSensorConfig)]
         self.log: list[tuple[float, str]] = []
+        """What happened in the field, in scene seconds."""
+        self.on_say: Callable[[str, float], None] | None = None
+        """Told each line of :attr:`log` as it happens (the bench's narration)."""
+
+    def _say(self, t: float, text: str) -> None:
+        self.log.append((t, text))
+        if self.on_say is not None:
+            self.on_say(text, t)
 
     def initial(self) -> list[tuple[str, str, float]]:
         """(target, action, value) for the emulators before the daemon starts."""
@@ -94,6 +103,7 @@ class World:
     async def run(self, t0: float) -> None:
         """Play the world from ``t0`` (the loop's monotonic time of scene second 0)."""
         tasks = [asyncio.create_task(self._water(t0))]
+        tasks += [asyncio.create_task(self._rain(t0, r)) for r in self.spec.rain]
         tasks += [asyncio.create_task(self._animal(t0, a)) for a in self.spec.animals]
         tasks += [asyncio.create_task(self._infant(t0, step)) for step in self.spec.infant]
         try:
@@ -118,18 +128,34 @@ class World:
                 await self.site.apply(name, "level_cm", round(level, 1))
             await asyncio.sleep(self.spec.tick_s)
 
+    async def _rain(self, t0: float, r: Rain) -> None:
+        if not self.water:
+            return
+        await self._at(t0, r.at_s)
+        self._say(
+            r.at_s,
+            f"rain: the water rises {r.rise_cm:g} cm over {r.time_to_peak_s:g} s "
+            f"(seen by {', '.join(self.water)})",
+        )
+
     async def _animal(self, t0: float, a: Animal) -> None:
         await self._at(t0, a.at_s)
-        self.log.append((a.at_s, f"a {a.kind} comes out of the forest"))
+        self._say(a.at_s, f"a {a.kind} comes out of the forest")
         for i, name in enumerate(self.detectors):
-            await self._at(t0, a.at_s + 0.5 * i)
+            t = a.at_s + 0.5 * i
+            await self._at(t0, t)
+            self._say(t, f"the {a.kind} passes {name}")
             await self.site.apply(name, "motion", 0.3)
         if a.takes_bait and self.traps:
-            await self._at(t0, a.at_s + 0.5 * len(self.detectors) + 0.5)
-            self.log.append((a.at_s, f"the {a.kind} walks into {self.traps[0]}"))
+            t = a.at_s + 0.5 * len(self.detectors) + 0.5
+            await self._at(t0, t)
+            self._say(t, f"the {a.kind} walks into {self.traps[0]}")
             await self.site.apply(self.traps[0], "bounce_close")
 
     async def _infant(self, t0: float, step: InfantStep) -> None:
         await self._at(t0, step.at_s)
-        for name in [step.mat] if step.mat else self.mats:
+        mats = [step.mat] if step.mat else self.mats
+        what = step.do.replace("_", " ") + (f" {step.posture}" if step.posture else "")
+        self._say(step.at_s, f"the infant on {', '.join(mats)}: {what}")
+        for name in mats:
             await self.site.apply(name, step.do, step.posture)

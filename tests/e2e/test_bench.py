@@ -76,7 +76,7 @@ async def test_a_device_on_the_bench_through_a_rig(tmp_path: Path, broker) -> No
     scenario_path = tmp_path / "bench.toml"
     scenario_path.write_text("""
 name = "on the bench"
-site = "paddy-edge"
+site = "whole-site"     # the scenario's vocabulary: a paddy edge with a water gauge
 duration_s = 4
 
 [rig.pir_north]
