@@ -185,6 +185,8 @@ class Daemon:
             batch_s=self.config.telemetry.batch_s,
             max_readings=self.config.telemetry.max_readings,
             clock_synced=self.recorder.clock_synced,
+            # Packed columns need a notifier that reads them: one that acknowledges.
+            columns=self.config.uplink.delivery == "cloud_ack",
         )
         for name, rule in self.rules.items():
             self._wake[name] = asyncio.Event()

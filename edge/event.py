@@ -9,6 +9,8 @@ nothing else of each other.  The wire format is documented in
 from __future__ import annotations
 
 import datetime as dt
+import math
+import struct
 from typing import Any, Final, Literal
 
 import msgspec
@@ -214,7 +216,11 @@ class TelemetryBatch(msgspec.Struct, frozen=True, kw_only=True):
 
     Encoded as MessagePack (not JSON): a reading costs a few bytes, which
     matters on SIMs billed per 100 KB.  ``series`` is keyed by
-    ``"<sensor>.<quantity>"``, e.g. ``"level_east.level_cm"``.
+    ``"<sensor>.<quantity>"``, e.g. ``"level_east.level_cm"``.  On the wire a
+    series is either ``[t, v]`` (two arrays of floats) or, from
+    ``encode_telemetry(..., columns=True)``, one binary string of packed
+    columns (see :func:`pack_series`); :func:`decode_telemetry` reads both and
+    always returns :class:`Series`.
     """
 
     device: str
@@ -232,19 +238,189 @@ class TelemetryBatch(msgspec.Struct, frozen=True, kw_only=True):
     on ``PREFIX/DEVICE/ack``; empty from devices older than the acknowledgement."""
 
 
+class _WireBatch(msgspec.Struct, frozen=True, kw_only=True):
+    """:class:`TelemetryBatch` as it crosses the wire: a series may be packed columns."""
+
+    device: str
+    site: str
+    boot: str
+    seq: int
+    t0: float
+    clock_synced: bool
+    series: dict[str, Series | bytes]
+    v: int = ENVELOPE_VERSION
+    id: str = ""
+
+
 _mp_encoder = msgspec.msgpack.Encoder()
-_telemetry_decoder = msgspec.msgpack.Decoder(TelemetryBatch)
+_telemetry_decoder = msgspec.msgpack.Decoder(_WireBatch)
+
+_COLUMNS_FORMAT: Final = 1
+_RAW_FLOATS: Final = 0xFF
+_MAX_SCALE: Final = 6
 
 
-def encode_telemetry(batch: TelemetryBatch) -> bytes:
-    return _mp_encoder.encode(batch)
+def encode_telemetry(batch: TelemetryBatch, *, columns: bool = False) -> bytes:
+    """MessagePack; ``columns``: each series packed by :func:`pack_series` where that is
+    lossless (about 3 B a reading instead of 18; notifiers before it cannot read it)."""
+    if not columns:
+        return _mp_encoder.encode(batch)
+    packed: dict[str, Series | bytes] = {}
+    for name, series in batch.series.items():
+        blob = pack_series(series)
+        packed[name] = series if blob is None else blob
+    wire = _WireBatch(
+        device=batch.device, site=batch.site, boot=batch.boot, seq=batch.seq, t0=batch.t0,
+        clock_synced=batch.clock_synced, series=packed, v=batch.v, id=batch.id,
+    )  # fmt: skip
+    return _mp_encoder.encode(wire)
 
 
 def decode_telemetry(payload: bytes) -> TelemetryBatch:
     try:
-        return _telemetry_decoder.decode(payload)
+        wire = _telemetry_decoder.decode(payload)
     except msgspec.DecodeError as exc:
         raise EnvelopeError(f"invalid telemetry payload: {exc}") from None
+    series = {
+        name: unpack_series(value, name) if isinstance(value, bytes) else value
+        for name, value in wire.series.items()
+    }
+    return TelemetryBatch(
+        device=wire.device, site=wire.site, boot=wire.boot, seq=wire.seq, t0=wire.t0,
+        clock_synced=wire.clock_synced, series=series, v=wire.v, id=wire.id,
+    )  # fmt: skip
+
+
+def pack_series(series: Series) -> bytes | None:
+    """The readings as packed columns, or None when that would not be lossless.
+
+    Layout: format byte (1), count (varint), value scale ``k`` (one byte: values
+    are integers of ``10**-k``; 255: raw float64); offsets in whole milliseconds,
+    the first one, then the first difference, then differences of differences
+    (regular sampling makes those 0 or a few ms); values: the first scaled integer
+    then differences (raw: 8 B big-endian each).  Integers are zigzag varints.
+    """
+    t, v = series.t, series.v
+    if len(t) != len(v):
+        return None
+    ms = [_exact_int(x, 3) for x in t]
+    if any(m is None for m in ms):
+        return None
+    out = bytearray((_COLUMNS_FORMAT,))
+    _put_varint(out, len(t))
+    scale, ints = _RAW_FLOATS, None
+    for k in range(_MAX_SCALE + 1):
+        scaled = [_exact_int(x, k) for x in v]
+        if all(i is not None for i in scaled):
+            scale, ints = k, scaled
+            break
+    out.append(scale)
+    prev = prev_delta = 0
+    for i, m in enumerate(ms):
+        assert m is not None
+        if i == 0:
+            _put_varint(out, _zigzag(m))
+        elif i == 1:
+            prev_delta = m - prev
+            _put_varint(out, _zigzag(prev_delta))
+        else:
+            _put_varint(out, _zigzag(m - prev - prev_delta))
+            prev_delta = m - prev
+        prev = m
+    if ints is None:
+        for x in v:
+            out += struct.pack(">d", x)
+    else:
+        prev = 0
+        for n in ints:
+            assert n is not None
+            _put_varint(out, _zigzag(n - prev))
+            prev = n
+    return bytes(out)
+
+
+def unpack_series(blob: bytes, name: str = "") -> Series:
+    """The inverse of :func:`pack_series` (raises :class:`EnvelopeError` on bad bytes)."""
+    try:
+        if not blob or blob[0] != _COLUMNS_FORMAT:
+            raise ValueError("unknown format")
+        pos = 1
+        n, pos = _get_varint(blob, pos)
+        if n > len(blob) * 8:
+            raise ValueError("count larger than the data")
+        scale = blob[pos]
+        pos += 1
+        if scale != _RAW_FLOATS and scale > _MAX_SCALE:
+            raise ValueError(f"scale {scale}")
+        t: list[float] = []
+        prev = prev_delta = 0
+        for i in range(n):
+            z, pos = _get_varint(blob, pos)
+            d = _unzigzag(z)
+            if i == 0:
+                m = d
+            elif i == 1:
+                prev_delta = d
+                m = prev + d
+            else:
+                prev_delta += d
+                m = prev + prev_delta
+            t.append(m / 1000)
+            prev = m
+        v: list[float] = []
+        if scale == _RAW_FLOATS:
+            for _ in range(n):
+                v.append(struct.unpack_from(">d", blob, pos)[0])
+                pos += 8
+        else:
+            prev, div = 0, 10**scale
+            for _ in range(n):
+                z, pos = _get_varint(blob, pos)
+                prev += _unzigzag(z)
+                v.append(prev / div)
+        if pos != len(blob):
+            raise ValueError("trailing bytes")
+    except (ValueError, IndexError, struct.error) as exc:
+        raise EnvelopeError(f"invalid telemetry payload: series {name!r}: {exc}") from None
+    return Series(t=t, v=v)
+
+
+def _exact_int(x: float, k: int) -> int | None:
+    """``x`` as an integer count of ``10**-k`` if that gives ``x`` back exactly."""
+    if not math.isfinite(x) or abs(x) >= 2**53:
+        return None
+    n: int = round(x * 10**k)
+    if abs(n) >= 2**53 or n / 10**k != x:
+        return None
+    return n
+
+
+def _zigzag(n: int) -> int:
+    return n * 2 if n >= 0 else -n * 2 - 1
+
+
+def _unzigzag(z: int) -> int:
+    return z // 2 if z % 2 == 0 else -(z + 1) // 2
+
+
+def _put_varint(out: bytearray, n: int) -> None:
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+
+
+def _get_varint(data: bytes, pos: int) -> tuple[int, int]:
+    n = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        n |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return n, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
 
 
 class HeartbeatData(msgspec.Struct, frozen=True, kw_only=True):

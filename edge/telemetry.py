@@ -2,8 +2,10 @@
 
 Readings wait in memory until ``batch_s`` has passed since the first of them
 or ``max_readings`` are held; then the batch is encoded (MessagePack, offsets
-from ``t0``) and queued in the outbox below every event.  A reading costs a
-few bytes on the wire instead of a JSON message each.
+from ``t0``, each series as packed columns: millisecond offsets as differences
+of differences, values as differences of scaled integers) and queued in the
+outbox below every event.  A reading costs about 3 bytes on the wire instead
+of a JSON message each.
 """
 
 from __future__ import annotations
@@ -26,12 +28,16 @@ class TelemetryBuffer:
         max_readings: int,
         clock_synced: Callable[[], bool],
         clock: Callable[[], float] = time.time,
+        columns: bool = True,
     ) -> None:
+        """``columns``: encode each series as packed columns (:func:`edge.event.pack_series`,
+        about 3 B a reading instead of 18); off for a notifier that predates them."""
         self.device, self.site, self.boot = device, site, boot
         self.batch_s = batch_s
         self.max_readings = max_readings
         self.clock_synced = clock_synced
         self.clock = clock
+        self.columns = columns
         self._series: dict[str, tuple[list[float], list[float]]] = {}
         self._count = 0
         self._first: float | None = None
@@ -85,5 +91,5 @@ class TelemetryBuffer:
             kind="telemetry",
             channel="telemetry",
             created=self.clock(),
-            payload=encode_telemetry(batch),
+            payload=encode_telemetry(batch, columns=self.columns),
         )
