@@ -1066,7 +1066,7 @@ class Notifier:
                     total=row.folded_total, stats=row.stats if with_data else {}, over=over,
                     quiet_s=row.quiet_s, every_s=row.summary_every_s, lat=row.lat,
                     lon=row.lon, language=recipient.language, sender=self.config.smtp.sender,
-                    recipient=recipient.address, index=index, now=when,
+                    recipient=recipient.address, index=index, now=when, maps=self.maps,
                 )  # fmt: skip
 
             mails = await self._render_each(_stored(row.recipients), render, notice.id)
@@ -1092,7 +1092,7 @@ class Notifier:
                     site=site, device=row.device, sensor=row.sensor,
                     closed_since=row.closed_since, number=number, lat=row.lat, lon=row.lon,
                     language=recipient.language, sender=self.config.smtp.sender,
-                    recipient=recipient.address, index=index, now=when,
+                    recipient=recipient.address, index=index, now=when, maps=self.maps,
                 )  # fmt: skip
 
             mails = await self._render_each(_stored(row.recipients), render, notice.id)

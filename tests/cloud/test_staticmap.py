@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import socket
 import threading
@@ -12,11 +13,22 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from cloud.config import parse_config
+from cloud.config import load_config, parse_config
 from cloud.errors import ConfigError
-from cloud.render import MAP_CID, render_mail
+from cloud.render import MAP_CID, render_mail, render_reminder
 from cloud.staticmap import StaticMaps, pixel, tile_of
-from tests.cloud.conftest import LAT, LON, config_text, make_event
+from edge.sim.broker import Mosquitto
+from edge.sim.mailbox import Mailbox
+from tests.cloud.conftest import (
+    LAT,
+    LON,
+    RECIPIENTS,
+    Publisher,
+    config_text,
+    mails,
+    make_event,
+    running,
+)
 from tests.cloud.test_render import SENDER, SITE_CONFIG
 
 TILES = Path(__file__).parent.parent / "data" / "tiles"
@@ -131,3 +143,38 @@ def test_maps_configuration(tmp_path: Path) -> None:
         parse_config(text + '\n[maps]\ntile_url = "https://t.example/{z}/{x}.png"\n')
     with pytest.raises(ConfigError, match=r"maps\.timeout_s"):
         parse_config(text + "\n[maps]\ntimeout_s = 30\n")
+
+
+async def test_the_notifier_mails_the_picture_when_maps_are_on(
+    tmp_path: Path, broker: Mosquitto, mailbox: Mailbox, publisher: Publisher
+) -> None:
+    text = config_text(mqtt_port=broker.port, smtp_port=mailbox.port, store=tmp_path / "n.db")
+    text += f'\n[maps]\nenabled = true\ntile_url = "{TEMPLATE}"\ncache_dir = "tiles"\n'
+    path = tmp_path / "notifier.toml"
+    path.write_text(text)
+    config = load_config(path)
+    event = make_event(data={"sensor": "pir_north", "siren": True, "place": "北端の柵"})
+    async with running(config):
+        await publisher.event(event)
+        received = await mails(mailbox, len(RECIPIENTS))
+    for mail in received:
+        msg = mail.message
+        assert msg["Subject"].startswith("【緊急】【動物検知】片丘 東の田 北端の柵 ")
+        html = msg.get_body(("html",))
+        assert html is not None
+        pictures = [p for p in msg.walk() if p.get_content_type() == "image/png"]
+        assert len(pictures) == 1
+        cid = str(pictures[0]["Content-ID"]).strip("<>")
+        assert cid.startswith(MAP_CID) and f'src="cid:{cid}"' in html.get_content()
+    assert any((tmp_path / "tiles").rglob("*.tile"))  # the tiles were kept on disk
+
+
+def test_a_trap_reminder_carries_the_picture_too(tmp_path: Path) -> None:
+    mail = render_reminder(
+        notice_id="notice:t.r1", trigger_id="t", site_id="kataoka-east", site=SITE_CONFIG,
+        device="pi-trap-01", sensor="trap_a", closed_since=1.7e9, number=1, lat=LAT, lon=LON,
+        language="ja", sender=SENDER, recipient="hunter@example.jp", index=1,
+        now=dt.datetime.fromtimestamp(1.7e9 + 7200, dt.UTC), maps=maps(tmp_path),
+    )  # fmt: skip
+    assert [r.cid.startswith(MAP_CID) for r in mail.related] == [True]
+    assert "trap_a" not in str(mail["Subject"])
