@@ -158,8 +158,9 @@ def cmd_bundle_verify(args: argparse.Namespace) -> int:
 def cmd_profiles(args: argparse.Namespace) -> int:
     for name in profiles.available():
         p = profiles.load(name)
-        needs = f" (switched on at first boot: {', '.join(p.interfaces)})" if p.interfaces else ""
-        print(f"{name:<16} {p.title_ja}\n{'':<16} {p.title_en}{needs}")
+        print(f"{name:<16} {p.title_ja}\n{'':<16} {p.title_en}")
+        if p.interfaces:
+            print(f"{'':<16} first boot switches on: {', '.join(p.interfaces)}")
     return 0
 
 

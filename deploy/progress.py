@@ -119,8 +119,9 @@ class Progress:
                 self._write(f"\r{self.prefix}{self._name}: {result} ({took:.1f} s)\x1b[K\n")
             self._name = None
 
-    def close(self) -> None:
-        self.finish()
+    def close(self, result: str = "done") -> None:
+        """End the last phase (``result`` says how, e.g. "failed") and stop redrawing."""
+        self.finish(result)
         self._stop.set()
         if self._ticker is not None:
             self._ticker.join()

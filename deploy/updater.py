@@ -1360,7 +1360,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("url")
     s.add_argument("--sha256")
     sub.add_parser(
-        "run", help="carry out a pending update request (the timer and path units run this)"
+        "run",
+        help="carry out the update request the daemon left (the timer and path units run this)",
     )
     sub.add_parser("status", help="print the installed releases and the journal as JSON")
     return p
