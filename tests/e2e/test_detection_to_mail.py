@@ -41,6 +41,8 @@ def check_detection_mail(mail: ReceivedMail) -> None:
     msg = mail.message
     assert mail.rcpt_tos == RECIPIENTS
     assert "動物" in str(msg["Subject"])
+    # the device's own description of the place, from its config to the subject (issue 14)
+    assert "simulated paddy edge, north fence" in str(msg["Subject"])
     body = text_of(msg)
     assert f"{LAT:.6f}" in body and f"{LON:.6f}" in body
     assert f"https://maps.gsi.go.jp/#17/{LAT:.6f}/{LON:.6f}/" in body

@@ -153,6 +153,8 @@ async def test_a_water_task_that_dies_is_reported_retried_and_recovers(
     assert len(spy.of_kind("sensor_fault")) == 1, "one report for the whole episode"
     [alert] = spy.of_kind("water_level_alert")
     assert alert.data["sensor"] == "probe_b" and alert.data["stage"] == "flood_watch"
+    # every stage of the rule travels with the alert, for the mail's chart (issue 14)
+    assert alert.data["stages"] == [{"name": "flood_watch", "label": "", "level_cm": 200.0}]
 
 
 async def test_a_ranger_port_that_cannot_open_is_a_reported_fault_not_a_silent_death(
