@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from edge import __version__
 
@@ -122,12 +123,30 @@ def cmd_check(args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
+def _nap_rules(config: Any, room: str | None) -> list[tuple[str, Any]]:
+    """The device's nap rules (``--room``: that one); exits 2 naming what is wrong."""
+    from edge.config import NapRuleConfig
+
+    naps = [(n, r) for n, r in config.rules.items() if isinstance(r, NapRuleConfig)]
+    if not naps:
+        print("error: this device has no nap rule (rules.*.type = \"nap\")", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG)
+    if room is None:
+        return naps
+    chosen = [(n, r) for n, r in naps if n == room]
+    if not chosen:
+        names = ", ".join(n for n, _ in naps)
+        print(f"error: --room {room}: no nap rule of that name (rules: {names})", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG)
+    return chosen
+
+
 def cmd_report_naps(args: argparse.Namespace) -> int:
     import datetime as dt
 
-    from edge.config import MatSensorConfig, NapRuleConfig
+    from edge.config import MatSensorConfig
     from edge.nap_report import JST, write_report
-    from edge.naplog import NapLog
+    from edge.naplog import NapEntry, NapLog, nap_log_path
 
     config = _load_config(args.config)
     try:
@@ -135,24 +154,100 @@ def cmd_report_naps(args: argparse.Namespace) -> int:
     except ValueError:
         print(f"error: --date {args.date}: expected YYYY-MM-DD", file=sys.stderr)
         return EXIT_CONFIG
-    naps = [r for r in config.rules.values() if isinstance(r, NapRuleConfig)]
-    if not naps:
-        print("error: this device has no nap rule (rules.*.type = \"nap\")", file=sys.stderr)
-        return EXIT_CONFIG
-    entries = []
+    naps = _nap_rules(config, args.room)
+    entries: list[NapEntry] = []
     children: dict[str, str] = {}
-    for rule in naps:
+    read: set[Path] = set()
+    for _, rule in naps:
         for mat in rule.mats:
             sensor = config.sensors[mat]
             assert isinstance(sensor, MatSensorConfig)
             children[sensor.cot] = sensor.child
-        log = NapLog(rule.log_path)
-        entries += log.day(date, JST)
-        log.close()
+        path = nap_log_path(config, rule)
+        if path in read:
+            continue  # rules sharing one log: read it once
+        read.add(path)
+        if not path.exists():
+            print(f"warning: {path}: no nap log yet (the daemon writes it)", file=sys.stderr)
+            continue
+        log = NapLog(path)
+        try:
+            entries += log.day(date, JST)
+        finally:
+            log.close()
+    first = naps[0][1]
     html_path, csv_path = write_report(
-        sorted(entries, key=lambda e: e.t), date, children, Path(args.out), args.lang
+        sorted(entries, key=lambda e: e.t), date, children, Path(args.out), args.lang,
+        period=first.period or None, facility=first.facility, class_name=first.class_name,
     )
     print(f"{html_path}\n{csv_path}")
+    return 0
+
+
+def cmd_nap_ack(args: argparse.Namespace) -> int:
+    """A staff member answers the nap room's alarm by name; the daemon applies it."""
+    import time
+
+    from edge.naplog import NapLog, nap_log_path
+
+    config = _load_config(args.config)
+    naps = _nap_rules(config, args.room)
+    if len(naps) > 1:
+        names = ", ".join(n for n, _ in naps)
+        print(f"error: --room: this device has several nap rules ({names}); name one",
+              file=sys.stderr)
+        return EXIT_CONFIG
+    [(name, rule)] = naps
+    if args.by not in rule.staff:
+        listed = ", ".join(rule.staff) or "none listed"
+        print(f"error: --by {args.by}: not in rules.{name}.staff ({listed})", file=sys.stderr)
+        return EXIT_CONFIG
+    log = NapLog(nap_log_path(config, rule))
+    try:
+        request = log.request_ack(name, args.by, time.time())
+        deadline = time.monotonic() + args.wait
+        while not (outcome := log.outcome(request)):
+            if time.monotonic() > deadline:
+                print(f"error: the daemon did not take the acknowledgement within {args.wait:g} s"
+                      " (is it running with this config?); it will not be applied later",
+                      file=sys.stderr)
+                return 1
+            time.sleep(0.1)
+    finally:
+        log.close()
+    print(f"{args.by}: {outcome}")
+    return 0 if outcome != "expired" else 1
+
+
+def cmd_nap_climate(args: argparse.Namespace) -> int:
+    """Room temperature and humidity, written on the check sheet at this time."""
+    import time
+
+    from edge.naplog import NapLog, nap_log_path
+
+    config = _load_config(args.config)
+    naps = _nap_rules(config, args.room)
+    if args.temp is None and args.humidity is None:
+        print("error: give --temp and/or --humidity", file=sys.stderr)
+        return EXIT_CONFIG
+    for flag, value, low, high in (("--temp", args.temp, -10, 50),
+                                   ("--humidity", args.humidity, 0, 100)):
+        if value is not None and not low <= value <= high:
+            print(f"error: {flag} {value:g}: expected {low} to {high}", file=sys.stderr)
+            return EXIT_CONFIG
+    name, rule = naps[0]
+    if args.by and rule.staff and args.by not in rule.staff:
+        print(f"error: --by {args.by}: not in rules.{name}.staff ({', '.join(rule.staff)})",
+              file=sys.stderr)
+        return EXIT_CONFIG
+    value = ("" if args.temp is None else f"{args.temp:g}") + "/" + (
+        "" if args.humidity is None else f"{args.humidity:g}")
+    log = NapLog(nap_log_path(config, rule))
+    try:
+        log.add_now("", "climate", value, time.time(), by=args.by or "")
+    finally:
+        log.close()
+    print(f"recorded: {value.replace('/', ' C, ')} %")
     return 0
 
 
@@ -302,7 +397,41 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--date", required=True, metavar="YYYY-MM-DD", help="the day (Japan time)")
     r.add_argument("--out", default=".", metavar="DIR", help="folder to write (default: .)")
     r.add_argument("--lang", choices=["ja", "en"], default="ja", help="language (default ja)")
+    r.add_argument("--room", metavar="RULE", help="only this nap rule's cots (default: all)")
     r.set_defaults(func=cmd_report_naps)
+
+    p = sub.add_parser(
+        "nap",
+        help="nap room: staff acknowledgement by name, room temperature and humidity",
+        description="Entries for the nap check sheet from the staff (docs/nap-sheet.md).",
+    )
+    nap = p.add_subparsers(dest="nap_command", required=True, metavar="ACTION")
+    n = nap.add_parser(
+        "ack",
+        help="acknowledge the room's alarm by name (like the button, but records who)",
+        description="Acknowledge every alarm sounding in the nap room, as the staff member "
+        "--by (initials listed in the nap rule's staff). An alarm still stops only once the "
+        "child is safe (turned, moving again); with no alarm, the round is recorded as a "
+        "check. The running daemon applies it; exits 1 if it does not within --wait.",
+    )
+    n.add_argument("--config", "-c", required=True, metavar="FILE", help="device TOML file")
+    n.add_argument("--by", required=True, metavar="INITIALS", help="who responded")
+    n.add_argument("--room", metavar="RULE", help="the nap rule (needed with several)")
+    n.add_argument("--wait", type=float, default=10.0, metavar="S",
+                   help="seconds to wait for the daemon (default %(default)s)")
+    n.set_defaults(func=cmd_nap_ack)
+    n = nap.add_parser(
+        "climate",
+        help="record the room's temperature and humidity on the check sheet",
+        description="Write the room temperature (°C) and humidity (%%) into the nap log at "
+        "this time; the check sheet shows them in that column.",
+    )
+    n.add_argument("--config", "-c", required=True, metavar="FILE", help="device TOML file")
+    n.add_argument("--temp", type=float, metavar="C", help="room temperature, °C")
+    n.add_argument("--humidity", type=float, metavar="PCT", help="relative humidity, %%")
+    n.add_argument("--by", metavar="INITIALS", help="who read them")
+    n.add_argument("--room", metavar="RULE", help="the nap rule (default: the first)")
+    n.set_defaults(func=cmd_nap_climate)
 
     p = sub.add_parser(
         "bench",

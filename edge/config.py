@@ -308,6 +308,11 @@ class WaterRuleConfig(msgspec.Struct, tag_field="type", tag="water", **_struct):
     rise_cm_per_10min: Annotated[float, Meta(gt=0, le=1000)] | None = None
 
 
+StaffInitials = Annotated[str, Meta(pattern=r"^[^\s,]{1,8}\Z")]
+"""A staff member's initials or short name on the nap sheet (no spaces or commas)."""
+ClockTime = Annotated[str, Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]\Z")]
+
+
 class NapRuleConfig(msgspec.Struct, tag_field="type", tag="nap", **_struct):
     """Nap room: posture checks and prone / apnea alarms for the cots' mats."""
 
@@ -320,8 +325,19 @@ class NapRuleConfig(msgspec.Struct, tag_field="type", tag="nap", **_struct):
     apnea_alarm_s: Annotated[float, Meta(ge=5, le=120)] = 20.0
     model_dir: str = ""
     """Folder with posture.tflite and card.json; empty: the model shipped with the daemon."""
-    log_path: str = "/var/lib/satoyama/naps.sqlite3"
-    """The nap check sheet's local record (children's names never leave the device)."""
+    log_path: str = ""
+    """The nap check sheet's local record (children's names never leave the device):
+    empty, ``naps.sqlite3`` in the state directory (the outbox's folder); a relative
+    path is taken from there."""
+    staff: list[StaffInitials] = []
+    """Initials of the staff who may acknowledge with ``edge nap ack --by``."""
+    facility: Annotated[str, Meta(max_length=64)] = ""
+    """The nursery's name, printed on the check sheet."""
+    class_name: Annotated[str, Meta(max_length=64)] = ""
+    """The class or room (e.g. ひよこ組), printed on the check sheet."""
+    period: Annotated[list[ClockTime], Meta(max_length=2)] = []
+    """The nap period, ``["12:30", "15:00"]`` (Japan time): every check column of it is on
+    the sheet, a check missed inside a child's nap is flagged.  Empty: the day's entries."""
 
 
 RuleConfig: TypeAlias = DeterrentRuleConfig | WaterRuleConfig | NapRuleConfig
@@ -516,6 +532,11 @@ def _check_references(config: Config) -> None:
             for i, mat in enumerate(rule.mats):
                 if not isinstance(config.sensors.get(mat), MatSensorConfig):
                     raise ConfigError(f"{key}.mats[{i}]: no mat sensor named {mat!r} in [sensors]")
+                if mat in watched:
+                    raise ConfigError(f"{key}.mats[{i}]: sensors.{mat} is already watched by "
+                                      f"{watched[mat]}")
+                watched[mat] = key
+            _check_nap_sheet(key, rule)
             if not isinstance(config.actuators.get(rule.buzzer), BuzzerConfig | SirenConfig):
                 raise ConfigError(f"{key}.buzzer: no buzzer named {rule.buzzer!r} in [actuators]")
             if rule.buzzer in driven_by:
@@ -548,6 +569,10 @@ def _check_references(config: Config) -> None:
     for name, sensor in config.sensors.items():
         if isinstance(sensor, WATER_SENSORS) and name not in watched:
             raise ConfigError(f"sensors.{name}: water-level sensor is in no water rule")
+        if isinstance(sensor, MatSensorConfig) and name not in watched:
+            raise ConfigError(
+                f"sensors.{name}: mat is in no nap rule; list it in a nap rule's mats"
+            )
         if not isinstance(sensor, PirSensorConfig):
             continue
         if not any(
@@ -560,6 +585,17 @@ def _check_references(config: Config) -> None:
             )
     if (config.uplink.password is None) != (config.uplink.username is None):
         raise ConfigError("uplink.password: username and password go together")
+
+
+def _check_nap_sheet(key: str, rule: NapRuleConfig) -> None:
+    for i, who in enumerate(rule.staff):
+        if who in rule.staff[:i]:
+            raise ConfigError(f"{key}.staff[{i}]: {who!r} is listed twice")
+    if len(rule.period) == 1:
+        raise ConfigError(f"{key}.period: give the start and the end, e.g. [\"12:30\", \"15:00\"]")
+    if rule.period and rule.period[1] <= rule.period[0]:
+        raise ConfigError(f"{key}.period: the nap period must end after it starts "
+                          f"({rule.period[0]} to {rule.period[1]})")
 
 
 def _check_sensor(key: str, sensor: SensorConfig) -> None:

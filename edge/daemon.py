@@ -46,6 +46,7 @@ from edge.event import HeartbeatData
 from edge.mat_watch import MatWatch
 from edge.modem import modem_status
 from edge.nap_watch import NapWatch
+from edge.naplog import nap_log_path
 from edge.outbox import Notice, Outbox
 from edge.recorder import Recorder
 from edge.sensor_health import SensorHealth
@@ -228,7 +229,8 @@ class Daemon:
             if not isinstance(rc, NapRuleConfig):
                 continue
             nap = self.naps[rule_name] = NapWatch(
-                rule_name, rc, self.mats, self.actuators[rc.buzzer], record=self._record
+                rule_name, rc, self.mats, self.actuators[rc.buzzer], record=self._record,
+                log_path=nap_log_path(self.config, rc),
             )
             self._buttons.append(self._ack_button(rc.ack_pin, nap))
             # Supervised: a nap rule that crashes is reported and started again (its

@@ -14,7 +14,7 @@ dangers.  :class:`CotWatch` does that check and raises the alarms:
   down / moving again / taken out of the cot) **and** a staff member has
   pressed the acknowledge button since the alarm began — a press while the
   child is still face down does not silence it.  ``alarm_cleared`` records
-  both.
+  both, with who acknowledged (the room's button, or a staff member's initials).
 
 Pure state with explicit times; the daemon feeds mat readings and button
 presses and drives the buzzer from :attr:`CotWatch.sounding`.
@@ -22,6 +22,7 @@ presses and drives the buzzer from :attr:`CotWatch.sounding`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 SAFE_POSTURES = frozenset({"supine", "left", "right", "empty"})
@@ -68,7 +69,8 @@ class ModelDown:
 class _Alarm:
     kind: str
     since: float
-    acknowledged: bool = False
+    acknowledged_by: str = ""
+    """Who first acknowledged it (``button`` or staff initials); empty: nobody yet."""
 
 
 @dataclass
@@ -84,6 +86,10 @@ class CotWatch:
     _alarms: dict[str, _Alarm] = field(default_factory=dict)
     _model_down_told: bool = False
     _since_motion: float = 0.0
+    grid_phase_s: float | None = None
+    """When set, checks after the first fall on a grid of ``check_interval_s`` shifted by
+    this (the wall clock minus ``t``'s clock), so each lands in its own column of the
+    paper-style sheet (12:35, 12:40, ...) instead of drifting across them."""
 
     @property
     def sounding(self) -> bool:
@@ -139,15 +145,24 @@ class CotWatch:
         out += self._try_clear(t, seconds_since_motion)
         if self._next_check is not None and t >= self._next_check:
             out.append(PostureCheck(self.posture, probability))
-            self._next_check = t + self.check_interval_s
+            self._next_check = self._after(t)
         return out
 
-    def acknowledge(self, t: float) -> list[object]:
-        """A staff member pressed the button (judged against the latest reading)."""
+    def _after(self, t: float) -> float:
+        """When the check after one at ``t`` is due."""
+        if self.grid_phase_s is None:
+            return t + self.check_interval_s
+        step = self.check_interval_s
+        return (math.floor((t + self.grid_phase_s) / step) + 1) * step - self.grid_phase_s
+
+    def acknowledge(self, t: float, by: str = "button") -> list[object]:
+        """A staff member responded (the button, or ``edge nap ack --by``), judged against
+        the latest reading: an alarm is silenced only once the infant is safe again."""
         out: list[object] = []
         moving = self._since_motion < self.apnea_alarm_s
         for alarm in self._alarms.values():
-            alarm.acknowledged = True
+            if not alarm.acknowledged_by:
+                alarm.acknowledged_by = by
             if not self._is_safe(alarm.kind, moving):
                 out.append(AckWhileUnsafe(alarm.kind))
         return out + self._try_clear(t, self._since_motion)
@@ -164,7 +179,7 @@ class CotWatch:
         moving = seconds_since_motion < self.apnea_alarm_s
         for kind in list(self._alarms):
             alarm = self._alarms[kind]
-            if alarm.acknowledged and self._is_safe(kind, moving):
+            if alarm.acknowledged_by and self._is_safe(kind, moving):
                 del self._alarms[kind]
-                out.append(AlarmCleared(kind, t - alarm.since, "button"))
+                out.append(AlarmCleared(kind, t - alarm.since, alarm.acknowledged_by))
         return out

@@ -1,6 +1,15 @@
 """The nap room as a daemon task: each cot's mat readings through the posture model and
-:class:`edge.nap.CotWatch`, the buzzer, the staff's acknowledge button, events and the
+:class:`edge.nap.CotWatch`, the buzzer, the staff's acknowledgements, events and the
 local check sheet.
+
+Acknowledgements record who responded: the room's button (``button``) or a staff
+member's initials from ``edge nap ack --by`` (another process; its request
+waits in the nap log until taken here).  Either way an alarm stops only once the
+infant is safe again: acknowledging never silences a child still face down.
+
+A mat that cannot be read (silent, or reading zero everywhere) puts its cot in
+"check by hand": the sheet says so for those minutes (never "empty"), the cot's
+latched alarms stay latched, and the mat's ``sensor_fault`` tells the staff.
 """
 
 from __future__ import annotations
@@ -21,6 +30,11 @@ log = logging.getLogger(__name__)
 
 Record = Callable[[str, str, dict[str, Any]], Awaitable[Any]]
 TICK_S = 0.5
+STALE_S = 5.0
+"""A mat with no good frame for this long is silent: its cot is checked by hand."""
+REQUEST_POLL_S = 1.0
+BUTTON = "button"
+"""Who acknowledged, for the room's button (it cannot tell who pressed it)."""
 
 
 class NapWatch:
@@ -32,6 +46,7 @@ class NapWatch:
         buzzer: Any,
         *,
         record: Record,
+        log_path: Path,
     ) -> None:
         self.name = name
         self.config = config
@@ -49,8 +64,14 @@ class NapWatch:
         }
         self.model: Any = None
         self.model_error: str | None = None
-        self.log = NapLog(config.log_path)
-        self._acks: asyncio.Queue[float] = asyncio.Queue()
+        self.log = NapLog(log_path)
+        """The sheet's record (:func:`edge.naplog.nap_log_path`: the state directory)."""
+        self._acks: asyncio.Queue[tuple[float, str, int | None]] = asyncio.Queue()
+        self._by_hand: dict[str, str] = {}
+        """Mat -> the fault that put its cot in 'check by hand'."""
+        self._seen: set[str] = set()
+        self._sounding = False
+        self._next_poll = 0.0
 
     def load_model(self) -> None:
         try:
@@ -62,14 +83,18 @@ class NapWatch:
             else:
                 self.model = PostureModel.load()  # the model shipped with the daemon
             self.model_error = None
-        except Exception as exc:  # noqa: BLE001 - any failure means: check by hand
+        except Exception as exc:  # any failure means: check by hand
             self.model = None
             self.model_error = f"posture model unavailable: {exc}"
             log.error("%s", self.model_error)
 
     def acknowledge_from_thread(self, loop: asyncio.AbstractEventLoop) -> None:
         """The button's callback (gpiozero's thread)."""
-        loop.call_soon_threadsafe(self._acks.put_nowait, time.monotonic())
+        loop.call_soon_threadsafe(self._acks.put_nowait, (time.monotonic(), BUTTON, None))
+
+    def by_hand(self) -> list[str]:
+        """The cots whose mats cannot be read now: staff check them by hand."""
+        return sorted(self.cots[m].cot for m in self._by_hand)
 
     async def run(self) -> None:
         await asyncio.to_thread(self.load_model)
@@ -87,12 +112,10 @@ class NapWatch:
                     # Not wait_for: on Python 3.11 it can swallow a cancellation
                     # (see edge/timed_wait.py) and lose the item it took.
                     async with asyncio.timeout(TICK_S):
-                        t_ack = await self._acks.get()
+                        t_ack, by, request = await self._acks.get()
                 except TimeoutError:
                     continue
-                for mat, cot in self.cots.items():
-                    await self._handle(mat, cot.acknowledge(t_ack))
-                self._drive_buzzer()
+                await self._acknowledge(t_ack, by, request)
         except asyncio.CancelledError:
             self.buzzer.off()  # the daemon stops; a crash leaves an alarm sounding
             raise
@@ -102,20 +125,71 @@ class NapWatch:
         self.buzzer.off()
         self.log.close()
 
+    async def _acknowledge(self, t: float, by: str, request: int | None) -> None:
+        """Someone responded: every latched alarm in the room is acknowledged by them; with
+        none latched, it is a staff round (a check) on the sheet."""
+        now = time.time()
+        answered: list[str] = []
+        unsafe: list[str] = []
+        for mat, cot in self.cots.items():
+            latched = cot.active_alarms
+            if not latched:
+                continue
+            for kind in latched:
+                self.log.add(cot.cot, "ack", kind, now, by=by)
+            outcomes = cot.acknowledge(t, by)
+            unsafe += [f"{cot.cot} {o.kind}" for o in outcomes if isinstance(o, AckWhileUnsafe)]
+            answered += [f"{cot.cot} {k}" for k in latched]
+            await self._handle(mat, outcomes)
+        if not answered:
+            self.log.add("", "staff_check", "", now, by=by)
+            outcome = "no alarm: recorded as a check"
+        elif unsafe:
+            outcome = ("acknowledged " + ", ".join(answered) + "; still sounding for "
+                       + ", ".join(unsafe) + " until the child is safe (turned onto the back "
+                       "or side, moving again)")
+        else:
+            outcome = "acknowledged and cleared " + ", ".join(answered)
+        log.info("acknowledged by %s: %s", by, outcome)
+        if request is not None:
+            await asyncio.to_thread(self.log.answer, request, outcome)
+        self._drive_buzzer()
+
+    async def _poll_requests(self, t: float) -> None:
+        """``edge nap ack`` requests for this room, waiting in the nap log."""
+        if t < self._next_poll:
+            return
+        self._next_poll = t + REQUEST_POLL_S
+        taken = await asyncio.to_thread(self.log.take_requests, self.name, time.time())
+        for request, by in taken:
+            self._acks.put_nowait((time.monotonic(), by, request))
+
     async def _tick(self) -> None:
         t = time.monotonic()
+        await self._poll_requests(t)
+        phase = time.time() - t
         for mat_name, cot in self.cots.items():
             watch = self.mats[mat_name]
             reading = watch.last
-            if reading is None or t - reading.t > 5:
-                continue  # a silent mat is a sensor fault of its own; alarms stay latched
+            fault = watch.fault or (
+                "no_answer" if reading is not None and t - reading.t > STALE_S else None)
+            if fault != self._by_hand.get(mat_name):
+                self._check_by_hand(mat_name, fault)
+            if reading is None or fault is not None:
+                continue  # alarms stay latched; the sheet says "check by hand"
+            if mat_name not in self._seen:
+                self._seen.add(mat_name)
+                if not reading.occupied:  # a nap left open by a stop ends here at the latest
+                    self.log.add(cot.cot, "wake", "start", time.time())
+            cot.grid_phase_s = phase
+            was = cot.occupied
             posture, prob, error = None, None, self.model_error
             if reading.occupied and self.model is not None and watch.last_frame is not None:
                 try:
                     posture, prob = await asyncio.to_thread(
                         self.model.classify, watch.last_frame
                     )
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:  # the model failing must not stop the alarms
                     error = f"posture model failed: {exc}"
             outcomes = cot.update(
                 t,
@@ -125,14 +199,33 @@ class NapWatch:
                 probability=prob,
                 model_error=error,
             )
+            if cot.occupied != was:
+                self.log.add(cot.cot, "nap_start" if cot.occupied else "wake", "", time.time())
             await self._handle(mat_name, outcomes)
         self._drive_buzzer()
 
-    def _drive_buzzer(self) -> None:
-        if any(c.sounding for c in self.cots.values()):
-            self.buzzer.on()
+    def _check_by_hand(self, mat: str, fault: str | None) -> None:
+        cot = self.cots[mat].cot
+        now = time.time()
+        old = self._by_hand.pop(mat, None)
+        if old is not None:
+            self.log.add(cot, "by_hand_end", old, now)
+        if fault is not None:
+            self._by_hand[mat] = fault
+            self.log.add(cot, "by_hand", fault, now)
+            log.warning("cot %s: the mat cannot be read (%s): check the cot by hand", cot, fault)
         else:
+            log.info("cot %s: the mat reads again", cot)
+
+    def _drive_buzzer(self) -> None:
+        """On while any alarm is latched (again and again: a test pattern that ended does not
+        silence an alarm); off once, when the last alarm clears."""
+        sounding = any(c.sounding for c in self.cots.values())
+        if sounding:
+            self.buzzer.on()
+        elif self._sounding:
             self.buzzer.off()
+        self._sounding = sounding
 
     async def _handle(self, mat: str, outcomes: list[object]) -> None:
         cot = self.cots[mat].cot
@@ -157,7 +250,7 @@ class NapWatch:
                      "probability": None if o.probability is None else round(o.probability, 3)},
                 )
             elif isinstance(o, AlarmCleared):
-                self.log.add(cot, "alarm_cleared", o.cleared, now)
+                self.log.add(cot, "alarm_cleared", o.cleared, now, by=o.acknowledged_by)
                 await self.record(
                     "alarm_cleared",
                     "info",

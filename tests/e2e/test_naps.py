@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+import sys
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from edge.bench import SITES
+from edge.bench import SCENARIOS, SITES, load_scenario, run_scenario
+from edge.nap_report import JST, build_sheet
+from edge.naplog import NapLog
 from edge.sim.emulated import EmulatedSite
 from tests.support.waiting import until
 
@@ -17,8 +24,7 @@ async def test_missing_posture_model_falls_back_and_apnea_still_alarms(tmp_path:
     text = (SITES / "nap-alarms.toml").read_text(encoding="utf-8")
     empty = tmp_path / "no-model"
     empty.mkdir()
-    text = text.replace("log_path =", f'model_dir = "{empty}"\nlog_path =')
-    text = text.replace("/tmp/satoyama-bench-naps.sqlite3", str(tmp_path / "naps.sqlite3"))
+    text = text.replace("[rules.naps]", f'[rules.naps]\nmodel_dir = "{empty}"')
     async with EmulatedSite(text, tmp_path / "site") as site:
         kinds = lambda k: [e for e in site.events() if e["kind"] == k]  # noqa: E731
         await until(lambda: bool(kinds("sensor_fault")), 10, "the model fault")
@@ -31,3 +37,111 @@ async def test_missing_posture_model_falls_back_and_apnea_still_alarms(tmp_path:
         await site.apply("mat_1", "stop_breathing")
         await until(lambda: bool(kinds("apnea_alarm")), 15, "the apnea alarm")
         assert site.actuator_states()["buzzer"] is True
+
+
+def _today_entries(path: Path) -> list[Any]:
+    log = NapLog(path)
+    try:
+        now = dt.datetime.now(JST)
+        return log.day(now.date(), JST) + log.day(now.date() - dt.timedelta(days=1), JST)
+    finally:
+        log.close()
+
+
+async def test_bench_nap_prone_run_keeps_its_own_log_and_the_sheet_shows_the_alarm(
+    tmp_path: Path,
+) -> None:
+    shared = Path(tempfile.gettempdir()) / "satoyama-bench-naps.sqlite3"
+    before = shared.stat().st_mtime_ns if shared.exists() else None
+    report = await run_scenario(load_scenario(SCENARIOS / "nap-prone.toml"), tmp_path)
+    assert report.passed, report.render()
+    # The run's log is private to the run: in its state directory, nowhere shared.
+    assert (shared.stat().st_mtime_ns if shared.exists() else None) == before
+    entries = _today_entries(tmp_path / "naps.sqlite3")
+    assert {e.cot for e in entries} == {"ひよこ-1"}
+    sheet = build_sheet(entries, {"ひよこ-1": ""}, date=dt.datetime.now(JST).date())
+    row = sheet.rows[0]
+    alarm_cells = [c for c in row.cells.values() if c.alarms]
+    assert alarm_cells, "no alarm on the sheet"
+    assert all(c.posture == "prone" for c in alarm_cells)  # never shown as on the back
+    [alarm] = row.alarms
+    assert alarm.kind == "prone_alarm"
+    assert [by for _, by in alarm.acks] == ["button"]  # pressed at 9 s, before the turn
+    assert alarm.cleared is not None and alarm.cleared > alarm.acks[0][0]
+    [nap] = row.naps
+    assert nap.start <= alarm.raised
+
+
+def _with_state_dir(text: str, state: Path) -> str:
+    return text + f'\n[outbox]\npath = "{state / "outbox.sqlite3"}"\n'
+
+
+async def _edge(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "edge", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_staff_acknowledge_by_name_and_the_alarm_waits_for_the_turn(tmp_path: Path) -> None:
+    state = tmp_path / "site"
+    # The command line reads the same state directory as the daemon (beside the outbox).
+    text = _with_state_dir((SITES / "nap-alarms.toml").read_text(encoding="utf-8"), state)
+    config = tmp_path / "device.toml"
+    config.write_text(text, encoding="utf-8")
+    async with EmulatedSite(text, state) as site:
+        kinds = lambda k: [e for e in site.events() if e["kind"] == k]  # noqa: E731
+        code, _, err = await _edge("nap", "ack", "-c", str(config), "--by", "ZZ")
+        assert code == 2 and "--by ZZ: not in rules.naps.staff (YT, KS)" in err
+        await site.apply("mat_1", "lie_down")
+        await until(lambda: bool(kinds("posture_check")), 10, "a posture check")
+        await site.apply("mat_1", "roll_to", "prone")
+        await until(lambda: bool(kinds("prone_alarm")), 15, "the prone alarm")
+        code, out, err = await _edge("nap", "ack", "-c", str(config), "--by", "YT")
+        assert code == 0, err
+        assert "still" in out and "until" in out  # acknowledged; sounds until turned
+        assert site.actuator_states()["buzzer"] is True
+        await site.apply("mat_1", "roll_to", "supine")
+        await until(lambda: bool(kinds("alarm_cleared")), 15, "the alarm cleared")
+        assert kinds("alarm_cleared")[0]["data"]["acknowledged_by"] == "YT"
+        await until(lambda: site.actuator_states()["buzzer"] is False, 3, "the buzzer off")
+        # No alarm now: the staff member's round is recorded as a check.
+        code, out, err = await _edge("nap", "ack", "-c", str(config), "--by", "KS")
+        assert code == 0 and "check" in out, (out, err)
+    code, out, err = await _edge("report", "naps", "-c", str(config), "--date",
+                                 dt.datetime.now(JST).date().isoformat(),
+                                 "--out", str(tmp_path / "out"))
+    assert code == 0, err
+    csv_text = next((tmp_path / "out").glob("*.csv")).read_text(encoding="utf-8-sig")
+    assert "YT" in csv_text and "KS" in csv_text and "ベンチ保育園" in csv_text
+
+
+async def test_a_mat_reading_zero_everywhere_is_check_by_hand_not_empty(tmp_path: Path) -> None:
+    text = (SITES / "nap-alarms.toml").read_text(encoding="utf-8")
+    async with EmulatedSite(text, tmp_path / "site") as site:
+        kinds = lambda k: [e for e in site.events() if e["kind"] == k]  # noqa: E731
+        await site.apply("mat_1", "lie_down")
+        await until(lambda: bool(kinds("posture_check")), 10, "a posture check")
+        mat = site.emulators["mat_1"]
+        mat.scene.dead = frozenset(range(mat.scene.rows * mat.scene.cols))
+        await until(lambda: bool(kinds("sensor_fault")), 10, "the mat fault")
+        fault = kinds("sensor_fault")[0]["data"]
+        assert fault["fault"] == "all_zero" and "by hand" in fault["message"]
+        assert "ひよこ-1" in fault["message"]
+        n_checks = len(kinds("posture_check"))
+        await until(lambda: site.daemon.naps["naps"].by_hand() == ["ひよこ-1"], 5,
+                    "the nap rule to check the cot by hand")
+        mat.scene.dead = frozenset()
+        await until(lambda: bool(kinds("sensor_recovered")), 10, "the recovery")
+        await until(lambda: not site.daemon.naps["naps"].by_hand(), 5, "automatic checks again")
+        assert all(e["data"]["posture"] != "empty" for e in kinds("posture_check")[n_checks:])
+    entries = _today_entries(tmp_path / "site" / "naps.sqlite3")
+    by_hand = [e for e in entries if e.kind == "by_hand"]
+    assert [(e.cot, e.value) for e in by_hand] == [("ひよこ-1", "all_zero")]
+    assert any(e.kind == "by_hand_end" for e in entries)
+    sheet = build_sheet(entries, {"ひよこ-1": ""}, date=dt.datetime.now(JST).date())
+    assert any(c.by_hand for c in sheet.rows[0].cells.values())
+    assert not any(c.posture == "empty" for c in sheet.rows[0].cells.values())

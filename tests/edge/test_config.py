@@ -156,6 +156,16 @@ type = "mat"
 port = "/dev/ttyAMA1"
 cot = "A"
 
+[actuators.buzzer]
+type = "buzzer"
+pin = 12
+
+[rules.naps]
+type = "nap"
+mats = ["mat_a"]
+buzzer = "buzzer"
+ack_pin = 26
+
 [sensors.trap_a]
 type = "trap"
 pin = 5

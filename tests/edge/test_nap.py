@@ -1,4 +1,5 @@
-"""Nap rules: the five-minute check, prone and apnea alarms that latch until safe and acknowledged."""
+"""Nap rules: the five-minute check, prone and apnea alarms that latch until safe and
+acknowledged."""
 
 from __future__ import annotations
 
@@ -17,8 +18,12 @@ def kinds(out: list[object]) -> list[str]:
     return names
 
 
-def feed(w: CotWatch, t: float, posture: str = "supine", still: float = 0.0, occupied: bool = True):  # type: ignore[no-untyped-def]
-    return w.update(t, occupied=occupied, seconds_since_motion=still, posture=posture, probability=0.99)
+def feed(  # type: ignore[no-untyped-def]
+    w: CotWatch, t: float, posture: str = "supine", still: float = 0.0, occupied: bool = True
+):
+    return w.update(
+        t, occupied=occupied, seconds_since_motion=still, posture=posture, probability=0.99
+    )
 
 
 def test_posture_checked_when_laid_down_then_every_five_minutes() -> None:
@@ -104,3 +109,37 @@ def test_ack_while_unsafe_is_reported_per_alarm() -> None:
     out = w.acknowledge(3)
     assert sorted(o.kind for o in out if isinstance(o, AckWhileUnsafe)) == [
         "apnea_alarm", "prone_alarm"]
+
+
+def test_who_acknowledged_first_is_kept_until_the_alarm_clears() -> None:
+    w = CotWatch("A-1", prone_alarm_s=30)
+    feed(w, 0, posture="prone")
+    feed(w, 30, posture="prone")
+    assert kinds(w.acknowledge(35, by="YT")) == ["AckWhileUnsafe"]  # still face down
+    assert w.sounding
+    assert kinds(w.acknowledge(40, by="button")) == ["AckWhileUnsafe"]
+    [cleared] = feed(w, 45, posture="supine")
+    assert cleared == AlarmCleared("prone_alarm", 15, "YT")
+    assert not w.sounding
+
+
+def test_an_acknowledgement_before_an_alarm_does_not_pre_silence_it() -> None:
+    w = CotWatch("A-1", prone_alarm_s=30)
+    feed(w, 0)
+    assert w.acknowledge(5, by="YT") == []
+    feed(w, 10, posture="prone")
+    assert kinds(feed(w, 40, posture="prone")) == ["prone_alarm"]
+    assert feed(w, 45, posture="supine") == []  # turned, but nobody acknowledged this one
+    assert w.sounding
+
+
+def test_checks_after_the_first_fall_on_the_sheets_five_minute_grid() -> None:
+    # The wall clock reads 12:32:30 at t=0 (phase 150 s into a five-minute step).
+    w = CotWatch("A-1", grid_phase_s=150.0)
+    [first] = feed(w, 0)  # laid down: checked at once (12:32:30)
+    assert isinstance(first, PostureCheck)
+    assert feed(w, 149.9) == []
+    assert [type(o) for o in feed(w, 150.3)] == [PostureCheck]  # 12:35:00.3
+    for k in range(1, 30):  # late ticks never drift a check into the next column
+        assert feed(w, 150 + 300 * k - 0.2) == []
+        assert [type(o) for o in feed(w, 150 + 300 * k + 0.45)] == [PostureCheck]

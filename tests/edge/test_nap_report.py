@@ -1,4 +1,6 @@
-"""The nap check sheet: one row per cot, a column per check time, alarms highlighted."""
+"""`edge report naps`: the day's sheet from the nap log in the device's state directory."""
+
+# ruff: noqa: RUF001  (Japanese text: full-width parentheses are right there)
 
 from __future__ import annotations
 
@@ -30,7 +32,8 @@ class Cells(HTMLParser):
             self._in, self._cls = True, dict(attrs).get("class") or ""
 
     def handle_endtag(self, tag: str) -> None:
-        self._in = False
+        if tag == "td":
+            self._in = False
 
     def handle_data(self, data: str) -> None:
         if self._in:
@@ -38,8 +41,9 @@ class Cells(HTMLParser):
 
 
 def test_report_naps_writes_the_sheet(tmp_path: Path) -> None:
-    log_path = tmp_path / "naps.sqlite3"
+    log_path = tmp_path / "state" / "naps.sqlite3"
     log = NapLog(log_path)
+    log.add("ひよこ-1", "nap_start", "", at(12, 30, 5))
     log.add("ひよこ-1", "posture_check", "supine", at(12, 30, 5))
     log.add("ひよこ-1", "posture_check", "left", at(12, 35, 4))
     log.add("ひよこ-1", "prone_alarm", "prone", at(12, 38, 30))
@@ -73,7 +77,8 @@ type = "nap"
 mats = ["mat_1", "mat_2"]
 buzzer = "buzzer"
 ack_pin = 26
-log_path = "{log_path}"
+[outbox]
+path = "{tmp_path / "state" / "outbox.sqlite3"}"
 """)
     result = subprocess.run(
         [sys.executable, "-m", "edge", "report", "naps", "-c", str(config), "--date",
@@ -83,22 +88,27 @@ log_path = "{log_path}"
     assert result.returncode == 0, result.stderr
     rows = list(csv.reader(io.StringIO((tmp_path / "out" / "naps-2026-11-24.csv")
                                        .read_text(encoding="utf-8-sig"))))
-    assert rows[0] == ["ベッド", "園児", "12:30", "12:35", "12:40"]
-    assert rows[1] == ["ひよこ-1", "さくら", "仰向け", "横向き うつぶせ寝警報 !", "うつぶせ"]
-    assert rows[2] == ["ひよこ-2", "", "仰向け", "", ""]
+    grid = rows.index(["ベッド", "園児", "入眠", "起床", "12:30", "12:35", "12:40"])
+    assert rows[grid + 1] == ["ひよこ-1", "さくら", "12:30", "記録なし", "仰向け",
+                              "うつぶせ うつぶせ寝警報", "うつぶせ"]
+    assert rows[grid + 2] == ["ひよこ-2", "", "", "", "仰向け", "", ""]
+    alarms = rows.index(["ベッド", "園児", "警報", "発生", "姿勢", "確認（時刻・対応者）", "解除"])
+    assert rows[alarms + 1] == ["ひよこ-1", "さくら", "うつぶせ寝警報", "12:38:30", "うつぶせ",
+                                "", "鳴動中"]
     page = (tmp_path / "out" / "naps-2026-11-24.html").read_text(encoding="utf-8")
     cells = Cells()
     cells.feed(page)
-    assert ("alarm", "横向き うつぶせ寝警報") in cells.cells
-    assert ("prone", "うつぶせ") in cells.cells
-    assert "午睡チェック表 — 2026-11-24" in page
+    assert ("slot alarm", "う") in cells.cells and ("slot alarm", "!") in cells.cells
+    assert ("slot prone", "う") in cells.cells
+    assert "午睡チェック表" in page and "2026年11月24日（火）" in page
 
 
 def test_report_refuses_a_device_without_naps(tmp_path: Path) -> None:
     from tests.edge.conftest import EXAMPLE
 
     result = subprocess.run(
-        [sys.executable, "-m", "edge", "report", "naps", "-c", str(EXAMPLE), "--date", "2026-11-24"],
+        [sys.executable, "-m", "edge", "report", "naps", "-c", str(EXAMPLE),
+         "--date", "2026-11-24"],
         capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 2 and "no nap rule" in result.stderr
