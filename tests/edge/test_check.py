@@ -126,6 +126,8 @@ async def test_bus_and_serial_sensors_are_read_and_a_dead_one_is_named(
             + f'\n[sensors.mat_1]\ntype = "mat"\nport = "{mat.port}"\ncot = "A-1"\n'
             + '\n[rules.a]\ntype = "water"\nsensor = "level_probe"\n'
             + '\n[rules.b]\ntype = "water"\nsensor = "level_bridge"\n'
+            + '\n[actuators.buzzer]\ntype = "buzzer"\npin = 12\n'
+            + '\n[rules.naps]\ntype = "nap"\nmats = ["mat_1"]\nbuzzer = "buzzer"\nack_pin = 26\n'
             + '\n[health]\nmodem = "none"\n'
         )
         out = io.StringIO()
@@ -138,7 +140,7 @@ async def test_bus_and_serial_sensors_are_read_and_a_dead_one_is_named(
         assert parts["level_bridge"].reading == "1500 mm = level 250.0 cm"
         assert parts["mat_1"].status == "ok" and "occupied" in parts["mat_1"].reading
         assert parts["anomaly-model"].reading.endswith("water, mat_load scored as expected")
-        assert "posture-model" not in parts  # no nap rule: the posture model is not used
+        assert parts["posture-model"].status == "ok"  # the nap rule's model, tried
 
         adc.set_current_ma(0, 1.5, 150.0)  # the probe's cable is cut
         ranger.unplug()
@@ -246,6 +248,9 @@ async def test_japanese_labels_line_up_and_long_errors_wrap_whole(
         device_config(tmp_path / "o.sqlite3", broker.port)
         + f'\n[sensors.mat_1]\ntype = "mat"\nport = "{missing}"\ncot = "ひよこ組 窓側"\n'
         + '\n[sensors.mat_2]\ntype = "mat"\nport = "/dev/null"\ncot = "うさぎ組の一番奥のコット"\n'
+        + '\n[actuators.buzzer]\ntype = "buzzer"\npin = 12\n'
+        + '\n[rules.naps]\ntype = "nap"\nmats = ["mat_1", "mat_2"]\nbuzzer = "buzzer"\n'
+        + "ack_pin = 26\n"
         + '\n[health]\nmodem = "none"\nanomaly_models = false\n'
     )
     out = io.StringIO()
