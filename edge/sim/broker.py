@@ -149,10 +149,19 @@ class Mosquitto:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
+        try:
+            self._wait_listening(self._proc, timeout)
+        except BaseException:
+            # Whatever stops the wait (mosquitto failing, a timeout, Ctrl-C): never
+            # leave a broker running that nobody will stop.
+            self.stop()
+            raise
+
+    def _wait_listening(self, proc: subprocess.Popen[bytes], timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
+            if proc.poll() is not None:
+                err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
                 log = self.log.read_text(errors="replace") if self.log.exists() else ""
                 raise BrokerError(f"mosquitto exited at start: {err}{log}")
             try:
@@ -160,7 +169,6 @@ class Mosquitto:
                     return
             except OSError:
                 time.sleep(0.02)
-        self.stop()
         raise BrokerError(f"mosquitto did not listen on {self.host}:{self.port} within {timeout}s")
 
     def stop(self) -> None:

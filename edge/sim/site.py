@@ -142,6 +142,15 @@ class CloudSide:
         self.notifier: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        """Start the broker, the SMTP server and the notifier; if one fails, the ones
+        already running are stopped before the error propagates."""
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self) -> None:
         self.broker.start()
         self.mailbox.start()
         self.notifier_config.write_text(
@@ -190,9 +199,14 @@ class CloudSide:
                 proc.wait()
 
     def close(self) -> None:
-        self.stop_notifier()
-        self.mailbox.stop()
-        self.broker.stop()
+        """Stop all three, each whatever the others raise; idempotent."""
+        try:
+            self.stop_notifier()
+        finally:
+            try:
+                self.mailbox.stop()
+            finally:
+                self.broker.stop()
 
     def __enter__(self) -> CloudSide:
         self.start()
