@@ -292,3 +292,17 @@ def test_no_gpio_backend_is_one_note_with_the_fix_not_four_warnings(tmp_path: Pa
     text = result.stdout[result.stdout.index("note: GPIO") :]
     assert "pi extra (lgpio)" in " ".join(text.split())
     assert "satoyama-edge[pi]" in text
+
+
+def test_the_width_library_stays_off_the_daemons_import_path() -> None:
+    """Only `edge check` draws tables: the daemon never imports wcwidth."""
+    code = (
+        "import sys, edge.cli, edge.daemon, edge.config\n"
+        "assert 'wcwidth' not in sys.modules, 'the daemon imports wcwidth'\n"
+        "import edge.check\n"
+        "assert 'wcwidth' in sys.modules\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
