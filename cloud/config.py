@@ -176,6 +176,8 @@ class SmtpConfig(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):
     tls: bool = False
     """Connect over TLS from the start (usually port 465)."""
     timeout: _Seconds = 30.0
+    connections: Annotated[int, msgspec.Meta(ge=1, le=32)] = 4
+    """At most this many SMTP sessions at once (each kept open while there is mail)."""
 
     @property
     def envelope_sender(self) -> str:

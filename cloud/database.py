@@ -314,8 +314,19 @@ class Database(Protocol):
     where: str
     """Where it is, for messages (never a password)."""
 
-    def run(self, work: Callable[[Tx], _T], *, write: bool = True) -> _T:
-        """Run ``work`` in one transaction (retried where the engine says so)."""
+    def run(self, work: Callable[[Tx], _T], *, write: bool = True, durable: bool = True) -> _T:
+        """Run ``work`` in one transaction (retried where the engine says so).
+
+        ``durable=False``: the commit does not wait for the disk (SQLite
+        ``synchronous=NORMAL`` for it, PostgreSQL ``synchronous_commit=off``): a
+        kill of the notifier cannot undo it, a power cut (or a crash of the
+        database server) can undo the last such commits, never a durable one
+        made after them.  Only for what may be redone (a mail marked sent).
+        """
+        ...
+
+    def sync(self) -> None:
+        """Make the commits made with ``durable=False`` durable too."""
         ...
 
     def close(self) -> None: ...
@@ -397,20 +408,35 @@ class SqliteDatabase:
             raise
         return cls(conn, path)
 
-    def run(self, work: Callable[[Tx], _T], *, write: bool = True) -> _T:
+    def run(self, work: Callable[[Tx], _T], *, write: bool = True, durable: bool = True) -> _T:
         try:
             if not write:
                 return work(_SqliteTx(self._conn))
-            # BEGIN IMMEDIATE takes the write lock up front, so a concurrent reader
-            # (the `status` command) can never turn this into a deadlock.
-            self._conn.execute("BEGIN IMMEDIATE")
+            if not durable:
+                # In WAL mode the commit is written to the -wal file but not synced;
+                # the next FULL commit (or checkpoint) syncs it, in order.
+                self._conn.execute("PRAGMA synchronous = NORMAL")
             try:
-                result = work(_SqliteTx(self._conn))
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+                # BEGIN IMMEDIATE takes the write lock up front, so a concurrent reader
+                # (the `status` command) can never turn this into a deadlock.
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = work(_SqliteTx(self._conn))
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+                self._conn.execute("COMMIT")
+            finally:
+                if not durable:
+                    self._conn.execute("PRAGMA synchronous = FULL")
             return result
+        except sqlite3.Error as exc:
+            raise StoreError(f"store {self.path}: {exc}") from exc
+
+    def sync(self) -> None:
+        """Make every commit so far durable (after ``durable=False`` ones): a checkpoint."""
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"store {self.path}: {exc}") from exc
 
@@ -518,7 +544,7 @@ class PostgresDatabase:
         except psycopg.Error as exc:
             raise StoreError(f"store {self.where}: {exc}") from exc
 
-    def run(self, work: Callable[[Tx], _T], *, write: bool = True) -> _T:
+    def run(self, work: Callable[[Tx], _T], *, write: bool = True, durable: bool = True) -> _T:
         import psycopg
         from psycopg import errors
 
@@ -533,6 +559,8 @@ class PostgresDatabase:
                 if self._conn is None or self._conn.closed:
                     self._conn = _pg_connect(self._dsn, self.where)
                 with self._conn.transaction(), self._conn.cursor() as cur:
+                    if not durable:
+                        cur.execute("SET LOCAL synchronous_commit = off")
                     return work(_PgTx(cur))
             except retryable as exc:
                 last = exc
@@ -553,6 +581,10 @@ class PostgresDatabase:
             except psycopg.Error as exc:
                 raise StoreError(f"store {self.where}: {exc}") from exc
         raise StoreError(f"store {self.where}: giving up after {PG_ATTEMPTS} attempts: {last}")
+
+    def sync(self) -> None:
+        """Nothing to do: the server flushes ``synchronous_commit=off`` commits within
+        3 x ``wal_writer_delay`` (0.6 s by default)."""
 
     def close(self) -> None:
         if self._conn is not None:

@@ -115,7 +115,9 @@ STOP_GRACE_S: Final = 10.0
 #: Most event messages committed in one transaction (group commit).
 GROUP_MAX: Final = 64
 #: A group is committed early once its events queue this many mails.
-GROUP_MAILS: Final = 8
+GROUP_MAILS: Final = 24
+#: Events whose mails are rendered in one go (then committed, see GROUP_MAILS).
+PLAN_AT_ONCE: Final = 12
 #: Readings one telemetry batch may add (a bigger one is cut, and logged).
 MAX_POINTS_PER_BATCH: Final = 20000
 #: The store's thread hands each result back to the loop: with CPython's default
@@ -504,25 +506,35 @@ class Notifier:
         known = await store.event_owners(
             [i for _, d, event in decoded for i in (event.id, _scoped(d, event.id))]
         )
-        plans: list[_Planned] = []
-        mails_planned = 0
+        new: list[tuple[aiomqtt.Message, str, Event]] = []
         for message, topic_device, event in decoded:
             stored = self._stored_as(event, known)
             if stored is None:
                 self._duplicate(client, message, event, topic_device)
                 continue
-            event = stored
-            known[event.id] = event.device  # the same event twice in one batch
-            mails, coalesce, trap = await self._plan_event(
-                store, event, self.config.sites.get(event.site), now
-            )
-            plans.append(
-                (message, topic_device, event, mails, coalesce, trap, _heartbeat_interval(event))
-            )
-            mails_planned += len(mails)
+            known[stored.id] = stored.device  # the same event twice in one batch
+            new.append((message, topic_device, stored))
+        plans: list[_Planned] = []
+        mails_planned = 0
+        for start in range(0, len(new), PLAN_AT_ONCE):
+            chunk = new[start : start + PLAN_AT_ONCE]
+            # Planned together: their mails are rendered back to back on the
+            # renderer's thread, not one hand-over (and GIL switch) at a time.
+            planned = await asyncio.gather(*(
+                self._plan_event(store, event, self.config.sites.get(event.site), now)
+                for _, _, event in chunk
+            ))  # fmt: skip
+            for (message, topic_device, event), (mails, coalesce, trap) in zip(
+                chunk, planned, strict=True
+            ):
+                plans.append(
+                    (message, topic_device, event, mails, coalesce, trap,
+                     _heartbeat_interval(event))
+                )  # fmt: skip
+                mails_planned += len(mails)
             if mails_planned >= GROUP_MAILS:
                 # Mailed events: commit sooner, so that the transaction stays short
-                # (a mail the SMTP server took waits for it to be marked sent).
+                # (a mail the SMTP server took waits behind it to be marked sent).
                 await self._commit_group(client, store, plans, now)
                 plans, mails_planned = [], 0
         if plans:
@@ -807,10 +819,10 @@ class Notifier:
     ) -> list[OutgoingMail]:
         """One mail per recipient; a template bug costs the data fields, not the mail.
 
-        Rendering takes a few ms of CPU per mail (the email package), on a thread
-        of its own: meanwhile the loop answers at once when the SMTP server takes
-        a mail, so that it is marked sent without delay (until then, a kill would
-        mail it twice after the restart).
+        Rendering (~0.25 ms of CPU a mail, cloud/mime.py) runs on a thread of its
+        own: meanwhile the loop answers at once when the SMTP server takes a mail,
+        so that it is marked sent without delay (until then, a kill would mail it
+        twice after the restart).
         """
         loop = asyncio.get_running_loop()
         mails = []
@@ -1108,62 +1120,88 @@ class Notifier:
     # --- sending -------------------------------------------------------------------
 
     async def _deliver_forever(self, store: Store) -> None:
+        """Up to ``smtp.connections`` senders, each with an SMTP session of its own."""
+        marks = SentMarks(store)
+        count = self.config.smtp.connections if isinstance(self._mailer, Mailer) else 1
+        try:
+            async with asyncio.TaskGroup() as senders:
+                for number in range(count):
+                    senders.create_task(self._send_forever(store, marks), name=f"sender-{number}")
+        finally:
+            await marks.close()
+
+    async def _send_forever(self, store: Store, marks: SentMarks) -> None:
         poll_s = self.config.delivery.poll_s
-        lease_s = self.config.delivery.claim_timeout_s
         while not self._stopping.is_set():
             self._wake.clear()  # before looking, so a commit after the look still wakes us
-            now = self.clock.time()
-            batch = await store.claim_due(self.instance, now=now, lease_s=lease_s, limit=BATCH)
+            batch = await self._claim(store)
             if batch:
-                await self._deliver(store, batch)
+                await self._deliver(store, marks, batch)
                 continue
+            if marks.since_sync:
+                await store.sync()  # idle: the marks reach the disk (a power cut keeps them)
+                marks.since_sync = 0
             next_due = await store.next_due()
             timeout = poll_s
             if next_due is not None:
                 timeout = min(timeout, max(0.0, next_due - self.clock.time()))
             await self._wait(self._wake, timeout)
 
-    async def _deliver(self, store: Store, batch: list[QueuedMail]) -> None:
+    async def _claim(self, store: Store) -> list[QueuedMail]:
+        lease_s = self.config.delivery.claim_timeout_s
+        now = self.clock.time()
+        return await store.claim_due(self.instance, now=now, lease_s=lease_s, limit=BATCH)
+
+    async def _deliver(self, store: Store, marks: SentMarks, batch: list[QueuedMail]) -> None:
+        """Send ``batch``, then whatever else is due, on one SMTP session (one connection)."""
         assert self._mailer is not None
         done = 0
         try:
             async with self._mailer.session() as session:
-                for mail in batch:
+                while batch:
+                    done = 0
+                    for mail in batch:
+                        if self._stopping.is_set():
+                            return  # still pending: sent after the restart
+                        try:
+                            await session.send(mail.recipient, mail.message)
+                        except PermanentDeliveryError as exc:
+                            done += 1
+                            await self._failed(store, mail, exc.reason)
+                        except TransientDeliveryError as exc:
+                            done += 1
+                            await self._defer(store, mail, exc.reason)
+                            if not session.usable:
+                                raise
+                        else:
+                            accepted = time.perf_counter()
+                            done += 1
+                            now = self.clock.time()
+                            await marks.mark(mail.id, now)
+                            self._sent(mail, now, time.perf_counter() - accepted)
                     if self._stopping.is_set():
-                        return  # still pending: sent after the restart
-                    try:
-                        await session.send(mail.recipient, mail.message)
-                    except PermanentDeliveryError as exc:
-                        done += 1
-                        await self._failed(store, mail, exc.reason)
-                    except TransientDeliveryError as exc:
-                        done += 1
-                        await self._defer(store, mail, exc.reason)
-                        if not session.usable:
-                            raise
-                    else:
-                        accepted = time.perf_counter()
-                        done += 1
-                        now = self.clock.time()
-                        await store.mark_sent(mail.id, now=now)
-                        window = time.perf_counter() - accepted
-                        self.stats.sent += 1
-                        self.stats.mark_window_total_s += window
-                        self.stats.mark_window_max_s = max(self.stats.mark_window_max_s, window)
-                        log.info(
-                            "mail sent event=%s kind=%s to=%s attempts=%d after=%.0fms "
-                            "marked_in=%.2fms",
-                            mail.event_id,
-                            mail.kind,
-                            mail.recipient,
-                            mail.attempts + 1,
-                            (now - mail.created_at) * 1000.0,
-                            window * 1000.0,
-                        )
+                        return
+                    # More due (a burst): keep the connection rather than open another.
+                    self._wake.clear()
+                    batch = await self._claim(store)
         except TransientDeliveryError as exc:
             # Could not connect, or the connection died: the rest of the batch waits too.
             for mail in batch[done:]:
                 await self._defer(store, mail, exc.reason)
+
+    def _sent(self, mail: QueuedMail, now: float, window: float) -> None:
+        self.stats.sent += 1
+        self.stats.mark_window_total_s += window
+        self.stats.mark_window_max_s = max(self.stats.mark_window_max_s, window)
+        log.info(
+            "mail sent event=%s kind=%s to=%s attempts=%d after=%.0fms marked_in=%.2fms",
+            mail.event_id,
+            mail.kind,
+            mail.recipient,
+            mail.attempts + 1,
+            (now - mail.created_at) * 1000.0,
+            window * 1000.0,
+        )
 
     async def _defer(self, store: Store, mail: QueuedMail, reason: str) -> None:
         attempt = mail.attempts + 1
@@ -1231,6 +1269,55 @@ class Notifier:
             sleeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.gather(waiter, sleeper, return_exceptions=True)
+
+
+class SentMarks:
+    """Marks mails sent, committing the marks that wait together (group commit).
+
+    A mark is committed as soon as the store's thread is free, with every mark
+    that arrived meanwhile; the SMTP session waits for its own before its next
+    mail.  Nothing is held back to fill a group: under load the commits simply
+    carry more marks each.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._waiting: list[tuple[int, float, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self.since_sync = 0
+        """Marks committed since the last :meth:`Store.sync`."""
+
+    async def mark(self, mail_id: int, now: float) -> None:
+        """Record that the SMTP server accepted mail ``mail_id``; return once committed."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((mail_id, now, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="sent-marks")
+        await asyncio.shield(done)  # a cancelled sender does not cancel the others' marks
+
+    async def _flush(self) -> None:
+        while self._waiting:
+            group, self._waiting = self._waiting, []
+            try:
+                await self._store.mark_sent_many([(mail_id, now) for mail_id, now, _ in group])
+            except BaseException as exc:
+                for _, _, done in group + self._waiting:
+                    if not done.done():
+                        done.set_exception(exc)
+                self._waiting = []
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                return
+            self.since_sync += len(group)
+            for _, _, done in group:
+                if not done.done():
+                    done.set_result(None)
+
+    async def close(self) -> None:
+        """Let the marks in hand be committed (at a stop)."""
+        if self._flusher is not None and not self._flusher.done():
+            with contextlib.suppress(Exception):
+                await self._flusher
 
 
 def _scoped(device: str, event_id: str) -> str:

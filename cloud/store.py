@@ -453,8 +453,14 @@ class Store:
     async def claim_due(
         self, instance: str, *, now: float, lease_s: float, limit: int = 10
     ) -> list[QueuedMail]:
-        """Take up to ``limit`` due pending mails for ``instance`` (alarms first, oldest first)."""
-        return await self._run(lambda tx: _claim(tx, instance, now, lease_s, limit))
+        """Take up to ``limit`` due pending mails for ``instance`` (alarms first, oldest first).
+
+        Not synced to disk (``durable=False``): a claim is a lease, and one a power
+        cut undoes is as if it had run out (or been given back at the restart).
+        """
+        return await self._run(
+            lambda tx: _claim(tx, instance, now, lease_s, limit), durable=False
+        )
 
     async def release_claims(self, instance: str | None) -> int:
         """Give back the claims of ``instance`` (all claims for ``None``), e.g. after a crash."""
@@ -494,6 +500,36 @@ class Store:
             (time.time() if now is None else now, mail_id),
             urgent=True,
         )
+
+    async def mark_sent_many(self, marks: Sequence[tuple[int, float]]) -> None:
+        """Mails the SMTP server accepted, ``(mail id, when)``: one commit for them all.
+
+        Group commit, and before any other waiting call: until it, a kill would
+        mail them again after the restart.  Not synced to disk (``durable=False``):
+        a kill of the notifier cannot undo it; a power cut can undo the last marks
+        (those mails are sent again, as after a kill in the window), never a mail
+        or an event, since each durable commit after them syncs them too.  See
+        :meth:`sync`.
+        """
+        rows = [(now, mail_id) for mail_id, now in marks]
+        if not rows:
+            return
+        await self._run(
+            lambda tx: tx.executemany(
+                "UPDATE mails SET status = 'sent', attempts = attempts + 1, last_error = NULL,"
+                " finished_at = ?, claimed_by = NULL, claim_until = NULL"
+                " WHERE id = ? AND status = 'pending'",
+                rows,
+            ),
+            urgent=True,
+            durable=False,
+        )
+
+    async def sync(self) -> None:
+        """Make the marks of :meth:`mark_sent_many` durable now (the sender, when idle)."""
+        if self._closed:
+            return
+        await _on(self._thread, self._db.sync)
 
     async def reschedule(self, mail_id: int, next_attempt: float, error: str) -> None:
         """A transient failure: try again at ``next_attempt`` (Unix seconds)."""
@@ -769,11 +805,18 @@ class Store:
     # --- plumbing ---------------------------------------------------------------------
 
     async def _run(
-        self, work: Callable[[Tx], _T], *, write: bool = True, urgent: bool = False
+        self,
+        work: Callable[[Tx], _T],
+        *,
+        write: bool = True,
+        urgent: bool = False,
+        durable: bool = True,
     ) -> _T:
         if self._closed:
             raise StoreError(f"store {self.where} is closed")
-        return await _on(self._thread, lambda: self._db.run(work, write=write), urgent=urgent)
+        return await _on(
+            self._thread, lambda: self._db.run(work, write=write, durable=durable), urgent=urgent
+        )
 
     async def _read(self, sql: str, args: tuple[object, ...]) -> list[tuple[Any, ...]]:
         return await self._run(lambda tx: tx.query(sql, args), write=False)

@@ -17,10 +17,38 @@ MESSAGE = b"From: alerts@example.jp\r\nTo: x@example.jp\r\nSubject: test\r\n\r\n
 
 
 class PickyServer:
-    """aiosmtpd handler refusing some recipients the way real servers do."""
+    """aiosmtpd handler refusing some recipients the way real servers do.
 
-    def __init__(self) -> None:
+    ``pipelining``: it offers PIPELINING (RFC 2920) in its EHLO reply, so the
+    notifier sends each mail's MAIL, RCPT and DATA in one write (aiosmtpd reads
+    commands in order, however they arrive).
+    """
+
+    def __init__(self, pipelining: bool = False) -> None:
         self.delivered: list[str] = []
+        self.messages: list[bytes] = []
+        self.pipelining = pipelining
+        self.refuse_data: str | None = None
+        self.refuse_sender: str | None = None
+        self.drop = False
+        self.mail_options: list[list[str]] = []
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(len(responses) - 1, "250-PIPELINING")
+        return responses
+
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if self.refuse_sender is not None:
+            return self.refuse_sender
+        envelope.mail_from = address
+        self.mail_options.append(list(options))
+        return "250 OK"
 
     async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
@@ -33,13 +61,19 @@ class PickyServer:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.drop:
+            server.transport.close()  # no reply: the connection is simply gone
+            return "421 4.3.2 closing"
+        if self.refuse_data is not None:
+            return self.refuse_data
         self.delivered.extend(envelope.rcpt_tos)
+        self.messages.append(envelope.original_content)
         return "250 OK queued"
 
 
-@pytest.fixture
-def picky() -> Iterator[tuple[PickyServer, int]]:
-    handler, port = PickyServer(), free_port()
+@pytest.fixture(params=[False, True], ids=["one-by-one", "pipelining"])
+def picky(request: pytest.FixtureRequest) -> Iterator[tuple[PickyServer, int]]:
+    handler, port = PickyServer(pipelining=request.param), free_port()
     controller = Controller(handler, hostname="127.0.0.1", port=port)
     controller.start()
     try:
@@ -92,3 +126,55 @@ def test_delivery_errors_share_one_root() -> None:
     assert issubclass(PermanentDeliveryError, DeliveryError)
     assert issubclass(TransientDeliveryError, DeliveryError)
     assert issubclass(TransientDeliveryError, ConnectionError)
+
+
+async def test_a_refused_message_or_sender_is_classified_and_the_session_goes_on(
+    picky: tuple[PickyServer, int],
+) -> None:
+    handler, port = picky
+    async with Mailer(smtp_config(port), local_hostname="notifier.test").session() as session:
+        handler.refuse_data = "554 5.6.0 Message rejected: spam"
+        with pytest.raises(PermanentDeliveryError) as permanent:
+            await session.send("farmer@example.jp", MESSAGE)
+        handler.refuse_data = "451 4.3.0 Try again later"
+        with pytest.raises(TransientDeliveryError) as transient:
+            await session.send("farmer@example.jp", MESSAGE)
+        handler.refuse_data = None
+        handler.refuse_sender = "553 5.7.1 Sender not allowed"
+        with pytest.raises(TransientDeliveryError) as sender:  # the setup, not the mail
+            await session.send("farmer@example.jp", MESSAGE)
+        handler.refuse_sender = None
+        assert session.usable
+        await session.send("hunter@example.jp", MESSAGE)
+    assert handler.delivered == ["hunter@example.jp"]
+    assert permanent.value.reason == "message refused: 554 5.6.0 Message rejected: spam"
+    assert transient.value.reason == "message refused: 451 4.3.0 Try again later"
+    assert sender.value.reason == (
+        "sender alerts@example.jp refused: 553 5.7.1 Sender not allowed"
+    )
+
+
+async def test_lines_starting_with_a_dot_arrive_unchanged(
+    picky: tuple[PickyServer, int],
+) -> None:
+    """SMTP ends a message with a line of one dot: the body's own dots are escaped."""
+    handler, port = picky
+    body = b"Subject: dots\r\n\r\n.\r\n..two\r\n.three\r\nlast.\r\n"
+    async with Mailer(smtp_config(port), local_hostname="notifier.test").session() as session:
+        for _ in range(3):
+            await session.send("farmer@example.jp", body)
+    assert handler.messages == [body] * 3
+
+
+async def test_a_connection_dropped_mid_batch_is_transient_and_ends_the_session(
+    picky: tuple[PickyServer, int],
+) -> None:
+    """The notifier defers the rest of its batch when ``usable`` turns false."""
+    handler, port = picky
+    async with Mailer(smtp_config(port), local_hostname="notifier.test").session() as session:
+        await session.send("farmer@example.jp", MESSAGE)
+        handler.drop = True
+        with pytest.raises(TransientDeliveryError):
+            await session.send("hunter@example.jp", MESSAGE)
+        assert not session.usable
+    assert handler.delivered == ["farmer@example.jp"]
