@@ -178,9 +178,14 @@ class NapWatch:
             if reading is None or fault is not None:
                 continue  # alarms stay latched; the sheet says "check by hand"
             if mat_name not in self._seen:
+                # The first good reading since the daemon started: whatever an earlier run
+                # left open ends here at the latest (a fault it did not see recover, a nap
+                # whose child was picked up while the daemon was down).
                 self._seen.add(mat_name)
-                if not reading.occupied:  # a nap left open by a stop ends here at the latest
-                    self.log.add(cot.cot, "wake", "start", time.time())
+                now = time.time()
+                self.log.add(cot.cot, "by_hand_end", "start", now)
+                if not reading.occupied:
+                    self.log.add(cot.cot, "wake", "start", now)
             cot.grid_phase_s = phase
             was = cot.occupied
             posture, prob, error = None, None, self.model_error

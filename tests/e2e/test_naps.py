@@ -145,3 +145,28 @@ async def test_a_mat_reading_zero_everywhere_is_check_by_hand_not_empty(tmp_path
     sheet = build_sheet(entries, {"ひよこ-1": ""}, date=dt.datetime.now(JST).date())
     assert any(c.by_hand for c in sheet.rows[0].cells.values())
     assert not any(c.posture == "empty" for c in sheet.rows[0].cells.values())
+
+
+async def test_a_restart_closes_what_the_last_run_left_open(
+    tmp_path: Path,
+) -> None:
+    """Stopped while the mat read zero and the child slept; started again with the mat
+    working and the cot empty: the fault and the nap end there, not at the end of the day."""
+    text = (SITES / "nap-alarms.toml").read_text(encoding="utf-8")
+    state = tmp_path / "site"
+    async with EmulatedSite(text, state) as site:
+        kinds = lambda k: [e for e in site.events() if e["kind"] == k]  # noqa: E731
+        await site.apply("mat_1", "lie_down")
+        await until(lambda: bool(kinds("posture_check")), 10, "a posture check")
+        mat = site.emulators["mat_1"]
+        mat.scene.dead = frozenset(range(mat.scene.rows * mat.scene.cols))
+        await until(lambda: site.daemon.naps["naps"].by_hand() == ["ひよこ-1"], 10, "by hand")
+    async with EmulatedSite(text, state) as site:
+        await until(lambda: "mat_1" in site.daemon.naps["naps"]._seen, 10, "a first reading")
+    entries = _today_entries(state / "naps.sqlite3")
+    sheet = build_sheet(entries, {"ひよこ-1": ""}, date=dt.datetime.now(JST).date())
+    row = sheet.rows[0]
+    [(_, until_t, why)] = row.by_hand
+    assert why == "all_zero" and until_t is not None
+    [nap] = row.naps
+    assert nap.wake is not None and nap.wake == until_t
