@@ -27,8 +27,8 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 
 
-async def mails(cloud: CloudSide, count: int, timeout: float = 20) -> list[ReceivedMail]:
-    return await asyncio.to_thread(cloud.mailbox.wait_for, count, timeout)
+async def mails(cloud: CloudSide, count: int, limit_s: float = 20) -> list[ReceivedMail]:
+    return await asyncio.to_thread(cloud.mailbox.wait_for, count, limit_s)
 
 
 def text_of(msg: EmailMessage) -> str:
@@ -55,13 +55,13 @@ def daemon_config(tmp_path: Path, cloud: CloudSide, **timing: float) -> str:
     return device_config(tmp_path / "device" / "outbox.sqlite3", cloud.broker.port, **timing)
 
 
-async def drained(daemon: Daemon, timeout: float = 10) -> None:
+async def drained(daemon: Daemon, limit_s: float = 10) -> None:
     """Wait until the broker acknowledged everything the daemon recorded."""
 
     async def empty() -> bool:
         return await daemon.outbox.depth() == 0
 
-    await until(empty, timeout, "the outbox to drain")
+    await until(empty, limit_s, "the outbox to drain")
 
 
 async def detect(daemon: Daemon) -> None:
@@ -107,10 +107,11 @@ async def test_broker_down_siren_still_sounds_and_mail_follows(
     tmp_path: Path, cloud: CloudSide
 ) -> None:
     async with Daemon(parse(daemon_config(tmp_path, cloud))) as daemon:
-        assert daemon.uplink is not None
-        await asyncio.wait_for(daemon.uplink.connected.wait(), 10)
+        uplink = daemon.uplink
+        assert uplink is not None
+        await asyncio.wait_for(uplink.connected.wait(), 10)
         cloud.broker.stop()
-        await until(lambda: not daemon.uplink.connected.is_set(), 10, "the link to drop")
+        await until(lambda: not uplink.connected.is_set(), 10, "the link to drop")
 
         pins = daemon.pin_factory
         await asyncio.to_thread(pins.pin(17).drive_high)
@@ -125,6 +126,111 @@ async def test_broker_down_siren_still_sounds_and_mail_follows(
         cloud.broker.start()  # the broker comes back (with the notifier's session)
         (mail,) = await mails(cloud, 1)
         check_detection_mail(mail)
+
+
+class BrokerDyingAtHandshake:
+    """A TCP relay to the real broker that plays the broker dying between the CONNACK
+    and the PUBACK of the device's "online" status, on the first connection only:
+    CONNECT and CONNACK pass, and when the device's first PUBLISH comes up, both sides
+    are closed.  Later connections are relayed whole."""
+
+    PUBLISH = 3
+
+    def __init__(self, broker_port: int) -> None:
+        self.broker_port = broker_port
+        self.connections = 0
+        self.cut = asyncio.Event()
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> BrokerDyingAtHandshake:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _accept(self, device_r: asyncio.StreamReader, device_w: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self.connections += 1
+        first = self.connections == 1
+        broker_r, broker_w = await asyncio.open_connection("127.0.0.1", self.broker_port)
+
+        async def down() -> None:
+            while data := await broker_r.read(65536):
+                device_w.write(data)
+                await device_w.drain()
+
+        async def up() -> None:
+            while header := await device_r.read(1):
+                length, shift, raw = 0, 0, b""
+                while True:  # MQTT's remaining length: 7 bits a byte, high bit continues
+                    byte = await device_r.readexactly(1)
+                    raw += byte
+                    length |= (byte[0] & 0x7F) << shift
+                    shift += 7
+                    if not byte[0] & 0x80:
+                        break
+                body = await device_r.readexactly(length)
+                if first and header[0] >> 4 == self.PUBLISH:
+                    self.cut.set()
+                    return  # the broker is gone: its PUBACK never comes
+                broker_w.write(header + raw + body)
+                await broker_w.drain()
+
+        try:
+            _, pending = await asyncio.wait(
+                [asyncio.ensure_future(down()), asyncio.ensure_future(up())],
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        except (OSError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            for w in (device_w, broker_w):
+                w.close()
+            self._tasks.discard(task)
+
+
+async def test_connected_means_the_session_works_even_if_the_broker_dies_in_the_handshake(
+    tmp_path: Path, cloud: CloudSide
+) -> None:
+    """The race behind test_broker_down_siren_still_sounds_and_mail_follows's rare
+    "waiting for the link to drop": the uplink said connected at the CONNACK, the test
+    stopped the broker before the PUBACK of the status message, and the uplink sat in
+    that publish (aiomqtt does not fail a pending publish on a disconnect) with
+    ``connected`` set until the publish timed out, longer than the test waited.
+    Connected must only ever be said of a session that survived its handshake."""
+    async with BrokerDyingAtHandshake(cloud.broker.port) as relay:
+        config = device_config(
+            tmp_path / "device" / "outbox.sqlite3", relay.port,
+            warmup_s=0, on_s=0.2, max_on_s=0.2, cooldown_s=0,
+        )
+        config = config.replace(
+            "reconnect_min_s = 0.1\n", "reconnect_min_s = 0.1\nconnect_timeout_s = 2\n"
+        )
+        async with Daemon(parse(config)) as daemon:
+            uplink = daemon.uplink
+            assert uplink is not None
+            await asyncio.wait_for(relay.cut.wait(), 10)
+            # The first session died in its handshake; the uplink may say connected
+            # only once a later one is through.
+            await until(lambda: uplink.connected.is_set(), 20, "the uplink to connect")
+            assert relay.connections >= 2, "connected was set on the session that died"
+            await detect(daemon)
+            (mail,) = await mails(cloud, 1)
+            check_detection_mail(mail)
 
 
 def outbox_rows(path: Path, kind: str = "animal_detected") -> int:
