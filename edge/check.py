@@ -196,16 +196,26 @@ class Checker:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", PinFactoryFallback)
             self._build()
-        fell_back = []
+        fell_back: dict[str, str] = {}  # backend -> why gpiozero could not use it
         for w in caught:
             if issubclass(w.category, PinFactoryFallback):
-                fell_back.append(str(w.message).removeprefix("Falling back from ").split(":")[0])
+                name, _, why = str(w.message).removeprefix("Falling back from ").partition(": ")
+                fell_back[name] = why
             else:
                 warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-        if fell_back:
+        if not fell_back:
+            return
+        tried = ", ".join(fell_back)
+        lgpio = fell_back.get("lgpio", "")
+        if "lgpio" in fell_back and lgpio.startswith("No module named"):
             self.notes.append(
-                f"GPIO: gpiozero could not use {', '.join(fell_back)} (no lgpio here); "
-                + PI_EXTRA_HINT
+                f"GPIO: gpiozero could not use {tried} (no lgpio here); {PI_EXTRA_HINT}"
+            )
+        else:
+            self.notes.append(
+                f"GPIO: gpiozero could not use {tried}"
+                + (f" (lgpio: {lgpio})" if lgpio else "")
+                + "; is this a Raspberry Pi?"
             )
 
     def _build(self) -> None:
