@@ -553,6 +553,10 @@ class Daemon:
         if await self.outbox.put(event) and stats.evicted:
             # Reported in a durable heartbeat: stop counting these.
             await self.outbox.forget_evictions(stats.evicted)
+        if self.telemetry is not None and len(self.telemetry):
+            # Readings held leave with the heartbeat (never later than batch_s): one
+            # flight over the link, and one acknowledgement from the cloud for both.
+            await self.flush_telemetry()
 
     async def _heartbeats(self) -> None:
         period = self.config.health.heartbeat_s

@@ -31,7 +31,7 @@ import stat
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import aiomqtt
 import paho.mqtt.client as paho
@@ -56,6 +56,11 @@ from edge.timed_wait import wait_set
 from edge.tlsresume import ResumingContext
 
 log = logging.getLogger(__name__)
+
+ACK_QOS: Final = 0
+"""QoS of our subscription to ``PREFIX/DEVICE/ack``: 0, so that we owe the broker no
+PUBACK per acknowledgement (184 B over mutual TLS).  A lost acknowledgement only
+means the row is sent again after ``ack_timeout_s``; the cloud de-duplicates it."""
 
 CommandHandler = Callable[[str, bytes], None]
 """Called with (command name, payload) for each message on ``PREFIX/DEVICE/cmd/NAME``."""
@@ -339,10 +344,7 @@ class Uplink:
             await client.publish(self.status_topic, self._status("online"), qos=1, retain=True)
             topics = [(self.command_topic, 1)]
             if self.cloud_ack:
-                # QoS 0: no PUBACK of ours per acknowledgement (184 B a message over
-                # mutual TLS).  A lost one only means the row is sent again after
-                # ack_timeout_s, and the cloud de-duplicates it by id.
-                topics.append((self.ack_topic, 0))
+                topics.append((self.ack_topic, ACK_QOS))
             granted: Sequence[int | ReasonCode] = await client.subscribe(topics)
             for (topic, _), code in zip(topics, granted, strict=False):
                 if (code.value if isinstance(code, ReasonCode) else int(code)) >= 0x80:

@@ -418,6 +418,29 @@ async def test_keepalive_steps_down_behind_a_nat_that_forgets_idle_flows_and_rem
         assert set(recorded) <= set(spy.ids())
 
 
+async def test_readings_held_leave_with_the_heartbeat_as_packed_columns(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    """One flight every 3 hours instead of two: the heartbeat takes the readings held
+    (long before batch_s), packed as columns, and the cloud's decoder reads them back."""
+    async with spy_on(broker.host, broker.port, f"satoyama/v1/{DEVICE}/#") as spy:
+        text = config_text(tmp_path, broker.port, health='modem = "none"',
+                           telemetry="batch_s = 86400")  # fmt: skip
+        async with Daemon(parse(text)) as daemon:
+            await spy.wait(lambda: bool(spy.of_kind("heartbeat")), 10, "the first heartbeat")
+            t0 = time.time()
+            for i in range(18):
+                daemon.add_reading("level_east.level_cm", round(40.0 + i / 10, 1), at=t0 + 600 * i)
+            await daemon.heartbeat()
+            await spy.wait(lambda: len(spy.telemetry) == 1, 10, "the batch with the heartbeat")
+            assert len(spy.of_kind("heartbeat")) == 2
+    raw = [p for topic, p in spy.raw if topic.endswith("/telemetry")]
+    assert raw and len(raw[0]) < 300  # float arrays: 527 B
+    assert spy.telemetry[0].series["level_east.level_cm"].v == [
+        round(40.0 + i / 10, 1) for i in range(18)
+    ]
+
+
 def test_private_key_readable_by_others_is_refused(tmp_path: Path, broker: Mosquitto) -> None:
     key = tmp_path / "device.key"
     key.write_text("not really a key")
