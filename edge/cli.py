@@ -207,9 +207,9 @@ def cmd_nap_ack(args: argparse.Namespace) -> int:
         request = log.request_ack(name, args.by, time.time())
         deadline = time.monotonic() + args.wait
         while not (outcome := log.outcome(request)):
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline and log.withdraw(request):
                 print(f"error: the daemon did not take the acknowledgement within {args.wait:g} s"
-                      " (is it running with this config?); it will not be applied later",
+                      " (is it running with this config?); withdrawn, it will not be applied",
                       file=sys.stderr)
                 return 1
             time.sleep(0.1)

@@ -236,6 +236,16 @@ class NapLog:
                 "UPDATE ack_requests SET outcome = ? WHERE id = ?", (outcome, request)
             )
 
+    def withdraw(self, request: int) -> bool:
+        """The asker gives up: the request is never applied (False: the daemon took it)."""
+        with self._lock:
+            cur = self._conn.execute(
+                "UPDATE ack_requests SET state = 'expired', outcome = 'expired' "
+                "WHERE id = ? AND state = 'new'",
+                (request,),
+            )
+        return cur.rowcount == 1
+
     def outcome(self, request: int) -> str:
         """'' until the daemon has answered."""
         with self._lock:

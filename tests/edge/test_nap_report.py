@@ -9,6 +9,7 @@ import datetime as dt
 import io
 import subprocess
 import sys
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -112,3 +113,66 @@ def test_report_refuses_a_device_without_naps(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=60,
     )
     assert result.returncode == 2 and "no nap rule" in result.stderr
+
+
+def _device(tmp_path: Path) -> Path:
+    config = tmp_path / "device.toml"
+    config.write_text(f"""
+[device]
+id = "nursery-01"
+site = "nursery"
+latitude = 35.86
+longitude = 139.65
+[uplink]
+host = "127.0.0.1"
+[outbox]
+path = "{tmp_path / "state" / "outbox.sqlite3"}"
+[sensors.mat_1]
+type = "mat"
+port = "/dev/ttyUSB0"
+cot = "ひよこ-1"
+[actuators.buzzer]
+type = "buzzer"
+pin = 12
+[rules.naps]
+type = "nap"
+mats = ["mat_1"]
+buzzer = "buzzer"
+ack_pin = 26
+staff = ["YT"]
+""")
+    return config
+
+
+def _edge(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "edge", *args], capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_room_climate_entered_by_hand_is_on_the_sheet(tmp_path: Path) -> None:
+    config = _device(tmp_path)
+    bad = _edge("nap", "climate", "-c", str(config), "--humidity", "140")
+    assert bad.returncode == 2 and "--humidity 140: expected 0 to 100" in bad.stderr
+    ok = _edge("nap", "climate", "-c", str(config), "--temp", "22.5", "--humidity", "48",
+               "--by", "YT")
+    assert ok.returncode == 0, ok.stderr
+    today = dt.datetime.now(JST).date().isoformat()
+    report = _edge("report", "naps", "-c", str(config), "--date", today, "--out",
+                   str(tmp_path / "out"))
+    assert report.returncode == 0, report.stderr
+    rows = list(csv.reader(io.StringIO((tmp_path / "out" / f"naps-{today}.csv")
+                                       .read_text(encoding="utf-8-sig"))))
+    temp = next(r for r in rows if r and r[0] == "室温 ℃")
+    hum = next(r for r in rows if r and r[0] == "湿度 %")
+    assert "22.5" in temp and "48" in hum
+
+
+def test_an_ack_nobody_takes_is_withdrawn_never_applied_later(tmp_path: Path) -> None:
+    config = _device(tmp_path)
+    result = _edge("nap", "ack", "-c", str(config), "--by", "YT", "--wait", "0.5")
+    assert result.returncode == 1 and "withdrawn" in result.stderr
+    log = NapLog(tmp_path / "state" / "naps.sqlite3")
+    try:
+        assert log.take_requests("naps", time.time()) == []  # a daemon starting now gets none
+    finally:
+        log.close()
