@@ -422,8 +422,8 @@ _CSS = """
  td.slot .p { display: block; } td.slot .a { display: block; font-weight: bold; }
  td.alarm { background: #d40000; color: #fff; font-weight: bold; }
  td.prone { background: #ffd0d0; }
- td.missed { color: #555; background: repeating-linear-gradient(45deg, #fff, #fff 1.2mm,
-   #ccc 1.2mm, #ccc 1.6mm); }
+ td.missed { color: #000; font-weight: bold; background: repeating-linear-gradient(45deg,
+   #fff, #fff 1.2mm, #bbb 1.2mm, #bbb 1.6mm); }
  td.byhand { background: #ffe680; font-weight: bold; }
  tr.staff td, tr.climate td { font-size: 6.5pt; }
  tr.staff th, tr.climate th { font-size: 7pt; font-weight: normal; text-align: right;
@@ -451,8 +451,9 @@ def render_html(sheet: Sheet, language: str = "ja") -> str:
 <table class="meta"><tr><th>{e(str(text['facility']))}</th><td>{e(sheet.facility) or blank}</td>
 <th>{e(str(text['class']))}</th><td>{e(sheet.class_name) or blank}</td>
 <th>{e(when)}</th></tr>
-<tr><th>{e(str(text['temp']))}</th><td>{'' if climate_given else blank}</td>
-<th>{e(str(text['humidity']))}</th><td>{'' if climate_given else blank}</td><td></td></tr>
+<tr><th>{e(str(text['temp']))}</th><td>{_span(sheet, 0) if climate_given else blank}</td>
+<th>{e(str(text['humidity']))}</th><td>{_span(sheet, 1) if climate_given else blank}</td>
+<td></td></tr>
 </table></div>
 <table class="sign"><tr><th>{e(str(text['director']))}</th><th>{e(str(text['keeper']))}</th></tr>
 <tr><td></td><td></td></tr></table>
@@ -479,6 +480,15 @@ def render_html(sheet: Sheet, language: str = "ja") -> str:
 {_fault_list(sheet, language)}
 </body></html>
 """
+
+
+def _span(sheet: Sheet, which: int) -> str:
+    """The range of the room's temperature or humidity entered that day."""
+    values = [x for v in sheet.climate.values() if (x := v[which]) is not None]
+    if not values:
+        return ""
+    low, high = min(values), max(values)
+    return _fmt(low) if low == high else f"{_fmt(low)}–{_fmt(high)}"
 
 
 def _grid(sheet: Sheet, slots: list[str], language: str) -> str:
