@@ -23,6 +23,12 @@ PRINTABLE_W = (297 - 2 * MARGIN_MM) * MM
 PRINTABLE_H = (210 - 2 * MARGIN_MM) * MM
 PNG = Path("/tmp/h/nap_sheet.png")
 
+CLIPPED = """() => [...document.querySelectorAll('th.slot, td.slot, td.slot-x')]
+  .filter(el => el.scrollWidth > el.clientWidth || el.scrollHeight > el.clientHeight + 2)
+  .map(el => el.getAttribute('data-slot') || el.title || el.textContent)"""
+"""Cells whose content does not fit them (the browser squeezes a too-wide table to the page
+and hides what overflows: a cut column in all but name)."""
+
 
 def at(hour: int, minute: int, second: int = 0) -> float:
     return dt.datetime(2026, 11, 24, hour, minute, second, tzinfo=JST).timestamp()
@@ -87,6 +93,7 @@ def test_a_full_nap_period_for_six_cots_prints_on_one_a4_landscape_page(tmp_path
             for cell in page.locator("td.slot").all():
                 box = cell.bounding_box()
                 assert box is not None and box["x"] + box["width"] <= PRINTABLE_W
+            assert page.evaluate(CLIPPED) == []  # and nothing in them is cut
             # ... and the whole sheet within the printable height: one page.
             body = page.locator("body").bounding_box()
             assert body is not None and body["height"] <= PRINTABLE_H
@@ -134,6 +141,7 @@ def test_a_whole_day_is_split_into_pages_with_the_header_repeated(tmp_path: Path
                     assert box is not None and box["x"] + box["width"] <= PRINTABLE_W
                     seen.append(head.get_attribute("data-slot") or "")
             assert seen == sheet.slots  # no column lost or repeated between pages
+            assert page.evaluate(CLIPPED) == []
         finally:
             browser.close()
     counts = [int(n) for n in re.findall(rb"/Type\s*/Pages\b[^>]*?/Count\s+(\d+)", pdf)]
