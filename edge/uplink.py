@@ -175,6 +175,8 @@ class Uplink:
         exiting leaves the parent marked as cancelling for good (fixed in 3.12)."""
         self.usage = DailyUsage(usage_path)
         self._client_now: aiomqtt.Client | None = None
+        self._subscribed: list[tuple[str, int]] | None = None
+        """What this process subscribed to, all granted, in the broker's session."""
         self._keepalive_path = keepalive_path
         self.keepalive = KeepaliveRule(
             configured_s=up.keepalive_s,
@@ -345,15 +347,23 @@ class Uplink:
             topics = [(self.command_topic, 1)]
             if self.cloud_ack:
                 topics.append((self.ack_topic, ACK_QOS))
-            granted: Sequence[int | ReasonCode] = await client.subscribe(topics)
-            for (topic, _), code in zip(topics, granted, strict=False):
-                if (code.value if isinstance(code, ReasonCode) else int(code)) >= 0x80:
-                    log.error(
-                        "uplink: the broker refused our subscription to %s: check its ACL%s",
-                        topic,
-                        " (no row can leave the outbox until the cloud's acknowledgements "
-                        "arrive; see docs/security.md)" if topic == self.ack_topic else "",
-                    )
+            # A session the broker kept keeps its subscriptions: subscribing again to
+            # what this process subscribed would only cost the link a round trip.
+            if not (self.session_present and self._subscribed == topics):
+                self._subscribed = None
+                granted: Sequence[int | ReasonCode] = await client.subscribe(topics)
+                refused = False
+                for (topic, _), code in zip(topics, granted, strict=False):
+                    if (code.value if isinstance(code, ReasonCode) else int(code)) >= 0x80:
+                        refused = True
+                        log.error(
+                            "uplink: the broker refused our subscription to %s: check its ACL%s",
+                            topic,
+                            " (no row can leave the outbox until the cloud's acknowledgements "
+                            "arrive; see docs/security.md)" if topic == self.ack_topic else "",
+                        )
+                if not refused and len(granted) == len(topics):
+                    self._subscribed = topics
             # Connected means: status published and subscribed.  Before that, a broker
             # that dies unnoticed holds the session in a publish until its timeout
             # (aiomqtt does not fail pending publishes on a disconnect); from here on
