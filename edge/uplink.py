@@ -18,6 +18,13 @@
   broker crash can lose what it acknowledged.
 * Whatever was in flight when the link dropped is sent again on the next
   connection (at least once; the cloud de-duplicates by event id).
+* The cloud's acknowledgements come at QoS 0 (:data:`ACK_QOS`): no PUBACK of
+  ours per acknowledgement; a lost one costs a resend after ``ack_timeout_s``.
+* The keepalive is learned (:class:`~edge.keepalive.KeepaliveRule`): a
+  connection that dies idle (a carrier NAT that forgot the flow) shortens it
+  for the next connection, a long stable spell lengthens it again at the next
+  reconnect; what was learned is kept in ``keepalive.json``.  Into a session
+  the broker kept (``session_present``) the uplink does not subscribe again.
 """
 
 from __future__ import annotations
