@@ -7,6 +7,7 @@ daemon's real outbox file; only the pins are gpiozero's MockFactory.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sqlite3
@@ -255,9 +256,28 @@ def start_harness(config: Path) -> subprocess.Popen[str]:
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    assert proc.stdout is not None
-    assert proc.stdout.readline().strip() == "ready"
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+    except BaseException:
+        stop_harness(proc)  # it did not come up: never leave it running
+        raise
     return proc
+
+
+def stop_harness(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM, then SIGKILL if it has not ended in 10 s; always waited for."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    for pipe in (proc.stdin, proc.stdout):
+        if pipe is not None:
+            with contextlib.suppress(OSError):  # a pipe to a killed process
+                pipe.close()
 
 
 async def test_sigkill_after_store_before_publish_mails_exactly_once(
@@ -277,6 +297,7 @@ async def test_sigkill_after_store_before_publish_mails_exactly_once(
     finally:
         daemon.send_signal(signal.SIGKILL)
         daemon.wait()
+        stop_harness(daemon)
     assert daemon.returncode == -signal.SIGKILL
     assert outbox_rows(outbox) == 1
 
@@ -294,5 +315,4 @@ async def test_sigkill_after_store_before_publish_mails_exactly_once(
         assert len(got) == 2
         assert len({m.message["Message-ID"] for m in got}) == 2
     finally:
-        daemon.terminate()
-        daemon.wait(timeout=10)
+        stop_harness(daemon)
