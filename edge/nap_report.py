@@ -341,6 +341,11 @@ def _naps(row: CotRow, which: str, language: str) -> str:
     return " / ".join(_clock(n.wake) if n.wake is not None else unknown for n in row.naps)
 
 
+def _naps_html(row: CotRow, which: str, language: str) -> str:
+    """Start or wake times, one nap per line."""
+    return "<br>".join(html.escape(t) for t in _naps(row, which, language).split(" / "))
+
+
 def _fmt(x: float | None) -> str:
     return "" if x is None else f"{x:g}"
 
@@ -418,7 +423,9 @@ _CSS = """
  table.grid tbody td.slot, table.grid tbody td.slot-x { height: 7.5mm; font-size: 8pt; }
  table.grid th.slot { font-size: 7pt; font-weight: normal; }
  table.grid th.hour { font-size: 7.5pt; }
- table.grid td.child, table.grid th.cot { font-size: 8pt; white-space: normal; }
+ table.grid td.child, table.grid th.cot, table.grid td.time { font-size: 8pt;
+   white-space: normal; overflow-wrap: anywhere; }
+ tr.staff td { white-space: normal; overflow-wrap: anywhere; }
  td.slot .p { display: block; } td.slot .a { display: block; font-weight: bold; }
  td.alarm { background: #d40000; color: #fff; font-weight: bold; }
  td.prone { background: #ffd0d0; }
@@ -538,8 +545,8 @@ def _grid(sheet: Sheet, slots: list[str], language: str) -> str:
             tds.append(f'<td class="{" ".join(cls)}" title="{e(title)}">{inner}</td>')
         body.append(
             f'<tr><th class="cot">{e(row.cot)}</th><td class="child">{e(row.child)}</td>'
-            f"<td>{e(_naps(row, 'start', language))}</td>"
-            f"<td>{e(_naps(row, 'wake', language))}</td>{''.join(tds)}</tr>"
+            f'<td class="time">{_naps_html(row, "start", language)}</td>'
+            f'<td class="time">{_naps_html(row, "wake", language)}</td>{"".join(tds)}</tr>'
         )
     staff = "".join(
         f'<td class="slot-x">{"<br>".join(e(w) for w in sheet.staff.get(s, ()))}</td>'

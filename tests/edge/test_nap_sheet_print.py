@@ -147,3 +147,43 @@ def test_a_whole_day_is_split_into_pages_with_the_header_repeated(tmp_path: Path
     counts = [int(n) for n in re.findall(rb"/Type\s*/Pages\b[^>]*?/Count\s+(\d+)", pdf)]
     counts += [int(n) for n in re.findall(rb"/Count\s+(\d+)[^>]*?/Type\s*/Pages\b", pdf)]
     assert counts and max(counts) == len(tables), counts
+
+
+def test_long_labels_two_naps_and_long_initials_are_never_cut(tmp_path: Path) -> None:
+    cots = ["nursery-room-2-cot-12", "ひよこ-2"]
+    entries = []
+    for cot in cots:
+        entries += [NapEntry(at(9, 30), cot, "nap_start", ""),
+                    NapEntry(at(9, 30), cot, "posture_check", "supine"),
+                    NapEntry(at(10, 10), cot, "wake", ""),
+                    NapEntry(at(12, 0), cot, "nap_start", ""),
+                    NapEntry(at(12, 1), cot, "prone_alarm", "prone"),
+                    NapEntry(at(12, 2), cot, "apnea_alarm", "prone"),
+                    NapEntry(at(12, 2, 30), cot, "by_hand", "no_answer"),
+                    NapEntry(at(12, 20), cot, "by_hand_end", "no_answer"),
+                    NapEntry(at(12, 25), cot, "wake", "")]
+    entries += [NapEntry(at(12, 1, 20), "", "staff_check", "", who)
+                for who in ("ABCDEFGH", "IJKLMNOP", "QRSTUVWX")]
+    entries.append(NapEntry(at(12, 5), "", "climate", "22.25/48.5", "ABCDEFGH"))
+    sheet = build_sheet(sorted(entries, key=lambda x: x.t),
+                        {cots[0]: "ながいなまえのこどもさん", cots[1]: ""}, date=DAY)
+    assert len(sheet.slots) == 36  # 09:30 .. 12:25: one full page of columns
+    page_html = tmp_path / "long.html"
+    page_html.write_text(render_html(sheet), encoding="utf-8")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": round(PRINTABLE_W),
+                                              "height": round(PRINTABLE_H)})
+            page.goto(page_html.as_uri())
+            page.emulate_media(media="print")
+            assert page.evaluate(CLIPPED) == []
+            assert page.evaluate("""() => [
+              ...document.querySelectorAll('table.grid td, table.grid th')]
+              .filter(el => el.scrollWidth > el.clientWidth)
+              .map(el => el.textContent)""") == []
+            for head in page.locator("th.slot").all():
+                box = head.bounding_box()
+                assert box is not None and box["x"] + box["width"] <= PRINTABLE_W
+        finally:
+            browser.close()
