@@ -141,12 +141,26 @@ def _nap_rules(config: Any, room: str | None) -> list[tuple[str, Any]]:
     return chosen
 
 
+def _open_nap_log(path: Path) -> Any:
+    """The device's nap log, or exit 1 saying why (usually: not the daemon's user)."""
+    import sqlite3
+
+    from edge.naplog import NapLog
+
+    try:
+        return NapLog(path)
+    except (OSError, sqlite3.Error) as exc:
+        print(f"error: {path}: cannot open the nap log ({exc}); run this as the daemon's "
+              "user (sudo -u satoyama ...)", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
 def cmd_report_naps(args: argparse.Namespace) -> int:
     import datetime as dt
 
     from edge.config import MatSensorConfig
     from edge.nap_report import JST, write_report
-    from edge.naplog import NapEntry, NapLog, nap_log_path
+    from edge.naplog import NapEntry, nap_log_path
 
     config = _load_config(args.config)
     try:
@@ -170,7 +184,7 @@ def cmd_report_naps(args: argparse.Namespace) -> int:
         if not path.exists():
             print(f"warning: {path}: no nap log yet (the daemon writes it)", file=sys.stderr)
             continue
-        log = NapLog(path)
+        log = _open_nap_log(path)
         try:
             entries += log.day(date, JST)
         finally:
@@ -188,7 +202,7 @@ def cmd_nap_ack(args: argparse.Namespace) -> int:
     """A staff member answers the nap room's alarm by name; the daemon applies it."""
     import time
 
-    from edge.naplog import NapLog, nap_log_path
+    from edge.naplog import nap_log_path
 
     config = _load_config(args.config)
     naps = _nap_rules(config, args.room)
@@ -202,7 +216,7 @@ def cmd_nap_ack(args: argparse.Namespace) -> int:
         listed = ", ".join(rule.staff) or "none listed"
         print(f"error: --by {args.by}: not in rules.{name}.staff ({listed})", file=sys.stderr)
         return EXIT_CONFIG
-    log = NapLog(nap_log_path(config, rule))
+    log = _open_nap_log(nap_log_path(config, rule))
     try:
         request = log.request_ack(name, args.by, time.time())
         deadline = time.monotonic() + args.wait
@@ -223,7 +237,7 @@ def cmd_nap_climate(args: argparse.Namespace) -> int:
     """Room temperature and humidity, written on the check sheet at this time."""
     import time
 
-    from edge.naplog import NapLog, nap_log_path
+    from edge.naplog import nap_log_path
 
     config = _load_config(args.config)
     naps = _nap_rules(config, args.room)
@@ -242,7 +256,7 @@ def cmd_nap_climate(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     value = ("" if args.temp is None else f"{args.temp:g}") + "/" + (
         "" if args.humidity is None else f"{args.humidity:g}")
-    log = NapLog(nap_log_path(config, rule))
+    log = _open_nap_log(nap_log_path(config, rule))
     try:
         log.add_now("", "climate", value, time.time(), by=args.by or "")
     finally:
