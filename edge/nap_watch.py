@@ -259,7 +259,9 @@ class NapWatch:
                 await self.record(
                     "alarm_cleared",
                     "info",
-                    {"cot": cot, "cleared": o.cleared, "acknowledged_by": o.acknowledged_by,
+                    # Who by name stays on the device (the sheet); the event says how.
+                    {"cot": cot, "cleared": o.cleared,
+                     "acknowledged_by": BUTTON if o.acknowledged_by == BUTTON else "staff",
                      "alarm_s": round(o.alarm_s, 1)},
                 )
             elif isinstance(o, AckWhileUnsafe):
