@@ -162,7 +162,7 @@ class CotWatch:
         moving = self._since_motion < self.apnea_alarm_s
         for alarm in self._alarms.values():
             if not alarm.acknowledged_by:
-                alarm.acknowledged_by = by
+                alarm.acknowledged_by = by or "button"  # never "" (that means: nobody yet)
             if not self._is_safe(alarm.kind, moving):
                 out.append(AckWhileUnsafe(alarm.kind))
         return out + self._try_clear(t, self._since_motion)
