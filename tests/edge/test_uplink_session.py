@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import logging
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import aiomqtt
@@ -14,7 +16,7 @@ from edge.daemon import Daemon
 from edge.sim.broker import Mosquitto
 from edge.sim.cellular import CellularLink
 from edge.sim.site import DEVICE_ID, device_config
-from tests.support.spy import spy_on
+from tests.support.spy import Spy, spy_on
 from tests.support.waiting import until
 
 CMD = f"satoyama/v1/{DEVICE_ID}/cmd/#"
@@ -93,3 +95,39 @@ async def test_a_kept_session_is_not_subscribed_again_and_a_lost_one_is(
                     await cloud.publish(f"satoyama/v1/{DEVICE_ID}/cmd/heartbeat", b"{}", qos=1)
                 await spy2.wait(lambda: len(spy2.of_kind("heartbeat")) >= 2, 10,
                                 "a command after the restart")  # fmt: skip
+
+
+def arrived(spy: Spy, event_id: str) -> Callable[[], bool]:
+    return lambda: event_id in spy.ids()
+
+
+async def test_publishes_count_as_traffic_so_a_busy_link_sends_no_pings(
+    tmp_path: Path, broker: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    """MQTT's keepalive bounds the silence between the client's packets: a link that
+    publishes more often than its keepalive needs no ping (paho alone pings anyway:
+    8 pings a day more at the defaults).  paho logs its PINGREQs through aiomqtt's
+    logger ("mqtt")."""
+    caplog.set_level(logging.DEBUG, logger="mqtt")
+    text = device_config(tmp_path / "device" / "outbox.sqlite3", broker.port, warmup_s=0)
+    text = text.replace("reconnect_min_s", "keepalive_s = 5\nkeepalive_min_s = 5\nreconnect_min_s")
+    text += '\n[health]\nmodem = "none"\n'
+
+    def pings() -> int:
+        return sum("Sending PINGREQ" in r.getMessage() for r in caplog.records)
+
+    async with spy_on(broker.host, broker.port, f"satoyama/v1/{DEVICE_ID}/events") as spy:
+        async with Daemon(parse(text)) as daemon:
+            assert daemon.recorder is not None and daemon.uplink is not None
+            await spy.wait(lambda: bool(spy.of_kind("heartbeat")), 10, "the heartbeat")
+            busy_until = time.monotonic() + 12  # more than two keepalives
+            n = 0
+            while time.monotonic() < busy_until:
+                event = await daemon.recorder.record("anomaly", "warning", {"n": n})
+                await spy.wait(arrived(spy, event.id), 5, "the event")
+                n += 1
+                await asyncio.sleep(1.0)  # the workload's rhythm: an event a second
+            assert pings() == 0, f"{pings()} pings on a link busy every second"
+            # Idle now: the keepalive pings (and the log capture works).
+            await until(lambda: pings() >= 1, 12, "a ping on the idle link")
+            assert daemon.uplink.connections == 1
