@@ -6,6 +6,7 @@ import io
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -330,3 +331,19 @@ def test_a_process_left_running_fails_the_suite(tmp_path: Path) -> None:
     assert "processes the tests started are still running (now killed)" in result.stdout
     assert "sleep 321.5" in result.stdout
     assert running_with("sleep 321.5") == []
+
+
+def test_a_cloud_side_that_fails_to_start_stops_its_broker(tmp_path: Path) -> None:
+    """The e2e tests' cloud fixture: when the SMTP server cannot listen (its port is
+    taken) after mosquitto started, the broker is stopped before the error propagates."""
+    from edge.sim.site import CloudSide
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        side = CloudSide(tmp_path / "cloud")
+        side.mailbox.port = taken.getsockname()[1]
+        with pytest.raises(Exception):  # noqa: B017 - aiosmtpd's own error, whatever its class
+            side.start()
+    assert not side.broker.running
+    assert running_with(str(tmp_path)) == []
