@@ -7,7 +7,7 @@ reading is scored (a water level every 10 minutes, a mat's load twice a
 second), so windows overlap and what reaches people is *episodes*: one
 ``anomaly`` event, then silence until the series has looked normal for a whole
 window.  This runs generated normal series (held-out seeds) and series with a
-persisting fault through the daemon's own ``edge.anomaly_watch.AnomalyWatch``
+persisting fault through the daemon's own ``edge.health.anomaly_watch.AnomalyWatch``
 and prints, per series kind:
 
 * false events per sensor-day (water) or per cot-hour of nap (mat), for the
@@ -32,7 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge.anomaly_watch import AnomalyWatch  # noqa: E402
+from edge.health.anomaly_watch import AnomalyWatch  # noqa: E402
 from models.anomaly import data as D  # noqa: E402
 
 SEED_BASE = D.HELDOUT_BASE + 7_000_000

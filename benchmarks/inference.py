@@ -6,7 +6,7 @@
   ``AnomalyModel.assess(window)`` -- the calls the rules make, quantisation and
   dequantisation included -- on the committed models through LiteRT;
 * memory: a fresh Python process imports the daemon's modules
-  (``edge.cli``, ``edge.daemon``, ``edge.inference``), loads both models and
+  (``edge.cli``, ``edge.daemon``, ``edge.inference.runtime``), loads both models and
   runs each once, then reports its VmRSS and VmHWM from ``/proc/self/status``
   (target: <= 60 MB RSS).
 """
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from drivers.motion_mat import MatFrame  # noqa: E402
-from edge.inference import AnomalyModel, PostureModel  # noqa: E402
+from edge.inference.runtime import AnomalyModel, PostureModel  # noqa: E402
 from edge.sim.mat_emulator import random_frame  # noqa: E402
 
 RSS_PROBE = """
@@ -42,7 +42,7 @@ base = status()
 import edge.cli, edge.daemon  # the daemon's modules
 imported = status()
 from drivers.motion_mat import MatFrame
-from edge.inference import AnomalyModel, PostureModel
+from edge.inference.runtime import AnomalyModel, PostureModel
 posture = PostureModel.load()
 anomaly = AnomalyModel.load(series='water')
 posture.classify(MatFrame(0, 16, 32, bytes(512)))

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from edge.config import parse  # noqa: E402
 from edge.daemon import Daemon  # noqa: E402
 from edge.event import Event, Location, new_event_id  # noqa: E402
-from edge.outbox import Outbox, Row  # noqa: E402
+from edge.link.outbox import Outbox, Row  # noqa: E402
 from edge.sim.site import device_config  # noqa: E402
 
 

@@ -58,7 +58,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import edge.uplink
+import edge.link.uplink
 from deploy.keys import write_private_file
 from deploy.pki import create_ca, issue_device_identity
 from edge.config import TlsConfig, parse
@@ -72,13 +72,13 @@ from edge.event import (
     new_event_id,
     salvage_id,
 )
-from edge.linkstats import read_counters
-from edge.outbox import Outbox
+from edge.link.linkstats import read_counters
+from edge.link.outbox import Outbox
 from edge.sim.broker import Mosquitto, free_port
 from edge.sim.cellular import MSS, PACKET_OVERHEAD, CellularLink
 from edge.sim.site import DEVICE_ID, device_config
-from edge.telemetry import TelemetryBuffer
-from edge.tlsresume import ResumingContext
+from edge.link.telemetry import TelemetryBuffer
+from edge.link.tlsresume import ResumingContext
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -355,7 +355,7 @@ def make_fleet(folder: Path) -> Fleet:
 
 
 def client_context(tls: TlsConfig, *, resume: bool, tls13: bool = False) -> ssl.SSLContext:
-    """What edge/uplink.py's ``tls_context`` builds, with or without session resumption
+    """What edge/link/uplink.py's ``tls_context`` builds, with or without session resumption
     (``tls13``: offer TLS 1.3 only, which leaves TLS 1.2's suites out of the ClientHello)."""
     ctx = ResumingContext() if resume else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3 if tls13 else ssl.TLSVersion.TLSv1_2
@@ -367,13 +367,13 @@ def client_context(tls: TlsConfig, *, resume: bool, tls13: bool = False) -> ssl.
 @contextlib.contextmanager
 def uplink_tls(*, resume: bool, tls13: bool = False) -> Iterator[None]:
     """Make the uplink build its TLS context with (or without) resumption, whatever
-    edge/uplink.py does by itself, so both are measured in one run."""
-    original = edge.uplink.tls_context
-    edge.uplink.tls_context = lambda tls: client_context(tls, resume=resume, tls13=tls13)
+    edge/link/uplink.py does by itself, so both are measured in one run."""
+    original = edge.link.uplink.tls_context
+    edge.link.uplink.tls_context = lambda tls: client_context(tls, resume=resume, tls13=tls13)
     try:
         yield
     finally:
-        edge.uplink.tls_context = original
+        edge.link.uplink.tls_context = original
 
 
 def tls_table(tls: TlsConfig) -> str:
@@ -687,12 +687,12 @@ def has_cloud_ack() -> bool:
 @contextlib.contextmanager
 def device_ack_qos(qos: int) -> Iterator[None]:
     """The QoS the device subscribes to its ack topic with (0 in this tree, 1 before)."""
-    original = getattr(edge.uplink, "ACK_QOS", 1)
-    setattr(edge.uplink, "ACK_QOS", qos)  # noqa: B010 - a Final of the module under test
+    original = getattr(edge.link.uplink, "ACK_QOS", 1)
+    setattr(edge.link.uplink, "ACK_QOS", qos)  # noqa: B010 - a Final of the module under test
     try:
         yield
     finally:
-        setattr(edge.uplink, "ACK_QOS", original)  # noqa: B010
+        setattr(edge.link.uplink, "ACK_QOS", original)  # noqa: B010
 
 
 async def measure(
@@ -837,7 +837,7 @@ async def month(tmp: Path, broker: Mosquitto) -> None:
         heartbeat_s=OLD_DEFAULTS["heartbeat_s"],
         keepalive_s=OLD_DEFAULTS["keepalive_s"],
     )
-    new_qos = int(getattr(edge.uplink, "ACK_QOS", 1))
+    new_qos = int(getattr(edge.link.uplink, "ACK_QOS", 1))
     plain = await measure(tmp, broker, None, resume=False, ack_qos=new_qos)
     with Mosquitto(workdir=tmp / "tls-broker", tls=fleet.broker_tls()) as tls_broker:
         old_full = await measure(tmp, tls_broker, fleet, resume=False, ack_qos=1)

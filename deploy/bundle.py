@@ -43,7 +43,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from deploy.errors import BundleError, DeployError, VerifyError
 from deploy.keys import sign, verify_any
 from deploy.version import parse_version
-from edge.commands import MAX_BUNDLE
+from edge.link.commands import MAX_BUNDLE
 
 if TYPE_CHECKING:  # packaging is imported only to build a bundle, never on the device
     from packaging.tags import Tag

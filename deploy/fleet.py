@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy.errors import DeployError
-from edge.commands import CommandError, parse_update_request
+from edge.link.commands import CommandError, parse_update_request
 from deploy.version import parse_version
 
 SCHEMA = """

@@ -8,7 +8,7 @@ What goes onto the FAT boot partition (``satoyama/`` unless said otherwise):
   cellular - moved into ``/etc`` with mode 0600 on first boot, then
   overwritten on the card and deleted (FAT has no permissions).  The device's
   private key is never on the card: the device makes it on first boot and
-  exchanges the claim for its certificate (:mod:`edge.enrol`);
+  exchanges the claim for its certificate (:mod:`edge.link.enrol`);
 - ``etc/``: ``updater.toml`` and the OTA verify keys (public);
 - the signed OTA bundle, installed offline by the first-boot hook;
 - ``firstboot.sh`` + ``firstboot.env``: the hook itself;

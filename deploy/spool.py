@@ -174,8 +174,8 @@ def append(
     return event_id
 
 
-# The reader is the daemon's (edge.spool); re-exported for the updater's tools and tests.
-from edge.spool import read_and_clear  # noqa: E402
+# The reader is the daemon's (edge.link.spool); re-exported for the updater's tools and tests.
+from edge.link.spool import read_and_clear  # noqa: E402
 
 __all__ = [
     "MAX_LINES",

@@ -83,7 +83,7 @@ from deploy.errors import (
 from deploy.progress import Progress
 from deploy.spool import UnsafePathError
 from deploy.version import parse_version
-from edge.commands import (
+from edge.link.commands import (
     MAX_BUNDLE,
     VERSION_PATTERN,
     CommandError,
@@ -1244,7 +1244,7 @@ def download(
 
 # -- update requests (written by the daemon from PREFIX/DEVICE/cmd/update) ---------------------
 #
-# The schema is the daemon's own (edge.commands.UpdateCommand, parse_update_request): what the
+# The schema is the daemon's own (edge.link.commands.UpdateCommand, parse_update_request): what the
 # daemon accepts from the cloud is exactly what the updater carries out.
 
 

@@ -1,6 +1,6 @@
 """Release versions: plain dotted numbers, so "is this a downgrade?" is never ambiguous.
 
-The pattern is the daemon's (``edge.commands.VERSION_PATTERN``): a version the
+The pattern is the daemon's (``edge.link.commands.VERSION_PATTERN``): a version the
 daemon accepts in ``cmd/update`` is exactly one the updater can install.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 from deploy.errors import DeployError
-from edge.commands import VERSION_PATTERN
+from edge.link.commands import VERSION_PATTERN
 
 VERSION_RE = re.compile(VERSION_PATTERN)
 

@@ -38,8 +38,8 @@ def _load_config(path: str):  # type: ignore[no-untyped-def]
 
 async def _run(config_path: str) -> int:
     from edge.daemon import Daemon
-    from edge.sdnotify import SystemdNotifier
-    from edge.uplink import UplinkSetupError, check_private_file
+    from edge.health.sdnotify import SystemdNotifier
+    from edge.link.uplink import UplinkSetupError, check_private_file
 
     config = _load_config(config_path)
     daemon = Daemon(config)
@@ -81,7 +81,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         f"{len(config.sensors)} sensor(s), {len(config.actuators)} actuator(s), "
         f"{len(config.rules)} rule(s)"
     )
-    from edge.anomaly_watch import cadence_warnings
+    from edge.health.anomaly_watch import cadence_warnings
     from edge.config import location_warnings
 
     for warning in cadence_warnings(config):
@@ -92,13 +92,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from edge.demo import run_demo
+    from edge.tools.demo import run_demo
 
     return run_demo(output=Path(args.output), speed=args.speed, language=args.lang)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from edge.check import run_check
+    from edge.tools.check import run_check
 
     config = _load_config(args.config)
     unknown = [n for n in args.fire if n not in config.actuators]
@@ -145,7 +145,7 @@ def _open_nap_log(path: Path) -> Any:
     """The device's nap log, or exit 1 saying why (usually: not the daemon's user)."""
     import sqlite3
 
-    from edge.naplog import NapLog
+    from edge.nursery.log import NapLog
 
     try:
         return NapLog(path)
@@ -159,8 +159,8 @@ def cmd_report_naps(args: argparse.Namespace) -> int:
     import datetime as dt
 
     from edge.config import MatSensorConfig
-    from edge.nap_report import JST, write_report
-    from edge.naplog import NapEntry, nap_log_path
+    from edge.nursery.sheet import JST, write_report
+    from edge.nursery.log import NapEntry, nap_log_path
 
     config = _load_config(args.config)
     try:
@@ -202,7 +202,7 @@ def cmd_nap_ack(args: argparse.Namespace) -> int:
     """A staff member answers the nap room's alarm by name; the daemon applies it."""
     import time
 
-    from edge.naplog import nap_log_path
+    from edge.nursery.log import nap_log_path
 
     config = _load_config(args.config)
     naps = _nap_rules(config, args.room)
@@ -237,7 +237,7 @@ def cmd_nap_climate(args: argparse.Namespace) -> int:
     """Room temperature and humidity, written on the check sheet at this time."""
     import time
 
-    from edge.naplog import nap_log_path
+    from edge.nursery.log import nap_log_path
 
     config = _load_config(args.config)
     naps = _nap_rules(config, args.room)
@@ -268,7 +268,7 @@ def cmd_nap_climate(args: argparse.Namespace) -> int:
 def cmd_bench_run(args: argparse.Namespace) -> int:
     import tempfile
 
-    from edge.bench import Console, ScenarioError, find_scenario, load_scenario, run_scenario
+    from edge.tools.bench import Console, ScenarioError, find_scenario, load_scenario, run_scenario
     from edge.sim.actions import EmulationError
     from edge.sim.emulated import SiteSetupError
 
@@ -304,7 +304,7 @@ def cmd_bench_run(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_list(args: argparse.Namespace) -> int:
-    from edge.bench import SCENARIOS, load_scenario
+    from edge.tools.bench import SCENARIOS, load_scenario
 
     for path in sorted(SCENARIOS.glob("*.toml")):
         print(f"{path.stem:<28} {load_scenario(path).name}")

@@ -19,7 +19,7 @@ from msgspec import Meta
 
 from drivers.pressure_probe import NAMUR_SHORT_MA, choose_pga
 from edge.event import DEFAULT_TOPIC_PREFIX
-from edge.water import Stage, WaterRuleSettings
+from edge.water.rule import Stage, WaterRuleSettings
 
 
 class ConfigError(ValueError):
@@ -125,7 +125,7 @@ class UplinkConfig(msgspec.Struct, **_struct):
     topic_prefix: Annotated[str, Meta(pattern=r"^[^#+]+[^/#+]\Z")] = DEFAULT_TOPIC_PREFIX
     keepalive_s: Annotated[int, Meta(ge=5, le=3600)] = 1800
     """The longest MQTT keepalive asked for; shortened while connections die idle
-    (edge/keepalive.py), down to ``keepalive_min_s``."""
+    (edge/link/keepalive.py), down to ``keepalive_min_s``."""
     keepalive_min_s: Annotated[int, Meta(ge=5, le=3600)] = 240
     """The shortest keepalive the uplink steps down to (``keepalive_s`` if that is lower;
     equal to ``keepalive_s``: the keepalive is fixed)."""
@@ -142,7 +142,7 @@ class UplinkConfig(msgspec.Struct, **_struct):
     """``cloud_ack``: a row leaves the outbox when the cloud says on ``PREFIX/DEVICE/ack``
     that it stored it; ``puback``: when the broker acknowledges it (older notifiers)."""
     ack_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 60.0
-    """A row the cloud has not acknowledged in this time is sent again (see edge/ack_tracker.py)."""
+    """A row the cloud has not acknowledged in this time is sent again (see edge/link/ack_tracker.py)."""
     ack_probe_max_s: Annotated[float, Meta(gt=0, le=86400)] = 900.0
     """While the cloud is silent, the longest wait between two probes."""
     unacked_max: Annotated[int, Meta(ge=1, le=100_000)] = 256

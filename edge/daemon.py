@@ -27,10 +27,10 @@ from drivers.pir import PirDetector
 from drivers.siren import Siren
 from drivers.strobe import Strobe
 from drivers.trap_switch import TrapSwitch
-from edge import spool
-from edge.actuators import build_actuator, test_pattern
-from edge.anomaly_watch import AnomalyWatch, cadence_warnings
-from edge.commands import CommandError, HeartbeatCommand, UpdateCommand, parse_command
+from edge.link import spool
+from edge.devices.actuators import build_actuator, test_pattern
+from edge.health.anomaly_watch import AnomalyWatch, cadence_warnings
+from edge.link.commands import CommandError, HeartbeatCommand, UpdateCommand, parse_command
 from edge.config import (
     WATER_SENSORS,
     Config,
@@ -41,21 +41,21 @@ from edge.config import (
     TrapSensorConfig,
     WaterRuleConfig,
 )
-from edge.deterrent import DeterrentRule, Outcome
+from edge.wildlife.deterrent import DeterrentRule, Outcome
 from edge.event import HeartbeatData
-from edge.mat_watch import MatWatch
-from edge.modem import modem_status
-from edge.nap_watch import NapWatch
-from edge.naplog import nap_log_path
-from edge.outbox import Notice, Outbox
-from edge.recorder import Recorder
-from edge.sensor_health import SensorHealth
-from edge.supervisor import Supervisor, TaskFactory
-from edge.telemetry import TelemetryBuffer
+from edge.nursery.mat_watch import MatWatch
+from edge.link.modem import modem_status
+from edge.nursery.watch import NapWatch
+from edge.nursery.log import nap_log_path
+from edge.link.outbox import Notice, Outbox
+from edge.link.recorder import Recorder
+from edge.health.sensor import SensorHealth
+from edge.health.supervisor import Supervisor, TaskFactory
+from edge.link.telemetry import TelemetryBuffer
 from edge.timed_wait import wait_set
-from edge.trap import TrapOutcome, TrapRule
-from edge.uplink import Uplink
-from edge.water_watch import WaterWatch
+from edge.wildlife.trap import TrapOutcome, TrapRule
+from edge.link.uplink import Uplink
+from edge.water.watch import WaterWatch
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
     python -m models.evaluate [--posture-seeds 2000] [--anomaly-seeds 2000]
 
 Loads ``models/posture/posture.tflite`` and ``models/anomaly/anomaly.tflite``
-with :mod:`edge.inference` (the LiteRT interpreter, the card checks, the
+with :mod:`edge.inference.runtime` (the LiteRT interpreter, the card checks, the
 quantisation the device does) and scores them on generated data from seeds no
 training run uses.  No TensorFlow needed.  Exits non-zero when a target is
 missed.
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from drivers.motion_mat import MatFrame
-from edge.inference import AnomalyModel, PostureModel
+from edge.inference.runtime import AnomalyModel, PostureModel
 from models.anomaly import data as anomaly_data
 from models.metrics import classification_report, confusion, confusion_text
 from models.posture import data as posture_data

@@ -14,7 +14,7 @@
 # Every step may run again after a power cut.  FAT has no permissions, so the
 # secrets are moved into /etc with mode 0600, then overwritten on the card and
 # deleted (wipe.sh: a plain delete leaves their bytes in FAT's free clusters).
-# The device's private key is made here (edge.enrol) and never was on the card.
+# The device's private key is made here (edge.link.enrol) and never was on the card.
 # The log goes to BOOT_DIR/satoyama-firstboot.log so an installer can read it on
 # a laptop; it never contains a secret.
 set -eu
@@ -180,7 +180,7 @@ test -x /opt/satoyama/current/venv/bin/edge || fail "the daemon is not installed
 # next boot; a refused claim (used, expired, another device's): a new card.
 if [ -n "$CLAIM_PORT" ] && [ ! -s /etc/satoyama/device.crt ]; then
     rc=0
-    /opt/satoyama/current/venv/bin/python -m edge.enrol --config /etc/satoyama/device.toml \
+    /opt/satoyama/current/venv/bin/python -m edge.link.enrol --config /etc/satoyama/device.toml \
         --claim-cert /etc/satoyama/claim.crt --claim-key /etc/satoyama/claim.key \
         --claim-port "$CLAIM_PORT" --timeout 900 || rc=$?
     case $rc in

@@ -31,7 +31,7 @@ from edge.sim.broker import free_port
 MSS = 1448
 """Largest TCP payload per packet (1500 B MTU less IPv4, TCP and timestamp option)."""
 PACKET_OVERHEAD = 52
-"""IP+TCP header bytes a packet costs in airtime (as ``edge.linkstats`` bills them)."""
+"""IP+TCP header bytes a packet costs in airtime (as ``edge.link.linkstats`` bills them)."""
 QUEUE_LIMIT = 256 * 1024
 """Bytes waiting for a limited direction before the proxy stops reading the sender."""
 

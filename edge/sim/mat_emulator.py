@@ -33,7 +33,7 @@ from edge.sim.serial_device import EmulatedSerialDevice
 
 COUNTS_PER_KG = 600.0
 """The emulated mat's scale: counts summed over all cells per kg on the mattress
-(the same default as ``edge.mat_signals.COUNTS_PER_KG``)."""
+(the same default as ``edge.nursery.mat.COUNTS_PER_KG``)."""
 CELL_CM = 3.75
 SENSOR_NOISE = 0.7
 """Counts (1 sigma) of electronic noise per cell per frame, before 8-bit quantisation."""

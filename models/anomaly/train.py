@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from edge.anomaly_watch import PATTERNS
-from edge.inference import ANOMALY_TESTS, anomaly_tests
+from edge.health.anomaly_watch import PATTERNS
+from edge.inference.runtime import ANOMALY_TESTS, anomaly_tests
 from models.anomaly.data import (
     ANOMALIES,
     CLIP,
@@ -497,7 +497,7 @@ mean square over each quarter of the window, four tests:
 Each series has a threshold per test (`card.json` -> `series` ->
 `thresholds`; `null`: the test is not used for that series); `score = max
 over the tests of (test - its threshold)`, anomalous when `score > 0`.
-`edge.inference.AnomalyModel` does all of it: `assess(window)` -> `(score,
+`edge.inference.runtime.AnomalyModel` does all of it: `assess(window)` -> `(score,
 tests that fired)`, `score(window)`, `is_anomalous(window)`; the device's
 `anomaly` event names the tests that fired and a `pattern` (below).
 

@@ -197,7 +197,7 @@ together with their own persistence timer, for the face-down alarm.
 
 Preprocessing: raw cell counts (row-major, as `MatFrame.cells`) divided by
 255 (so the int8 input is exactly `count - 128`).  Output: class
-probabilities (softmax), in the label order above.  `edge.inference.PostureModel`
+probabilities (softmax), in the label order above.  `edge.inference.runtime.PostureModel`
 does both and returns `(label, probability)`.
 
 ## Model and quantisation

@@ -2,7 +2,7 @@
 
 The enroller's checks one by one (no broker), then the whole way on real
 mosquitto with the shipped configuration: a card provisioned into a FAT image,
-``python -m edge.enrol`` as first boot runs it, ``satoyama-deploy``'s enroller.
+``python -m edge.link.enrol`` as first boot runs it, ``satoyama-deploy``'s enroller.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from deploy.fatboot import BootImage
 from deploy.fleet import Broker, FleetDB
 from deploy.pki import CA, common_name, create_claim_ca, issue_claim, load_ca
 from deploy.provision import provision
-from edge.enrol import signing_request
+from edge.link.enrol import signing_request
 from tests.deploy.conftest import Keys
 from tests.deploy.helpers import BOOKWORM_BOOT, REPO, make_fat_image
 from tests.deploy.test_provision import DEVICE, NOT_HERE, _request, claim_fleet
@@ -172,9 +172,9 @@ async def enroller_running(
 
 
 async def first_boot_enrol(etc: Path, config: Path, claim_port: int) -> tuple[int, str]:
-    """``python -m edge.enrol`` exactly as firstboot.sh runs it."""
+    """``python -m edge.link.enrol`` exactly as firstboot.sh runs it."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "edge.enrol", "--config", str(config),
+        sys.executable, "-m", "edge.link.enrol", "--config", str(config),
         "--claim-cert", str(etc / "claim.crt"), "--claim-key", str(etc / "claim.key"),
         "--claim-port", str(claim_port), "--timeout", "30",
         cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
@@ -312,7 +312,7 @@ async def test_a_claim_reaches_only_its_own_enrolment_topics(tmp_path: Path) -> 
 async def test_the_enroller_command_answers_a_claim_from_edge_enrol(
     tmp_path: Path, fleet_ca: Path
 ) -> None:
-    """``satoyama-deploy enrol serve`` and ``python -m edge.enrol``, both as processes; the
+    """``satoyama-deploy enrol serve`` and ``python -m edge.link.enrol``, both as processes; the
     broker's and the enroller's certificates from ``satoyama-deploy ca issue``."""
     create_claim_ca(tmp_path / "claim-ca", "shiojiri")
     claim_dir = tmp_path / "claim-ca"
@@ -416,7 +416,7 @@ async def test_no_broker_means_exit_1_and_the_key_and_claim_are_kept_for_the_nex
         f'key_file = "{etc}/device.key"\n'
     )
     proc = subprocess.run(
-        [sys.executable, "-m", "edge.enrol", "--config", str(config),
+        [sys.executable, "-m", "edge.link.enrol", "--config", str(config),
          "--claim-cert", str(etc / "claim.crt"), "--claim-key", str(etc / "claim.key"),
          "--claim-port", str(free_port()), "--timeout", "3"],
         cwd=REPO, capture_output=True, text=True, timeout=60,

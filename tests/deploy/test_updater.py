@@ -24,7 +24,7 @@ import pytest
 from deploy import spool
 from deploy.errors import UpdateError
 from deploy.updater import ROLLBACK_STEPS, STEPS, _ssl_context, download
-from edge.commands import CommandError, parse_command
+from edge.link.commands import CommandError, parse_command
 from tests.deploy.conftest import Fleet, Keys
 from tests.deploy.helpers import FakeDevice, build_fake_bundle
 

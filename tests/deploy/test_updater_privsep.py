@@ -296,13 +296,13 @@ def test_a_linked_acknowledgement_is_ignored(
 def test_the_daemon_acknowledges_what_it_sent_and_the_updater_drops_it(
     device: FakeDevice, other_bundle: Path, attacker: Attacker
 ) -> None:
-    """The daemon's side (edge.spool) reads root's spool as its own user and acknowledges in
+    """The daemon's side (edge.link.spool) reads root's spool as its own user and acknowledges in
     its drop folder; the updater's next write drops what was acknowledged."""
     assert device.updater("install", "--bundle", str(other_bundle)).returncode == 3
     spool = device.root / "var/lib/satoyama-update/spool/events.jsonl"
     ack = device.root / "var/lib/satoyama/update-requests/events.ack"
     code = (
-        "import sys, json; from pathlib import Path; from edge import spool;"
+        "import sys, json; from pathlib import Path; from edge.link import spool;"
         "ev, taken = spool.read(Path(sys.argv[1]), ack=Path(sys.argv[2]));"
         "spool.remove_prefix(Path(sys.argv[1]), taken, ack=Path(sys.argv[2]));"
         "print(json.dumps([e['id'] for e in ev]))"

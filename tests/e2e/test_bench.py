@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.bench import SCENARIOS, Console, ScenarioError, load_scenario, run_scenario
+from edge.tools.bench import SCENARIOS, Console, ScenarioError, load_scenario, run_scenario
 
 pytestmark = pytest.mark.slow
 

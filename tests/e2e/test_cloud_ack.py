@@ -20,7 +20,7 @@ import pytest
 from edge.config import parse
 from edge.daemon import Daemon
 from edge.event import Event, Location, ack_topic, encode_ack, events_topic, new_event_id
-from edge.outbox import Outbox, Pending
+from edge.link.outbox import Outbox, Pending
 from edge.sim.broker import Mosquitto
 from edge.sim.cellular import CellularLink
 from edge.sim.site import DEVICE_ID, CloudSide, device_config

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from edge.bench import SCENARIOS, SITES, load_scenario, run_scenario
-from edge.nap_report import JST, build_sheet
-from edge.naplog import NapLog
+from edge.tools.bench import SCENARIOS, SITES, load_scenario, run_scenario
+from edge.nursery.sheet import JST, build_sheet
+from edge.nursery.log import NapLog
 from edge.sim.emulated import EmulatedSite
 from tests.support.waiting import until
 

@@ -22,10 +22,10 @@ import pytest
 
 from edge.config import parse
 from edge.daemon import Daemon
-from edge.outbox import Outbox
+from edge.link.outbox import Outbox
 from edge.sim.broker import Mosquitto
 from tests.e2e.test_store_and_forward import DEVICE, ROOT, config_text, in_private_tmpfs
-from tests.edge.test_outbox import make_event
+from tests.edge.link.test_outbox import make_event
 from tests.support.spy import spy_on
 from tests.support.waiting import until_sync
 
@@ -35,8 +35,8 @@ pytestmark = pytest.mark.slow
 async def scenario(
     folder: Path, cap: int, memory: int, durable_n: int, more: int
 ) -> dict[str, Any]:
-    from edge.outbox import Outbox
-    from tests.edge.test_outbox import make_event
+    from edge.link.outbox import Outbox
+    from tests.edge.link.test_outbox import make_event
     from tests.support.daemon_harness import fill
 
     path = folder / "outbox.sqlite3"

@@ -1,0 +1,95 @@
+"""Telemetry batching: many readings, one compact message.
+
+Readings wait in memory until ``batch_s`` has passed since the first of them
+or ``max_readings`` are held; then the batch is encoded (MessagePack, offsets
+from ``t0``, each series as packed columns: millisecond offsets as differences
+of differences, values as differences of scaled integers) and queued in the
+outbox below every event.  A reading costs about 3 bytes on the wire instead
+of a JSON message each.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from edge.event import Series, TelemetryBatch, encode_telemetry, new_event_id
+from edge.link.outbox import TELEMETRY_RANK, Row
+
+
+class TelemetryBuffer:
+    def __init__(
+        self,
+        *,
+        device: str,
+        site: str,
+        boot: str,
+        batch_s: float,
+        max_readings: int,
+        clock_synced: Callable[[], bool],
+        clock: Callable[[], float] = time.time,
+        columns: bool = True,
+    ) -> None:
+        """``columns``: encode each series as packed columns (:func:`edge.event.pack_series`,
+        about 3 B a reading instead of 18); off for a notifier that predates them."""
+        self.device, self.site, self.boot = device, site, boot
+        self.batch_s = batch_s
+        self.max_readings = max_readings
+        self.clock_synced = clock_synced
+        self.clock = clock
+        self.columns = columns
+        self._series: dict[str, tuple[list[float], list[float]]] = {}
+        self._count = 0
+        self._first: float | None = None
+        self._seq = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def add(self, name: str, value: float, at: float | None = None) -> bool:
+        """Hold one reading; True when the batch is due (full)."""
+        at = self.clock() if at is None else at
+        ts, vs = self._series.setdefault(name, ([], []))
+        ts.append(at)
+        vs.append(value)
+        self._count += 1
+        if self._first is None:
+            self._first = at
+        return self._count >= self.max_readings
+
+    def due_at(self) -> float | None:
+        """Wall-clock time the current batch must be queued, or None when empty."""
+        return None if self._first is None else self._first + self.batch_s
+
+    def take(self) -> Row | None:
+        """The held readings as one outbox row (and forget them); None when empty."""
+        if not self._count:
+            return None
+        t0 = min(ts[0] for ts, _ in self._series.values())
+        self._seq += 1
+        row_id = new_event_id()
+        batch = TelemetryBatch(
+            id=row_id,
+            device=self.device,
+            site=self.site,
+            boot=self.boot,
+            seq=self._seq,
+            t0=round(t0, 3),
+            clock_synced=self.clock_synced(),
+            series={
+                name: Series(t=[round(t - t0, 3) for t in ts], v=vs)
+                for name, (ts, vs) in self._series.items()
+            },
+        )
+        self._series.clear()
+        self._count = 0
+        self._first = None
+        return Row(
+            id=row_id,
+            seq=0,
+            rank=TELEMETRY_RANK,
+            kind="telemetry",
+            channel="telemetry",
+            created=self.clock(),
+            payload=encode_telemetry(batch, columns=self.columns),
+        )

@@ -1,0 +1,271 @@
+"""The nap room as a daemon task: each cot's mat readings through the posture model and
+:class:`edge.nursery.cot.CotWatch`, the buzzer, the staff's acknowledgements, events and the
+local check sheet.
+
+Acknowledgements record who responded: the room's button (``button``) or a staff
+member's initials from ``edge nap ack --by`` (another process; its request
+waits in the nap log until taken here).  Either way an alarm stops only once the
+infant is safe again: acknowledging never silences a child still face down.
+
+A mat that cannot be read (silent, or reading zero everywhere) puts its cot in
+"check by hand": the sheet says so for those minutes (never "empty"), the cot's
+latched alarms stay latched, and the mat's ``sensor_fault`` tells the staff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from edge.config import NapRuleConfig
+from edge.nursery.mat_watch import MatWatch
+from edge.nursery.cot import AckWhileUnsafe, AlarmCleared, AlarmRaised, CotWatch, ModelDown, PostureCheck
+from edge.nursery.log import NapLog
+
+log = logging.getLogger(__name__)
+
+Record = Callable[[str, str, dict[str, Any]], Awaitable[Any]]
+TICK_S = 0.5
+STALE_S = 5.0
+"""A mat with no good frame for this long is silent: its cot is checked by hand."""
+REQUEST_POLL_S = 1.0
+BUTTON = "button"
+"""Who acknowledged, for the room's button (it cannot tell who pressed it)."""
+
+
+class NapWatch:
+    def __init__(
+        self,
+        name: str,
+        config: NapRuleConfig,
+        mats: dict[str, MatWatch],
+        buzzer: Any,
+        *,
+        record: Record,
+        log_path: Path,
+    ) -> None:
+        self.name = name
+        self.config = config
+        self.mats = {m: mats[m] for m in config.mats}
+        self.buzzer = buzzer
+        self.record = record
+        self.cots = {
+            m: CotWatch(
+                mats[m].config.cot,
+                check_interval_s=config.check_interval_s,
+                prone_alarm_s=config.prone_alarm_s,
+                apnea_alarm_s=config.apnea_alarm_s,
+            )
+            for m in config.mats
+        }
+        self.model: Any = None
+        self.model_error: str | None = None
+        self.log = NapLog(log_path)
+        """The sheet's record (:func:`edge.nursery.log.nap_log_path`: the state directory)."""
+        self._acks: asyncio.Queue[tuple[float, str, int | None]] = asyncio.Queue()
+        self._by_hand: dict[str, str] = {}
+        """Mat -> the fault that put its cot in 'check by hand'."""
+        self._seen: set[str] = set()
+        self._sounding = False
+        self._next_poll = 0.0
+
+    def load_model(self) -> None:
+        try:
+            from edge.inference.runtime import PostureModel
+
+            if self.config.model_dir:
+                folder = Path(self.config.model_dir)
+                self.model = PostureModel.load(folder / "posture.tflite", folder / "card.json")
+            else:
+                self.model = PostureModel.load()  # the model shipped with the daemon
+            self.model_error = None
+        except Exception as exc:  # any failure means: check by hand
+            self.model = None
+            self.model_error = f"posture model unavailable: {exc}"
+            log.error("%s", self.model_error)
+
+    def acknowledge_from_thread(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The button's callback (gpiozero's thread)."""
+        loop.call_soon_threadsafe(self._acks.put_nowait, (time.monotonic(), BUTTON, None))
+
+    def by_hand(self) -> list[str]:
+        """The cots whose mats cannot be read now: staff check them by hand."""
+        return sorted(self.cots[m].cot for m in self._by_hand)
+
+    async def run(self) -> None:
+        await asyncio.to_thread(self.load_model)
+        if self.model_error is not None:
+            await self.record(
+                "sensor_fault",
+                "warning",
+                {"sensor": f"{self.name}.posture_model", "fault": "model_unavailable",
+                 "message": self.model_error + "; check the cots by hand"},
+            )
+        try:
+            while True:
+                await self._tick()
+                try:
+                    # Not wait_for: on Python 3.11 it can swallow a cancellation
+                    # (see edge/timed_wait.py) and lose the item it took.
+                    async with asyncio.timeout(TICK_S):
+                        t_ack, by, request = await self._acks.get()
+                except TimeoutError:
+                    continue
+                await self._acknowledge(t_ack, by, request)
+        except asyncio.CancelledError:
+            self.buzzer.off()  # the daemon stops; a crash leaves an alarm sounding
+            raise
+
+    def close(self) -> None:
+        """The daemon stops: silence the buzzer and close the nap log.  Idempotent."""
+        self.buzzer.off()
+        self.log.close()
+
+    async def _acknowledge(self, t: float, by: str, request: int | None) -> None:
+        """Someone responded: every latched alarm in the room is acknowledged by them; with
+        none latched, it is a staff round (a check) on the sheet."""
+        now = time.time()
+        answered: list[str] = []
+        unsafe: list[str] = []
+        for mat, cot in self.cots.items():
+            latched = cot.active_alarms
+            if not latched:
+                continue
+            for kind in latched:
+                self.log.add(cot.cot, "ack", kind, now, by=by)
+            outcomes = cot.acknowledge(t, by)
+            unsafe += [f"{cot.cot} {o.kind}" for o in outcomes if isinstance(o, AckWhileUnsafe)]
+            answered += [f"{cot.cot} {k}" for k in latched]
+            await self._handle(mat, outcomes)
+        if not answered:
+            self.log.add("", "staff_check", "", now, by=by)
+            outcome = "no alarm: recorded as a check"
+        elif unsafe:
+            outcome = ("acknowledged " + ", ".join(answered) + "; still sounding for "
+                       + ", ".join(unsafe) + " until the child is safe (turned onto the back "
+                       "or side, moving again)")
+        else:
+            outcome = "acknowledged and cleared " + ", ".join(answered)
+        log.info("acknowledged by %s: %s", by, outcome)
+        if request is not None:
+            await asyncio.to_thread(self.log.answer, request, outcome)
+        self._drive_buzzer()
+
+    async def _poll_requests(self, t: float) -> None:
+        """``edge nap ack`` requests for this room, waiting in the nap log."""
+        if t < self._next_poll:
+            return
+        self._next_poll = t + REQUEST_POLL_S
+        taken = await asyncio.to_thread(self.log.take_requests, self.name, time.time())
+        for request, by in taken:
+            self._acks.put_nowait((time.monotonic(), by, request))
+
+    async def _tick(self) -> None:
+        t = time.monotonic()
+        await self._poll_requests(t)
+        phase = time.time() - t
+        for mat_name, cot in self.cots.items():
+            watch = self.mats[mat_name]
+            reading = watch.last
+            fault = watch.fault or (
+                "no_answer" if reading is not None and t - reading.t > STALE_S else None)
+            if fault != self._by_hand.get(mat_name):
+                self._check_by_hand(mat_name, fault)
+            if reading is None or fault is not None:
+                continue  # alarms stay latched; the sheet says "check by hand"
+            if mat_name not in self._seen:
+                # The first good reading since the daemon started: whatever an earlier run
+                # left open ends here at the latest (a fault it did not see recover, a nap
+                # whose child was picked up while the daemon was down).
+                self._seen.add(mat_name)
+                now = time.time()
+                self.log.add(cot.cot, "by_hand_end", "start", now)
+                if not reading.occupied:
+                    self.log.add(cot.cot, "wake", "start", now)
+            cot.grid_phase_s = phase
+            was = cot.occupied
+            posture, prob, error = None, None, self.model_error
+            if reading.occupied and self.model is not None and watch.last_frame is not None:
+                try:
+                    posture, prob = await asyncio.to_thread(
+                        self.model.classify, watch.last_frame
+                    )
+                except Exception as exc:  # the model failing must not stop the alarms
+                    error = f"posture model failed: {exc}"
+            outcomes = cot.update(
+                t,
+                occupied=reading.occupied,
+                seconds_since_motion=reading.seconds_since_motion,
+                posture=posture,
+                probability=prob,
+                model_error=error,
+            )
+            if cot.occupied != was:
+                self.log.add(cot.cot, "nap_start" if cot.occupied else "wake", "", time.time())
+            await self._handle(mat_name, outcomes)
+        self._drive_buzzer()
+
+    def _check_by_hand(self, mat: str, fault: str | None) -> None:
+        cot = self.cots[mat].cot
+        now = time.time()
+        old = self._by_hand.pop(mat, None)
+        if old is not None:
+            self.log.add(cot, "by_hand_end", old, now)
+        if fault is not None:
+            self._by_hand[mat] = fault
+            self.log.add(cot, "by_hand", fault, now)
+            log.warning("cot %s: the mat cannot be read (%s): check the cot by hand", cot, fault)
+        else:
+            log.info("cot %s: the mat reads again", cot)
+
+    def _drive_buzzer(self) -> None:
+        """On while any alarm is latched (again and again: a test pattern that ended does not
+        silence an alarm); off once, when the last alarm clears."""
+        sounding = any(c.sounding for c in self.cots.values())
+        if sounding:
+            self.buzzer.on()
+        elif self._sounding:
+            self.buzzer.off()
+        self._sounding = sounding
+
+    async def _handle(self, mat: str, outcomes: list[object]) -> None:
+        cot = self.cots[mat].cot
+        now = time.time()
+        for o in outcomes:
+            if isinstance(o, AlarmRaised):
+                self.buzzer.on()  # at once, before anything is written
+                log.warning("cot %s: %s", cot, o.kind)
+                self.log.add(cot, o.kind, o.posture, now)
+                data: dict[str, Any] = {"cot": cot, "posture": o.posture}
+                if o.kind == "apnea_alarm":
+                    data["still_s"] = round(o.duration_s, 1)
+                else:
+                    data["duration_s"] = round(o.duration_s, 1)
+                await self.record(o.kind, "alarm", data)
+            elif isinstance(o, PostureCheck):
+                self.log.add(cot, "posture_check", o.posture, now)
+                await self.record(
+                    "posture_check",
+                    "info",
+                    {"cot": cot, "posture": o.posture,
+                     "probability": None if o.probability is None else round(o.probability, 3)},
+                )
+            elif isinstance(o, AlarmCleared):
+                self.log.add(cot, "alarm_cleared", o.cleared, now, by=o.acknowledged_by)
+                await self.record(
+                    "alarm_cleared",
+                    "info",
+                    # Who by name stays on the device (the sheet); the event says how.
+                    {"cot": cot, "cleared": o.cleared,
+                     "acknowledged_by": BUTTON if o.acknowledged_by == BUTTON else "staff",
+                     "alarm_s": round(o.alarm_s, 1)},
+                )
+            elif isinstance(o, AckWhileUnsafe):
+                log.warning("cot %s: %s acknowledged but the infant is not safe yet: "
+                            "the alarm keeps sounding", cot, o.kind)
+            elif isinstance(o, ModelDown):
+                log.error("cot %s: %s", cot, o.reason)
