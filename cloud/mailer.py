@@ -22,6 +22,7 @@ import functools
 import logging
 import re
 import time
+from collections.abc import Callable
 from email.parser import BytesHeaderParser
 from pathlib import Path
 from types import TracebackType
@@ -143,13 +144,23 @@ class MailSession:
         except Exception:
             self._smtp.close()  # the mails were sent or not; QUIT changes nothing
 
-    async def send(self, recipient: str, message: bytes) -> None:
-        """Send ``message`` to ``recipient``; raise a :class:`DeliveryError` leaf on failure."""
+    async def send(
+        self, recipient: str, message: bytes, on_accepted: Callable[[], None] | None = None
+    ) -> None:
+        """Send ``message`` to ``recipient``; raise a :class:`DeliveryError` leaf on failure.
+
+        ``on_accepted`` is called once the server has taken the mail, as early as
+        can be: with PIPELINING in the very callback that reads its ``250`` (so
+        that no other work of the process comes in between; see
+        :class:`cloud.store.SentJournal`).  It must not raise or block.
+        """
         try:
             if self._pipe is not None:
-                await self._pipe.sendmail(self._envelope_sender, recipient, message)
+                await self._pipe.sendmail(self._envelope_sender, recipient, message, on_accepted)
             else:
                 await self._smtp.sendmail(self._envelope_sender, [recipient], message)
+                if on_accepted is not None:
+                    on_accepted()
         except aiosmtplib.SMTPRecipientsRefused as exc:
             refused = exc.recipients[0] if exc.recipients else None
             if refused is None:
@@ -193,7 +204,9 @@ class _Pipeline(asyncio.Protocol):
         """Whether the server offers SIZE (RFC 1870): then MAIL FROM says it."""
         self._buffer = bytearray()
         self._lines: list[bytes] = []
-        self._waiting: collections.deque[asyncio.Future[SMTPResponse]] = collections.deque()
+        self._waiting: collections.deque[
+            tuple[asyncio.Future[SMTPResponse], Callable[[], None] | None]
+        ] = collections.deque()
         self._lost: BaseException | None = None
 
     @property
@@ -222,7 +235,12 @@ class _Pipeline(asyncio.Protocol):
             text = "\n".join(x[4:].strip(b" \t\r\n").decode("utf-8", "surrogateescape")
                              for x in lines)  # fmt: skip
             if self._waiting:
-                waiter = self._waiting.popleft()
+                waiter, on_accepted = self._waiting.popleft()
+                if on_accepted is not None and code == 250:
+                    try:
+                        on_accepted()
+                    except Exception:
+                        log.exception("recording an accepted mail failed")
                 if not waiter.done():
                     waiter.set_result(SMTPResponse(code, text))
 
@@ -238,20 +256,25 @@ class _Pipeline(asyncio.Protocol):
         if self._lost is None:
             self._lost = exc
         while self._waiting:
-            waiter = self._waiting.popleft()
+            waiter, _ = self._waiting.popleft()
             if not waiter.done():
                 waiter.set_exception(exc)
                 waiter.exception()  # retrieved: nobody may wait on it any more
         self._transport.close()
 
-    def _send(self, data: bytes, replies: int) -> list[asyncio.Future[SMTPResponse]]:
+    def _send(
+        self, data: bytes, replies: int, on_accepted: Callable[[], None] | None = None
+    ) -> list[asyncio.Future[SMTPResponse]]:
+        """Write ``data``; the futures of its ``replies`` (the last calls ``on_accepted``
+        on a 250, in the callback that reads it)."""
         if self._lost is not None:
             raise aiosmtplib.SMTPServerDisconnected(str(self._lost))
         if self._transport.is_closing():
             raise aiosmtplib.SMTPServerDisconnected("Connection lost")
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in range(replies)]
-        self._waiting.extend(futures)
+        hooks = [None] * (replies - 1) + [on_accepted]
+        self._waiting.extend(zip(futures, hooks, strict=True))
         self._transport.write(data)
         return futures
 
@@ -265,7 +288,13 @@ class _Pipeline(asyncio.Protocol):
                 "Timed out waiting for server response"
             ) from exc
 
-    async def sendmail(self, sender: str, recipient: str, message: bytes) -> None:
+    async def sendmail(
+        self,
+        sender: str,
+        recipient: str,
+        message: bytes,
+        on_accepted: Callable[[], None] | None = None,
+    ) -> None:
         """One mail to one recipient; raises what ``aiosmtplib.SMTP.sendmail`` would."""
         mail_from, rcpt_to = _quoted(sender), _quoted(recipient)  # ValueError: unsendable
         data = _dot_stuffed(message)
@@ -285,7 +314,7 @@ class _Pipeline(asyncio.Protocol):
                     replies[1].code, replies[1].message, recipient)])  # fmt: skip
             if replies[2].code != 354:
                 raise aiosmtplib.SMTPDataError(replies[2].code, replies[2].message)
-            done = await self._reply(self._send(data, 1)[0])
+            done = await self._reply(self._send(data, 1, on_accepted)[0])
             if done.code != 250:
                 raise aiosmtplib.SMTPDataError(done.code, done.message)
         except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
@@ -379,7 +408,9 @@ class DryRunSession:
     async def __aexit__(self, *exc: object) -> None:
         return None
 
-    async def send(self, recipient: str, message: bytes) -> None:
+    async def send(
+        self, recipient: str, message: bytes, on_accepted: Callable[[], None] | None = None
+    ) -> None:
         """Write the message; a disk problem is transient (the mail stays queued)."""
         try:
             self._mailer.outdir.mkdir(parents=True, exist_ok=True)
@@ -387,4 +418,6 @@ class DryRunSession:
             path.write_bytes(message)
         except OSError as exc:
             raise TransientDeliveryError(f"dry run: cannot write the mail: {exc}") from exc
+        if on_accepted is not None:
+            on_accepted()
         log.info("dry run: mail to %s written to %s", recipient, path)

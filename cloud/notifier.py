@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import logging
 import math
 import os
@@ -87,6 +88,7 @@ from cloud.store import (
     Notice,
     OutgoingMail,
     QueuedMail,
+    SentJournal,
     Store,
     TrapPlan,
     TrapRow,
@@ -282,6 +284,15 @@ class Notifier:
             # Claims this instance held when it died are ours to redo now; with
             # SQLite no other instance can hold any.
             released = await store.release_claims(self.instance if store.shared else None)
+            if store.journal is not None:
+                # Mails the server took just before a kill, and their marks with them.
+                recorded = store.journal.read()
+                marked = await store.apply_sent_journal(recorded)
+                store.journal.clear()
+                if recorded:
+                    log.info("sent journal %s: %d mails the SMTP server had accepted, %d of "
+                             "them not yet marked sent: marked now, not sent again",
+                             store.journal.path, len(recorded), marked)  # fmt: skip
             await store.instance_alive(
                 self.instance, now=self.clock.time(), host=socket.gethostname(),
                 pid=os.getpid(), starting=True,
@@ -547,9 +558,13 @@ class Notifier:
         results = await store.accept_many(
             [(event, mails, c, t, hb) for _, _, event, mails, c, t, hb in plans], now=now
         )
-        for (message, topic_device, event, _, coalesce, trap, _), result in zip(
-            plans, results, strict=True
+        for n, ((message, topic_device, event, _, coalesce, trap, _), result) in enumerate(
+            zip(plans, results, strict=True)
         ):
+            if n % 4 == 3 and result.queued:
+                # Let an SMTP server's "250" be read now (and journaled, see
+                # SentJournal), not after the whole group's PUBACKs and log lines.
+                await asyncio.sleep(0)
             await self._after_accept(
                 client, store, message, topic_device, event, coalesce, trap, result
             )
@@ -1121,7 +1136,7 @@ class Notifier:
 
     async def _deliver_forever(self, store: Store) -> None:
         """Up to ``smtp.connections`` senders, each with an SMTP session of its own."""
-        marks = SentMarks(store)
+        marks = SentMarks(store, store.journal, self._sent)
         count = self.config.smtp.connections if isinstance(self._mailer, Mailer) else 1
         try:
             async with asyncio.TaskGroup() as senders:
@@ -1133,6 +1148,7 @@ class Notifier:
     async def _send_forever(self, store: Store, marks: SentMarks) -> None:
         poll_s = self.config.delivery.poll_s
         while not self._stopping.is_set():
+            marks.raise_failure()  # the store could not record what was sent: stop
             self._wake.clear()  # before looking, so a commit after the look still wakes us
             batch = await self._claim(store)
             if batch:
@@ -1141,6 +1157,9 @@ class Notifier:
             if marks.since_sync:
                 await store.sync()  # idle: the marks reach the disk (a power cut keeps them)
                 marks.since_sync = 0
+            journal = store.journal
+            if journal is not None and journal.written and not journal.unmarked:
+                journal.clear()  # the store has caught up with every line
             next_due = await store.next_due()
             timeout = poll_s
             if next_due is not None:
@@ -1163,8 +1182,12 @@ class Notifier:
                     for mail in batch:
                         if self._stopping.is_set():
                             return  # still pending: sent after the restart
+                        journal = store.journal
+                        accepted_hook = None if journal is None else functools.partial(
+                            journal.record, mail.id, mail.event_id, mail.recipient
+                        )  # fmt: skip
                         try:
-                            await session.send(mail.recipient, mail.message)
+                            await session.send(mail.recipient, mail.message, accepted_hook)
                         except PermanentDeliveryError as exc:
                             done += 1
                             await self._failed(store, mail, exc.reason)
@@ -1177,8 +1200,11 @@ class Notifier:
                             accepted = time.perf_counter()
                             done += 1
                             now = self.clock.time()
-                            await marks.mark(mail.id, now)
-                            self._sent(mail, now, time.perf_counter() - accepted)
+                            committed = marks.mark(mail, now, accepted)
+                            if store.journal is None:
+                                # No journal (PostgreSQL): the mark is the only record,
+                                # so it is committed before the next mail goes.
+                                await asyncio.shield(committed)
                     if self._stopping.is_set():
                         return
                     # More due (a burst): keep the connection rather than open another.
@@ -1275,49 +1301,78 @@ class SentMarks:
     """Marks mails sent, committing the marks that wait together (group commit).
 
     A mark is committed as soon as the store's thread is free, with every mark
-    that arrived meanwhile; the SMTP session waits for its own before its next
-    mail.  Nothing is held back to fill a group: under load the commits simply
-    carry more marks each.
+    that arrived meanwhile; nothing is held back to fill a group, under load
+    the commits simply carry more marks each.  The SMTP session does not wait
+    for it: it goes on with its next mail (the mail stays claimed by this
+    instance meanwhile, and a kill before the commit is covered by the
+    :class:`~cloud.store.SentJournal` where there is one).  A failed commit
+    is raised by the next :meth:`mark` and by :meth:`close`.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(
+        self,
+        store: Store,
+        journal: SentJournal | None = None,
+        on_marked: Callable[[QueuedMail, float, float], None] | None = None,
+    ) -> None:
         self._store = store
-        self._waiting: list[tuple[int, float, asyncio.Future[None]]] = []
+        self._journal = journal
+        self._on_marked = on_marked
+        self._waiting: list[tuple[QueuedMail, float, float, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._error: BaseException | None = None
         self.since_sync = 0
         """Marks committed since the last :meth:`Store.sync`."""
 
-    async def mark(self, mail_id: int, now: float) -> None:
-        """Record that the SMTP server accepted mail ``mail_id``; return once committed."""
+    def raise_failure(self) -> None:
+        """Raise the error of a failed commit, if one failed."""
+        if self._error is not None:
+            raise self._error
+
+    def mark(self, mail: QueuedMail, now: float, accepted: float) -> asyncio.Future[None]:
+        """The SMTP server accepted ``mail`` at ``accepted`` (``perf_counter``): commit it
+        soon; the future is done once it is committed."""
+        self.raise_failure()
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiting.append((mail_id, now, done))
+        self._waiting.append((mail, now, accepted, done))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="sent-marks")
-        await asyncio.shield(done)  # a cancelled sender does not cancel the others' marks
+        return done
+
+    @property
+    def idle(self) -> bool:
+        return not self._waiting and (self._flusher is None or self._flusher.done())
 
     async def _flush(self) -> None:
         while self._waiting:
             group, self._waiting = self._waiting, []
             try:
-                await self._store.mark_sent_many([(mail_id, now) for mail_id, now, _ in group])
+                await self._store.mark_sent_many([(mail.id, now) for mail, now, _, _ in group])
             except BaseException as exc:
-                for _, _, done in group + self._waiting:
+                self._error = exc
+                for *_, done in group + self._waiting:
                     if not done.done():
                         done.set_exception(exc)
+                        done.exception()  # retrieved: a sender may not wait for it
                 self._waiting = []
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                return
+                raise
+            committed = time.perf_counter()
             self.since_sync += len(group)
-            for _, _, done in group:
+            if self._journal is not None:
+                self._journal.marked(len(group))
+            for mail, now, accepted, done in group:
+                if self._on_marked is not None:
+                    self._on_marked(mail, now, committed - accepted)
                 if not done.done():
                     done.set_result(None)
 
     async def close(self) -> None:
-        """Let the marks in hand be committed (at a stop)."""
-        if self._flusher is not None and not self._flusher.done():
-            with contextlib.suppress(Exception):
-                await self._flusher
+        """Wait until the marks in hand are committed (at a stop); raise a failed commit."""
+        if self._flusher is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(self._flusher)
+        if self._error is not None and not isinstance(self._error, asyncio.CancelledError):
+            raise self._error
 
 
 def _scoped(device: str, event_id: str) -> str:
@@ -1377,8 +1432,8 @@ def _readdress(
     The mails of one notice in one language differ only in ``To:`` and in the
     recipient's place in the message ids (``Message-ID``, ``In-Reply-To``,
     ``References``); rendering costs ~0.25 ms each (it was ~3 ms with Python's
-    email package), this a few microseconds.  ``None`` when the header block is not as expected (then
-    the caller renders it in full).
+    email package), this a few microseconds.  ``None`` when the header block is
+    not as expected (then the caller renders it in full).
     """
     head, sep, body = message.partition(b"\r\n\r\n")
     if not sep or old.language != new.language:

@@ -28,7 +28,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 import math
+import os
 import queue
 import threading
 import time
@@ -52,6 +54,7 @@ from cloud.errors import StoreError
 from edge.event import SEVERITY_RANK, Event, encode
 
 _T = TypeVar("_T")
+log = logging.getLogger(__name__)
 
 MailStatus = Literal["pending", "sent", "failed"]
 SCHEMA_VERSION: Final = SQLITE_SCHEMA_VERSION
@@ -269,6 +272,82 @@ _TRAP_COLUMNS: Final = (
 )
 
 
+class SentJournal:
+    """An append-only file of the mails the SMTP server accepted, written the moment
+    its reply is read: the notifier's record of "sent" that no queue can delay.
+
+    The store's own mark (:meth:`Store.mark_sent_many`) follows a little later, on
+    the store's thread, possibly behind a commit of new events; a kill in between
+    would mail it again after the restart.  One ``write(2)`` to this file closes
+    that gap within the same callback that read the server's ``250``: a SIGKILL
+    cannot undo it (the kernel has it), and at the next start
+    :meth:`Store.apply_sent_journal` marks every mail it names sent before
+    anything is sent.  Not synced to disk: a power cut can lose its last lines, and
+    those mails are sent again, as before.  Emptied once the store's marks have
+    caught up.  SQLite only (the file lies beside the store); with PostgreSQL
+    several instances share the queue and the marks stay the store's alone.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+        self.written = 0
+        """Lines written since the last :meth:`clear`."""
+        self.unmarked = 0
+        """Lines whose mail the store has not yet marked sent (see :meth:`marked`)."""
+
+    @classmethod
+    def beside(cls, store: Path) -> SentJournal:
+        return cls(store.with_name(store.name + "-sent"))
+
+    def read(self) -> list[tuple[int, str, str]]:
+        """``(mail id, event id, recipient)`` of every whole line (a torn last one is not)."""
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return []
+        entries = []
+        for line in data.split(b"\n")[:-1]:
+            try:
+                mail_id, event_id, recipient = json.loads(line)
+                entries.append((int(mail_id), str(event_id), str(recipient)))
+            except (ValueError, TypeError):
+                continue  # not ours, or torn: that mail is sent again, never lost
+        return entries
+
+    def record(self, mail_id: int, event_id: str, recipient: str) -> None:
+        """One mail the server accepted (a single ``write(2)``; errors are logged only)."""
+        line = json.dumps([mail_id, event_id, recipient], ensure_ascii=False) + "\n"
+        try:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            os.write(self._fd, line.encode("utf-8", "surrogateescape"))
+            self.written += 1
+            self.unmarked += 1
+        except OSError as exc:
+            log.warning("cannot write the sent journal %s (%s): the store's mark follows",
+                        self.path, exc)  # fmt: skip
+
+    def marked(self, count: int) -> None:
+        """The store has committed the marks of ``count`` mails recorded here."""
+        self.unmarked = max(0, self.unmarked - count)
+
+    def clear(self) -> None:
+        """Empty the file (every mail in it is marked sent in the store)."""
+        try:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            os.ftruncate(self._fd, 0)
+            self.written = self.unmarked = 0
+        except OSError as exc:
+            log.warning("cannot empty the sent journal %s: %s", self.path, exc)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 class StoreThread:
     """The store's one thread: calls run one at a time, in order, the urgent ones first.
 
@@ -316,12 +395,16 @@ async def _on(thread: StoreThread, fn: Callable[[], _T], *, urgent: bool = False
 class Store:
     """The store; open with ``await Store.open(config)`` (an async context manager)."""
 
-    def __init__(self, db: Database, thread: StoreThread) -> None:
+    def __init__(
+        self, db: Database, thread: StoreThread, journal: SentJournal | None = None
+    ) -> None:
         self._db = db
         self._thread = thread
         self._closed = False
         self.where = db.where
         self.shared = db.shared
+        self.journal = journal
+        """Beside an SQLite store: the mails accepted but maybe not yet marked sent."""
 
     # --- life cycle ---------------------------------------------------------
 
@@ -333,6 +416,7 @@ class Store:
         """
         thread = StoreThread()
         connect: Callable[[], Database]
+        journal: SentJournal | None = None
         if isinstance(where, StoreConfig) and where.backend == "postgresql":
             assert where.dsn is not None  # checked with the configuration
             dsn, label = where.dsn.reveal(), describe_dsn(where.dsn)
@@ -342,6 +426,7 @@ class Store:
 
         else:
             path = Path(where.path or "" if isinstance(where, StoreConfig) else where)
+            journal = None if readonly else SentJournal.beside(path)
 
             def connect() -> Database:
                 return SqliteDatabase.connect(path, readonly=readonly)
@@ -351,13 +436,15 @@ class Store:
         except BaseException:
             thread.shutdown()
             raise
-        return cls(db, thread)
+        return cls(db, thread, journal)
 
     async def close(self) -> None:
         """Close the connection (idempotent)."""
         if self._closed:
             return
         self._closed = True
+        if self.journal is not None:
+            self.journal.close()
         try:
             await _on(self._thread, self._db.close)
         finally:
@@ -524,6 +611,27 @@ class Store:
             urgent=True,
             durable=False,
         )
+
+    async def apply_sent_journal(self, entries: Sequence[tuple[int, str, str]]) -> int:
+        """Mark sent the pending mails a :class:`SentJournal` names (at start, before
+        sending anything); returns how many it marked.  A line whose mail is no longer
+        that mail (event and recipient) is ignored."""
+        if not entries:
+            return 0
+        now = time.time()
+
+        def apply(tx: Tx) -> int:
+            marked = 0
+            for mail_id, event_id, recipient in entries:
+                marked += tx.execute(
+                    "UPDATE mails SET status = 'sent', attempts = attempts + 1,"
+                    " last_error = NULL, finished_at = ?, claimed_by = NULL, claim_until = NULL"
+                    " WHERE id = ? AND event_id = ? AND recipient = ? AND status = 'pending'",
+                    (now, mail_id, event_id, recipient),
+                )
+            return marked
+
+        return await self._run(apply)
 
     async def sync(self) -> None:
         """Make the marks of :meth:`mark_sent_many` durable now (the sender, when idle)."""

@@ -176,12 +176,13 @@ class NotifierProcess:
         with open(f"/proc/{self.proc.pid}/status") as f:
             return " ".join(" ".join(line.split()) for line in f if line.startswith("Rss"))
 
-    def cpu_s(self) -> float:
-        """CPU time (user + system, all threads) the process has used so far."""
+    def cpu_s(self) -> tuple[float, float]:
+        """CPU time (user, system; all threads) the process has used so far."""
         assert self.proc is not None
         with open(f"/proc/{self.proc.pid}/stat") as f:
             fields = f.read().rpartition(")")[2].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        tick = os.sysconf("SC_CLK_TCK")
+        return int(fields[11]) / tick, int(fields[12]) / tick
 
     def sample(self) -> int:
         assert self.proc is not None

@@ -356,6 +356,47 @@ async def test_pending_mails_from_a_previous_run_are_sent_at_start(
     assert event_ids(received) == [event.id, event.id]
 
 
+async def test_a_mail_the_server_took_just_before_a_kill_is_not_sent_again(
+    config: NotifierConfig, mailbox: Mailbox
+) -> None:
+    """The sent journal: a kill after the server's "250" but before the store's mark
+    leaves a line there; the next start marks that mail sent instead of resending it."""
+    from cloud.store import OutgoingMail
+
+    event = make_event()
+    async with await Store.open(config.store.path) as store:
+        assert store.journal is not None
+        await store.accept(event, [
+            OutgoingMail(r, f"To: {r}\r\nX-Satoyama-Event: {event.id}\r\n\r\nhi\r\n".encode())
+            for r in RECIPIENTS
+        ])  # fmt: skip
+        taken = next(m for m in await store.mails("pending") if m.recipient == RECIPIENTS[0])
+        store.journal.record(taken.id, event.id, RECIPIENTS[0])
+    async with running(config) as notifier:
+        async with await Store.open(config.store.path, readonly=True) as reader:
+            await eventually(lambda: _sent(reader, 2), what="both mails marked sent")
+        assert notifier.stats.sent == 1
+    assert [m.rcpt_tos for m in mailbox.mails] == [(RECIPIENTS[1],)]
+
+
+async def test_a_burst_on_several_smtp_sessions_mails_each_once(
+    config: NotifierConfig, mailbox: Mailbox, publisher: Publisher
+) -> None:
+    """A burst on several SMTP sessions at once (their marks group-committed): each mail
+    goes once and is marked sent."""
+    events = [make_event(seq=n) for n in range(40)]
+    async with running(config) as notifier:
+        for event in events:
+            await publisher.event(event)
+        received = await mails(mailbox, 2 * len(events), within=30)
+        async with await Store.open(config.store.path, readonly=True) as reader:
+            await eventually(lambda: _sent(reader, 2 * len(events)), what="all marked sent")
+    pairs = [(m.message["X-Satoyama-Event"], m.rcpt_tos[0]) for m in received]
+    assert sorted(pairs) == sorted((e.id, r) for e in events for r in RECIPIENTS)
+    assert notifier.stats.sent == 2 * len(events)
+    assert config.smtp.connections > 1
+
+
 async def test_a_failed_commit_is_not_acknowledged_and_the_event_comes_back(
     config: NotifierConfig, mailbox: Mailbox, publisher: Publisher
 ) -> None:

@@ -5,7 +5,10 @@ Tests taking ``store_config`` run on SQLite and on a real PostgreSQL server."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,6 +19,8 @@ from cloud.database import SQLITE_MIGRATIONS
 from cloud.errors import StoreError
 from cloud.store import SCHEMA_VERSION, CoalescePlan, Notice, OutgoingMail, Store, TrapPlan
 from tests.cloud.conftest import make_event
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def mails(*recipients: str) -> list[OutgoingMail]:
@@ -390,3 +395,71 @@ def test_the_store_thread_runs_the_senders_marks_before_other_waiting_calls() ->
         future.result(10)
     thread.shutdown()
     assert order == ["mark", "accept"]
+
+
+async def test_marks_of_several_mails_are_one_commit_and_final(store_config: StoreConfig) -> None:
+    """The sender's group commit: every mail in it is sent; a sent mail stays sent."""
+    async with await Store.open(store_config) as store:
+        await store.accept(make_event(), mails("a@example.jp", "b@example.jp", "c@example.jp"))
+        queued = await store.due_mails()
+        await store.mark_sent_many([(m.id, 1000.0 + n) for n, m in enumerate(queued[:2])])
+        await store.sync()
+        await store.mark_sent_many([(queued[0].id, 2000.0)])  # again: changes nothing
+        sent = await store.mails("sent")
+        assert sorted(m.recipient for m in sent) == ["a@example.jp", "b@example.jp"]
+        assert all(m.attempts == 1 and m.finished_at in (1000.0, 1001.0) for m in sent)
+        assert [m.recipient for m in await store.mails("pending")] == ["c@example.jp"]
+
+
+MARK_AND_DIE = """
+import asyncio, os, signal, sys
+from cloud.store import Store
+
+async def main() -> None:
+    store = await Store.open(sys.argv[1])
+    mail = (await store.due_mails())[0]
+    await store.mark_sent_many([(mail.id, 1.0)])  # not synced to disk
+    os.kill(os.getpid(), signal.SIGKILL)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_mark_not_synced_to_disk_survives_a_kill(tmp_path: Path) -> None:
+    """``durable=False`` skips the fsync, not the write: a SIGKILL cannot undo it."""
+    path = tmp_path / "n.sqlite3"
+    async with await Store.open(path) as store:
+        await store.accept(make_event(), mails("a@example.jp"))
+    proc = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-c", MARK_AND_DIE, str(path)], cwd=REPO, timeout=60
+    )
+    assert proc.returncode == -9
+    async with await Store.open(path) as store:
+        assert [m.recipient for m in await store.mails("sent")] == ["a@example.jp"]
+        assert await store.mails("pending") == []
+
+
+async def test_the_sent_journal_marks_what_it_names_and_nothing_else(tmp_path: Path) -> None:
+    path = tmp_path / "n.sqlite3"
+    first, second = make_event(), make_event()
+    async with await Store.open(path) as store:
+        assert store.journal is not None
+        await store.accept(first, mails("a@example.jp", "b@example.jp"))
+        await store.accept(second, mails("a@example.jp"))
+        by_key = {(m.event_id, m.recipient): m.id for m in await store.mails("pending")}
+        store.journal.record(by_key[first.id, "a@example.jp"], first.id, "a@example.jp")
+        # A line whose id now belongs to another mail is not that mail's record.
+        store.journal.record(by_key[second.id, "a@example.jp"], first.id, "b@example.jp")
+        store.journal.close()
+    with store.journal.path.open("ab") as f:
+        f.write(b'[99, "torn')  # a kill in the middle of a line
+    async with await Store.open(path) as store:
+        assert store.journal is not None
+        entries = store.journal.read()
+        assert len(entries) == 2
+        assert await store.apply_sent_journal(entries) == 1
+        sent = [(m.event_id, m.recipient) for m in await store.mails("sent")]
+        assert sent == [(first.id, "a@example.jp")]
+        assert len(await store.mails("pending")) == 2
+        store.journal.clear()
+        assert store.journal.read() == []
