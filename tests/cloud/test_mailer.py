@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +14,7 @@ from cloud.config import SmtpConfig
 from cloud.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
 from cloud.mailer import Mailer
 from edge.sim.broker import free_port
+from tests.support.pki import FleetCA
 
 MESSAGE = b"From: alerts@example.jp\r\nTo: x@example.jp\r\nSubject: test\r\n\r\nhello\r\n"
 
@@ -178,3 +181,31 @@ async def test_a_connection_dropped_mid_batch_is_transient_and_ends_the_session(
             await session.send("hunter@example.jp", MESSAGE)
         assert not session.usable
     assert handler.delivered == ["farmer@example.jp"]
+
+
+async def test_pipelining_after_starttls_sends_and_classifies_over_tls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pipelined sender takes the connection over after aiosmtplib's STARTTLS: the
+    mails go encrypted, replies are still matched to their mails."""
+    ca = FleetCA(tmp_path / "pki")
+    server_cert = ca.issue("localhost", server=True)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(server_cert.cert, server_cert.key)
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca.ca_file))  # the client trusts the test CA
+    handler, port = PickyServer(pipelining=True), free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port, tls_context=context,
+                            require_starttls=True)  # fmt: skip
+    controller.start()
+    try:
+        config = SmtpConfig(host="localhost", port=port, sender="alerts@example.jp",
+                            starttls=True, timeout=5)  # fmt: skip
+        async with Mailer(config, local_hostname="notifier.test").session() as session:
+            await session.send("farmer@example.jp", MESSAGE)
+            with pytest.raises(PermanentDeliveryError):
+                await session.send("nobody@example.jp", MESSAGE)
+            await session.send("hunter@example.jp", MESSAGE)
+            assert session._pipe is not None  # pipelined, not aiosmtplib's one by one
+    finally:
+        controller.stop()
+    assert handler.delivered == ["farmer@example.jp", "hunter@example.jp"]
