@@ -529,12 +529,16 @@ class Notifier:
         mails_planned = 0
         for start in range(0, len(new), PLAN_AT_ONCE):
             chunk = new[start : start + PLAN_AT_ONCE]
-            # Planned together: their mails are rendered back to back on the
-            # renderer's thread, not one hand-over (and GIL switch) at a time.
-            planned = await asyncio.gather(*(
+            plans_of = (
                 self._plan_event(store, event, self.config.sites.get(event.site), now)
                 for _, _, event in chunk
-            ))  # fmt: skip
+            )
+            if sum(map(self._mailed, chunk)) > 1:
+                # Planned together: their mails are rendered back to back on the
+                # renderer's thread, not one hand-over (and GIL switch) at a time.
+                planned = await asyncio.gather(*plans_of)
+            else:  # nothing to render (heartbeats): no task per event
+                planned = [await plan for plan in plans_of]
             for (message, topic_device, event), (mails, coalesce, trap) in zip(
                 chunk, planned, strict=True
             ):
@@ -550,6 +554,12 @@ class Notifier:
                 plans, mails_planned = [], 0
         if plans:
             await self._commit_group(client, store, plans, now)
+
+    def _mailed(self, item: tuple[aiomqtt.Message, str, Event]) -> bool:
+        """Whether the event of ``item`` is of a kind its site mails (so it is rendered)."""
+        event = item[2]
+        site = self.config.sites.get(event.site)
+        return site is not None and self.config.mails_kind(site, event.kind)
 
     async def _commit_group(
         self, client: aiomqtt.Client, store: Store, plans: list[_Planned], now: float
