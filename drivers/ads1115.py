@@ -22,9 +22,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Protocol
 
+from drivers.base import Driver
 from drivers.errors import BusError, ProtocolError, SensorTimeout
 
 log = logging.getLogger(__name__)
@@ -244,7 +244,7 @@ def open_bus(bus_number: int = 1) -> SMBusLike:
     return bus
 
 
-class ADS1115:
+class ADS1115(Driver):
     """One ADS1115 chip at ``address`` on ``bus``.
 
     A conversion (config write, ready polling, result read) holds a lock
@@ -283,21 +283,13 @@ class ADS1115:
         adc._owns_bus = True
         return adc
 
-    def close(self) -> None:
-        """Close the bus if this object opened it.  Safe to call twice."""
+    def _release(self) -> None:
+        """Close the bus if this object opened it (a bus passed in stays open)."""
         if self._owns_bus:
             self._owns_bus = False
             close = getattr(self.bus, "close", None)
             if close is not None:
                 close()
-
-    def __enter__(self) -> ADS1115:
-        return self
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     # -- register access ------------------------------------------------------
 
@@ -325,6 +317,7 @@ class ADS1115:
 
     def read_config(self) -> Config:
         """The config register as the chip reports it (also a cheap presence check)."""
+        self._check_open()
         with self._lock:
             return Config.decode(self._read_register(REG_CONFIG))
 
@@ -340,6 +333,7 @@ class ADS1115:
         :class:`ProtocolError` (the config register read back differently
         from what was written: the chip reset, or another device answers).
         """
+        self._check_open()
         mux = _as_mux(mux)
         written = Config(mux=mux, pga=pga, data_rate=data_rate, single_shot=True, start=True)
         word = written.encode()

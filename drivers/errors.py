@@ -3,14 +3,15 @@
 Each leaf also inherits the builtin it resembles (``BusError`` is an
 ``OSError`` with the kernel's errno, ``ProtocolError`` a ``ValueError``), so
 code that knows only the builtins still catches them.  The daemon's supervisor
-decides *retry* versus *report* from the class, never from the message:
-``transient`` says whether the same call may succeed if simply tried again,
-without anyone touching the hardware.
+(``edge.health.supervisor``) decides *retry* versus *report* from the class,
+never from the message: a :class:`TransientDriverError` may succeed if the same
+call is simply tried again, without anyone touching the hardware; any other
+``DriverError`` needs someone to act.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Literal
 
 LoopFaultKind = Literal["wire_break", "short"]
 
@@ -18,20 +19,24 @@ LoopFaultKind = Literal["wire_break", "short"]
 class DriverError(Exception):
     """Root of every error a driver raises on purpose."""
 
-    transient: ClassVar[bool] = False
+
+class TransientDriverError(DriverError):
+    """The same call may succeed if simply tried again (noise, a loose connector, a busy bus)."""
 
 
-class SensorTimeout(DriverError, TimeoutError):
+class DriverClosed(DriverError, RuntimeError):
+    """A driver was used after its ``close()``: a bug in the caller, never the hardware."""
+
+
+class SensorTimeout(TransientDriverError, TimeoutError):
     """The device said nothing in time: a conversion that never finished, a silent UART.
 
     Transient: a loose connector or a busy bus; an unplugged cable looks the
     same until it is plugged back.
     """
 
-    transient = True
 
-
-class BusError(DriverError, OSError):
+class BusError(TransientDriverError, OSError):
     """An I²C or serial transaction failed; ``errno`` is the kernel's.
 
     Raise it as ``BusError(errno, message)`` so ``.errno`` and ``.strerror``
@@ -39,17 +44,13 @@ class BusError(DriverError, OSError):
     bus hung; ``EIO``: anything else the adapter reports).
     """
 
-    transient = True
 
-
-class ProtocolError(DriverError, ValueError):
+class ProtocolError(TransientDriverError, ValueError):
     """Bytes arrived but make no sense: a bad frame, a checksum, a register that reads back wrong.
 
     Transient: electrical noise and a chip that reset mid-transaction both
     clear on the next try; if it repeats, the wiring or the device is wrong.
     """
-
-    transient = True
 
 
 class PortSettingsError(DriverError, ValueError):
@@ -66,8 +67,6 @@ class LoopFault(DriverError, ValueError):
     ``current_ma`` is what was measured, when known.  Not transient: someone
     has to fix the wiring or the transducer.
     """
-
-    transient = False
 
     def __init__(
         self, kind: LoopFaultKind, current_ma: float | None = None, message: str | None = None

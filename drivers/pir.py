@@ -12,10 +12,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any, Literal
 
 from gpiozero import DigitalInputDevice
+
+from drivers.base import Driver
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ DetectCallback = Callable[[float], None]
 """Called on gpiozero's callback thread with ``time.monotonic()`` of the edge."""
 
 
-class PirDetector:
+class PirDetector(Driver):
     def __init__(
         self,
         pin: int | str,
@@ -61,6 +62,7 @@ class PirDetector:
 
     @property
     def active(self) -> bool:
+        self._check_open()
         return bool(self._device.is_active)
 
     def _activated(self) -> None:
@@ -77,13 +79,5 @@ class PirDetector:
         if self.on_detect is not None:
             self.on_detect(now)
 
-    def close(self) -> None:
+    def _release(self) -> None:
         self._device.close()
-
-    def __enter__(self) -> PirDetector:
-        return self
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()

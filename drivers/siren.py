@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import Any
 
 from gpiozero import DigitalOutputDevice
 
+from drivers.base import Driver
 
-class Siren:
-    def __init__(self, pin: int | str, *, pin_factory: Any = None, active_high: bool = True) -> None:
+
+class Siren(Driver):
+    def __init__(
+        self, pin: int | str, *, pin_factory: Any = None, active_high: bool = True
+    ) -> None:
         self._device = DigitalOutputDevice(
             pin, active_high=active_high, initial_value=False, pin_factory=pin_factory
         )
@@ -23,21 +26,15 @@ class Siren:
         return bool(self._device.value)
 
     def on(self) -> None:
+        self._check_open()
         self._device.on()
 
     def off(self) -> None:
+        self._check_open()
         self._device.off()
 
-    def close(self) -> None:
-        """Switch off and release the pin.  Safe to call twice."""
+    def _release(self) -> None:
+        """Switch off and release the pin."""
         if not self._device.closed:
             self._device.off()
         self._device.close()
-
-    def __enter__(self) -> Siren:
-        return self
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import Any
 
 from gpiozero import DigitalOutputDevice
 
+from drivers.base import Driver
 
-class Strobe:
+
+class Strobe(Driver):
     def __init__(
         self,
         pin: int | str,
@@ -35,6 +36,7 @@ class Strobe:
         return self._flashing
 
     def on(self) -> None:
+        self._check_open()
         if self._flashing:
             return
         self._flashing = True
@@ -42,18 +44,13 @@ class Strobe:
         self._device.blink(on_time=self.half_period, off_time=self.half_period, background=True)
 
     def off(self) -> None:
+        self._check_open()
         self._flashing = False
         self._device.off()  # also stops the blink thread
 
-    def close(self) -> None:
+    def _release(self) -> None:
+        """Stop flashing and release the pin."""
+        self._flashing = False
         if not self._device.closed:
-            self.off()
+            self._device.off()  # also stops the blink thread
         self._device.close()
-
-    def __enter__(self) -> Strobe:
-        return self
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()

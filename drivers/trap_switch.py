@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any, Literal
 
 from gpiozero import DigitalInputDevice
+
+from drivers.base import Driver
 
 EdgeCallback = Callable[[bool, float], None]
 """Called on gpiozero's callback thread with (closed, ``time.monotonic()``)."""
 
 
-class TrapSwitch:
+class TrapSwitch(Driver):
     def __init__(
         self,
         pin: int | str,
@@ -56,6 +57,7 @@ class TrapSwitch:
     @property
     def closed(self) -> bool:
         """The door's state as the pin reads it right now (not debounced)."""
+        self._check_open()
         return bool(self._device.is_active)
 
     def _closed(self) -> None:
@@ -66,13 +68,5 @@ class TrapSwitch:
         if self.on_edge is not None:
             self.on_edge(False, self._clock())
 
-    def close(self) -> None:
+    def _release(self) -> None:
         self._device.close()
-
-    def __enter__(self) -> TrapSwitch:
-        return self
-
-    def __exit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()

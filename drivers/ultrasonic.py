@@ -28,7 +28,7 @@ from types import TracebackType
 
 import serial_asyncio_fast
 
-from drivers.errors import BusError, PortSettingsError, SensorTimeout
+from drivers.errors import BusError, DriverClosed, PortSettingsError, SensorTimeout
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ class UltrasonicRanger:
             return
         async with self._open_lock:
             if self._closed:
-                raise RuntimeError("UltrasonicRanger is closed")
+                raise DriverClosed("UltrasonicRanger is closed")
             if self._link is not None:
                 return
             loop = asyncio.get_running_loop()
@@ -210,7 +210,7 @@ class UltrasonicRanger:
                 raise PortSettingsError(f"cannot open {self.url}: {exc}") from exc
             if self._closed:  # closed while the port was opening
                 transport.close()
-                raise RuntimeError("UltrasonicRanger is closed")
+                raise DriverClosed("UltrasonicRanger is closed")
             self.parser.reset()
             self._link = link
         log.info("ultrasonic ranger: opened %s at %d baud", self.url, self.baudrate)

@@ -19,8 +19,8 @@ too, since these tasks never end on their own):
 * reports ``sensor_recovered`` once the task has run again for ``stable_s``.
 
 The class of the error decides how (``drivers.errors``, never its message): a
-:class:`~drivers.errors.DriverError` whose ``transient`` is true (a bus error,
-a silent UART, a bad frame) may succeed if simply tried again, so it is retried
+:class:`~drivers.errors.TransientDriverError` (a bus error, a silent UART, a
+bad frame) may succeed if simply tried again, so it is retried
 quickly and reported only when it keeps failing; anything else (a
 ``LoopFault``, an unexpected ``ValueError`` or ``RuntimeError``) needs someone to
 act or is a bug, so it is reported at once and retried on a longer backoff.
@@ -41,7 +41,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from drivers.errors import DriverError
+from drivers.errors import TransientDriverError
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +86,8 @@ class RestartPolicy:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """A driver's own verdict (``DriverError.transient``); anything else is not transient."""
-    return isinstance(exc, DriverError) and exc.transient
+    """A driver's own verdict, by class (:class:`TransientDriverError`); nothing else is."""
+    return isinstance(exc, TransientDriverError)
 
 
 @dataclass

@@ -24,7 +24,13 @@ from drivers.ads1115 import (
     raw_to_volts,
     volts_to_raw,
 )
-from drivers.errors import BusError, DriverError, ProtocolError, SensorTimeout
+from drivers.errors import (
+    BusError,
+    DriverError,
+    ProtocolError,
+    SensorTimeout,
+    TransientDriverError,
+)
 from edge.sim.i2c import ADS1115Model, EmulatedI2CBus, EmulatedI2CDevice
 
 ADDR = 0x48
@@ -224,7 +230,7 @@ def test_conversion_never_ready_raises_sensor_timeout(bus: EmulatedI2CBus) -> No
     assert time.monotonic() - start < conversion_timeout_s(860) + 0.5
     assert isinstance(caught.value, TimeoutError)
     assert isinstance(caught.value, DriverError)
-    assert caught.value.transient
+    assert isinstance(caught.value, TransientDriverError)
 
 
 # -- faults ------------------------------------------------------------------------------------
@@ -238,7 +244,7 @@ def test_bus_error_keeps_errno_then_recovers(adc: ADS1115, chip: ADS1115Model, c
         adc.read_volts(0, data_rate=860)
     assert caught.value.errno == code
     assert isinstance(caught.value, OSError)
-    assert caught.value.transient
+    assert isinstance(caught.value, TransientDriverError)
     assert adc.read_volts(0, data_rate=860) == pytest.approx(1.0, abs=lsb(2.048))
 
 

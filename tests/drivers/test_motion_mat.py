@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.errors import BusError, DriverError, SensorTimeout
+from drivers.errors import BusError, DriverError, SensorTimeout, TransientDriverError
 from drivers.motion_mat import (
     MAX_FRAME_LEN,
     SYNC,
@@ -329,7 +329,7 @@ async def test_silence_is_a_transient_timeout() -> None:
     with pytest.raises(BusError) as err:
         await MotionMat(emu.port).read(0.5)
     assert err.value.errno is not None
-    assert isinstance(err.value, OSError) and err.value.transient
+    assert isinstance(err.value, OSError) and isinstance(err.value, TransientDriverError)
     silent = MatModel(seed=6)  # not started: the port exists but stays quiet
     try:
         async with MotionMat(silent.port) as mat:

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from drivers.ads1115 import ADS1115, Mux
-from drivers.errors import BusError, DriverError, LoopFault
+from drivers.errors import BusError, DriverError, LoopFault, TransientDriverError
 from drivers.pressure_probe import PressureProbe, ProbeReading, choose_pga
 from edge.sim.i2c import ADS1115Model, EmulatedI2CBus
 
@@ -80,7 +80,7 @@ def test_namur_faults_are_never_levels(
     assert fault.current_ma is not None
     assert isinstance(fault, ValueError)
     assert isinstance(fault, DriverError)
-    assert not fault.transient
+    assert not isinstance(fault, TransientDriverError)
 
 
 def test_thresholds_are_exact_at_the_boundaries(probe: PressureProbe) -> None:

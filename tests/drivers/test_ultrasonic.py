@@ -16,7 +16,7 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from drivers.errors import BusError, DriverError, SensorTimeout
+from drivers.errors import BusError, DriverError, SensorTimeout, TransientDriverError
 from drivers.ultrasonic import RangerParser, UltrasonicRanger
 from edge.sim.serial_device import UltrasonicModel, ranger_frame
 
@@ -300,7 +300,7 @@ async def test_device_gone_is_a_bus_error_not_a_hang(model: UltrasonicModel) -> 
         with pytest.raises(BusError) as caught:
             for _ in range(10):
                 await ranger.read(1.0)
-        assert caught.value.transient
+        assert isinstance(caught.value, TransientDriverError)
         assert not ranger.is_open
         with pytest.raises(BusError) as caught:  # the next read tries to reopen
             await ranger.read(1.0)

@@ -10,7 +10,15 @@ from typing import Any
 
 import pytest
 
-from drivers.errors import BusError, LoopFault, SensorTimeout
+from drivers.errors import (
+    BusError,
+    DriverClosed,
+    LoopFault,
+    PortSettingsError,
+    ProtocolError,
+    SensorTimeout,
+    TransientDriverError,
+)
 from edge.health.supervisor import RestartPolicy, Supervisor, is_transient
 from tests.support.waiting import until
 
@@ -193,6 +201,14 @@ def test_the_driver_decides_transient_by_its_class() -> None:
     assert not is_transient(LoopFault("short"))
     assert not is_transient(ValueError("x"))
     assert not is_transient(OSError(errno.EIO, "x")), "not a driver's verdict"
+    assert is_transient(ProtocolError("bad CRC"))
+    assert not is_transient(PortSettingsError("baud rate refused"))
+    assert not is_transient(DriverClosed("Siren is closed")), "a caller's bug, not the hardware"
+
+    class Glitch(TransientDriverError):
+        """A driver's own transient leaf: the class alone makes it retried quickly."""
+
+    assert is_transient(Glitch("x"))
 
 
 def test_backoff_doubles_up_to_its_cap() -> None:

@@ -1,0 +1,97 @@
+"""The driver base: every synchronous driver closes once, works with ``with``, and refuses use
+after ``close()`` with our own error (real drivers on gpiozero's MockFactory and the emulated bus).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from gpiozero.pins.mock import MockFactory
+
+from drivers.ads1115 import ADS1115
+from drivers.base import Driver
+from drivers.errors import DriverClosed, DriverError
+from drivers.pir import PirDetector
+from drivers.siren import Siren
+from drivers.strobe import Strobe
+from drivers.trap_switch import TrapSwitch
+from edge.sim.i2c import ADS1115Model, EmulatedI2CBus
+
+
+@pytest.fixture
+def pins() -> Iterator[MockFactory]:
+    factory = MockFactory()
+    try:
+        yield factory
+    finally:
+        factory.reset()
+
+
+def test_an_actuator_closes_twice_and_switches_off(pins: MockFactory) -> None:
+    for cls in (Siren, Strobe):
+        device = cls(17, pin_factory=pins)
+        pin = pins.pin(17)
+        device.on()
+        assert pin.state  # lit (a strobe is lit at once)
+        device.close()
+        device.close()  # idempotent: no error, nothing switched back on
+        assert not pin.state, f"{cls.__name__} left its output on after close()"
+        assert device.is_closed
+        with pytest.raises(DriverClosed, match=cls.__name__):
+            device.on()
+        with pytest.raises(DriverClosed):
+            device.off()
+        pins.reset()
+
+
+def test_with_releases_the_pin_for_the_next_user(pins: MockFactory) -> None:
+    with Siren(5, pin_factory=pins) as siren:
+        siren.on()
+        assert pins.pin(5).state
+    assert not pins.pin(5).state
+    # The pin is free again: a second driver on it does not raise GPIOPinInUse.
+    with Siren(5, pin_factory=pins) as again:
+        again.on()
+        assert again.is_on
+
+
+def test_inputs_refuse_reads_after_close(pins: MockFactory) -> None:
+    detector = PirDetector(4, pin_factory=pins, warmup_s=0)
+    switch = TrapSwitch(22, pin_factory=pins)
+    assert not detector.active
+    assert switch.closed is False
+    for driver in (detector, switch):
+        driver.close()
+        driver.close()
+    with pytest.raises(DriverClosed):
+        _ = detector.active
+    with pytest.raises(DriverClosed):
+        _ = switch.closed
+    # The error is ours, and still the builtin a caller who knows no drivers expects.
+    with pytest.raises(DriverError):
+        _ = detector.active
+    with pytest.raises(RuntimeError):
+        _ = switch.closed
+
+
+def test_an_adc_on_a_shared_bus_leaves_the_bus_open() -> None:
+    bus = EmulatedI2CBus()
+    chip = ADS1115Model(instant=True)
+    bus.attach(0x48, chip)
+    chip.set_input(0, 1.0)
+    with ADS1115(bus, 0x48) as first:
+        assert first.read_volts(0, data_rate=860) == pytest.approx(1.0, abs=0.001)
+    with pytest.raises(DriverClosed):
+        first.read_raw(0)
+    with pytest.raises(DriverClosed):
+        first.read_config()
+    # The bus was passed in, not opened by the ADC: another probe on it still reads.
+    assert ADS1115(bus, 0x48).read_volts(0, data_rate=860) == pytest.approx(1.0, abs=0.001)
+
+
+def test_every_gpio_and_i2c_driver_is_a_driver() -> None:
+    for cls in (Siren, Strobe, PirDetector, TrapSwitch, ADS1115):
+        assert issubclass(cls, Driver)
+        assert "close" not in vars(cls), f"{cls.__name__} writes its own close()"
+        assert "__enter__" not in vars(cls)
