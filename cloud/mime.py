@@ -28,6 +28,8 @@ from email.message import EmailMessage
 from email.utils import formataddr, parseaddr
 from typing import Final
 
+from cloud.errors import NotifierError
+
 #: Headers whose value is an address (``Name <addr>`` or a bare address).
 ADDRESS_HEADERS: Final = frozenset({"from", "to", "cc", "reply-to", "sender"})
 #: Longest header line we write before folding (RFC 5322 recommends 78).
@@ -44,7 +46,7 @@ _CID = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.@-]+")
 _WORD_BYTES: Final = 39
 
 
-class Unencodable(ValueError):
+class Unencodable(NotifierError, ValueError):
     """The mail has something this builder does not write (the email package does)."""
 
 

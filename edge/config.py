@@ -18,11 +18,12 @@ import msgspec
 from msgspec import Meta
 
 from drivers.pressure_probe import NAMUR_SHORT_MA, choose_pga
+from edge.errors import EdgeError
 from edge.event import DEFAULT_TOPIC_PREFIX
 from edge.water.rule import Stage, WaterRuleSettings
 
 
-class ConfigError(ValueError):
+class ConfigError(EdgeError, ValueError):
     """The configuration is invalid; the message names the key and what was expected."""
 
 

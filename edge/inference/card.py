@@ -11,10 +11,12 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
+from edge.errors import EdgeError
+
 __all__ = ["ModelError", "packaged_model", "read_card"]
 
 
-class ModelError(ValueError):
+class ModelError(EdgeError, ValueError):
     """A model cannot be used: missing or corrupt file, or it does not match its card."""
 
 

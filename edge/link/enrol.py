@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from edge.config import ConfigError, load
+from edge.errors import EdgeError
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ EXIT_RETRY = 1
 EXIT_REFUSED = 2
 
 
-class EnrolError(RuntimeError):
+class EnrolError(EdgeError, RuntimeError):
     """Enrolment did not succeed (``refused``: asking again will not help)."""
 
     def __init__(self, message: str, *, refused: bool = False) -> None:

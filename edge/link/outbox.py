@@ -69,6 +69,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from edge.errors import EdgeError
 from edge.event import SEVERITY_RANK, EnvelopeError, Event, decode, decode_telemetry, encode
 
 log = logging.getLogger(__name__)
@@ -140,7 +141,7 @@ def _insert_sql(n: int) -> str:
     )
 
 
-class OutboxError(RuntimeError):
+class OutboxError(EdgeError, RuntimeError):
     """The outbox cannot do what was asked (closed, or a bug in a query)."""
 
 

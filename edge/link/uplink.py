@@ -47,6 +47,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from edge import __version__
 from edge.link.ack_tracker import AckTracker
 from edge.config import Config, TlsConfig
+from edge.errors import EdgeError
 from edge.event import (
     EnvelopeError,
     Status,
@@ -73,7 +74,7 @@ CommandHandler = Callable[[str, bytes], None]
 """Called with (command name, payload) for each message on ``PREFIX/DEVICE/cmd/NAME``."""
 
 
-class UplinkSetupError(ValueError):
+class UplinkSetupError(EdgeError, ValueError):
     """The uplink cannot be set up as configured (key readable by others, missing file)."""
 
 

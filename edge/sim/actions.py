@@ -14,9 +14,10 @@ import msgspec
 from msgspec import Meta
 
 from edge.config import Config
+from edge.errors import EdgeError
 
 
-class EmulationError(ValueError):
+class EmulationError(EdgeError, ValueError):
     """A stimulus the emulated site cannot apply (unknown target, action or value)."""
 
 

@@ -13,10 +13,12 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from edge.errors import EdgeError
+
 SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"])
 
 
-class BrokerError(RuntimeError):
+class BrokerError(EdgeError, RuntimeError):
     """mosquitto is missing or would not start."""
 
 

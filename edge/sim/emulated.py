@@ -33,12 +33,14 @@ from edge.config import (
     UltrasonicConfig,
     parse,
 )
+from edge.errors import EdgeError
+from edge.devices.actuators import test_pattern
 from edge.event import decode
 from edge.sim.actions import EmulationError, check_action
 from edge.sim.broker import Mosquitto
 
 
-class SiteSetupError(RuntimeError):
+class SiteSetupError(EdgeError, RuntimeError):
     """The emulated site could not be built (no pseudo-terminal, no broker, ...).
 
     Everything already started has been stopped again when this is raised."""
@@ -261,7 +263,8 @@ class EmulatedSite:
             await asyncio.to_thread(pin.drive_high)
             return
         if target in cfg.actuators:
-            self._background_task(self.daemon.test_actuator(target))
+            device = self.daemon.actuators[target]
+            self._background_task(test_pattern(device, cfg.actuators[target]))
             return
         sensor = cfg.sensors[target]
         if isinstance(sensor, PirSensorConfig):
