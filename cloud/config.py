@@ -22,6 +22,7 @@ import msgspec
 from cloud.errors import ConfigError
 from cloud.staticmap import GSI_CREDIT, GSI_TILES
 from edge.event import DEFAULT_TOPIC_PREFIX, KINDS, SEVERITY_RANK
+from edge.files import loose_mode
 
 Language = Literal["ja", "en"]
 LANGUAGES: Final[tuple[str, ...]] = typing.get_args(Language)
@@ -519,8 +520,8 @@ def _readable(key: str, path: str) -> bytes:
 
 def _private_key(key: str, path: str) -> None:
     _readable(key, path)
-    mode = Path(path).stat().st_mode & 0o777
-    if mode & 0o077:
+    mode = loose_mode(path)
+    if mode is not None:
         raise ConfigError(
             key,
             f"{path} has mode {mode:04o}: a private key must be readable by its owner only "

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from deploy.errors import DeployError, InsecureKeyError
+from edge.files import loose_mode
 
 
 def check_private_file(path: Path, what: str = "private key") -> None:
@@ -41,9 +42,10 @@ def check_private_file(path: Path, what: str = "private key") -> None:
         raise DeployError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
     if not stat.S_ISREG(mode):
         raise DeployError(f"{path}: {what} is not a regular file")
-    if mode & 0o077:
+    loose = loose_mode(path)
+    if loose is not None:
         raise InsecureKeyError(
-            f"{path}: {what} is readable by group or others (mode {stat.S_IMODE(mode):04o}); "
+            f"{path}: {what} is readable by group or others (mode {loose:04o}); "
             f"run: chmod 600 {path}"
         )
 

@@ -14,7 +14,9 @@ the daemon's user can.  The contract, also in ``docs/ota.md``:
 - the writer replaces the whole file atomically (temporary file, fsync,
   rename, fsync of the folder) under ``flock`` on the folder, so a reader never
   sees half a line; it drops the lines up to the acknowledged id, and the oldest
-  lines beyond :data:`MAX_LINES` (logged: nothing the updater writes comes that fast);
+  lines beyond :data:`MAX_LINES` (logged: nothing the updater writes comes that fast).
+  Only the writer shortens the file: the daemon never truncates or rewrites it
+  (it may not write root's folder); it only replaces its own acknowledgement;
 - fields: ``v`` (1), ``id`` (UUIDv7 - the daemon uses it as the event id, so
   a line recorded twice after a crash is de-duplicated by the cloud like any
   redelivery), ``kind``, ``severity`` (``alarm``/``warning``/``info``),
@@ -37,6 +39,8 @@ from typing import Any
 import uuid6
 
 from deploy.errors import UpdateError
+from edge.boot import boot_id
+from edge.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +54,6 @@ MAX_LINES = 1000
 MAX_SPOOL = 4 << 20
 
 
-def _boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return ""
-
-
 def make_line(kind: str, severity: str, data: dict[str, Any], source: str) -> bytes:
     """One spool line (with its newline)."""
     if severity not in ("alarm", "warning", "info"):
@@ -67,7 +64,7 @@ def make_line(kind: str, severity: str, data: dict[str, Any], source: str) -> by
         "kind": kind,
         "severity": severity,
         "ts": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-        "boot": _boot_id(),
+        "boot": boot_id() or "",
         "source": source,
         "data": data,
     }
@@ -112,22 +109,12 @@ def _read_own(dir_fd: int, name: str) -> bytes:
 
 
 def write_replace(dir_fd: int, name: str, data: bytes, mode: int) -> None:
-    """Replace ``name`` in our folder atomically, with exactly ``mode``, never through a link."""
-    tmp = f".{name}.tmp"
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp, dir_fd=dir_fd)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(tmp, flags, mode, dir_fd=dir_fd)
-    try:
-        os.fchmod(fd, mode)  # the umask (0077 in the units) must not decide who may read
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-    os.fsync(dir_fd)
+    """Replace ``name`` in our folder atomically, with exactly ``mode``, never through a link.
+
+    :func:`edge.files.write_atomic` relative to ``dir_fd``, durable; the exact
+    ``mode`` matters because the units' umask (0077) must not decide who may read.
+    """
+    write_atomic(name, data, mode=mode, dir_fd=dir_fd)
 
 
 def _line_id(line: bytes) -> str | None:
@@ -174,7 +161,9 @@ def append(
     return event_id
 
 
-# The reader is the daemon's (edge.link.spool); re-exported for the updater's tools and tests.
+# The reader is the daemon's (edge.link.spool), re-exported for the updater's tools and tests.
+# Note: read_and_clear *without* an acknowledgement file empties a spool the caller may write,
+# in place; the daemon always passes its acknowledgement file and so never touches this one.
 from edge.link.spool import read_and_clear  # noqa: E402
 
 __all__ = [

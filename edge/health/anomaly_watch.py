@@ -33,12 +33,13 @@ import asyncio
 import json
 import logging
 import math
-import os
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+from edge.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -291,10 +292,8 @@ class AnomalyWatch:
             "calm": self._calm,
             "run": self._run,
         }
-        tmp = self.state_path.with_name(self.state_path.name + ".tmp")
         try:
-            tmp.write_text(json.dumps(state), encoding="utf-8")
-            os.replace(tmp, self.state_path)
+            write_atomic(self.state_path, json.dumps(state).encode("utf-8"), durable=False)
         except OSError as exc:
             log.warning("%s: cannot keep the anomaly window in %s: %s", self.sensor,
                         self.state_path, exc)

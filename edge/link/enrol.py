@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import ssl
 import sys
 import time
@@ -38,6 +37,7 @@ from cryptography.x509.oid import NameOID
 
 from edge.config import ConfigError, load
 from edge.errors import EdgeError
+from edge.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -68,23 +68,6 @@ class Enrolment:
     claim_key: Path
 
 
-def _write_atomic(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.new")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
 def device_key(path: Path) -> ec.EllipticCurvePrivateKey:
     """The device's key: made here on the first run (0600), reused on every later one."""
     if path.exists():
@@ -94,14 +77,14 @@ def device_key(path: Path) -> ec.EllipticCurvePrivateKey:
         return key
     key = ec.generate_private_key(ec.SECP256R1())
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(
+    write_atomic(
         path,
         key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         ),
-        0o600,
+        mode=0o600,
     )
     return key
 
@@ -198,7 +181,7 @@ async def enrol(e: Enrolment, *, deadline_s: float = 900.0, try_timeout_s: float
             await asyncio.sleep(pause)
             pause = min(pause * 2, 60.0)
     check_certificate(cert, key, e.device_id, e.ca_file)
-    _write_atomic(e.cert_file, cert, 0o644)
+    write_atomic(e.cert_file, cert, mode=0o644)
     _forget_claim(e)
     log.info("enrolled as %s: %s", e.device_id, e.cert_file)
 

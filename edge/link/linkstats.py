@@ -11,12 +11,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from edge.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -100,10 +101,9 @@ class DailyUsage:
         """Write today's count (atomically; not fsynced: it is a statistic).  Logs on failure."""
         if self.state_path is None:
             return
-        tmp = self.state_path.with_name(self.state_path.name + ".tmp")
+        state = {"day": self.day.isoformat(), "today": self.today}
         try:
-            tmp.write_text(json.dumps({"day": self.day.isoformat(), "today": self.today}))
-            os.replace(tmp, self.state_path)
+            write_atomic(self.state_path, json.dumps(state).encode(), durable=False)
         except OSError as exc:
             log.warning("cannot keep today's link usage in %s: %s", self.state_path, exc)
 

@@ -31,10 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
 import ssl
-import stat
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -48,6 +46,7 @@ from edge import __version__
 from edge.link.ack_tracker import AckTracker
 from edge.config import Config, TlsConfig
 from edge.errors import EdgeError
+from edge.files import loose_mode, write_atomic
 from edge.event import (
     EnvelopeError,
     Status,
@@ -81,13 +80,12 @@ class UplinkSetupError(EdgeError, ValueError):
 def check_private_file(path: str, key: str) -> None:
     """Refuse a secret that other users can read (and say how to fix it)."""
     try:
-        st = os.stat(path)
+        mode = loose_mode(path)
     except OSError as exc:
         raise UplinkSetupError(f"{key}: cannot read {path}: {exc.strerror}") from None
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+    if mode is not None:
         raise UplinkSetupError(
-            f"{key}: {path} is readable by other users (mode {stat.S_IMODE(st.st_mode):04o}); "
-            f"run: chmod 600 {path}"
+            f"{key}: {path} is readable by other users (mode {mode:04o}); run: chmod 600 {path}"
         )
 
 
@@ -319,10 +317,8 @@ class Uplink:
         path = self._keepalive_path
         if path is None:
             return
-        tmp = path.with_name(path.name + ".tmp")
         try:
-            tmp.write_bytes(self.keepalive.encode())
-            tmp.replace(path)
+            write_atomic(path, self.keepalive.encode(), durable=False)
         except OSError as exc:
             log.warning("uplink: cannot keep the learned keepalive in %s: %s", path, exc)
 
