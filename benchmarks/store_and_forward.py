@@ -752,27 +752,27 @@ async def measure(
         await asyncio.wait_for(up.connected.wait(), 20)
         start = await settled(0)
         mark = up.usage.total
-        await daemon.heartbeat()
+        await daemon.heartbeat.beat()
         heartbeat = await settled(mark)
         heartbeat_payload = acker.last_event_size if acker is not None else 0
         batches: dict[bool, int] = {}
         for columns in (False, True):
-            daemon.telemetry.columns = columns
+            daemon.telemetry.buffer.columns = columns
             mark = up.usage.total
             t0 = time.time()
             for i in range(readings):
                 # A sampler's timestamps (a few ms of jitter) and a level to 1 mm.
-                daemon.add_reading("level_east.level_cm", round(40.0 + math.sin(i / 3), 1),
+                daemon.telemetry.add("level_east.level_cm", round(40.0 + math.sin(i / 3), 1),
                                    at=t0 + 600 * i + (i * 7919 % 13) / 1000)  # fmt: skip
-            await daemon.flush_telemetry()
+            await daemon.telemetry.flush()
             batches[columns] = await settled(mark)
-        daemon.telemetry.columns = True
+        daemon.telemetry.buffer.columns = True
         mark = up.usage.total
         t0 = time.time()
         for i in range(readings):
-            daemon.add_reading("level_east.level_cm", round(40.0 + math.sin(i / 3), 1),
+            daemon.telemetry.add("level_east.level_cm", round(40.0 + math.sin(i / 3), 1),
                                at=t0 + 600 * i + (i * 7919 % 13) / 1000)  # fmt: skip
-        await daemon.heartbeat()  # takes the readings with it
+        await daemon.heartbeat.beat()  # takes the readings with it
         heartbeat_batch = await settled(mark)
         mark = up.usage.total
         await asyncio.sleep(5.5)  # one idle keepalive period: one PINGREQ/PINGRESP

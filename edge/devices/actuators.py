@@ -1,29 +1,29 @@
-"""Actuators from configuration, and the test pattern an installer can fire.
+"""What an actuator is to the rules, and the test pattern an installer can fire.
 
-One place for both, so the daemon and ``edge check`` build the same devices and
-sound the same patterns: siren 1 s, strobe 3 s flashing, buzzer three beeps.
+The drivers themselves are built by :mod:`edge.devices.factory` (the one place
+that turns configuration into devices), so the daemon, ``edge check`` and the
+bench sound the same patterns: siren 1 s, strobe 3 s flashing, buzzer three beeps.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Protocol
 
-from drivers.siren import Siren
-from drivers.strobe import Strobe
 from edge.config import ActuatorConfig, BuzzerConfig, StrobeConfig
 
 
-def build_actuator(cfg: ActuatorConfig, pin_factory: Any) -> Siren | Strobe:
-    """The driver for one ``[actuators.NAME]`` table (a buzzer is a steady-on load)."""
-    if isinstance(cfg, StrobeConfig):
-        return Strobe(
-            cfg.pin, pin_factory=pin_factory, active_high=cfg.active_high, flash_hz=cfg.flash_hz
-        )
-    return Siren(cfg.pin, pin_factory=pin_factory, active_high=cfg.active_high)
+class Actuator(Protocol):
+    """A siren, a strobe or a buzzer as the rules and the self-test use it."""
+
+    @property
+    def is_on(self) -> bool: ...
+    def on(self) -> None: ...
+    def off(self) -> None: ...
+    def close(self) -> None: ...
 
 
-async def test_pattern(device: Siren | Strobe, cfg: ActuatorConfig) -> None:
+async def test_pattern(device: Actuator, cfg: ActuatorConfig) -> None:
     """Siren 1 s, strobe 3 s flashing, buzzer 3 beeps; off afterwards."""
     if isinstance(cfg, BuzzerConfig):
         for _ in range(3):

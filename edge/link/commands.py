@@ -8,16 +8,27 @@ root updater (docs/ota.md): the updater decodes the request file with
 :func:`parse_update_request`, the very function the daemon's check uses, so the
 two can never disagree about what a request may say.  (``deploy/`` imports this
 module; ``edge/`` never imports ``deploy/``.)
+
+:func:`parse_command` is the pure part; :class:`CommandRunner` is what the
+uplink calls with each command (on the event loop): a refusal is recorded, a
+heartbeat is asked for, an update request is written for the updater.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
 import re
 import urllib.parse
+from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
+
+log = logging.getLogger(__name__)
 
 MAX_PAYLOAD = 4096
 
@@ -104,3 +115,66 @@ def parse_command(name: str, payload: bytes) -> Any:
         return msgspec.json.decode(payload or b"{}", type=schema)
     except msgspec.DecodeError as exc:
         raise CommandError(f"invalid payload: {exc}") from None
+
+
+def _write_request(path: Path, payload: bytes) -> None:
+    """``payload`` at ``path``, atomically and durably (the updater may read it any time)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(payload)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class CommandRunner:
+    """Runs the commands the uplink receives (``Uplink(on_command=runner)``)."""
+
+    def __init__(
+        self,
+        *,
+        record: Callable[[str, Literal["warning"], dict[str, Any]], Coroutine[Any, Any, Any]],
+        spawn: Callable[[Coroutine[Any, Any, Any], str], object],
+        heartbeat_now: Callable[[], None],
+        request_path: Path,
+    ) -> None:
+        """``request_path``: where an update request is handed to the updater
+        (``[updates] request_path``)."""
+        self._record = record
+        self._spawn = spawn
+        self._heartbeat_now = heartbeat_now
+        self.request_path = request_path
+
+    def __call__(self, name: str, payload: bytes) -> None:
+        try:
+            command = parse_command(name, payload)
+        except CommandError as exc:
+            log.warning("command %s rejected: %s", name[:64], exc)
+            self._spawn(
+                self._record(
+                    "command_rejected", "warning", {"command": name[:64], "reason": str(exc)}
+                ),
+                "record rejected command",
+            )
+            return
+        log.info("command %s accepted", name)
+        if isinstance(command, HeartbeatCommand):
+            self._heartbeat_now()
+        elif isinstance(command, UpdateCommand):
+            self._spawn(self.request_update(command), "update request")
+
+    async def request_update(self, command: UpdateCommand) -> None:
+        """Hand ``cmd/update`` to the updater: the request file, written atomically."""
+        path = self.request_path
+        try:
+            await asyncio.to_thread(_write_request, path, msgspec.json.encode(command))
+        except OSError as exc:
+            log.error("cannot write the update request %s: %s", path, exc)
+            return
+        log.info("update to %s requested (%s): handed to the updater", command.version, path)

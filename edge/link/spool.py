@@ -13,18 +13,26 @@ in between repeats, never loses.
 Without an acknowledgement file (``ack=None``: older callers, tests) a spool the
 daemon may write is emptied in place as before; one it may not write is
 remembered in memory for the life of the process.
+
+:func:`spooled_event` is the pure part (what a line becomes); :class:`SpoolDrain`
+is the daemon's task that reads the spool every ``spool_poll_s`` and records.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import datetime as dt
 import fcntl
 import json
 import logging
 import os
 import stat
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+from edge.event import Severity
 
 log = logging.getLogger(__name__)
 
@@ -159,3 +167,69 @@ def read_and_clear(path: Path, *, ack: Path | None = None) -> list[dict[str, Any
     events, taken = read(path, ack=ack)
     remove_prefix(path, taken, ack=ack)
     return events
+
+
+
+class Spooled(Protocol):
+    """``recorder.record``: the event is durable when it returns."""
+
+    def __call__(
+        self,
+        kind: str,
+        severity: Severity,
+        data: dict[str, Any] | None = None,
+        *,
+        at: float | None = None,
+        event_id: str | None = None,
+    ) -> Awaitable[Any]: ...
+
+
+def spooled_event(line: dict[str, Any]) -> tuple[str, Severity, dict[str, Any], float | None,
+                                                 str | None] | None:
+    """(kind, severity, data, at, id) of one spool line, or None for a line without a valid
+    kind or severity.  ``data`` says where it came from (``source``); ``at`` is the line's
+    ``ts`` (None when absent or unreadable); the line's own id is kept, for de-duplication."""
+    severity = line.get("severity")
+    kind = line.get("kind")
+    if severity not in ("alarm", "warning", "info") or not isinstance(kind, str) or not kind:
+        return None
+    raw = line.get("data")
+    data: dict[str, Any] = dict(raw) if isinstance(raw, dict) else {}
+    data["source"] = str(line.get("source", "spool"))
+    at = None
+    ts = line.get("ts")
+    if isinstance(ts, str):
+        try:
+            at = dt.datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            at = None
+    event_id = line.get("id") if isinstance(line.get("id"), str) else None
+    return kind, severity, data, at, event_id
+
+
+class SpoolDrain:
+    """Sends the events the updater left in the spool (docs/ota.md)."""
+
+    def __init__(self, path: Path, *, ack: Path, record: Spooled, poll_s: float) -> None:
+        """``ack``: the acknowledgement file in the daemon's own drop folder (root's spool
+        is read-only to the daemon)."""
+        self.path = path
+        self.ack = ack
+        self._record = record
+        self.poll_s = poll_s
+
+    async def run(self) -> None:
+        while True:
+            try:
+                lines, taken = await asyncio.to_thread(read, self.path, ack=self.ack)
+                for line in lines:
+                    event = spooled_event(line)
+                    if event is None:
+                        log.warning("event spool: dropped a line without a valid kind or severity")
+                        continue
+                    kind, severity, data, at, event_id = event
+                    await self._record(kind, severity, data, at=at, event_id=event_id)
+                await asyncio.to_thread(remove_prefix, self.path, taken, ack=self.ack)
+            except OSError as exc:
+                log.warning("event spool %s unreadable: %s", self.path, exc)
+            await asyncio.sleep(self.poll_s)

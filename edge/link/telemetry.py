@@ -6,15 +6,29 @@ from ``t0``, each series as packed columns: millisecond offsets as differences
 of differences, values as differences of scaled integers) and queued in the
 outbox below every event.  A reading costs about 3 bytes on the wire instead
 of a JSON message each.
+
+:class:`TelemetryBuffer` is the pure part (what a batch holds, when it is due);
+:class:`Telemetry` is the sink the watches write readings into, and its
+:meth:`Telemetry.run` the task that queues each batch when it is due.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from edge.event import Series, TelemetryBatch, encode_telemetry, new_event_id
-from edge.link.outbox import TELEMETRY_RANK, Row
+from edge.link.outbox import TELEMETRY_RANK, Outbox, Row
+from edge.timed_wait import wait_set
+
+
+class TelemetrySink(Protocol):
+    """Where a watch puts its readings (``"<sensor>.<quantity>"``)."""
+
+    def add(self, name: str, value: float, at: float | None = None) -> None: ...
+    async def flush(self) -> None: ...
 
 
 class TelemetryBuffer:
@@ -93,3 +107,42 @@ class TelemetryBuffer:
             created=self.clock(),
             payload=encode_telemetry(batch, columns=self.columns),
         )
+
+
+class Telemetry:
+    """The device's telemetry: readings held in a :class:`TelemetryBuffer`, queued in the
+    outbox as one row when the batch is due (:meth:`run`), full, or flushed."""
+
+    def __init__(self, buffer: TelemetryBuffer, outbox: Outbox) -> None:
+        self.buffer = buffer
+        self.outbox = outbox
+        self._due = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self.buffer)
+
+    def add(self, name: str, value: float, at: float | None = None) -> None:
+        """Hold one reading (``"<sensor>.<quantity>"``); sent in the next batch."""
+        if self.buffer.add(name, value, at) or len(self.buffer) == 1:
+            self._due.set()
+
+    async def flush(self) -> None:
+        """Queue what is held now (nothing when empty)."""
+        row = self.buffer.take()
+        if row is not None:
+            await self.outbox.put_rows([row])
+
+    async def run(self) -> None:
+        """Queue each batch when it is due (``batch_s`` after its first reading) or full."""
+        buffer = self.buffer
+        while True:
+            self._due.clear()
+            due = buffer.due_at()
+            if due is None:
+                await self._due.wait()
+                continue
+            full = len(buffer) >= buffer.max_readings
+            if not full and due > time.time():
+                await wait_set(self._due, due - time.time())
+                continue
+            await self.flush()

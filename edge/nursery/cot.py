@@ -2,7 +2,7 @@
 
 Staff today look at every sleeping infant every five minutes and write the
 posture down; face-down sleep (うつぶせ寝) and stopped breathing are the
-dangers.  :class:`CotWatch` does that check and raises the alarms:
+dangers.  :class:`CotRule` does that check and raises the alarms:
 
 * ``posture_check`` every ``check_interval_s`` while the cot is occupied,
   recording the posture (``unknown`` when the model cannot tell: the staff are
@@ -17,7 +17,7 @@ dangers.  :class:`CotWatch` does that check and raises the alarms:
   both, with who acknowledged (the room's button, or a staff member's initials).
 
 Pure state with explicit times; the daemon feeds mat readings and button
-presses and drives the buzzer from :attr:`CotWatch.sounding`.
+presses and drives the buzzer from :attr:`CotRule.sounding`.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class _Alarm:
 
 
 @dataclass
-class CotWatch:
+class CotRule:
     cot: str
     check_interval_s: float = 300.0
     prone_alarm_s: float = 30.0

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from drivers.errors import BusError, SensorTimeout
 from edge.config import MatSensorConfig
-from edge.nursery.mat import MatReading, MatSignals
+from edge.devices.factory import open_mat
+from edge.health.anomaly_watch import AnomalyWatch
 from edge.health.sensor import SensorHealth
+from edge.link.telemetry import TelemetrySink
+from edge.nursery.mat import MatReading, MatSignals
 
 if TYPE_CHECKING:
     from drivers.motion_mat import MotionMat
@@ -43,14 +45,14 @@ class MatWatch:
         config: MatSensorConfig,
         *,
         health: SensorHealth,
-        add_reading: Callable[[str, float, float], None],
+        telemetry: TelemetrySink,
         silence_s: float = 3.0,
-        anomaly: Any = None,
+        anomaly: AnomalyWatch | None = None,
     ) -> None:
         self.name = name
         self.config = config
         self.health = health
-        self.add_reading = add_reading
+        self.telemetry = telemetry
         self.silence_s = silence_s
         self.signals: MatSignals | None = None
         self.last: MatReading | None = None
@@ -62,9 +64,7 @@ class MatWatch:
         self.mat: MotionMat | None = None
 
     async def run(self) -> None:
-        from drivers.motion_mat import MotionMat
-
-        mat = self.mat = MotionMat(self.config.port, baudrate=self.config.baudrate)
+        mat = self.mat = open_mat(self.config)
         crc_seen = 0
         zero_since: float | None = None
         try:
@@ -135,4 +135,4 @@ class MatWatch:
             )
         if reading.occupied and t - self._last_load_at >= LOAD_TELEMETRY_S:
             self._last_load_at = t
-            self.add_reading(f"{self.name}.load_kg", round(reading.load_kg, 2), time.time())
+            self.telemetry.add(f"{self.name}.load_kg", round(reading.load_kg, 2), time.time())

@@ -1,5 +1,5 @@
 """The nap room as a daemon task: each cot's mat readings through the posture model and
-:class:`edge.nursery.cot.CotWatch`, the buzzer, the staff's acknowledgements, events and the
+:class:`edge.nursery.cot.CotRule`, the buzzer, the staff's acknowledgements, events and the
 local check sheet.
 
 Acknowledgements record who responded: the room's button (``button``) or a staff
@@ -22,9 +22,17 @@ from pathlib import Path
 from typing import Any
 
 from edge.config import NapRuleConfig
-from edge.nursery.mat_watch import MatWatch
-from edge.nursery.cot import AckWhileUnsafe, AlarmCleared, AlarmRaised, CotWatch, ModelDown, PostureCheck
+from edge.devices.actuators import Actuator
+from edge.nursery.cot import (
+    AckWhileUnsafe,
+    AlarmCleared,
+    AlarmRaised,
+    CotRule,
+    ModelDown,
+    PostureCheck,
+)
 from edge.nursery.log import NapLog
+from edge.nursery.mat_watch import MatWatch
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +51,7 @@ class NapWatch:
         name: str,
         config: NapRuleConfig,
         mats: dict[str, MatWatch],
-        buzzer: Any,
+        buzzer: Actuator,
         *,
         record: Record,
         log_path: Path,
@@ -54,7 +62,7 @@ class NapWatch:
         self.buzzer = buzzer
         self.record = record
         self.cots = {
-            m: CotWatch(
+            m: CotRule(
                 mats[m].config.cot,
                 check_interval_s=config.check_interval_s,
                 prone_alarm_s=config.prone_alarm_s,

@@ -31,6 +31,7 @@ import msgspec
 from msgspec import Meta
 
 from edge.config import Config
+from edge.devices.actuators import test_pattern
 from edge.event import decode
 
 
@@ -94,7 +95,8 @@ class RigSite:
 
     async def apply(self, target: str, action: str, value: Any = None) -> None:
         if target in self.config.actuators and action == "test":
-            task = asyncio.create_task(self.daemon.test_actuator(target))
+            device = self.daemon.actuators[target]
+            task = asyncio.create_task(test_pattern(device, self.config.actuators[target]))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
             return

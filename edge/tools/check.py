@@ -26,12 +26,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import aiomqtt
 from wcwidth import wcwidth
 
-from edge.devices.actuators import build_actuator, test_pattern
 from edge.config import (
     Config,
     MatSensorConfig,
@@ -42,8 +41,23 @@ from edge.config import (
     UltrasonicConfig,
     WaterRuleConfig,
 )
+from edge.devices.actuators import Actuator, test_pattern
+from edge.devices.factory import (
+    PinFactory,
+    build_actuator,
+    build_detector,
+    build_level_sensor,
+    build_trap_switch,
+    make_pin_factory,
+    open_mat,
+)
+from edge.devices.level import I2cBusFactory
 from edge.link.modem import modem_status
 from edge.timed_wait import wait_set
+
+if TYPE_CHECKING:
+    from drivers.pir import PirDetector
+    from drivers.trap_switch import TrapSwitch
 
 
 @dataclass
@@ -170,8 +184,8 @@ class Checker:
         self,
         config: Config,
         *,
-        pin_factory: Any = None,
-        i2c_bus: Callable[[int], Any] | None = None,
+        pin_factory: PinFactory = None,
+        i2c_bus: I2cBusFactory | None = None,
         models_dir: Path | None = None,
     ) -> None:
         """``models_dir``: where ``posture/`` and ``anomaly/`` are (default: the packaged
@@ -183,7 +197,8 @@ class Checker:
         self.pollers: list[Callable[[], Any]] = []
         """Coroutine functions that watch bus and serial sensors until cancelled."""
         self.parts: dict[str, Part] = {}
-        self.devices: dict[str, Any] = {}
+        self.devices: dict[str, PirDetector | TrapSwitch] = {}
+        self.actuators: dict[str, Actuator] = {}
         self.notes: list[str] = []
         """Lines for the installer under the table (e.g. how to get the GPIO backend)."""
         self._readers: list[Callable[[], None]] = []
@@ -219,20 +234,13 @@ class Checker:
             )
 
     def _build(self) -> None:
-        from drivers.pir import PirDetector
-        from drivers.trap_switch import TrapSwitch
-        from edge.daemon import make_pin_factory
-
         if self.pin_factory is None:
             self.pin_factory = make_pin_factory(self.config.gpio.pin_factory)
         for name, s in self.config.sensors.items():
             if isinstance(s, PirSensorConfig):
                 part = self.parts[name] = Part(name, f"GPIO{s.pin}")
                 try:
-                    det = PirDetector(
-                        s.pin, pin_factory=self.pin_factory, pull=s.pull,
-                        active_high=s.active_high, warmup_s=0,
-                    )
+                    det = build_detector(s, self.pin_factory, warmup_s=0)
                 except Exception as exc:
                     part.status, part.detail = "fail", f"cannot open pin: {exc}"
                     continue
@@ -242,10 +250,7 @@ class Checker:
             elif isinstance(s, TrapSensorConfig):
                 part = self.parts[name] = Part(name, f"GPIO{s.pin}")
                 try:
-                    sw = TrapSwitch(
-                        s.pin, pin_factory=self.pin_factory, closed_level=s.closed_level,
-                        pull=s.pull,
-                    )
+                    sw = build_trap_switch(s, self.pin_factory)
                 except Exception as exc:
                     part.status, part.detail = "fail", f"cannot open pin: {exc}"
                     continue
@@ -256,69 +261,56 @@ class Checker:
                 self._readers.append(partial(self._show_door, part, sw))
             elif isinstance(s, PressureProbeConfig):
                 part = self.parts[name] = Part(name, f"i2c-{s.bus} {s.address:#04x}/{s.channel}")
-                self.pollers.append(partial(self._poll_probe, part, s))
+                self.pollers.append(partial(self._poll_level, part, s, ""))
             elif isinstance(s, UltrasonicConfig):
                 part = self.parts[name] = Part(name, s.port.rsplit("/", 1)[-1])
-                self.pollers.append(partial(self._poll_ranger, part, s))
+                self.pollers.append(partial(self._poll_level, part, s, "level "))
             elif isinstance(s, MatSensorConfig):
                 part = self.parts[name] = Part(name, f"cot {s.cot}")
                 self.pollers.append(partial(self._poll_mat, part, s))
         for name, a in self.config.actuators.items():
             part = self.parts[name] = Part(name, f"GPIO{a.pin}", "ok", "off")
             try:
-                self.devices[name] = build_actuator(a, self.pin_factory)
+                self.actuators[name] = build_actuator(a, self.pin_factory)
             except Exception as exc:
                 part.status, part.detail = "fail", f"cannot open pin: {exc}"
 
-    async def _poll_probe(self, part: Part, c: PressureProbeConfig) -> None:
-        from drivers.ads1115 import ADS1115, open_bus
+    async def _poll_level(
+        self, part: Part, c: PressureProbeConfig | UltrasonicConfig, label: str
+    ) -> None:
+        """Read a level sensor as the daemon does (:mod:`edge.devices.level`); show what the
+        sensor said and the level it means."""
         from drivers.errors import DriverError, LoopFault
-        from drivers.pressure_probe import PressureProbe
 
-        probe = None
-        while True:
-            try:
-                if probe is None:
-                    bus = self.i2c_bus(c.bus) if self.i2c_bus else open_bus(c.bus)
-                    probe = PressureProbe(
-                        ADS1115(bus, c.address), c.channel, shunt_ohm=c.shunt_ohm,
-                        range_cm=c.range_cm,
-                    )
-                r = await asyncio.to_thread(probe.read)
-                part.status, part.detail = "ok", ""
-                part.reading = f"{r.current_ma:.2f} mA = {r.depth_cm + c.offset_cm:.1f} cm"
-            except LoopFault as exc:
-                part.status, part.detail = "fail", f"loop {exc.kind.replace('_', ' ')}"
-                part.reading = part.detail
-            except (DriverError, OSError) as exc:
-                part.status, part.detail = "fail", f"no answer: {exc}"
-                part.reading = "no answer"
-            await asyncio.sleep(1.0)
-
-    async def _poll_ranger(self, part: Part, c: UltrasonicConfig) -> None:
-        from drivers.errors import DriverError
-        from drivers.ultrasonic import UltrasonicRanger
-
-        ranger = UltrasonicRanger(c.port, baudrate=c.baudrate)
+        sensor = build_level_sensor(c, i2c_bus=self.i2c_bus, patience_s=2.0, name=part.name)
         try:
             while True:
                 try:
-                    mm = await ranger.read(timeout=2.0)
+                    cm = await sensor.read_cm()
                     part.status, part.detail = "ok", ""
-                    part.reading = f"{mm} mm = level {c.mount_height_cm - mm / 10:.1f} cm"
+                    part.reading = f"{sensor.raw} = {label}{cm:.1f} cm"
+                except LoopFault as exc:
+                    part.status, part.detail = "fail", f"loop {exc.kind.replace('_', ' ')}"
+                    part.reading = part.detail
                 except DriverError as exc:
-                    part.status, part.detail = "fail", str(exc) or type(exc).__name__
-                    part.reading = "no frames"
-                    await asyncio.sleep(0.5)
+                    if isinstance(c, PressureProbeConfig):
+                        part.status, part.detail = "fail", f"no answer: {exc}"
+                        part.reading = "no answer"
+                    else:
+                        part.status, part.detail = "fail", str(exc) or type(exc).__name__
+                        part.reading = "no frames"
+                        await asyncio.sleep(0.5)
+                        continue
+                if isinstance(c, PressureProbeConfig):
+                    await asyncio.sleep(1.0)
         finally:
-            await ranger.aclose()
+            await sensor.aclose()
 
     async def _poll_mat(self, part: Part, c: MatSensorConfig) -> None:
         from drivers.errors import DriverError
-        from drivers.motion_mat import MotionMat
         from edge.nursery.mat import MatSignals
 
-        mat = MotionMat(c.port, baudrate=c.baudrate)
+        mat = open_mat(c)
         signals: MatSignals | None = None
         try:
             while True:
@@ -347,10 +339,10 @@ class Checker:
         part.status = "ok"
         part.detail = f"{what} seen ({part.changes}x)"
 
-    def _show_motion(self, part: Part, detector: Any) -> None:
+    def _show_motion(self, part: Part, detector: PirDetector) -> None:
         self._show(part, "MOTION" if detector.active else "idle")
 
-    def _show_door(self, part: Part, switch: Any) -> None:
+    def _show_door(self, part: Part, switch: TrapSwitch) -> None:
         self._show(part, "door CLOSED" if switch.closed else "door open")
 
     def _show(self, part: Part, reading: str) -> None:
@@ -364,7 +356,7 @@ class Checker:
 
     async def fire(self, name: str) -> None:
         """Run an actuator's test pattern: siren 1 s, strobe 3 s, buzzer 3 beeps."""
-        dev = self.devices.get(name)
+        dev = self.actuators.get(name)
         part = self.parts.get(name)
         if dev is None or part is None:
             raise KeyError(name)
@@ -485,7 +477,7 @@ class Checker:
         self.parts["modem"] = part
 
     def close(self) -> None:
-        for dev in self.devices.values():
+        for dev in [*self.devices.values(), *self.actuators.values()]:
             try:
                 dev.close()
             except Exception:
@@ -498,8 +490,8 @@ async def run_check(
     watch_s: float = 30.0,
     fire: list[str] | None = None,
     require_exercise: bool = False,
-    pin_factory: Any = None,
-    i2c_bus: Callable[[int], Any] | None = None,
+    pin_factory: PinFactory = None,
+    i2c_bus: I2cBusFactory | None = None,
     models_dir: Path | None = None,
     out: TextIO = sys.stdout,
     live: bool | None = None,

@@ -14,7 +14,9 @@ Samples the probe (4-20 mA through an ADS1115, or an ultrasonic ranger) every
   a broken or shorted 4-20 mA loop (NAMUR NE 43) is a ``sensor_fault`` at once
   and never a level; recovery is ``sensor_recovered``.
 
-Blocking I²C transactions run in a thread; the serial ranger is asynchronous.
+Which sensor it is does not matter here: both answer
+:meth:`edge.devices.level.LevelSensor.read_cm` (the probe's blocking I²C
+transactions run in a thread; the serial ranger is asynchronous).
 """
 
 from __future__ import annotations
@@ -26,13 +28,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from drivers.errors import BusError, DriverError, LoopFault, ProtocolError, SensorTimeout
-from edge.config import (
-    PressureProbeConfig,
-    UltrasonicConfig,
-    WaterRuleConfig,
-    water_settings,
-)
+from edge.config import WaterRuleConfig, water_settings
+from edge.devices.level import LevelSensor
+from edge.health.anomaly_watch import AnomalyWatch
 from edge.health.sensor import SensorHealth
+from edge.link.telemetry import TelemetrySink
 from edge.water.rule import (
     ImplausibleReading,
     ObservationStarted,
@@ -56,6 +56,12 @@ def settings_of(rule: WaterRuleConfig) -> WaterRuleSettings:
     return water_settings("water rule", rule)
 
 
+def patience_s(rule: WaterRuleConfig) -> float:
+    """How long a ranger may stay silent before a sample counts as failed: three samples'
+    worth, at least a second."""
+    return max(1.0, 3 * rule.sample_s)
+
+
 def _fault_code(exc: DriverError) -> str:
     if isinstance(exc, LoopFault):
         return exc.kind
@@ -72,20 +78,19 @@ class WaterWatch:
     def __init__(
         self,
         name: str,
-        sensor: PressureProbeConfig | UltrasonicConfig,
+        level: LevelSensor,
         rule_config: WaterRuleConfig,
         *,
         record: Record,
         health: SensorHealth,
-        add_reading: Callable[[str, float, float], None],
-        flush_telemetry: Callable[[], Awaitable[None]],
-        i2c_bus: Callable[[int], Any] | None = None,
-        anomaly: Any = None,
+        telemetry: TelemetrySink,
+        anomaly: AnomalyWatch | None = None,
     ) -> None:
+        """``level``: the probe or ranger (:func:`edge.devices.factory.build_level_sensor`);
+        ``telemetry``: where each reading goes; ``anomaly``: fed every reading."""
         self.name = name
         self.anomaly = anomaly
-        """An :class:`edge.health.anomaly_watch.AnomalyWatch` fed every reading."""
-        self.sensor = sensor
+        self.level = level
         self.rule = WaterRule(settings_of(rule_config))
         self.stages = [
             {"name": s.name, "label": s.label, "level_cm": s.level_cm} for s in rule_config.stages
@@ -93,63 +98,9 @@ class WaterWatch:
         """Every stage, sent with each alert: the e-mail's chart draws all their lines."""
         self.record = record
         self.health = health
-        self.add_reading = add_reading
-        self.flush_telemetry = flush_telemetry
-        self._i2c_bus = i2c_bus
-        self._probe: Any = None
-        self._ranger: Any = None
+        self.telemetry = telemetry
         self.failures_in_row = 0
         self.last_level_cm: float | None = None
-
-    # -- reading one sample --------------------------------------------------------
-
-    def _open_probe(self) -> Any:
-        from drivers.ads1115 import ADS1115, open_bus
-        from drivers.pressure_probe import PressureProbe
-
-        s = self.sensor
-        assert isinstance(s, PressureProbeConfig)
-        bus = self._i2c_bus(s.bus) if self._i2c_bus is not None else open_bus(s.bus)
-        return PressureProbe(
-            ADS1115(bus, s.address), s.channel, shunt_ohm=s.shunt_ohm, range_cm=s.range_cm
-        )
-
-    async def sample(self) -> float:
-        """One level sample in cm; raises DriverError (or OSError opening the bus)."""
-        s = self.sensor
-        if isinstance(s, PressureProbeConfig):
-            if self._probe is None:
-                try:
-                    self._probe = await asyncio.to_thread(self._open_probe)
-                except OSError as exc:
-                    raise BusError(exc.errno or 5, f"cannot open I2C bus {s.bus}: {exc}") from exc
-            reading = await asyncio.to_thread(self._probe.read)
-            return float(reading.depth_cm + s.offset_cm)
-        from drivers.ultrasonic import UltrasonicRanger
-
-        if self._ranger is None:
-            self._ranger = UltrasonicRanger(s.port, baudrate=s.baudrate)
-        ranger = self._ranger
-        # Wait in short slices: the ranger sends ~10 frames/s, so a slice shows
-        # soon whether echoes come from inside its dead zone (the water within
-        # ~25 cm of the sensor: a flood, not a fault) or nothing comes at all.
-        deadline = time.monotonic() + max(1.0, 3 * self.rule.settings.sample_s)
-        while True:
-            too_close = ranger.parser.too_close
-            try:
-                mm = await ranger.read(timeout=min(0.35, max(0.05, deadline - time.monotonic())))
-                break
-            except SensorTimeout:
-                if ranger.parser.too_close > too_close:
-                    top = s.mount_height_cm - ranger.parser.min_valid_mm / 10.0
-                    log.warning(
-                        "water %s: surface in the ranger's dead zone, level >= %.0f cm",
-                        self.name, top,
-                    )
-                    return float(top)
-                if time.monotonic() >= deadline:
-                    raise
-        return float(s.mount_height_cm - mm / 10.0)
 
     # -- the loop --------------------------------------------------------------------
 
@@ -166,19 +117,17 @@ class WaterWatch:
                 elif isinstance(result, WindowRejected):
                     log.warning("water %s: window rejected (%s)", self.name, result.reason)
                 if self.rule.due_proof_of_life(time.monotonic()):
-                    await self.flush_telemetry()
+                    await self.telemetry.flush()
                     self.rule.report_flushed(time.monotonic())
         finally:
-            if self._ranger is not None:
-                await self._ranger.aclose()
-                self._ranger = None  # a restarted run opens the port afresh
+            await self.level.aclose()  # a restarted run opens the bus or port afresh
 
     async def _measure_window(self) -> Reading | WindowRejected | None:
         period = self.rule.settings.sample_s
         while True:
             t = time.monotonic()
             try:
-                value = await self.sample()
+                value = await self.level.read_cm()
             except DriverError as exc:
                 self.failures_in_row += 1
                 result = self.rule.add_failure(time.monotonic())
@@ -201,11 +150,11 @@ class WaterWatch:
             if isinstance(outcome, Report):
                 self.last_level_cm = outcome.reading.level_cm
                 reported = outcome.reading
-                self.add_reading(
+                self.telemetry.add(
                     f"{self.name}.level_cm", round(outcome.reading.level_cm, 1), now_wall
                 )
                 if outcome.urgent or outcome.proof_of_life:
-                    await self.flush_telemetry()
+                    await self.telemetry.flush()
                     self.rule.report_flushed(time.monotonic())
             elif isinstance(outcome, StageAlert):
                 if outcome.cleared:

@@ -139,7 +139,7 @@ async def test_daemon_reports_a_damaged_row_once_and_sends_the_alarm_behind_it(
         async with Daemon(parse(config_text(tmp_path, broker.port))) as daemon:
             await spy.wait(lambda: alarm.id in spy.ids(), 10, "the alarm behind the damaged row")
             await spy.wait(lambda: bool(reports()), 10, "the report of the damaged row")
-            await daemon.heartbeat()  # the uplink reads the outbox again, and again
+            await daemon.heartbeat.beat()  # the uplink reads the outbox again, and again
             await spy.wait(lambda: len(spy.of_kind("heartbeat")) >= 2, 10, "a second heartbeat")
     assert len(reports()) == 1
     assert reports()[0].data["sensor"] == "outbox" and reports()[0].data["rows"] == 1
@@ -168,7 +168,7 @@ async def test_a_fault_that_clears_at_once_is_still_reported_once_with_its_recov
             await spy.wait(lambda: len(spy.of_kind("anomaly")) == 2, 10, "both events")
             for _ in range(20):
                 await daemon.outbox.pending(10)  # reads decide nothing about the disk
-            await daemon.heartbeat()
+            await daemon.heartbeat.beat()
             await spy.wait(lambda: len(spy.of_kind("heartbeat")) >= 2, 10, "a later heartbeat")
     assert [e.data["fault"] for e in storage("sensor_fault")] == ["locked"]
     assert len(storage("sensor_recovered")) == 1

@@ -49,7 +49,7 @@ async def test_trap_closure_bouncing_is_one_alarm_and_reopening_resets(
             await asyncio.to_thread(pin.drive_high)
             await spy.wait(lambda: bool(spy.of_kind("trap_reset")), 10, "the reset")
             assert time.monotonic() - t_closed < 10
-            assert daemon.sensor_health()["trap_a"] == "ok"
+            assert daemon.sensors.states()["trap_a"] == "ok"
     [closed] = spy.of_kind("trap_triggered")
     assert closed.severity == "alarm"
     assert closed.data["sensor"] == "trap_a" and closed.data["reminder"] is False

@@ -237,7 +237,7 @@ async def test_heartbeat_tells_the_cloud_how_the_device_is(
         async with Daemon(parse(config_text(tmp_path, link.port))) as daemon:
             await spy.wait(lambda: bool(spy.of_kind("heartbeat")), 10, "a heartbeat")
             await asyncio.to_thread(daemon.pin_factory.pin(17).drive_high)
-            await daemon.heartbeat()
+            await daemon.heartbeat.beat()
             await spy.wait(lambda: len(spy.of_kind("heartbeat")) == 2, 10, "a second heartbeat")
     hb = spy.of_kind("heartbeat")[-1].data
     assert hb["interval_s"] == 10800  # "armed and alive" every 3 hours by default
@@ -294,10 +294,10 @@ async def test_telemetry_is_batched_into_one_compact_message(
         async with Daemon(parse(text)) as daemon:
             t0 = time.time()
             for i in range(10):
-                daemon.add_reading("level_east.level_cm", 12.0 + i / 10, at=t0 + 60 * i)
+                daemon.telemetry.add("level_east.level_cm", 12.0 + i / 10, at=t0 + 60 * i)
             await spy.wait(lambda: len(spy.telemetry) == 1, 10, "the full batch")
-            daemon.add_reading("level_east.level_cm", 99.0, at=t0 + 600)
-            await daemon.flush_telemetry()
+            daemon.telemetry.add("level_east.level_cm", 99.0, at=t0 + 600)
+            await daemon.telemetry.flush()
             await spy.wait(lambda: len(spy.telemetry) == 2, 10, "the flushed batch")
     first = spy.telemetry[0]
     series = first.series["level_east.level_cm"]
@@ -430,8 +430,8 @@ async def test_readings_held_leave_with_the_heartbeat_as_packed_columns(
             await spy.wait(lambda: bool(spy.of_kind("heartbeat")), 10, "the first heartbeat")
             t0 = time.time()
             for i in range(18):
-                daemon.add_reading("level_east.level_cm", round(40.0 + i / 10, 1), at=t0 + 600 * i)
-            await daemon.heartbeat()
+                daemon.telemetry.add("level_east.level_cm", round(40.0 + i / 10, 1), at=t0 + 600 * i)
+            await daemon.heartbeat.beat()
             await spy.wait(lambda: len(spy.telemetry) == 1, 10, "the batch with the heartbeat")
             assert len(spy.of_kind("heartbeat")) == 2
     raw = [p for topic, p in spy.raw if topic.endswith("/telemetry")]

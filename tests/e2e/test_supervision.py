@@ -109,8 +109,8 @@ async def test_a_water_task_that_dies_is_reported_retried_and_recovers(
             assert "i2c adapter in an unexpected state" in fault.data["message"]
 
             # the heartbeat says so, and only of probe_a
-            assert daemon.sensor_health()["probe_a"] == "fault"
-            await daemon.heartbeat()
+            assert daemon.sensors.states()["probe_a"] == "fault"
+            await daemon.heartbeat.beat()
             await spy.wait(
                 lambda: any(s.get("probe_a") == "fault" for s in _heartbeat_sensors(spy)),
                 10, "a heartbeat showing probe_a's fault",
@@ -132,7 +132,7 @@ async def test_a_water_task_that_dies_is_reported_retried_and_recovers(
             # the failed task is started again, and again (backing off) while it fails
             await until(lambda: daemon.supervisor.tasks[supervised].restarts >= 2, 20,
                         "two restarts")  # fmt: skip
-            assert daemon.sensor_health()["probe_a"] == "fault"
+            assert daemon.sensors.states()["probe_a"] == "fault"
 
             # the adapter behaves again: the task runs, and after a while has recovered
             adc_a.glitch = None
@@ -142,8 +142,8 @@ async def test_a_water_task_that_dies_is_reported_retried_and_recovers(
             await until(lambda: daemon.water["probe_a"].last_level_cm is not None, 10,
                         "a level from probe_a")  # fmt: skip
             assert daemon.water["probe_a"].last_level_cm == pytest.approx(100.0, abs=1.0)
-            assert daemon.sensor_health()["probe_a"] == "ok"
-            await daemon.heartbeat()
+            assert daemon.sensors.states()["probe_a"] == "ok"
+            await daemon.heartbeat.beat()
             await spy.wait(lambda: _heartbeat_sensors(spy)[-1].get("probe_a") == "ok", 10,
                            "a heartbeat showing probe_a ok")  # fmt: skip
 
@@ -194,8 +194,8 @@ anomaly_models = false
         async with spy_on(broker.host, broker.port, f"satoyama/v1/{DEVICE}/events") as spy:
             async with daemon:
                 await spy.wait(lambda: bool(spy.of_kind("sensor_fault")), 20, "the fault")
-                assert daemon.sensor_health()["ranger"] == "fault"
-                await daemon.heartbeat()
+                assert daemon.sensors.states()["ranger"] == "fault"
+                await daemon.heartbeat.beat()
                 await spy.wait(
                     lambda: any(s.get("ranger") == "fault" for s in _heartbeat_sensors(spy)),
                     10, "a heartbeat showing the ranger's fault",

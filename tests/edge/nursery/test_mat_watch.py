@@ -6,14 +6,36 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
 from edge.config import MatSensorConfig
-from edge.nursery.mat_watch import MatWatch
 from edge.health.sensor import SensorHealth
+from edge.link.outbox import Outbox
+from edge.link.telemetry import Telemetry, TelemetryBuffer
+from edge.nursery.mat_watch import MatWatch
 from edge.sim.mat_emulator import MatModel
 from tests.support.waiting import until
 
 
-async def test_a_mat_reading_zero_everywhere_is_a_fault_not_an_empty_cot() -> None:
+@pytest.fixture
+def telemetry(tmp_path: Path) -> Iterator[Telemetry]:
+    """The daemon's telemetry sink, on a real outbox."""
+    outbox = Outbox(tmp_path / "outbox.sqlite3")
+    outbox.open()
+    buffer = TelemetryBuffer(
+        device="dev", site="site", boot="boot", batch_s=60, max_readings=100,
+        clock_synced=lambda: True,
+    )  # fmt: skip
+    yield Telemetry(buffer, outbox)
+    outbox.close()
+
+
+async def test_a_mat_reading_zero_everywhere_is_a_fault_not_an_empty_cot(
+    telemetry: Telemetry,
+) -> None:
     events: list[tuple[str, dict[str, Any]]] = []
 
     async def record(kind: str, severity: str, data: dict[str, Any]) -> None:
@@ -25,7 +47,7 @@ async def test_a_mat_reading_zero_everywhere_is_a_fault_not_an_empty_cot() -> No
             "mat_1",
             MatSensorConfig(port=mat.port, cot="ひよこ-1"),
             health=SensorHealth("mat_1", record),
-            add_reading=lambda *_: None,
+            telemetry=telemetry,
         )
         task = asyncio.create_task(watch.run())
         try:
@@ -48,7 +70,7 @@ async def test_a_mat_reading_zero_everywhere_is_a_fault_not_an_empty_cot() -> No
             await asyncio.gather(task, return_exceptions=True)
 
 
-async def test_a_silent_mat_says_check_by_hand() -> None:
+async def test_a_silent_mat_says_check_by_hand(telemetry: Telemetry) -> None:
     events: list[tuple[str, dict[str, Any]]] = []
 
     async def record(kind: str, severity: str, data: dict[str, Any]) -> None:
@@ -59,7 +81,7 @@ async def test_a_silent_mat_says_check_by_hand() -> None:
             "mat_1",
             MatSensorConfig(port=mat.port, cot="A-1"),
             health=SensorHealth("mat_1", record),
-            add_reading=lambda *_: None,
+            telemetry=telemetry,
             silence_s=1.0,
         )
         task = asyncio.create_task(watch.run())

@@ -3,7 +3,7 @@ acknowledged."""
 
 from __future__ import annotations
 
-from edge.nursery.cot import AckWhileUnsafe, AlarmCleared, AlarmRaised, CotWatch, ModelDown, PostureCheck
+from edge.nursery.cot import AckWhileUnsafe, AlarmCleared, AlarmRaised, CotRule, ModelDown, PostureCheck
 
 
 def kinds(out: list[object]) -> list[str]:
@@ -19,7 +19,7 @@ def kinds(out: list[object]) -> list[str]:
 
 
 def feed(  # type: ignore[no-untyped-def]
-    w: CotWatch, t: float, posture: str = "supine", still: float = 0.0, occupied: bool = True
+    w: CotRule, t: float, posture: str = "supine", still: float = 0.0, occupied: bool = True
 ):
     return w.update(
         t, occupied=occupied, seconds_since_motion=still, posture=posture, probability=0.99
@@ -27,7 +27,7 @@ def feed(  # type: ignore[no-untyped-def]
 
 
 def test_posture_checked_when_laid_down_then_every_five_minutes() -> None:
-    w = CotWatch("A-1")
+    w = CotRule("A-1")
     assert feed(w, 0, occupied=False, posture="empty") == []
     [first] = feed(w, 10)
     assert isinstance(first, PostureCheck) and first.posture == "supine"
@@ -39,7 +39,7 @@ def test_posture_checked_when_laid_down_then_every_five_minutes() -> None:
 
 
 def test_prone_for_the_configured_time_alarms_once_and_latches() -> None:
-    w = CotWatch("A-1", prone_alarm_s=30)
+    w = CotRule("A-1", prone_alarm_s=30)
     feed(w, 0)
     assert feed(w, 10, posture="prone") == []
     assert feed(w, 39, posture="prone") == []
@@ -56,7 +56,7 @@ def test_prone_for_the_configured_time_alarms_once_and_latches() -> None:
 
 
 def test_turned_over_but_not_acknowledged_keeps_sounding() -> None:
-    w = CotWatch("A-1", prone_alarm_s=30)
+    w = CotRule("A-1", prone_alarm_s=30)
     feed(w, 0, posture="prone")
     feed(w, 30, posture="prone")
     assert feed(w, 35, posture="supine") == []  # safe now, but nobody came
@@ -66,7 +66,7 @@ def test_turned_over_but_not_acknowledged_keeps_sounding() -> None:
 
 
 def test_brief_prone_moments_do_not_alarm() -> None:
-    w = CotWatch("A-1", prone_alarm_s=30)
+    w = CotRule("A-1", prone_alarm_s=30)
     feed(w, 0)
     for t in range(0, 300, 20):  # prone 10 s, then on the side, repeatedly
         assert "prone_alarm" not in kinds(feed(w, t, posture="prone"))
@@ -75,7 +75,7 @@ def test_brief_prone_moments_do_not_alarm() -> None:
 
 
 def test_no_motion_for_twenty_seconds_is_apnea() -> None:
-    w = CotWatch("A-1", apnea_alarm_s=20)
+    w = CotRule("A-1", apnea_alarm_s=20)
     feed(w, 0)
     assert feed(w, 19, still=19) == []
     assert kinds(feed(w, 20, still=20)) == ["apnea_alarm"]
@@ -84,12 +84,12 @@ def test_no_motion_for_twenty_seconds_is_apnea() -> None:
 
 
 def test_an_empty_cot_never_alarms_for_apnea() -> None:
-    w = CotWatch("A-1", apnea_alarm_s=20)
+    w = CotRule("A-1", apnea_alarm_s=20)
     assert feed(w, 100, still=500, occupied=False, posture="empty") == []
 
 
 def test_model_down_is_told_once_and_checks_say_unknown() -> None:
-    w = CotWatch("A-1")
+    w = CotRule("A-1")
     out = w.update(0, occupied=True, seconds_since_motion=0, posture=None,
                    model_error="posture model missing")
     assert isinstance(out[0], ModelDown) and out[0].reason == "posture model missing"
@@ -102,7 +102,7 @@ def test_model_down_is_told_once_and_checks_say_unknown() -> None:
 
 
 def test_ack_while_unsafe_is_reported_per_alarm() -> None:
-    w = CotWatch("A-1", prone_alarm_s=1, apnea_alarm_s=1)
+    w = CotRule("A-1", prone_alarm_s=1, apnea_alarm_s=1)
     feed(w, 0, posture="prone")
     feed(w, 2, posture="prone", still=2)
     assert sorted(w.active_alarms) == ["apnea_alarm", "prone_alarm"]
@@ -112,7 +112,7 @@ def test_ack_while_unsafe_is_reported_per_alarm() -> None:
 
 
 def test_who_acknowledged_first_is_kept_until_the_alarm_clears() -> None:
-    w = CotWatch("A-1", prone_alarm_s=30)
+    w = CotRule("A-1", prone_alarm_s=30)
     feed(w, 0, posture="prone")
     feed(w, 30, posture="prone")
     assert kinds(w.acknowledge(35, by="YT")) == ["AckWhileUnsafe"]  # still face down
@@ -124,7 +124,7 @@ def test_who_acknowledged_first_is_kept_until_the_alarm_clears() -> None:
 
 
 def test_an_acknowledgement_before_an_alarm_does_not_pre_silence_it() -> None:
-    w = CotWatch("A-1", prone_alarm_s=30)
+    w = CotRule("A-1", prone_alarm_s=30)
     feed(w, 0)
     assert w.acknowledge(5, by="YT") == []
     feed(w, 10, posture="prone")
@@ -135,7 +135,7 @@ def test_an_acknowledgement_before_an_alarm_does_not_pre_silence_it() -> None:
 
 def test_checks_after_the_first_fall_on_the_sheets_five_minute_grid() -> None:
     # The wall clock reads 12:32:30 at t=0 (phase 150 s into a five-minute step).
-    w = CotWatch("A-1", grid_phase_s=150.0)
+    w = CotRule("A-1", grid_phase_s=150.0)
     [first] = feed(w, 0)  # laid down: checked at once (12:32:30)
     assert isinstance(first, PostureCheck)
     assert feed(w, 149.9) == []

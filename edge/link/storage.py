@@ -1,0 +1,81 @@
+"""The outbox's storage, watched: each of its notices reported once, a failing disk retried.
+
+The outbox queues its notices (a fault, its recovery, quarantined rows, a
+salvaged file, a set-aside ``-wal``, evictions, rows lost from memory), so none
+is missed however briefly the trouble lasted.  :func:`notice_event` is the pure
+part (which event a notice becomes); :class:`StorageWatch` is the task.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from edge.event import Severity
+from edge.link.outbox import Notice, Outbox
+from edge.timed_wait import wait_set
+
+log = logging.getLogger(__name__)
+
+_FAULTS = {
+    "memory_full": "memory_full",
+    "corrupt": "corrupt",
+    "quarantined": "quarantined",
+    "empty_file": "empty_file",
+    "evicting": "full",
+}
+
+
+def notice_event(notice: Notice) -> tuple[str, Severity, dict[str, Any]]:
+    """(kind, severity, data) of the event that reports ``notice``."""
+    if notice.kind == "recovered":
+        return "sensor_recovered", "info", {
+            "sensor": "storage",
+            "down_s": notice.data.get("down_s"),
+            "lost_in_memory": notice.data.get("lost_in_memory", {}),
+        }
+    sensor = "storage" if notice.kind in ("fault", "memory_full") else "outbox"
+    if notice.kind == "fault":
+        fault = notice.code
+    elif notice.kind == "wal":
+        fault = f"wal_{notice.code}"
+    else:
+        fault = _FAULTS.get(notice.kind, notice.kind)
+    data: dict[str, Any] = {**notice.data, "sensor": sensor, "fault": fault}
+    data["message"] = notice.message
+    return "sensor_fault", "warning", data
+
+
+class StorageWatch:
+    def __init__(
+        self,
+        outbox: Outbox,
+        *,
+        record: Callable[[str, Severity, dict[str, Any]], Awaitable[Any]],
+        retry_s: float,
+    ) -> None:
+        """``retry_s``: how often a failing disk is tried again (``[health] storage_retry_s``)."""
+        self.outbox = outbox
+        self._record = record
+        self.retry_s = retry_s
+
+    async def run(self) -> None:
+        """Report each notice once; retry a failing disk until it works."""
+        outbox = self.outbox
+        while True:
+            outbox.notice_ready.clear()
+            for notice in outbox.take_notices():
+                await self._record(*notice_event(notice))
+            if outbox.fault is None:
+                await outbox.notice_ready.wait()
+                continue
+            if await outbox.retry():
+                continue  # its recovery notice is waiting
+            await wait_set(outbox.notice_ready, self.retry_s)
+
+    async def check(self) -> None:
+        """The outbox's full integrity check (run after start: READY is not held up by it)."""
+        result = await self.outbox.check_integrity()
+        if result != "ok":
+            log.warning("outbox integrity check: %s", result)
