@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import ssl
 import time
 from collections.abc import Callable, Sequence
@@ -45,6 +44,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from edge import __version__
 from edge.link.ack_tracker import AckTracker
 from edge.config import Config, TlsConfig
+from edge.backoff import Backoff
 from edge.errors import EdgeError
 from edge.files import loose_mode, write_atomic
 from edge.event import (
@@ -105,24 +105,6 @@ def tls_context(tls: TlsConfig) -> ssl.SSLContext:
     return ctx
 
 
-class Backoff:
-    """Exponential backoff with full jitter: ``uniform(0, min(cap, base * 2**n))``."""
-
-    def __init__(self, base: float, cap: float, rng: random.Random | None = None) -> None:
-        self.base = base
-        self.cap = cap
-        self.attempt = 0
-        self._rng = rng or random.Random()
-
-    def next_delay(self) -> float:
-        ceiling = min(self.cap, self.base * (2**self.attempt))
-        self.attempt = min(self.attempt + 1, 32)
-        return self._rng.uniform(0, ceiling)
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-
 class Uplink:
     def __init__(
         self,
@@ -163,7 +145,7 @@ class Uplink:
         """Set (for the drain) when the tracker has room again or rows were released."""
         self._kick = asyncio.Event()
         """Set (for the resend timer) when the earliest deadline may have changed."""
-        self.backoff = Backoff(up.reconnect_min_s, up.reconnect_max_s)
+        self.backoff = Backoff(up.reconnect_min_s, up.reconnect_max_s, jitter="full")
         self._tls = tls_context(up.tls) if up.tls is not None else None
         self.connected = asyncio.Event()
         self.published = 0
