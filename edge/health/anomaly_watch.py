@@ -216,8 +216,10 @@ class AnomalyWatch:
 
         Values that come while the model is still loading are held (the last
         :data:`EARLY_VALUES`) and scored once it is: the first reading after a
-        restart is the one that completes a kept window.  Never waits: the
-        callers are the water and mat loops.
+        restart is the one that completes a kept window.  It does wait: for
+        the kept window's write and the model's scoring (each in a worker
+        thread, so the event loop never blocks) and for recording an anomaly.
+        The callers, the water and mat loops, await it between readings.
         """
         if not self._started:
             self._early.append((value, t))

@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import enum
 import functools
 import logging
 import queue
@@ -260,11 +259,6 @@ class OutboxStats:
     evicted: dict[str, int] = field(default_factory=dict)
     buffered_in_memory: int = 0
     quarantined: int = 0
-
-
-class Health(enum.Enum):
-    OK = "ok"
-    DEGRADED = "degraded"
 
 
 # -- jobs for the writer thread ------------------------------------------------
@@ -1027,10 +1021,6 @@ class Outbox:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-
-    @property
-    def health(self) -> Health:
-        return Health.OK if self.fault is None else Health.DEGRADED
 
     # -- the writer thread ---------------------------------------------------
 

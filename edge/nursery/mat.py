@@ -6,11 +6,12 @@ plus a few dozen operations, well inside 10 frames/s on a Pi Zero 2 W.
 The pieces, each usable alone:
 
 - :class:`MatCalibration`: the empty mat, per cell (mattress weight, sensor
-  offset, noise), measured with the cot empty (the installer's ``edge check``
-  step, kept with :meth:`~MatCalibration.to_dict`) or learnt by
-  :class:`MatSignals` itself the first time it sees the cot empty (until then
-  a rough, flat stop-gap that works with a child already in the cot), and
-  slowly re-learned while the cot stays empty.
+  offset, noise), learnt by :class:`MatSignals` itself the first time it sees
+  the cot empty (until then a rough, flat stop-gap that works with a child
+  already in the cot) and slowly re-learned while the cot stays empty; or
+  built from frames of an empty cot with :meth:`MatCalibration.from_empty`
+  and passed in (the tests do).  It is not kept across
+  restarts: a restarted daemon learns it again.
   :meth:`MatCalibration.measure` turns a frame into a :class:`FrameLoad`.
 - :class:`Occupancy`: occupied or empty, with hysteresis in load and time.
 - :class:`MotionTracker`: a per-frame body-motion value from the centre of
@@ -21,9 +22,9 @@ The pieces, each usable alone:
 Thresholds and why
 ------------------
 
-Load and occupancy (``COUNTS_PER_KG`` is the default scale, that of the
-emulated mat; a real mat is calibrated with a known weight, e.g. a 5 kg bag of
-rice, via :meth:`MatCalibration.with_scale`):
+Load and occupancy (``COUNTS_PER_KG`` is the scale, that of the emulated mat;
+no configuration key or ``edge check`` step sets another one yet, so a real mat
+must read the same counts per kilogram, or be given ``counts_per_kg``):
 
 - ``total load`` = sum over live cells of (reading - empty level), *not*
   clamped at zero: clamping would turn each empty cell's noise into a positive
@@ -283,42 +284,6 @@ class MatCalibration:
             noise = max(_median(diffs) / (0.6745 * math.sqrt(2.0)), MIN_CELL_NOISE)
         n = rows * cols
         return cls(rows, cols, [level] * n, [noise] * n, **scale)
-
-    def with_scale(self, counts_per_kg: float) -> MatCalibration:
-        """The same empty mat with another counts-per-kg scale."""
-        return MatCalibration(
-            self.rows,
-            self.cols,
-            self.level,
-            self.noise,
-            dead=self.dead,
-            counts_per_kg=counts_per_kg,
-            cell_cm=self.cell_cm,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-able form, to keep the calibration on the device between restarts."""
-        return {
-            "rows": self.rows,
-            "cols": self.cols,
-            "level": [round(v, 2) for v in self.level],
-            "noise": [round(v, 3) for v in self.noise],
-            "dead": sorted(self.dead),
-            "counts_per_kg": self.counts_per_kg,
-            "cell_cm": self.cell_cm,
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> MatCalibration:
-        return cls(
-            int(d["rows"]),
-            int(d["cols"]),
-            d["level"],
-            d["noise"],
-            dead=d.get("dead", ()),
-            counts_per_kg=float(d.get("counts_per_kg", COUNTS_PER_KG)),
-            cell_cm=float(d.get("cell_cm", CELL_CM)),
-        )
 
     def _refresh_thresholds(self) -> None:
         self._threshold = [

@@ -59,10 +59,6 @@ def test_calibration_finds_dead_cells_and_removes_the_empty_mat() -> None:
         load = cal.measure(frame(sc, t))
         assert abs(load.kg) < 0.1  # the mattress (1.2 kg) and offsets are the baseline
         assert load.cop_x_cm is None or load.active_cells < 5
-    again = MatCalibration.from_dict(cal.to_dict())
-    assert again.measure(frame(sc, 1.0)).kg == pytest.approx(
-        cal.measure(frame(sc, 1.0)).kg, abs=0.01
-    )
 
 
 @pytest.mark.parametrize("age", [0, 4, 9, 16, 24])
