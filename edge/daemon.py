@@ -39,7 +39,7 @@ from edge.devices.factory import (
     make_pin_factory,
 )
 from edge.devices.level import I2cBusFactory
-from edge.event import Severity
+from edge.event import Event, Severity
 from edge.health.anomaly_watch import AnomalyWatch, cadence_warnings
 from edge.health.heartbeat import Heartbeat, SensorBoard
 from edge.health.supervisor import Supervisor, TaskFactory
@@ -57,6 +57,8 @@ from edge.water.watch import WaterWatch, patience_s
 from edge.wildlife.watch import Wildlife
 
 if TYPE_CHECKING:
+    from gpiozero import Button
+
     from drivers.pir import PirDetector
 
 log = logging.getLogger(__name__)
@@ -102,7 +104,7 @@ class Daemon:
         self.water: dict[str, WaterWatch] = {}
         self.mats: dict[str, MatWatch] = {}
         self.naps: dict[str, NapWatch] = {}
-        self._buttons: list[Any] = []
+        self._buttons: list[Button] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self.supervisor = Supervisor(self._record)
         """Starts a failed long-running task again, reports it, marks its sensor "fault"."""
@@ -302,7 +304,7 @@ class Daemon:
 
     async def _record(
         self, kind: str, severity: str, data: dict[str, Any], *, at: float | None = None
-    ) -> Any:
+    ) -> Event:
         """Record an event with the place's own name (``device.description``) for the e-mail."""
         assert self.recorder is not None
         place = " ".join(self.config.device.description.split())[:80]

@@ -29,7 +29,7 @@ from edge.link.telemetry import TelemetrySink
 from edge.nursery.mat import MatReading, MatSignals
 
 if TYPE_CHECKING:
-    from drivers.motion_mat import MotionMat
+    from drivers.motion_mat import MatFrame, MotionMat
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class MatWatch:
         self.silence_s = silence_s
         self.signals: MatSignals | None = None
         self.last: MatReading | None = None
-        self.last_frame: object | None = None
+        self.last_frame: MatFrame | None = None
         """The latest good frame (for the posture model)."""
         self._last_load_at = float("-inf")
         self.anomaly = anomaly
@@ -117,7 +117,7 @@ class MatWatch:
             code, f"mat of cot {cot}: {what}; check cot {cot} by hand (手で確認してください)"
         )
 
-    def _update(self, frame: object) -> None:
+    def _update(self, frame: MatFrame) -> None:
         t = time.monotonic()
         if self.signals is None:
             # Self-calibrating: a rough baseline at once, the per-cell empty mat
@@ -125,7 +125,7 @@ class MatWatch:
             self.signals = MatSignals()
         self.last_frame = frame
         was = self.last.occupied if self.last else False
-        reading = self.last = self.signals.update(frame, t)  # type: ignore[arg-type]
+        reading = self.last = self.signals.update(frame, t)
         if reading.occupied != was:
             log.info(
                 "cot %s: %s (%.1f kg)",

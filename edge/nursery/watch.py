@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge.config import NapRuleConfig
 from edge.devices.actuators import Actuator
@@ -33,6 +33,9 @@ from edge.nursery.cot import (
 )
 from edge.nursery.log import NapLog
 from edge.nursery.mat_watch import MatWatch
+
+if TYPE_CHECKING:
+    from edge.inference.runtime import PostureModel
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +73,7 @@ class NapWatch:
             )
             for m in config.mats
         }
-        self.model: Any = None
+        self.model: PostureModel | None = None
         self.model_error: str | None = None
         self.log = NapLog(log_path)
         """The sheet's record (:func:`edge.nursery.log.nap_log_path`: the state directory)."""

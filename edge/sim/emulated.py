@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiomqtt
 import msgspec
@@ -33,11 +33,14 @@ from edge.config import (
     UltrasonicConfig,
     parse,
 )
-from edge.errors import EdgeError
 from edge.devices.actuators import test_pattern
+from edge.errors import EdgeError
 from edge.event import decode
 from edge.sim.actions import EmulationError, check_action
 from edge.sim.broker import Mosquitto
+
+if TYPE_CHECKING:
+    from edge.daemon import Daemon
 
 
 class SiteSetupError(EdgeError, RuntimeError):
@@ -70,7 +73,7 @@ class EmulatedSite:
         workdir.mkdir(parents=True, exist_ok=True)
         self.base = parse(config_text, "site profile")
         self.broker = Mosquitto(workdir=workdir / "broker")
-        self.daemon: Any = None
+        self.daemon: Daemon | None = None
         self.emulators: dict[str, Any] = {}
         self._events: list[dict[str, Any]] = []
         self._spy_task: asyncio.Task[None] | None = None
@@ -235,8 +238,13 @@ class EmulatedSite:
     def events(self) -> list[dict[str, Any]]:
         return list(self._events)
 
+    def _started(self) -> Daemon:
+        if self.daemon is None:
+            raise RuntimeError("the site's daemon is not running")
+        return self.daemon
+
     def actuator_states(self) -> dict[str, bool]:
-        return {name: bool(a.is_on) for name, a in self.daemon.actuators.items()}
+        return {name: bool(a.is_on) for name, a in self._started().actuators.items()}
 
     # -- stimuli ----------------------------------------------------------------------
 
@@ -258,17 +266,17 @@ class EmulatedSite:
             raise EmulationError(f"{target}: {exc}") from None
         rule = cfg.rules.get(target)
         if isinstance(rule, NapRuleConfig):
-            pin = self.daemon.pin_factory.pin(rule.ack_pin)  # a button to ground, pulled up
+            pin = self._started().pin_factory.pin(rule.ack_pin)  # a button to ground, pulled up
             await asyncio.to_thread(pin.drive_low)
             await asyncio.to_thread(pin.drive_high)
             return
         if target in cfg.actuators:
-            device = self.daemon.actuators[target]
+            device = self._started().actuators[target]
             self._background_task(test_pattern(device, cfg.actuators[target]))
             return
         sensor = cfg.sensors[target]
         if isinstance(sensor, PirSensorConfig):
-            pin = self.daemon.pin_factory.pin(sensor.pin)
+            pin = self._started().pin_factory.pin(sensor.pin)
             if action == "motion":
                 on, off = (
                     (pin.drive_high, pin.drive_low) if sensor.active_high
@@ -284,7 +292,7 @@ class EmulatedSite:
                 return
             raise EmulationError(f"{target}: a pir detector knows the action 'motion'")
         if isinstance(sensor, TrapSensorConfig):
-            pin = self.daemon.pin_factory.pin(sensor.pin)
+            pin = self._started().pin_factory.pin(sensor.pin)
             closed_high = sensor.closed_level == "high"
             close = pin.drive_high if closed_high else pin.drive_low
             open_ = pin.drive_low if closed_high else pin.drive_high

@@ -25,7 +25,7 @@ import contextlib
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 from msgspec import Meta
@@ -33,6 +33,9 @@ from msgspec import Meta
 from edge.config import Config
 from edge.devices.actuators import test_pattern
 from edge.event import decode
+
+if TYPE_CHECKING:
+    from edge.daemon import Daemon
 
 
 class RigLine(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -53,7 +56,7 @@ class RigSite:
         self.rig = rig
         self.pin_factory = pin_factory
         self.prompt = prompt
-        self.daemon: Any = None
+        self.daemon: Daemon | None = None
         self.lines: dict[str, Any] = {}
         self._events: list[dict[str, Any]] = []
         self._background: set[asyncio.Task[Any]] = set()
@@ -66,13 +69,14 @@ class RigSite:
         from edge.daemon import Daemon
 
         try:
-            self.daemon = Daemon(self.config, pin_factory=self.pin_factory)
-            await self.daemon.start()
-            self.daemon.uplink.on_published = self._published
+            daemon = self.daemon = Daemon(self.config, pin_factory=self.pin_factory)
+            await daemon.start()
+            assert daemon.uplink is not None  # started
+            daemon.uplink.on_published = self._published
             for name, line in self.rig.items():
                 self.lines[name] = DigitalOutputDevice(
                     line.pin, active_high=line.active_high, initial_value=False,
-                    pin_factory=self.daemon.pin_factory,
+                    pin_factory=daemon.pin_factory,
                 )
         except BaseException:
             await self.close()
@@ -90,12 +94,17 @@ class RigSite:
     def events(self) -> list[dict[str, Any]]:
         return list(self._events)
 
+    def _started(self) -> Daemon:
+        if self.daemon is None:
+            raise RuntimeError("the site's daemon is not running")
+        return self.daemon
+
     def actuator_states(self) -> dict[str, bool]:
-        return {name: bool(a.is_on) for name, a in self.daemon.actuators.items()}
+        return {name: bool(a.is_on) for name, a in self._started().actuators.items()}
 
     async def apply(self, target: str, action: str, value: Any = None) -> None:
         if target in self.config.actuators and action == "test":
-            device = self.daemon.actuators[target]
+            device = self._started().actuators[target]
             task = asyncio.create_task(test_pattern(device, self.config.actuators[target]))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
