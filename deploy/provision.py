@@ -46,7 +46,7 @@ from deploy.fatboot import BootFolder, BootImage, BootPartition
 from deploy.keys import check_private_file, encode_public, load_verify_keys
 from deploy.pki import CLAIM_DAYS, Claim, issue_claim, load_ca
 from deploy.progress import Progress
-from edge.config import Config, ConfigError, location_warnings, parse
+from edge.config import Config, ConfigError, explain_validation, location_warnings, parse
 
 FIRSTRUN_PATH = "/boot/firmware/firstrun.sh"
 CMDLINE_HOOK = (
@@ -161,10 +161,11 @@ def _file_path(base: Path, value: str, key: str, where: Path) -> Path:
 def load_fleet(path: Path) -> Fleet:
     text = _read_text(path, "fleet file")
     try:
-        raw = tomllib.loads(text)
-        f = msgspec.convert(raw, FleetFile)
-    except (tomllib.TOMLDecodeError, msgspec.ValidationError) as exc:
-        raise InputFileError(f"{path}: {exc}") from None
+        f = msgspec.convert(tomllib.loads(text), FleetFile)
+    except tomllib.TOMLDecodeError as exc:
+        raise InputFileError(f"{path}: not valid TOML: {exc}") from None
+    except msgspec.ValidationError as exc:
+        raise InputFileError(f"{path}: {explain_validation(exc)}") from None
     if f.ca.key is not None:
         raise ProvisionError(
             f"{path}: ca.key: the provisioning machine no longer holds the fleet CA key "

@@ -143,7 +143,8 @@ class UplinkConfig(msgspec.Struct, **_struct):
     """``cloud_ack``: a row leaves the outbox when the cloud says on ``PREFIX/DEVICE/ack``
     that it stored it; ``puback``: when the broker acknowledges it (older notifiers)."""
     ack_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 60.0
-    """A row the cloud has not acknowledged in this time is sent again (see edge/link/ack_tracker.py)."""
+    """A row the cloud has not acknowledged in this time is sent again
+    (see edge/link/ack_tracker.py)."""
     ack_probe_max_s: Annotated[float, Meta(gt=0, le=86400)] = 900.0
     """While the cloud is silent, the longest wait between two probes."""
     unacked_max: Annotated[int, Meta(ge=1, le=100_000)] = 256
@@ -384,8 +385,15 @@ def _join(*parts: str) -> str:
     return ".".join(p for p in parts if p)
 
 
-def _explain(exc: msgspec.ValidationError, prefix: str = "") -> str:
-    """Rewrite msgspec's message as ``key.path: what was expected``."""
+def explain_validation(exc: msgspec.ValidationError, prefix: str = "") -> str:
+    """Rewrite msgspec's message as ``key.path: what was expected``.
+
+    The one rewriting for every TOML file the device side decodes with msgspec
+    (this configuration, the bench's scenarios, the installer's fleet file):
+    ``Expected `int`, got `str` - at `$.uplink.port``` becomes
+    ``uplink.port: expected `int`, got `str```; a missing or unknown key is
+    named with its section.  ``prefix`` is the table the value came from.
+    """
     text = str(exc)
     m = _PATH_RE.match(text)
     msg, path = (m["msg"], m["path"]) if m else (text, "$")
@@ -396,11 +404,14 @@ def _explain(exc: msgspec.ValidationError, prefix: str = "") -> str:
         return f"{_join(key, mm['f'])}: required key is missing"
     if mm := _UNKNOWN_RE.match(msg):
         return f"{_join(key, mm['f'])}: unknown key (check its spelling and section)"
-    if msg.startswith("Invalid value") and key.endswith(".type"):
-        section = key.split(".", 1)[0]
+    section = key.split(".", 1)[0]
+    if msg.startswith("Invalid value") and key.endswith(".type") and section in _TYPES:
         kinds = ", ".join(repr(t) for t in _TYPES.get(section, ()))
         return f"{key}: {msg[len('Invalid value ') :]} is not a known type; expected one of {kinds}"
     return f"{key or 'config'}: {msg[0].lower()}{msg[1:]}"
+
+
+_explain = explain_validation  # the old name: edge/tools/bench.py imports it (being reshaped)
 
 
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
@@ -462,11 +473,11 @@ def from_dict(raw: dict[str, Any], source: str = "<config>") -> Config:
                 try:
                     named[section][name] = msgspec.convert(value, typ)
                 except msgspec.ValidationError as exc:
-                    raise ConfigError(_explain(exc, f"{section}.{name}")) from None
+                    raise ConfigError(explain_validation(exc, f"{section}.{name}")) from None
         try:
             config = msgspec.convert(raw, Config)
         except msgspec.ValidationError as exc:
-            raise ConfigError(_explain(exc)) from None
+            raise ConfigError(explain_validation(exc)) from None
         config = msgspec.structs.replace(config, **named)
         _check_references(config)
     except ConfigError as exc:
@@ -519,7 +530,9 @@ def _check_references(config: Config) -> None:
     for name, sensor in config.sensors.items():
         if isinstance(sensor, MatSensorConfig):
             if sensor.cot in cots:
-                raise ConfigError(f"sensors.{name}.cot: {sensor.cot!r} is already {cots[sensor.cot]}'s")
+                raise ConfigError(
+                    f"sensors.{name}.cot: {sensor.cot!r} is already {cots[sensor.cot]}'s"
+                )
             cots[sensor.cot] = f"sensors.{name}"
 
     driven_by: dict[str, str] = {}
@@ -684,10 +697,14 @@ def _check_water_rule(
     if not isinstance(sensor, WATER_SENSORS):
         raise ConfigError(f"{key}.sensor: sensors.{rule.sensor} is not a water-level sensor")
     if rule.sensor in watched:
-        raise ConfigError(f"{key}.sensor: sensors.{rule.sensor} is already in {watched[rule.sensor]}")
+        raise ConfigError(
+            f"{key}.sensor: sensors.{rule.sensor} is already in {watched[rule.sensor]}"
+        )
     watched[rule.sensor] = key
     if (rule.observe_start_cm is None) != (rule.observe_stop_cm is None):
-        raise ConfigError(f"{key}.observe_stop_cm: observe_start_cm and observe_stop_cm go together")
+        raise ConfigError(
+            f"{key}.observe_stop_cm: observe_start_cm and observe_stop_cm go together"
+        )
     if rule.observe_start_cm is not None and rule.observe_stop_cm is not None:
         if rule.observe_stop_cm >= rule.observe_start_cm:
             raise ConfigError(

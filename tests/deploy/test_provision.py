@@ -19,7 +19,15 @@ from deploy.disks import SystemDisks, read_mounts
 from deploy.errors import InsecureKeyError, ProvisionError, UnsafeTargetError
 from deploy.fatboot import BootImage, find_fat_offset
 from deploy.pki import claimed_device, common_name, create_claim_ca
-from deploy.provision import CMDLINE_HOOK, Request, load_fleet, lookup_place, provision, wpa_psk
+from deploy.provision import (
+    CMDLINE_HOOK,
+    InputFileError,
+    Request,
+    load_fleet,
+    lookup_place,
+    provision,
+    wpa_psk,
+)
 from edge.config import parse
 from tests.deploy.conftest import Keys
 from tests.deploy.helpers import BOOKWORM_BOOT, REPO, TRIXIE_BOOT, make_fat_image, write_fleet
@@ -382,6 +390,20 @@ def test_a_fleet_file_naming_the_fleet_ca_key_is_refused(
     old = write_fleet(tmp_path, bundle=bundle_v1, verify_keys=[ota_key.public], ca_dir=fleet_ca)
     with pytest.raises(ProvisionError, match=r"ca\.key: the provisioning machine no longer"):
         load_fleet(old)
+
+
+def test_a_fleet_file_error_names_the_key(
+    tmp_path: Path, bundle_v1: Path, ota_key: Keys, fleet_ca: Path
+) -> None:
+    """The same rewriting as the device's configuration: the key first, then what was expected."""
+    good = write_fleet(tmp_path, bundle=bundle_v1, verify_keys=[ota_key.public], ca_dir=fleet_ca)
+    bad = tmp_path / "bad.toml"
+    bad.write_text(good.read_text().replace("port = 8883", 'port = "8883"'))
+    with pytest.raises(InputFileError, match=r"bad\.toml: broker\.port: expected `int`, got `str`"):
+        load_fleet(bad)
+    bad.write_text(good.read_text().replace('[fleet]\nname = "shiojiri"\n', "[fleet]\n"))
+    with pytest.raises(InputFileError, match=r"bad\.toml: fleet\.name: required key is missing$"):
+        load_fleet(bad)
 
 
 def test_another_tools_customisation_is_not_overwritten_silently(
