@@ -11,6 +11,7 @@ import base64
 import hashlib
 import json
 import os
+import platform
 import struct
 import subprocess
 import sys
@@ -21,6 +22,9 @@ from deploy import bundle as bundle_mod
 from deploy.keys import generate_signing_key, load_signing_key
 
 REPO = Path(__file__).resolve().parents[2]
+#: This machine and its glibc (``2.36``): what a fake device's updater checks a bundle against.
+HOST_MACHINE = platform.machine()
+HOST_GLIBC = ".".join((os.confstr("CS_GNU_LIBC_VERSION") or "glibc 2.17").split()[1].split(".")[:2])
 SECTOR = 512
 
 
@@ -121,8 +125,13 @@ def build_fake_bundle(
     min_from: str | None = None,
     extra_keys: list[Path] | None = None,
     with_units: bool = False,
+    machine: str = HOST_MACHINE,
+    glibc: str = HOST_GLIBC,
 ) -> Path:
-    """A real signed bundle of the fake daemon (pip's wheel included from ensurepip)."""
+    """A real signed bundle of the fake daemon (pip's wheel included from ensurepip).
+
+    For this machine and its glibc unless ``machine`` or ``glibc`` say otherwise.
+    """
     wheels = work / f"wheels-{version}-{'ok' if healthy else 'bad'}"
     daemon = fake_daemon_wheels(wheels, version, healthy=healthy)
     return bundle_mod.build(
@@ -133,6 +142,8 @@ def build_fake_bundle(
         units=REPO / "systemd" if with_units else None,
         min_from_version=min_from,
         python=f"{sys.version_info.major}.{sys.version_info.minor}",
+        platform=machine,  # the updater refuses a bundle for another machine or a newer glibc
+        glibc=glibc,
         check_resolution=False,
     )
 

@@ -13,14 +13,15 @@ from deploy.errors import BundleError, DeployError, InsecureKeyError, VerifyErro
 from deploy.keys import generate_signing_key, load_signing_key, load_verify_keys
 from deploy.version import parse_version
 from tests.deploy.conftest import Keys
-from tests.deploy.helpers import fake_daemon_wheels
+from tests.deploy.helpers import HOST_GLIBC, HOST_MACHINE, fake_daemon_wheels
 
 
 def test_build_and_verify(bundle_v1: Path, ota_key: Keys) -> None:
     vb = b.verify(bundle_v1, load_verify_keys([ota_key.public]))
     m = vb.manifest
     assert (m.name, m.version, m.install) == ("satoyama-edge", "0.1.0", ["satoyama-edge==0.1.0"])
-    assert m.platform == "manylinux_2_36_aarch64"  # the device: aarch64, glibc 2.36 (Bookworm)
+    # What the test devices (this machine) run; the default target's: test_bundle_real_wheels.
+    assert m.platform == f"manylinux_2_{HOST_GLIBC.split('.')[1]}_{HOST_MACHINE}"
     assert m.pip_wheel is not None and m.pip_wheel.startswith("wheels/pip-")
     assert {"systemd/satoyama-edge.service", "wheels/satoyama_dep-1.0-py3-none-any.whl"} <= set(
         m.files

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.updater import ROLLBACK_STEPS, STEPS
+from deploy.updater.steps import ROLLBACK_STEPS, STEPS
 from tests.deploy.conftest import Fleet
 from tests.deploy.helpers import FakeDevice
 

@@ -23,10 +23,12 @@ import pytest
 
 from deploy import spool
 from deploy.errors import UpdateError
-from deploy.updater import ROLLBACK_STEPS, STEPS, _ssl_context, download
+from deploy.updater.fetch import download, ssl_context
+from deploy.updater.install import platform_refusal
+from deploy.updater.steps import ROLLBACK_STEPS, STEPS
 from edge.link.commands import CommandError, parse_command
 from tests.deploy.conftest import Fleet, Keys
-from tests.deploy.helpers import FakeDevice, build_fake_bundle
+from tests.deploy.helpers import HOST_GLIBC, HOST_MACHINE, FakeDevice, build_fake_bundle
 
 
 def test_update_installs_switches_restarts_and_keeps_n_releases(
@@ -121,6 +123,103 @@ def test_bad_bundles_are_rejected_before_anything_is_unpacked(
     assert dev.assert_complete_release() == "0.2.0"
     [event] = dev.events()
     assert event["kind"] == "update_failed"
+
+
+OTHER_MACHINE = "aarch64" if HOST_MACHINE != "aarch64" else "x86_64"
+NEWER_GLIBC = f"2.{int(HOST_GLIBC.split('.')[1]) + 1}"
+
+
+def _with_platform(bundle: Path, out: Path, key: Keys, platform: str) -> Path:
+    """The same bundle re-signed with another manifest ``platform`` (as older bundles wrote it)."""
+    import msgspec
+
+    from deploy import bundle as bundle_mod
+    from deploy.keys import load_signing_key, sign
+
+    with tarfile.open(bundle) as tin:
+        members = [(m, tin.extractfile(m).read()) for m in tin]  # type: ignore[union-attr]
+    manifest = msgspec.json.decode(dict((m.name, d) for m, d in members)["manifest.json"],
+                                   type=bundle_mod.Manifest)  # fmt: skip
+    manifest_bytes = msgspec.json.encode(msgspec.structs.replace(manifest, platform=platform))
+    sig = json.dumps({"signatures": [sign(load_signing_key(key.private), manifest_bytes)]})
+    replaced = {"manifest.json": manifest_bytes, "manifest.sig": sig.encode()}
+    with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tout:
+        for m, data in members:
+            data = replaced.get(m.name, data)
+            m.size = len(data)
+            tout.addfile(m, io.BytesIO(data))
+    return out
+
+
+@pytest.mark.parametrize("case", ["other-machine", "newer-glibc", "old-bundle-other-machine"])
+def test_a_bundle_for_another_machine_or_a_newer_glibc_is_refused_before_unpacking(
+    tmp_path: Path, fleet: Fleet, ota_key: Keys, case: str
+) -> None:
+    """The device's own interpreter says its machine and glibc; the manifest must fit them."""
+    dev = fleet.device(tmp_path / "root")
+    bundle = tmp_path / "satoyama-edge-0.3.0.tar"
+    if case == "other-machine":
+        bundle = build_fake_bundle(tmp_path, "0.3.0", ota_key.private, machine=OTHER_MACHINE)
+        expect = (
+            f"bundle is built for {OTHER_MACHINE} (manylinux_2_{HOST_GLIBC[2:]}_{OTHER_MACHINE}),"
+            f" this device is {HOST_MACHINE}"
+        )
+    elif case == "newer-glibc":
+        bundle = build_fake_bundle(tmp_path, "0.3.0", ota_key.private, glibc=NEWER_GLIBC)
+        expect = (
+            f"bundle needs glibc {NEWER_GLIBC} or newer (manylinux_2_{NEWER_GLIBC[2:]}_"
+            f"{HOST_MACHINE}), this device has glibc {HOST_GLIBC}"
+        )
+    else:  # a bundle from before the manifest named the glibc: the machine alone
+        _with_platform(fleet.v3, bundle, ota_key, OTHER_MACHINE)
+        expect = f"bundle is built for {OTHER_MACHINE}, this device is {HOST_MACHINE}"
+    before = dev.snapshot()
+    proc = dev.updater("install", "--bundle", str(bundle))
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    # What journald keeps of the run says why, after the phases that ran: nothing was unpacked.
+    assert f"update refused: {expect}" in proc.stderr
+    assert f"refused: {expect}" in proc.stderr.splitlines()[-1]
+    assert "verifying the signature and every file's hash" in proc.stderr
+    assert "unpacking" not in proc.stderr
+    assert dev.snapshot() == before, "nothing under /opt/satoyama may change"
+    assert dev.restarts() == 0
+    assert dev.assert_complete_release() == "0.2.0"
+    [event] = dev.events()
+    assert event["kind"] == "update_failed"
+    assert event["data"]["stage"] == "refused"
+    assert str(event["data"]["reason"]).startswith(expect)
+    status = json.loads(dev.updater("status").stdout)
+    assert status["phase"] == "idle" and status["failed_attempts"] == {}, "not an attempt"
+
+
+def test_an_old_bundle_naming_only_the_machine_installs_on_that_machine(
+    tmp_path: Path, fleet: Fleet, ota_key: Keys
+) -> None:
+    bundle = _with_platform(fleet.v3, tmp_path / "satoyama-edge-0.3.0.tar", ota_key, HOST_MACHINE)
+    dev = fleet.device(tmp_path / "root")
+    proc = dev.updater("install", "--bundle", str(bundle))
+    assert proc.returncode == 0, proc.stderr
+    assert dev.assert_complete_release() == "0.3.0"
+
+
+@pytest.mark.parametrize(
+    ("platform", "machine", "libc", "verdict"),
+    [
+        ("manylinux_2_36_aarch64", "aarch64", "glibc 2.36", None),
+        ("manylinux_2_36_aarch64", "aarch64", "glibc 2.41", None),  # newer glibc runs older wheels
+        ("manylinux_2_41_aarch64", "aarch64", "glibc 2.36", "needs glibc 2.41 or newer"),
+        ("manylinux_2_36_aarch64", "aarch64", "None", "this device has no glibc"),  # musl
+        ("manylinux_2_36_aarch64", "armv7l", "glibc 2.36", "this device is armv7l"),
+        ("manylinux_2_36_x86_64", "x86_64", "glibc 2.36", None),
+        ("aarch64", "aarch64", "None", None),  # old bundles: the machine alone
+        ("aarch64", "", "", "this device is unknown"),  # the interpreter said nothing
+    ],
+)
+def test_platform_refusal_reads_the_manifest_platform(
+    platform: str, machine: str, libc: str, verdict: str | None
+) -> None:
+    why = platform_refusal(platform, machine, libc)
+    assert (why is None) if verdict is None else (why is not None and verdict in why), why
 
 
 def test_key_rotation_devices_trust_several_keys(
@@ -271,7 +370,7 @@ def test_download_resumes_with_range_after_the_link_drops(
     _Handler.ranges = []
     url = f"{base}/satoyama-edge-0.3.0.tar"
     dest = tmp_path / "satoyama-edge-0.3.0.tar"
-    ctx = _ssl_context(ca)
+    ctx = ssl_context(ca)
     with pytest.raises(UpdateError, match="interrupted"):
         download(url, dest, context=ctx, timeout=10)
     part = dest.with_name(dest.name + ".part")
@@ -297,7 +396,7 @@ def test_download_refuses_a_file_that_does_not_match_the_announced_hash(
         download(
             f"{base}/b.tar",
             tmp_path / "b.tar",
-            context=_ssl_context(ca),
+            context=ssl_context(ca),
             sha256="00" * 32,
             timeout=10,
         )
