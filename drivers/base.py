@@ -49,3 +49,32 @@ class Driver:
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+class AsyncDriver:
+    """Base of the serial-port drivers: ``async with`` opens the port and closes it on the way out.
+
+    A subclass implements :meth:`open` (a no-op when already open) and
+    :meth:`close` (safe to call twice); :meth:`aclose` also waits for the port
+    to be released where that takes a moment.  Whether a read after ``close()``
+    reopens the port or is refused is the driver's to say.
+    """
+
+    async def open(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Close; a driver whose port takes a moment to release waits for it here."""
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()

@@ -21,9 +21,9 @@ import logging
 import struct
 from collections import deque
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
+from drivers.base import AsyncDriver
 from drivers.errors import BusError, PortSettingsError, SensorTimeout
 
 log = logging.getLogger(__name__)
@@ -257,7 +257,7 @@ class MatParser:
         self._geometry = (rows, cols)
 
 
-class MotionMat:
+class MotionMat(AsyncDriver):
     """The mat on a serial port (a URL: ``/dev/ttyAMA0``, a pty, ``spy:///dev/ttyAMA0``).
 
     ``await read(timeout)`` returns the next good frame, or raises
@@ -345,12 +345,3 @@ class MotionMat:
         self._pending.clear()
         if writer is not None:
             writer.close()
-
-    async def __aenter__(self) -> MotionMat:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()

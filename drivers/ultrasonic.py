@@ -24,10 +24,10 @@ import asyncio
 import errno
 import logging
 import time
-from types import TracebackType
 
 import serial_asyncio_fast
 
+from drivers.base import AsyncDriver
 from drivers.errors import BusError, DriverClosed, PortSettingsError, SensorTimeout
 
 log = logging.getLogger(__name__)
@@ -155,7 +155,7 @@ class _Link(asyncio.Protocol):
         self.ranger._on_lost(self, exc)
 
 
-class UltrasonicRanger:
+class UltrasonicRanger(AsyncDriver):
     """An A02YYUW / JSN-SR04T ranger on the serial port ``url``.
 
     :meth:`read` returns the next valid distance that arrives after the call
@@ -298,12 +298,3 @@ class UltrasonicRanger:
                     await link.lost.wait()
             except TimeoutError:
                 log.warning("ultrasonic ranger: %s did not close within 2 s", self.url)
-
-    async def __aenter__(self) -> UltrasonicRanger:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()

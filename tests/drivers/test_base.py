@@ -10,13 +10,17 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 from drivers.ads1115 import ADS1115
-from drivers.base import Driver
+from drivers.base import AsyncDriver, Driver
 from drivers.errors import DriverClosed, DriverError
+from drivers.motion_mat import MotionMat
 from drivers.pir import PirDetector
 from drivers.siren import Siren
 from drivers.strobe import Strobe
 from drivers.trap_switch import TrapSwitch
+from drivers.ultrasonic import UltrasonicRanger
 from edge.sim.i2c import ADS1115Model, EmulatedI2CBus
+from edge.sim.mat_emulator import MatModel
+from edge.sim.serial_device import UltrasonicModel
 
 
 @pytest.fixture
@@ -95,3 +99,26 @@ def test_every_gpio_and_i2c_driver_is_a_driver() -> None:
         assert issubclass(cls, Driver)
         assert "close" not in vars(cls), f"{cls.__name__} writes its own close()"
         assert "__enter__" not in vars(cls)
+
+
+async def test_serial_drivers_open_with_async_with_and_close_on_the_way_out() -> None:
+    with MatModel(seed=11) as emu, UltrasonicModel(distance_mm=900, period_s=0.02, seed=3) as m:
+        async with MotionMat(emu.port) as mat, UltrasonicRanger(m.port) as ranger:
+            assert mat.is_open and ranger.is_open
+            assert (await mat.read(2.0)).rows == 16
+            assert await ranger.read(2.0) == 900
+        assert not mat.is_open and not ranger.is_open
+        mat.close()  # twice: fine
+        ranger.close()
+        await ranger.aclose()
+        with pytest.raises(DriverClosed):
+            await ranger.read(0.5)  # a closed ranger stays closed
+        # A mat is documented to reopen on the next read (a cable put back in).
+        assert (await mat.read(2.0)).rows == 16
+        mat.close()
+
+
+def test_every_serial_driver_is_an_async_driver() -> None:
+    for cls in (MotionMat, UltrasonicRanger):
+        assert issubclass(cls, AsyncDriver)
+        assert "__aenter__" not in vars(cls) and "__aexit__" not in vars(cls)

@@ -16,7 +16,13 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from drivers.errors import BusError, DriverError, SensorTimeout, TransientDriverError
+from drivers.errors import (
+    BusError,
+    DriverClosed,
+    DriverError,
+    SensorTimeout,
+    TransientDriverError,
+)
 from drivers.ultrasonic import RangerParser, UltrasonicRanger
 from edge.sim.serial_device import UltrasonicModel, ranger_frame
 
@@ -348,7 +354,7 @@ async def test_close_fails_pending_reads_and_is_idempotent(model: UltrasonicMode
     assert time.monotonic() - start < 2.0
     ranger.close()
     await ranger.aclose()
-    with pytest.raises(RuntimeError, match="closed"):
+    with pytest.raises(DriverClosed, match="closed"):  # ours, and still a RuntimeError
         await ranger.read(0.1)
 
 
