@@ -23,6 +23,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path, PurePosixPath
 
 from deploy.errors import ProvisionError
+from edge.files import write_atomic
 
 SECTOR = 512
 FAT_PARTITION_TYPES = {0x01, 0x04, 0x06, 0x0B, 0x0C, 0x0E}
@@ -97,12 +98,7 @@ class BootFolder(BootPartition):
         p = self.path / _clean(name)
         try:
             p.parent.mkdir(parents=True, exist_ok=True)
-            tmp = p.with_name(p.name + ".tmp")
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, p)
+            write_atomic(p, data)
         except OSError as exc:
             raise ProvisionError(f"{p}: cannot write: {exc.strerror or exc}") from None
 
