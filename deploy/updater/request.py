@@ -5,13 +5,10 @@ its drop folder.  The schema is the daemon's own
 (:class:`edge.link.commands.UpdateCommand`, :func:`~edge.link.commands.parse_update_request`):
 what the daemon accepts from the cloud is exactly what the updater carries out.
 
-Privilege separation: the daemon's user can write its drop folder and nothing
-the updater writes.  The updater reads the drop folder's two files
-(``request.json``, ``events.ack``) with ``O_NOFOLLOW`` through every path
-component, checks that each is a regular file owned by the folder's owner, with
-one link, and small (:func:`deploy.updater.privsep.read_drop_file`); it never creates,
-changes or removes anything there.  A request handled for good is remembered by
-its fingerprint in root's journal instead of being deleted.
+Root only reads the drop folder, never through a link
+(:func:`deploy.updater.privsep.read_drop_file`), and never creates, changes or
+removes anything there: a request handled for good is remembered by its
+fingerprint in root's journal instead of being deleted.
 """
 
 from __future__ import annotations
