@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from gpiozero.pins.mock import MockFactory
 
 from edge.sim.broker import Mosquitto
 from edge.sim.mailbox import Mailbox
@@ -25,6 +26,16 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
         yield b
     finally:
         b.close()
+
+
+@pytest.fixture
+def pins() -> Iterator[MockFactory]:
+    """gpiozero's own mock pin factory; reset after each test (GPIOPinInUse otherwise)."""
+    factory = MockFactory()
+    try:
+        yield factory
+    finally:
+        factory.reset()
 
 
 @pytest.fixture

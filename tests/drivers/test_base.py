@@ -4,8 +4,6 @@ after ``close()`` with our own error (real drivers on gpiozero's MockFactory and
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from gpiozero.pins.mock import MockFactory
 
@@ -21,15 +19,6 @@ from drivers.ultrasonic import UltrasonicRanger
 from edge.sim.i2c import ADS1115Model, EmulatedI2CBus
 from edge.sim.mat_emulator import MatModel
 from edge.sim.serial_device import UltrasonicModel
-
-
-@pytest.fixture
-def pins() -> Iterator[MockFactory]:
-    factory = MockFactory()
-    try:
-        yield factory
-    finally:
-        factory.reset()
 
 
 def test_an_actuator_closes_twice_and_switches_off(pins: MockFactory) -> None:

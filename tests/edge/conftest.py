@@ -1,22 +1,8 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-from gpiozero.pins.mock import MockFactory
-
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "paddy-edge.toml"
-
-
-@pytest.fixture
-def pins() -> Iterator[MockFactory]:
-    """gpiozero's own mock pin factory; reset after each test (GPIOPinInUse otherwise)."""
-    factory = MockFactory()
-    try:
-        yield factory
-    finally:
-        factory.reset()
 
 
 def example_config_text(
