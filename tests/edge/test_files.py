@@ -22,22 +22,21 @@ OLD, NEW = b"o" * SIZE, b"n" * (SIZE - 1) + b"\n"
 WRITER = """
 import sys
 from edge.files import write_atomic
-path = sys.argv[1]
-old, new = b"o" * {size}, b"n" * ({size} - 1) + b"\\n"
+path, size = sys.argv[1], int(sys.argv[2])
+old, new = b"o" * size, b"n" * (size - 1) + b"\\n"
 while True:
     write_atomic(path, new, mode=0o600)
     write_atomic(path, old, mode=0o600)
-""".format(size=SIZE)
+"""
 
 
 def test_a_writer_killed_mid_write_leaves_the_old_file_or_the_new(tmp_path: Path) -> None:
     target = tmp_path / "state.bin"
     tmp = tmp_path / ".state.bin.tmp"
     write_atomic(target, OLD, mode=0o600)
-    seen: set[bytes] = set()
     for _ in range(12):
         child = subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(target)], cwd=Path(__file__).parents[2]
+            [sys.executable, "-c", WRITER, str(target), str(SIZE)], cwd=Path(__file__).parents[2]
         )
         try:
             # The crash moment: the temporary file exists, so a write is under way.
@@ -48,13 +47,11 @@ def test_a_writer_killed_mid_write_leaves_the_old_file_or_the_new(tmp_path: Path
             child.wait(10)
         data = target.read_bytes()
         assert data in (OLD, NEW), f"a torn file: {len(data)} bytes"
-        seen.add(data)
         assert stat.S_IMODE(target.stat().st_mode) == 0o600
     # The next write after a crash takes over the stale temporary file and completes.
     write_atomic(target, b"after the crash\n")
     assert target.read_bytes() == b"after the crash\n"
     assert not tmp.exists()
-    assert seen, "no crash was observed"
 
 
 def test_the_mode_is_exact_whatever_the_umask(tmp_path: Path) -> None:
