@@ -72,6 +72,24 @@ STOP_ROUNDS = 20
 """How often close() cancels a task that has not ended (one cancellation can be lost)."""
 STOP_ROUND_S = 0.5
 
+class PlacedRecord:
+    """``record(kind, severity, data, at=None)`` as the watches call it: the event carries
+    the place's own name (``device.description``) for the e-mail.  Made before the outbox
+    is open (the detectors are armed first); :attr:`recorder` is set once it is."""
+
+    def __init__(self, description: str) -> None:
+        self.place = " ".join(description.split())[:80]
+        self.recorder: Recorder | None = None
+
+    async def __call__(
+        self, kind: str, severity: str, data: dict[str, Any], *, at: float | None = None
+    ) -> Event:
+        assert self.recorder is not None, "recorded before the outbox was opened"
+        if self.place and "place" not in data:
+            data = {**data, "place": self.place}
+        return await self.recorder.record(kind, cast(Severity, severity), data, at=at)
+
+
 class Daemon:
     """One device's daemon.  ``await start()``, then ``await close()``."""
 
@@ -106,9 +124,11 @@ class Daemon:
         self.naps: dict[str, NapWatch] = {}
         self._buttons: list[Button] = []
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.supervisor = Supervisor(self._record)
+        self.record = PlacedRecord(config.device.description)
+        """What every watch records with; it writes once the outbox is open."""
+        self.supervisor = Supervisor(self.record)
         """Starts a failed long-running task again, reports it, marks its sensor "fault"."""
-        self.sensors = SensorBoard(self._record, self.supervisor)
+        self.sensors = SensorBoard(self.record, self.supervisor)
         """Every sensor's state, as the heartbeat reports it."""
         self.started_at = 0.0
         self.armed_at = 0.0
@@ -135,7 +155,7 @@ class Daemon:
             for name, act in cfg.actuators.items():
                 self.actuators[name] = build_actuator(act, self.pin_factory)
             self.wildlife = Wildlife(
-                cfg, self.actuators, pin_factory=self.pin_factory, record=self._record,
+                cfg, self.actuators, pin_factory=self.pin_factory, record=self.record,
                 spawn=self._spawn, loop=loop,
             )  # fmt: skip
         except Exception:
@@ -147,7 +167,7 @@ class Daemon:
             self.sensors.sensor(name)
         self.armed_at = time.monotonic()
         self.outbox.open()
-        recorder = self.recorder = Recorder(cfg, self.outbox)
+        recorder = self.recorder = self.record.recorder = Recorder(cfg, self.outbox)
         heartbeat_wanted = asyncio.Event()
         commands = CommandRunner(
             record=recorder.record, spawn=self._spawn, heartbeat_now=heartbeat_wanted.set,
@@ -218,7 +238,7 @@ class Daemon:
                 sensor, i2c_bus=self.i2c_bus, patience_s=patience_s(rc), name=rc.sensor
             )
             watch = self.water[rc.sensor] = WaterWatch(
-                rc.sensor, level, rc, record=self._record, health=self.sensors.sensor(rc.sensor),
+                rc.sensor, level, rc, record=self.record, health=self.sensors.sensor(rc.sensor),
                 telemetry=telemetry, anomaly=self._anomaly_watch(rc.sensor, "water"),
             )  # fmt: skip
             self._spawn(watch.run, f"water {rule_name}", sensor=rc.sensor)
@@ -236,7 +256,7 @@ class Daemon:
             if not isinstance(rc, NapRuleConfig):
                 continue
             nap = self.naps[rule_name] = NapWatch(
-                rule_name, rc, self.mats, self.actuators[rc.buzzer], record=self._record,
+                rule_name, rc, self.mats, self.actuators[rc.buzzer], record=self.record,
                 log_path=nap_log_path(self.config, rc),
             )  # fmt: skip
             button = build_ack_button(rc.ack_pin, self.pin_factory)
@@ -250,7 +270,7 @@ class Daemon:
         if not self.config.health.anomaly_models:
             return None
         # a water window (10 h 40 min) is kept across restarts
-        watch = AnomalyWatch(sensor, series, self._record, state_dir=self.state_dir)
+        watch = AnomalyWatch(sensor, series, self.record, state_dir=self.state_dir)
         self._spawn(watch.start(), f"anomaly model for {sensor}")
         return watch
 
@@ -300,17 +320,7 @@ class Daemon:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    # -- what the watches are handed -------------------------------------------------
-
-    async def _record(
-        self, kind: str, severity: str, data: dict[str, Any], *, at: float | None = None
-    ) -> Event:
-        """Record an event with the place's own name (``device.description``) for the e-mail."""
-        assert self.recorder is not None
-        place = " ".join(self.config.device.description.split())[:80]
-        if place and "place" not in data:
-            data = {**data, "place": place}
-        return await self.recorder.record(kind, cast(Severity, severity), data, at=at)
+    # -- tasks ----------------------------------------------------------------------
 
     def _spawn(
         self,
