@@ -1,0 +1,159 @@
+"""The link's daemon tasks on their own: commands run or refused, the updater's spool sent,
+storage notices reported, telemetry queued when due.  Real SQLite outbox and recorder."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from edge.config import Config, parse
+from edge.event import Event, decode, decode_telemetry
+from edge.link.commands import CommandRunner, parse_update_request
+from edge.link.outbox import Notice, Outbox
+from edge.link.recorder import Recorder
+from edge.link.spool import SpoolDrain
+from edge.link.storage import notice_event
+from edge.link.telemetry import Telemetry, TelemetryBuffer
+from tests.support.waiting import until
+
+CONFIG = """\
+[device]
+id = "dev-1"
+site = "site-1"
+latitude = 36.1
+longitude = 137.9
+
+[uplink]
+host = "127.0.0.1"
+
+[outbox]
+path = "{outbox}"
+"""
+
+UPDATE = {
+    "id": "u-1",
+    "version": "1.4.2",
+    "url": "https://updates.example.jp/bundles/edge-1.4.2.tar",
+    "sha256": "ab" * 32,
+    "size": 1024,
+}
+
+
+@pytest.fixture
+async def link(tmp_path: Path) -> AsyncIterator[tuple[Config, Outbox, Recorder]]:
+    config = parse(CONFIG.format(outbox=tmp_path / "outbox.sqlite3"), "test")
+    outbox = Outbox(config.outbox.path)
+    outbox.open()
+    yield config, outbox, Recorder(config, outbox)
+    outbox.close()
+
+
+async def _events(outbox: Outbox) -> list[Event]:
+    rows = await outbox.pending(100)
+    return [decode(r.payload) for r in rows if r.channel == "events"]
+
+
+async def test_commands_are_run_or_refused_with_an_event(
+    link: tuple[Config, Outbox, Recorder], tmp_path: Path
+) -> None:
+    _, outbox, recorder = link
+    tasks: set[asyncio.Task[object]] = set()
+    heartbeat = asyncio.Event()
+    request = tmp_path / "drop" / "request.json"
+    runner = CommandRunner(
+        record=recorder.record, spawn=lambda coro, what: tasks.add(asyncio.create_task(coro)),
+        heartbeat_now=heartbeat.set, request_path=request,
+    )  # fmt: skip
+    runner("heartbeat", b"{}")
+    assert heartbeat.is_set()
+    runner("reboot", b"{}")
+    runner("update", json.dumps(UPDATE).encode())
+    await asyncio.gather(*tasks)
+    [rejected] = await _events(outbox)
+    assert rejected.kind == "command_rejected"
+    assert rejected.data["command"] == "reboot" and "unknown command" in rejected.data["reason"]
+    # The request the updater reads is the very command, and passes its check.
+    assert parse_update_request(request.read_bytes()).version == "1.4.2"
+    assert not list(request.parent.glob(".*.tmp"))
+
+
+async def test_the_spool_is_sent_once_with_each_line_s_own_id(
+    link: tuple[Config, Outbox, Recorder], tmp_path: Path
+) -> None:
+    _, outbox, recorder = link
+    spool = tmp_path / "spool" / "events.jsonl"
+    spool.parent.mkdir()
+    lines = [
+        {"id": "0190-a", "kind": "update_installed", "severity": "info",
+         "ts": "2026-05-01T03:00:00Z", "data": {"version": "1.4.2"}, "source": "updater"},
+        {"kind": "update_failed"},  # no severity: dropped, never guessed
+    ]  # fmt: skip
+    spool.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    ack = tmp_path / "drop" / "events.ack"
+    drain = SpoolDrain(spool, ack=ack, record=recorder.record, poll_s=0.05)
+    task = asyncio.create_task(drain.run())
+    try:
+        await until(lambda: ack.exists(), 5, "the spool acknowledged")
+        [event] = await _events(outbox)
+        assert event.id == "0190-a" and event.kind == "update_installed"
+        assert event.data == {"version": "1.4.2", "source": "updater"}
+        assert event.ts.year == 2026 and ack.read_text().strip() == "0190-a"
+        # The updater appends a line (it rewrites the file whole): only that one is sent.
+        lines.append({"id": "0190-b", "kind": "update_failed", "severity": "warning"})
+        spool.write_text("".join(json.dumps(line) + "\n" for line in lines))
+        await until(lambda: ack.read_text().strip() == "0190-b", 5, "the new line taken")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert sorted(e.id for e in await _events(outbox)) == ["0190-a", "0190-b"]  # each once
+
+
+def test_storage_notices_become_faults_and_recoveries() -> None:
+    assert notice_event(Notice("fault", "read_only", "the disk is read-only")) == (
+        "sensor_fault", "warning",
+        {"sensor": "storage", "fault": "read_only", "message": "the disk is read-only"},
+    )  # fmt: skip
+    kind, _, data = notice_event(Notice("wal", "foreign", "set aside", {"path": "x"}))
+    assert (kind, data["sensor"], data["fault"], data["path"]) == (
+        "sensor_fault", "outbox", "wal_foreign", "x"
+    )
+    kind, _, data = notice_event(Notice("evicting", "full", "full", {"evicted": 3}))
+    assert data["sensor"] == "outbox" and data["fault"] == "full"
+    assert notice_event(Notice("recovered", "", "", {"down_s": 12.5})) == (
+        "sensor_recovered", "info", {"sensor": "storage", "down_s": 12.5, "lost_in_memory": {}}
+    )
+
+
+async def test_telemetry_is_queued_when_its_batch_is_full_and_on_flush(
+    link: tuple[Config, Outbox, Recorder],
+) -> None:
+    _, outbox, recorder = link
+    buffer = TelemetryBuffer(
+        device="dev-1", site="site-1", boot=recorder.boot, batch_s=3600, max_readings=3,
+        clock_synced=lambda: True,
+    )  # fmt: skip
+    telemetry = Telemetry(buffer, outbox)
+    task = asyncio.create_task(telemetry.run())
+    try:
+        for i in range(3):
+            telemetry.add("level.level_cm", 10.0 + i, at=1_700_000_000 + i)
+        await until(lambda: _rows(outbox, 1), 5, "the full batch queued")
+        telemetry.add("level.level_cm", 20.0)
+        await telemetry.flush()
+        rows = [r for r in await outbox.pending(10) if r.channel == "telemetry"]
+        batches = [decode_telemetry(r.payload) for r in rows]
+        assert [b.series["level.level_cm"].v for b in batches] == [[10.0, 11.0, 12.0], [20.0]]
+        assert len(telemetry) == 0
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def _rows(outbox: Outbox, n: int) -> bool:
+    return len([r for r in await outbox.pending(10) if r.channel == "telemetry"]) >= n
+
+
