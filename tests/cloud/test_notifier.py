@@ -442,7 +442,7 @@ def test_a_mail_readdressed_for_the_next_recipient_is_the_one_rendered_for_them(
     import re
 
     from cloud.config import Recipient
-    from cloud.notifier import _readdress
+    from cloud.plan import _readdress
     from cloud.render import as_bytes, render_reminder
     from tests.cloud.conftest import SITE, config_text
 

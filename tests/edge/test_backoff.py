@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 
-import cloud.backoff
+import cloud.receive
+import cloud.send
 from edge.backoff import Backoff
 
 
@@ -54,4 +55,6 @@ def test_same_draws_as_before_the_merge() -> None:
 
 
 def test_the_notifier_uses_this_one_class() -> None:
-    assert cloud.backoff.Backoff is Backoff
+    """MQTT reconnects (receiver) and mail retries (sender) are paced by edge's class."""
+    assert cloud.receive.Backoff is Backoff
+    assert cloud.send.Backoff is Backoff

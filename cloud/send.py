@@ -1,0 +1,273 @@
+"""Sending: due mails out over SMTP, and each marked sent the moment the server took it.
+
+Up to ``smtp.connections`` senders each claim a batch of due mails and send it
+on one SMTP session (PIPELINING where the server offers it), keeping the
+connection while more are due.  They are woken by the receiver and the
+timekeeper after each commit that queued mails, and otherwise look at the store
+every ``delivery.poll_s`` (mails another instance left behind) or when the next
+retry is due.  Transient failures are retried with capped exponential backoff
+and jitter (:class:`~edge.backoff.Backoff`); permanent refusals are marked
+``failed``.
+
+A mail the server accepted is written to the :class:`~cloud.store.SentJournal`
+within the callback that read the server's reply, and marked sent in the store
+by :class:`SentMarks` (group commit) without holding up the next mail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Callable
+from typing import Final, Protocol
+
+from cloud.clock import Clock
+from cloud.config import NotifierConfig
+from cloud.errors import PermanentDeliveryError, TransientDeliveryError
+from cloud.mailer import DryRunSession, Mailer, MailSession
+from cloud.stats import NotifierStats
+from cloud.store import QueuedMail, SentJournal, Store
+from cloud.timers import wait_or_timeout
+from edge.backoff import Backoff
+
+log = logging.getLogger("cloud.notifier")  # the name its log lines had before the split
+
+#: How many due mails one SMTP session sends before the queue is looked at again.
+BATCH: Final = 20
+#: On a graceful stop, how long the sender may take to finish the mail in hand.
+STOP_GRACE_S: Final = 10.0
+
+
+class MailerLike(Protocol):
+    """What the sender needs: :class:`~cloud.mailer.Mailer` or the dry run's file writer."""
+
+    def session(self) -> MailSession | DryRunSession: ...
+
+
+class Sender:
+    """Claims due mails and hands them to the SMTP server until the notifier stops."""
+
+    def __init__(
+        self,
+        config: NotifierConfig,
+        clock: Clock,
+        stats: NotifierStats,
+        instance: str,
+        wake: asyncio.Event,
+        stopping: asyncio.Event,
+        mailer: MailerLike | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.stats = stats
+        self.instance = instance
+        self.mailer = mailer
+        """Set before :meth:`run` (the notifier makes a :class:`~cloud.mailer.Mailer`)."""
+        self._wake = wake
+        """Set after a commit that queued mails (and at a stop)."""
+        self._stopping = stopping
+        d = config.delivery
+        self._retry = Backoff(d.retry_initial_s, d.retry_max_s, jitter="equal")
+
+    async def run(self, store: Store) -> None:
+        """Up to ``smtp.connections`` senders, each with an SMTP session of its own."""
+        marks = SentMarks(store, store.journal, self._sent)
+        count = self.config.smtp.connections if isinstance(self.mailer, Mailer) else 1
+        try:
+            async with asyncio.TaskGroup() as senders:
+                for number in range(count):
+                    senders.create_task(self._send_forever(store, marks), name=f"sender-{number}")
+        finally:
+            await marks.close()
+
+    async def _send_forever(self, store: Store, marks: SentMarks) -> None:
+        poll_s = self.config.delivery.poll_s
+        while not self._stopping.is_set():
+            marks.raise_failure()  # the store could not record what was sent: stop
+            self._wake.clear()  # before looking, so a commit after the look still wakes us
+            batch = await self._claim(store)
+            if batch:
+                await self._deliver(store, marks, batch)
+                continue
+            if marks.since_sync:
+                await store.sync()  # idle: the marks reach the disk (a power cut keeps them)
+                marks.since_sync = 0
+            journal = store.journal
+            if journal is not None and journal.written and not journal.unmarked:
+                journal.clear()  # the store has caught up with every line
+            next_due = await store.next_due()
+            timeout = poll_s
+            if next_due is not None:
+                timeout = min(timeout, max(0.0, next_due - self.clock.time()))
+            await wait_or_timeout(self._wake, timeout, self.clock)
+
+    async def _claim(self, store: Store) -> list[QueuedMail]:
+        lease_s = self.config.delivery.claim_timeout_s
+        now = self.clock.time()
+        return await store.claim_due(self.instance, now=now, lease_s=lease_s, limit=BATCH)
+
+    async def _deliver(self, store: Store, marks: SentMarks, batch: list[QueuedMail]) -> None:
+        """Send ``batch``, then whatever else is due, on one SMTP session (one connection)."""
+        assert self.mailer is not None
+        done = 0
+        try:
+            async with self.mailer.session() as session:
+                while batch:
+                    done = 0
+                    for mail in batch:
+                        if self._stopping.is_set():
+                            return  # still pending: sent after the restart
+                        journal = store.journal
+                        accepted_hook = None if journal is None else functools.partial(
+                            journal.record, mail.id, mail.event_id, mail.recipient
+                        )  # fmt: skip
+                        try:
+                            await session.send(mail.recipient, mail.message, accepted_hook)
+                        except PermanentDeliveryError as exc:
+                            done += 1
+                            await self._failed(store, mail, exc.reason)
+                        except TransientDeliveryError as exc:
+                            done += 1
+                            await self._defer(store, mail, exc.reason)
+                            if not session.usable:
+                                raise
+                        else:
+                            accepted = time.perf_counter()
+                            done += 1
+                            now = self.clock.time()
+                            committed = marks.mark(mail, now, accepted)
+                            if store.journal is None:
+                                # No journal (PostgreSQL): the mark is the only record,
+                                # so it is committed before the next mail goes.
+                                await asyncio.shield(committed)
+                    if self._stopping.is_set():
+                        return
+                    # More due (a burst): keep the connection rather than open another.
+                    self._wake.clear()
+                    batch = await self._claim(store)
+        except TransientDeliveryError as exc:
+            # Could not connect, or the connection died: the rest of the batch waits too.
+            for mail in batch[done:]:
+                await self._defer(store, mail, exc.reason)
+
+    def _sent(self, mail: QueuedMail, now: float, window: float) -> None:
+        self.stats.sent += 1
+        self.stats.mark_window_total_s += window
+        self.stats.mark_window_max_s = max(self.stats.mark_window_max_s, window)
+        log.info(
+            "mail sent event=%s kind=%s to=%s attempts=%d after=%.0fms marked_in=%.2fms",
+            mail.event_id,
+            mail.kind,
+            mail.recipient,
+            mail.attempts + 1,
+            (now - mail.created_at) * 1000.0,
+            window * 1000.0,
+        )
+
+    async def _defer(self, store: Store, mail: QueuedMail, reason: str) -> None:
+        attempt = mail.attempts + 1
+        delay = self._retry.delay(attempt)
+        await store.reschedule(mail.id, self.clock.time() + delay, reason)
+        self.stats.deferred += 1
+        log.warning(
+            "mail deferred event=%s kind=%s to=%s attempts=%d retry_in=%.3gs: %s",
+            mail.event_id,
+            mail.kind,
+            mail.recipient,
+            attempt,
+            delay,
+            reason,
+        )
+
+    async def _failed(self, store: Store, mail: QueuedMail, reason: str) -> None:
+        await store.mark_failed(mail.id, reason, now=self.clock.time())
+        self.stats.failed += 1
+        log.error(
+            "mail failed permanently event=%s kind=%s to=%s attempts=%d: %s",
+            mail.event_id,
+            mail.kind,
+            mail.recipient,
+            mail.attempts + 1,
+            reason,
+        )
+
+
+class SentMarks:
+    """Marks mails sent, committing the marks that wait together (group commit).
+
+    A mark is committed as soon as the store's thread is free, with every mark
+    that arrived meanwhile; nothing is held back to fill a group, under load
+    the commits simply carry more marks each.  The SMTP session does not wait
+    for it: it goes on with its next mail (the mail stays claimed by this
+    instance meanwhile, and a kill before the commit is covered by the
+    :class:`~cloud.store.SentJournal` where there is one).  A failed commit
+    is raised by the next :meth:`mark` and by :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        journal: SentJournal | None = None,
+        on_marked: Callable[[QueuedMail, float, float], None] | None = None,
+    ) -> None:
+        self._store = store
+        self._journal = journal
+        self._on_marked = on_marked
+        self._waiting: list[tuple[QueuedMail, float, float, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self._error: BaseException | None = None
+        self.since_sync = 0
+        """Marks committed since the last :meth:`Store.sync`."""
+
+    def raise_failure(self) -> None:
+        """Raise the error of a failed commit, if one failed."""
+        if self._error is not None:
+            raise self._error
+
+    def mark(self, mail: QueuedMail, now: float, accepted: float) -> asyncio.Future[None]:
+        """The SMTP server accepted ``mail`` at ``accepted`` (``perf_counter``): commit it
+        soon; the future is done once it is committed."""
+        self.raise_failure()
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((mail, now, accepted, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="sent-marks")
+        return done
+
+    @property
+    def idle(self) -> bool:
+        return not self._waiting and (self._flusher is None or self._flusher.done())
+
+    async def _flush(self) -> None:
+        while self._waiting:
+            group, self._waiting = self._waiting, []
+            try:
+                await self._store.mark_sent_many([(mail.id, now) for mail, now, _, _ in group])
+            except BaseException as exc:
+                self._error = exc
+                for *_, done in group + self._waiting:
+                    if not done.done():
+                        done.set_exception(exc)
+                        done.exception()  # retrieved: a sender may not wait for it
+                self._waiting = []
+                raise
+            committed = time.perf_counter()
+            self.since_sync += len(group)
+            if self._journal is not None:
+                self._journal.marked(len(group))
+            for mail, now, accepted, done in group:
+                if self._on_marked is not None:
+                    self._on_marked(mail, now, committed - accepted)
+                if not done.done():
+                    done.set_result(None)
+
+    async def close(self) -> None:
+        """Wait until the marks in hand are committed (at a stop); raise a failed commit."""
+        if self._flusher is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(self._flusher)
+        if self._error is not None and not isinstance(self._error, asyncio.CancelledError):
+            raise self._error
