@@ -102,7 +102,7 @@ def parse_update_request(payload: bytes) -> UpdateCommand:
     return _check_update(cmd)
 
 
-def parse_command(name: str, payload: bytes) -> Any:
+def parse_command(name: str, payload: bytes) -> HeartbeatCommand | UpdateCommand:
     """The validated command object, or :class:`CommandError`."""
     schema = COMMANDS.get(name)
     if schema is None:
@@ -112,9 +112,12 @@ def parse_command(name: str, payload: bytes) -> Any:
     if schema is UpdateCommand:
         return parse_update_request(payload)
     try:
-        return msgspec.json.decode(payload or b"{}", type=schema)
+        command: HeartbeatCommand | UpdateCommand = msgspec.json.decode(
+            payload or b"{}", type=schema
+        )
     except msgspec.DecodeError as exc:
         raise CommandError(f"invalid payload: {exc}") from None
+    return command
 
 
 def _write_request(path: Path, payload: bytes) -> None:

@@ -35,17 +35,23 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, TextIO
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TextIO
 
 import msgspec
 from msgspec import Meta
 
-from edge.tools.bench_rig import RigLine
 from edge.config import Config, ConfigError, MatSensorConfig, parse
 from edge.config import _explain as explain_validation
+from edge.devices.factory import PinFactory
 from edge.event import KINDS
 from edge.sim.actions import EmulationError, check_action, target_kind
 from edge.sim.world import WorldSpec
+from edge.tools.bench_rig import RigLine
+
+if TYPE_CHECKING:
+    from edge.sim.emulated import EmulatedSite
+    from edge.sim.world import World
+    from edge.tools.bench_rig import RigSite
 
 SCENARIOS = Path(__file__).parents[1] / "sim" / "scenarios"
 SITES = Path(__file__).parents[1] / "sim" / "sites"
@@ -434,8 +440,8 @@ async def run_scenario(
     scenario: Scenario,
     workdir: Path,
     *,
-    device: Any = None,
-    pin_factory: Any = None,
+    device: Config | None = None,
+    pin_factory: PinFactory = None,
     prompt: Callable[[str], None] | None = None,
     console: Console | None = None,
     capture_log: bool = True,
@@ -460,10 +466,8 @@ async def run_scenario(
             )
         from edge.tools.bench_rig import RigSite
 
-        site: Any = RigSite(device, scenario.rig, pin_factory=pin_factory, prompt=prompt)
-        return await _play(
-            scenario, site, None, time.monotonic(), device, console, capture_log
-        )
+        rig = RigSite(device, scenario.rig, pin_factory=pin_factory, prompt=prompt)
+        return await _play(scenario, rig, None, time.monotonic(), device, console, capture_log)
     from edge.sim.emulated import EmulatedSite
 
     t_start = time.monotonic()
@@ -480,8 +484,8 @@ async def run_scenario(
 
 async def _play(
     scenario: Scenario,
-    site: Any,
-    world: Any,
+    site: EmulatedSite | RigSite,
+    world: World | None,
     t_start: float,
     config: Config | None,
     console: Console | None,
@@ -669,7 +673,7 @@ def _spans(log: list[tuple[float, bool]], want: bool, state: str, duration: floa
 
 
 async def _watch(
-    site: Any,
+    site: EmulatedSite | RigSite,
     t0: float,
     log: dict[str, list[tuple[float, bool]]],
     console: Console | None,

@@ -32,10 +32,14 @@ from msgspec import Meta
 
 from edge.config import Config
 from edge.devices.actuators import test_pattern
+from edge.devices.factory import PinFactory
 from edge.event import decode
 
 if TYPE_CHECKING:
+    from gpiozero import DigitalOutputDevice
+
     from edge.daemon import Daemon
+    from edge.link.outbox import Pending
 
 
 class RigLine(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, frozen=True):
@@ -49,7 +53,7 @@ class RigSite:
         config: Config,
         rig: dict[str, RigLine],
         *,
-        pin_factory: Any = None,
+        pin_factory: PinFactory = None,
         prompt: Callable[[str], None] = print,
     ) -> None:
         self.config = config
@@ -57,7 +61,7 @@ class RigSite:
         self.pin_factory = pin_factory
         self.prompt = prompt
         self.daemon: Daemon | None = None
-        self.lines: dict[str, Any] = {}
+        self.lines: dict[str, DigitalOutputDevice] = {}
         self._events: list[dict[str, Any]] = []
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -82,7 +86,7 @@ class RigSite:
             await self.close()
             raise
 
-    def _published(self, item: Any) -> None:
+    def _published(self, item: Pending) -> None:
         if item.channel != "events":
             return
         event = decode(item.payload)
