@@ -72,6 +72,7 @@ STOP_ROUNDS = 20
 """How often close() cancels a task that has not ended (one cancellation can be lost)."""
 STOP_ROUND_S = 0.5
 
+
 class PlacedRecord:
     """``record(kind, severity, data, at=None)`` as the watches call it: the event carries
     the place's own name (``device.description``) for the e-mail.  Made before the outbox
