@@ -26,6 +26,7 @@ from collections.abc import Callable
 from email.parser import BytesHeaderParser
 from pathlib import Path
 from types import TracebackType
+from typing import cast
 
 import aiosmtplib
 from aiosmtplib.email import parse_address, quote_address
@@ -116,14 +117,14 @@ class MailSession:
             log.exception("unexpected error connecting to %s", self._where)
             raise TransientDeliveryError(f"{self._where}: {_describe(exc)}") from exc
         transport = self._smtp.transport
-        if self._smtp.supports_extension("pipelining") and isinstance(
-            transport, asyncio.WriteTransport
-        ):
+        if self._smtp.supports_extension("pipelining") and transport is not None:
             # aiosmtplib sends one command per round trip and cannot read pipelined
             # replies: past the greeting, EHLO, STARTTLS and AUTH (its own), the
-            # connection is ours.
+            # connection is ours.  (uvloop's transports do not descend from asyncio's
+            # classes, so this is not an isinstance check: any transport writes.)
             size = self._smtp.supports_extension("size")
-            self._pipe = _Pipeline(transport, self._config.timeout, size=size)
+            writer = cast(asyncio.WriteTransport, transport)
+            self._pipe = _Pipeline(writer, self._config.timeout, size=size)
             transport.set_protocol(self._pipe)
         return self
 
@@ -186,6 +187,23 @@ class MailSession:
         return f"SMTP server {self._config.host}:{self._config.port}"
 
 
+class _Awaited:
+    """The replies one write waits for, and who is told when they are all in."""
+
+    __slots__ = ("expected", "future", "on_accepted", "replies")
+
+    def __init__(
+        self,
+        expected: int,
+        future: asyncio.Future[list[SMTPResponse]],
+        on_accepted: Callable[[], None] | None,
+    ) -> None:
+        self.expected = expected
+        self.future = future
+        self.on_accepted = on_accepted
+        self.replies: list[SMTPResponse] = []
+
+
 class _Pipeline(asyncio.Protocol):
     """One SMTP connection past its set-up, sending with PIPELINING (RFC 2920).
 
@@ -204,9 +222,7 @@ class _Pipeline(asyncio.Protocol):
         """Whether the server offers SIZE (RFC 1870): then MAIL FROM says it."""
         self._buffer = bytearray()
         self._lines: list[bytes] = []
-        self._waiting: collections.deque[
-            tuple[asyncio.Future[SMTPResponse], Callable[[], None] | None]
-        ] = collections.deque()
+        self._waiting: collections.deque[_Awaited] = collections.deque()
         self._lost: BaseException | None = None
 
     @property
@@ -235,14 +251,18 @@ class _Pipeline(asyncio.Protocol):
             text = "\n".join(x[4:].strip(b" \t\r\n").decode("utf-8", "surrogateescape")
                              for x in lines)  # fmt: skip
             if self._waiting:
-                waiter, on_accepted = self._waiting.popleft()
-                if on_accepted is not None and code == 250:
+                awaited = self._waiting[0]
+                awaited.replies.append(SMTPResponse(code, text))
+                if len(awaited.replies) < awaited.expected:
+                    continue
+                self._waiting.popleft()
+                if awaited.on_accepted is not None and code == 250:
                     try:
-                        on_accepted()
+                        awaited.on_accepted()
                     except Exception:
                         log.exception("recording an accepted mail failed")
-                if not waiter.done():
-                    waiter.set_result(SMTPResponse(code, text))
+                if not awaited.future.done():
+                    awaited.future.set_result(awaited.replies)
 
     def eof_received(self) -> bool:
         self._fail(aiosmtplib.SMTPServerDisconnected("Unexpected EOF received"))
@@ -256,7 +276,7 @@ class _Pipeline(asyncio.Protocol):
         if self._lost is None:
             self._lost = exc
         while self._waiting:
-            waiter, _ = self._waiting.popleft()
+            waiter = self._waiting.popleft().future
             if not waiter.done():
                 waiter.set_exception(exc)
                 waiter.exception()  # retrieved: nobody may wait on it any more
@@ -264,29 +284,34 @@ class _Pipeline(asyncio.Protocol):
 
     def _send(
         self, data: bytes, replies: int, on_accepted: Callable[[], None] | None = None
-    ) -> list[asyncio.Future[SMTPResponse]]:
-        """Write ``data``; the futures of its ``replies`` (the last calls ``on_accepted``
-        on a 250, in the callback that reads it)."""
+    ) -> asyncio.Future[list[SMTPResponse]]:
+        """Write ``data``; the future of its ``replies``, done when the last one is read
+        (it calls ``on_accepted`` on a 250, in the callback that reads it).
+
+        One future for the replies to a whole write, not one each: the replies come
+        in order, so the last one's arrival means all of them are in.
+        """
         if self._lost is not None:
             raise aiosmtplib.SMTPServerDisconnected(str(self._lost))
         if self._transport.is_closing():
             raise aiosmtplib.SMTPServerDisconnected("Connection lost")
-        loop = asyncio.get_running_loop()
-        futures = [loop.create_future() for _ in range(replies)]
-        hooks = [None] * (replies - 1) + [on_accepted]
-        self._waiting.extend(zip(futures, hooks, strict=True))
+        future: asyncio.Future[list[SMTPResponse]] = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Awaited(replies, future, on_accepted))
         self._transport.write(data)
-        return futures
+        return future
 
-    async def _reply(self, future: asyncio.Future[SMTPResponse]) -> SMTPResponse:
+    async def _replies(self, future: asyncio.Future[list[SMTPResponse]]) -> list[SMTPResponse]:
         try:
             async with asyncio.timeout(self._timeout):
-                return await asyncio.shield(future)
+                return await future
         except TimeoutError as exc:
             self._fail(aiosmtplib.SMTPReadTimeoutError("Timed out waiting for server response"))
             raise aiosmtplib.SMTPReadTimeoutError(
                 "Timed out waiting for server response"
             ) from exc
+
+    async def _reply(self, future: asyncio.Future[list[SMTPResponse]]) -> SMTPResponse:
+        return (await self._replies(future))[-1]
 
     async def sendmail(
         self,
@@ -300,12 +325,11 @@ class _Pipeline(asyncio.Protocol):
         data = _dot_stuffed(message)
         size = b" SIZE=%d" % (len(data) - 3) if self._size else b""
         envelope = b"MAIL FROM:%s%s\r\nRCPT TO:%s\r\nDATA\r\n" % (mail_from, size, rcpt_to)
-        mail, rcpt, start = self._send(envelope, 3)
-        replies = [await self._reply(mail), await self._reply(rcpt), await self._reply(start)]
+        replies = await self._replies(self._send(envelope, 3))
         if replies[2].code == 354 and (replies[0].code != 250 or replies[1].code not in (250, 251)):
             # The server took DATA although the envelope was refused: end it empty.
-            replies[2] = await self._reply(self._send(b".\r\n", 1)[0])
-            replies[2] = SMTPResponse(554, replies[2].message)
+            ended = await self._reply(self._send(b".\r\n", 1))
+            replies[2] = SMTPResponse(554, ended.message)
         try:
             if replies[0].code != 250:
                 raise aiosmtplib.SMTPSenderRefused(replies[0].code, replies[0].message, sender)
@@ -314,12 +338,12 @@ class _Pipeline(asyncio.Protocol):
                     replies[1].code, replies[1].message, recipient)])  # fmt: skip
             if replies[2].code != 354:
                 raise aiosmtplib.SMTPDataError(replies[2].code, replies[2].message)
-            done = await self._reply(self._send(data, 1, on_accepted)[0])
+            done = await self._reply(self._send(data, 1, on_accepted))
             if done.code != 250:
                 raise aiosmtplib.SMTPDataError(done.code, done.message)
         except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
             try:
-                await self._reply(self._send(b"RSET\r\n", 1)[0])
+                await self._reply(self._send(b"RSET\r\n", 1))
             except (ConnectionError, aiosmtplib.SMTPException):
                 pass
             raise
@@ -328,7 +352,7 @@ class _Pipeline(asyncio.Protocol):
         """``QUIT`` and close (the mails were sent or not: its reply changes nothing)."""
         try:
             if self.usable:
-                await self._reply(self._send(b"QUIT\r\n", 1)[0])
+                await self._reply(self._send(b"QUIT\r\n", 1))
         except (ConnectionError, aiosmtplib.SMTPException):
             pass
         finally:

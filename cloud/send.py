@@ -21,7 +21,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Final, Protocol
 
 from cloud.clock import Clock
@@ -153,19 +153,23 @@ class Sender:
             for mail in batch[done:]:
                 await self._defer(store, mail, exc.reason)
 
-    def _sent(self, mail: QueuedMail, now: float, window: float) -> None:
-        self.stats.sent += 1
-        self.stats.mark_window_total_s += window
-        self.stats.mark_window_max_s = max(self.stats.mark_window_max_s, window)
-        log.info(
-            "mail sent event=%s kind=%s to=%s attempts=%d after=%.0fms marked_in=%.2fms",
-            mail.event_id,
-            mail.kind,
-            mail.recipient,
-            mail.attempts + 1,
-            (now - mail.created_at) * 1000.0,
-            window * 1000.0,
-        )
+    def _sent(self, group: Sequence[tuple[QueuedMail, float, float]]) -> None:
+        """``(mail, when sent, accepted -> marked)`` of one committed group of marks: one
+        log record for the group (a record each cost ~3 % of the CPU of a busy notifier),
+        with a ``mail sent …`` item per mail."""
+        stats = self.stats
+        items = []
+        for mail, now, window in group:
+            stats.sent += 1
+            stats.mark_window_total_s += window
+            stats.mark_window_max_s = max(stats.mark_window_max_s, window)
+            items.append(
+                f"mail sent event={mail.event_id} kind={mail.kind} to={mail.recipient} "
+                f"attempts={mail.attempts + 1} after={(now - mail.created_at) * 1000.0:.0f}ms "
+                f"marked_in={window * 1000.0:.2f}ms"
+            )
+        if items and log.isEnabledFor(logging.INFO):
+            log.info("%s", " | ".join(items))
 
     async def _defer(self, store: Store, mail: QueuedMail, reason: str) -> None:
         attempt = mail.attempts + 1
@@ -211,7 +215,7 @@ class SentMarks:
         self,
         store: Store,
         journal: SentJournal | None = None,
-        on_marked: Callable[[QueuedMail, float, float], None] | None = None,
+        on_marked: Callable[[Sequence[tuple[QueuedMail, float, float]]], None] | None = None,
     ) -> None:
         self._store = store
         self._journal = journal
@@ -258,9 +262,10 @@ class SentMarks:
             self.since_sync += len(group)
             if self._journal is not None:
                 self._journal.marked(len(group))
-            for mail, now, accepted, done in group:
-                if self._on_marked is not None:
-                    self._on_marked(mail, now, committed - accepted)
+            if self._on_marked is not None:
+                self._on_marked([(mail, now, committed - accepted) for mail, now, accepted, _
+                                 in group])  # fmt: skip
+            for *_, done in group:
                 if not done.done():
                     done.set_result(None)
 
