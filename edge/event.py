@@ -16,6 +16,8 @@ from typing import Any, Final, Literal
 import msgspec
 import uuid6
 
+from edge.errors import EdgeError
+
 ENVELOPE_VERSION: Final = 1
 DEFAULT_TOPIC_PREFIX: Final = "satoyama/v1"
 
@@ -47,7 +49,7 @@ KINDS: Final = frozenset(
 )
 
 
-class EnvelopeError(ValueError):
+class EnvelopeError(EdgeError, ValueError):
     """A payload that is not a valid event envelope."""
 
 

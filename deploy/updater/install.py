@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 PLATFORM_PROBE = "import os,platform;print(platform.machine(), os.confstr('CS_GNU_LIBC_VERSION'))"
 
 
-class StepFailed(Exception):
+class StepFailed(DeployError):
     """An install step before the switch failed: ``stage`` and ``reason`` go into the event."""
 
     def __init__(self, stage: str, reason: str) -> None:

@@ -28,6 +28,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from edge.errors import EdgeError
+
 log = logging.getLogger(__name__)
 
 MAX_PAYLOAD = 4096
@@ -47,7 +49,7 @@ _SEGMENT = r"[A-Za-z0-9_~-][A-Za-z0-9._~-]*"
 URL_PATTERN = rf"^https://{_HOST}(?:/{_SEGMENT})+(?:\?[A-Za-z0-9._~=&%+/-]{{0,1500}})?\Z"
 
 
-class CommandError(ValueError):
+class CommandError(EdgeError, ValueError):
     """A command that must not run; the message says why (it goes into the event)."""
 
 

@@ -43,6 +43,7 @@ from msgspec import Meta
 from edge.config import Config, ConfigError, MatSensorConfig, parse
 from edge.config import _explain as explain_validation
 from edge.devices.factory import PinFactory
+from edge.errors import EdgeError
 from edge.event import KINDS
 from edge.sim.actions import EmulationError, check_action, target_kind
 from edge.sim.world import WorldSpec
@@ -57,7 +58,7 @@ SCENARIOS = Path(__file__).parents[1] / "sim" / "scenarios"
 SITES = Path(__file__).parents[1] / "sim" / "sites"
 
 
-class ScenarioError(ValueError):
+class ScenarioError(EdgeError, ValueError):
     """The scenario file is invalid; the message names the file and the key."""
 
 
