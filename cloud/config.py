@@ -221,6 +221,8 @@ class DeliveryConfig(_Table, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     """How long a mail taken by one instance is left to it before another may send it."""
     poll_s: _Seconds = 5.0
     """How often the store is looked at for work another instance left (and timers)."""
+    render_processes: Annotated[int, msgspec.Meta(ge=0, le=8)] = 1
+    """Worker processes that render events' mails (0: a thread of the notifier's own)."""
 
 
 class Contact(_Table, frozen=True, kw_only=True, forbid_unknown_fields=True):

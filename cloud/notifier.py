@@ -144,7 +144,7 @@ class Notifier:
         if cfg.fleet is None:
             log.warning(
                 "no [fleet] table in the configuration: any device may speak for any site "
-                "(add [fleet.<device_id>] site = \"...\" for each device)"
+                '(add [fleet.<device_id>] site = "..." for each device)'
             )
         if self.sender.mailer is None:
             local_hostname = await asyncio.to_thread(socket.getfqdn)  # once: it may query DNS
@@ -176,6 +176,7 @@ class Notifier:
                 released,
             )
             try:
+                await self.planner.start_workers()
                 async with asyncio.TaskGroup() as tasks:
                     receiver = tasks.create_task(self.receiver.run(store), name="receiver")
                     sender = tasks.create_task(self.sender.run(store), name="sender")
@@ -208,4 +209,5 @@ class Notifier:
             finally:
                 self.subscribed.clear()
                 self.planner.close()
+                await self.planner.close_workers()
         log.info("notifier stopped")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -25,12 +26,16 @@ from cloud.chart import WINDOW_S, LevelChart, level_chart, stage_lines
 from cloud.config import NotifierConfig, Recipient, SiteConfig
 from cloud.mime import Mail
 from cloud.render import CHART_KINDS, JST, MESSAGE_ID_DOMAIN, as_bytes, render_mail
+from cloud.render_workers import RenderWorkers, WorkerLost
 from cloud.staticmap import StaticMaps
 from cloud.stats import NotifierStats
 from cloud.store import CoalescePlan, OutgoingMail, Store, TrapPlan
 from edge.event import Event
 
 log = logging.getLogger("cloud.notifier")  # the name its log lines had before the split
+
+#: One rendering for a worker process: what renders, for whom, at which place, what.
+_Job = tuple[Callable[[Recipient, int, bool], Mail], Recipient, int, str]
 
 
 class Planner:
@@ -44,10 +49,34 @@ class Planner:
         self.maps = maps
         """The map picture at the top of a mail (``[maps]``); ``None``: map links only."""
         self._renderer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="notifier-render")
+        self._processes: RenderWorkers | None = None
+        """``delivery.render_processes`` worker processes for events' mails (else None)."""
+        self._jobs: list[tuple[_Job, asyncio.Future[bytes | None]]] = []
+        """Renderings asked for in this turn of the loop: one hand-over to a worker."""
+        self._handing: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
         """A fresh renderer thread (the notifier's :meth:`~cloud.notifier.Notifier.run`)."""
         self._renderer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="notifier-render")
+
+    async def start_workers(self) -> None:
+        """Start ``delivery.render_processes`` worker processes (none with ``[maps]``:
+        the map picture's cache lives in the notifier, so events render on the thread)."""
+        count = self.config.delivery.render_processes
+        if count and self.maps is None and self._processes is None:
+            workers = RenderWorkers(count)
+            try:
+                await workers.start()
+            except OSError as exc:
+                log.error("cannot start render workers (%s): rendering on a thread", exc)
+                await workers.close()
+                return
+            self._processes = workers
+
+    async def close_workers(self) -> None:
+        workers, self._processes = self._processes, None
+        if workers is not None:
+            await workers.close()
 
     def close(self) -> None:
         self._renderer.shutdown(wait=False)
@@ -96,15 +125,10 @@ class Planner:
             return [], None, trap
         chart = await self._chart(store, event, now) if event.kind in CHART_KINDS else None
         when = dt.datetime.fromtimestamp(now, dt.UTC)
-
-        def render(recipient: Recipient, index: int, with_data: bool) -> Mail:
-            return render_mail(
-                event, site, language=recipient.language, sender=cfg.smtp.sender,
-                recipient=recipient.address, index=index, received_at=when,
-                with_data=with_data, chart=chart if with_data else None, maps=self.maps,
-            )  # fmt: skip
-
-        mails = await self.render_each(recipients, render, event.id)
+        # A partial of a module-level function (not a closure): a worker process can take it.
+        render = functools.partial(_render_event, event, site, cfg.smtp.sender, when, chart,
+                                   self.maps)  # fmt: skip
+        mails = await self.render_each(recipients, render, event.id, portable=True)
         coalesce = None
         rule = cfg.coalesce_rule(event.kind)
         if rule is not None:
@@ -123,13 +147,18 @@ class Planner:
         recipients: Sequence[Recipient],
         render: Callable[[Recipient, int, bool], Mail],
         what: str,
+        *,
+        portable: bool = False,
     ) -> list[OutgoingMail]:
         """One mail per recipient; a template bug costs the data fields, not the mail.
 
         Rendering (~0.25 ms of CPU a mail, cloud/mime.py) runs on a thread of its
         own: meanwhile the loop answers at once when the SMTP server takes a mail,
         so that it is marked sent without delay (until then, a kill would mail it
-        twice after the restart).
+        twice after the restart).  ``portable`` renderings (``render`` can be
+        pickled) run in the worker processes where there are some
+        (``delivery.render_processes``): off this process's GIL, all those asked
+        for in one turn of the loop in one hand-over.
         """
         loop = asyncio.get_running_loop()
         mails = []
@@ -140,15 +169,56 @@ class Planner:
                 first, whom, place = model[recipient.language]
                 message = _readdress(first, whom, place, recipient, index)
             if message is None:
-                message = await loop.run_in_executor(
-                    self._renderer, _render_one, render, recipient, index, what
-                )
+                if portable and self._processes is not None:
+                    message = await self._in_worker((render, recipient, index, what))
+                else:
+                    message = await loop.run_in_executor(
+                        self._renderer, _render_one, render, recipient, index, what
+                    )
                 self.stats.rendered += 1
                 if message is not None:
                     model.setdefault(recipient.language, (message, recipient, index))
             if message is not None:
                 mails.append(OutgoingMail(recipient.address, message, recipient.language))
         return mails
+
+    def _in_worker(self, job: _Job) -> asyncio.Future[bytes | None]:
+        """``_render_one(*job)`` in a worker process, with the others of this turn."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bytes | None] = loop.create_future()
+        self._jobs.append((job, future))
+        if len(self._jobs) == 1:
+            loop.call_soon(self._hand_over)
+        return future
+
+    def _hand_over(self) -> None:
+        jobs, self._jobs = self._jobs, []
+        task = asyncio.get_running_loop().create_task(self._render_many(jobs))
+        self._handing.add(task)
+        task.add_done_callback(self._handing.discard)
+
+    async def _render_many(self, jobs: list[tuple[_Job, asyncio.Future[bytes | None]]]) -> None:
+        workers = self._processes
+        try:
+            if workers is None:  # closed meanwhile, or lost
+                raise WorkerLost("no render worker")
+            messages = await workers.run(_render_many, [job for job, _ in jobs])
+        except Exception as exc:  # a worker died, or a job could not be pickled
+            if workers is not None and not workers.alive and self._processes is workers:
+                log.error("render workers lost (%s): rendering on a thread from now on", exc)
+                self._processes = None
+                await workers.close()
+            elif workers is not None:
+                log.warning("rendering in a worker failed (%s): on the thread instead", exc)
+            loop = asyncio.get_running_loop()
+            for job, future in jobs:
+                if not future.done():
+                    rendered = loop.run_in_executor(self._renderer, _render_one, *job)
+                    rendered.add_done_callback(functools.partial(_settle, future))
+            return
+        for (_, future), message in zip(jobs, messages, strict=True):
+            if not future.done():
+                future.set_result(message)
 
     async def _chart(self, store: Store, event: Event, now: float) -> LevelChart | None:
         """The last 24 h of ``<data.sensor>.level_cm`` up to the alert (with its own reading)."""
@@ -171,6 +241,42 @@ class Planner:
         except Exception:
             log.exception("cannot draw the chart for event %s; mailing it without", event.id)
             return None
+
+
+def _render_event(
+    event: Event,
+    site: SiteConfig,
+    sender: str,
+    when: dt.datetime,
+    chart: LevelChart | None,
+    maps: StaticMaps | None,
+    recipient: Recipient,
+    index: int,
+    with_data: bool,
+) -> Mail:
+    """An event's mail for ``recipient`` (what :meth:`Planner.plan_event` renders)."""
+    return render_mail(
+        event, site, language=recipient.language, sender=sender,
+        recipient=recipient.address, index=index, received_at=when,
+        with_data=with_data, chart=chart if with_data else None, maps=maps,
+    )  # fmt: skip
+
+
+def _settle(future: asyncio.Future[bytes | None], source: asyncio.Future[bytes | None]) -> None:
+    """``future`` gets ``source``'s outcome."""
+    if future.done():
+        return
+    if source.cancelled():
+        future.cancel()
+    elif (exc := source.exception()) is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(source.result())
+
+
+def _render_many(jobs: list[_Job]) -> list[bytes | None]:
+    """:func:`_render_one` for each job (in a worker process)."""
+    return [_render_one(*job) for job in jobs]
 
 
 def _render_one(
