@@ -146,7 +146,11 @@ class MailSession:
             self._smtp.close()  # the mails were sent or not; QUIT changes nothing
 
     async def send(
-        self, recipient: str, message: bytes, on_accepted: Callable[[], None] | None = None
+        self,
+        recipient: str,
+        message: bytes,
+        on_accepted: Callable[[], None] | None = None,
+        following: tuple[str, bytes] | None = None,
     ) -> None:
         """Send ``message`` to ``recipient``; raise a :class:`DeliveryError` leaf on failure.
 
@@ -154,10 +158,17 @@ class MailSession:
         can be: with PIPELINING in the very callback that reads its ``250`` (so
         that no other work of the process comes in between; see
         :class:`cloud.store.SentJournal`).  It must not raise or block.
+
+        ``following`` (recipient, message): the mail the caller sends next on this
+        session (it must, or close the session).  With PIPELINING its envelope goes
+        in the same write as this message's content (RFC 2920 allows the content
+        first in a group): one write and one round trip a mail instead of two.
         """
         try:
             if self._pipe is not None:
-                await self._pipe.sendmail(self._envelope_sender, recipient, message, on_accepted)
+                await self._pipe.sendmail(
+                    self._envelope_sender, recipient, message, on_accepted, following
+                )
             else:
                 await self._smtp.sendmail(self._envelope_sender, [recipient], message)
                 if on_accepted is not None:
@@ -224,6 +235,9 @@ class _Pipeline(asyncio.Protocol):
         self._lines: list[bytes] = []
         self._waiting: collections.deque[_Awaited] = collections.deque()
         self._lost: BaseException | None = None
+        self._announced: tuple[bytes, bytes, asyncio.Future[list[SMTPResponse]]] | None = None
+        """The next mail's envelope, already written with the last content: the message
+        it is for, that message as DATA carries it, the future of its three replies."""
 
     @property
     def usable(self) -> bool:
@@ -306,12 +320,15 @@ class _Pipeline(asyncio.Protocol):
                 return await future
         except TimeoutError as exc:
             self._fail(aiosmtplib.SMTPReadTimeoutError("Timed out waiting for server response"))
-            raise aiosmtplib.SMTPReadTimeoutError(
-                "Timed out waiting for server response"
-            ) from exc
+            raise aiosmtplib.SMTPReadTimeoutError("Timed out waiting for server response") from exc
 
     async def _reply(self, future: asyncio.Future[list[SMTPResponse]]) -> SMTPResponse:
         return (await self._replies(future))[-1]
+
+    def _envelope(self, sender: str, recipient: str, data: bytes) -> bytes:
+        mail_from, rcpt_to = _quoted(sender), _quoted(recipient)  # ValueError: unsendable
+        size = b" SIZE=%d" % (len(data) - 3) if self._size else b""
+        return b"MAIL FROM:%s%s\r\nRCPT TO:%s\r\nDATA\r\n" % (mail_from, size, rcpt_to)
 
     async def sendmail(
         self,
@@ -319,13 +336,24 @@ class _Pipeline(asyncio.Protocol):
         recipient: str,
         message: bytes,
         on_accepted: Callable[[], None] | None = None,
+        following: tuple[str, bytes] | None = None,
     ) -> None:
-        """One mail to one recipient; raises what ``aiosmtplib.SMTP.sendmail`` would."""
-        mail_from, rcpt_to = _quoted(sender), _quoted(recipient)  # ValueError: unsendable
-        data = _dot_stuffed(message)
-        size = b" SIZE=%d" % (len(data) - 3) if self._size else b""
-        envelope = b"MAIL FROM:%s%s\r\nRCPT TO:%s\r\nDATA\r\n" % (mail_from, size, rcpt_to)
-        replies = await self._replies(self._send(envelope, 3))
+        """One mail to one recipient; raises what ``aiosmtplib.SMTP.sendmail`` would.
+
+        ``following``: see :meth:`MailSession.send`.
+        """
+        announced, self._announced = self._announced, None
+        if announced is not None and announced[0] is message:
+            data, replied = announced[1], announced[2]
+        else:
+            if announced is not None:
+                # The server waits for another message's content: only dropping the
+                # connection ends that transaction without sending anything.
+                self._fail(aiosmtplib.SMTPServerDisconnected("pipelined envelope not used"))
+                raise aiosmtplib.SMTPServerDisconnected("pipelined envelope not used")
+            data = _dot_stuffed(message)
+            replied = self._send(self._envelope(sender, recipient, data), 3)
+        replies = await self._replies(replied)
         if replies[2].code == 354 and (replies[0].code != 250 or replies[1].code not in (250, 251)):
             # The server took DATA although the envelope was refused: end it empty.
             ended = await self._reply(self._send(b".\r\n", 1))
@@ -338,20 +366,55 @@ class _Pipeline(asyncio.Protocol):
                     replies[1].code, replies[1].message, recipient)])  # fmt: skip
             if replies[2].code != 354:
                 raise aiosmtplib.SMTPDataError(replies[2].code, replies[2].message)
-            done = await self._reply(self._send(data, 1, on_accepted))
-            if done.code != 250:
-                raise aiosmtplib.SMTPDataError(done.code, done.message)
         except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
-            try:
+            try:  # the envelope was refused: reset it before the next mail
                 await self._reply(self._send(b"RSET\r\n", 1))
             except (ConnectionError, aiosmtplib.SMTPException):
                 pass
             raise
+        if following is None:
+            done = await self._reply(self._send(data, 1, on_accepted))
+        else:
+            # This content and the next mail's envelope in one write.  No RSET may
+            # follow now: the server is to read the next mail's content after it.
+            next_recipient, next_message = following
+            next_data = _dot_stuffed(next_message)
+            try:
+                envelope = self._envelope(sender, next_recipient, next_data)
+            except ValueError:  # the next one is unsendable: it will say so itself
+                done = await self._reply(self._send(data, 1, on_accepted))
+            else:
+                sent, after = self._send_two(data, on_accepted, envelope)
+                self._announced = (next_message, next_data, after)
+                done = await self._reply(sent)
+        if done.code != 250:
+            raise aiosmtplib.SMTPDataError(done.code, done.message)
+
+    def _send_two(
+        self, data: bytes, on_accepted: Callable[[], None] | None, envelope: bytes
+    ) -> tuple[asyncio.Future[list[SMTPResponse]], asyncio.Future[list[SMTPResponse]]]:
+        """Write ``data`` (one reply) and ``envelope`` (three) in one write."""
+        loop = asyncio.get_running_loop()
+        first: asyncio.Future[list[SMTPResponse]] = loop.create_future()
+        second: asyncio.Future[list[SMTPResponse]] = loop.create_future()
+        if self._lost is not None:
+            raise aiosmtplib.SMTPServerDisconnected(str(self._lost))
+        if self._transport.is_closing():
+            raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+        self._waiting.append(_Awaited(1, first, on_accepted))
+        self._waiting.append(_Awaited(3, second, None))
+        self._transport.write(data + envelope)
+        second.add_done_callback(_retrieved)  # a stop may leave it unawaited
+        return first, second
 
     async def quit(self) -> None:
-        """``QUIT`` and close (the mails were sent or not: its reply changes nothing)."""
+        """``QUIT`` and close (the mails were sent or not: its reply changes nothing).
+
+        With a next mail's envelope written and its content not (a stop came in
+        between), the connection is dropped instead: the server then discards that
+        transaction (a QUIT would be read as the content)."""
         try:
-            if self.usable:
+            if self.usable and self._announced is None:
                 await self._reply(self._send(b"QUIT\r\n", 1))
         except (ConnectionError, aiosmtplib.SMTPException):
             pass
@@ -380,6 +443,11 @@ def _dot_stuffed(message: bytes) -> bytes:
     if message.startswith(b".") or b"\n." in message:
         message = _LEADING_DOT.sub(b"..", message)
     return message + b".\r\n"
+
+
+def _retrieved(future: asyncio.Future[list[SMTPResponse]]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _by_code(code: int, reason: str) -> TransientDeliveryError | PermanentDeliveryError:
@@ -433,7 +501,11 @@ class DryRunSession:
         return None
 
     async def send(
-        self, recipient: str, message: bytes, on_accepted: Callable[[], None] | None = None
+        self,
+        recipient: str,
+        message: bytes,
+        on_accepted: Callable[[], None] | None = None,
+        following: tuple[str, bytes] | None = None,
     ) -> None:
         """Write the message; a disk problem is transient (the mail stays queued)."""
         try:

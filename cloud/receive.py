@@ -21,6 +21,7 @@ go out on a connection of their own (:meth:`Receiver.acknowledge_forever`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 from collections.abc import Sequence
@@ -309,33 +310,49 @@ class Receiver:
             new.append((message, topic_device, stored))
         plans: list[_Planned] = []
         mails_planned = 0
-        for start in range(0, len(new), PLAN_AT_ONCE):
-            chunk = new[start : start + PLAN_AT_ONCE]
-            plans_of = (
-                self.planner.plan_event(store, event, self.config.sites.get(event.site), now)
-                for _, _, event in chunk
-            )
-            if sum(self.planner.mailed(event) for _, _, event in chunk) > 1:
-                # Planned together: their mails are rendered back to back on the
-                # renderer's thread, not one hand-over (and GIL switch) at a time.
-                planned = await asyncio.gather(*plans_of)
-            else:  # nothing to render (heartbeats): no task per event
-                planned = [await plan for plan in plans_of]
-            for (message, topic_device, event), (mails, coalesce, trap) in zip(
-                chunk, planned, strict=True
-            ):
-                plans.append(
-                    (message, topic_device, event, mails, coalesce, trap,
-                     heartbeat_interval(event))
-                )  # fmt: skip
-                mails_planned += len(mails)
-            if mails_planned >= GROUP_MAILS:
-                # Mailed events: commit sooner, so that the transaction stays short
-                # (a mail the SMTP server took waits behind it to be marked sent).
+        # Each group's commit (the store's thread, an fsync) runs while the next chunk
+        # renders (the render workers); the commits, and so the PUBACKs, stay in order.
+        committing: asyncio.Task[None] | None = None
+        try:
+            for start in range(0, len(new), PLAN_AT_ONCE):
+                chunk = new[start : start + PLAN_AT_ONCE]
+                plans_of = (
+                    self.planner.plan_event(store, event, self.config.sites.get(event.site), now)
+                    for _, _, event in chunk
+                )
+                if sum(self.planner.mailed(event) for _, _, event in chunk) > 1:
+                    # Planned together: their mails are rendered in one hand-over
+                    # (to a render worker, or back to back on the renderer's thread).
+                    planned = await asyncio.gather(*plans_of)
+                else:  # nothing to render (heartbeats): no task per event
+                    planned = [await plan for plan in plans_of]
+                for (message, topic_device, event), (mails, coalesce, trap) in zip(
+                    chunk, planned, strict=True
+                ):
+                    plans.append(
+                        (message, topic_device, event, mails, coalesce, trap,
+                         heartbeat_interval(event))
+                    )  # fmt: skip
+                    mails_planned += len(mails)
+                if mails_planned >= GROUP_MAILS:
+                    # Mailed events: commit sooner, so that the transaction stays short
+                    # (a mail the SMTP server took waits behind it to be marked sent).
+                    if committing is not None:
+                        await committing
+                    committing = asyncio.create_task(
+                        self._commit_group(client, store, plans, now), name="group-commit"
+                    )
+                    plans, mails_planned = [], 0
+            if committing is not None:
+                await committing
+                committing = None
+            if plans:
                 await self._commit_group(client, store, plans, now)
-                plans, mails_planned = [], 0
-        if plans:
-            await self._commit_group(client, store, plans, now)
+        finally:
+            if committing is not None and not committing.done():
+                committing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await committing
 
     async def _commit_group(
         self, client: aiomqtt.Client, store: Store, plans: list[_Planned], now: float

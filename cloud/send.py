@@ -117,15 +117,22 @@ class Sender:
             async with self.mailer.session() as session:
                 while batch:
                     done = 0
-                    for mail in batch:
-                        if self._stopping.is_set():
+                    announced = False
+                    for n, mail in enumerate(batch):
+                        if self._stopping.is_set() and not announced:
                             return  # still pending: sent after the restart
                         journal = store.journal
                         accepted_hook = None if journal is None else functools.partial(
                             journal.record, mail.id, mail.event_id, mail.recipient
                         )  # fmt: skip
+                        following = None
+                        if n + 1 < len(batch) and not self._stopping.is_set():
+                            following = (batch[n + 1].recipient, batch[n + 1].message)
+                        announced = following is not None
                         try:
-                            await session.send(mail.recipient, mail.message, accepted_hook)
+                            await session.send(
+                                mail.recipient, mail.message, accepted_hook, following
+                            )
                         except PermanentDeliveryError as exc:
                             done += 1
                             await self._failed(store, mail, exc.reason)
