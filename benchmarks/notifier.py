@@ -507,8 +507,12 @@ def main() -> None:
                         help="comma-separated: smtp, backlog, alarms, shared, kills")  # fmt: skip
     parser.add_argument("--smtp-sink", nargs=3, metavar=("PORT", "LOG", "KIND"),
                         help=argparse.SUPPRESS)  # fmt: skip
-    parser.add_argument("--connections", type=int, default=None,
-                        help="the notifier's smtp.connections (default: its own default)")
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=None,
+        help="the notifier's smtp.connections (default: its own default)",
+    )
     args = parser.parse_args()
     global CONNECTIONS
     CONNECTIONS = args.connections

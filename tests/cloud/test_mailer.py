@@ -152,9 +152,7 @@ async def test_a_refused_message_or_sender_is_classified_and_the_session_goes_on
     assert handler.delivered == ["hunter@example.jp"]
     assert permanent.value.reason == "message refused: 554 5.6.0 Message rejected: spam"
     assert transient.value.reason == "message refused: 451 4.3.0 Try again later"
-    assert sender.value.reason == (
-        "sender alerts@example.jp refused: 553 5.7.1 Sender not allowed"
-    )
+    assert sender.value.reason == ("sender alerts@example.jp refused: 553 5.7.1 Sender not allowed")
 
 
 async def test_lines_starting_with_a_dot_arrive_unchanged(
@@ -209,3 +207,52 @@ async def test_pipelining_after_starttls_sends_and_classifies_over_tls(
     finally:
         controller.stop()
     assert handler.delivered == ["farmer@example.jp", "hunter@example.jp"]
+
+
+async def test_mails_announced_with_the_previous_content_arrive_whole_and_each_classified(
+    picky: tuple[PickyServer, int],
+) -> None:
+    """Each mail's envelope goes in the write of the previous mail's content
+    (``following``): every mail arrives whole, to its own recipient, and a refused
+    recipient or message among them costs that mail only."""
+    handler, port = picky
+    mails = [("farmer@example.jp", b"Subject: 1\r\n\r\n.one\r\n"),
+             ("nobody@example.jp", b"Subject: 2\r\n\r\ntwo\r\n"),
+             ("hunter@example.jp", b"Subject: 3\r\n\r\nthree\r\n"),
+             ("office@example.jp", b"Subject: 4\r\n\r\nfour\r\n")]  # fmt: skip
+    outcomes: list[str] = []
+    async with Mailer(smtp_config(port), local_hostname="notifier.test").session() as session:
+        for n, (recipient, message) in enumerate(mails):
+            following = mails[n + 1] if n + 1 < len(mails) else None
+            handler.refuse_data = "554 5.6.0 spam" if n == 2 else None
+            try:
+                await session.send(recipient, message, None, following)
+                outcomes.append("sent")
+            except PermanentDeliveryError as exc:
+                outcomes.append(exc.reason)
+        assert session.usable
+    assert outcomes == [
+        "sent",
+        "recipient refused: 550 5.1.1 <nobody@example.jp>: Recipient address rejected: "
+        "User unknown",
+        "message refused: 554 5.6.0 spam",
+        "sent",
+    ]
+    assert handler.delivered == ["farmer@example.jp", "office@example.jp"]
+    assert handler.messages == [mails[0][1], mails[3][1]]
+
+
+async def test_a_session_closed_with_a_mail_announced_delivers_nothing_of_it(
+    picky: tuple[PickyServer, int],
+) -> None:
+    """A stop between a mail and the one announced with it: the server never gets that
+    one's content (the connection is dropped, not QUIT), so it is sent whole later."""
+    handler, port = picky
+    later = ("hunter@example.jp", b"Subject: later\r\n\r\nlater\r\n")
+    mailer = Mailer(smtp_config(port), local_hostname="notifier.test")
+    async with mailer.session() as session:
+        await session.send("farmer@example.jp", MESSAGE, None, later)
+    async with mailer.session() as session:
+        await session.send(*later)
+    assert handler.delivered == ["farmer@example.jp", "hunter@example.jp"]
+    assert handler.messages == [MESSAGE, later[1]]

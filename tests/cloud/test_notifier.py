@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import sqlite3
 import statistics
 import time
@@ -483,3 +485,42 @@ def load_config_text(text: str) -> NotifierConfig:
     from cloud.config import parse_config
 
     return parse_config(text)
+
+
+def _render_workers() -> list[int]:
+    """This process's children running ``python -m cloud.render_workers``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rpartition(")")[2].split()
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if int(stat[1]) == os.getpid() and b"cloud.render_workers" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+async def test_mails_are_rendered_in_a_worker_process_and_still_go_out_when_it_dies(
+    config: NotifierConfig, mailbox: Mailbox, publisher: Publisher
+) -> None:
+    """``delivery.render_processes`` (default 1): events' mails are rendered in a worker
+    process; one killed mid-stream costs no mail (the thread renders instead), and no
+    worker outlives the notifier."""
+    assert config.delivery.render_processes == 1
+    first = [make_event() for _ in range(3)]
+    then = [make_event() for _ in range(3)]
+    async with running(config) as notifier:
+        [worker] = _render_workers()
+        for event in first:
+            await publisher.event(event)
+        await mails(mailbox, 2 * len(first))
+        assert notifier.stats.rendered == len(first)  # once per language, readdressed
+        os.kill(worker, signal.SIGKILL)
+        for event in then:
+            await publisher.event(event)
+        received = await mails(mailbox, 2 * (len(first) + len(then)))
+        assert sorted(event_ids(received)) == sorted(e.id for e in first + then for _ in "ab")
+    assert _render_workers() == []
