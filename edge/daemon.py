@@ -27,7 +27,7 @@ import sys
 import time
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from edge.config import WATER_SENSORS, Config, MatSensorConfig, NapRuleConfig, WaterRuleConfig
 from edge.devices.actuators import Actuator
@@ -39,13 +39,12 @@ from edge.devices.factory import (
     make_pin_factory,
 )
 from edge.devices.level import I2cBusFactory
-from edge.event import Event, Severity
 from edge.health.anomaly_watch import AnomalyWatch, cadence_warnings
 from edge.health.heartbeat import Heartbeat, SensorBoard
 from edge.health.supervisor import Supervisor, TaskFactory
 from edge.link.commands import CommandRunner
 from edge.link.outbox import Outbox
-from edge.link.recorder import Recorder
+from edge.link.recorder import PlacedRecord, Recorder
 from edge.link.spool import SpoolDrain
 from edge.link.storage import StorageWatch
 from edge.link.telemetry import Telemetry, TelemetryBuffer
@@ -71,24 +70,6 @@ GIL_SWITCH_INTERVAL_S = 0.0005
 STOP_ROUNDS = 20
 """How often close() cancels a task that has not ended (one cancellation can be lost)."""
 STOP_ROUND_S = 0.5
-
-
-class PlacedRecord:
-    """``record(kind, severity, data, at=None)`` as the watches call it: the event carries
-    the place's own name (``device.description``) for the e-mail.  Made before the outbox
-    is open (the detectors are armed first); :attr:`recorder` is set once it is."""
-
-    def __init__(self, description: str) -> None:
-        self.place = " ".join(description.split())[:80]
-        self.recorder: Recorder | None = None
-
-    async def __call__(
-        self, kind: str, severity: str, data: dict[str, Any], *, at: float | None = None
-    ) -> Event:
-        assert self.recorder is not None, "recorded before the outbox was opened"
-        if self.place and "place" not in data:
-            data = {**data, "place": self.place}
-        return await self.recorder.record(kind, cast(Severity, severity), data, at=at)
 
 
 class Daemon:

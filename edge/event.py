@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import struct
-from typing import Any, Final, Literal
+from typing import Any, ClassVar, Final, Literal, TypeVar
 
 import msgspec
 import uuid6
@@ -25,29 +25,6 @@ Severity = Literal["alarm", "warning", "info"]
 
 #: Delivery priority of each severity; lower leaves the outbox first.
 SEVERITY_RANK: Final[dict[str, int]] = {"alarm": 0, "warning": 1, "info": 2}
-
-#: Kinds every consumer must understand.  Consumers must also tolerate kinds
-#: they do not know (newer devices), treating them by their severity.
-KINDS: Final = frozenset(
-    {
-        "animal_detected",
-        "trap_triggered",
-        "trap_reset",
-        "trap_armed",
-        "water_level_alert",
-        "water_rise_alert",
-        "posture_check",
-        "prone_alarm",
-        "apnea_alarm",
-        "alarm_cleared",
-        "anomaly",
-        "sensor_fault",
-        "sensor_recovered",
-        "heartbeat",
-        "command_rejected",
-    }
-)
-
 
 class EnvelopeError(EdgeError, ValueError):
     """A payload that is not a valid event envelope."""
@@ -425,17 +402,207 @@ def _get_varint(data: bytes, pos: int) -> tuple[int, int]:
             raise ValueError("varint too long")
 
 
-class HeartbeatData(msgspec.Struct, frozen=True, kw_only=True):
+# -- the event vocabulary: one type per kind's ``data`` ----------------------------------
+#
+# The device records an instance (``recorder.record(AnimalDetected(...))``); the envelope
+# carries it as a JSON object (``Event.data``), so the wire format is the one of the
+# previous release.  The cloud reads it back with :func:`event_data`.  Fields that an
+# event carries only sometimes default to ``UNSET`` and are then absent on the wire.
+
+
+class EventData(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=False):
+    """``data`` of one kind of event.  ``kind`` and (where fixed) ``severity`` are the type's.
+
+    Decoding ignores fields a type does not name (newer or older devices);
+    :attr:`Event.data` keeps them all, and the e-mail shows them.
+    """
+
+    kind: ClassVar[str]
+    severity: ClassVar[Severity | None] = None
+    """The kind's severity, or None where the sender decides (water stages, updates)."""
+
+    place: str | msgspec.UnsetType = msgspec.UNSET
+    """The configuration's ``device.description`` (one line, at most 80 characters)."""
+    source: str | msgspec.UnsetType = msgspec.UNSET
+    """Who wrote it when not the daemon: the event spool's ``source`` (``updater``)."""
+
+    def to_data(self) -> dict[str, Any]:
+        """The JSON object :attr:`Event.data` carries (``UNSET`` fields left out)."""
+        out: dict[str, Any] = msgspec.to_builtins(self)
+        return out
+
+
+class AnimalDetected(EventData, frozen=True, kw_only=True):
+    kind: ClassVar[str] = "animal_detected"
+    severity: ClassVar[Severity | None] = "alarm"
+    sensor: str
+    rule: str
+    deterrent: str
+    """``"sounded"`` (this detection switched the actuators on) or ``"resting"``."""
+    siren: bool
+    strobe: bool
+
+
+class _TrapData(EventData, frozen=True, kw_only=True):
+    sensor: str
+    closed_since: str | msgspec.UnsetType = msgspec.UNSET
+    """RFC 3339 UTC (``...Z``), when it closed."""
+    closed_s: float | msgspec.UnsetType = msgspec.UNSET
+
+
+class TrapTriggered(_TrapData, frozen=True, kw_only=True):
+    kind: ClassVar[str] = "trap_triggered"
+    severity: ClassVar[Severity | None] = "alarm"
+    reminder: bool = False
+    """False for the closure itself, True for the reminders while it stays closed."""
+
+
+class TrapReset(_TrapData, frozen=True, kw_only=True):
+    kind: ClassVar[str] = "trap_reset"
+    severity: ClassVar[Severity | None] = "info"
+
+
+class TrapArmed(_TrapData, frozen=True, kw_only=True):
+    kind: ClassVar[str] = "trap_armed"
+    severity: ClassVar[Severity | None] = "info"
+
+
+class WaterStage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=False):
+    """One stage of a water rule, as every water alert lists them (for the chart)."""
+
+    name: str
+    label: str
+    level_cm: float
+
+
+class WaterLevelAlert(EventData, frozen=True, kw_only=True):
+    """Severity from the stage crossed."""
+
+    kind: ClassVar[str] = "water_level_alert"
+    sensor: str
+    level_cm: float
+    stage: str
+    stage_label: str
+    threshold_cm: float
+    direction: str
+    """``rising`` (an "above" stage) or ``falling`` (a "below" one)."""
+    stages: list[WaterStage] | msgspec.UnsetType = msgspec.UNSET
+
+
+class WaterRiseAlert(EventData, frozen=True, kw_only=True):
+    """Severity from the rule (``warning`` unless configured otherwise)."""
+
+    kind: ClassVar[str] = "water_rise_alert"
+    sensor: str
+    level_cm: float
+    rise_cm_per_10min: float
+    threshold_cm_per_10min: float
+    stages: list[WaterStage] | msgspec.UnsetType = msgspec.UNSET
+
+
+class PostureCheck(EventData, frozen=True, kw_only=True):
+    kind: ClassVar[str] = "posture_check"
+    severity: ClassVar[Severity | None] = "info"
+    cot: str
+    posture: str
+    probability: float | None
+    """The model's, or None."""
+
+
+class ProneAlarm(EventData, frozen=True, kw_only=True):
+    kind: ClassVar[str] = "prone_alarm"
+    severity: ClassVar[Severity | None] = "alarm"
+    cot: str
+    posture: str
+    duration_s: float
+    """Face down this long when it went off."""
+
+
+class ApneaAlarm(EventData, frozen=True, kw_only=True):
+    kind: ClassVar[str] = "apnea_alarm"
+    severity: ClassVar[Severity | None] = "alarm"
+    cot: str
+    posture: str
+    still_s: float
+    """No body motion for this long."""
+
+
+class AlarmCleared(EventData, frozen=True, kw_only=True):
+    kind: ClassVar[str] = "alarm_cleared"
+    severity: ClassVar[Severity | None] = "info"
+    cot: str
+    cleared: str
+    """The alarm's kind."""
+    acknowledged_by: str
+    alarm_s: float
+
+
+class Anomaly(EventData, frozen=True, kw_only=True):
+    kind: ClassVar[str] = "anomaly"
+    severity: ClassVar[Severity | None] = "warning"
+    sensor: str
+    series: str
+    score: float
+    threshold: float
+    tests: list[str]
+    pattern: str
+
+
+class SensorFault(EventData, frozen=True, kw_only=True):
+    """A sensor, a task (the supervisor's fields), the storage or the outbox failed."""
+
+    kind: ClassVar[str] = "sensor_fault"
+    severity: ClassVar[Severity | None] = "warning"
+    sensor: str
+    fault: str
+    message: str
+    # a supervised task's failure
+    error: str | msgspec.UnsetType = msgspec.UNSET
+    transient: bool | msgspec.UnsetType = msgspec.UNSET
+    failures: int | msgspec.UnsetType = msgspec.UNSET
+    retry_in_s: float | msgspec.UnsetType = msgspec.UNSET
+    at: str | msgspec.UnsetType = msgspec.UNSET
+    """``file.py:line`` where it failed."""
+    # the storage's and the outbox's notices
+    path: str | msgspec.UnsetType = msgspec.UNSET
+    kept: str | msgspec.UnsetType | None = msgspec.UNSET
+    moved_to: str | msgspec.UnsetType = msgspec.UNSET
+    salvaged: int | msgspec.UnsetType = msgspec.UNSET
+    new: int | msgspec.UnsetType = msgspec.UNSET
+    unreadable: int | msgspec.UnsetType = msgspec.UNSET
+    quarantined: int | msgspec.UnsetType = msgspec.UNSET
+    rows: int | msgspec.UnsetType = msgspec.UNSET
+    evicted: dict[str, int] | msgspec.UnsetType = msgspec.UNSET
+    lost: dict[str, int] | msgspec.UnsetType = msgspec.UNSET
+
+
+class SensorRecovered(EventData, frozen=True, kw_only=True):
+    kind: ClassVar[str] = "sensor_recovered"
+    severity: ClassVar[Severity | None] = "info"
+    sensor: str
+    fault: str | msgspec.UnsetType = msgspec.UNSET
+    """Absent for the storage."""
+    down_s: float | msgspec.UnsetType | None = msgspec.UNSET
+    restarts: int | msgspec.UnsetType = msgspec.UNSET
+    """A supervised task's restarts in the episode."""
+    lost_in_memory: dict[str, int] | msgspec.UnsetType = msgspec.UNSET
+    """The storage's: events dropped from the full memory buffer meanwhile, by kind."""
+
+
+class HeartbeatData(EventData, frozen=True, kw_only=True):
     """``data`` of a ``heartbeat`` event (severity ``info``): the device's health.
 
     The cloud declares a device offline when no heartbeat arrived for a few
     ``interval_s`` (or its status says offline).
     """
 
+    kind: ClassVar[str] = "heartbeat"
+    severity: ClassVar[Severity | None] = "info"
     interval_s: float
     uptime_s: float
     outbox_depth: int
-    oldest_undelivered_s: float | None
+    oldest_undelivered_s: float | None = None
+    """Absent on the wire when None."""
     evicted: dict[str, int] = msgspec.field(default_factory=dict)
     """Events dropped from a full outbox since the last heartbeat, by kind."""
     sensors: dict[str, str] = msgspec.field(default_factory=dict)
@@ -443,3 +610,74 @@ class HeartbeatData(msgspec.Struct, frozen=True, kw_only=True):
     bytes_sent_today: int = 0
     link: dict[str, Any] | None = None
     """Cellular modem state (``access_tech``, ``signal_pct``...) or absent."""
+
+    def to_data(self) -> dict[str, Any]:
+        return {k: v for k, v in super().to_data().items() if v is not None}
+
+
+class CommandRejected(EventData, frozen=True, kw_only=True):
+    kind: ClassVar[str] = "command_rejected"
+    severity: ClassVar[Severity | None] = "warning"
+    command: str
+    reason: str
+
+
+class _UpdateData(EventData, frozen=True, kw_only=True):
+    """The updater's events (through the event spool, ``docs/ota.md``).  Every field is
+    optional: the daemon relays what an updater of another release wrote."""
+
+    from_version: str | msgspec.UnsetType | None = msgspec.UNSET
+    to_version: str | msgspec.UnsetType | None = msgspec.UNSET
+
+
+class UpdateInstalled(_UpdateData, frozen=True, kw_only=True):
+    kind: ClassVar[str] = "update_installed"
+    severity: ClassVar[Severity | None] = "info"
+
+
+class UpdateFailed(_UpdateData, frozen=True, kw_only=True):
+    """Severity ``warning``, or ``alarm`` when there was nothing to roll back to."""
+
+    kind: ClassVar[str] = "update_failed"
+    stage: str | msgspec.UnsetType = msgspec.UNSET
+    """Where it failed: ``request``, ``verify``, ``refused``, ``health``, a journal phase."""
+    reason: str | msgspec.UnsetType = msgspec.UNSET
+    request: str | msgspec.UnsetType = msgspec.UNSET
+    """The refused request's id."""
+
+
+DATA_TYPES: Final[dict[str, type[EventData]]] = {
+    t.kind: t
+    for t in (
+        AnimalDetected, TrapTriggered, TrapReset, TrapArmed, WaterLevelAlert, WaterRiseAlert,
+        PostureCheck, ProneAlarm, ApneaAlarm, AlarmCleared, Anomaly, SensorFault,
+        SensorRecovered, HeartbeatData, CommandRejected, UpdateInstalled, UpdateFailed,
+    )
+}  # fmt: skip
+"""Each kind's ``data`` type."""
+
+#: Kinds every consumer must understand.  Consumers must also tolerate kinds
+#: they do not know (newer devices), treating them by their severity.
+KINDS: Final = frozenset(DATA_TYPES)
+
+D = TypeVar("D", bound=EventData)
+
+
+def data_as(data: dict[str, Any], kind: type[D]) -> D:
+    """``data`` read as ``kind``'s type; :class:`EnvelopeError` when it does not fit."""
+    try:
+        return msgspec.convert(data, type=kind, strict=False)
+    except msgspec.ValidationError as exc:
+        raise EnvelopeError(f"invalid {kind.kind} data: {exc}") from None
+
+
+def event_data(event: Event) -> EventData | None:
+    """The event's ``data`` as its kind's type; None for a kind this version does not
+    know or data that does not fit it (the e-mail then shows the fields as they came)."""
+    kind = DATA_TYPES.get(event.kind)
+    if kind is None:
+        return None
+    try:
+        return data_as(event.data, kind)
+    except EnvelopeError:
+        return None

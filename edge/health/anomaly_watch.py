@@ -35,11 +35,13 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edge.event import Anomaly, SensorFault
 from edge.files import write_atomic
+from edge.link.recorder import Record
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +69,6 @@ EARLY_VALUES = 8
 KEEP_MIN_PERIOD_S = 60.0
 """A series at least this slow keeps its window across restarts (water: 600 s)."""
 
-Record = Callable[[str, str, dict[str, Any]], Awaitable[Any]]
 
 _models: dict[str, Any] = {}
 _errors: dict[str, str] = {}
@@ -194,10 +195,8 @@ class AnomalyWatch:
         except RuntimeError as exc:
             log.error("%s", exc)
             await self.record(
-                "sensor_fault",
-                "warning",
-                {"sensor": f"{self.sensor}.anomaly_model", "fault": "model_unavailable",
-                 "message": str(exc)},
+                SensorFault(sensor=f"{self.sensor}.anomaly_model", fault="model_unavailable",
+                            message=str(exc))
             )
             return
         cal = self.model.model.card["series"][self.series]
@@ -262,11 +261,9 @@ class AnomalyWatch:
         elif self._run >= self.confirm:
             self._active, self._calm = True, 0
             await self.record(
-                "anomaly",
-                "warning",
-                {"sensor": self.sensor, "series": self.series, "score": round(float(score), 3),
-                 "threshold": round(float(self.model.threshold), 3), "tests": tests,
-                 "pattern": pattern_of(tests)},
+                Anomaly(sensor=self.sensor, series=self.series, score=round(float(score), 3),
+                        threshold=round(float(self.model.threshold), 3), tests=tests,
+                        pattern=pattern_of(tests))
             )
         await self._keep()
 

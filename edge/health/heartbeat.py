@@ -17,16 +17,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-import msgspec
-
 from edge.config import HealthConfig
 from edge.event import HeartbeatData
-from edge.health.sensor import Record, SensorHealth
+from edge.health.sensor import SensorHealth
 from edge.health.supervisor import Supervisor
 from edge.link.linkstats import DailyUsage
 from edge.link.modem import modem_status
 from edge.link.outbox import Outbox, OutboxStats
-from edge.link.recorder import Recorder
+from edge.link.recorder import Record, Recorder
 from edge.link.telemetry import Telemetry
 from edge.timed_wait import wait_set
 
@@ -72,9 +70,9 @@ def heartbeat_data(
     bytes_sent_today: int,
     link: dict[str, Any] | None,
     now: float,
-) -> dict[str, Any]:
-    """A heartbeat's ``data`` (fields without a value left out)."""
-    data = HeartbeatData(
+) -> HeartbeatData:
+    """A heartbeat's ``data`` (fields without a value are left out on the wire)."""
+    return HeartbeatData(
         interval_s=config.heartbeat_s,
         uptime_s=round(uptime_s, 1),
         outbox_depth=stats.depth,
@@ -86,7 +84,6 @@ def heartbeat_data(
         bytes_sent_today=bytes_sent_today,
         link=link,
     )
-    return {k: v for k, v in msgspec.structs.asdict(data).items() if v is not None}
 
 
 class Heartbeat:
@@ -129,7 +126,7 @@ class Heartbeat:
             link=link,
             now=time.time(),
         )
-        event = self.recorder.make("heartbeat", "info", payload)
+        event = self.recorder.make(payload)
         if await self.outbox.put(event) and stats.evicted:
             # Reported in a durable heartbeat: stop counting these.
             await self.outbox.forget_evictions(stats.evicted)

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable
+
+from edge.event import SensorFault, SensorRecovered
+from edge.link.recorder import Record
 
 log = logging.getLogger(__name__)
 
-Record = Callable[[str, str, dict[str, Any]], Awaitable[Any]]
-"""``recorder.record(kind, severity, data)``."""
 
 
 class SensorHealth:
-    def __init__(self, name: str, record: Record, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, name: str, record: Record, *, clock: Callable[[], float] = time.time
+    ) -> None:
         self.name = name
         self._record = record
         self._clock = clock
@@ -40,9 +42,7 @@ class SensorHealth:
         if first:
             self.fault_since = self._clock()
         log.warning("sensor %s: %s (%s)", self.name, message, code)
-        await self._record(
-            "sensor_fault", "warning", {"sensor": self.name, "fault": code, "message": message}
-        )
+        await self._record(SensorFault(sensor=self.name, fault=code, message=message))
 
     async def ok(self) -> None:
         """The sensor answered properly; reports recovery after a fault."""
@@ -55,7 +55,5 @@ class SensorHealth:
         self.state = "ok"
         log.info("sensor %s recovered from %s", self.name, code)
         await self._record(
-            "sensor_recovered",
-            "info",
-            {"sensor": self.name, "fault": code, "down_s": round(self._clock() - since, 1)},
+            SensorRecovered(sensor=self.name, fault=code, down_s=round(self._clock() - since, 1))
         )

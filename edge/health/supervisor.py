@@ -10,7 +10,7 @@ too, since these tasks never end on their own):
 
 * logs it with its traceback (the same error again: one line with the count);
 * reports ``sensor_fault`` (``fault = "task_failed"``) through the daemon's
-  ``record(kind, severity, data)`` callback, once per episode;
+  ``record(SensorFault(...))`` callback, once per episode;
 * shows the sensor as ``"fault"`` (:meth:`Supervisor.sensor_states`, merged into
   the heartbeat's ``sensors``) from that report until it has recovered;
 * starts it again after a delay that doubles per failure in a row up to a cap,
@@ -37,16 +37,18 @@ import logging
 import random
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import msgspec
+
 from drivers.errors import TransientDriverError
+from edge.event import SensorFault, SensorRecovered
+from edge.link.recorder import Record
 
 log = logging.getLogger(__name__)
 
-Record = Callable[[str, str, dict[str, Any]], Awaitable[Any]]
-"""``recorder.record(kind, severity, data)``."""
 
 TaskFactory = Callable[[], Coroutine[Any, Any, Any]]
 """A coroutine function: called once per attempt (a coroutine cannot be awaited twice)."""
@@ -178,7 +180,7 @@ class Supervisor:
         """One run of the task: the exception it ended with (cancellation propagates)."""
         try:
             coro = factory()
-        except Exception as exc:  # noqa: BLE001 - building the coroutine failed: same as running it
+        except Exception as exc:
             return exc
         inner = asyncio.get_running_loop().create_task(coro, name=task.what)
         try:
@@ -192,7 +194,7 @@ class Supervisor:
                 # the task cancelled itself (nobody cancelled us): a failure like any other
                 return RuntimeError(f"{task.what} was cancelled from inside")
             raise
-        except Exception as exc:  # noqa: BLE001 - the point of a supervisor
+        except Exception as exc:
             return exc
         finally:
             if not inner.done():
@@ -236,18 +238,23 @@ class Supervisor:
         if due and not task.fault_reported:
             task.fault_reported = True
             where = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
-            data: dict[str, Any] = {
-                "sensor": task.name,
-                "fault": FAULT_CODE,
-                "message": f"{task.what} failed: {exc!r}; restarting it",
-                "error": type(exc).__name__,
-                "transient": transient,
-                "failures": task.failures_in_row,
-                "retry_in_s": round(delay, 1),
-            }
-            if where:
-                data["at"] = f"{where[0].filename.rsplit('/', 1)[-1]}:{where[0].lineno}"
-            await self._report("sensor_fault", "warning", data)
+            at = (
+                f"{where[0].filename.rsplit('/', 1)[-1]}:{where[0].lineno}"
+                if where
+                else msgspec.UNSET
+            )
+            await self._report(
+                SensorFault(
+                    sensor=task.name,
+                    fault=FAULT_CODE,
+                    message=f"{task.what} failed: {exc!r}; restarting it",
+                    error=type(exc).__name__,
+                    transient=transient,
+                    failures=task.failures_in_row,
+                    retry_in_s=round(delay, 1),
+                    at=at,
+                )
+            )
         return delay
 
     async def _stable(self, task: SupervisedTask) -> None:
@@ -262,23 +269,21 @@ class Supervisor:
         task.fault_since = None
         log.info("%s has run for %.0f s again: recovered", task.what, self.policy.stable_s)
         await self._report(
-            "sensor_recovered",
-            "info",
-            {
-                "sensor": task.name,
-                "fault": FAULT_CODE,
-                "down_s": round(self._wall() - since, 1),
-                "restarts": task.restarts,
-            },
+            SensorRecovered(
+                sensor=task.name,
+                fault=FAULT_CODE,
+                down_s=round(self._wall() - since, 1),
+                restarts=task.restarts,
+            )
         )
 
-    async def _report(self, kind: str, severity: str, data: dict[str, Any]) -> None:
+    async def _report(self, data: SensorFault | SensorRecovered) -> None:
         try:
-            await self._record(kind, severity, data)
+            await self._record(data)
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001 - a broken recorder must not stop supervision
-            log.exception("could not record %s for %s", kind, data.get("sensor"))
+        except Exception:
+            log.exception("could not record %s for %s", data.kind, data.sensor)
 
 
 def _cancelling() -> bool:

@@ -29,6 +29,7 @@ import msgspec
 from msgspec import Meta
 
 from edge.errors import EdgeError
+from edge.event import CommandRejected, EventData
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ class CommandRunner:
     def __init__(
         self,
         *,
-        record: Callable[[str, Literal["warning"], dict[str, Any]], Coroutine[Any, Any, Any]],
+        record: Callable[[EventData], Coroutine[Any, Any, Any]],
         spawn: Callable[[Coroutine[Any, Any, Any], str], object],
         heartbeat_now: Callable[[], None],
         request_path: Path,
@@ -162,9 +163,7 @@ class CommandRunner:
         except CommandError as exc:
             log.warning("command %s rejected: %s", name[:64], exc)
             self._spawn(
-                self._record(
-                    "command_rejected", "warning", {"command": name[:64], "reason": str(exc)}
-                ),
+                self._record(CommandRejected(command=name[:64], reason=str(exc))),
                 "record rejected command",
             )
             return

@@ -13,11 +13,14 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+import msgspec
 
 from edge.config import Config
-from edge.event import Event, Location, Severity, new_event_id
+from edge.event import Event, EventData, Location, Severity, new_event_id
 from edge.link.outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -85,36 +88,38 @@ class Recorder:
 
     def make(
         self,
-        kind: str,
-        severity: Severity,
-        data: dict[str, Any] | None = None,
+        data: EventData,
         *,
+        severity: Severity | None = None,
         at: float | None = None,
         event_id: str | None = None,
     ) -> Event:
-        """A new event; ``at`` is the wall-clock time (``time.time()``) it happened;
+        """A new event of ``data``'s kind; ``severity`` where the kind has none of its own
+        (or to override it); ``at`` is the wall-clock time (``time.time()``) it happened;
         ``event_id`` keeps an id given elsewhere (the spool's), for de-duplication."""
+        level = severity or data.severity
+        if level is None:
+            raise ValueError(f"{data.kind}: a severity is needed (the kind has none of its own)")
         ts = dt.datetime.fromtimestamp(time.time() if at is None else at, dt.UTC)
         return Event(
             id=event_id or new_event_id(),
             device=self.config.device.id,
             site=self.config.device.site,
-            kind=kind,
-            severity=severity,
+            kind=data.kind,
+            severity=level,
             ts=ts,
             clock_synced=self.clock_synced(),
             seq=self._next_seq(),
             boot=self.boot,
             location=self.location,
-            data=data or {},
+            data=data.to_data(),
         )
 
     async def record(
         self,
-        kind: str,
-        severity: Severity,
-        data: dict[str, Any] | None = None,
+        data: EventData,
         *,
+        severity: Severity | None = None,
         at: float | None = None,
         event_id: str | None = None,
     ) -> Event:
@@ -124,15 +129,44 @@ class Recorder:
         in the outbox's bounded memory buffer and still sent; it is written to
         disk once the disk works again.
         """
-        event = self.make(kind, severity, data, at=at, event_id=event_id)
+        event = self.make(data, severity=severity, at=at, event_id=event_id)
         if await self.outbox.put(event):
-            log.info("event %s stored: %s (%s) seq=%d", event.id, kind, severity, event.seq)
+            log.info(
+                "event %s stored: %s (%s) seq=%d", event.id, event.kind, event.severity, event.seq
+            )
         else:
             log.warning(
                 "event %s kept in memory only (storage failing): %s (%s) seq=%d",
                 event.id,
-                kind,
-                severity,
+                event.kind,
+                event.severity,
                 event.seq,
             )
         return event
+
+
+class Record(Protocol):
+    """``record(AnimalDetected(...), severity=None, at=None)`` as the watches call it:
+    the event is durable when it returns."""
+
+    def __call__(
+        self, data: EventData, *, severity: Severity | None = None, at: float | None = None
+    ) -> Coroutine[Any, Any, object]: ...
+
+
+class PlacedRecord:
+    """A :class:`Record` whose events carry the place's own name (``device.description``)
+    for the e-mail.  Made before the outbox is open (the detectors are armed first);
+    :attr:`recorder` is set once it is."""
+
+    def __init__(self, description: str) -> None:
+        self.place = " ".join(description.split())[:80]
+        self.recorder: Recorder | None = None
+
+    async def __call__(
+        self, data: EventData, *, severity: Severity | None = None, at: float | None = None
+    ) -> Event:
+        assert self.recorder is not None, "recorded before the outbox was opened"
+        if self.place and data.place is msgspec.UNSET:
+            data = msgspec.structs.replace(data, place=self.place)
+        return await self.recorder.record(data, severity=severity, at=at)

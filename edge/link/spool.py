@@ -32,7 +32,7 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any, Protocol
 
-from edge.event import Severity
+from edge.event import DATA_TYPES, EnvelopeError, EventData, Severity, data_as
 
 log = logging.getLogger(__name__)
 
@@ -175,23 +175,24 @@ class Spooled(Protocol):
 
     def __call__(
         self,
-        kind: str,
-        severity: Severity,
-        data: dict[str, Any] | None = None,
+        data: EventData,
         *,
+        severity: Severity | None = None,
         at: float | None = None,
         event_id: str | None = None,
     ) -> Awaitable[Any]: ...
 
 
-def spooled_event(line: dict[str, Any]) -> tuple[str, Severity, dict[str, Any], float | None,
-                                                 str | None] | None:
-    """(kind, severity, data, at, id) of one spool line, or None for a line without a valid
-    kind or severity.  ``data`` says where it came from (``source``); ``at`` is the line's
-    ``ts`` (None when absent or unreadable); the line's own id is kept, for de-duplication."""
+def spooled_event(
+    line: dict[str, Any],
+) -> tuple[EventData, Severity, float | None, str | None] | None:
+    """(data, severity, at, id) of one spool line, or None for a line without a valid
+    severity, a kind of the vocabulary (``edge.event.KINDS``) and data that fits it.
+    ``data`` says where it came from (``source``); ``at`` is the line's ``ts`` (None when
+    absent or unreadable); the line's own id is kept, for de-duplication."""
     severity = line.get("severity")
-    kind = line.get("kind")
-    if severity not in ("alarm", "warning", "info") or not isinstance(kind, str) or not kind:
+    kind = DATA_TYPES.get(line.get("kind"))  # type: ignore[arg-type]
+    if severity not in ("alarm", "warning", "info") or kind is None:
         return None
     raw = line.get("data")
     data: dict[str, Any] = dict(raw) if isinstance(raw, dict) else {}
@@ -204,7 +205,11 @@ def spooled_event(line: dict[str, Any]) -> tuple[str, Severity, dict[str, Any], 
         except ValueError:
             at = None
     event_id = line.get("id") if isinstance(line.get("id"), str) else None
-    return kind, severity, data, at, event_id
+    try:
+        typed = data_as(data, kind)
+    except EnvelopeError:
+        return None
+    return typed, severity, at, event_id
 
 
 class SpoolDrain:
@@ -225,10 +230,11 @@ class SpoolDrain:
                 for line in lines:
                     event = spooled_event(line)
                     if event is None:
-                        log.warning("event spool: dropped a line without a valid kind or severity")
+                        log.warning("event spool: dropped a line without a valid kind, severity "
+                                    "or data")
                         continue
-                    kind, severity, data, at, event_id = event
-                    await self._record(kind, severity, data, at=at, event_id=event_id)
+                    data, severity, at, event_id = event
+                    await self._record(data, severity=severity, at=at, event_id=event_id)
                 await asyncio.to_thread(remove_prefix, self.path, taken, ack=self.ack)
             except OSError as exc:
                 log.warning("event spool %s unreadable: %s", self.path, exc)

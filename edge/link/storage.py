@@ -12,7 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from edge.event import Severity
+from edge.event import EventData, SensorFault, SensorRecovered, data_as
 from edge.link.outbox import Notice, Outbox
 from edge.timed_wait import wait_set
 
@@ -27,14 +27,14 @@ _FAULTS = {
 }
 
 
-def notice_event(notice: Notice) -> tuple[str, Severity, dict[str, Any]]:
-    """(kind, severity, data) of the event that reports ``notice``."""
+def notice_event(notice: Notice) -> SensorFault | SensorRecovered:
+    """The event that reports ``notice``."""
     if notice.kind == "recovered":
-        return "sensor_recovered", "info", {
-            "sensor": "storage",
-            "down_s": notice.data.get("down_s"),
-            "lost_in_memory": notice.data.get("lost_in_memory", {}),
-        }
+        return SensorRecovered(
+            sensor="storage",
+            down_s=notice.data.get("down_s"),
+            lost_in_memory=notice.data.get("lost_in_memory", {}),
+        )
     sensor = "storage" if notice.kind in ("fault", "memory_full") else "outbox"
     if notice.kind == "fault":
         fault = notice.code
@@ -44,7 +44,7 @@ def notice_event(notice: Notice) -> tuple[str, Severity, dict[str, Any]]:
         fault = _FAULTS.get(notice.kind, notice.kind)
     data: dict[str, Any] = {**notice.data, "sensor": sensor, "fault": fault}
     data["message"] = notice.message
-    return "sensor_fault", "warning", data
+    return data_as(data, SensorFault)
 
 
 class StorageWatch:
@@ -52,7 +52,7 @@ class StorageWatch:
         self,
         outbox: Outbox,
         *,
-        record: Callable[[str, Severity, dict[str, Any]], Awaitable[Any]],
+        record: Callable[[EventData], Awaitable[Any]],
         retry_s: float,
     ) -> None:
         """``retry_s``: how often a failing disk is tried again (``[health] storage_retry_s``)."""
@@ -66,7 +66,7 @@ class StorageWatch:
         while True:
             outbox.notice_ready.clear()
             for notice in outbox.take_notices():
-                await self._record(*notice_event(notice))
+                await self._record(notice_event(notice))
             if outbox.fault is None:
                 await outbox.notice_ready.wait()
                 continue

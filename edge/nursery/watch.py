@@ -17,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from edge import event as ev
 from edge.config import NapRuleConfig
 from edge.devices.actuators import Actuator
+from edge.link.recorder import Record
 from edge.nursery.cot import (
     AckWhileUnsafe,
     AlarmCleared,
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Record = Callable[[str, str, dict[str, Any]], Awaitable[Any]]
 TICK_S = 0.5
 STALE_S = 5.0
 """A mat with no good frame for this long is silent: its cot is checked by hand."""
@@ -111,10 +111,8 @@ class NapWatch:
         await asyncio.to_thread(self.load_model)
         if self.model_error is not None:
             await self.record(
-                "sensor_fault",
-                "warning",
-                {"sensor": f"{self.name}.posture_model", "fault": "model_unavailable",
-                 "message": self.model_error + "; check the cots by hand"},
+                ev.SensorFault(sensor=f"{self.name}.posture_model", fault="model_unavailable",
+                            message=self.model_error + "; check the cots by hand")
             )
         try:
             while True:
@@ -251,29 +249,33 @@ class NapWatch:
                 self.buzzer.on()  # at once, before anything is written
                 log.warning("cot %s: %s", cot, o.kind)
                 self.log.add(cot, o.kind, o.posture, now)
-                data: dict[str, Any] = {"cot": cot, "posture": o.posture}
+                alarm: ev.ApneaAlarm | ev.ProneAlarm
                 if o.kind == "apnea_alarm":
-                    data["still_s"] = round(o.duration_s, 1)
+                    alarm = ev.ApneaAlarm(
+                        cot=cot, posture=o.posture, still_s=round(o.duration_s, 1)
+                    )
                 else:
-                    data["duration_s"] = round(o.duration_s, 1)
-                await self.record(o.kind, "alarm", data)
+                    alarm = ev.ProneAlarm(
+                        cot=cot, posture=o.posture, duration_s=round(o.duration_s, 1)
+                    )
+                await self.record(alarm)
             elif isinstance(o, PostureCheck):
                 self.log.add(cot, "posture_check", o.posture, now)
                 await self.record(
-                    "posture_check",
-                    "info",
-                    {"cot": cot, "posture": o.posture,
-                     "probability": None if o.probability is None else round(o.probability, 3)},
+                    ev.PostureCheck(
+                        cot=cot, posture=o.posture,
+                        probability=None if o.probability is None else round(o.probability, 3),
+                    )
                 )
             elif isinstance(o, AlarmCleared):
                 self.log.add(cot, "alarm_cleared", o.cleared, now, by=o.acknowledged_by)
                 await self.record(
-                    "alarm_cleared",
-                    "info",
                     # Who by name stays on the device (the sheet); the event says how.
-                    {"cot": cot, "cleared": o.cleared,
-                     "acknowledged_by": BUTTON if o.acknowledged_by == BUTTON else "staff",
-                     "alarm_s": round(o.alarm_s, 1)},
+                    ev.AlarmCleared(
+                        cot=cot, cleared=o.cleared,
+                        acknowledged_by=BUTTON if o.acknowledged_by == BUTTON else "staff",
+                        alarm_s=round(o.alarm_s, 1),
+                    )
                 )
             elif isinstance(o, AckWhileUnsafe):
                 log.warning("cot %s: %s acknowledged but the infant is not safe yet: "

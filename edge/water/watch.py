@@ -24,14 +24,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 from drivers.errors import BusError, DriverError, LoopFault, ProtocolError, SensorTimeout
 from edge.config import WaterRuleConfig, water_settings
 from edge.devices.level import LevelSensor
+from edge.event import WaterLevelAlert, WaterRiseAlert, WaterStage
 from edge.health.anomaly_watch import AnomalyWatch
 from edge.health.sensor import SensorHealth
+from edge.link.recorder import Record
 from edge.link.telemetry import TelemetrySink
 from edge.water.rule import (
     ImplausibleReading,
@@ -48,7 +48,6 @@ from edge.water.rule import (
 
 log = logging.getLogger(__name__)
 
-Record = Callable[[str, str, dict[str, Any]], Awaitable[Any]]
 
 
 def settings_of(rule: WaterRuleConfig) -> WaterRuleSettings:
@@ -93,7 +92,8 @@ class WaterWatch:
         self.level = level
         self.rule = WaterRule(settings_of(rule_config))
         self.stages = [
-            {"name": s.name, "label": s.label, "level_cm": s.level_cm} for s in rule_config.stages
+            WaterStage(name=s.name, label=s.label, level_cm=s.level_cm)
+            for s in rule_config.stages
         ]
         """Every stage, sent with each alert: the e-mail's chart draws all their lines."""
         self.record = record
@@ -162,29 +162,27 @@ class WaterWatch:
                     continue
                 stage = outcome.stage
                 await self.record(
-                    "water_level_alert",
-                    stage.severity,
-                    {
-                        "sensor": self.name,
-                        "level_cm": round(outcome.level_cm, 1),
-                        "stage": stage.name,
-                        "stage_label": stage.label,
-                        "threshold_cm": stage.level_cm,
-                        "direction": outcome.direction,
-                        "stages": self.stages,
-                    },
+                    WaterLevelAlert(
+                        sensor=self.name,
+                        level_cm=round(outcome.level_cm, 1),
+                        stage=stage.name,
+                        stage_label=stage.label,
+                        threshold_cm=stage.level_cm,
+                        direction=outcome.direction,
+                        stages=self.stages,
+                    ),
+                    severity=stage.severity,
                 )
             elif isinstance(outcome, RiseAlert):
                 await self.record(
-                    "water_rise_alert",
-                    outcome.severity,
-                    {
-                        "sensor": self.name,
-                        "level_cm": round(outcome.level_cm, 1),
-                        "rise_cm_per_10min": round(outcome.rise_cm_per_10min, 1),
-                        "threshold_cm_per_10min": outcome.threshold,
-                        "stages": self.stages,
-                    },
+                    WaterRiseAlert(
+                        sensor=self.name,
+                        level_cm=round(outcome.level_cm, 1),
+                        rise_cm_per_10min=round(outcome.rise_cm_per_10min, 1),
+                        threshold_cm_per_10min=outcome.threshold,
+                        stages=self.stages,
+                    ),
+                    severity=outcome.severity,
                 )
             elif isinstance(outcome, ObservationStarted | ObservationStopped):
                 log.info(

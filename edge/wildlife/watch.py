@@ -26,7 +26,9 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from edge.config import (
     ActuatorConfig,
@@ -39,7 +41,8 @@ from edge.config import (
 )
 from edge.devices.actuators import Actuator
 from edge.devices.factory import PinFactory, build_detector, build_trap_switch
-from edge.event import Severity
+from edge.event import AnimalDetected, TrapArmed, TrapReset, TrapTriggered
+from edge.link.recorder import Record
 from edge.timed_wait import wait_set
 from edge.wildlife.deterrent import DeterrentRule, Outcome
 from edge.wildlife.trap import TrapOutcome, TrapRule
@@ -51,14 +54,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class Record(Protocol):
-    """``record(kind, severity, data, at=None)``: the event is durable when it returns."""
-
-    def __call__(
-        self, kind: str, severity: Severity, data: dict[str, Any], *, at: float | None = None
-    ) -> Coroutine[Any, Any, Any]: ...
-
-
 Spawn = Callable[[Coroutine[Any, Any, Any], str], object]
 """``spawn(coroutine, what)``: run a one-off task the daemon keeps and stops."""
 
@@ -68,7 +63,7 @@ Spawn = Callable[[Coroutine[Any, Any, Any], str], object]
 
 def detection_data(
     sensor: str, rule: str, outcome: Outcome, sounded: Sequence[ActuatorConfig]
-) -> dict[str, Any] | None:
+) -> AnimalDetected | None:
     """``animal_detected``'s data for one rule's verdict, or None when nothing is reported
     (a detection that only extends a sounding, or another during the same rest).
 
@@ -77,33 +72,33 @@ def detection_data(
     if outcome not in (Outcome.SOUNDED, Outcome.RESTING):
         return None
     ran = list(sounded) if outcome is Outcome.SOUNDED else []
-    return {
-        "sensor": sensor,
-        "rule": rule,
-        "deterrent": outcome.value,
-        "siren": any(isinstance(a, SirenConfig) for a in ran),
-        "strobe": any(isinstance(a, StrobeConfig) for a in ran),
-    }
+    return AnimalDetected(
+        sensor=sensor,
+        rule=rule,
+        deterrent=outcome.value,
+        siren=any(isinstance(a, SirenConfig) for a in ran),
+        strobe=any(isinstance(a, StrobeConfig) for a in ran),
+    )
 
 
 def trap_event(
     name: str, outcome: TrapOutcome, *, wall: float, mono: float
-) -> tuple[str, Severity, dict[str, Any]]:
-    """(kind, severity, data) of one trap outcome; ``wall``/``mono``: the clocks now."""
-    data: dict[str, Any] = {"sensor": name}
+) -> TrapTriggered | TrapReset | TrapArmed:
+    """The event of one trap outcome; ``wall``/``mono``: the clocks now."""
+    since: str | msgspec.UnsetType = msgspec.UNSET
+    closed_s: float | msgspec.UnsetType = msgspec.UNSET
     if outcome.closed_since is not None:
         closed_at = wall - (mono - outcome.closed_since)
-        data["closed_since"] = (
-            dt.datetime.fromtimestamp(closed_at, dt.UTC).isoformat().replace("+00:00", "Z")
-        )
+        since = dt.datetime.fromtimestamp(closed_at, dt.UTC).isoformat().replace("+00:00", "Z")
     if outcome.closed_s is not None:
-        data["closed_s"] = round(outcome.closed_s, 1)
+        closed_s = round(outcome.closed_s, 1)
     if outcome.kind == "trap_triggered":
-        data["reminder"] = outcome.reminder
-        return "trap_triggered", "alarm", data
+        return TrapTriggered(
+            sensor=name, closed_since=since, closed_s=closed_s, reminder=outcome.reminder
+        )
     if outcome.kind == "trap_reset":
-        return "trap_reset", "info", data
-    return "trap_armed", "info", data
+        return TrapReset(sensor=name, closed_since=since, closed_s=closed_s)
+    return TrapArmed(sensor=name, closed_since=since, closed_s=closed_s)
 
 
 # -- the tasks --------------------------------------------------------------------------
@@ -143,7 +138,7 @@ class DeterrentWatch:
         data = detection_data(sensor, self.name, outcome, self.sounds)
         if data is not None:
             self._spawn(
-                self._record("animal_detected", "alarm", data, at=wall),
+                self._record(data, at=wall),
                 f"record detection by {sensor}",
             )
 
@@ -214,15 +209,13 @@ class TrapWatch:
         while True:
             self._wake.clear()
             for outcome in self.rule.tick(time.monotonic()):
-                kind, severity, data = trap_event(
-                    self.name, outcome, wall=time.time(), mono=time.monotonic()
-                )
-                if kind == "trap_triggered":
+                data = trap_event(self.name, outcome, wall=time.time(), mono=time.monotonic())
+                if isinstance(data, TrapTriggered):
                     log.info("trap %s %s", self.name,
                              "still closed" if outcome.reminder else "CLOSED")  # fmt: skip
-                elif kind == "trap_reset":
+                elif isinstance(data, TrapReset):
                     log.info("trap %s reopened", self.name)
-                await self._record(kind, severity, data)
+                await self._record(data)
             delay = max(0.0, self.rule.next_deadline() - time.monotonic())
             await wait_set(self._wake, delay)
 

@@ -19,7 +19,15 @@ import pytest
 
 from edge.config import parse
 from edge.daemon import Daemon
-from edge.event import Event, Location, ack_topic, encode_ack, events_topic, new_event_id
+from edge.event import (
+    AnimalDetected,
+    Event,
+    Location,
+    ack_topic,
+    encode_ack,
+    events_topic,
+    new_event_id,
+)
 from edge.link.outbox import Outbox, Pending
 from edge.sim.broker import Mosquitto
 from edge.sim.cellular import CellularLink
@@ -213,7 +221,9 @@ async def test_a_lost_acknowledgement_costs_a_resend_and_still_one_mail(
 
             up.on_published = on_published
             event = await daemon.recorder.record(
-                "animal_detected", "alarm", {"sensor": "pir_north", "detector": "pir_north"}
+                AnimalDetected(
+                    sensor="pir_north", rule="chase", deterrent="sounded", siren=True, strobe=False
+                )
             )
             await until(lambda: bool(sends), 20, "the detection published")
 

@@ -26,6 +26,7 @@ from edge.link.outbox import Outbox
 from edge.sim.broker import Mosquitto
 from tests.e2e.test_store_and_forward import DEVICE, ROOT, config_text, in_private_tmpfs
 from tests.edge.link.test_outbox import make_event
+from tests.support.events import numbered
 from tests.support.spy import spy_on
 from tests.support.waiting import until_sync
 
@@ -160,10 +161,10 @@ async def test_a_fault_that_clears_at_once_is_still_reported_once_with_its_recov
             daemon.outbox._conn.execute("PRAGMA busy_timeout=20")
             blocker = sqlite3.connect(path, timeout=0, isolation_level=None)
             blocker.execute("BEGIN IMMEDIATE")  # another writer, for a moment
-            await daemon.recorder.record("anomaly", "info", {"i": 1})  # kept in memory
+            await daemon.recorder.record(numbered(1), severity="info")  # kept in memory
             blocker.execute("ROLLBACK")
             blocker.close()
-            await daemon.recorder.record("anomaly", "info", {"i": 2})  # durable: both written
+            await daemon.recorder.record(numbered(2), severity="info")  # durable: both written
             await spy.wait(lambda: bool(storage("sensor_recovered")), 10, "the recovery")
             await spy.wait(lambda: len(spy.of_kind("anomaly")) == 2, 10, "both events")
             for _ in range(20):

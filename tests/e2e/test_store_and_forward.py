@@ -24,9 +24,11 @@ import pytest
 
 from edge.config import parse
 from edge.daemon import Daemon
+from edge.event import Severity
 from edge.sim.broker import Mosquitto
 from edge.sim.cellular import CellularLink
 from edge.sim.site import device_config
+from tests.support.events import numbered
 from tests.support.spy import spy_on
 from tests.support.waiting import until
 
@@ -178,16 +180,16 @@ async def test_after_an_outage_alarms_leave_first(
             await spy.wait(lambda: bool(spy.of_kind("heartbeat")), 10, "the first heartbeat")
             link.cut()
             await spy.wait(lambda: not daemon.uplink.connected.is_set(), 10, "the link to drop")
-            order = ["info", "warning", "alarm", "info", "alarm", "warning"] * 5
+            order: list[Severity] = ["info", "warning", "alarm", "info", "alarm", "warning"] * 5
             made = [
-                await daemon.recorder.record("anomaly", sev, {"i": i})  # type: ignore[arg-type]
+                await daemon.recorder.record(numbered(i), severity=sev)
                 for i, sev in enumerate(order)
             ]
             link.restore()
             await spy.wait(lambda: len(spy.of_kind("anomaly")) == len(made), 20, "the backlog")
     got = [e.severity for e in spy.of_kind("anomaly")]
     assert got == sorted(got, key=["alarm", "warning", "info"].index)
-    alarms = [e.data["i"] for e in spy.of_kind("anomaly") if e.severity == "alarm"]
+    alarms = [e.data["score"] for e in spy.of_kind("anomaly") if e.severity == "alarm"]
     assert alarms == sorted(alarms)  # oldest first within a class
 
 
@@ -393,7 +395,7 @@ async def test_keepalive_steps_down_behind_a_nat_that_forgets_idle_flows_and_rem
                 await until(lambda: nat.forgotten >= 1 or up.connections > 1, 15,
                             "the NAT to forget the idle flow")  # fmt: skip
                 # Recorded while the flow is gone and the device does not know yet.
-                lost = await daemon.recorder.record("anomaly", "warning", {"sensor": "nat"})
+                lost = await daemon.recorder.record(numbered(0, "nat"))
                 recorded.append(lost.id)
                 await until(lambda: up.keepalive.keepalive_s == 5, 30, "the keepalive halved")
                 await until(lambda: up.connected.is_set() and up.connections == 2, 15,
@@ -402,7 +404,7 @@ async def test_keepalive_steps_down_behind_a_nat_that_forgets_idle_flows_and_rem
                 # The shorter keepalive holds: three pings cross, on the same connection.
                 await until(lambda: nat.quiet_gaps >= 3, 30, "three keepalive pings")
                 assert up.connections == 2 and nat.forgotten == 1
-                later = await daemon.recorder.record("anomaly", "warning", {"sensor": "nat"})
+                later = await daemon.recorder.record(numbered(1, "nat"))
                 recorded.append(later.id)
                 await spy.wait(lambda: later.id in spy.ids(), 10, "an event on the held link")
 

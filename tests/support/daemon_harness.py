@@ -26,6 +26,8 @@ from pathlib import Path
 
 from edge.config import load
 from edge.daemon import Daemon
+from edge.event import Severity
+from tests.support.events import numbered
 
 
 def say(*words: object) -> None:
@@ -46,10 +48,10 @@ def fill(folder: Path) -> None:
 
 async def burst(daemon: Daemon, n: int) -> None:
     assert daemon.recorder is not None
-    severities = ("alarm", "warning", "info")
+    severities: tuple[Severity, ...] = ("alarm", "warning", "info")
 
     async def one(i: int) -> None:
-        event = daemon.recorder.make("anomaly", severities[i % 3], {"i": i})  # type: ignore[arg-type]
+        event = daemon.recorder.make(numbered(i), severity=severities[i % 3])
         say("made", event.id)
         durable = await daemon.outbox.put(event)
         say("rec", event.id, "durable" if durable else "memory")

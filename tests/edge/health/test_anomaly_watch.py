@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from drivers.motion_mat import MatFrame
-from edge.health.anomaly_watch import AnomalyWatch, cadence_warnings, scored_period
 from edge.config import parse
+from edge.event import EventData, Severity
+from edge.health.anomaly_watch import AnomalyWatch, cadence_warnings, scored_period
 from edge.nursery.mat import MatSignals
 from edge.sim.mat_emulator import MatScene
 
@@ -24,8 +25,10 @@ class Events:
     def __init__(self) -> None:
         self.got: list[tuple[str, str, dict[str, Any]]] = []
 
-    async def __call__(self, kind: str, severity: str, data: dict[str, Any]) -> None:
-        self.got.append((kind, severity, data))
+    async def __call__(
+        self, data: EventData, *, severity: Severity | None = None, at: float | None = None
+    ) -> None:
+        self.got.append((data.kind, severity or data.severity or "", data.to_data()))
 
 
 async def test_a_stuck_sensor_is_one_anomaly_event_per_episode() -> None:

@@ -19,6 +19,7 @@ from drivers.errors import (
     SensorTimeout,
     TransientDriverError,
 )
+from edge.event import EventData, Severity
 from edge.health.supervisor import RestartPolicy, Supervisor, is_transient
 from tests.support.waiting import until
 
@@ -37,8 +38,10 @@ class Recorder:
         self.states_then: list[dict[str, str]] = []
         self.supervisor: Supervisor | None = None
 
-    async def __call__(self, kind: str, severity: str, data: dict[str, Any]) -> None:
-        self.events.append((kind, severity, data))
+    async def __call__(
+        self, data: EventData, *, severity: Severity | None = None, at: float | None = None
+    ) -> None:
+        self.events.append((data.kind, severity or data.severity or "", data.to_data()))
         if self.supervisor is not None:
             self.states_then.append(self.supervisor.sensor_states())
 
@@ -320,7 +323,9 @@ async def test_other_tasks_keep_running_while_one_is_down() -> None:
 async def test_a_broken_recorder_does_not_stop_supervision(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    async def broken(kind: str, severity: str, data: dict[str, Any]) -> None:
+    async def broken(
+        data: EventData, *, severity: Severity | None = None, at: float | None = None
+    ) -> None:
         raise OSError(errno.ENOSPC, "disk full")
 
     supervisor = Supervisor(broken, policy=FAST)

@@ -89,7 +89,8 @@ async def test_the_spool_is_sent_once_with_each_line_s_own_id(
     spool.parent.mkdir()
     lines = [
         {"id": "0190-a", "kind": "update_installed", "severity": "info",
-         "ts": "2026-05-01T03:00:00Z", "data": {"version": "1.4.2"}, "source": "updater"},
+         "ts": "2026-05-01T03:00:00Z", "data": {"from_version": "1.4.1", "to_version": "1.4.2"},
+         "source": "updater"},
         {"kind": "update_failed"},  # no severity: dropped, never guessed
     ]  # fmt: skip
     spool.write_text("".join(json.dumps(line) + "\n" for line in lines))
@@ -100,7 +101,7 @@ async def test_the_spool_is_sent_once_with_each_line_s_own_id(
         await until(lambda: ack.exists(), 5, "the spool acknowledged")
         [event] = await _events(outbox)
         assert event.id == "0190-a" and event.kind == "update_installed"
-        assert event.data == {"version": "1.4.2", "source": "updater"}
+        assert event.data == {"source": "updater", "from_version": "1.4.1", "to_version": "1.4.2"}
         assert event.ts.year == 2026 and ack.read_text().strip() == "0190-a"
         # The updater appends a line (it rewrites the file whole): only that one is sent.
         lines.append({"id": "0190-b", "kind": "update_failed", "severity": "warning"})
@@ -113,19 +114,19 @@ async def test_the_spool_is_sent_once_with_each_line_s_own_id(
 
 
 def test_storage_notices_become_faults_and_recoveries() -> None:
-    assert notice_event(Notice("fault", "read_only", "the disk is read-only")) == (
-        "sensor_fault", "warning",
-        {"sensor": "storage", "fault": "read_only", "message": "the disk is read-only"},
-    )  # fmt: skip
-    kind, _, data = notice_event(Notice("wal", "foreign", "set aside", {"path": "x"}))
-    assert (kind, data["sensor"], data["fault"], data["path"]) == (
-        "sensor_fault", "outbox", "wal_foreign", "x"
-    )
-    kind, _, data = notice_event(Notice("evicting", "full", "full", {"evicted": 3}))
+    fault = notice_event(Notice("fault", "read_only", "the disk is read-only"))
+    assert (fault.kind, fault.severity) == ("sensor_fault", "warning")
+    assert fault.to_data() == {
+        "sensor": "storage", "fault": "read_only", "message": "the disk is read-only"
+    }  # fmt: skip
+    data = notice_event(Notice("wal", "foreign", "set aside", {"path": "x"})).to_data()
+    assert (data["sensor"], data["fault"], data["path"]) == ("outbox", "wal_foreign", "x")
+    data = notice_event(Notice("evicting", "full", "full", {"evicted": {"heartbeat": 3}})).to_data()
     assert data["sensor"] == "outbox" and data["fault"] == "full"
-    assert notice_event(Notice("recovered", "", "", {"down_s": 12.5})) == (
-        "sensor_recovered", "info", {"sensor": "storage", "down_s": 12.5, "lost_in_memory": {}}
-    )
+    assert data["evicted"] == {"heartbeat": 3}
+    recovered = notice_event(Notice("recovered", "", "", {"down_s": 12.5}))
+    assert (recovered.kind, recovered.severity) == ("sensor_recovered", "info")
+    assert recovered.to_data() == {"sensor": "storage", "down_s": 12.5, "lost_in_memory": {}}
 
 
 async def test_telemetry_is_queued_when_its_batch_is_full_and_on_flush(

@@ -16,6 +16,7 @@ from edge.daemon import Daemon
 from edge.sim.broker import Mosquitto
 from edge.sim.cellular import CellularLink
 from edge.sim.site import DEVICE_ID, device_config
+from tests.support.events import numbered
 from tests.support.spy import Spy, spy_on
 from tests.support.waiting import until
 
@@ -123,7 +124,7 @@ async def test_publishes_count_as_traffic_so_a_busy_link_sends_no_pings(
             busy_until = time.monotonic() + 12  # more than two keepalives
             n = 0
             while time.monotonic() < busy_until:
-                event = await daemon.recorder.record("anomaly", "warning", {"n": n})
+                event = await daemon.recorder.record(numbered(n))
                 await spy.wait(arrived(spy, event.id), 5, "the event")
                 n += 1
                 await asyncio.sleep(1.0)  # the workload's rhythm: an event a second

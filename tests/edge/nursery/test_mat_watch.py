@@ -4,14 +4,14 @@ says 'check by hand' -- never an empty cot -- and its recovery is reported."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
-
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from edge.config import MatSensorConfig
+from edge.event import EventData, Severity
 from edge.health.sensor import SensorHealth
 from edge.link.outbox import Outbox
 from edge.link.telemetry import Telemetry, TelemetryBuffer
@@ -38,8 +38,10 @@ async def test_a_mat_reading_zero_everywhere_is_a_fault_not_an_empty_cot(
 ) -> None:
     events: list[tuple[str, dict[str, Any]]] = []
 
-    async def record(kind: str, severity: str, data: dict[str, Any]) -> None:
-        events.append((kind, data))
+    async def record(
+        data: EventData, *, severity: Severity | None = None, at: float | None = None
+    ) -> None:
+        events.append((data.kind, data.to_data()))
 
     with MatModel(seed=5).start() as mat:
         mat.lie_down()
@@ -73,8 +75,10 @@ async def test_a_mat_reading_zero_everywhere_is_a_fault_not_an_empty_cot(
 async def test_a_silent_mat_says_check_by_hand(telemetry: Telemetry) -> None:
     events: list[tuple[str, dict[str, Any]]] = []
 
-    async def record(kind: str, severity: str, data: dict[str, Any]) -> None:
-        events.append((kind, data))
+    async def record(
+        data: EventData, *, severity: Severity | None = None, at: float | None = None
+    ) -> None:
+        events.append((data.kind, data.to_data()))
 
     with MatModel(seed=6).start() as mat:
         watch = MatWatch(
