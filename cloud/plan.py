@@ -30,7 +30,16 @@ from cloud.render_workers import RenderWorkers, WorkerLost
 from cloud.staticmap import StaticMaps
 from cloud.stats import NotifierStats
 from cloud.store import CoalescePlan, OutgoingMail, Store, TrapPlan
-from edge.event import Event
+from edge.event import (
+    CotData,
+    Event,
+    HeartbeatData,
+    SensorData,
+    TrapData,
+    WaterLevelAlert,
+    WaterRiseAlert,
+    event_data,
+)
 
 log = logging.getLogger("cloud.notifier")  # the name its log lines had before the split
 
@@ -222,17 +231,25 @@ class Planner:
 
     async def _chart(self, store: Store, event: Event, now: float) -> LevelChart | None:
         """The last 24 h of ``<data.sensor>.level_cm`` up to the alert (with its own reading)."""
-        sensor = event.data.get("sensor")
+        typed = event_data(event)
+        sensor: object
+        level: object
+        threshold: object
+        if isinstance(typed, WaterLevelAlert):
+            sensor, level, threshold = typed.sensor, typed.level_cm, typed.threshold_cm
+        elif isinstance(typed, WaterRiseAlert):
+            sensor, level, threshold = typed.sensor, typed.level_cm, None
+        else:  # data that does not fit its kind (an older device): what can be read of it
+            sensor = event.data.get("sensor")
+            level, threshold = event.data.get("level_cm"), event.data.get("threshold_cm")
         if not isinstance(sensor, str) or not sensor:
             return None
         series = f"{sensor}.level_cm"
         end = _event_time(event, now)
         try:
             points = await store.series(event.device, series, end - WINDOW_S, end)
-            level = event.data.get("level_cm")
             if finite(level) and not any(abs(t - end) < 1.0 for t, _ in points):
                 points.append((end, float(level)))
-            threshold = event.data.get("threshold_cm")
             return await asyncio.to_thread(
                 level_chart, series, points, end=end, mark=end, tz=JST,
                 stages=stage_lines(event.data),
@@ -329,13 +346,26 @@ def _readdress(
 def heartbeat_interval(event: Event) -> float | None:
     """A heartbeat's ``interval_s`` (the device's promise of its next sign of life)."""
     if event.kind == "heartbeat":
-        interval = event.data.get("interval_s")
+        typed = event_data(event)
+        interval = (
+            typed.interval_s if isinstance(typed, HeartbeatData) else event.data.get("interval_s")
+        )
         if positive(interval):
             return float(interval)
     return None
 
 
 def _sensor_of(event: Event) -> str:
+    """The sensor (or cot) an event is about, from its kind's type; "" when it is about the
+    device itself.  Kinds this version does not know and data that does not fit its kind
+    (older devices named a trap ``trap``, a detector ``detector``): the first of those keys."""
+    typed = event_data(event)
+    if isinstance(typed, SensorData):
+        return typed.sensor[:128]
+    if isinstance(typed, CotData):
+        return typed.cot[:128]
+    if typed is not None:
+        return ""
     for key in ("sensor", "cot", "trap", "detector"):
         value = event.data.get(key)
         if isinstance(value, str | int) and not isinstance(value, bool) and str(value):
@@ -359,7 +389,8 @@ def _event_time(event: Event, now: float) -> float:
 
 def _closed_since(event: Event, now: float) -> float:
     """When a trap closed: ``closed_since`` by a synced clock, else ``closed_s`` before now."""
-    value = event.data.get("closed_since")
+    typed = event_data(event)
+    value = typed.closed_since if isinstance(typed, TrapData) else event.data.get("closed_since")
     if event.clock_synced and isinstance(value, str):
         try:
             moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
@@ -367,7 +398,7 @@ def _closed_since(event: Event, now: float) -> float:
                 return min(moment.timestamp(), now)
         except (ValueError, OverflowError):
             pass
-    closed_s = event.data.get("closed_s")
+    closed_s = typed.closed_s if isinstance(typed, TrapData) else event.data.get("closed_s")
     if finite(closed_s) and float(closed_s) >= 0:
         return now - float(closed_s)
     return _event_time(event, now)

@@ -38,7 +38,15 @@ from cloud.config import Language, SiteConfig
 from cloud.mime import Mail, RelatedImage
 from cloud.staticmap import StaticMaps
 from cloud.templates import JA, PHRASES, Phrases, kind_text
-from edge.event import Event, Location
+from edge.event import (
+    CotData,
+    Event,
+    Location,
+    TrapTriggered,
+    WaterLevelAlert,
+    WaterRiseAlert,
+    event_data,
+)
 
 
 def _japan() -> dt.tzinfo:
@@ -840,6 +848,32 @@ def _field(key: str, value: Any, phrases: Phrases) -> str:
 
 def _subject_fact(event: Event, phrases: Phrases) -> str:
     """The figure that matters, for the subject line (empty when there is none)."""
+    texts = phrases.texts
+    typed = event_data(event)
+    if isinstance(typed, WaterLevelAlert) and _is_number(typed.level_cm):
+        stage = _stage_text({"stage": typed.stage, "stage_label": typed.stage_label}, phrases)
+        level_fact = texts["level_fact"].format(level=f"{typed.level_cm:g}", stage=stage or "")
+        return _short(level_fact.strip())
+    if isinstance(typed, WaterRiseAlert) and _is_number(typed.level_cm):
+        if _is_number(typed.rise_cm_per_10min):
+            level, rise = f"{typed.level_cm:g}", f"{typed.rise_cm_per_10min:g}"
+            return _short(texts["rise_fact"].format(level=level, rise=rise))
+        return _short(f"{typed.level_cm:g}cm")
+    if isinstance(typed, CotData):
+        return _short(_clean(typed.cot))
+    if isinstance(typed, TrapTriggered):
+        closed_s = typed.closed_s
+        if _is_number(closed_s) and closed_s:
+            elapsed = phrases.duration(float(closed_s))
+            return _short(texts["elapsed_fact"].format(duration=elapsed))
+        return ""
+    if typed is None:  # data that does not fit its kind (an older device), or a new kind
+        return _untyped_fact(event, phrases)
+    return ""  # a sensor's name (``trap_a``) means nothing to the reader: small print only
+
+
+def _untyped_fact(event: Event, phrases: Phrases) -> str:
+    """:func:`_subject_fact` of data that does not fit its kind's type: what can be read."""
     data, kind, texts = event.data, event.kind, phrases.texts
     level = data.get("level_cm")
     if kind == "water_level_alert" and _is_number(level):
@@ -855,7 +889,7 @@ def _subject_fact(event: Event, phrases: Phrases) -> str:
     if kind in _TRAP_KINDS and _is_number(data.get("closed_s")) and data.get("closed_s"):
         elapsed = phrases.duration(float(data["closed_s"]))
         return _short(texts["elapsed_fact"].format(duration=elapsed))
-    return ""  # a sensor's name (``trap_a``) means nothing to the reader: small print only
+    return ""
 
 
 def _is_number(value: Any) -> bool:

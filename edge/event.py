@@ -432,10 +432,22 @@ class EventData(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
         return out
 
 
-class AnimalDetected(EventData, frozen=True, kw_only=True):
+class SensorData(EventData, frozen=True, kw_only=True):
+    """An event about one sensor (a detector, a trap, a probe, a task, the storage)."""
+
+    sensor: str
+    """Its name in the device config (or ``storage``, ``outbox``, ``NAME.anomaly_model``)."""
+
+
+class CotData(EventData, frozen=True, kw_only=True):
+    """A nap-room event: names the cot's label only, never a child."""
+
+    cot: str
+
+
+class AnimalDetected(SensorData, frozen=True, kw_only=True):
     kind: ClassVar[str] = "animal_detected"
     severity: ClassVar[Severity | None] = "alarm"
-    sensor: str
     rule: str
     deterrent: str
     """``"sounded"`` (this detection switched the actuators on) or ``"resting"``."""
@@ -443,26 +455,27 @@ class AnimalDetected(EventData, frozen=True, kw_only=True):
     strobe: bool
 
 
-class _TrapData(EventData, frozen=True, kw_only=True):
-    sensor: str
+class TrapData(SensorData, frozen=True, kw_only=True):
+    """A box trap's events (``sensor``: its switch)."""
+
     closed_since: str | msgspec.UnsetType = msgspec.UNSET
     """RFC 3339 UTC (``...Z``), when it closed."""
     closed_s: float | msgspec.UnsetType = msgspec.UNSET
 
 
-class TrapTriggered(_TrapData, frozen=True, kw_only=True):
+class TrapTriggered(TrapData, frozen=True, kw_only=True):
     kind: ClassVar[str] = "trap_triggered"
     severity: ClassVar[Severity | None] = "alarm"
     reminder: bool = False
     """False for the closure itself, True for the reminders while it stays closed."""
 
 
-class TrapReset(_TrapData, frozen=True, kw_only=True):
+class TrapReset(TrapData, frozen=True, kw_only=True):
     kind: ClassVar[str] = "trap_reset"
     severity: ClassVar[Severity | None] = "info"
 
 
-class TrapArmed(_TrapData, frozen=True, kw_only=True):
+class TrapArmed(TrapData, frozen=True, kw_only=True):
     kind: ClassVar[str] = "trap_armed"
     severity: ClassVar[Severity | None] = "info"
 
@@ -475,11 +488,10 @@ class WaterStage(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     level_cm: float
 
 
-class WaterLevelAlert(EventData, frozen=True, kw_only=True):
+class WaterLevelAlert(SensorData, frozen=True, kw_only=True):
     """Severity from the stage crossed."""
 
     kind: ClassVar[str] = "water_level_alert"
-    sensor: str
     level_cm: float
     stage: str
     stage_label: str
@@ -489,58 +501,52 @@ class WaterLevelAlert(EventData, frozen=True, kw_only=True):
     stages: list[WaterStage] | msgspec.UnsetType = msgspec.UNSET
 
 
-class WaterRiseAlert(EventData, frozen=True, kw_only=True):
+class WaterRiseAlert(SensorData, frozen=True, kw_only=True):
     """Severity from the rule (``warning`` unless configured otherwise)."""
 
     kind: ClassVar[str] = "water_rise_alert"
-    sensor: str
     level_cm: float
     rise_cm_per_10min: float
     threshold_cm_per_10min: float
     stages: list[WaterStage] | msgspec.UnsetType = msgspec.UNSET
 
 
-class PostureCheck(EventData, frozen=True, kw_only=True):
+class PostureCheck(CotData, frozen=True, kw_only=True):
     kind: ClassVar[str] = "posture_check"
     severity: ClassVar[Severity | None] = "info"
-    cot: str
     posture: str
     probability: float | None
     """The model's, or None."""
 
 
-class ProneAlarm(EventData, frozen=True, kw_only=True):
+class ProneAlarm(CotData, frozen=True, kw_only=True):
     kind: ClassVar[str] = "prone_alarm"
     severity: ClassVar[Severity | None] = "alarm"
-    cot: str
     posture: str
     duration_s: float
     """Face down this long when it went off."""
 
 
-class ApneaAlarm(EventData, frozen=True, kw_only=True):
+class ApneaAlarm(CotData, frozen=True, kw_only=True):
     kind: ClassVar[str] = "apnea_alarm"
     severity: ClassVar[Severity | None] = "alarm"
-    cot: str
     posture: str
     still_s: float
     """No body motion for this long."""
 
 
-class AlarmCleared(EventData, frozen=True, kw_only=True):
+class AlarmCleared(CotData, frozen=True, kw_only=True):
     kind: ClassVar[str] = "alarm_cleared"
     severity: ClassVar[Severity | None] = "info"
-    cot: str
     cleared: str
     """The alarm's kind."""
     acknowledged_by: str
     alarm_s: float
 
 
-class Anomaly(EventData, frozen=True, kw_only=True):
+class Anomaly(SensorData, frozen=True, kw_only=True):
     kind: ClassVar[str] = "anomaly"
     severity: ClassVar[Severity | None] = "warning"
-    sensor: str
     series: str
     score: float
     threshold: float
@@ -548,12 +554,11 @@ class Anomaly(EventData, frozen=True, kw_only=True):
     pattern: str
 
 
-class SensorFault(EventData, frozen=True, kw_only=True):
+class SensorFault(SensorData, frozen=True, kw_only=True):
     """A sensor, a task (the supervisor's fields), the storage or the outbox failed."""
 
     kind: ClassVar[str] = "sensor_fault"
     severity: ClassVar[Severity | None] = "warning"
-    sensor: str
     fault: str
     message: str
     # a supervised task's failure
@@ -576,10 +581,9 @@ class SensorFault(EventData, frozen=True, kw_only=True):
     lost: dict[str, int] | msgspec.UnsetType = msgspec.UNSET
 
 
-class SensorRecovered(EventData, frozen=True, kw_only=True):
+class SensorRecovered(SensorData, frozen=True, kw_only=True):
     kind: ClassVar[str] = "sensor_recovered"
     severity: ClassVar[Severity | None] = "info"
-    sensor: str
     fault: str | msgspec.UnsetType = msgspec.UNSET
     """Absent for the storage."""
     down_s: float | msgspec.UnsetType | None = msgspec.UNSET

@@ -17,7 +17,7 @@ from typing import Any, Final, Literal
 from cloud.database import Tx
 from cloud.store.base import StoreBase
 from cloud.store.mails import Notice, OutgoingMail, _insert_mails, _recipients, _recipients_json
-from edge.event import Event
+from edge.event import AnimalDetected, Event, event_data
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +228,9 @@ def _fold_stats(stats: dict[str, Any], event: Event, sensor: str, now: float) ->
     by_kind = dict(out.get("by_kind") or {})
     by_kind[event.kind] = int(by_kind.get(event.kind, 0)) + 1
     out["by_sensor"], out["by_kind"] = by_sensor, by_kind
-    if event.data.get("deterrent") == "sounded":
+    typed = event_data(event)  # data that does not fit its kind (older devices): as it came
+    deterrent = typed.deterrent if isinstance(typed, AnimalDetected) else None
+    if (deterrent if typed is not None else event.data.get("deterrent")) == "sounded":
         out["sounded"] = int(out.get("sounded") or 0) + 1
     out["from"] = now if out.get("from") is None else out["from"]
     out["to"] = now
