@@ -213,7 +213,7 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 def _run(config: NotifierConfig, *, dry_run: Path | None = None) -> int:
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(_serve(config, dry_run))
+            runner.run(_serve(config, None if dry_run is None else dry_run.resolve()))
     except NotifierError as exc:
         log.error("notifier stopped: %s", exc)
         return EXIT_FAILURE
@@ -229,11 +229,11 @@ async def _serve(config: NotifierConfig, dry_run: Path | None) -> None:
         log.warning(
             "DRY RUN: mails are written to %s and not sent; store %s, MQTT session %s "
             "(the production notifier's store and session are not touched)",
-            dry_run.resolve(),
+            dry_run,
             config.store.path,
             config.mqtt.client_id,
         )
-        mailer = DryRunMailer(dry_run.resolve())
+        mailer = DryRunMailer(dry_run)  # resolved by _run
     notifier = Notifier(config, mailer=mailer)
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
@@ -298,8 +298,9 @@ def _status(config: NotifierConfig, out: TextIO) -> int:
     if report.traps:
         print("\ntraps closed (reminders running):", file=out)
         for t in report.traps:
-            print(f"  {t.device} {t.sensor}  site={t.site}  closed since {_when(t.closed_since)} JST"
-                  f"  reminders={t.reminders}  next {_when(t.next_reminder_at)} JST", file=out)  # fmt: skip
+            print(f"  {t.device} {t.sensor}  site={t.site}  closed since "
+                  f"{_when(t.closed_since)} JST  reminders={t.reminders}  next "
+                  f"{_when(t.next_reminder_at)} JST", file=out)  # fmt: skip
     if report.instances:
         print("\ninstances:", file=out)
         for i in report.instances:
