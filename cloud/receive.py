@@ -49,7 +49,10 @@ from edge.event import (
     decode,
     decode_status,
     decode_telemetry,
+    events_topic,
     salvage_id,
+    status_topic,
+    telemetry_topic,
 )
 
 log = logging.getLogger("cloud.notifier")  # the name its log lines had before the split
@@ -111,9 +114,9 @@ class Receiver:
         self._reconnect = Backoff(RECONNECT_INITIAL_S, RECONNECT_MAX_S, jitter="full")
         m = config.mqtt
         share = f"$share/{m.shared_group}/" if m.shared_group else ""
-        self.topic = f"{share}{m.topic_prefix}/+/events"
-        self.telemetry_topic = f"{share}{m.topic_prefix}/+/telemetry"
-        self.status_topic = f"{m.topic_prefix}/+/status"
+        self.topic = share + events_topic(m.topic_prefix, "+")
+        self.telemetry_topic = share + telemetry_topic(m.topic_prefix, "+")
+        self.status_topic = status_topic(m.topic_prefix, "+")
         self._prefix_depth = len(m.topic_prefix.split("/"))
         self.acks: DeviceAcks | None = (
             DeviceAcks(m.topic_prefix, delay_s=m.ack_delay_s) if m.device_acks else None

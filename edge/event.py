@@ -82,16 +82,25 @@ def decode(payload: bytes | str) -> Event:
     return event
 
 
+# -- topics: every ``PREFIX/DEVICE/...`` is made here (``device="+"``: any device) --------
+
+
+def channel_topic(prefix: str, device: str, channel: str) -> str:
+    """``PREFIX/DEVICE/CHANNEL``: where an outbox row of ``channel`` (``events``,
+    ``telemetry``) is published."""
+    return f"{prefix}/{device}/{channel}"
+
+
 def events_topic(prefix: str, device: str) -> str:
-    return f"{prefix}/{device}/events"
+    return channel_topic(prefix, device, "events")
 
 
 def status_topic(prefix: str, device: str) -> str:
-    return f"{prefix}/{device}/status"
+    return channel_topic(prefix, device, "status")
 
 
 def telemetry_topic(prefix: str, device: str) -> str:
-    return f"{prefix}/{device}/telemetry"
+    return channel_topic(prefix, device, "telemetry")
 
 
 def command_topic(prefix: str, device: str, name: str = "#") -> str:
@@ -100,7 +109,13 @@ def command_topic(prefix: str, device: str, name: str = "#") -> str:
 
 def ack_topic(prefix: str, device: str) -> str:
     """Cloud to device: the ids the cloud has stored durably (:class:`CloudAck`)."""
-    return f"{prefix}/{device}/ack"
+    return channel_topic(prefix, device, "ack")
+
+
+def topic_device(topic: str) -> tuple[str, str]:
+    """``(device, channel)`` of a ``PREFIX/DEVICE/CHANNEL`` topic, whatever the prefix."""
+    rest, _, channel = topic.rpartition("/")
+    return rest.rpartition("/")[2], channel
 
 
 # -- end-to-end acknowledgement ----------------------------------------------

@@ -42,25 +42,26 @@ import paho.mqtt.client as paho
 from paho.mqtt.reasoncodes import ReasonCode
 
 from edge import __version__
-from edge.link.ack_tracker import AckTracker
-from edge.config import Config, TlsConfig
 from edge.backoff import Backoff
+from edge.config import Config, TlsConfig
 from edge.errors import EdgeError
-from edge.files import loose_mode, write_atomic
 from edge.event import (
     EnvelopeError,
     Status,
     ack_topic,
+    channel_topic,
     command_topic,
     decode_ack,
     encode_status,
     status_topic,
 )
+from edge.files import loose_mode, write_atomic
+from edge.link.ack_tracker import AckTracker
 from edge.link.keepalive import KeepaliveRule, KeepaliveState
 from edge.link.linkstats import SAVE_EVERY_S, DailyUsage, read_counters
 from edge.link.outbox import Outbox, Pending
-from edge.timed_wait import wait_set
 from edge.link.tlsresume import ResumingContext
+from edge.timed_wait import wait_set
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ class Uplink:
         self.on_command = on_command
         up = config.uplink
         device = config.device.id
-        self.topic_base = f"{up.topic_prefix}/{device}"
+        self.topic_prefix = up.topic_prefix
         self.status_topic = status_topic(up.topic_prefix, device)
         self.command_topic = command_topic(up.topic_prefix, device)
         self.ack_topic = ack_topic(up.topic_prefix, device)
@@ -493,7 +494,7 @@ class Uplink:
     ) -> None:
         try:
             await client.publish(
-                f"{self.topic_base}/{item.channel}",
+                channel_topic(self.topic_prefix, self.config.device.id, item.channel),
                 item.payload,
                 qos=1,
                 timeout=self.config.uplink.publish_timeout_s,

@@ -35,7 +35,7 @@ from edge.config import (
 )
 from edge.devices.actuators import test_pattern
 from edge.errors import EdgeError
-from edge.event import decode
+from edge.event import decode, events_topic
 from edge.sim.actions import EmulationError, check_action
 from edge.sim.broker import Mosquitto
 
@@ -180,7 +180,7 @@ class EmulatedSite:
         await self.daemon.start()
 
     async def _listen(self, config: Config) -> None:
-        topic = f"{config.uplink.topic_prefix}/{config.device.id}/events"
+        topic = events_topic(config.uplink.topic_prefix, config.device.id)
         async with aiomqtt.Client(self.broker.host, self.broker.port) as client:
             await client.subscribe(topic, qos=1)
             self._spy_ready.set()

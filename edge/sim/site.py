@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-from edge.event import DEFAULT_TOPIC_PREFIX
+from edge.event import DEFAULT_TOPIC_PREFIX, events_topic
 from edge.sim.broker import Mosquitto
 from edge.sim.mailbox import Mailbox, ReceivedMail
 
@@ -25,7 +25,7 @@ SITE_NAME = "塩尻市 片丘 東の田"
 LAT, LON = 36.103950, 137.965630
 RECIPIENTS = ("farmer@example.jp",)
 NOTIFIER_ID = "satoyama-notifier-sim"
-EVENTS_FILTER = f"{DEFAULT_TOPIC_PREFIX}/+/events"
+EVENTS_FILTER = events_topic(DEFAULT_TOPIC_PREFIX, "+")
 
 
 def device_config(

@@ -10,14 +10,16 @@ from dataclasses import dataclass, field
 import aiomqtt
 
 from edge.event import (
+    MAX_ACK_IDS,
     Event,
     Status,
     TelemetryBatch,
+    ack_topic,
     decode,
     decode_status,
     decode_telemetry,
-    MAX_ACK_IDS,
     encode_ack,
+    topic_device,
 )
 from tests.support.waiting import until
 
@@ -78,7 +80,9 @@ async def spy_on(
                 elif name.endswith("/status"):
                     spy.statuses.append(decode_status(payload))
                 if acknowledge and acked:
-                    to_ack.setdefault(name.rsplit("/", 1)[0], []).append(acked)
+                    to_ack.setdefault(name.rsplit("/", 2)[0], {}).setdefault(
+                        topic_device(name)[0], []
+                    ).append(acked)
                     ack_now.set()
 
         async def acknowledge_forever() -> None:
@@ -89,12 +93,14 @@ async def spy_on(
                 ack_now.clear()
                 batch = dict(to_ack)
                 to_ack.clear()
-                for device_topic, ids in batch.items():
-                    for start in range(0, len(ids), MAX_ACK_IDS):
-                        chunk = ids[start : start + MAX_ACK_IDS]
-                        await client.publish(f"{device_topic}/ack", encode_ack(chunk), qos=1)
+                for prefix, devices in batch.items():
+                    for device, ids in devices.items():
+                        for start in range(0, len(ids), MAX_ACK_IDS):
+                            chunk = ids[start : start + MAX_ACK_IDS]
+                            topic = ack_topic(prefix, device)
+                            await client.publish(topic, encode_ack(chunk), qos=1)
 
-        to_ack: dict[str, list[str]] = {}
+        to_ack: dict[str, dict[str, list[str]]] = {}
         ack_now = asyncio.Event()
         tasks = [asyncio.create_task(collect()), asyncio.create_task(acknowledge_forever())]
         try:
