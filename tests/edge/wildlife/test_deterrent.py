@@ -5,7 +5,6 @@ Real drivers on gpiozero's MockFactory pins; time is an injected clock.
 
 from __future__ import annotations
 
-
 import pytest
 from gpiozero.pins.mock import MockFactory
 
@@ -51,7 +50,7 @@ def site(pins: MockFactory):  # type: ignore[no-untyped-def]
 
 
 def test_detection_sounds_siren_before_the_edge_handler_returns(site) -> None:  # type: ignore[no-untyped-def]
-    clock, pins, rule, pir, outcomes = site
+    clock, pins, _rule, _pir, outcomes = site
     clock.t += 61  # past the detector's warm-up
     pir_pin, siren_pin = pins.pin(17), pins.pin(27)
     assert siren_pin.state is False
@@ -68,7 +67,7 @@ def test_detection_sounds_siren_before_the_edge_handler_returns(site) -> None:  
 
 
 def test_warmup_detections_are_ignored(site) -> None:  # type: ignore[no-untyped-def]
-    clock, pins, rule, pir, outcomes = site
+    clock, pins, _rule, pir, outcomes = site
     clock.t += 59
     pins.pin(17).drive_high()
     pins.pin(17).drive_low()
@@ -82,7 +81,7 @@ def test_warmup_detections_are_ignored(site) -> None:  # type: ignore[no-untyped
 
 
 def test_on_for_duration_extended_by_new_detections(site) -> None:  # type: ignore[no-untyped-def]
-    clock, pins, rule, pir, outcomes = site
+    clock, pins, rule, _pir, _outcomes = site
     clock.t += 100
     start = clock.t
     assert rule.detected() is Outcome.SOUNDED
@@ -100,7 +99,7 @@ def test_on_for_duration_extended_by_new_detections(site) -> None:  # type: igno
 
 
 def test_lingering_animal_cannot_keep_the_siren_on_forever(site) -> None:  # type: ignore[no-untyped-def]
-    clock, pins, rule, pir, outcomes = site
+    clock, pins, rule, _pir, _outcomes = site
     clock.t += 100
     start = clock.t
     rule.detected()
