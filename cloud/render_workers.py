@@ -28,6 +28,8 @@ import sys
 from collections import deque
 from typing import Any, BinaryIO, Final
 
+from cloud.errors import NotifierError
+
 log = logging.getLogger("cloud.notifier")
 
 _LENGTH: Final = struct.Struct("!I")
@@ -35,7 +37,7 @@ _LENGTH: Final = struct.Struct("!I")
 STOP_S: Final = 2.0
 
 
-class WorkerLost(Exception):
+class WorkerLost(NotifierError):
     """A worker process ended or answered nonsense (the caller renders on its own)."""
 
 
