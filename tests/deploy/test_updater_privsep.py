@@ -14,6 +14,7 @@ import json
 import os
 import pwd
 import shutil
+import site
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -310,7 +311,10 @@ def test_the_daemon_acknowledges_what_it_sent_and_the_updater_drops_it(
     repo = Path(__file__).resolve().parents[2]
     # The system's Python: the test's virtualenv may sit where the attacker cannot reach.
     python = shutil.which("python3", path="/usr/bin:/bin") or "python3"
-    daemon = ("env", f"PYTHONPATH={repo}", python, "-c", code, str(spool), str(ack))
+    # The reader checks each line against edge.event's types (msgspec): the venv's packages,
+    # which the unprivileged user can read, go on the path too.
+    packages = ":".join(p for p in site.getsitepackages() if Path(p).is_dir())
+    daemon = ("env", f"PYTHONPATH={repo}:{packages}", python, "-c", code, str(spool), str(ack))
     read = attacker.run(*daemon)
     assert read.returncode == 0, read.stderr
     [first] = json.loads(read.stdout)
