@@ -766,6 +766,10 @@ _NAP_KINDS: Final = frozenset({"prone_alarm", "apnea_alarm", "alarm_cleared", "p
 _TRAP_KINDS: Final = frozenset({"trap_triggered"})
 
 
+#: The updater's kinds: their ``stage`` is a step of the update.
+_UPDATE_KINDS: Final = frozenset({"update_installed", "update_failed"})
+
+
 def _data_rows(
     event: Event, phrases: Phrases
 ) -> tuple[list[tuple[str, str]], list[tuple[str, str]], list[tuple[str, str]]]:
@@ -778,6 +782,9 @@ def _data_rows(
     data: dict[str, Any] = dict(event.data)
     for said_elsewhere in ("place", "reminder", "stages"):
         data.pop(said_elsewhere, None)
+    if event.kind in _UPDATE_KINDS and "stage" in data:
+        # The updater's step ("health", "verify"...), not a water stage.
+        data["update_stage"] = data.pop("stage")
     labels = phrases.field_labels
     first: list[tuple[str, str]] = []
     technical: list[tuple[str, str]] = []

@@ -203,6 +203,15 @@ JA: Final = Phrases(
             "端末復旧",
             "{place}の端末 {device} との通信が回復しました。",
         ),
+        "update_installed": KindText(
+            "ソフト更新完了",
+            "{place}の端末 {device} のソフトウェアを更新しました。",
+        ),
+        "update_failed": KindText(
+            "ソフト更新失敗",
+            "{place}の端末 {device} のソフトウェア更新が失敗しました。",
+            "端末の状態と失敗の詳細を運用担当者が確認してください。",
+        ),
     },
     by_severity={
         "alarm": KindText(
@@ -282,6 +291,9 @@ JA: Final = Phrases(
         "bytes_sent_today": "本日の送信量 (バイト)",
         "link": "回線",
         "pattern": "異常の形",
+        "update_stage": "更新の段階",
+        "from_version": "更新前のバージョン",
+        "to_version": "更新後のバージョン",
     },
     values={
         "sounded": "作動しました",
@@ -428,6 +440,14 @@ EN: Final = Phrases(
         "device_online": KindText(
             "Device back online", "The device {device} at {place} is reachable again."
         ),
+        "update_installed": KindText(
+            "Software updated", "The device {device} at {place} runs its new software."
+        ),
+        "update_failed": KindText(
+            "Software update failed",
+            "The software update of the device {device} at {place} failed.",
+            "The operator should check the device and why it failed.",
+        ),
     },
     by_severity={
         "alarm": KindText(
@@ -507,6 +527,9 @@ EN: Final = Phrases(
         "bytes_sent_today": "Sent today (bytes)",
         "link": "Link",
         "pattern": "Pattern",
+        "update_stage": "Update step",
+        "from_version": "From version",
+        "to_version": "To version",
     },
     values={
         "sounded": "activated",
