@@ -11,6 +11,7 @@ from msgspec import Meta
 
 from deploy.errors import DeployError
 from deploy.updater.steps import log
+from edge.config import explain_validation
 
 DEFAULT_CONFIG = "/etc/satoyama/updater.toml"
 DEFAULT_STATE_DIR = "/var/lib/satoyama-update"
@@ -67,7 +68,7 @@ def load_config(path: Path) -> UpdaterConfig:
     try:
         cfg = msgspec.convert(raw, UpdaterConfig)
     except msgspec.ValidationError as exc:
-        raise DeployError(f"{path}: {exc}") from None
+        raise DeployError(f"{path}: {explain_validation(exc)}") from None
     if cfg.health == "command" and not cfg.health_command:
         raise DeployError(f'{path}: health_command: required when health = "command"')
     for key, (old, new) in LEGACY_PATHS.items():

@@ -14,11 +14,11 @@ import threading
 import time
 import uuid
 from collections.abc import Coroutine
-from pathlib import Path
 from typing import Any, Protocol
 
 import msgspec
 
+from edge.boot import boot_id as kernel_boot_id
 from edge.config import Config
 from edge.event import Event, EventData, Location, Severity, new_event_id
 from edge.link.outbox import Outbox
@@ -56,11 +56,9 @@ def kernel_clock_synced() -> bool:
 
 
 def boot_id() -> str:
-    """The kernel's id of this boot (changes at every power-on)."""
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return str(uuid.uuid4())
+    """The kernel's id of this boot (changes at every power-on), or a random id for the life
+    of this process where the kernel offers none."""
+    return kernel_boot_id() or str(uuid.uuid4())
 
 
 class Recorder:

@@ -734,3 +734,15 @@ def test_on_a_terminal_the_health_wait_counts_the_seconds_waited(
     assert "healthy for 0.2 s: not healthy (" in terminal  # the line stays, with its verdict
     assert "\rrolling back to 0.2.0" in terminal
     assert "unpacking " in terminal and " MB " in terminal and " %" in terminal
+
+
+def test_a_wrong_value_in_updater_toml_names_its_key(tmp_path: Path) -> None:
+    """The updater's own configuration errors read like the daemon's: one line naming the key."""
+    from deploy.errors import DeployError
+    from deploy.updater.config import load_config
+
+    path = tmp_path / "updater.toml"
+    path.write_text('health_timeout_s = "soon"\n', encoding="utf-8")
+    with pytest.raises(DeployError) as caught:
+        load_config(path)
+    assert str(caught.value) == f"{path}: health_timeout_s: expected `float`, got `str`"
