@@ -12,7 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from edge.event import EventData, SensorFault, SensorRecovered, data_as
+from edge.event import EnvelopeError, EventData, SensorFault, SensorRecovered, data_as
 from edge.link.outbox import Notice, Outbox
 from edge.timed_wait import wait_set
 
@@ -44,7 +44,17 @@ def notice_event(notice: Notice) -> SensorFault | SensorRecovered:
         fault = _FAULTS.get(notice.kind, notice.kind)
     data: dict[str, Any] = {**notice.data, "sensor": sensor, "fault": fault}
     data["message"] = notice.message
-    return data_as(data, SensorFault)
+    try:
+        return data_as(data, SensorFault)
+    except EnvelopeError as exc:
+        # A notice may fill a field with None for "unknown" (a garbage file's unreadable
+        # rows) or with what the vocabulary does not type: the report must go out anyway,
+        # without what has no value, or at the least with what failed and the message.
+        log.warning("storage notice %s: %s", notice.kind, exc)
+        try:
+            return data_as({k: v for k, v in data.items() if v is not None}, SensorFault)
+        except EnvelopeError:
+            return SensorFault(sensor=sensor, fault=fault, message=notice.message)
 
 
 class StorageWatch:

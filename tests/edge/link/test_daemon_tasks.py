@@ -16,7 +16,7 @@ from edge.link.commands import CommandRunner, parse_update_request
 from edge.link.outbox import Notice, Outbox
 from edge.link.recorder import Recorder
 from edge.link.spool import SpoolDrain
-from edge.link.storage import notice_event
+from edge.link.storage import StorageWatch, notice_event
 from edge.link.telemetry import Telemetry, TelemetryBuffer
 from tests.support.waiting import until
 
@@ -127,6 +127,35 @@ def test_storage_notices_become_faults_and_recoveries() -> None:
     recovered = notice_event(Notice("recovered", "", "", {"down_s": 12.5}))
     assert (recovered.kind, recovered.severity) == ("sensor_recovered", "info")
     assert recovered.to_data() == {"sensor": "storage", "down_s": 12.5, "lost_in_memory": {}}
+
+
+async def test_a_corrupt_outbox_file_is_reported_by_the_storage_watch(tmp_path: Path) -> None:
+    # The outbox cannot say how many rows a garbage file held (``unreadable`` unknown):
+    # the report goes out anyway, naming where the file went.
+    path = tmp_path / "outbox.sqlite3"
+    path.write_bytes(b"\x00garbage from a dying SD card" * 1000)
+    config = parse(CONFIG.format(outbox=path), "test")
+    outbox = Outbox(path)
+    outbox.open()
+    try:
+        recorder = Recorder(config, outbox)
+        watch = StorageWatch(outbox, record=recorder.record, retry_s=1.0)
+        task = asyncio.create_task(watch.run())
+        try:
+            await until(lambda: _kind(outbox, "sensor_fault"), 5, "the fault reported")
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        [fault] = [e for e in await _events(outbox) if e.kind == "sensor_fault"]
+        assert fault.data["sensor"] == "outbox" and fault.data["fault"] == "corrupt"
+        assert fault.data["moved_to"] in fault.data["message"]
+        assert (tmp_path / fault.data["moved_to"]).name.startswith("outbox.sqlite3.corrupt-")
+    finally:
+        outbox.close()
+
+
+async def _kind(outbox: Outbox, kind: str) -> bool:
+    return any(e.kind == kind for e in await _events(outbox))
 
 
 async def test_telemetry_is_queued_when_its_batch_is_full_and_on_flush(
