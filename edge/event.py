@@ -589,7 +589,8 @@ class SensorFault(SensorData, frozen=True, kw_only=True):
     moved_to: str | msgspec.UnsetType = msgspec.UNSET
     salvaged: int | msgspec.UnsetType = msgspec.UNSET
     new: int | msgspec.UnsetType = msgspec.UNSET
-    unreadable: int | msgspec.UnsetType = msgspec.UNSET
+    unreadable: int | msgspec.UnsetType | None = msgspec.UNSET
+    """None: unknown (a file too damaged to count its rows), as devices have always sent it."""
     quarantined: int | msgspec.UnsetType = msgspec.UNSET
     rows: int | msgspec.UnsetType = msgspec.UNSET
     evicted: dict[str, int] | msgspec.UnsetType = msgspec.UNSET
