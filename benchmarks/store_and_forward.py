@@ -74,11 +74,11 @@ from edge.event import (
 )
 from edge.link.linkstats import read_counters
 from edge.link.outbox import Outbox
+from edge.link.telemetry import TelemetryBuffer
+from edge.link.tlsresume import ResumingContext
 from edge.sim.broker import Mosquitto, free_port
 from edge.sim.cellular import MSS, PACKET_OVERHEAD, CellularLink
 from edge.sim.site import DEVICE_ID, device_config
-from edge.link.telemetry import TelemetryBuffer
-from edge.link.tlsresume import ResumingContext
 
 ROOT = Path(__file__).resolve().parents[1]
 

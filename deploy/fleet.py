@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from deploy.errors import DeployError
-from edge.link.commands import CommandError, parse_update_request
 from deploy.version import parse_version
+from edge.link.commands import CommandError, parse_update_request
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (

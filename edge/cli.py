@@ -81,8 +81,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         f"{len(config.sensors)} sensor(s), {len(config.actuators)} actuator(s), "
         f"{len(config.rules)} rule(s)"
     )
-    from edge.health.anomaly_watch import cadence_warnings
     from edge.config import location_warnings
+    from edge.health.anomaly_watch import cadence_warnings
 
     for warning in cadence_warnings(config):
         print(f"warning: {warning}")
@@ -159,8 +159,8 @@ def cmd_report_naps(args: argparse.Namespace) -> int:
     import datetime as dt
 
     from edge.config import MatSensorConfig
-    from edge.nursery.sheet import JST, write_report
     from edge.nursery.log import NapEntry, nap_log_path
+    from edge.nursery.sheet import JST, write_report
 
     config = _load_config(args.config)
     try:
@@ -268,9 +268,9 @@ def cmd_nap_climate(args: argparse.Namespace) -> int:
 def cmd_bench_run(args: argparse.Namespace) -> int:
     import tempfile
 
-    from edge.tools.bench import Console, ScenarioError, find_scenario, load_scenario, run_scenario
     from edge.sim.actions import EmulationError
     from edge.sim.emulated import SiteSetupError
+    from edge.tools.bench import Console, ScenarioError, find_scenario, load_scenario, run_scenario
 
     # Everything is checked before anything starts: the device's config, then the
     # scenario (its keys, and every name in it against the site or the device).

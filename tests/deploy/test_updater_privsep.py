@@ -27,7 +27,6 @@ from tests.deploy.conftest import Fleet
 from tests.deploy.helpers import FakeDevice
 
 
-
 @pytest.fixture(autouse=True)
 def _as_root() -> None:
     """These attacks need root (the updater) and another user (the attacker): fail, never skip."""

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from edge.tools.bench import SCENARIOS, SITES, load_scenario, run_scenario
-from edge.nursery.sheet import JST, build_sheet
 from edge.nursery.log import NapLog
+from edge.nursery.sheet import JST, build_sheet
 from edge.sim.emulated import EmulatedSite
+from edge.tools.bench import SCENARIOS, SITES, load_scenario, run_scenario
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.slow

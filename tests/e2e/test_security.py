@@ -15,7 +15,7 @@ from edge.daemon import Daemon
 from edge.event import Event, Location, decode_ack, encode, encode_ack, new_event_id
 from edge.sim.broker import Mosquitto
 from edge.sim.site import device_config
-from tests.support.pki import Issued, FleetCA
+from tests.support.pki import FleetCA, Issued
 from tests.support.spy import spy_on
 
 pytestmark = pytest.mark.slow

@@ -18,11 +18,11 @@ import pytest
 
 from edge.config import UltrasonicConfig, parse
 from edge.daemon import Daemon
+from edge.health.supervisor import RestartPolicy
 from edge.sim.broker import Mosquitto
 from edge.sim.i2c import ADS1115Model, EmulatedI2CBus
 from edge.sim.serial_device import UltrasonicModel
 from edge.sim.site import device_config
-from edge.health.supervisor import RestartPolicy
 from tests.support.spy import Spy, spy_on
 from tests.support.waiting import until
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
+from edge.link.tlsresume import ResumingContext
 from edge.sim.broker import Mosquitto
 from edge.sim.cellular import CellularLink
-from edge.link.tlsresume import ResumingContext
 from tests.support.pki import FleetCA, Issued
 
 DEVICE = "shiojiri-kataoka-01"

@@ -3,7 +3,14 @@ acknowledged."""
 
 from __future__ import annotations
 
-from edge.nursery.cot import AckWhileUnsafe, AlarmCleared, AlarmRaised, CotRule, ModelDown, PostureCheck
+from edge.nursery.cot import (
+    AckWhileUnsafe,
+    AlarmCleared,
+    AlarmRaised,
+    CotRule,
+    ModelDown,
+    PostureCheck,
+)
 
 
 def kinds(out: list[object]) -> list[str]:

@@ -13,8 +13,8 @@ import time
 from html.parser import HTMLParser
 from pathlib import Path
 
-from edge.nursery.sheet import JST
 from edge.nursery.log import NapLog
+from edge.nursery.sheet import JST
 
 
 def at(hour: int, minute: int, second: int = 0) -> float:

@@ -8,8 +8,8 @@ import itertools
 
 import pytest
 
-from edge.nursery.sheet import JST, build_sheet, cell_text
 from edge.nursery.log import NapEntry
+from edge.nursery.sheet import JST, build_sheet, cell_text
 
 DAY = dt.date(2026, 11, 24)
 

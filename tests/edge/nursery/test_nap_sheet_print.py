@@ -11,8 +11,8 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-from edge.nursery.sheet import JST, build_sheet, render_html
 from edge.nursery.log import NapEntry
+from edge.nursery.sheet import JST, build_sheet, render_html
 
 DAY = dt.date(2026, 11, 24)
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",

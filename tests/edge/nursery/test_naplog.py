@@ -7,8 +7,8 @@ import sqlite3
 import time
 from pathlib import Path
 
-from edge.nursery.sheet import JST
 from edge.nursery.log import NapLog
+from edge.nursery.sheet import JST
 
 
 def test_add_returns_at_once_while_the_disk_is_busy_and_nothing_is_lost(tmp_path: Path) -> None:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from edge.tools.bench import SCENARIOS, ScenarioError, load_scenario
 from edge.config import parse
 from edge.sim.site import device_config
+from edge.tools.bench import SCENARIOS, ScenarioError, load_scenario
 
 NAP = (SCENARIOS / "nap-prone.toml").read_text(encoding="utf-8")
 BOAR = (SCENARIOS / "boar-deterrent.toml").read_text(encoding="utf-8")

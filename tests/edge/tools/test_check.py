@@ -11,10 +11,10 @@ from pathlib import Path
 
 from gpiozero.pins.mock import MockFactory
 
-from edge.tools.check import run_check
 from edge.config import parse
 from edge.sim.broker import Mosquitto, free_port
 from edge.sim.site import device_config
+from edge.tools.check import run_check
 from tests.support.waiting import until
 
 REPO = Path(__file__).resolve().parents[3]
