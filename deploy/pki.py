@@ -298,7 +298,10 @@ class Claim:
     not_after: dt.datetime
 
     def __repr__(self) -> str:
-        return f"Claim({self.name} for {self.device_id}, until {self.not_after:%Y-%m-%d}, key=<secret>)"
+        return (
+            f"Claim({self.name} for {self.device_id}, "
+            f"until {self.not_after:%Y-%m-%d}, key=<secret>)"
+        )
 
 
 def issue_claim(claim_ca: CA, device_id: str, *, days: float = CLAIM_DAYS) -> Claim:

@@ -103,7 +103,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     config = _load_config(args.config)
     unknown = [n for n in args.fire if n not in config.actuators]
     if unknown:
-        print(f"error: --fire {unknown[0]}: no actuator of that name in the config", file=sys.stderr)
+        print(
+            f"error: --fire {unknown[0]}: no actuator of that name in the config", file=sys.stderr
+        )
         return EXIT_CONFIG
 
     async def main() -> int:

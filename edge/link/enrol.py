@@ -126,7 +126,9 @@ def check_certificate(
     try:
         cert.verify_directly_issued_by(ca)
     except (ValueError, TypeError, InvalidSignature):
-        raise EnrolError(f"the certificate is not issued by the fleet CA {ca_file}", refused=True) from None
+        raise EnrolError(
+            f"the certificate is not issued by the fleet CA {ca_file}", refused=True
+        ) from None
 
 
 async def ask(e: Enrolment, csr_pem: bytes, timeout: float) -> bytes:
@@ -166,7 +168,9 @@ async def enrol(e: Enrolment, *, deadline_s: float = 900.0, try_timeout_s: float
         return
     for p in (e.claim_cert, e.claim_key):
         if not p.is_file():
-            raise EnrolError(f"{p}: no claim (and no certificate): provision a new card", refused=True)
+            raise EnrolError(
+                f"{p}: no claim (and no certificate): provision a new card", refused=True
+            )
     csr = signing_request(key, e.device_id)
     end = time.monotonic() + deadline_s
     pause = 2.0
@@ -176,7 +180,9 @@ async def enrol(e: Enrolment, *, deadline_s: float = 900.0, try_timeout_s: float
             break
         except (aiomqtt.MqttError, TimeoutError, OSError, ValueError) as exc:
             if time.monotonic() + pause > end:
-                raise EnrolError(f"no answer from {e.host}:{e.port} in {deadline_s:g}s: {exc}") from None
+                raise EnrolError(
+                    f"no answer from {e.host}:{e.port} in {deadline_s:g}s: {exc}"
+                ) from None
             log.warning("enrolment: %s; again in %.0fs", exc or type(exc).__name__, pause)
             await asyncio.sleep(pause)
             pause = min(pause * 2, 60.0)
@@ -192,7 +198,9 @@ def _forget_claim(e: Enrolment) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m edge.link.enrol", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m edge.link.enrol", description=__doc__.split("\n\n")[0]
+    )
     ap.add_argument("--config", required=True, help="the device configuration ([uplink.tls])")
     ap.add_argument("--claim-cert", required=True)
     ap.add_argument("--claim-key", required=True)

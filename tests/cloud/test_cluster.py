@@ -44,7 +44,7 @@ def instance_config(tmp_path: Path, broker: Mosquitto, mailbox: Mailbox, dsn: st
             mqtt='shared_group = "notifiers"\nsession_expiry_s = 3600',
             store_table=f'backend = "postgresql"\ndsn = "{dsn}"',
             delivery="claim_timeout_s = 6\npoll_s = 0.2",
-        ),  # fmt: skip
+        ),
         encoding="utf-8",
     )
     return path

@@ -63,7 +63,7 @@ def write(tmp_path: Path, broker: Mosquitto, mailbox: Mailbox, extra: str) -> No
         config_text(
             mqtt_port=broker.port, smtp_port=mailbox.port, store=tmp_path / "n.sqlite3",
             extra=extra,
-        ),  # fmt: skip
+        ),
         encoding="utf-8",
     )
     return load_config(path)

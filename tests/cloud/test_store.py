@@ -270,9 +270,9 @@ async def test_device_offline_and_back_are_each_decided_once(store_config: Store
         assert not by_heartbeat
         off = Notice("pi-east-01.off1", "device_offline", "warning", "kataoka-east", "pi-east-01")
         assert await store.device_offline_notified(due, off, mails("op@example.jp"),
-                                                   now=now + 301, by_heartbeat=False)  # fmt: skip
+                                                   now=now + 301, by_heartbeat=False)
         assert not await store.device_offline_notified(due, off, mails("op@example.jp"),
-                                                       now=now + 301, by_heartbeat=False)  # fmt: skip
+                                                       now=now + 301, by_heartbeat=False)
         row = await store.record_status("pi-east-01", "online", "", now=now + 400)
         on = Notice("pi-east-01.on2", "device_online", "info", "kataoka-east", "pi-east-01")
         assert row.recipients == (("op@example.jp", "ja"),)

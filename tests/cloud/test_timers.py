@@ -133,7 +133,7 @@ summary_every_s = 600
             kind = "sensor_fault" if n % 2 == 0 else "sensor_recovered"
             data = {"sensor": "level_east", "fault": "wire_break", "message": "2.1 mA"}
             await publisher.event(make_event(kind, "warning", seq=n, data=data if n % 2 == 0
-                                             else {"sensor": "level_east", "down_s": 30.0}))  # fmt: skip
+                                             else {"sensor": "level_east", "down_s": 30.0}))
             await settled(notifier, n + 1)
             clock.advance(30)
         await ticked(notifier, clock, 1800)  # quiet: the last summary goes
@@ -170,7 +170,7 @@ async def test_trap_reminders_until_the_trap_is_reset(
         clock.advance(3600)
         second = (await mails(mailbox, 6))[4:]
         await publisher.event(make_event("trap_reset", "info", seq=2,
-                                         data={"sensor": "box_trap_2", "closed_s": 7204.0}))  # fmt: skip
+                                         data={"sensor": "box_trap_2", "closed_s": 7204.0}))
         await mails(mailbox, 8)
         await ticked(notifier, clock, 3 * 3600)
         assert await stored_mails(config) == 8  # no reminder after the reset
@@ -303,7 +303,7 @@ to = ["office"]
     trap = make_event("trap_triggered", "alarm", seq=1, data={"sensor": "box"})
     animal = make_event("animal_detected", "alarm", seq=2)
     water = make_event("water_level_alert", "warning", seq=3,
-                       data={"sensor": "level_east", "level_cm": 5.0, "stage": "too_high"})  # fmt: skip
+                       data={"sensor": "level_east", "level_cm": 5.0, "stage": "too_high"})
     async with running(config):
         for event in (trap, animal, water):
             await publisher.event(event)

@@ -32,7 +32,7 @@ def write(tmp_path: Path, port: int, smtp_port: int, client_id: str, tls: str) -
     path = tmp_path / "tls.toml"
     path.write_text(
         config_text(mqtt_port=port, smtp_port=smtp_port, store=tmp_path / "n.sqlite3",
-                    client_id=client_id, mqtt=tls),  # fmt: skip
+                    client_id=client_id, mqtt=tls),
         encoding="utf-8",
     )
     return path

@@ -53,7 +53,11 @@ def cas(tmp_path: Path, fleet_ca: Path) -> tuple[CA, CA]:
 def request(device: str, claim_pem: bytes, key: ec.EllipticCurvePrivateKey | None = None) -> bytes:
     key = key or ec.generate_private_key(ec.SECP256R1())
     return json.dumps(
-        {"device": device, "csr": signing_request(key, device).decode(), "claim": claim_pem.decode()}
+        {
+            "device": device,
+            "csr": signing_request(key, device).decode(),
+            "claim": claim_pem.decode(),
+        }
     ).encode()
 
 
@@ -88,7 +92,10 @@ def test_a_claim_gets_one_certificate_for_its_device_and_the_devices_own_key(
         ("another device", "claim: issued for another device, not 'someone-else'"),
         ("expired", "claim: expired or not yet valid"),
         ("not the claim CA", "claim: not issued by the claim CA"),
-        ("not this connection's claim", "claim: the certificate is not the one this connection used"),
+        (
+            "not this connection's claim",
+            "claim: the certificate is not the one this connection used",
+        ),
         ("csr for another id", "csr: common name must be the device id"),
         ("not a claim name", "is not a claim name"),
         ("garbage", "request is not JSON"),
@@ -160,9 +167,13 @@ async def enroller_running(
     sb: ShippedBroker, fleet: CA, claim_ca: CA, db: FleetDB
 ) -> AsyncIterator[None]:
     who = sb.fleet_ca.issue("satoyama-enroller")
-    broker = Broker(sb.host, sb.port, tls_ca=sb.fleet_ca.ca_file, tls_cert=who.cert, tls_key=who.key)
+    broker = Broker(
+        sb.host, sb.port, tls_ca=sb.fleet_ca.ca_file, tls_cert=who.cert, tls_key=who.key
+    )
     ready = asyncio.Event()
-    task = asyncio.create_task(serve(Enroller(fleet, claim_ca.cert, db), broker, "satoyama/v1", ready=ready.set))
+    task = asyncio.create_task(
+        serve(Enroller(fleet, claim_ca.cert, db), broker, "satoyama/v1", ready=ready.set)
+    )
     try:
         await asyncio.wait_for(ready.wait(), 10)
         yield
@@ -206,7 +217,8 @@ async def test_a_provisioned_card_enrols_on_first_boot_and_its_claim_is_spent(
         shutil.copy(etc / name, claim_copy / name)
 
     fleet = load_ca(fleet_ca / "ca.crt", fleet_ca / "ca.key")
-    claim_ca = load_ca(tmp_path / "claim-ca" / "claim-ca.crt", tmp_path / "claim-ca" / "claim-ca.key")
+    claim_dir = tmp_path / "claim-ca"
+    claim_ca = load_ca(claim_dir / "claim-ca.crt", claim_dir / "claim-ca.key")
     fleet_side = FleetCA(tmp_path / "issued", existing=(fleet_ca / "ca.crt", fleet_ca / "ca.key"))
     claim_side = FleetCA(
         tmp_path / "issued-claim",
@@ -372,7 +384,9 @@ async def test_the_enroller_command_answers_a_claim_from_edge_enrol(
         assert b"answered 1 enrolment request(s)" in served
     cert = x509.load_pem_x509_certificate((etc / "device.crt").read_bytes())
     assert cert.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)[0].value == DEVICE
-    assert sorted(p.name for p in etc.iterdir()) == ["ca.crt", "device.crt", "device.key", "device.toml"]
+    assert sorted(p.name for p in etc.iterdir()) == [
+        "ca.crt", "device.crt", "device.key", "device.toml"
+    ]
     with FleetDB(tmp_path / "fleet.sqlite3") as db:
         used = db.claim_used(claim.name)
         assert used is not None and used["device"] == DEVICE
@@ -384,7 +398,7 @@ def test_broker_install_writes_the_shipped_files_or_names_what_is_missing(tmp_pa
 
     etc, confd = tmp_path / "satoyama", tmp_path / "conf.d"
     etc.mkdir()
-    with pytest.raises(DeployError, match="missing fleet-ca.crt, claim-ca.crt, broker.crt"):
+    with pytest.raises(DeployError, match=r"missing fleet-ca\.crt, claim-ca\.crt, broker\.crt"):
         install(etc, confd)
     assert not confd.exists()
     for name in CERT_FILES:

@@ -64,7 +64,9 @@ def pem_lines(pem: bytes) -> list[bytes]:
 
 
 @pytest.fixture
-def card(tmp_path: Path, bundle_v1: Path, ota_key: Keys, fleet_ca: Path) -> tuple[Path, list[bytes]]:
+def card(
+    tmp_path: Path, bundle_v1: Path, ota_key: Keys, fleet_ca: Path
+) -> tuple[Path, list[bytes]]:
     """A Bookworm card provisioned with Wi-Fi: the image and the secret byte strings on it."""
     fleet_file = claim_fleet(tmp_path, bundle_v1, [ota_key.public], fleet_ca)
     image = fat_image(tmp_path / "bootfs.img", BOOKWORM_BOOT)

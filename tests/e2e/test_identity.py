@@ -136,7 +136,9 @@ async def test_device_cannot_kick_another_off_nor_fire_its_last_will(sb: Shipped
 
         task = asyncio.create_task(collect())
         try:
-            await b.publish("satoyama/v1/device-b/status", b'{"state": "online"}', qos=1, retain=True)
+            await b.publish(
+                "satoyama/v1/device-b/status", b'{"state": "online"}', qos=1, retain=True
+            )
             await until(lambda: len(seen) == 1, 10, "B's online status")
             # A asks for B's id, then for the notifier's, while both are online.
             async with client(sb, "device-a", "device-b", clean_session=False):

@@ -432,7 +432,8 @@ async def test_readings_held_leave_with_the_heartbeat_as_packed_columns(
             await spy.wait(lambda: bool(spy.of_kind("heartbeat")), 10, "the first heartbeat")
             t0 = time.time()
             for i in range(18):
-                daemon.telemetry.add("level_east.level_cm", round(40.0 + i / 10, 1), at=t0 + 600 * i)
+                level = round(40.0 + i / 10, 1)
+                daemon.telemetry.add("level_east.level_cm", level, at=t0 + 600 * i)
             await daemon.heartbeat.beat()
             await spy.wait(lambda: len(spy.telemetry) == 1, 10, "the batch with the heartbeat")
             assert len(spy.of_kind("heartbeat")) == 2

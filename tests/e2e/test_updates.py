@@ -1,4 +1,5 @@
-"""The daemon's side of OTA: cmd/update becomes the updater's request; the updater's spool is sent."""
+"""The daemon's side of OTA: cmd/update becomes the updater's request; the updater's spool is
+sent."""
 
 from __future__ import annotations
 
@@ -63,7 +64,9 @@ async def test_updater_events_in_the_spool_are_sent_with_their_own_ids(
 ) -> None:
     path = tmp_path / "spool" / "events.jsonl"
     failed = writer.append(path, "update_failed", "warning", {"stage": "health"}, source="updater")
-    done = writer.append(path, "update_installed", "info", {"to_version": "1.4.2"}, source="updater")
+    done = writer.append(
+        path, "update_installed", "info", {"to_version": "1.4.2"}, source="updater"
+    )
     with open(path, "ab") as f:
         f.write(b'{"v":1,"kind":"cut sho')  # a write a power cut left short
     async with spy_on(broker.host, broker.port, f"satoyama/v1/{DEVICE_ID}/events") as spy:

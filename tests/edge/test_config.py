@@ -69,12 +69,14 @@ def _broken(old: str, new: str) -> str:
         ("on_s = 30 ", "on_s = -1 ", "rules.chase_north.on_s: expected `float` > 0"),
         ('type = "siren"', 'type = "horn"', "actuators.siren.type: 'horn' is not a known type"),
         # pins used twice
-        ("pin = 22", "pin = 17", "actuators.strobe.pin: GPIO17 is already used by sensors.pir_north"),
+        ("pin = 22", "pin = 17",
+         "actuators.strobe.pin: GPIO17 is already used by sensors.pir_north"),
         # missing location
         ("latitude = 36.103950", "", "device.latitude: required key is missing"),
         ("latitude = 36.103950", "latitude = 136.1", "device.latitude: expected `float` <= 90"),
         # references across sections
-        ('detectors = ["pir_north"]', 'detectors = ["pir_south"]', "rules.chase_north.detectors[0]: no sensor named 'pir_south'"),
+        ('detectors = ["pir_north"]', 'detectors = ["pir_south"]',
+         "rules.chase_north.detectors[0]: no sensor named 'pir_south'"),
         ("max_on_s = 120", "max_on_s = 10", "rules.chase_north.max_on_s: must be >= on_s"),
         ("[sensors.pir_north]", "[sensors.PirNorth]", "sensors.PirNorth: names are lower-case"),
         ('id = "shiojiri-kataoka-01"', 'id = "a/b#"', "device.id: expected `str` matching regex"),
@@ -89,7 +91,7 @@ def test_bad_config_names_the_key(old: str, new: str, expected: str) -> None:
 
 
 def test_password_needs_username() -> None:
-    with pytest.raises(ConfigError, match="uplink.password: username and password go together"):
+    with pytest.raises(ConfigError, match=r"uplink\.password: username and password go together"):
         parse(_broken("port = 1883", 'port = 1883\npassword = "x"'))
 
 
@@ -104,7 +106,11 @@ def test_actuator_driven_by_two_rules_is_refused() -> None:
         '\n[sensors.pir_east]\ntype = "pir"\npin = 5\n'
         '[rules.chase_east]\ntype = "deterrent"\ndetectors = ["pir_east"]\nactuators = ["siren"]\n'
     )
-    with pytest.raises(ConfigError, match=r"rules.chase_east.actuators\[0\]: actuators.siren is already driven by rules.chase_north"):
+    with pytest.raises(
+        ConfigError,
+        match=r"rules.chase_east.actuators\[0\]: actuators.siren is already driven by "
+        r"rules.chase_north",
+    ):
         parse(text)
 
 
@@ -238,11 +244,15 @@ def test_numbers_must_be_finite(old: str, template: str, key: str, value: str) -
     ("old", "new", "expected"),
     [
         # levels the water rule would call implausible can never fire
-        ("level_cm = 200", "level_cm = 5000", "rules.river.stages[0].level_cm: expected `float` <= 2000"),
-        ("level_cm = 2,", "level_cm = -80,", "rules.paddy.stages[0].level_cm: expected `float` >= -50"),
-        ("observe_start_cm = 150", "observe_start_cm = 1e9", "rules.river.observe_start_cm: expected `float` <= 2000"),
+        ("level_cm = 200", "level_cm = 5000",
+         "rules.river.stages[0].level_cm: expected `float` <= 2000"),
+        ("level_cm = 2,", "level_cm = -80,",
+         "rules.paddy.stages[0].level_cm: expected `float` >= -50"),
+        ("observe_start_cm = 150", "observe_start_cm = 1e9",
+         "rules.river.observe_start_cm: expected `float` <= 2000"),
         ("offset_cm = 0", "offset_cm = 1e300", "sensors.probe.offset_cm: expected `float` <= 2000"),
-        ("rise_cm_per_10min = 30", "rise_cm_per_10min = 1e12", "rules.river.rise_cm_per_10min: expected `float` <= 1000"),
+        ("rise_cm_per_10min = 30", "rise_cm_per_10min = 1e12",
+         "rules.river.rise_cm_per_10min: expected `float` <= 1000"),
         # what the water rule itself refuses when the daemon builds it
         ("window_s = 20", "window_s = 0.5", "rules.river.window_s: must be ≥ sample_s"),
     ],
@@ -286,7 +296,8 @@ async def test_ranger_opens_at_every_accepted_baudrate(rate: int) -> None:
         ('name = "danger"', 'name = "danger\\n"', "rules.river.stages[1].name"),
         ('cot = "A"', 'cot = "A\\n"', "sensors.mat_a.cot"),
         ('port = "/dev/ttyAMA0"', 'port = "/dev/ttyAMA0\\n"', "sensors.ranger.port"),
-        ("/var/lib/satoyama/outbox.sqlite3", "/var/lib/satoyama/outbox\\u0000.sqlite3", "outbox.path"),
+        ("/var/lib/satoyama/outbox.sqlite3", "/var/lib/satoyama/outbox\\u0000.sqlite3",
+         "outbox.path"),
         ('description = "', 'description = "\\u0000', "device.description"),
     ],
 )
@@ -313,10 +324,13 @@ def test_named_entry_with_trailing_newline_is_refused() -> None:
         ("address = 0x48", "address = 0x50", "sensors.probe.address: expected `int` <= 75"),
         ("shunt_ohm = 150", "shunt_ohm = 250", "sensors.probe.shunt_ohm: 21.0 mA across 250.0 ohm"),
         ('pull = "down"', 'pull = "up"', "sensors.pir_north.pull: 'up' would hold an active-high"),
-        ("[sensors.trap_a]\ntype = \"trap\"", '[sensors.trap_a]\ntype = "trap"\npull = "down"', "sensors.trap_a.pull: 'down' with closed_level = 'low'"),
+        ("[sensors.trap_a]\ntype = \"trap\"", '[sensors.trap_a]\ntype = "trap"\npull = "down"',
+         "sensors.trap_a.pull: 'down' with closed_level = 'low'"),
         # pyserial raises ValueError for a scheme it does not know
-        ('port = "/dev/ttyAMA0"', 'port = "foo:///dev/ttyAMA0"', "sensors.ranger.port: 'foo' is not a serial URL scheme"),
-        ('port = "/dev/ttyAMA0"', 'port = " /dev/ttyAMA0"', "sensors.ranger.port: must not start or end with spaces"),
+        ('port = "/dev/ttyAMA0"', 'port = "foo:///dev/ttyAMA0"',
+         "sensors.ranger.port: 'foo' is not a serial URL scheme"),
+        ('port = "/dev/ttyAMA0"', 'port = " /dev/ttyAMA0"',
+         "sensors.ranger.port: must not start or end with spaces"),
     ],
 )
 def test_what_a_driver_refuses_is_refused_first(old: str, new: str, expected: str) -> None:
