@@ -411,7 +411,6 @@ def explain_validation(exc: msgspec.ValidationError, prefix: str = "") -> str:
     return f"{key or 'config'}: {msg[0].lower()}{msg[1:]}"
 
 
-_explain = explain_validation  # the old name: edge/tools/bench.py imports it (being reshaped)
 
 
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")

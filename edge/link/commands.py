@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 import urllib.parse
 from collections.abc import Callable, Coroutine
@@ -30,6 +29,7 @@ from msgspec import Meta
 
 from edge.errors import EdgeError
 from edge.event import CommandRejected, EventData
+from edge.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -126,17 +126,7 @@ def parse_command(name: str, payload: bytes) -> HeartbeatCommand | UpdateCommand
 def _write_request(path: Path, payload: bytes) -> None:
     """``payload`` at ``path``, atomically and durably (the updater may read it any time)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(payload)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomic(path, payload)
 
 
 class CommandRunner:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from edge.event import DATA_TYPES, EnvelopeError, EventData, Severity, data_as
+from edge.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -123,16 +124,7 @@ def _last_id(taken: bytes) -> str | None:
 def write_ack(ack: Path, event_id: str) -> None:
     """Acknowledge ``event_id`` (and everything before it) atomically, in the daemon's folder."""
     ack.parent.mkdir(parents=True, exist_ok=True)
-    tmp = ack.with_name(f".{ack.name}.tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
-    try:
-        os.write(fd, event_id.encode("ascii") + b"\n")
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, ack)
+    write_atomic(ack, event_id.encode("ascii") + b"\n", mode=0o640)
 
 
 def remove_prefix(path: Path, taken: bytes, *, ack: Path | None = None) -> None:

@@ -40,8 +40,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TextIO
 import msgspec
 from msgspec import Meta
 
-from edge.config import Config, ConfigError, MatSensorConfig, parse
-from edge.config import _explain as explain_validation
+from edge.config import Config, ConfigError, MatSensorConfig, explain_validation, parse
 from edge.devices.factory import PinFactory
 from edge.errors import EdgeError
 from edge.event import KINDS
