@@ -196,11 +196,14 @@ class Daemon:
             record=recorder.record,
             poll_s=cfg.updates.spool_poll_s,
         )
+        # Supervised (a coroutine function): a bug in one of these loops is reported as a
+        # sensor_fault and the loop started again, never a silent stop.  The uplink and the
+        # heartbeat catch their own failures and retry.
         self._spawn(uplink.run(), "uplink")
-        self._spawn(storage.run(), "storage watch")
+        self._spawn(storage.run, "storage watch")
         self._spawn(self.heartbeat.run(), "heartbeat")
-        self._spawn(telemetry.run(), "telemetry")
-        self._spawn(spool.run(), "event spool")
+        self._spawn(telemetry.run, "telemetry")
+        self._spawn(spool.run, "event spool")
         depth = await self.outbox.depth()
         log.info(
             "daemon started: device %s at %s; %d sensor(s), %d actuator(s); "
