@@ -400,7 +400,7 @@ def describe_dsn(dsn: Secret | None) -> str:
         from psycopg.conninfo import conninfo_to_dict
 
         parts = conninfo_to_dict(dsn.reveal())
-    except Exception:  # psycopg missing, or a DSN it cannot parse: say nothing of it
+    except Exception:  # noqa: BLE001 - a log line must not fail: no psycopg, bad DSN
         return "(dsn)"
     keys = ("host", "port", "dbname", "user")
     return " ".join(f"{k}={parts[k]}" for k in keys if parts.get(k)) or "(defaults)"

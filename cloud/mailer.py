@@ -142,7 +142,7 @@ class MailSession:
             return
         try:
             await self._smtp.quit()
-        except Exception:
+        except Exception:  # noqa: BLE001 - last-resort cleanup: the socket is closed
             self._smtp.close()  # the mails were sent or not; QUIT changes nothing
 
     async def send(

@@ -212,7 +212,7 @@ class Planner:
             if workers is None:  # closed meanwhile, or lost
                 raise WorkerLost("no render worker")
             messages = await workers.run(_render_many, [job for job, _ in jobs])
-        except Exception as exc:  # a worker died, or a job could not be pickled
+        except Exception as exc:  # noqa: BLE001 - worker died / unpicklable job
             if workers is not None and not workers.alive and self._processes is workers:
                 log.error("render workers lost (%s): rendering on a thread from now on", exc)
                 self._processes = None

@@ -106,7 +106,7 @@ class ReceiveGate:
                 if pending is not None and pending() > 0:  # TLS: decoded bytes left
                     continue
                 return
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - handed to the client, not swallowed
             disconnected: asyncio.Future[None] = self._client._disconnected
             if not disconnected.done():
                 disconnected.set_exception(exc)

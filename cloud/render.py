@@ -53,7 +53,7 @@ def _japan() -> dt.tzinfo:
     """Asia/Tokyo, or a fixed UTC+9 where the host has no tz database (Japan has no DST)."""
     try:
         return ZoneInfo("Asia/Tokyo")
-    except Exception:  # ZoneInfoNotFoundError, or a broken tzdata install
+    except Exception:  # noqa: BLE001 - no or broken tzdata: JST is fixed anyway
         return dt.timezone(dt.timedelta(hours=9), "JST")
 
 

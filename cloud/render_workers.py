@@ -65,7 +65,7 @@ class _Worker:
             error = WorkerLost(f"render worker {self.proc.pid} ended: {exc}")
         except WorkerLost as exc:
             error = exc
-        except Exception as exc:  # unpickling
+        except Exception as exc:  # noqa: BLE001 - unpickling raises anything: WorkerLost
             error = WorkerLost(f"render worker {self.proc.pid}: {exc}")
         finally:
             while self.waiting:

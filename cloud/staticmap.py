@@ -115,7 +115,7 @@ class StaticMaps:
             # drawing (bounded by timeout_s) instead of fetching the same tiles again.
             try:
                 drawn = self._draw(key[0], key[1])
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - the map is optional: logged, mail goes on
                 log.warning(
                     "no map picture for %.6f,%.6f (%s: %s); mailing without it for %.0f s",
                     lat, lon, type(exc).__name__, exc, self.retry_after_s,

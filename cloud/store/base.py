@@ -64,7 +64,7 @@ class StoreThread:
                 continue
             try:
                 result = fn()
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's future
                 future.set_exception(exc)
             else:
                 future.set_result(result)

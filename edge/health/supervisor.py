@@ -180,7 +180,7 @@ class Supervisor:
         """One run of the task: the exception it ended with (cancellation propagates)."""
         try:
             coro = factory()
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the supervisor must never die
             return exc
         inner = asyncio.get_running_loop().create_task(coro, name=task.what)
         try:
@@ -194,7 +194,7 @@ class Supervisor:
                 # the task cancelled itself (nobody cancelled us): a failure like any other
                 return RuntimeError(f"{task.what} was cancelled from inside")
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the supervisor must never die
             return exc
         finally:
             if not inner.done():

@@ -150,7 +150,7 @@ class Model:
             with _without_xnnpack_info():
                 interp = _Interpreter(model_content=content, num_threads=1)
                 interp.allocate_tensors()
-        except Exception as e:  # the interpreter raises ValueError / RuntimeError
+        except (ValueError, RuntimeError) as e:  # what the interpreter raises for a bad model
             raise ModelError(
                 f"corrupt model file: {path}: the interpreter refused it: {e}"
             ) from None

@@ -94,7 +94,7 @@ class NapWatch:
             else:
                 self.model = PostureModel.load()  # the model shipped with the daemon
             self.model_error = None
-        except Exception as exc:  # any failure means: check by hand
+        except Exception as exc:  # noqa: BLE001 - any failure means: check by hand
             self.model = None
             self.model_error = f"posture model unavailable: {exc}"
             log.error("%s", self.model_error)
@@ -203,7 +203,7 @@ class NapWatch:
                     posture, prob = await asyncio.to_thread(
                         self.model.classify, watch.last_frame
                     )
-                except Exception as exc:  # the model failing must not stop the alarms
+                except Exception as exc:  # noqa: BLE001 - a model failure must not stop alarms
                     error = f"posture model failed: {exc}"
             outcomes = cot.update(
                 t,

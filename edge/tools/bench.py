@@ -373,7 +373,7 @@ class _Warnings(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             text = record.getMessage()
-        except Exception:  # a badly formatted call must not stop the bench
+        except Exception:  # noqa: BLE001 - a badly formatted log call must not stop the bench
             text = str(record.msg)
         t = self.console.now() or 0.0
         key = (record.levelno, text)

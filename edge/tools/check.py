@@ -241,7 +241,7 @@ class Checker:
                 part = self.parts[name] = Part(name, f"GPIO{s.pin}")
                 try:
                     det = build_detector(s, self.pin_factory, warmup_s=0)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - any failure is this part's, shown
                     part.status, part.detail = "fail", f"cannot open pin: {exc}"
                     continue
                 self.devices[name] = det
@@ -251,7 +251,7 @@ class Checker:
                 part = self.parts[name] = Part(name, f"GPIO{s.pin}")
                 try:
                     sw = build_trap_switch(s, self.pin_factory)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - any failure is this part's, shown
                     part.status, part.detail = "fail", f"cannot open pin: {exc}"
                     continue
                 self.devices[name] = sw
@@ -272,7 +272,7 @@ class Checker:
             part = self.parts[name] = Part(name, f"GPIO{a.pin}", "ok", "off")
             try:
                 self.actuators[name] = build_actuator(a, self.pin_factory)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any failure is this part's, shown
                 part.status, part.detail = "fail", f"cannot open pin: {exc}"
 
     async def _poll_level(
@@ -418,7 +418,7 @@ class Checker:
         part = Part("posture-model", "models/posture")
         try:
             model = PostureModel.load(*self._model_files("posture"))
-        except Exception as exc:  # any failure to load is this part's failure
+        except Exception as exc:  # noqa: BLE001 - any failure to load is this part's failure
             part.status, part.detail = "fail", str(exc) or type(exc).__name__
             return part
         try:
@@ -458,7 +458,7 @@ class Checker:
                     version = model.model.card.get("version", "?")
                 finally:
                     model.close()
-        except Exception as exc:  # any failure to load is this part's failure
+        except Exception as exc:  # noqa: BLE001 - any failure to load is this part's failure
             part.status, part.detail = "fail", str(exc) or type(exc).__name__
             return part
         part.status, part.reading = "ok", f"v{version}: {', '.join(series)} scored as expected"
@@ -480,7 +480,7 @@ class Checker:
         for dev in [*self.devices.values(), *self.actuators.values()]:
             try:
                 dev.close()
-            except Exception:
+            except Exception:  # noqa: BLE001 - one failing close must not skip the rest
                 pass
 
 

@@ -356,7 +356,7 @@ def test_two_objects_for_one_chip_keep_conversions_apart(
         try:
             for _ in range(40):
                 assert abs(adc.read_volts(channel, pga=4.096, data_rate=860) - expected) < 0.001
-        except BaseException as exc:  # collected for the main thread
+        except BaseException as exc:  # noqa: BLE001 - collected and re-raised by the main thread
             errors.append(exc)
 
     threads = [threading.Thread(target=reader, args=a) for a in ((2, 0.25), (3, 2.75))]
