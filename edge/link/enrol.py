@@ -131,7 +131,9 @@ def check_certificate(
         ) from None
 
 
-async def ask(e: Enrolment, csr_pem: bytes, timeout: float) -> bytes:
+async def ask(
+    e: Enrolment, csr_pem: bytes, timeout: float  # noqa: ASYNC109 - also aiomqtt's connect timeout
+) -> bytes:
     """One try: connect with the claim, send the request, wait for the reply."""
     claim_pem = e.claim_cert.read_bytes()
     claim = _claim_name(claim_pem, e.claim_cert)

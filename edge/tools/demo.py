@@ -116,7 +116,8 @@ async def _play(timeline: Timeline, output: Path, port: int, speed: float) -> No
                 # The detector's edge arrives on another thread, as gpiozero's do.
                 await asyncio.to_thread(pir.drive_high if step.pir else pir.drive_low)
         deadline = time.monotonic() + 10
-        while (await daemon.outbox.depth()) > 0 and time.monotonic() < deadline:
+        # Polled: no event says "empty" (Outbox.changed is the uplink's to clear).
+        while (await daemon.outbox.depth()) > 0 and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
     finally:
         await daemon.close()

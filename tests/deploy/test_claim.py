@@ -341,7 +341,8 @@ async def test_the_enroller_command_answers_a_claim_from_edge_enrol(
     shutil.copy(fleet_ca / "ca.crt", etc / "ca.crt")
     svc = tmp_path / "services"
     for what in (["--broker", "localhost", "127.0.0.1"], ["--service", "satoyama-enroller"]):
-        proc = subprocess.run(
+        proc = await asyncio.to_thread(
+            subprocess.run,
             [sys.executable, "-m", "deploy.cli", "ca", "issue", "--dir", str(fleet_ca), *what,
              "--out", str(svc)],
             cwd=REPO, capture_output=True, text=True,
@@ -429,7 +430,8 @@ async def test_no_broker_means_exit_1_and_the_key_and_claim_are_kept_for_the_nex
         f'[uplink.tls]\nca_file = "{etc}/ca.crt"\ncert_file = "{etc}/device.crt"\n'
         f'key_file = "{etc}/device.key"\n'
     )
-    proc = subprocess.run(
+    proc = await asyncio.to_thread(
+        subprocess.run,
         [sys.executable, "-m", "edge.link.enrol", "--config", str(config),
          "--claim-cert", str(etc / "claim.crt"), "--claim-key", str(etc / "claim.key"),
          "--claim-port", str(free_port()), "--timeout", "3"],

@@ -59,7 +59,9 @@ def connected_as(sb: ShippedBroker) -> list[str]:
     ]
 
 
-async def next_message(c: aiomqtt.Client, timeout: float = 10) -> aiomqtt.Message:
+async def next_message(
+    c: aiomqtt.Client, timeout: float = 10  # noqa: ASYNC109 - a test helper's deadline
+) -> aiomqtt.Message:
     return await asyncio.wait_for(anext(aiter(c.messages)), timeout)
 
 

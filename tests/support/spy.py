@@ -38,7 +38,12 @@ class Spy:
     def of_kind(self, kind: str) -> list[Event]:
         return [e for e in self.events if e.kind == kind]
 
-    async def wait(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    async def wait(
+        self,
+        predicate: Callable[[], bool],
+        timeout: float,  # noqa: ASYNC109 - a deadline that names what it waited for
+        what: str,
+    ) -> None:
         await until(predicate, timeout, what)
 
 

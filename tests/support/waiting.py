@@ -17,7 +17,9 @@ POLL_S = 0.01
 
 
 async def until(
-    predicate: Callable[[], bool | Awaitable[bool]], timeout: float, what: str
+    predicate: Callable[[], bool | Awaitable[bool]],
+    timeout: float,  # noqa: ASYNC109 - a deadline that names what it waited for
+    what: str,
 ) -> None:
     deadline = time.monotonic() + timeout
     while True:

@@ -160,7 +160,7 @@ async def test_cancellation_is_not_a_failure() -> None:
 
 
 async def test_cancelled_while_waiting_to_retry() -> None:
-    supervisor, record = _supervisor(RestartPolicy(permanent_first_s=60, max_s=60))
+    supervisor, _ = _supervisor(RestartPolicy(permanent_first_s=60, max_s=60))
     sensor = Flaky(RuntimeError("x"))
     task = asyncio.create_task(supervisor.supervise(sensor.run, "mat a", sensor="mat_a"))
     await until(lambda: _state(supervisor, "mat a") == "waiting", 5, "the failure")
@@ -226,11 +226,13 @@ def test_backoff_doubles_up_to_its_cap() -> None:
 async def test_delays_are_jittered_within_half_to_all_of_the_ceiling() -> None:
     for draw, low, high in ((0.0, 0.5, 0.5), (0.999, 0.9, 1.0)):
         supervisor = Supervisor(
-            Recorder(), policy=RestartPolicy(permanent_first_s=8, max_s=8), rng=lambda: draw
+            Recorder(),
+            policy=RestartPolicy(permanent_first_s=8, max_s=8),
+            rng=lambda draw=draw: draw,
         )
         sensor = Flaky(RuntimeError("x"))
         task = asyncio.create_task(supervisor.supervise(sensor.run, "t", sensor="s"))
-        await until(lambda: _state(supervisor, "t") == "waiting", 5, "the failure")
+        await until(lambda s=supervisor: _state(s, "t") == "waiting", 5, "the failure")
         retry_at = supervisor.tasks["t"].retry_at
         assert retry_at is not None
         delay = retry_at - time.monotonic()
@@ -306,7 +308,7 @@ async def test_a_task_cancelling_itself_is_a_failure() -> None:
 
 
 async def test_other_tasks_keep_running_while_one_is_down() -> None:
-    supervisor, record = _supervisor(RestartPolicy(permanent_first_s=60, max_s=60))
+    supervisor, _ = _supervisor(RestartPolicy(permanent_first_s=60, max_s=60))
     broken, healthy = Flaky(RuntimeError("x")), Flaky()
     tasks = [
         asyncio.create_task(supervisor.supervise(broken.run, "water a", sensor="a")),
