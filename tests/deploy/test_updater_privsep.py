@@ -10,11 +10,11 @@ must refuse or go on safely - never write through the attacker's links.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import pwd
 import shutil
-import site
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -293,6 +293,25 @@ def test_a_linked_acknowledgement_is_ignored(
     assert len(device.events()) == 1 and "TOP-SECRET" not in json.dumps(device.events())
 
 
+def _readable_copy(where: Path, *modules: str) -> Path:
+    """A world-readable copy of ``modules`` (packages or single files, as imported here)."""
+    where.mkdir(mode=0o755)
+    for name in modules:
+        origin = Path(importlib.import_module(name).__file__ or "")
+        if origin.name == "__init__.py":
+            shutil.copytree(origin.parent, where / name,
+                            ignore=shutil.ignore_patterns("__pycache__", "sim", "tools"))
+            home = origin.parent.parent
+        else:
+            shutil.copy2(origin, where / origin.name)
+            home = origin.parent
+        for info in home.glob(f"{name}-*.dist-info"):  # what importlib.metadata reads
+            shutil.copytree(info, where / info.name)
+    for p in [where, *where.rglob("*")]:
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    return where
+
+
 def test_the_daemon_acknowledges_what_it_sent_and_the_updater_drops_it(
     device: FakeDevice, other_bundle: Path, attacker: Attacker
 ) -> None:
@@ -307,13 +326,13 @@ def test_the_daemon_acknowledges_what_it_sent_and_the_updater_drops_it(
         "spool.remove_prefix(Path(sys.argv[1]), taken, ack=Path(sys.argv[2]));"
         "print(json.dumps([e['id'] for e in ev]))"
     )
-    repo = Path(__file__).resolve().parents[2]
-    # The system's Python: the test's virtualenv may sit where the attacker cannot reach.
+    # The system's Python, and a copy of the code the reader imports: the checkout and its
+    # virtualenv may sit where the attacker cannot reach (a CI clone in a 0700 temporary
+    # folder), while on a device the daemon's user reads its own venv.
     python = shutil.which("python3", path="/usr/bin:/bin") or "python3"
-    # The reader checks each line against edge.event's types (msgspec): the venv's packages,
-    # which the unprivileged user can read, go on the path too.
-    packages = ":".join(p for p in site.getsitepackages() if Path(p).is_dir())
-    daemon = ("env", f"PYTHONPATH={repo}:{packages}", python, "-c", code, str(spool), str(ack))
+    code_dir = _readable_copy(device.root / "daemon-code", "edge", "msgspec", "uuid6",
+                              "typing_extensions")
+    daemon = ("env", f"PYTHONPATH={code_dir}", python, "-c", code, str(spool), str(ack))
     read = attacker.run(*daemon)
     assert read.returncode == 0, read.stderr
     [first] = json.loads(read.stdout)
