@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, TextIO
@@ -200,19 +200,12 @@ def _check_config(path: str, config: NotifierConfig, out: TextIO) -> int:
 # --- run ------------------------------------------------------------------------
 
 
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's event loop where it is installed (the ``cloud`` extra; ~1/3 less CPU per
-    mailed event in the loop and the sockets), else asyncio's own."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
-
-
 def _run(config: NotifierConfig, *, dry_run: Path | None = None) -> int:
     try:
-        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        # asyncio's own loop, not uvloop: under uvloop the notifier's MQTT connection
+        # sometimes never noticed a broker killed under it (aiomqtt reads paho's socket with
+        # add_reader), and stopped receiving for good (tests/e2e/test_cloud_ack.py).
+        with asyncio.Runner() as runner:
             runner.run(_serve(config, None if dry_run is None else dry_run.resolve()))
     except NotifierError as exc:
         log.error("notifier stopped: %s", exc)
