@@ -49,3 +49,33 @@ def confusion_text(m: np.ndarray, labels: Sequence[str]) -> str:
     for i, lab in enumerate(labels):
         lines.append(lab.ljust(w) + "".join(str(int(v)).rjust(w) for v in m[i]))
     return "\n".join(lines)
+
+
+def abstaining_report(
+    y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str], *, positive: str = "prone"
+) -> dict[str, Any]:
+    """Figures of a classifier that may abstain (``y_pred == -1``: "unknown").
+
+    ``accuracy`` and ``false_positive`` (non-``positive`` frames called
+    ``positive``) count only the frames it answered; ``recall`` of ``positive``
+    is given both among answered frames and over all (an abstention is then a
+    miss); ``abstain`` is the share it did not answer.
+    """
+    y_true = np.asarray(y_true)
+    y_pred = np.asarray(y_pred)
+    k = labels.index(positive)
+    answered = y_pred >= 0
+    pos = y_true == k
+    neg = ~pos
+    n_ans = int(answered.sum())
+    return {
+        "frames": len(y_true),
+        "abstain": float(1.0 - n_ans / max(len(y_true), 1)),
+        "accuracy_answered": float((y_pred[answered] == y_true[answered]).mean()) if n_ans else 0.0,
+        f"{positive}_recall_answered": float((y_pred[pos & answered] == k).mean())
+        if (pos & answered).any() else 0.0,
+        f"{positive}_recall_all": float((y_pred[pos] == k).mean()) if pos.any() else 0.0,
+        f"false_{positive}_answered": float((y_pred[neg & answered] == k).mean())
+        if (neg & answered).any() else 0.0,
+        "confusion": confusion(y_true[answered], y_pred[answered], len(labels)).tolist(),
+    }

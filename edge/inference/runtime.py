@@ -233,19 +233,40 @@ def _require(card: dict[str, Any], key: str, path: Path) -> Any:
 
 
 class PostureModel:
-    """The posture classifier: a mat frame -> ``(label, probability)``."""
+    """The posture classifier: a mat frame (and the mat's empty level) -> ``(label, probability)``.
+
+    Cards from v2 on describe the canonical preprocessing
+    (:mod:`edge.inference.posture_input`) and a ``decision`` rule: calibrated
+    probabilities (temperature), ``prone`` from ``prone_threshold``, any other
+    label only from ``answer_threshold``; below it the answer is ``unknown``
+    (:data:`UNKNOWN`), which the nap rule never reads as safe.  A v1 card
+    (raw counts / ``divide_by``) loads as before and never abstains.
+    """
 
     def __init__(self, model: Model) -> None:
         self.model = model
         self.labels: tuple[str, ...] = tuple(_require(model.card, "labels", model.path))
         pre = _require(model.card, "preprocessing", model.path)
-        self.divisor = float(pre["divide_by"])
+        self.canonical = bool(pre.get("canonical"))
+        self.divisor = float(pre.get("divide_by", 1.0))
+        decision = model.card.get("decision") or {}
+        try:
+            self.temperature = float(decision.get("temperature", 1.0))
+            self.prone_threshold = float(decision.get("prone_threshold", 2.0))
+            self.answer_threshold = float(decision.get("answer_threshold", 0.0))
+        except (TypeError, ValueError):
+            raise ModelError(
+                f"{model.path.name}: card's decision thresholds are not numbers"
+            ) from None
+        if not self.temperature > 0:
+            raise ModelError(f"{model.path.name}: card's temperature must be positive")
         if model.output_shape[-1] != len(self.labels):
             raise ModelError(
                 f"{model.path.name}: {model.output_shape[-1]} outputs but "
                 f"{len(self.labels)} labels in its card"
             )
         self.rows, self.cols = model.input_shape[1], model.input_shape[2]
+        self._prone = self.labels.index("prone") if "prone" in self.labels else -1
 
     @classmethod
     def load(
@@ -256,25 +277,50 @@ class PostureModel:
             tflite_path, card_path = packaged_model("posture")
         return cls(Model.load(tflite_path, card_path))
 
-    def probabilities(self, frame: MatFrame) -> dict[str, float]:
-        """Probability of each label for one frame."""
+    def probabilities(
+        self, frame: MatFrame, empty_level: Sequence[float] | np.ndarray | None = None
+    ) -> dict[str, float]:
+        """Calibrated probability of each label for one frame.
+
+        ``empty_level``: the mat's calibrated empty level per cell, row-major
+        (``MatCalibration.level``); None before the mat has calibrated.
+        """
         if (frame.rows, frame.cols) != (self.rows, self.cols):
             raise ValueError(
                 f"posture model needs {self.rows} x {self.cols} frames, got "
                 f"{frame.rows} x {frame.cols}"
             )
-        cells = np.frombuffer(frame.cells, dtype=np.uint8).astype(np.float32) / self.divisor
-        p = self.model.predict(cells)[0]
+        if self.canonical:
+            from edge.inference.posture_input import canonical
+
+            x = canonical(frame.cells, empty_level, frame.rows, frame.cols)
+        else:
+            x = np.frombuffer(frame.cells, dtype=np.uint8).astype(np.float32) / self.divisor
+        p = self.model.predict(x)[0].astype(np.float64)
+        if self.temperature != 1.0:
+            z = np.log(np.maximum(p, 1.0 / 512)) / self.temperature
+            e = np.exp(z - z.max())
+            p = e / e.sum()
         return {label: float(v) for label, v in zip(self.labels, p, strict=True)}
 
-    def classify(self, frame: MatFrame) -> tuple[str, float]:
-        """The most probable label and its probability."""
-        probs = self.probabilities(frame)
+    def classify(
+        self, frame: MatFrame, empty_level: Sequence[float] | np.ndarray | None = None
+    ) -> tuple[str, float]:
+        """The card's decision: ``(label, its probability)``, or ``("unknown", best p)``."""
+        probs = self.probabilities(frame, empty_level)
+        if self._prone >= 0 and probs["prone"] >= self.prone_threshold:
+            return "prone", probs["prone"]
         label = max(probs, key=probs.__getitem__)
+        if probs[label] < self.answer_threshold:
+            return UNKNOWN, probs[label]
         return label, probs[label]
 
     def close(self) -> None:
         self.model.close()
+
+
+UNKNOWN = "unknown"
+"""What :meth:`PostureModel.classify` says when the model is not confident enough."""
 
 
 def normalise_window(window: Sequence[float] | np.ndarray, scale: float, clip: float) -> np.ndarray:

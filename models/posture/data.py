@@ -106,3 +106,33 @@ def dataset(
             xs.append(sample(label, s, augment=augment))
             ys.append(LABELS.index(label))
     return np.stack(xs), np.asarray(ys, dtype=np.int64)
+
+
+def _sample_seeds(n: int, seed: int) -> range:
+    """A training run's sample seeds (``seed`` 0-999) or held-out ones (``seed`` >= 1000)."""
+    return train_seeds(seed, n) if seed < 1000 else heldout_seeds(n, offset=seed)
+
+
+def render(posture: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The family's common face (see ``models/posture/families.py``): one frame of
+    ``posture`` and the empty level the device would have calibrated for that mat
+    (the same scene's empty cot, before any child lay down)."""
+    frame = sample(posture, seed)
+    empty = np.frombuffer(random_frame("empty", seed, rows=ROWS, cols=COLS), dtype=np.uint8)
+    return frame, empty.reshape(ROWS, COLS).astype(np.float32)
+
+
+def dataset_with_levels(
+    n_per_class: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Frames, empty levels and labels: ``n_per_class`` of every label (see :func:`render`)."""
+    frames: list[np.ndarray] = []
+    levels: list[np.ndarray] = []
+    ys: list[int] = []
+    for s in _sample_seeds(n_per_class, seed):
+        for i, label in enumerate(LABELS):
+            f, e = render(label, s)
+            frames.append(f)
+            levels.append(e)
+            ys.append(i)
+    return np.stack(frames), np.stack(levels), np.asarray(ys, dtype=np.int64)

@@ -1,10 +1,18 @@
 """Train the posture classifier and write ``posture.tflite``, ``card.json`` and ``MODEL_CARD.md``.
 
-    python -m models.posture.train --seed 0
+    python -m models.posture.train --seed 0 [--families patches,skeleton]
 
 Needs the ``train`` extra (TensorFlow); reproducible from the seed (data,
-weight initialisation and shuffling are all seeded; TensorFlow's op
-determinism is switched on).
+augmentation, weight initialisation and shuffling are all seeded; TensorFlow's
+op determinism is switched on).
+
+The model sees the canonical frame (:mod:`edge.inference.posture_input`: the
+empty mat removed, scaled by the load, turned and centred on the body), learns
+from every training family (:mod:`models.posture.families`), and its softmax is
+temperature-scaled on validation frames.  Two thresholds make it abstain: it
+says ``prone`` when the calibrated p(prone) reaches ``prone_threshold`` (set
+for prone recall), otherwise its best label when that reaches
+``answer_threshold``, otherwise ``unknown`` (the nap rule's "look now").
 """
 
 from __future__ import annotations
@@ -16,57 +24,114 @@ from typing import Any
 
 import numpy as np
 
+from edge.inference.posture_input import CLIP, DEADBAND_COUNTS, LOAD_SCALE
 from models.export import tflite_runner, to_int8_tflite, write_model
-from models.metrics import classification_report, confusion, confusion_markdown, confusion_text
-from models.posture.data import COLS, LABELS, ROWS, dataset, heldout_seeds, train_seeds
+from models.metrics import abstaining_report, confusion_markdown
+from models.posture.families import COLS, LABELS, ROWS, TRAINING_FAMILIES, features, loader
 
 HERE = Path(__file__).resolve().parent
-VERSION = "1.0.0"
-INPUT_DIVISOR = 255.0
-PRONE_WEIGHT = 3.0
+VERSION = "2.0.0"
+PRONE_WEIGHT = 2.0
 """Class weight of ``prone`` in the loss: a missed face-down child costs most."""
+PRONE_RECALL_GOAL = 0.99
+"""``prone_threshold`` is the highest that keeps this prone recall on validation frames."""
+ABSTAIN_GOAL = 0.04
+"""``answer_threshold`` leaves at most this share of validation frames unanswered."""
+HELDOUT_SEED = 7_000
+"""Held-out frames of the training families (seeds >= 1000 are never trained on)."""
 
 
 def build(tf: Any) -> Any:
-    """16 x 32 x 1 -> 5: three conv blocks, a small dense head (about 11 k parameters)."""
+    """16 x 32 x 1 -> 5: three conv blocks, a small dense head (about 25 k parameters)."""
     layers = tf.keras.layers
     return tf.keras.Sequential(
         [
             layers.Input((ROWS, COLS, 1)),
-            layers.Conv2D(12, 3, padding="same", activation="relu"),
-            layers.MaxPooling2D(2),
-            layers.Conv2D(24, 3, padding="same", activation="relu"),
+            layers.Conv2D(16, 3, padding="same", activation="relu"),
             layers.MaxPooling2D(2),
             layers.Conv2D(32, 3, padding="same", activation="relu"),
             layers.MaxPooling2D(2),
+            layers.Conv2D(48, 3, padding="same", activation="relu"),
+            layers.MaxPooling2D(2),
             layers.Flatten(),
-            layers.Dense(32, activation="relu"),
+            layers.Dropout(0.2),
+            layers.Dense(48, activation="relu"),
             layers.Dense(len(LABELS), activation="softmax"),
         ]
     )
 
 
+def calibrated(p: np.ndarray, temperature: float) -> np.ndarray:
+    """Softmax probabilities re-tempered: softmax(log p / T) (as the device does)."""
+    z = np.log(np.maximum(p, 1.0 / 512)) / temperature
+    z -= z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    out: np.ndarray = e / e.sum(axis=-1, keepdims=True)
+    return out
+
+
+def decide(p: np.ndarray, prone_threshold: float, answer_threshold: float) -> np.ndarray:
+    """Class index per row, or -1 for ``unknown`` (the device's rule)."""
+    k = LABELS.index("prone")
+    best = p.argmax(axis=-1)
+    out = np.where(p.max(axis=-1) >= answer_threshold, best, -1)
+    out = np.where(p[:, k] >= prone_threshold, k, out)
+    return out
+
+
+def fit_temperature(p: np.ndarray, y: np.ndarray) -> float:
+    """The temperature that minimises the negative log-likelihood (a grid search)."""
+    best, best_t = float("inf"), 1.0
+    for t in np.exp(np.linspace(np.log(0.3), np.log(5.0), 60)):
+        q = calibrated(p, float(t))
+        nll = float(-np.log(np.maximum(q[np.arange(len(y)), y], 1e-9)).mean())
+        if nll < best:
+            best, best_t = nll, float(t)
+    return best_t
+
+
+def choose_thresholds(p: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    k = LABELS.index("prone")
+    prone_p = np.sort(p[y == k, k])
+    # highest threshold still keeping PRONE_RECALL_GOAL of prone frames, capped at 0.5
+    prone_threshold = float(min(0.5, prone_p[int((1 - PRONE_RECALL_GOAL) * len(prone_p))]))
+    top = np.sort(p.max(axis=-1))
+    answer_threshold = float(min(0.9, max(0.4, top[int(ABSTAIN_GOAL * len(top))])))
+    return prone_threshold, max(answer_threshold, prone_threshold)
+
+
+def family_data(
+    families: list[str], n: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    parts = [loader(f)(n, seed) for f in families]
+    return tuple(np.concatenate(p) for p in zip(*parts, strict=True))  # type: ignore[return-value]
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--samples", type=int, default=8000, help="training samples per class")
-    ap.add_argument("--epochs", type=int, default=40)
-    ap.add_argument("--heldout", type=int, default=2000, help="held-out samples per class")
+    ap.add_argument("--families", default=",".join(TRAINING_FAMILIES))
+    ap.add_argument("--samples", type=int, default=3000, help="frames per class per family")
+    ap.add_argument("--copies", type=int, default=2, help="augmented copies of each frame")
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--heldout", type=int, default=1000, help="held-out frames per class")
     ap.add_argument("--out", type=Path, default=HERE)
     args = ap.parse_args(argv)
+    families = [f for f in args.families.split(",") if f]
 
     import tensorflow as tf
 
     tf.keras.utils.set_random_seed(args.seed)
     tf.config.experimental.enable_op_determinism()
+    rng = np.random.default_rng(args.seed)
 
     t0 = time.time()
-    seeds = train_seeds(args.seed, args.samples + args.samples // 8)
-    x, y = dataset(seeds[: args.samples])
-    xv, yv = dataset(seeds[args.samples :])
-    print(f"data: {len(x)} train, {len(xv)} validation frames in {time.time() - t0:.0f} s")
-    xf = (x.astype(np.float32) / INPUT_DIVISOR)[..., None]
-    xvf = (xv.astype(np.float32) / INPUT_DIVISOR)[..., None]
+    frames, levels, y = family_data(families, args.samples, args.seed)
+    vf, vl, yv = family_data(families, max(args.samples // 6, 200), args.seed + 500)
+    x = np.concatenate([features(frames, levels, rng=rng) for _ in range(args.copies)])
+    y = np.concatenate([y] * args.copies)
+    xv = features(vf, vl)
+    print(f"data: {len(x)} train, {len(xv)} validation inputs in {time.time() - t0:.0f} s")
 
     model = build(tf)
     model.compile(
@@ -76,38 +141,35 @@ def main(argv: list[str] | None = None) -> None:
     )
     weights = {i: (PRONE_WEIGHT if lab == "prone" else 1.0) for i, lab in enumerate(LABELS)}
     model.fit(
-        xf,
-        y,
-        validation_data=(xvf, yv),
-        epochs=args.epochs,
-        batch_size=128,
+        x, y, validation_data=(xv, yv), epochs=args.epochs, batch_size=128,
         class_weight=weights,
         callbacks=[
-            tf.keras.callbacks.ReduceLROnPlateau(patience=4, factor=0.5, min_lr=1e-5),
-            tf.keras.callbacks.EarlyStopping(patience=10, restore_best_weights=True),
+            tf.keras.callbacks.ReduceLROnPlateau(patience=3, factor=0.5, min_lr=1e-5),
+            tf.keras.callbacks.EarlyStopping(patience=6, restore_best_weights=True),
         ],
         verbose=2,
-    )
+    )  # fmt: skip
 
-    rng = np.random.default_rng(args.seed)
-    rep = xf[rng.choice(len(xf), 500, replace=False)]
-    # Calibrate the input over the whole 0..255 range, so that its int8 scale is
-    # exactly 1/255 (int8 input = count - 128) and no count saturates.
+    rep = x[rng.choice(len(x), 500, replace=False)]
     rep[0].fill(0.0)
-    rep[1].fill(1.0)
+    rep[1].fill(CLIP)  # the int8 input spans exactly 0..CLIP
     tflite = to_int8_tflite(model, (r[None] for r in rep))
     run = tflite_runner(tflite)
 
-    val = classification_report(confusion(yv, run(xvf).argmax(1), len(LABELS)), LABELS)
-    xh, yh = dataset(heldout_seeds(args.heldout))
-    xhf = (xh.astype(np.float32) / INPUT_DIVISOR)[..., None]
-    t1 = time.perf_counter()
-    ph = run(xhf)
-    per_frame_us = (time.perf_counter() - t1) / len(xhf) * 1e6
-    m = confusion(yh, ph.argmax(1), len(LABELS))
-    held = classification_report(m, LABELS)
-    print(confusion_text(m, LABELS))
-    print(f"held-out accuracy {held['accuracy']:.4f}, prone recall {held['recall']['prone']:.4f}")
+    pv = run(xv)
+    temperature = fit_temperature(pv, yv)
+    qv = calibrated(pv, temperature)
+    prone_threshold, answer_threshold = choose_thresholds(qv, yv)
+    val = abstaining_report(yv, decide(qv, prone_threshold, answer_threshold), LABELS)
+    print(f"temperature {temperature:.3f}, prone threshold {prone_threshold:.3f}, "
+          f"answer threshold {answer_threshold:.3f}; validation {val}")  # fmt: skip
+
+    held: dict[str, Any] = {}
+    for fam in families:
+        hf, hl, yh = loader(fam)(args.heldout, HELDOUT_SEED + args.seed)
+        q = calibrated(run(features(hf, hl)), temperature)
+        held[fam] = abstaining_report(yh, decide(q, prone_threshold, answer_threshold), LABELS)
+        print(f"held-out {fam}: {_line(held[fam])}")
 
     card = write_model(
         args.out,
@@ -115,44 +177,71 @@ def main(argv: list[str] | None = None) -> None:
         tflite,
         {
             "version": VERSION,
-            "task": "classify the posture of the child on a 16 x 32 body-motion mat frame",
+            "task": "classify the posture of the child on a 16 x 32 body-motion mat frame, "
+            "or abstain (unknown)",
             "labels": list(LABELS),
             "preprocessing": {
-                "layout": "frame cells row-major (rows across the mattress, columns along it) "
-                "as a (1, 16, 32, 1) tensor",
-                "divide_by": INPUT_DIVISOR,
-                "note": "raw 8-bit counts / 255; with scale 1/255 and zero point -128 the "
-                "int8 input is exactly count - 128",
+                "canonical": 1,
+                "deadband_counts": DEADBAND_COUNTS,
+                "load_scale": LOAD_SCALE,
+                "clip": CLIP,
+                "note": "edge.inference.posture_input.canonical: counts minus the calibrated "
+                "empty level (deadband), / total load x load_scale, turned so the load's "
+                "principal axis runs along the columns, centred on its centroid, clipped",
+            },
+            "decision": {
+                "temperature": round(temperature, 4),
+                "prone_threshold": round(prone_threshold, 4),
+                "answer_threshold": round(answer_threshold, 4),
+                "rule": "calibrated p = softmax(log p / temperature); prone when p(prone) >= "
+                "prone_threshold, else the best label when its p >= answer_threshold, "
+                "else unknown",
             },
             "training": {
                 "seed": args.seed,
-                "samples_per_class": args.samples,
+                "families": families,
+                "samples_per_class_per_family": args.samples,
+                "augmented_copies": args.copies,
                 "epochs_max": args.epochs,
                 "prone_class_weight": PRONE_WEIGHT,
                 "tensorflow": tf.__version__,
-                "command": f"python -m models.posture.train --seed {args.seed}",
+                "command": f"python -m models.posture.train --seed {args.seed} "
+                f"--families {','.join(families)}",
             },
             "metrics": {
-                "validation": {k: val[k] for k in ("accuracy", "recall")},
+                "validation": val,
                 "heldout": held,
-                "heldout_seeds": f"models.posture.data.heldout_seeds({args.heldout})",
+                "heldout_seed": HELDOUT_SEED + args.seed,
             },
         },
     )
-    write_card_md(args.out, card, held, m, per_frame_us, len(xh))
+    write_card_md(args.out, card, held)
     print(f"wrote {args.out / 'posture.tflite'} ({card['size_bytes']} bytes)")
 
 
-def write_card_md(
-    out: Path, card: dict[str, Any], held: dict[str, Any], m: np.ndarray, us: float, n: int
-) -> None:
-    inp, outp = card["input"], card["output"]
-    rec = held["recall"]
+def _line(r: dict[str, Any]) -> str:
+    return (
+        f"prone recall {100 * r['prone_recall_answered']:.2f} % answered / "
+        f"{100 * r['prone_recall_all']:.2f} % all, false prone "
+        f"{100 * r['false_prone_answered']:.2f} %, accuracy {100 * r['accuracy_answered']:.2f} %, "
+        f"abstain {100 * r['abstain']:.2f} %"
+    )
+
+
+def write_card_md(out: Path, card: dict[str, Any], held: dict[str, Any]) -> None:
+    """MODEL_CARD.md from the card; ``python -m models.evaluate --update-card`` adds the
+    evaluation-only families' figures between the EVALUATION markers."""
+    inp, outp, dec = card["input"], card["output"], card["decision"]
+    rows = "\n".join(
+        f"| {fam} (held-out seeds) | {_row(r)} |" for fam, r in held.items()
+    )
     text = MODEL_CARD.format(
         version=card["version"],
         seed=card["training"]["seed"],
+        families=", ".join(card["training"]["families"]),
         tf=card["training"]["tensorflow"],
-        samples=card["training"]["samples_per_class"],
+        samples=card["training"]["samples_per_class_per_family"],
+        copies=card["training"]["augmented_copies"],
         size=card["size_bytes"],
         sha=card["sha256"],
         in_shape=inp["shape"],
@@ -161,32 +250,59 @@ def write_card_md(
         out_shape=outp["shape"],
         out_scale=outp["scale"],
         out_zero=outp["zero_point"],
-        n=n,
-        per_class=n // len(LABELS),
-        accuracy=100 * held["accuracy"],
-        prone=100 * rec["prone"],
-        recalls=", ".join(f"{k} {100 * v:.2f} %" for k, v in rec.items()),
-        matrix=confusion_markdown(m, LABELS),
-        us=us,
+        temperature=dec["temperature"],
+        prone_threshold=dec["prone_threshold"],
+        answer_threshold=dec["answer_threshold"],
+        rows=rows,
         prone_weight=PRONE_WEIGHT,
+        EVAL_BEGIN=EVAL_BEGIN,
+        EVAL_END=EVAL_END,
+        matrices="\n\n".join(
+            f"**{fam}** (answered frames)\n\n"
+            + confusion_markdown(np.asarray(r["confusion"]), LABELS)
+            for fam, r in held.items()
+        ),
     )
+    old = (out / "MODEL_CARD.md").read_text() if (out / "MODEL_CARD.md").exists() else ""
+    if EVAL_BEGIN in old and EVAL_END in old:  # keep the last evaluation-only figures
+        kept = old[old.index(EVAL_BEGIN) : old.index(EVAL_END) + len(EVAL_END)]
+        text = text.replace(EVAL_BEGIN + "\n" + EVAL_END, kept)
     (out / "MODEL_CARD.md").write_text(text)
+
+
+def _row(r: dict[str, Any]) -> str:
+    return (
+        f"{100 * r['prone_recall_answered']:.1f} % | {100 * r['false_prone_answered']:.1f} % | "
+        f"{100 * r['abstain']:.1f} % | {100 * r['accuracy_answered']:.1f} % | "
+        f"{100 * r['prone_recall_all']:.1f} %"
+    )
+
+
+EVAL_BEGIN = "<!-- EVALUATION-ONLY FAMILIES: written by python -m models.evaluate --update-card -->"
+EVAL_END = "<!-- END EVALUATION-ONLY FAMILIES -->"
 
 
 MODEL_CARD = """\
 # Model card: posture classifier (`posture.tflite`, v{version})
 
-*Generated by `python -m models.posture.train --seed {seed}` (TensorFlow {tf});
-machine-readable twin: `card.json`.  Re-check the committed file with
-`python -m models.evaluate`.*
+*Generated by `python -m models.posture.train --seed {seed} --families {families}`
+(TensorFlow {tf}); machine-readable twin: `card.json`.  Re-check the committed
+file, and measure it on the evaluation-only world, with `python -m models.evaluate`.*
+
+**Every figure below comes from generated frames.  No real child, mat or
+mattress has been measured.**  Before a nursery relies on the face-down alarm,
+record labelled frames on its own mats (`edge mat record`, see
+`docs/recording.md`) and check them with `python -m models.evaluate --recording FILE`.
 
 ## What it does
 
 Classifies one frame of the body-motion mat under a cot (16 rows x 32
 columns, 3.75 cm cells, 8-bit counts; see `docs/protocols/motion-mat.md`)
 into `empty`, `supine`, `prone`, `left`, `right` (left / right: the side the
-child lies on).  The nap-room rules use it for the 5-minute posture check and,
-together with their own persistence timer, for the face-down alarm.
+child lies on) -- or says `unknown` when it is not confident.  The nap rules
+use it for the 5-minute posture check and, with their own persistence timer,
+for the face-down alarm; a sustained `unknown` on an occupied cot asks staff
+to look (never read as safe).
 
 ## Inputs and outputs
 
@@ -195,63 +311,69 @@ together with their own persistence timer, for the face-down alarm.
 | input | {in_shape} | int8 | scale {in_scale:.8f}, zero point {in_zero} |
 | output | {out_shape} | int8 | scale {out_scale:.8f}, zero point {out_zero} |
 
-Preprocessing: raw cell counts (row-major, as `MatFrame.cells`) divided by
-255 (so the int8 input is exactly `count - 128`).  Output: class
-probabilities (softmax), in the label order above.  `edge.inference.runtime.PostureModel`
-does both and returns `(label, probability)`.
+Preprocessing (`edge.inference.posture_input.canonical`, the same code in
+training and on the device): the frame minus the mat's calibrated per-cell
+empty level (cells within 3 counts of it set to 0; before the mat has
+calibrated, its median cell), divided by the total load and scaled (so gain,
+weight and an even blanket do not matter), turned so that the load's
+principal axis runs along the columns and centred on its centroid (so
+heading and position do not matter; which end is the head is learnt, both
+ways round are in training).  Never mirrored: a mirror image swaps left and right.
+
+Decision (`card.json` -> `decision`): calibrated probabilities
+`softmax(log p / T)`, T = {temperature} (temperature scaling on validation
+frames); `prone` when p(prone) >= {prone_threshold} (set for 99 % prone recall
+on validation frames), otherwise the best label when its probability is
+>= {answer_threshold}, otherwise `unknown`.  `edge.inference.runtime.PostureModel`
+does all of it.
 
 ## Model and quantisation
 
-Three 3x3 conv blocks (12, 24, 32 filters, ReLU, 2x2 max-pool), flatten,
-dense 32, dense 5 + softmax.  Full-integer int8 post-training quantisation
-(weights, activations, input and output tensors; 498 training frames plus an
-all-0 and an all-255 frame as the representative dataset, so the input scale is
-exactly 1/255); builtin int8 ops only.  Size {size} bytes;
-sha256 `{sha}`.
+Three 3x3 conv blocks (16, 32, 48 filters, ReLU, 2x2 max-pool), dropout,
+dense 48, dense 5 + softmax.  Full-integer int8 post-training quantisation;
+the input spans exactly 0..4.  Size {size} bytes; sha256 `{sha}`.
 
-## Training data
+## Training data: two independently designed worlds
 
-Generated, no real recordings: `models/posture/data.py` renders frames with
-the mat emulator's seeded body model (`edge/sim/infant.py`,
-`edge/sim/mat_emulator.py`), {samples} frames per class per run, and documents
-every assumption: infants 0-24 months (WHO median length / mass, +-1 SD,
-50-90 cm, 3-13 kg), anywhere the body fits on the mat, either way along the
-cot with a +-12 deg skew (one in ten at any angle the cot allows), per-posture
-contact patches of head, torso and limbs with per-sample limb positions,
-mattress spread, breathing phase, per-cell offsets, 0.7 count noise, 0-3 dead
-cells; post-processing adds mat gain 0.85-1.15, extra noise up to 1 count,
-up to 6 further dead cells (p 0.3) or a broken trace of 4-16 cells (p 0.1),
-and, for an empty cot, a blanket or soft toy of 0.1-0.8 kg (p 0.4).  The loss
-weighs `prone` {prone_weight}x.
+- `patches` (`models/posture/data.py`): the mat emulator's body model, each
+  body part a Gaussian contact patch spread by the mattress.
+- `skeleton` (`models/posture/skeleton.py`): a jointed skeleton with infant
+  segment masses, contact surfaces per posture and a mattress kernel, written
+  by someone who had not read the first; its docstring lists its ranges
+  (any heading, weights 2.5-15 kg, limb poses including prone with the arms at
+  the sides).
 
-## Held-out metrics (int8 model, unseen seeds)
+{samples} frames per class per family, each seen in {copies} augmented copies
+(a flat pre-calibration empty level, extra noise, dead cells, a softer
+mattress, a jittered axis and centroid, either end first).  The loss weighs
+`prone` {prone_weight}x.
 
-{n} frames ({per_class} per class) from `heldout_seeds()`, sample seeds no
-training run uses: **accuracy {accuracy:.2f} %**, **prone recall {prone:.2f} %**
-(targets: >= 97 %, >= 99 %).  Recall per class: {recalls}.
+## Figures
 
-{matrix}
+Per family: prone recall among the frames it answered | false prone among
+answered non-prone frames | abstained | accuracy among answered | prone
+recall counting an abstention as a miss.  Targets on every family held out:
+prone recall >= 97 %, false prone <= 3 %, abstain <= 10 %.
 
-## Latency and size
+| family | prone recall | false prone | abstain | accuracy | prone recall (all) |
+|---|---|---|---|---|---|
+{rows}
 
-About {us:.0f} us per frame through the TFLite interpreter on the training
-host (x86-64, one thread, batch 1, including quantisation).  See
-`benchmarks/inference.py` for the device wrapper's median / p99 and the
-daemon's resident memory.  {size} bytes on disk.
+{EVAL_BEGIN}
+{EVAL_END}
+
+{matrices}
 
 ## Known limits
 
-- Trained and evaluated only on the emulator's body model: real mats,
-  mattresses and children will differ (heavier blankets, a second object in
-  the cot, a child sitting, kneeling or standing, a child half off the mat,
-  twins).  Validate on recorded frames before trusting the numbers above.
-- One frame at a time: no memory.  A single frame in mid-roll can be
-  misclassified; the rules require the posture to persist before alarming.
-- Prone and supine differ mainly in where the torso's load peaks (chest
-  versus sacrum), in the head patch and in the knees; a child prone with
-  extended, unloaded legs and a light chest is the hardest case.
-- Left / right need the head end to be found from the load pattern; the
-  label is the side the child lies on, not a side of the cot.
+- All generated: real mats, mattresses, blankets and children differ.  A
+  nursery must measure first (`docs/recording.md`).
+- One frame at a time; the nap rule smooths over ticks (a single misread tick
+  neither starts nor stops the face-down timer).
+- Left / right need the head end to be found from the load pattern; they
+  are the least certain labels.
+- A second object in the cot, a child sitting, kneeling or standing, twins:
+  never generated.
 - Only the 16 x 32 geometry: other mats need a new model.
 """
 

@@ -1,0 +1,112 @@
+"""The posture training worlds, and turning their frames into what the model sees.
+
+Two independently designed generators train the model (issue 15: a model
+judged on its own generator agrees with it and little else):
+
+- ``patches`` (:mod:`models.posture.data`): the mat emulator's body model,
+  each body part a Gaussian contact patch spread by the mattress;
+- ``skeleton`` (:mod:`models.posture.skeleton`): a jointed skeleton with
+  anthropometric segment masses, contact surfaces per posture and a mattress
+  kernel, written by someone who had not read the first.
+
+A third world (``models/evalworlds/``) is for evaluation only; nothing here
+imports it.  Every family offers ``dataset(n_per_class, seed) -> (frames,
+empty levels, labels)``; seeds 0-999 are training runs, larger ones held out.
+
+:func:`features` is the device's own preprocessing
+(:func:`edge.inference.posture_input.canonical`) plus, for training, the
+augmentations that make the model indifferent to what the canonical form
+cannot remove: a rough (flat) empty level instead of the calibrated one, a
+softer mattress (extra blur), noise, dead cells, a jittered axis and centroid,
+either end of the body first.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from edge.inference.posture_input import DEADBAND_COUNTS, canonical_load, principal_angle
+
+Dataset = tuple[np.ndarray, np.ndarray, np.ndarray]
+TRAINING_FAMILIES: tuple[str, ...] = ("patches", "skeleton")
+LABELS: tuple[str, ...] = ("empty", "supine", "prone", "left", "right")
+ROWS, COLS = 16, 32
+
+
+def loader(family: str) -> Callable[[int, int], Dataset]:
+    """``dataset(n_per_class, seed)`` of a training family."""
+    if family == "patches":
+        from models.posture.data import dataset_with_levels
+
+        return dataset_with_levels
+    if family == "skeleton":
+        from models.posture import skeleton
+
+        def load(n: int, seed: int) -> Dataset:
+            frames, levels, labels = skeleton.dataset(n, seed)
+            return frames, levels, labels
+
+        return load
+    raise ValueError(f"unknown training family {family!r}; known: {', '.join(TRAINING_FAMILIES)}")
+
+
+def features(
+    frames: np.ndarray,
+    levels: np.ndarray | None,
+    *,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """``(n, 16, 32, 1)`` float32 model inputs; ``rng`` given: augmented for training."""
+    out = np.empty((len(frames), ROWS, COLS, 1), dtype=np.float32)
+    for i, frame in enumerate(frames):
+        raw = frame.astype(np.float32)
+        level = None if levels is None else levels[i].astype(np.float32)
+        if rng is None:
+            out[i, :, :, 0] = _canonical(raw, level)
+        else:
+            out[i, :, :, 0] = _augmented(raw, level, rng)
+    return out
+
+
+def _canonical(raw: np.ndarray, level: np.ndarray | None) -> np.ndarray:
+    if level is None:
+        level = np.full_like(raw, float(np.median(raw)))
+    d = raw - level
+    d[d < DEADBAND_COUNTS] = 0.0
+    return canonical_load(d, out_rows=ROWS, out_cols=COLS)
+
+
+def _augmented(raw: np.ndarray, level: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+    raw = raw.copy()
+    if rng.random() < 0.3:
+        raw += rng.normal(0.0, rng.uniform(0.3, 1.5), raw.shape).astype(np.float32)
+    if rng.random() < 0.2:
+        for _ in range(int(rng.integers(1, 8))):
+            raw[rng.integers(ROWS), rng.integers(COLS)] = 0.0
+    if level is None or rng.random() < 0.25:
+        level = np.full_like(raw, float(np.median(raw)))  # before the mat calibrates
+    d = raw - level
+    d[d < DEADBAND_COUNTS] = 0.0
+    if rng.random() < 0.4:
+        d = _blur(d, float(rng.uniform(0.3, 1.0)))  # a softer, thicker mattress
+    total = float(d.sum())
+    angle = None
+    if total > 0:
+        ys, xs = np.mgrid[0:ROWS, 0:COLS].astype(np.float32)
+        cy, cx = float((d * ys).sum() / total), float((d * xs).sum() / total)
+        angle = principal_angle(d, cy, cx, total) + float(rng.normal(0.0, 0.08))
+        if rng.random() < 0.5:
+            angle += math.pi
+    shift = (float(rng.normal(0.0, 0.4)), float(rng.normal(0.0, 0.6)))
+    return canonical_load(d, out_rows=ROWS, out_cols=COLS, angle=angle, shift=shift)
+
+
+def _blur(img: np.ndarray, sigma: float) -> np.ndarray:
+    r = max(1, math.ceil(3 * sigma))
+    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2).astype(np.float32)
+    k /= k.sum()
+    rows = np.apply_along_axis(lambda v: np.convolve(v, k, mode="same"), 1, img)
+    return np.apply_along_axis(lambda v: np.convolve(v, k, mode="same"), 0, rows)
