@@ -10,8 +10,11 @@ So the model never sees raw counts.  :func:`canonical` does, in order:
 1. **Empty mat removed**: minus the per-cell empty level the device calibrates
    (:class:`edge.nursery.mat.MatCalibration`'s ``level``; without one, the
    frame's median cell, the same stop-gap the mat uses before it calibrates),
-   and everything within ``DEADBAND_COUNTS`` of it set to zero (cell noise,
-   offsets a rough calibration does not know).
+   then minus the median of what is left (a child covers well under half the
+   cells, so the median cell is empty: an empty level that crept up with the
+   room's temperature since it was calibrated comes off too), and everything
+   within ``DEADBAND_COUNTS`` of zero set to zero (cell noise, offsets a rough
+   calibration does not know).
 2. **Scaled by the load**: divided by the sum of what is left, times
    ``LOAD_SCALE``: a mat's gain, the child's weight and a thin blanket's even
    load no longer change the picture, only how the load is distributed.
@@ -64,12 +67,15 @@ def canonical(
         level = np.full((rows, cols), float(np.median(raw)), dtype=np.float32)
     else:
         level = np.asarray(empty_level, dtype=np.float32).reshape(rows, cols)
-    load = _load(raw, level)
-    return canonical_load(load, out_rows=out_rows or rows, out_cols=out_cols or cols)
+    return canonical_load(
+        load_map(raw, level), out_rows=out_rows or rows, out_cols=out_cols or cols
+    )
 
 
-def _load(raw: np.ndarray, level: np.ndarray) -> np.ndarray:
-    d = raw - level
+def load_map(raw: np.ndarray, level: np.ndarray) -> np.ndarray:
+    """Counts above the empty mat per cell (step 1): float32, zero where nobody lies."""
+    d = raw.astype(np.float32) - level
+    d -= np.float32(np.median(d))
     d[d < DEADBAND_COUNTS] = 0.0
     return d
 

@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from edge.inference.posture_input import DEADBAND_COUNTS, canonical_load, principal_angle
+from edge.inference.posture_input import canonical_load, load_map, principal_angle
 
 Dataset = tuple[np.ndarray, np.ndarray, np.ndarray]
 TRAINING_FAMILIES: tuple[str, ...] = ("patches", "skeleton")
@@ -74,9 +74,7 @@ def features(
 def _canonical(raw: np.ndarray, level: np.ndarray | None) -> np.ndarray:
     if level is None:
         level = np.full_like(raw, float(np.median(raw)))
-    d = raw - level
-    d[d < DEADBAND_COUNTS] = 0.0
-    return canonical_load(d, out_rows=ROWS, out_cols=COLS)
+    return canonical_load(load_map(raw, level), out_rows=ROWS, out_cols=COLS)
 
 
 def _augmented(raw: np.ndarray, level: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
@@ -88,8 +86,9 @@ def _augmented(raw: np.ndarray, level: np.ndarray | None, rng: np.random.Generat
             raw[rng.integers(ROWS), rng.integers(COLS)] = 0.0
     if level is None or rng.random() < 0.25:
         level = np.full_like(raw, float(np.median(raw)))  # before the mat calibrates
-    d = raw - level
-    d[d < DEADBAND_COUNTS] = 0.0
+    elif rng.random() < 0.3:
+        level = level + np.float32(rng.uniform(-4.0, 4.0))  # the empty level crept since
+    d = load_map(raw, level)
     if rng.random() < 0.4:
         d = _blur(d, float(rng.uniform(0.3, 1.0)))  # a softer, thicker mattress
     total = float(d.sum())
