@@ -313,6 +313,31 @@ def cmd_bench_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mat_record(args: argparse.Namespace) -> int:
+    """Labelled frames from a real mat (docs/recording.md); one line and exit 1 when refused."""
+    from edge.tools.record import RecordError, check_label, mat_sensor, run_record
+
+    config = _load_config(args.config)
+    try:
+        check_label(args.label)
+        mat_sensor(config, args.mat)
+    except RecordError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        asyncio.run(run_record(
+            config, mat=args.mat, label=args.label, seconds=args.seconds,
+            out_dir=Path(args.out), calibrate_s=args.calibrate_seconds,
+        ))  # fmt: skip
+    except RecordError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing saved from this run", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge",
@@ -448,6 +473,33 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--by", metavar="INITIALS", help="who read them")
     n.add_argument("--room", metavar="RULE", help="the nap rule (default: the first)")
     n.set_defaults(func=cmd_nap_climate)
+
+    p = sub.add_parser(
+        "mat",
+        help="body-motion mats: record labelled frames from a real mat",
+        description="Tools for a nursery's body-motion mats (docs/recording.md).",
+    )
+    mat = p.add_subparsers(dest="mat_command", required=True, metavar="ACTION")
+    m = mat.add_parser(
+        "record",
+        help="save labelled frames from one mat (empty-cot calibration first)",
+        description="Calibrate the empty cot as the daemon does, then save the mat's frames "
+        "under a posture label that staff can see, into DIR/<mat>.npz with a JSON manifest; "
+        "a later run into the same folder adds another label. No child's name is stored. "
+        "Stop the daemon first (one reader per mat). Exits 1 naming why when the mat does "
+        f"not answer or the cot was not empty during the calibration, {EXIT_CONFIG} for a "
+        "bad argument.",
+    )
+    m.add_argument("--config", "-c", required=True, metavar="FILE", help="device TOML file")
+    m.add_argument("--mat", required=True, metavar="NAME", help="the mat sensor (sensors.NAME)")
+    m.add_argument("--label", required=True, metavar="LABEL",
+                   help="what staff see: prone, supine, left, right or empty")
+    m.add_argument("--seconds", type=float, default=30.0, metavar="S",
+                   help="how long to record (default %(default)s; 10 frames a second)")
+    m.add_argument("--out", required=True, metavar="DIR", help="folder for the recording")
+    m.add_argument("--calibrate-seconds", type=float, default=10.0, metavar="S",
+                   help="empty-cot calibration on a new recording (default %(default)s)")
+    m.set_defaults(func=cmd_mat_record)
 
     p = sub.add_parser(
         "bench",
