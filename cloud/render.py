@@ -758,11 +758,13 @@ def _html(
 
 #: Data keys shown as a length of time, and as a moment.
 _DURATIONS: Final = frozenset(
-    {"closed_s", "duration_s", "still_s", "down_s", "uptime_s", "oldest_undelivered_s",
-     "interval_s"}
+    {"closed_s", "duration_s", "still_s", "unknown_s", "down_s", "uptime_s",
+     "oldest_undelivered_s", "interval_s"}
 )  # fmt: skip
 _MOMENTS: Final = frozenset({"closed_since"})
-_NAP_KINDS: Final = frozenset({"prone_alarm", "apnea_alarm", "alarm_cleared", "posture_check"})
+_NAP_KINDS: Final = frozenset(
+    {"prone_alarm", "apnea_alarm", "posture_unknown", "alarm_cleared", "posture_check"}
+)
 _TRAP_KINDS: Final = frozenset({"trap_triggered"})
 
 

@@ -159,6 +159,13 @@ JA: Final = Phrases(
             "{place}で体動（呼吸の動き）が止まっています。",
             "ただちにお子さまの様子を確認してください。",
         ),
+        "posture_unknown": KindText(
+            "見てください（寝姿勢不明）",
+            "{place}で寝ているお子さまの姿勢を自動で判断できない状態が続いています。"
+            "安全とはみなしていません。",
+            "すぐにお子さまを直接見て、寝姿勢と呼吸を確認してください。"
+            "自動判断が戻るまで、目視での確認を続けてください。",
+        ),
         "alarm_cleared": KindText(
             "警報解除",
             "{place}の警報が解除されました。",
@@ -273,6 +280,7 @@ JA: Final = Phrases(
         "posture": "姿勢",
         "duration_s": "継続時間",
         "still_s": "体動が止まっている時間",
+        "unknown_s": "姿勢が不明な時間",
         "cleared": "解除された警報",
         "acknowledged_by": "確認者",
         "fault": "異常コード",
@@ -408,6 +416,13 @@ EN: Final = Phrases(
             "Body (breathing) movement has stopped at {place}.",
             "Check the child immediately.",
         ),
+        "posture_unknown": KindText(
+            "Look now (posture unknown)",
+            "The sleeping posture of a child at {place} has not been recognised for a while; "
+            "this is not treated as safe.",
+            "Look at the child now: check the sleeping position and breathing, and keep "
+            "checking by eye until the posture is recognised again.",
+        ),
         "alarm_cleared": KindText("Alarm cleared", "The alarm at {place} has been cleared."),
         "anomaly": KindText(
             "Anomaly detected",
@@ -509,6 +524,7 @@ EN: Final = Phrases(
         "posture": "Posture",
         "duration_s": "Duration",
         "still_s": "No movement for",
+        "unknown_s": "Posture unknown for",
         "cleared": "Cleared alarm",
         "acknowledged_by": "Acknowledged by",
         "fault": "Fault code",

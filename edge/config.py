@@ -325,6 +325,11 @@ class NapRuleConfig(msgspec.Struct, tag_field="type", tag="nap", **_struct):
     check_interval_s: Annotated[float, Meta(ge=10, le=3600)] = 300.0
     prone_alarm_s: Annotated[float, Meta(ge=1, le=600)] = 30.0
     apnea_alarm_s: Annotated[float, Meta(ge=5, le=120)] = 20.0
+    prone_reset_s: Annotated[float, Meta(ge=0, le=30)] = 3.0
+    """Safe postures must last this long, unbroken, to restart the face-down count or to
+    count a face-down alarm's child as safe again (one misread tick must not)."""
+    unknown_prompt_s: Annotated[float, Meta(ge=5, le=600)] = 20.0
+    """The model cannot tell an occupied cot's posture this long: "look now" (見てください)."""
     model_dir: str = ""
     """Folder with posture.tflite and card.json; empty: the model shipped with the daemon."""
     log_path: str = ""

@@ -550,6 +550,17 @@ class ApneaAlarm(CotData, frozen=True, kw_only=True):
     """No body motion for this long."""
 
 
+class PostureUnknown(CotData, frozen=True, kw_only=True):
+    """"Look now" (見てください): the model could not tell an occupied cot's posture for
+    ``unknown_s``; never safe.  The device chirps until the model answers again (the end
+    is on the nap sheet)."""
+
+    kind: ClassVar[str] = "posture_unknown"
+    severity: ClassVar[Severity | None] = "warning"
+    unknown_s: float
+    """The posture had been unknown this long when the prompt went off."""
+
+
 class AlarmCleared(CotData, frozen=True, kw_only=True):
     kind: ClassVar[str] = "alarm_cleared"
     severity: ClassVar[Severity | None] = "info"
@@ -670,7 +681,7 @@ DATA_TYPES: Final[dict[str, type[EventData]]] = {
     t.kind: t
     for t in (
         AnimalDetected, TrapTriggered, TrapReset, TrapArmed, WaterLevelAlert, WaterRiseAlert,
-        PostureCheck, ProneAlarm, ApneaAlarm, AlarmCleared, Anomaly, SensorFault,
+        PostureCheck, ProneAlarm, ApneaAlarm, PostureUnknown, AlarmCleared, Anomaly, SensorFault,
         SensorRecovered, HeartbeatData, CommandRejected, UpdateInstalled, UpdateFailed,
     )
 }  # fmt: skip

@@ -18,7 +18,12 @@ Entry kinds (``value`` / ``by``):
 
 * ``posture_check``: the posture / -
 * ``prone_alarm``, ``apnea_alarm``: the posture when it went off / -
-* ``ack``: the alarm kind acknowledged / who (``button`` or staff initials)
+* ``posture_unknown``: ``unknown`` / - ("look now": the model could not tell an occupied
+  cot's posture for ``unknown_prompt_s``)
+* ``posture_unknown_end``: the posture the model answers again with (``empty``: the child
+  was taken out; ``start``: the daemon started, whatever was open ends) / -
+* ``ack``: the alarm kind acknowledged (or ``posture_unknown``: someone looked) / who
+  (``button`` or staff initials)
 * ``alarm_cleared``: the alarm kind / who acknowledged it
 * ``nap_start``, ``wake``: - / - (the cot became occupied / empty)
 * ``by_hand``, ``by_hand_end``: the mat's fault / - (the cot must be checked by hand)

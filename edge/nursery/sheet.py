@@ -15,6 +15,9 @@ What the sheet promises:
   flagged *missed* (欠測), never silently left out;
 * a mat that could not be read makes its slots *check by hand* (手で確認),
   never "empty";
+* a posture the model could not tell for long ("look now", 見てください) marks every
+  slot from the prompt until the model answered again, with the posture ``?`` (never
+  a safe posture), and is listed with the alarms (who looked, when it ended);
 * per child: nap start and wake; per alarm: when it went off, who acknowledged
   it and when, when it cleared;
 * per slot: the initials of staff who responded or checked, room temperature
@@ -51,7 +54,9 @@ BUTTON = "button"
 
 SEVERITY = {"empty": 0, "supine": 1, "left": 2, "right": 2, "unknown": 3, "prone": 4}
 """Worse postures win a slot; anything not listed (a future label) counts as unknown."""
-ALARMS = ("prone_alarm", "apnea_alarm")
+LOOK_NOW = "posture_unknown"
+"""The look-now prompt (the model could not tell the posture): listed with the alarms."""
+ALARMS = ("prone_alarm", "apnea_alarm", LOOK_NOW)
 
 POSTURES = {
     "ja": {"supine": "仰向け", "prone": "うつぶせ", "left": "左向き", "right": "右向き",
@@ -62,10 +67,10 @@ POSTURES = {
 SHORT = {
     "ja": {"supine": "仰", "prone": "う", "left": "左", "right": "右", "empty": "空",
            "unknown": "?", "prone_alarm": "!", "apnea_alarm": "無", "by_hand": "手",
-           "missed": "欠"},
+           "missed": "欠", LOOK_NOW: "見"},
     "en": {"supine": "B", "prone": "F", "left": "L", "right": "R", "empty": "E",
            "unknown": "?", "prone_alarm": "!", "apnea_alarm": "A", "by_hand": "H",
-           "missed": "M"},
+           "missed": "M", LOOK_NOW: "?!"},
 }
 TEXT = {
     "ja": {
@@ -73,15 +78,18 @@ TEXT = {
         "wake": "起床", "facility": "施設", "class": "クラス", "director": "施設長",
         "keeper": "担当", "staff": "職員（対応・確認）", "temp": "室温 ℃", "humidity": "湿度 %",
         "prone_alarm": "うつぶせ寝警報", "apnea_alarm": "無呼吸警報", "by_hand": "手で確認",
+        LOOK_NOW: "見てください（姿勢不明）",
         "missed": "欠測", "alarms": "警報と対応", "kind": "警報", "raised": "発生",
         "posture": "姿勢", "ack": "確認（時刻・対応者）", "cleared": "解除", "still": "鳴動中",
         "no_alarms": "警報なし", "faults": "手で確認した時間（マットが読めなかった）",
         "from": "開始", "to": "終了", "why": "理由", "button": "ボタン", "later": "秒後",
         "page": "頁", "unknown_time": "記録なし", "hour": "時",
         "legend": "記号: 仰=仰向け 左=左向き 右=右向き う=うつぶせ ?=不明 "
-                  "!=うつぶせ寝警報 無=無呼吸警報 手=手で確認（マットが読めない） "
+                  "!=うつぶせ寝警報 無=無呼吸警報 見=見てください（姿勢が判断できない） "
+                  "手=手で確認（マットが読めない） "
                   "欠=欠測（午睡中なのに記録なし）",
-        "note": "5分ごとに自動記録。赤は警報、薄赤はうつぶせ・不明。各欄はその5分間で最も"
+        "note": "5分ごとに自動記録。赤は警報、橙は見てください、薄赤はうつぶせ・不明。"
+                "各欄はその5分間で最も"
                 "危険な状態を示します。欠測・手で確認の欄は職員が確認し、記入してください。",
         "faults_why": {"all_zero": "マットの全センサーが0（電源・配線）",
                        "no_answer": "マットから応答なし（配線・電源）",
@@ -93,6 +101,7 @@ TEXT = {
         "keeper": "In charge", "staff": "Staff (responded / checked)", "temp": "Room °C",
         "humidity": "Humidity %", "prone_alarm": "face-down alarm",
         "apnea_alarm": "no-motion alarm", "by_hand": "check by hand", "missed": "missed",
+        LOOK_NOW: "look now (posture unknown)",
         "alarms": "Alarms and responses", "kind": "Alarm", "raised": "Raised",
         "posture": "Posture", "ack": "Acknowledged (time, by)", "cleared": "Cleared",
         "still": "still sounding", "no_alarms": "No alarms",
@@ -100,8 +109,10 @@ TEXT = {
         "why": "Why", "button": "button", "later": "s later", "page": "page",
         "unknown_time": "not recorded", "hour": ":00",
         "legend": "Marks: B=on back L/R=on the side F=FACE DOWN ?=unknown !=face-down alarm "
-                  "A=no-motion alarm H=check by hand (mat unreadable) M=missed (asleep, no record)",
-        "note": "Recorded every 5 minutes. Red: alarm; pink: face down or unknown. Each cell "
+                  "A=no-motion alarm ?!=look now (posture cannot be told) "
+                  "H=check by hand (mat unreadable) M=missed (asleep, no record)",
+        "note": "Recorded every 5 minutes. Red: alarm; orange: look now; pink: face down or "
+                "unknown. Each cell "
                 "shows the worst state of its 5 minutes. Staff check and fill in every missed "
                 "or by-hand cell.",
         "faults_why": {"all_zero": "every mat cell reads zero (power, cable)",
@@ -247,6 +258,10 @@ def build_sheet(
             sounding = [a for a in row.alarms if a.kind == x.value and a.cleared is None]
             if sounding:
                 sounding[0].cleared = x.t
+        elif x.kind == f"{LOOK_NOW}_end":
+            for a in row.alarms:
+                if a.kind == LOOK_NOW and a.cleared is None:
+                    a.cleared = x.t
         elif x.kind == "nap_start":
             open_nap.setdefault(x.cot, x.t)  # a restart does not start the nap again
         elif x.kind == "wake":
@@ -264,6 +279,7 @@ def build_sheet(
         rows[cot].by_hand.append((since, None, why))
 
     for row in rows.values():
+        _mark_look_now(row, slots, day0, step, last_seen.get(row.cot))
         for since, until, _ in row.by_hand:
             stop = until if until is not None else end_of_sheet
             for s in slots:
@@ -289,6 +305,28 @@ def build_sheet(
         class_name=class_name,
         slot_min=slot_min,
     )
+
+
+def _mark_look_now(
+    row: CotRow, slots: list[str], day0: float, step: float, last_seen: float | None
+) -> None:
+    """Every slot a look-now prompt covered shows it, and ``?``: never a safe posture.
+
+    An open prompt ends at the nap's end, else at the cot's last entry."""
+    for a in row.alarms:
+        if a.kind != LOOK_NOW:
+            continue
+        stop = a.cleared
+        if stop is None:
+            wakes = [n.wake for n in row.naps if n.wake is not None and n.wake >= a.raised]
+            stop = min(wakes) if wakes else max(last_seen or a.raised, a.raised)
+        for s in slots:
+            lo = day0 + _minutes(s) * 60
+            if a.raised < lo + step and stop >= lo:
+                cell = row.cells[s]
+                cell.posture = _worse(cell.posture, "unknown")
+                if LOOK_NOW not in cell.alarms:
+                    cell.alarms = (*cell.alarms, LOOK_NOW)
 
 
 def _number(text: str) -> float | None:
@@ -429,6 +467,7 @@ _CSS = """
  td.slot .p { display: block; } td.slot .a { display: block; font-weight: bold; }
  td.alarm { background: #d40000; color: #fff; font-weight: bold; }
  td.prone { background: #ffd0d0; }
+ td.look { background: #ff9933; color: #000; font-weight: bold; }
  td.missed { color: #000; font-weight: bold; background: repeating-linear-gradient(45deg,
    #fff, #fff 1.2mm, #bbb 1.2mm, #bbb 1.6mm); }
  td.byhand { background: #ffe680; font-weight: bold; }
@@ -523,8 +562,10 @@ def _grid(sheet: Sheet, slots: list[str], language: str) -> str:
         for s in slots:
             cell = row.cells[s]
             cls = ["slot"]
-            if cell.alarms:
+            if set(cell.alarms) - {LOOK_NOW}:
                 cls.append("alarm")
+            elif cell.alarms:
+                cls.append("look")
             elif cell.posture in ("prone", "unknown"):
                 cls.append("prone")
             if cell.by_hand:

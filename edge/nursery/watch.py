@@ -7,6 +7,13 @@ member's initials from ``edge nap ack --by`` (another process; its request
 waits in the nap log until taken here).  Either way an alarm stops only once the
 infant is safe again: acknowledging never silences a child still face down.
 
+A posture the model cannot tell (``unknown``) for ``unknown_prompt_s`` on an occupied
+cot is "look now" (見てください): the buzzer chirps (two short beeps every
+``CHIRP_PERIOD_S``, unlike the alarm's steady tone, which always wins), a
+``posture_unknown`` event tells the nursery, and the sheet marks it until the model
+answers again.  A press of the button (or ``edge nap ack``) records that someone looked
+and quietens the chirp until the next five-minute check.
+
 A mat that cannot be read (silent, or reading zero everywhere) puts its cot in
 "check by hand": the sheet says so for those minutes (never "empty"), the cot's
 latched alarms stay latched, and the mat's ``sensor_fault`` tells the staff.
@@ -29,6 +36,8 @@ from edge.nursery.cot import (
     AlarmCleared,
     AlarmRaised,
     CotRule,
+    LookNow,
+    LookNowEnded,
     ModelDown,
     PostureCheck,
 )
@@ -46,6 +55,12 @@ STALE_S = 5.0
 REQUEST_POLL_S = 1.0
 BUTTON = "button"
 """Who acknowledged, for the room's button (it cannot tell who pressed it)."""
+LOOK_NOW = "posture_unknown"
+"""The look-now prompt's name in the nap log and on the wire."""
+CHIRP_PERIOD_S = 10.0
+CHIRP: tuple[bool, ...] = (True, False, True) + (False,) * (round(CHIRP_PERIOD_S / TICK_S) - 3)
+"""The look-now prompt, one entry per tick: two short beeps, then quiet until the period
+ends.  The buzzer is a steady-on load (on/off only), so the pattern is made of ticks."""
 
 
 class NapWatch:
@@ -70,6 +85,8 @@ class NapWatch:
                 check_interval_s=config.check_interval_s,
                 prone_alarm_s=config.prone_alarm_s,
                 apnea_alarm_s=config.apnea_alarm_s,
+                prone_reset_s=config.prone_reset_s,
+                unknown_prompt_s=config.unknown_prompt_s,
             )
             for m in config.mats
         }
@@ -81,7 +98,10 @@ class NapWatch:
         self._by_hand: dict[str, str] = {}
         """Mat -> the fault that put its cot in 'check by hand'."""
         self._seen: set[str] = set()
-        self._sounding = False
+        self._buzzer_on = False
+        """What this watch last set the buzzer to."""
+        self._chirp = 0
+        """The look-now pattern's position (ticks since the prompt began sounding)."""
         self._next_poll = 0.0
 
     def load_model(self) -> None:
@@ -142,6 +162,10 @@ class NapWatch:
         unsafe: list[str] = []
         for mat, cot in self.cots.items():
             latched = cot.active_alarms
+            if cot.prompting:
+                self.log.add(cot.cot, "ack", LOOK_NOW, now, by=by)
+                cot.acknowledge(t, by)
+                answered.append(f"{cot.cot} look now")
             if not latched:
                 continue
             for kind in latched:
@@ -159,6 +183,9 @@ class NapWatch:
                        "or side, moving again)")
         else:
             outcome = "acknowledged and cleared " + ", ".join(answered)
+        if any(a.endswith(" look now") for a in answered):
+            outcome += ("; look now: the posture is still unknown, look again at the next "
+                        "five-minute check")
         log.info("acknowledged by %s: %s", by, outcome)
         if request is not None:
             await asyncio.to_thread(self.log.answer, request, outcome)
@@ -193,15 +220,22 @@ class NapWatch:
                 self._seen.add(mat_name)
                 now = time.time()
                 self.log.add(cot.cot, "by_hand_end", "start", now)
+                self.log.add(cot.cot, f"{LOOK_NOW}_end", "start", now)
                 if not reading.occupied:
                     self.log.add(cot.cot, "wake", "start", now)
             cot.grid_phase_s = phase
             was = cot.occupied
             posture, prob, error = None, None, self.model_error
             if reading.occupied and self.model is not None and watch.last_frame is not None:
+                signals = watch.signals
+                # The mat's calibrated empty level, per cell: the model judges the load
+                # above it (a copy: the calibration follows drift on this thread).
+                level = (list(signals.calibration.level)
+                         if signals is not None and signals.calibration is not None else None)
                 try:
+                    # self.model.classify(frame, empty_level=level), off the event loop.
                     posture, prob = await asyncio.to_thread(
-                        self.model.classify, watch.last_frame
+                        self.model.classify, watch.last_frame, empty_level=level
                     )
                 except Exception as exc:  # noqa: BLE001 - a model failure must not stop alarms
                     error = f"posture model failed: {exc}"
@@ -216,7 +250,7 @@ class NapWatch:
             if cot.occupied != was:
                 self.log.add(cot.cot, "nap_start" if cot.occupied else "wake", "", time.time())
             await self._handle(mat_name, outcomes)
-        self._drive_buzzer()
+        self._drive_buzzer(tick=True)
 
     def _check_by_hand(self, mat: str, fault: str | None) -> None:
         cot = self.cots[mat].cot
@@ -231,15 +265,25 @@ class NapWatch:
         else:
             log.info("cot %s: the mat reads again", cot)
 
-    def _drive_buzzer(self) -> None:
+    def _drive_buzzer(self, *, tick: bool = False) -> None:
         """On while any alarm is latched (again and again: a test pattern that ended does not
-        silence an alarm); off once, when the last alarm clears."""
-        sounding = any(c.sounding for c in self.cots.values())
-        if sounding:
+        silence an alarm); else the look-now chirp while a cot prompts (``tick``: advance
+        it); off once, when the last alarm clears and no cot prompts."""
+        if any(c.sounding for c in self.cots.values()):
+            want = True
+            self._chirp = 0
+        elif any(c.prompting for c in self.cots.values()):
+            want = CHIRP[self._chirp % len(CHIRP)]
+            if tick:
+                self._chirp += 1
+        else:
+            want = False
+            self._chirp = 0
+        if want:
             self.buzzer.on()
-        elif self._sounding:
+        elif self._buzzer_on:
             self.buzzer.off()
-        self._sounding = sounding
+        self._buzzer_on = want
 
     async def _handle(self, mat: str, outcomes: list[object]) -> None:
         cot = self.cots[mat].cot
@@ -280,5 +324,13 @@ class NapWatch:
             elif isinstance(o, AckWhileUnsafe):
                 log.warning("cot %s: %s acknowledged but the infant is not safe yet: "
                             "the alarm keeps sounding", cot, o.kind)
+            elif isinstance(o, LookNow):
+                log.warning("cot %s: posture unknown for %.0f s: look now", cot, o.unknown_s)
+                self.log.add(cot, LOOK_NOW, "unknown", now)
+                await self.record(ev.PostureUnknown(cot=cot, unknown_s=round(o.unknown_s, 1)))
+            elif isinstance(o, LookNowEnded):
+                log.info("cot %s: the posture model answers again (%s after %.0f s unknown)",
+                         cot, o.posture, o.unknown_s)
+                self.log.add(cot, f"{LOOK_NOW}_end", o.posture, now)
             elif isinstance(o, ModelDown):
                 log.error("cot %s: %s", cot, o.reason)

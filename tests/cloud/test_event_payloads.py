@@ -76,6 +76,8 @@ RECORDED: dict[str, tuple[str, str]] = {
     "prone_alarm": ("alarm",
         '{"cot":"ひよこ3","posture":"prone","duration_s":65.0,"place":"ひよこ組"}'),
     "apnea_alarm": ("alarm", '{"cot":"ひよこ3","posture":"supine","still_s":20.5}'),
+    # New with the posture model's abstention (issue 15): as the device sends it.
+    "posture_unknown": ("warning", '{"cot":"ひよこ3","unknown_s":20.5,"place":"ひよこ組"}'),
     "alarm_cleared": ("info",
         '{"cot":"ひよこ3","cleared":"prone_alarm","acknowledged_by":"button","alarm_s":12.4}'),
     "anomaly": ("warning",

@@ -258,6 +258,7 @@ def test_japanese_titles_are_the_agreed_ones() -> None:
         "posture_check": "午睡チェック",
         "prone_alarm": "うつぶせ寝警報",
         "apnea_alarm": "無呼吸警報",
+        "posture_unknown": "見てください（寝姿勢不明）",
         "alarm_cleared": "警報解除",
         "anomaly": "異常検知",
         "sensor_fault": "センサー異常",
@@ -394,6 +395,8 @@ KIND_FACTS: list[tuple[str, str, dict[str, Any], str, list[str]]] = [
      "ひよこ3", ["■ ベッド: ひよこ3", "■ 姿勢: うつぶせ", "■ 継続時間: 1分5秒"]),
     ("apnea_alarm", "alarm", {"cot": "ひよこ1", "still_s": 22.0}, "ひよこ1",
      ["■ ベッド: ひよこ1", "■ 体動が止まっている時間: 22秒"]),
+    ("posture_unknown", "warning", {"cot": "ひよこ2", "unknown_s": 20.5}, "ひよこ2",
+     ["■ ベッド: ひよこ2", "■ 姿勢が不明な時間: 20秒"]),
     ("alarm_cleared", "info", {"cot": "ひよこ3", "cleared": "prone_alarm",
                                "acknowledged_by": None},
      "ひよこ3", ["■ 解除された警報: うつぶせ寝警報", "■ 確認者: （確認者の記録なし）"]),
@@ -440,6 +443,20 @@ def test_unknown_data_keys_are_still_shown() -> None:
     plain, html = parts(rendered(make_event("prone_alarm", data={"cot": "1", "mat_rev": "B2"})))
     assert "mat_rev: B2" in top_and_small_print(plain)[1]
     assert html_row("mat_rev", "B2").search(html)
+
+
+def test_look_now_asks_staff_to_look_and_never_calls_the_child_safe() -> None:
+    data = {"cot": "ひよこ2", "unknown_s": 20.0, "place": "ひよこ組"}
+    msg = rendered(make_event("posture_unknown", "warning", data=data))
+    assert msg["Subject"].startswith("【見てください（寝姿勢不明）】")
+    assert "【緊急】" not in msg["Subject"]  # a prompt to look, not the face-down alarm
+    plain, _ = parts(msg)
+    assert "安全とはみなしていません" in plain and "直接見て" in plain
+    assert "■ 姿勢が不明な時間: 20秒" in plain
+    msg = rendered(make_event("posture_unknown", "warning", data=data), language="en")
+    assert "[Look now (posture unknown)]" in msg["Subject"]
+    plain, _ = parts(msg)
+    assert "not treated as safe" in plain and "■ Posture unknown for: 20 s" in plain
 
 
 def test_english_facts_per_recipient_language() -> None:

@@ -56,9 +56,10 @@ def test_prone_for_the_configured_time_alarms_once_and_latches() -> None:
     # Staff press the button while the infant is still face down: noted, not silenced.
     assert kinds(w.acknowledge(55)) == ["AckWhileUnsafe"]
     assert w.sounding
-    # Turned over: safe and acknowledged -> cleared.
-    [cleared] = feed(w, 60, posture="supine")
-    assert cleared == AlarmCleared("prone_alarm", 20, "button")
+    # Turned over: safe (for the confirm time) and acknowledged -> cleared.
+    assert feed(w, 60, posture="supine") == []
+    [cleared] = feed(w, 63, posture="supine")
+    assert cleared == AlarmCleared("prone_alarm", 23, "button")
     assert not w.sounding
 
 
@@ -75,9 +76,10 @@ def test_turned_over_but_not_acknowledged_keeps_sounding() -> None:
 def test_brief_prone_moments_do_not_alarm() -> None:
     w = CotRule("A-1", prone_alarm_s=30)
     feed(w, 0)
-    for t in range(0, 300, 20):  # prone 10 s, then on the side, repeatedly
-        assert "prone_alarm" not in kinds(feed(w, t, posture="prone"))
-        assert "prone_alarm" not in kinds(feed(w, t + 10, posture="left"))
+    for tick in range(600):  # prone 10 s, then on the side 10 s, repeatedly (0.5-s ticks)
+        t = tick / 2
+        posture = "prone" if t % 20 < 10 else "left"
+        assert "prone_alarm" not in kinds(feed(w, t, posture=posture))
     assert not w.sounding
 
 
@@ -125,8 +127,9 @@ def test_who_acknowledged_first_is_kept_until_the_alarm_clears() -> None:
     assert kinds(w.acknowledge(35, by="YT")) == ["AckWhileUnsafe"]  # still face down
     assert w.sounding
     assert kinds(w.acknowledge(40, by="button")) == ["AckWhileUnsafe"]
-    [cleared] = feed(w, 45, posture="supine")
-    assert cleared == AlarmCleared("prone_alarm", 15, "YT")
+    assert feed(w, 45, posture="supine") == []
+    [cleared] = feed(w, 48, posture="supine")
+    assert cleared == AlarmCleared("prone_alarm", 18, "YT")
     assert not w.sounding
 
 
