@@ -201,3 +201,16 @@ def test_saturation_clips_at_255() -> None:
         sc.geometry, load=sc.geometry.load * 8.0, points=sc.geometry.points))  # fmt: skip
     frame, _ = sk.render_scene(heavy)
     assert frame.max() == 255
+
+
+def test_a_heavier_load_widens_the_footprint() -> None:
+    """Winkler contact: more load sinks a segment deeper, so more of its surface touches."""
+    sc = _scene("supine", 6)
+    g = sc.geometry
+    assert g is not None
+    light = sk.contacts(sc)
+    heavy = sk.contacts(dataclasses.replace(sc, geometry=dataclasses.replace(g, load=g.load * 4)))
+    for seg in sk.TRUNK:
+        n_light = (light.kg[light.part == seg] > 0).sum()
+        n_heavy = (heavy.kg[heavy.part == seg] > 0).sum()
+        assert n_heavy > n_light, sk.SEGMENT_NAMES[seg]
