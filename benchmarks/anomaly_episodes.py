@@ -1,6 +1,13 @@
-"""What the anomaly model means to people: false events per sensor-day, and faults caught.
+"""What the series checks mean to people: false events per sensor-day, and faults caught.
 
-    .venv/bin/python benchmarks/anomaly_episodes.py [--series 40]
+    .venv/bin/python benchmarks/anomaly_episodes.py [--series 40] [--water-series 6]
+
+**Water** (issue 15): the fault rules (``edge.health.water_faults``), the trivial
+baseline and the old autoencoder side by side on the tuning families of
+``models.anomaly.data.water_family`` -- the table of ``models.anomaly.scoring``
+(``python -m models.anomaly.scoring --worlds eval`` for the independent series).
+
+**Mat load** (still the model):
 
 The model's card states false positives per *window*; on a device every new
 reading is scored (a water level every 10 minutes, a mat's load twice a
@@ -34,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from edge.health.anomaly_watch import AnomalyWatch  # noqa: E402
 from models.anomaly import data as D  # noqa: E402
+from models.anomaly import scoring  # noqa: E402
 
 SEED_BASE = D.HELDOUT_BASE + 7_000_000
 """Seeds no training, calibration or held-out evaluation uses."""
@@ -82,8 +90,10 @@ def faulty(kind: str, rng: np.random.Generator, fault: str, n: int, at: int) -> 
     return x
 
 
-async def main(n_series: int) -> None:
-    for kind in D.SERIES:
+async def main(n_series: int, water_series: int) -> None:
+    scoring.table("tuning", D.WATER_FAMILIES, D.WATER_FAULTS, tuple(scoring.DETECTORS),
+                  water_series, 8.0, 0)  # fmt: skip
+    for kind in ("mat_load",):
         period = D.SAMPLE_PERIOD_S[kind]
         length = 2048 if kind == "water" else 4096
         probe = AnomalyWatch("bench", kind, Events())
@@ -128,5 +138,7 @@ async def main(n_series: int) -> None:
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--series", type=int, default=40, help="series per kind and fault")
-    asyncio.run(main(ap.parse_args().series))
+    ap.add_argument("--series", type=int, default=40, help="mat series per fault")
+    ap.add_argument("--water-series", type=int, default=6, help="water series per family, fault")
+    args = ap.parse_args()
+    asyncio.run(main(args.series, args.water_series))

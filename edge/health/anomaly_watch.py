@@ -1,30 +1,31 @@
-"""Does a sensor's series look wrong?  The anomaly model on the device.
+"""Does a sensor's series look wrong?  Fault rules and the anomaly model on the device.
 
 A stuck sensor, a sudden drop, spikes or a slow drift make a sensor's alarms
 untrustworthy; farmers, river staff and nursery staff are told (an ``anomaly``
-event, severity ``warning``) before they rely on them.  The series is fed at
-the model's own sample period (from its card: a water level every 600 s, the
-water rule's idle cadence, of which the 300-s readings while observing are
-every second one; a mat's load every 0.5 s); faster values are thinned to
-that period; a series that arrives more than twice as slowly as the model was
-trained for is not scored (said once in the log), because its shape would not
-mean what the model learnt.
+event, severity ``warning``) before they rely on them.
 
-The event names the model's tests that fired (``tests``) and what the series
-most likely did (``pattern``: ``stuck``, ``spike_or_step``, ``drift`` or
+**Water levels** are judged by :class:`edge.health.water_faults.WaterFaultDetector`
+(issue 15): pure rules against the sensor's own noise floor, learnt on the device,
+with one episode per test (``spike``, ``step``, ``dropout``, ``stuck``, ``noise``,
+``drift``).  The TFLite autoencoder is no longer loaded for water: side by side on
+the tuning and the independent evaluation series it added nothing the rules miss
+and cried wolf on calm water (docs/series-faults.md).  A level is fed every
+:data:`WATER_PERIOD_S` (the water rule's idle cadence; while observing every
+second 300-s reading); a level that arrives more than twice as slowly is not
+judged (said once in the log).  The detector's state (the learnt floor, three
+days of history, each test's episode) is kept in ``anomaly-<sensor>.json`` beside
+the outbox, and taken back at start whatever its age (the floor is still this
+sensor's; the short tests start afresh after a gap).
+
+**A mat's load** is still scored by the anomaly model (see :data:`RULES` for the
+hook that switches it to a rule): fed at the model's own period from its card
+(0.5 s); an event needs the card's ``confirm_windows`` anomalous windows in a
+row (16: eight seconds), and one episode blocks new events until the series has
+looked normal for a whole window.
+
+The event names the tests that fired (``tests``) and what the series most
+likely did (``pattern``: ``stuck``, ``spike_or_step``, ``dropout``, ``drift`` or
 ``unusual_shape``; a hint for people, not a diagnosis).
-
-Every new value is scored, so windows overlap and a chance extreme of a
-normal series flags several in a row: an event needs the card's
-``confirm_windows`` consecutive anomalous windows (water 3: half an hour;
-mat 16: eight seconds) -- a fault persists.  One episode is one event: after an
-``anomaly`` the series must look normal for a whole window (consecutively)
-before another can be raised.
-
-A water window spans 10 h 40 min, so a restart (a reboot, an update) would
-leave the level unscored that long: a slow series' window and episode state
-are kept in a small JSON file beside the outbox and taken back at start if the
-last value is at most two periods old by the wall clock.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from typing import Any
 
 from edge.event import Anomaly, SensorFault
 from edge.files import write_atomic
+from edge.health.water_faults import WaterFaultDetector
 from edge.link.recorder import Record
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,23 @@ def pattern_of(tests: list[str]) -> str:
             return pattern
     return "unusual_shape"
 
+
+WATER_PERIOD_S = 600.0
+"""A water level is judged every 10 minutes (the water rule's idle cadence)."""
+RULES: dict[str, tuple[Callable[[], Any], Callable[[dict[str, Any], float], Any], float]] = {
+    "water": (
+        WaterFaultDetector,
+        lambda state, shift: WaterFaultDetector.from_state(state, shift_s=shift),
+        WATER_PERIOD_S,
+    ),
+}
+"""Series judged by a pure rule instead of the model: ``(new, from_state(state, shift_s),
+period_s)``.  The hook for the mat: once ``edge.health.mat_load_faults.MatLoadDetector``
+and its tests are in, add ``"mat_load": (MatLoadDetector, <from_state>, 0.5)`` here (a
+series faster than :data:`KEEP_MIN_PERIOD_S` keeps no state on the card)."""
+RESUME_MAX_GAP_S = 30 * 86400.0
+"""A kept rule state whose last reading is older than this by the wall clock (or dated in
+the future: a clock not synced yet) is taken back as if the gap were a few periods."""
 
 EARLY_VALUES = 8
 """Values held while the model loads (a water reading; four seconds of a mat)."""
@@ -101,25 +120,20 @@ def scored_period(interval_s: float, period_s: float) -> float | None:
 
 
 def cadence_warnings(config: Any) -> list[str]:
-    """Water rules read at a cadence the anomaly model cannot score as trained.
+    """Water rules read at a cadence the water fault rules cannot judge as tuned.
 
     For ``edge validate`` and the daemon's start: valid configuration, but a
     level read every 30 minutes is never checked for a stuck or drifting
-    sensor, and one scored every 720 s instead of 600 s is judged on shapes a
-    fifth slower than the model learnt.  Reads the packaged model card (JSON
+    sensor, and one judged every 720 s instead of 600 s has windows a fifth
+    longer than tuned.  Reads the packaged model card (JSON
     only); no warnings when ``health.anomaly_models`` is off or the card is
     unreadable (the daemon reports that itself).
     """
     from edge.config import WaterRuleConfig
-    from edge.inference.card import ModelError, packaged_model, read_card
 
     if not config.health.anomaly_models:
         return []
-    try:
-        card = read_card(packaged_model("anomaly")[1])
-        period = float(card["series"]["water"]["sample_period_s"])
-    except (ModelError, KeyError, TypeError, ValueError):
-        return []
+    period = RULES["water"][2]
     out = []
     for name, rule in config.rules.items():
         if not isinstance(rule, WaterRuleConfig):
@@ -144,11 +158,12 @@ def cadence_warnings(config: Any) -> list[str]:
 
 
 class AnomalyWatch:
-    """Scores one sensor's series with the anomaly model; see the module's docstring.
+    """Judges one sensor's series with its rule (:data:`RULES`) or the anomaly model; see the
+    module's docstring.
 
-    ``state_dir``: where a slow series' window is kept across restarts
-    (``anomaly-<sensor>.json``; see :meth:`_save`), ``None`` to keep nothing.
-    ``wall``: the wall clock the kept window is dated with.
+    ``state_dir``: where a slow series' state is kept across restarts
+    (``anomaly-<sensor>.json``), ``None`` to keep nothing.  ``wall``: the wall clock the
+    kept state is dated with.
     """
 
     def __init__(
@@ -164,15 +179,18 @@ class AnomalyWatch:
         self.series = series
         self.record = record
         self.model: Any = None
+        self.rule: Any = None
+        """The series' fault detector when :data:`RULES` names one (else the model is used)."""
         self.period_s = 0.0
         self.values: deque[float] = deque()
         self._last_t: float | None = None
         self._resumed_wall: float | None = None
+        self._kept_rule: dict[str, Any] | None = None
         self._active = False
         self._calm = 0
         self._run = 0
         self.confirm = 1
-        """Consecutive anomalous windows before an event (the card's ``confirm_windows``)."""
+        """Consecutive anomalous windows before an event (the model's ``confirm_windows``)."""
         self._too_slow_told = False
         self.scored = 0
         self.state_path = None if state_dir is None else state_dir / f"anomaly-{sensor}.json"
@@ -190,6 +208,12 @@ class AnomalyWatch:
             await self.add(value, t)
 
     async def _start(self) -> None:
+        if self.series in RULES:
+            make, _, self.period_s = RULES[self.series]
+            self.rule = make()
+            if self._keeps_state():
+                await asyncio.to_thread(self._resume)
+            return
         try:
             self.model = await asyncio.to_thread(_load, self.series)
         except RuntimeError as exc:
@@ -203,51 +227,39 @@ class AnomalyWatch:
         self.period_s = float(cal["sample_period_s"])
         self.confirm = max(1, int(cal.get("confirm_windows", 1)))
         self.values = deque(maxlen=int(self.model.window))
-        if self._keeps_state():
-            await asyncio.to_thread(self._resume)
 
     def _keeps_state(self) -> bool:
-        # A mat's 32-s window refills at once; a water level's takes 10 h 40 min.
+        # A mat's 32-s window refills at once; a water level's history is days.
         return self.state_path is not None and self.period_s >= KEEP_MIN_PERIOD_S
 
     async def add(self, value: float, t: float) -> None:
         """One value of the series at monotonic time ``t``.
 
-        Values that come while the model is still loading are held (the last
-        :data:`EARLY_VALUES`) and scored once it is: the first reading after a
-        restart is the one that completes a kept window.  It does wait: for
-        the kept window's write and the model's scoring (each in a worker
-        thread, so the event loop never blocks) and for recording an anomaly.
-        The callers, the water and mat loops, await it between readings.
+        Values that come while the watch is still starting are held (the last
+        :data:`EARLY_VALUES`) and judged once it has.  It does wait: for the
+        kept state's write and the scoring (each in a worker thread, so the
+        event loop never blocks) and for recording an anomaly.  The callers,
+        the water and mat loops, await it between readings.
         """
         if not self._started:
             self._early.append((value, t))
+            return
+        if self.rule is not None:
+            await self._add_rule(value, t)
             return
         if self.model is None:
             return
         if self._last_t is not None:
             gap = t - self._last_t
-        elif self._resumed_wall is not None:  # the first value after a restart
-            gap = self._wall() - self._resumed_wall
-        else:
-            gap = None
-        if gap is not None:
             if gap < 0.9 * self.period_s:
                 return  # faster than the model's period: take every n-th
             if gap > 2.0 * self.period_s:
-                if not self._too_slow_told and self._last_t is not None:
-                    self._too_slow_told = True
-                    log.info(
-                        "%s: values every %.0f s, the anomaly model expects %.1f s: not scored",
-                        self.sensor, gap, self.period_s,
-                    )
+                self._slow(gap)
                 self.values.clear()
                 self._run = 0  # a run of anomalous windows is consecutive or nothing
         self._last_t = t
-        self._resumed_wall = None
         self.values.append(value)
         if len(self.values) < (self.values.maxlen or 0):
-            await self._keep()
             return
         window = list(self.values)
         score, tests = await asyncio.to_thread(self.model.assess, window)
@@ -265,71 +277,101 @@ class AnomalyWatch:
                         threshold=round(float(self.model.threshold), 3), tests=tests,
                         pattern=pattern_of(tests))
             )
-        await self._keep()
 
-    # -- the window across restarts --------------------------------------------------
+    def _slow(self, gap: float) -> None:
+        if not self._too_slow_told:
+            self._too_slow_told = True
+            log.info("%s: values every %.0f s, the %s checks expect %.1f s: not judged",
+                     self.sensor, gap, self.series, self.period_s)  # fmt: skip
 
-    async def _keep(self) -> None:
+    async def _add_rule(self, value: float, t: float) -> None:
+        if self._last_t is not None:
+            gap = t - self._last_t
+            if gap < 0.9 * self.period_s:
+                return  # faster than the rule's period: take every n-th
+            if gap > 2.0 * self.period_s:
+                self._slow(gap)
+        elif self._kept_rule is not None:  # the first value after a restart
+            self.rule = self._rule_from_kept(t)
+        self._last_t = t
+        findings = await asyncio.to_thread(self.rule.add, t, value)
+        self.scored += 1
+        for f in findings:
+            await self.record(
+                Anomaly(sensor=self.sensor, series=self.series, score=round(float(f.score), 3),
+                        threshold=round(float(f.threshold), 3), tests=[f.test],
+                        pattern=f.pattern)
+            )
+            log.warning("%s: %s (%s)", self.sensor, f.test, f.detail)
         if self._keeps_state():
             await asyncio.to_thread(self._save)
 
+    def _rule_from_kept(self, t: float) -> Any:
+        """The kept detector, its times moved onto this process's monotonic clock."""
+        kept, self._kept_rule = self._kept_rule, None
+        assert kept is not None and self._resumed_wall is not None
+        gap = self._wall() - self._resumed_wall
+        if not 0 <= gap <= RESUME_MAX_GAP_S:
+            log.info("%s: kept %s state dated %.0f s away: taken as a short gap", self.sensor,
+                     self.series, gap)  # fmt: skip
+            gap = 3 * self.period_s
+        shift = (t - gap) - float(kept["t_last"])
+        try:
+            return RULES[self.series][1](kept["rule"], shift)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("%s: kept %s state not usable (%s): starting afresh", self.sensor,
+                        self.series, exc)  # fmt: skip
+            return RULES[self.series][0]()
+
+    # -- the state across restarts --------------------------------------------------
+
     def _save(self) -> None:
-        """Write the window, the episode state and the wall time of its last value.
+        """Write the detector's state and the wall time of its last value.
 
         Atomic (a temporary file renamed over the old one) but not fsynced: a
-        window lost to a power cut only means scoring starts a window later.
-        A failed write is logged, never raised (the SD card may be full).
+        state lost to a power cut only means the floor is learnt again.  A
+        failed write is logged, never raised (the SD card may be full).
         """
-        assert self.state_path is not None
+        assert self.state_path is not None and self._last_t is not None
         state = {
-            "version": 1,
+            "version": 2,
             "series": self.series,
             "period_s": self.period_s,
             "wall": self._wall(),
-            "values": list(self.values),
-            "active": self._active,
-            "calm": self._calm,
-            "run": self._run,
+            "t_last": self._last_t,
+            "rule": self.rule.state(),
         }
         try:
             write_atomic(self.state_path, json.dumps(state).encode("utf-8"), durable=False)
         except OSError as exc:
-            log.warning("%s: cannot keep the anomaly window in %s: %s", self.sensor,
+            log.warning("%s: cannot keep the anomaly state in %s: %s", self.sensor,
                         self.state_path, exc)
 
     def _resume(self) -> None:
-        """Take the kept window back if it is this series' and its last value is recent.
-
-        Recent means the next value would have been taken anyway: at most two
-        periods old by the wall clock (a Pi without a real-time clock that has
-        not synced yet reads an older time than the kept one, or a far later
-        one: either way the window is dropped and refills).
-        """
+        """Take the kept state back if it is this series' (at any age: see the module)."""
         assert self.state_path is not None
         try:
             state = json.loads(self.state_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return
         except (OSError, ValueError) as exc:
-            log.warning("%s: kept anomaly window %s unreadable (%s): starting afresh",
+            log.warning("%s: kept anomaly state %s unreadable (%s): starting afresh",
                         self.sensor, self.state_path, exc)
             return
         try:
-            values = [float(v) for v in state["values"]]
-            wall, active, calm = float(state["wall"]), bool(state["active"]), int(state["calm"])
-            run = int(state.get("run", 0))
-            same = state["series"] == self.series and float(state["period_s"]) == self.period_s
+            same = (state["version"] == 2 and state["series"] == self.series
+                    and float(state["period_s"]) == self.period_s)  # fmt: skip
+            wall, t_last = float(state["wall"]), float(state["t_last"])
+            rule = dict(state["rule"])
         except (KeyError, TypeError, ValueError) as exc:
-            log.warning("%s: kept anomaly window %s malformed (%s): starting afresh",
+            log.warning("%s: kept anomaly state %s malformed or old (%s): starting afresh",
                         self.sensor, self.state_path, exc)
             return
-        age = self._wall() - wall
-        if not same or not all(map(math.isfinite, values)) or not 0 <= age <= 2 * self.period_s:
-            log.info("%s: kept anomaly window not resumed (%s)", self.sensor,
-                     "another series or period" if not same else f"{age:.0f} s old")
+        if not same or not (math.isfinite(wall) and math.isfinite(t_last)):
+            log.info("%s: kept anomaly state not resumed (another series or period)",
+                     self.sensor)
             return
-        self.values.extend(values[-(self.values.maxlen or 0):])
+        self._kept_rule = {"rule": rule, "t_last": t_last}
         self._resumed_wall = wall
-        self._active, self._calm, self._run = active, calm, run
-        log.info("%s: resumed the anomaly window (%d values, last %.0f s ago)", self.sensor,
-                 len(self.values), age)
+        log.info("%s: resumed the %s state (last reading %.0f s ago)", self.sensor,
+                 self.series, self._wall() - wall)  # fmt: skip

@@ -85,11 +85,17 @@ CLIP = 8.0
 ANOMALIES: tuple[str, ...] = ("spike", "stuck", "drift", "drop")
 
 
-def water_series(rng: np.random.Generator, n: int) -> np.ndarray:
-    """``n`` readings of water level (cm), one every :data:`SAMPLE_PERIOD_S` ``["water"]``."""
+def water_series(
+    rng: np.random.Generator, n: int, *, noise: bool = True, paddy: bool | None = None
+) -> np.ndarray:
+    """``n`` readings of water level (cm), one every :data:`SAMPLE_PERIOD_S` ``["water"]``.
+
+    ``noise=False``: the level without sensor noise or rounding; ``paddy``: force the kind
+    (the draw is made anyway, so seeds give the same series as before)."""
     step = SAMPLE_PERIOD_S["water"] / 60.0  # minutes per reading
     t = np.arange(n, dtype=np.float64) * step
-    paddy = rng.random() < PADDY_SHARE
+    drawn = rng.random() < PADDY_SHARE
+    paddy = drawn if paddy is None else paddy
     if paddy:
         level = np.full(n, rng.uniform(2.0, 12.0))
         decline = rng.uniform(1.0, 3.0)  # cm/day: evaporation and percolation
@@ -117,6 +123,8 @@ def water_series(rng: np.random.Generator, n: int) -> np.ndarray:
         s = np.clip(t - onset, 0.0, None) / tp
         level += amp * (s * np.exp(1.0 - s)) ** k
         onset += rng.exponential(RAIN_GAP_MIN)
+    if not noise:
+        return level
     level += rng.normal(0.0, rng.uniform(0.6, 0.9), n)
     return np.round(level, 1)
 
@@ -218,3 +226,93 @@ def heldout_sets(n_seeds: int) -> dict[str, dict[str, np.ndarray]]:
             sets[a] = anomalous_windows(kind, a, heldout_seeds(n_seeds, off), per_seed=4)
         out[kind] = sets
     return out
+
+
+# -- long water series by family, for the rule-based fault detector (issue 15) ----------------
+
+WATER_FAMILIES: tuple[str, ...] = ("river", "paddy", "calm", "tidal")
+"""Tuning families of :func:`water_family`: small rivers in a wet spell, paddy fields,
+calm water (a pond, a still channel), a tidal river mouth."""
+WATER_FAULTS: tuple[str, ...] = ("spike", "stuck", "offset", "dropout", "drift", "noise")
+
+
+def water_family(
+    family: str, rng: np.random.Generator, n: int, *, noise_cm: float | None = None
+) -> np.ndarray:
+    """``n`` readings (cm, every 600 s, rounded to 1 mm) of one site of ``family``.
+
+    Noise per reading is white with sigma ``noise_cm`` (default: log-uniform 0.1-1 cm:
+    a device reading is the mean of 20 samples, so calm water can be very quiet).
+
+    - ``river``: :func:`water_series`'s rivers (rain every 12 h on average);
+    - ``paddy``: :func:`water_series`'s paddies (falling 1-3 cm/day, topped up);
+    - ``calm``: a pond or still channel: level U(20, 200) cm, a wander of a few mm
+      (a seiche of 10-60 min, wind set-up over hours), rare small rain (one every 3 days,
+      0.5-3 cm, slow);
+    - ``tidal``: a river mouth: M2 (12.42 h) amplitude U(20, 120) cm, S2 (12.00 h) 0.2-0.45
+      of it (spring-neap beat), K1/O1 diurnal inequality up to 0.3 of it, mean U(50, 250) cm,
+      plus river floods of :func:`water_series`'s rain (3-25 cm, damped by the sea).
+    """
+    sigma = float(np.exp(rng.uniform(np.log(0.1), np.log(1.0)))) if noise_cm is None else noise_cm
+    step = SAMPLE_PERIOD_S["water"] / 60.0
+    t = np.arange(n, dtype=np.float64) * step  # minutes
+    if family in ("river", "paddy"):
+        clean = water_series(rng, n, noise=False, paddy=family == "paddy")
+    elif family == "calm":
+        clean = np.full(n, rng.uniform(20.0, 200.0))
+        seiche = rng.uniform(10.0, 60.0)
+        clean += rng.uniform(0.0, 0.3) * np.sin(2 * np.pi * t / seiche + rng.uniform(0, 6.3))
+        walk = np.cumsum(rng.normal(0.0, 0.02, n))  # wind set-up, evaporation: mm per hour
+        clean += walk - np.linspace(0, walk[-1], n) * rng.uniform(0.5, 1.0)
+        onset = rng.exponential(4320.0)
+        while onset < t[-1]:
+            s = np.clip((t - onset) / rng.uniform(240.0, 720.0), 0.0, None)
+            clean += rng.uniform(0.5, 3.0) * (1 - np.exp(-s)) * np.exp(-s / 20.0)
+            onset += rng.exponential(4320.0)
+    elif family == "tidal":
+        a = rng.uniform(20.0, 120.0)
+        ph = rng.uniform(0, 2 * np.pi, 4)
+        clean = rng.uniform(50.0, 250.0) + a * np.cos(2 * np.pi * t / 745.2 + ph[0])
+        clean += a * rng.uniform(0.2, 0.45) * np.cos(2 * np.pi * t / 720.0 + ph[1])
+        clean += a * rng.uniform(0.0, 0.3) * np.cos(2 * np.pi * t / 1436.0 + ph[2])
+        clean += a * rng.uniform(0.0, 0.2) * np.cos(2 * np.pi * t / 1549.0 + ph[3])
+        onset = -4320.0 + rng.exponential(RAIN_GAP_MIN * 2)
+        while onset < t[-1]:
+            amp = float(np.exp(rng.uniform(np.log(3.0), np.log(25.0))))
+            tp = float(np.exp(rng.uniform(np.log(60.0), np.log(480.0))))
+            s = np.clip(t - onset, 0.0, None) / tp
+            clean += amp * (s * np.exp(1.0 - s)) ** rng.uniform(2.0, 5.0)
+            onset += rng.exponential(RAIN_GAP_MIN * 2)
+    else:
+        raise ValueError(f"family must be one of {WATER_FAMILIES}, got {family!r}")
+    return np.round(clean + rng.normal(0.0, sigma, n), 1)
+
+
+def inject_water_fault(
+    x: np.ndarray, fault: str, at: int, rng: np.random.Generator
+) -> np.ndarray:
+    """A copy of a long water series with ``fault`` from reading ``at`` on (persisting, except a
+    spike): spike 1-3 readings +-(6-40) cm; stuck at the reading before ``at``; offset +-(5-40)
+    cm; dropout to 0 (60 %) or a rail (500 cm, the probe's range); drift 2-10 cm/day either
+    way; noise: white noise of 3-8 x the series' own noise added."""
+    y = np.array(x, dtype=np.float64)
+    n = len(y)
+    per_day = 86400.0 / SAMPLE_PERIOD_S["water"]
+    sign = rng.choice((-1.0, 1.0))
+    if fault == "spike":
+        width = int(rng.integers(1, 4))
+        y[at : at + width] += sign * rng.uniform(6.0, 40.0)
+    elif fault == "stuck":
+        y[at:] = y[at - 1]
+    elif fault == "offset":
+        y[at:] += sign * rng.uniform(5.0, 40.0)
+    elif fault == "dropout":
+        y[at:] = 0.0 if rng.random() < 0.6 else 500.0
+    elif fault == "drift":
+        y[at:] += sign * rng.uniform(2.0, 10.0) * np.arange(n - at) / per_day
+    elif fault == "noise":
+        own = float(np.median(np.abs(np.diff(x[:at], 3)))) * 1.4826 / np.sqrt(20.0)
+        y[at:] += rng.normal(0.0, max(own, 0.1) * rng.uniform(3.0, 8.0), n - at)
+    else:
+        raise ValueError(f"fault must be one of {WATER_FAULTS}, got {fault!r}")
+    return np.round(y, 1)

@@ -1,10 +1,11 @@
-"""The water anomaly path through the real daemon: probe -> water rule -> model -> broker.
+"""The water fault path through the real daemon: probe -> water rule -> fault rules -> broker.
 
-A water window is 64 readings ten minutes apart (10 h 40 min), far too long for
-a test to wait for; but the daemon keeps that window (and its count of
-anomalous windows in a row) beside its outbox across restarts, so a test can
-stand where a restarted device stands: the kept window holds 63 readings, the
-last ten minutes ago, and the next reading the probe gives completes it.
+The fault rules learn a sensor's noise floor from 12 hours of readings ten
+minutes apart, far too long for a test to wait for; but the daemon keeps the
+detector's state (floor, history, episodes) beside its outbox across restarts,
+so a test can stand where a restarted device stands: the kept state holds 80
+readings, the last ten minutes ago, and the next reading the probe gives is
+judged at once.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pytest
 
 from edge.config import parse
 from edge.daemon import Daemon
+from edge.health.water_faults import WaterFaultDetector
 from edge.sim.broker import Mosquitto
 from edge.sim.i2c import ADS1115Model, EmulatedI2CBus
 from edge.sim.site import device_config
@@ -55,60 +57,62 @@ def _site(tmp_path: Path, port: int) -> tuple[Daemon, ADS1115Model]:
     return Daemon(config, i2c_bus={1: bus}.__getitem__), adc
 
 
-def _keep_window(
-    tmp_path: Path, level_cm: float, last_s_ago: float, *, slipped_to: float | None = None
-) -> Path:
-    """63 kept readings at ``level_cm``; with ``slipped_to``, the last two already there and
-    flagged (the watch needs three anomalous windows in a row: the third comes now)."""
+def _keep_state(tmp_path: Path, level_cm: float, last_s_ago: float, *, dropped: int = 0) -> Path:
+    """80 kept readings near ``level_cm`` (the floor learnt); with ``dropped``, the last
+    ``dropped`` of them already at 0 cm (the dropout test needs three at the same value)."""
     rng = np.random.default_rng(12)
-    values = [round(level_cm + float(rng.normal(0.0, 0.7)), 1) for _ in range(63)]
-    run = 0
-    if slipped_to is not None:
-        values[-2:] = [slipped_to, round(slipped_to + 0.3, 1)]
-        run = 2
+    values = [round(level_cm + float(rng.normal(0.0, 0.7)), 1) for _ in range(80)]
+    values[len(values) - dropped :] = [0.0] * dropped
+    det = WaterFaultDetector()
+    for i, v in enumerate(values):
+        assert det.add(i * 600.0, v) == []
     kept = tmp_path / "anomaly-level_probe.json"
     kept.write_text(json.dumps({
-        "version": 1, "series": "water", "period_s": 600.0, "wall": time.time() - last_s_ago,
-        "values": values, "active": False, "calm": 0, "run": run,
+        "version": 2, "series": "water", "period_s": 600.0, "wall": time.time() - last_s_ago,
+        "t_last": 79 * 600.0, "rule": det.state(),
     }))  # fmt: skip
     return kept
+
+
+def _kept_readings(kept: Path) -> int:
+    return len(json.loads(kept.read_text())["rule"]["x"])
 
 
 def _ma(level_cm: float) -> float:
     return 4.0 + 16.0 * level_cm / 500.0
 
 
-async def test_a_probe_that_slipped_before_a_restart_is_reported_at_the_next_reading(
+async def test_a_probe_that_dropped_out_before_a_restart_is_reported_at_the_next_reading(
     tmp_path: Path, broker: Mosquitto
 ) -> None:
-    # the probe slipped 30 cm twenty minutes before an update restarted the daemon
-    kept = _keep_window(tmp_path, 100.0, last_s_ago=600.0, slipped_to=130.0)
+    # the probe's loop broke twenty minutes before an update restarted the daemon: 4 mA, 0 cm
+    kept = _keep_state(tmp_path, 100.0, last_s_ago=600.0, dropped=2)
     daemon, adc = _site(tmp_path, broker.port)
-    adc.set_current_ma(0, _ma(130.0))
+    adc.set_current_ma(0, _ma(0.0))
     async with spy_on(broker.host, broker.port, f"satoyama/v1/{DEVICE}/events") as spy:
         async with daemon:
             await spy.wait(lambda: bool(spy.of_kind("anomaly")), 20, "the anomaly event")
-            await until(lambda: len(json.loads(kept.read_text())["values"]) == 64, 10,
-                        "the kept window to take the new reading")  # fmt: skip
+            await until(lambda: _kept_readings(kept) == 81, 10,
+                        "the kept state to take the new reading")  # fmt: skip
     [event] = spy.of_kind("anomaly")
     assert event.severity == "warning"
     assert event.data["sensor"] == "level_probe" and event.data["series"] == "water"
-    assert event.data["pattern"] == "spike_or_step" and "peak" in event.data["tests"]
+    assert event.data["pattern"] == "dropout" and event.data["tests"] == ["dropout"]
     assert event.data["score"] > event.data["threshold"]
-    state = json.loads(kept.read_text())
-    assert state["values"][-1] == pytest.approx(130.0, abs=1.0)
-    assert state["active"] is True, "the episode is kept too: no second event after a restart"
+    state = json.loads(kept.read_text())["rule"]
+    assert state["x"][-1] == pytest.approx(0.0, abs=0.5)
+    assert state["episodes"]["dropout"]["active"] is True, "no second event after a restart"
 
 
 async def test_a_calm_level_after_a_restart_raises_nothing(
     tmp_path: Path, broker: Mosquitto
 ) -> None:
-    kept = _keep_window(tmp_path, 100.0, last_s_ago=600.0)
+    kept = _keep_state(tmp_path, 100.0, last_s_ago=600.0)
     daemon, adc = _site(tmp_path, broker.port)
     adc.set_current_ma(0, _ma(100.4))
     async with spy_on(broker.host, broker.port, f"satoyama/v1/{DEVICE}/events") as spy:
         async with daemon:
-            await until(lambda: len(json.loads(kept.read_text())["values"]) == 64, 20,
-                        "the first reading to be scored")  # fmt: skip
+            await until(lambda: _kept_readings(kept) == 81, 20,
+                        "the first reading to be judged")  # fmt: skip
             assert daemon.water["level_probe"].anomaly.scored == 1
     assert spy.of_kind("anomaly") == []

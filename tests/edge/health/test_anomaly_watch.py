@@ -1,4 +1,4 @@
-"""The anomaly model on a sensor's series: one event per episode, at the model's own period."""
+"""A series watched: water by the fault rules, a mat by the model; one event per episode."""
 
 from __future__ import annotations
 
@@ -31,20 +31,35 @@ class Events:
         self.got.append((data.kind, severity or data.severity or "", data.to_data()))
 
 
+def _calm_levels(n: int, seed: int = 5, noise: float = 0.3) -> list[float]:
+    rng = np.random.default_rng(seed)
+    return [float(round(60.0 + rng.normal(0.0, noise), 1)) for _ in range(n)]
+
+
 async def test_a_stuck_sensor_is_one_anomaly_event_per_episode() -> None:
     events = Events()
     watch = AnomalyWatch("level_east", "water", events)
     await watch.start()
-    assert watch.model is not None and watch.period_s > 0
-    for i in range(200):  # stuck at exactly 50.0 cm for 200 samples
-        await watch.add(50.0, i * watch.period_s)
-    kinds = [k for k, _, _ in events.got]
-    assert kinds == ["anomaly"]
+    assert watch.rule is not None and watch.model is None, "no autoencoder for water"
+    levels = _calm_levels(90) + [61.3] * 200  # learns its floor, then freezes
+    for i, level in enumerate(levels):
+        await watch.add(level, i * 600.0)
+    assert [k for k, _, _ in events.got] == ["anomaly"]
     _, severity, data = events.got[0]
     assert severity == "warning"
     assert data["sensor"] == "level_east" and data["series"] == "water"
     assert data["score"] > data["threshold"]
-    assert "quiet" in data["tests"] and data["pattern"] == "stuck"
+    assert data["tests"] == ["stuck"] and data["pattern"] == "stuck"
+
+
+async def test_a_quiet_paddy_is_not_stuck() -> None:
+    # a reading is the mean of 20 samples: 0.1 cm of noise on calm water is a good sensor
+    events = Events()
+    watch = AnomalyWatch("paddy_3", "water", events)
+    await watch.start()
+    for i, level in enumerate(_calm_levels(3 * 144, noise=0.1)):
+        await watch.add(level, i * 600.0)
+    assert events.got == []
 
 
 async def test_a_step_down_is_told_as_a_spike_or_step() -> None:
@@ -52,19 +67,18 @@ async def test_a_step_down_is_told_as_a_spike_or_step() -> None:
     events = Events()
     watch = AnomalyWatch("level_east", "water", events)
     await watch.start()
-    rng = np.random.default_rng(9)
-    levels = 60.0 + rng.normal(0.0, 0.7, 120)
-    levels[100:] -= 12.0
+    levels = _calm_levels(120, noise=0.7)
+    levels[100:] = [v - 12.0 for v in levels[100:]]
     for i, level in enumerate(levels):
-        await watch.add(float(round(level, 1)), i * watch.period_s)
+        await watch.add(level, i * 600.0)
     assert [k for k, _, _ in events.got] == ["anomaly"]
     data = events.got[0][2]
-    assert data["pattern"] == "spike_or_step" and "peak" in data["tests"], data
+    assert data["pattern"] == "spike_or_step" and data["tests"] == ["step"], data
 
 
-async def test_water_is_scored_at_the_water_rules_default_cadence() -> None:
+async def test_water_is_judged_at_the_water_rules_default_cadence() -> None:
     # The water rule reads every 600 s while idle and every 300 s while
-    # observing (edge/config.py defaults); the water model is trained at 600 s.
+    # observing (edge/config.py defaults); the rules are tuned at 600 s.
     events = Events()
     watch = AnomalyWatch("level_east", "water", events)
     await watch.start()
@@ -73,22 +87,25 @@ async def test_water_is_scored_at_the_water_rules_default_cadence() -> None:
     t = 0.0
     for _ in range(100):  # idle: one reading every 10 minutes
         t += 600.0 + rng.uniform(-2.0, 2.0)
-        await watch.add(50.0 + rng.normal(0.0, 0.7), t)
-    assert watch.scored == 100 - 63
-    for _ in range(100):  # observing: every 5 minutes, every second one scored
+        await watch.add(round(50.0 + rng.normal(0.0, 0.7), 1), t)
+    assert watch.scored == 100
+    for _ in range(100):  # observing: every 5 minutes, every second one judged
         t += 300.0 + rng.uniform(-2.0, 2.0)
-        await watch.add(50.0 + rng.normal(0.0, 0.7), t)
-    assert watch.scored == 100 - 63 + 50
+        await watch.add(round(50.0 + rng.normal(0.0, 0.7), 1), t)
+    assert watch.scored == 150
     assert events.got == [], "a calm, noisy level is not an anomaly"
 
 
-async def test_values_much_slower_than_the_models_period_are_not_scored() -> None:
+async def test_values_much_slower_than_the_period_are_not_judged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     events = Events()
     watch = AnomalyWatch("level_east", "water", events)
     await watch.start()
-    for i in range(200):  # one value an hour: the model's 10-minute shapes mean nothing here
+    for i in range(200):  # one value an hour: never two in a row to judge
         await watch.add(50.0, i * 3600.0)
-    assert watch.scored == 0 and events.got == []
+    assert events.got == []
+    assert "not judged" in caplog.text
 
 
 async def test_faster_values_are_thinned_to_the_models_period() -> None:
@@ -113,11 +130,6 @@ class Wall:
         return self.t
 
 
-def _calm_levels(n: int, seed: int = 5) -> list[float]:
-    rng = np.random.default_rng(seed)
-    return [float(round(60.0 + rng.normal(0.0, 0.7), 1)) for _ in range(n)]
-
-
 async def _run_water(
     state_dir: Path, wall: Wall, levels: list[float], t0: float = 0.0
 ) -> tuple[AnomalyWatch, Events]:
@@ -131,51 +143,53 @@ async def _run_water(
     return watch, events
 
 
-async def test_a_restart_resumes_the_water_window(tmp_path: Path) -> None:
+async def test_a_restart_keeps_the_learnt_floor(tmp_path: Path) -> None:
     wall = Wall(1_790_000_000.0)
-    first, _ = await _run_water(tmp_path, wall, _calm_levels(70))
-    assert first.scored == 70 - 63
+    first, _ = await _run_water(tmp_path, wall, _calm_levels(80))
+    assert first.rule.floor is not None, "twelve hours learnt"
     assert (tmp_path / "anomaly-level_east.json").exists()
     # the daemon restarts (a new process: monotonic time starts elsewhere); the
     # next reading comes ten minutes after the last one before the restart
     wall.t += 600.0
     second, events = await _run_water(tmp_path, wall, _calm_levels(3, seed=6), t0=5.0)
-    assert second.scored == 3, "scored at once, not 10 h 40 min later"
-    assert events.got == []
+    assert second.rule.floor == first.rule.floor, "not learnt again for 12 h"
+    assert len(second.rule.x_hist) == 83 and events.got == []
 
 
 async def test_a_stuck_episode_is_not_raised_again_after_a_restart(tmp_path: Path) -> None:
     wall = Wall(1_790_000_000.0)
-    _, events = await _run_water(tmp_path, wall, _calm_levels(40) + [61.3] * 40)
+    _, events = await _run_water(tmp_path, wall, _calm_levels(80) + [61.3] * 40)
     assert [k for k, _, _ in events.got] == ["anomaly"]
     wall.t += 600.0
     second, events = await _run_water(tmp_path, wall, [61.3] * 5, t0=9.0)
     assert second.scored == 5 and events.got == [], "the same episode goes on"
+    assert second.rule.active == ["stuck"]
 
 
 @pytest.mark.parametrize(
     ("shift_s", "why"),
     [(3 * 3600.0, "down for three hours"), (-86_400.0 * 400, "clock not synced after boot")],
 )
-async def test_an_old_or_misdated_window_is_not_resumed(
+async def test_after_an_outage_or_a_misdated_state_the_floor_is_kept(
     tmp_path: Path, shift_s: float, why: str
 ) -> None:
     wall = Wall(1_790_000_000.0)
-    await _run_water(tmp_path, wall, _calm_levels(70))
+    first, _ = await _run_water(tmp_path, wall, _calm_levels(80))
     wall.t += shift_s
-    second, _ = await _run_water(tmp_path, wall, _calm_levels(10, seed=6))
-    assert second.scored == 0, why
+    second, events = await _run_water(tmp_path, wall, _calm_levels(10, seed=6))
+    assert second.rule.floor == first.rule.floor, why
+    assert second.scored == 10 and events.got == [], why
 
 
-async def test_a_corrupt_kept_window_is_ignored(
+async def test_a_corrupt_kept_state_is_ignored(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    (tmp_path / "anomaly-level_east.json").write_bytes(b'{"version": 1, "values": [1.0, \x00')
+    (tmp_path / "anomaly-level_east.json").write_bytes(b'{"version": 2, "rule": [1.0, \x00')
     watch, events = await _run_water(tmp_path, Wall(1_790_000_000.0), _calm_levels(70))
     assert "unreadable" in caplog.text and "starting afresh" in caplog.text
-    assert watch.scored == 70 - 63 and events.got == []
+    assert watch.scored == 70 and events.got == []
     kept = json.loads((tmp_path / "anomaly-level_east.json").read_text())
-    assert len(kept["values"]) == 64, "the bad file was replaced by a good one"
+    assert len(kept["rule"]["x"]) == 70, "the bad file was replaced by a good one"
 
 
 async def test_a_mat_window_is_not_written_to_the_card(tmp_path: Path) -> None:
@@ -193,11 +207,11 @@ async def test_an_unwritable_state_dir_only_logs(
 ) -> None:
     missing = tmp_path / "not-there"
     watch, _ = await _run_water(missing, Wall(1_790_000_000.0), _calm_levels(66))
-    assert watch.scored == 66 - 63
-    assert "cannot keep the anomaly window" in caplog.text
+    assert watch.scored == 66
+    assert "cannot keep the anomaly state" in caplog.text
 
 
-# -- cadences the model cannot score as trained -------------------------------------------
+# -- cadences the rules cannot judge as tuned -------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -256,39 +270,18 @@ def test_edge_validate_prints_the_cadence_warning(tmp_path: Path) -> None:
     ) in result.stdout
 
 
-async def test_a_reading_that_comes_while_the_model_loads_is_scored_once_it_has(
+async def test_a_reading_that_comes_while_the_watch_starts_is_judged_once_it_has(
     tmp_path: Path,
 ) -> None:
     wall = Wall(1_790_000_000.0)
-    await _run_water(tmp_path, wall, _calm_levels(70))
+    await _run_water(tmp_path, wall, _calm_levels(80))
     wall.t += 600.0
     events = Events()
     watch = AnomalyWatch("level_east", "water", events, state_dir=tmp_path, wall=wall)
     await watch.add(60.2, 3.0)  # the daemon's first reading, before start() finished
     assert watch.scored == 0
     await watch.start()
-    assert watch.scored == 1, "the kept window was completed by the early reading"
-
-
-async def test_an_event_needs_the_cards_run_of_anomalous_windows() -> None:
-    # Every reading is scored, so a chance extreme of a normal series flags a few
-    # overlapping windows; a fault persists.  The card says how many in a row.
-    async def first_event(confirm: int) -> int:
-        events = Events()
-        watch = AnomalyWatch("level_east", "water", events)
-        await watch.start()
-        assert watch.confirm == 3  # water: half an hour of readings
-        watch.confirm = confirm
-        levels = _calm_levels(120)
-        for i, level in enumerate(levels[:80] + [levels[79]] * 40):  # freezes at reading 80
-            await watch.add(level, i * 600.0)
-            if events.got:
-                return i
-        raise AssertionError("no anomaly event")
-
-    at_once = await first_event(1)
-    assert await first_event(3) == at_once + 2
-    assert await first_event(5) == at_once + 4
+    assert watch.scored == 1 and len(watch.rule.x_hist) == 81, "added to the kept history"
 
 
 async def test_a_nap_with_rolls_and_a_shift_raises_no_anomaly() -> None:

@@ -1,0 +1,522 @@
+"""Is a water-level sensor misbehaving?  Pure rules judged against the sensor's own noise.
+
+A reading is the water rule's mean of about 20 one-second samples, so a good
+sensor on calm water can be as quiet as 0.1 cm: nothing here uses a fixed noise
+level.  The detector learns the sensor's **noise floor** from its first
+:attr:`WaterFaultParams.learn_s` (12 h) of readings -- a robust scale (MAD) of
+third differences, which a tide's or a recession's smooth curve hardly moves --
+together with how often a reading repeats the previous one exactly (readings are
+rounded, to 1 mm on our probes) and the rounding step itself.  The floor is
+learnt again after a ``stuck``, ``noise`` or ``dropout`` episode ends (a sensor
+cleaned or replaced).
+
+Tests, each with its own episode (one test's episode never masks another's new
+finding; a test's episode ends after it has looked normal for its own recovery
+period), on readings about :attr:`WaterFaultParams.period_s` apart:
+
+``spike``    1-3 readings off the line through their neighbours and back again
+             (hydrology does not go up and come back within half an hour);
+``step``     a jump between the line of the 2 h before and the line of the hour
+             after, with no joint between them: a legitimate rise (rain, a gate,
+             a tide) bends the line, it does not break it;
+``dropout``  a jump to 0 / below, or to a value that then repeats exactly (a rail);
+``stuck``    the reading repeats exactly for so long that this sensor's own
+             repeat rate makes it a one-in-a-million chance, or varies far less
+             than its floor for 6 h;
+``noise``    the 3-h noise scale is far above the floor;
+``drift``    the 24.84-h interquartile mean (two tide cycles: a tide's mean
+             without a flood's few hours) moved the same way on each of the last
+             two days by more than :attr:`WaterFaultParams.drift_cm_day`.
+
+What a drift test on one gauge cannot tell apart: a real slow rise of a few
+centimetres a day for days (a pond or reservoir filling, a river's baseflow
+recovering through a wet week, the spring-neap change of a tidal mean) looks
+exactly like a fouled or sinking sensor; so do a paddy left without top-up
+(falling 1-3 cm/day plus noise), a long flood recession and a spring-neap change
+of a mixed tide, which on our generated sites reach 4-6 cm/day on two days
+running now and then.  It is told as ``drift`` with the rate, for a person to
+compare with a staff gauge; the threshold (4 cm/day on two days running) trades
+a few such events against catching 5 cm/day within 3 days (docs/series-faults.md).
+
+Pure: no I/O, no clock; ``t`` comes in as an argument (seconds, monotonic).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+STATE_VERSION = 1
+TESTS: tuple[str, ...] = ("spike", "step", "dropout", "stuck", "noise", "drift")
+PATTERN: dict[str, str] = {
+    "spike": "spike_or_step",
+    "step": "spike_or_step",
+    "dropout": "dropout",
+    "stuck": "stuck",
+    "noise": "unusual_shape",
+    "drift": "drift",
+}
+"""What each test tells people (the ``anomaly`` event's ``pattern``)."""
+DAY_S = 86400.0
+TIDE_DAY_S = 2 * 44_712.0
+"""Two M2 tide cycles (24 h 50 min): the drift test's median window."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """The start of one test's episode."""
+
+    test: str
+    pattern: str
+    score: float
+    threshold: float
+    detail: str
+
+
+@dataclass(frozen=True)
+class WaterFaultParams:
+    """The detector's thresholds (scores in units of the sensor's noise floor unless said)."""
+
+    period_s: float = 600.0
+    """Nominal time between readings; windows below are counted in these."""
+    learn_s: float = 12 * 3600.0
+    """Readings the noise floor is learnt from (first hours, and after a fault clears)."""
+    spike_k: float = 7.0
+    """A spike's smallest excursion off its neighbours' line, in floors."""
+    step_k: float = 9.0
+    """A step between the lines before and after, in floors (or the fits' residual scale)."""
+    step_before: int = 12
+    step_after: int = 6
+    dropout_k: float = 8.0
+    stuck_chance: float = 1e-6
+    """An exact repeat run as unlikely as this, by the sensor's own repeat rate, is stuck."""
+    stuck_min: int = 6
+    stuck_max: int = 144
+    quiet_ratio: float = 0.125
+    """Noise scale below floor times this for :attr:`quiet_n` readings is stuck too."""
+    quiet_n: int = 36
+    noise_ratio: float = 3.5
+    noise_n: int = 18
+    drift_cm_day: float = 4.0
+    recovery_s: dict[str, float] | None = None
+    """Per test: how long it must look normal before its episode ends (defaults below)."""
+
+    def recovery(self, test: str) -> float:
+        table = self.recovery_s or {}
+        return table.get(test, RECOVERY_S[test])
+
+
+RECOVERY_S: dict[str, float] = {
+    "spike": 6 * 3600.0,
+    "step": 6 * 3600.0,
+    "dropout": 3600.0,
+    "stuck": 3600.0,
+    "noise": 6 * 3600.0,
+    "drift": DAY_S,
+}
+
+
+def _median(v: list[float]) -> float:
+    s = sorted(v)
+    n = len(s)
+    return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
+
+
+def d3_scale(x: Any) -> float:
+    """Robust noise scale (cm per reading) of a series: MAD of third differences / sqrt(20)."""
+    x = [float(v) for v in x]
+    if len(x) < 6:
+        return float("nan")
+    d = [x[i + 3] - 3 * x[i + 2] + 3 * x[i + 1] - x[i] for i in range(len(x) - 3)]
+    m = _median(d)
+    return 1.4826 * _median([abs(v - m) for v in d]) / math.sqrt(20.0)
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60.0)
+    if minutes < 60:
+        return f"{minutes} min"
+    h, m = divmod(minutes, 60)
+    if h >= 48 and m == 0:
+        return f"{h // 24} days" if h % 24 == 0 else f"{h} h"
+    return f"{h} h {m} min" if m else f"{h} h"
+
+
+def _line(y: Any) -> tuple[float, float, float]:
+    """Least-squares line through ``y`` at 0..n-1: (intercept, slope, robust residual scale)."""
+    y = [float(v) for v in y]
+    n = len(y)
+    mi = (n - 1) / 2.0
+    my = sum(y) / n
+    sxx = sum((i - mi) ** 2 for i in range(n))
+    slope = sum((i - mi) * (v - my) for i, v in enumerate(y)) / sxx
+    icept = my - slope * mi
+    resid = [abs(v - (icept + slope * i)) for i, v in enumerate(y)]
+    return icept, slope, 1.4826 * _median(resid)
+
+
+def _quad_fit(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
+    """Least-squares parabola ``c0 + c1 x + c2 x^2`` through the points."""
+    a = np.vander(np.asarray(xs, float), 3, increasing=True)
+    c = np.linalg.lstsq(a, np.asarray(ys, float), rcond=None)[0]
+    return float(c[0]), float(c[1]), float(c[2])
+
+
+class WaterFaultDetector:
+    """Faults of one water-level sensor's readings; see the module's docstring."""
+
+    def __init__(self, params: WaterFaultParams | None = None) -> None:
+        self.p = params or WaterFaultParams()
+        n_hist = math.ceil((2 * DAY_S + TIDE_DAY_S) / self.p.period_s) + 8
+        self.t_hist: deque[float] = deque(maxlen=n_hist)
+        self.x_hist: deque[float] = deque(maxlen=n_hist)
+        self.seg_start: float | None = None
+        """Start of the current run of readings without a gap (short tests look only here)."""
+        self.floor: float | None = None
+        self.repeat_p: float | None = None
+        self.quantum: float = 0.0
+        self.learn_from: float | None = None
+        self.repeats = 0
+        self.episodes: dict[str, dict[str, Any]] = {}
+        self._drift_last: tuple[float, tuple[float, float, str] | None] | None = None
+        self.dropped_to: float | None = None
+        """The value a dropout went to, while the reading stays there."""
+        self.steps: list[tuple[float, float]] = []
+        """``(t, jump)`` of steps told: the drift test takes them out of the level."""
+
+    # -- the contract --------------------------------------------------------------------
+
+    @property
+    def active(self) -> list[str]:
+        return [k for k in TESTS if self.episodes.get(k, {}).get("active")]
+
+    def add(self, t: float, value: float) -> list[Finding]:
+        """One reading (cm) at ``t`` (s); the findings that start an episode now."""
+        value = float(value)
+        if not math.isfinite(value):
+            return []
+        last_t = self.t_hist[-1] if self.t_hist else None
+        if last_t is not None and t <= last_t:
+            return []  # not monotonic: ignored
+        if last_t is None or t - last_t > 2.5 * self.p.period_s:
+            self.seg_start = t
+            self.repeats = 0
+        elif value == self.x_hist[-1]:
+            self.repeats += 1
+        else:
+            self.repeats = 0
+        self.t_hist.append(t)
+        self.x_hist.append(value)
+        if self.floor is None and self.learn_from is None:
+            self.learn_from = t
+        self._learn(t)
+        fired: dict[str, tuple[float, float, str] | None] = {k: None for k in TESTS}
+        seg = self._segment()
+        fired["stuck"] = self._stuck(seg)
+        fired["dropout"] = self._dropout(seg)
+        if self.floor is not None:
+            fired["spike"] = self._spike(seg)
+            fired["step"] = self._step(seg)
+            fired["noise"] = self._noise(seg)
+        fired["drift"] = self._drift(t)
+        if self.episodes.get("dropout", {}).get("active") or fired["dropout"]:
+            fired["stuck"] = None  # the dropout already says the reading sits still
+            fired["step"] = None
+        out = []
+        for test in TESTS:
+            f = self._episode(test, fired[test], t)
+            if f is not None:
+                out.append(f)
+        return out
+
+    def state(self) -> dict[str, Any]:
+        """JSON-serialisable: the learnt floor, the history and each test's episode."""
+        return {
+            "version": STATE_VERSION,
+            "params": {k: v for k, v in asdict(self.p).items() if k != "recovery_s"},
+            "t": list(self.t_hist),
+            "x": list(self.x_hist),
+            "seg_start": self.seg_start,
+            "floor": self.floor,
+            "repeat_p": self.repeat_p,
+            "quantum": self.quantum,
+            "learn_from": self.learn_from,
+            "repeats": self.repeats,
+            "episodes": self.episodes,
+            "dropped_to": self.dropped_to,
+            "steps": [list(v) for v in self.steps],
+        }
+
+    @classmethod
+    def from_state(
+        cls, state: dict[str, Any], params: WaterFaultParams | None = None, *, shift_s: float = 0.0
+    ) -> WaterFaultDetector:
+        """A detector that goes on from ``state``; ``shift_s`` is added to every kept time
+        (a restarted process's monotonic clock starts elsewhere).  Raises ``ValueError``
+        on a state this version cannot read."""
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"water fault state version {state.get('version')!r}")
+        det = cls(params)
+        try:
+            ts = [float(v) + shift_s for v in state["t"]]
+            xs = [float(v) for v in state["x"]]
+            if len(ts) != len(xs) or not all(map(math.isfinite, ts + xs)):
+                raise ValueError("history malformed")
+            det.t_hist.extend(ts)
+            det.x_hist.extend(xs)
+
+            def shifted(v: Any) -> float | None:
+                return None if v is None else float(v) + shift_s
+
+            det.seg_start = shifted(state["seg_start"])
+            det.floor = None if state["floor"] is None else float(state["floor"])
+            det.repeat_p = None if state["repeat_p"] is None else float(state["repeat_p"])
+            det.quantum = float(state["quantum"])
+            det.learn_from = shifted(state["learn_from"])
+            det.repeats = int(state["repeats"])
+            det.dropped_to = None if state["dropped_to"] is None else float(state["dropped_to"])
+            det.steps = [(float(a) + shift_s, float(b)) for a, b in state["steps"]]
+            for test, ep in dict(state["episodes"]).items():
+                if test in TESTS:
+                    det.episodes[test] = {
+                        "active": bool(ep.get("active")),
+                        "normal_since": shifted(ep.get("normal_since")),
+                    }
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"water fault state malformed: {exc}") from exc
+        return det
+
+    # -- learning ------------------------------------------------------------------------
+
+    def _learn(self, t: float) -> None:
+        if self.learn_from is None or t - self.learn_from < self.p.learn_s:
+            return
+        if any(self.episodes.get(k, {}).get("active") for k in ("stuck", "noise", "dropout")):
+            self.learn_from = t  # not from a faulty sensor: after the episode
+            return
+        ts = np.fromiter(self.t_hist, float)
+        xs = np.fromiter(self.x_hist, float)
+        x = xs[ts >= self.learn_from]
+        if len(x) < 0.6 * self.p.learn_s / self.p.period_s:
+            self.learn_from = t  # too many gaps: try again
+            return
+        d = np.diff(x)
+        nz = np.abs(d[np.abs(d) > 1e-9])
+        self.quantum = float(nz.min()) if len(nz) else 0.0
+        est = d3_scale(x)
+        self.floor = max(est, 0.3 * self.quantum, 0.01)
+        self.repeat_p = float((np.sum(np.abs(d) <= 1e-9) + 1) / (len(d) + 2))
+        self.learn_from = None
+
+    def _relearn(self, t: float) -> None:
+        self.learn_from = t
+
+    # -- the tests -----------------------------------------------------------------------
+
+    def _segment(self) -> np.ndarray:
+        n = 0
+        for tt in reversed(self.t_hist):
+            if self.seg_start is None or tt < self.seg_start or n >= 48:
+                break
+            n += 1
+        k = len(self.x_hist)
+        return np.array([self.x_hist[i] for i in range(k - n, k)], dtype=np.float64)
+
+    def _local_scale(self, seg: np.ndarray) -> float:
+        assert self.floor is not None
+        if len(seg) >= 12:
+            return max(self.floor, d3_scale(seg[-24:]))
+        return self.floor
+
+    def _stuck_needed(self) -> int:
+        if self.repeat_p is None:
+            return 18
+        p = min(self.repeat_p, 0.999)
+        need = math.ceil(math.log(self.p.stuck_chance) / math.log(p)) if p > 0 else 1
+        return int(min(max(need, self.p.stuck_min), self.p.stuck_max))
+
+    def _stuck(self, seg: np.ndarray) -> tuple[float, float, str] | None:
+        need = self._stuck_needed()
+        if self.repeats >= need:
+            span = self.repeats * self.p.period_s
+            floor = "not learnt yet" if self.floor is None else f"{self.floor:.2f} cm"
+            return (float(self.repeats), float(need - 1),
+                    f"level repeats {seg[-1]:.2f} cm exactly for {_duration(span)} "
+                    f"(this sensor's noise floor {floor})")  # fmt: skip
+        if self.floor is None or self.floor < 2.0 * self.quantum or len(seg) < self.p.quiet_n:
+            return None
+        scale = d3_scale(seg[-self.p.quiet_n :])
+        limit = self.floor * self.p.quiet_ratio
+        if scale < limit:
+            span = self.p.quiet_n * self.p.period_s
+            return (self.floor / max(scale, 1e-6), 1.0 / self.p.quiet_ratio,
+                    f"level varies by {scale:.3f} cm for {_duration(span)} while this "
+                    f"sensor's noise floor is {self.floor:.2f} cm")  # fmt: skip
+        return None
+
+    def _dropout(self, seg: np.ndarray) -> tuple[float, float, str] | None:
+        if self.dropped_to is not None and len(seg):
+            if seg[-1] == self.dropped_to or (self.dropped_to <= 0.0 and seg[-1] <= 0.0):
+                return (0.0, self.p.dropout_k, "still there")  # the episode goes on
+            self.dropped_to = None
+        if len(seg) < 3 + 6:
+            return None
+        post = seg[-3:]
+        flat = bool(np.all(post == post[0]))
+        low = bool(np.all(post <= 0.0))
+        if not (flat or low):
+            return None
+        before = seg[-3 - 12 : -3]
+        icept, slope, resid = _line(before)
+        expect = icept + slope * len(before)
+        scale = max(self.floor or 0.0, resid, 0.3 * self.quantum, 0.05)
+        jump = abs(float(post[0]) - expect)
+        score = jump / scale
+        if score > self.p.dropout_k and (low or jump > 1.0):
+            self.dropped_to = float(post[0])
+            what = "to 0 or below" if low else f"to {post[0]:.1f} cm and stays exactly there"
+            return (score, self.p.dropout_k,
+                    f"level jumped {jump:.1f} cm {what} (expected about {expect:.1f} cm; "
+                    f"noise {scale:.2f} cm)")  # fmt: skip
+        return None
+
+    def _spike(self, seg: np.ndarray) -> tuple[float, float, str] | None:
+        """1-3 readings off a parabola through the 4 before and the 2 after them, and outside
+        the range of their two neighbours: the level after is back where the level before
+        was heading (a flood's peak leaves a tail; a rise's onset lies between)."""
+        scale = self._local_scale(seg)
+        best: tuple[float, int, float] | None = None
+        for w in (1, 2, 3):
+            if len(seg) < w + 6 + 4:
+                continue
+            y = [float(v) for v in seg[-(w + 6) :]]
+            xs = [-4.0, -3.0, -2.0, -1.0, float(w), float(w + 1)]
+            ys = y[:4] + y[-2:]
+            c0, c1, c2 = _quad_fit(xs, ys)
+            fit = max(abs(v - (c0 + c1 * x + c2 * x * x)) for x, v in zip(xs, ys, strict=True))
+            dev = [y[4 + j] - (c0 + c1 * j + c2 * j * j) for j in range(w)]
+            if not (all(d > 0 for d in dev) or all(d < 0 for d in dev)):
+                continue
+            m = min(abs(d) for d in dev)
+            if fit > 3.0 * scale + 0.1 * m:
+                continue  # the neighbours do not lie on one smooth curve
+            lo, hi = min(y[3], y[4 + w]), max(y[3], y[4 + w])
+            outside = min(max(v - hi, lo - v) for v in y[4 : 4 + w])
+            if outside < 0.5 * m:
+                continue  # between its neighbours: a rise or fall bending, not a spike
+            score = m / scale
+            if best is None or score > best[0]:
+                best = (score, w, max(dev, key=abs))
+        if best is None or best[0] <= self.p.spike_k:
+            return None
+        score, w, dev = best
+        return (score, self.p.spike_k,
+                f"{w} reading(s) {dev:+.1f} cm off the level and back ({score:.0f} x the local "
+                f"noise {scale:.2f} cm)")  # fmt: skip
+
+    def _step(self, seg: np.ndarray) -> tuple[float, float, str] | None:
+        nb, na = self.p.step_before, self.p.step_after
+        if len(seg) < nb + na:
+            return None
+        post = seg[-na:]
+        pre = seg[-na - nb : -na]
+        i0, s0, r0 = _line(pre)
+        i1, s1, r1 = _line(post)
+        # joint between c-1 and c (c: the first reading after): left line at nb-1+u,
+        # right line at u-1 for u in [0, 1]
+        j_prev = (i1 - s1) - (i0 + s0 * (nb - 1))
+        j_at = i1 - (i0 + s0 * nb)
+        if j_prev * j_at <= 0:
+            return None
+        jump = min(abs(j_prev), abs(j_at)) * (1 if j_at > 0 else -1)
+        assert self.floor is not None
+        scale = max(self.floor, r0, r1, 0.3 * self.quantum)
+        score = abs(jump) / scale
+        if score <= self.p.step_k:
+            return None
+        if not self.episodes.get("step", {}).get("active"):
+            self.steps.append((self.t_hist[-na], jump))
+        return (score, self.p.step_k,
+                f"level stepped {jump:+.1f} cm between two readings with no rise between "
+                f"({score:.0f} x the noise {scale:.2f} cm)")  # fmt: skip
+
+    def _noise(self, seg: np.ndarray) -> tuple[float, float, str] | None:
+        assert self.floor is not None
+        if len(seg) < self.p.noise_n:
+            return None
+        scale = d3_scale(seg[-self.p.noise_n :])
+        ratio = scale / self.floor
+        if ratio > self.p.noise_ratio and scale - self.floor > self.quantum:
+            span = self.p.noise_n * self.p.period_s
+            return (ratio, self.p.noise_ratio,
+                    f"reading-to-reading noise {scale:.2f} cm over {_duration(span)}, "
+                    f"{ratio:.1f} x this sensor's floor of {self.floor:.2f} cm")  # fmt: skip
+        return None
+
+    def _median_at(self, ts: np.ndarray, xs: np.ndarray, end: float) -> float | None:
+        sel = (ts > end - TIDE_DAY_S) & (ts <= end)
+        if np.sum(sel) < 0.7 * TIDE_DAY_S / self.p.period_s:
+            return None
+        v = xs[sel]
+        lo, hi = np.quantile(v, (0.25, 0.75))
+        return float(v[(v >= lo) & (v <= hi)].mean())  # interquartile mean: see the module
+
+    def _drift(self, t: float) -> tuple[float, float, str] | None:
+        if self._drift_last is not None and t - self._drift_last[0] < 3600.0 - 1.0:
+            return self._drift_last[1]  # judged hourly: the medians move slowly
+        fired = self._drift_now(t)
+        self._drift_last = (t, fired)
+        return fired
+
+    def _drift_now(self, t: float) -> tuple[float, float, str] | None:
+        if not self.t_hist or t - self.t_hist[0] < 2 * DAY_S + TIDE_DAY_S - 2 * self.p.period_s:
+            return None
+        ts = np.fromiter(self.t_hist, float)
+        xs = np.fromiter(self.x_hist, float)
+        self.steps = [(tc, j) for tc, j in self.steps if tc >= ts[0]]
+        for tc, j in self.steps:
+            xs[ts >= tc] -= j  # a step told is not a drift
+        m0 = self._median_at(ts, xs, t - 2 * DAY_S)
+        m1 = self._median_at(ts, xs, t - DAY_S)
+        m2 = self._median_at(ts, xs, t)
+        if m0 is None or m1 is None or m2 is None:
+            return None
+        a, b = m1 - m0, m2 - m1
+        if a * b <= 0:
+            return None
+        rate = min(abs(a), abs(b))
+        if rate <= self.p.drift_cm_day:
+            return None
+        sign = 1 if b > 0 else -1
+        return (rate, self.p.drift_cm_day,
+                f"daily level (interquartile mean) moved {sign * abs(a):+.1f} then "
+                f"{sign * abs(b):+.1f} cm on two days running (a fouled or sinking sensor, "
+                f"or a real slow {'rise' if sign > 0 else 'fall'}: compare with a staff "
+                "gauge)")  # fmt: skip
+
+    # -- episodes ------------------------------------------------------------------------
+
+    def _episode(
+        self, test: str, fired: tuple[float, float, str] | None, t: float
+    ) -> Finding | None:
+        ep = self.episodes.setdefault(test, {"active": False, "normal_since": None})
+        if ep["active"]:
+            if fired is not None:
+                ep["normal_since"] = None
+            elif ep["normal_since"] is None:
+                ep["normal_since"] = t
+            elif t - ep["normal_since"] >= self.p.recovery(test):
+                ep["active"], ep["normal_since"] = False, None
+                if test in ("stuck", "noise", "dropout"):
+                    self._relearn(t)
+            return None
+        if fired is None:
+            return None
+        ep["active"], ep["normal_since"] = True, None
+        score, threshold, detail = fired
+        return Finding(test=test, pattern=PATTERN[test], score=round(score, 3),
+                       threshold=threshold, detail=detail)  # fmt: skip

@@ -1,0 +1,114 @@
+"""The water fault rules: judged against the sensor's own noise, one episode per test."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from edge.health.water_faults import WaterFaultDetector
+
+P = 600.0
+DAY = 144  # readings a day
+
+
+def calm(n: int, noise: float, seed: int = 1, level: float = 8.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.round(level + rng.normal(0.0, noise, n), 1)
+
+
+def tide(n: int, noise: float, seed: int = 2) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) * P / 60.0
+    x = 150 + 80 * np.cos(2 * np.pi * t / 745.2) + 25 * np.cos(2 * np.pi * t / 720.0 + 1.0)
+    return np.round(x + rng.normal(0.0, noise, n), 1)
+
+
+def feed(det: WaterFaultDetector, x: np.ndarray, start: int = 0) -> list[tuple[int, str]]:
+    out = []
+    for i, v in enumerate(x, start):
+        out.extend((i, f.test) for f in det.add(i * P, float(v)))
+    return out
+
+
+def test_a_quiet_paddy_is_not_stuck() -> None:
+    # 0.1 cm per reading, rounded to 1 mm: a third of the readings repeat the last one
+    det = WaterFaultDetector()
+    assert feed(det, calm(6 * DAY, 0.1)) == []
+    assert det.floor is not None and 0.05 < det.floor < 0.2
+
+
+def test_a_frozen_reading_is_stuck_once_with_the_floor_in_its_detail() -> None:
+    det = WaterFaultDetector()
+    x = calm(2 * DAY, 0.3)
+    x[DAY:] = x[DAY - 1]
+    found: list = []
+    for i, v in enumerate(x):
+        found.extend((i, f) for f in det.add(i * P, float(v)))
+    assert [f.test for _, f in found] == ["stuck"]
+    at, f = found[0]
+    assert DAY < at <= DAY + 18, "caught within 3 hours"
+    assert f.pattern == "stuck" and f.score > f.threshold
+    assert "noise floor" in f.detail and f"{det.floor:.2f} cm" in f.detail
+
+
+def test_a_tide_is_normal_but_a_step_on_it_is_not() -> None:
+    x = tide(5 * DAY, 0.3)
+    assert feed(WaterFaultDetector(), x) == []
+    x[3 * DAY :] += 12.0  # the probe slipped on its mount
+    found = feed(WaterFaultDetector(), x)
+    assert [t for _, t in found] == ["step"]
+    assert 3 * DAY <= found[0][0] <= 3 * DAY + 8
+
+
+def test_a_spike_is_told_even_while_another_tests_episode_runs() -> None:
+    det = WaterFaultDetector()
+    x = calm(3 * DAY, 0.2)
+    x[DAY:] += np.random.default_rng(5).normal(0.0, 1.5, 2 * DAY)  # noise from here on
+    x = np.round(x, 1)
+    x[2 * DAY] += 25.0
+    found = feed(det, x)
+    assert [t for _, t in found] == ["noise", "spike"]
+    assert det.active == ["noise"], "the spike's episode ended, the noise goes on"
+
+
+def test_a_dropout_to_zero_is_one_dropout_not_also_a_step_and_stuck() -> None:
+    x = calm(3 * DAY, 0.4, level=60.0)
+    x[DAY:] = 0.0
+    found = feed(WaterFaultDetector(), x)
+    assert [t for _, t in found] == ["dropout"]
+    assert found[0][0] <= DAY + 3
+
+
+def test_drift_of_5_cm_a_day_is_caught_within_3_days() -> None:
+    x = calm(10 * DAY, 0.5, level=80.0).astype(float)
+    x[3 * DAY :] -= 5.0 * np.arange(7 * DAY) / DAY
+    found = feed(WaterFaultDetector(), np.round(x, 1))
+    assert [t for _, t in found] == ["drift"]
+    assert found[0][0] - 3 * DAY <= 3 * DAY
+
+
+def test_the_state_goes_on_after_a_restart_without_a_second_event() -> None:
+    x = calm(2 * DAY, 0.3)
+    x[DAY:] = x[DAY - 1]
+    det = WaterFaultDetector()
+    assert [t for _, t in feed(det, x[: DAY + 30])] == ["stuck"]
+    kept = json.loads(json.dumps(det.state()))  # through the JSON file
+    # a new process: its monotonic clock starts at 0, ten minutes after the last reading
+    shift = 0.0 - (DAY + 29) * P - P
+    again = WaterFaultDetector.from_state(kept, shift_s=shift)
+    assert again.floor == det.floor and again.active == ["stuck"]
+    found = []
+    for i, v in enumerate(x[DAY + 30 :]):
+        found.extend(again.add(i * P, float(v)))
+    assert found == [], "the same episode goes on"
+
+
+def test_the_floor_is_learnt_again_after_a_noise_episode_ends() -> None:
+    det = WaterFaultDetector()
+    rng = np.random.default_rng(3)
+    x = np.round(np.concatenate([40 + rng.normal(0, 0.2, DAY), 40 + rng.normal(0, 2.0, DAY),
+                                 40 + rng.normal(0, 0.35, 3 * DAY)]), 1)  # fmt: skip
+    found = feed(det, x)
+    assert "noise" in [t for _, t in found]  # (its first wild readings may be spikes too)
+    assert det.floor is not None and 0.26 < det.floor < 0.5, "the new sensor's floor"
