@@ -27,7 +27,11 @@ must not restart the 30-s count.  A *face-down episode* begins with the first
 ``prone`` reading and goes on through ``unknown`` readings (never safe) and through
 safe readings (on the back, on the side, out of the cot) until these have lasted
 ``prone_reset_s`` without a break; the alarm goes off once the episode has lasted
-``prone_alarm_s``, whatever the current tick reads.  A latched face-down alarm
+``prone_alarm_s`` and at least ``PRONE_SHARE`` (40 %) of the answered readings of
+the last ``prone_alarm_s`` said face down, whatever the current tick reads.  The
+share keeps scattered misreads of a child on its back (a tick in five read
+"prone") from adding up to an alarm, while a face-down child read correctly only
+every other answered tick still raises one.  A latched face-down alarm
 likewise counts the child as safe again only after ``prone_reset_s`` of safe
 readings.  The "look now" count is smoothed the same way: it ends only after the
 model has answered (any posture, or the cot emptied) for ``prone_reset_s``.
@@ -39,9 +43,13 @@ presses and drives the buzzer from :attr:`CotRule.sounding`.
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field
 
 SAFE_POSTURES = frozenset({"supine", "left", "right", "empty"})
+PRONE_SHARE = 0.4
+"""Share of the answered readings of the last ``prone_alarm_s`` that must say face
+down for the face-down alarm (unknown readings are not counted either way)."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +140,8 @@ class CotRule:
     _look_quiet_until: float | None = None
     """A staff member acknowledged the prompt: quiet until then (the next check)."""
     _last_t: float = 0.0
+    _answers: deque[tuple[float, bool]] = field(default_factory=deque)
+    """(t, face down?) of the answered readings (not unknown) of the last prone_alarm_s."""
     _next_check: float | None = None
     _alarms: dict[str, _Alarm] = field(default_factory=dict)
     _model_down_told: bool = False
@@ -189,6 +199,10 @@ class CotRule:
             self._next_check = t  # the first check as soon as the infant lies down
         if not occupied:
             self._next_check = None
+        if self.posture != "unknown":
+            self._answers.append((t, self.posture == "prone"))
+        while self._answers and self._answers[0][0] <= t - self.prone_alarm_s:
+            self._answers.popleft()
         if self.posture in SAFE_POSTURES:
             if self._safe_since is None:
                 self._safe_since = t
@@ -204,6 +218,7 @@ class CotRule:
             self._prone_since is not None
             and "prone_alarm" not in self._alarms
             and t - self._prone_since >= self.prone_alarm_s
+            and self._prone_share() >= PRONE_SHARE
         ):
             self._alarms["prone_alarm"] = _Alarm("prone_alarm", t)
             out.append(AlarmRaised("prone_alarm", "prone", t - self._prone_since))
@@ -221,6 +236,13 @@ class CotRule:
             out.append(PostureCheck(self.posture, probability))
             self._next_check = self._after(t)
         return out
+
+    def _prone_share(self) -> float:
+        """Share of the answered readings of the last ``prone_alarm_s`` that said face
+        down (1.0 with none answered: unknown readings never count as safe)."""
+        if not self._answers:
+            return 1.0
+        return sum(prone for _, prone in self._answers) / len(self._answers)
 
     def _safe_for(self, t: float) -> bool:
         """Safe readings have lasted ``prone_reset_s`` without a break."""
