@@ -294,9 +294,13 @@ class PostureModel:
             from edge.inference.posture_input import canonical
 
             x = canonical(frame.cells, empty_level, frame.rows, frame.cols)
+            # Which end is the head is the model's to find: ask it both ways round and
+            # average, so a child turned by 180 degrees gets exactly the same answer.
+            p = (self.model.predict(x)[0] + self.model.predict(x[::-1, ::-1])[0]) / 2.0
+            p = p.astype(np.float64)
         else:
             x = np.frombuffer(frame.cells, dtype=np.uint8).astype(np.float32) / self.divisor
-        p = self.model.predict(x)[0].astype(np.float64)
+            p = self.model.predict(x)[0].astype(np.float64)
         if self.temperature != 1.0:
             z = np.log(np.maximum(p, 1.0 / 512)) / self.temperature
             e = np.exp(z - z.max())

@@ -154,7 +154,12 @@ def main(argv: list[str] | None = None) -> None:
     rep[0].fill(0.0)
     rep[1].fill(CLIP)  # the int8 input spans exactly 0..CLIP
     tflite = to_int8_tflite(model, (r[None] for r in rep))
-    run = tflite_runner(tflite)
+    run_once = tflite_runner(tflite)
+
+    def run(inputs: np.ndarray) -> np.ndarray:
+        """Both ways round, averaged: what the device does (PostureModel.probabilities)."""
+        out: np.ndarray = (run_once(inputs) + run_once(inputs[:, ::-1, ::-1].copy())) / 2.0
+        return out
 
     pv = run(xv)
     temperature = fit_temperature(pv, yv)
