@@ -17,11 +17,12 @@ days of history, each test's episode) is kept in ``anomaly-<sensor>.json`` besid
 the outbox, and taken back at start whatever its age (the floor is still this
 sensor's; the short tests start afresh after a gap).
 
-**A mat's load** is still scored by the anomaly model (see :data:`RULES` for the
-hook that switches it to a rule): fed at the model's own period from its card
-(0.5 s); an event needs the card's ``confirm_windows`` anomalous windows in a
-row (16: eight seconds), and one episode blocks new events until the series has
-looked normal for a whole window.
+**A mat's load** is judged by :class:`edge.health.mat_load_faults.MatLoadDetector`
+(the same shape: per-test episodes against the mat's own noise), fed every 0.5 s
+and keeping no state on the card.  A series not in :data:`RULES` is still scored
+by the anomaly model: at the model's own period from its card, an event after the
+card's ``confirm_windows`` anomalous windows in a row, one episode blocking new
+events until the series has looked normal for a whole window.
 
 The event names the tests that fired (``tests``) and what the series most
 likely did (``pattern``: ``stuck``, ``spike_or_step``, ``dropout``, ``drift`` or
@@ -42,6 +43,7 @@ from typing import Any
 
 from edge.event import Anomaly, SensorFault
 from edge.files import write_atomic
+from edge.health.mat_load_faults import MatLoadDetector
 from edge.health.water_faults import WaterFaultDetector
 from edge.link.recorder import Record
 
@@ -74,11 +76,15 @@ RULES: dict[str, tuple[Callable[[], Any], Callable[[dict[str, Any], float], Any]
         lambda state, shift: WaterFaultDetector.from_state(state, shift_s=shift),
         WATER_PERIOD_S,
     ),
+    "mat_load": (
+        MatLoadDetector,
+        lambda state, shift: MatLoadDetector.from_state(state),  # never kept: see below
+        0.5,
+    ),
 }
 """Series judged by a pure rule instead of the model: ``(new, from_state(state, shift_s),
-period_s)``.  The hook for the mat: once ``edge.health.mat_load_faults.MatLoadDetector``
-and its tests are in, add ``"mat_load": (MatLoadDetector, <from_state>, 0.5)`` here (a
-series faster than :data:`KEEP_MIN_PERIOD_S` keeps no state on the card)."""
+period_s)``.  A series faster than :data:`KEEP_MIN_PERIOD_S` (the mat's 0.5 s) keeps no
+state on the card.  A series not named here is scored by the anomaly model."""
 RESUME_MAX_GAP_S = 30 * 86400.0
 """A kept rule state whose last reading is older than this by the wall clock (or dated in
 the future: a clock not synced yet) is taken back as if the gap were a few periods."""

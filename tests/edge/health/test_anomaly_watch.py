@@ -1,4 +1,4 @@
-"""A series watched: water by the fault rules, a mat by the model; one event per episode."""
+"""A series watched by its fault rules (water, a mat's load): one event per episode and test."""
 
 from __future__ import annotations
 
@@ -108,16 +108,17 @@ async def test_values_much_slower_than_the_period_are_not_judged(
     assert "not judged" in caplog.text
 
 
-async def test_faster_values_are_thinned_to_the_models_period() -> None:
+async def test_faster_values_are_thinned_to_the_rules_period() -> None:
     events = Events()
     watch = AnomalyWatch("mat_1", "mat_load", events)
     await watch.start()
-    for i in range(10 * 64 * 2):  # 10 readings per model period
+    for i in range(10 * 128):  # ten readings per 0.5-s period, 64 s
         await watch.add(6.0, i * watch.period_s / 10)
-    assert watch.scored <= 64 + 2
+    assert 126 <= watch.scored <= 130
+    assert [d["tests"] for _, _, d in events.got] == [["stuck"]], "a frozen load, once"
 
 
-# -- the water window across restarts ------------------------------------------------------
+# -- the water state across restarts ------------------------------------------------------
 
 
 class Wall:
@@ -195,9 +196,10 @@ async def test_a_corrupt_kept_state_is_ignored(
 async def test_a_mat_window_is_not_written_to_the_card(tmp_path: Path) -> None:
     watch = AnomalyWatch("mat_1", "mat_load", Events(), state_dir=tmp_path)
     await watch.start()
+    assert watch.rule is not None and watch.model is None, "the mat's rule, no model"
     for i in range(100):
         await watch.add(6.0 + 0.03 * np.sin(i), i * watch.period_s)
-    assert watch.scored == 100 - 63
+    assert watch.scored == 100
     left = list(tmp_path.iterdir())  # noqa: ASYNC240 - one listing, in a test
     assert left == [], "a 32-s window refills at once: no SD card wear"
 
