@@ -1,12 +1,13 @@
 """Held-out metrics of the COMMITTED models, through the device's own wrapper.
 
-    python -m models.evaluate [--posture-frames 600] [--anomaly-seeds 2000]
-                              [--recording FILE.npz ...] [--update-card]
+    python -m models.evaluate [--posture-frames 600] [--recording FILE.npz ...]
+                              [--update-card] [--posture-only | --anomaly-only]
+                              [--series 6] [--days 8] [--minutes 30] [--autoencoder]
 
-Loads ``models/posture/posture.tflite`` and ``models/anomaly/anomaly.tflite``
-with :mod:`edge.inference.runtime` (the LiteRT interpreter, the card checks, the
-preprocessing and decision rule the device uses) and scores them on frames and
-series no training run used:
+Loads ``models/posture/posture.tflite`` with :mod:`edge.inference.runtime` (the
+LiteRT interpreter, the card checks, the preprocessing and decision rule the
+device uses) and scores it, and the device's series fault rules, on frames and
+series no training or tuning run used:
 
 - posture, per family: the two training worlds on held-out seeds, and the
   evaluation-only world (``models/evalworlds/posture.py``, never trained or
@@ -15,7 +16,9 @@ series no training run used:
   and the invariances the device needs (a turned, shifted or mirrored frame, a
   mat whose empty level crept up by 3 counts);
 - any recordings from real mats (``edge mat record``): the same figures;
-- the anomaly detectors (see :func:`evaluate_anomaly`).
+- the series fault rules the daemon runs for water levels and cot-mat loads, beside
+  a trivial baseline, on the independent series of ``models/evalworlds/series.py``
+  (see :func:`evaluate_anomaly`).
 
 No TensorFlow needed.  Exits 1 while any target is missed.
 """
@@ -32,12 +35,10 @@ from typing import Any
 import numpy as np
 
 from drivers.motion_mat import MatFrame
-from edge.inference.runtime import UNKNOWN, AnomalyModel, PostureModel
-from models.anomaly import data as anomaly_data
+from edge.inference.runtime import UNKNOWN, PostureModel
 from models.metrics import abstaining_report, confusion_text
 
 POSTURE_TARGETS = {"prone_recall": 0.97, "false_prone": 0.03, "abstain": 0.10}
-ANOMALY_TARGETS = {"recall": 0.90, "false_positive_rate": 0.01}
 LABELS = ("empty", "supine", "prone", "left", "right")
 HELDOUT_SEED = 8_000
 """Held-out seeds of the training families (training uses 0-999; train.py's own 7000+)."""
@@ -225,37 +226,79 @@ def _cells(r: dict[str, Any]) -> str:
     )
 
 
-def evaluate_anomaly(n_seeds: int) -> dict[str, Any]:
-    sets = anomaly_data.heldout_sets(n_seeds)
-    out: dict[str, Any] = {}
+WATER_TARGETS = {"false_per_day": 0.1, "sudden_recall": 0.95, "drift_recall": 0.95}
+SUDDEN_WATER = ("spike", "stuck", "offset", "dropout", "noise")
+MAT_TARGETS = {"false_per_hour": 0.2}
+MAT_HORIZONS = {"spike": 10.0, "stuck": 60.0, "drop": 60.0, "drift": 1200.0, "noise": 300.0}
+"""How soon after its onset a mat fault must be told (s)."""
+
+
+def evaluate_anomaly(n: int, days: float, minutes: float, autoencoder: bool) -> dict[str, Any]:
+    """The series fault rules the daemon runs, beside the trivial baseline (and, asked, the
+    autoencoder they replaced), on the independent series of ``models/evalworlds/series.py``
+    (never tuned on): false events per sensor-day / cot-hour, recall and delay per fault."""
+    from edge.health.mat_load_faults import MatLoadDetector
+    from models.anomaly import scoring
+    from models.evalworlds import series as E
+
+    out: dict[str, Any] = {"water": {}, "mat": {}}
     ok = True
-    for kind, by_type in sets.items():
-        model = AnomalyModel.load(series=kind)
-        flagged = {
-            name: float(np.mean([model.is_anomalous(w) for w in raw]))
-            for name, raw in by_type.items()
+
+    def water(family: str, k: int, length: float, seed: int, fault: str | None) -> list[Any]:
+        return list(E.water(family, k, length, seed, fault=fault))
+
+    dets: dict[str, Any] = {
+        "rules": scoring.DETECTORS["water"], "baseline": scoring.BaselineDetector,
+    }
+    if autoencoder:
+        dets["autoencoder"] = scoring.AutoencoderDetector
+    print(f"water (independent series, {n} per family and fault, {days:g} days; false events "
+          f"per sensor-day, recall % / median delay h; targets: <= 0.1, sudden faults >= 95 %, "
+          f"drift within 3 days >= 95 %)")  # fmt: skip
+    scores: dict[tuple[str, str], Any] = {}
+    scoring.table("eval", E.WATER_FAMILIES, E.WATER_FAULTS, dets, n, days, 11, make=water,
+                  scores=scores)  # fmt: skip
+    for family in E.WATER_FAMILIES:
+        sc = scores[(family, "rules")]
+        r = {
+            "false_per_day": sc.false_per_day,
+            "recall": {f: sc.recall(f) for f in E.WATER_FAULTS},
+            "baseline_false_per_day": scores[(family, "baseline")].false_per_day,
         }
-        recall = {a: flagged[a] for a in anomaly_data.ANOMALIES}
-        r: dict[str, Any] = {
-            "false_positive_rate": flagged["normal"],
-            "recall": recall,
-            "recall_all": float(np.mean(list(recall.values()))),
-            "normal_windows": len(by_type["normal"]),
-            "anomalous_windows_per_type": len(by_type["spike"]),
-            "threshold": model.threshold,
+        r["meets_targets"] = (
+            sc.false_per_day <= WATER_TARGETS["false_per_day"]
+            and all(sc.recall(f) >= WATER_TARGETS["sudden_recall"] for f in SUDDEN_WATER
+                    if f in E.WATER_FAULTS)
+            and sc.recall("drift") >= WATER_TARGETS["drift_recall"]
+        )  # fmt: skip
+        ok = ok and r["meets_targets"]
+        out["water"][family] = r
+        print(f"  water {family}: {'ok' if r['meets_targets'] else 'MISSED'}")
+
+    def mat(family: str, k: int, length: float, seed: int, fault: str | None) -> list[Any]:
+        return list(E.mat(family, k, length, seed, fault=fault))
+
+    def mat_baseline() -> Any:
+        return scoring.BaselineDetector(n=24, k=6.0, repeat=20, recovery=120)
+
+    print(f"mat load (independent series, {n * 3} per family and fault, {minutes:g} min; false "
+          f"events per cot-hour (target <= 0.2), recall % / median delay h)")  # fmt: skip
+    mscores: dict[tuple[str, str], Any] = {}
+    scoring.table("eval", E.MAT_FAMILIES, E.MAT_FAULTS,
+                  {"rules": MatLoadDetector, "baseline": mat_baseline}, n * 3, minutes, 21,
+                  make=mat, scores=mscores, device_period_s=0.5, unit_s=3600.0,
+                  horizons=MAT_HORIZONS, default_horizon_s=300.0)  # fmt: skip
+    for family in E.MAT_FAMILIES:
+        sc = mscores[(family, "rules")]
+        r = {
+            "false_per_hour": sc.false_per_day,
+            "recall": {f: sc.recall(f) for f in E.MAT_FAULTS},
+            "baseline_false_per_hour": mscores[(family, "baseline")].false_per_day,
         }
-        out[kind] = r
-        ok = ok and (
-            r["recall_all"] >= ANOMALY_TARGETS["recall"]
-            and r["false_positive_rate"] <= ANOMALY_TARGETS["false_positive_rate"]
-        )
-        print(
-            f"anomaly/{kind} ({r['normal_windows']} normal, {r['anomalous_windows_per_type']} "
-            f"per anomaly type): false positives {100 * r['false_positive_rate']:.2f} % / window "
-            f"(target <= 1 %), recall {100 * r['recall_all']:.1f} % (target >= 90 %): "
-            + ", ".join(f"{a} {100 * v:.1f} %" for a, v in recall.items())
-        )
-        model.close()
+        r["meets_targets"] = sc.false_per_day <= MAT_TARGETS["false_per_hour"]
+        ok = ok and r["meets_targets"]
+        out["mat"][family] = r
+        print(f"  mat {family}: {'ok' if r['meets_targets'] else 'MISSED'}")
     out["meets_targets"] = ok
     return out
 
@@ -271,20 +314,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--posture-only", action="store_true")
     ap.add_argument("--update-card", action="store_true",
                     help="write the figures into models/posture/MODEL_CARD.md")
-    ap.add_argument("--anomaly-seeds", type=int, default=2000, help="held-out series per kind")
+    ap.add_argument("--anomaly-only", action="store_true")
+    ap.add_argument("--series", type=int, default=6, help="series per family and fault")
+    ap.add_argument("--days", type=float, default=8.0, help="length of a water series")
+    ap.add_argument("--minutes", type=float, default=30.0, help="length of a mat series")
+    ap.add_argument("--autoencoder", action="store_true",
+                    help="also score the water autoencoder the rules replaced (slow)")
     ap.add_argument("--json", action="store_true", help="also print the metrics as JSON")
     args = ap.parse_args(argv)
-    posture = evaluate_posture(args.posture_frames, args.recording, args.posture_model)
-    if args.update_card:
-        update_card(posture)
-    if args.posture_only:
-        if args.json:
-            print(json.dumps({"posture": posture}, indent=2))
-        return 0 if posture["meets_targets"] else 1
-    anomaly = evaluate_anomaly(args.anomaly_seeds)
+    report: dict[str, Any] = {}
+    if not args.anomaly_only:
+        report["posture"] = evaluate_posture(args.posture_frames, args.recording,
+                                             args.posture_model)  # fmt: skip
+        if args.update_card:
+            update_card(report["posture"])
+    if not args.posture_only:
+        report["anomaly"] = evaluate_anomaly(args.series, args.days, args.minutes,
+                                             args.autoencoder)  # fmt: skip
     if args.json:
-        print(json.dumps({"posture": posture, "anomaly": anomaly}, indent=2))
-    return 0 if posture["meets_targets"] and anomaly["meets_targets"] else 1
+        print(json.dumps(report, indent=2, default=float))
+    return 0 if all(r["meets_targets"] for r in report.values()) else 1
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Episode metrics for any series fault detector on any list of series (issue 15).
 
-    .venv/bin/python -m models.anomaly.scoring [--worlds tuning|eval|both] [--n 12] [--days 10]
+    .venv/bin/python -m models.anomaly.scoring [--n 12] [--days 10]     # the tuning families
+    .venv/bin/python -m models.evaluate --anomaly-only                  # + the independent ones
 
 What reaches people is episodes, so this scores *events* (the findings a
 detector returns: each is the start of an episode), not windows:
@@ -19,9 +20,11 @@ Detectors, side by side on the same series:
                  ran it before issue 15 (64-reading windows, ``confirm_windows`` anomalous
                  windows in a row, one episode blocks all new events).
 
-Series come from ``models.anomaly.data.water_family`` (the tuning families) or, when it
-exists, from ``models.evalworlds.series.water`` (evaluation only: never tuned on).
-A series faster than 600 s is thinned to the daemon's 600 s, as ``AnomalyWatch`` does.
+Series come from ``models.anomaly.data.water_family`` (the tuning families); the
+independent ones (``models.evalworlds.series``, evaluation only: never tuned on) are
+scored by ``models.evaluate``, which hands them to :func:`table` -- this module never
+imports them, so nothing that tunes can reach them.  A series faster than the
+detector's period (water 600 s, mat load 0.5 s) is thinned to it, as ``AnomalyWatch`` does.
 """
 
 from __future__ import annotations
@@ -151,10 +154,12 @@ DETECTORS: dict[str, Callable[[], Detector]] = {
 }
 
 
-def run(detector: Detector, s: Any) -> list[tuple[float, Any]]:
-    """``(t, finding)`` for every finding on series ``s`` (thinned to 600 s when faster)."""
+def run(
+    detector: Detector, s: Any, device_period_s: float = DEVICE_PERIOD_S
+) -> list[tuple[float, Any]]:
+    """``(t, finding)`` for every finding on series ``s`` (thinned to the device's period)."""
     period = float(s.period_s)
-    take = max(1, round(DEVICE_PERIOD_S / period)) if period < 0.9 * DEVICE_PERIOD_S else 1
+    take = max(1, round(device_period_s / period)) if period < 0.9 * device_period_s else 1
     out = []
     for i in range(0, len(s.values), take):
         t = i * period
@@ -174,8 +179,12 @@ class Score:
     def __post_init__(self) -> None:
         self.caught, self.total, self.delays_h = {}, {}, {}
 
+    unit_s: float = DAY_S
+    """False events are counted per this much clean series (a sensor-day; a cot-hour)."""
+
     @property
     def false_per_day(self) -> float:
+        """False events per :attr:`unit_s` of clean series (per sensor-day by default)."""
         return self.false_events / self.sensor_days if self.sensor_days else float("nan")
 
     def recall(self, fault: str) -> float:
@@ -195,21 +204,31 @@ def onset_index(s: Any) -> int | None:
     return int(s.onset)
 
 
-def score(make: Callable[[], Detector], series: Iterable[Any]) -> Score:
-    """Episode metrics of a fresh detector from ``make`` on each series."""
-    sc = Score()
+def score(
+    make: Callable[[], Detector],
+    series: Iterable[Any],
+    *,
+    device_period_s: float = DEVICE_PERIOD_S,
+    unit_s: float = DAY_S,
+    horizons: dict[str, float] | None = None,
+    default_horizon_s: float = DEFAULT_HORIZON_S,
+) -> Score:
+    """Episode metrics of a fresh detector from ``make`` on each series (false events per
+    ``unit_s`` of clean series; a fault caught within its horizon after the onset)."""
+    horizons = HORIZON_S if horizons is None else horizons
+    sc = Score(unit_s=unit_s)
     assert sc.caught is not None and sc.total is not None and sc.delays_h is not None
     for s in series:
-        found = run(make(), s)
+        found = run(make(), s, device_period_s)
         period = float(s.period_s)
         at = onset_index(s)
         if at is None:
-            sc.sensor_days += len(s.values) * period / DAY_S
+            sc.sensor_days += len(s.values) * period / unit_s
             sc.false_events += len(found)
             continue
         fault = str(s.fault)
         t0 = at * period
-        horizon = HORIZON_S.get(fault, DEFAULT_HORIZON_S)
+        horizon = horizons.get(fault, default_horizon_s)
         sc.total[fault] = sc.total.get(fault, 0) + 1
         after = [t for t, _ in found if t0 <= t <= t0 + horizon]
         if after:
@@ -239,27 +258,40 @@ def tuning_series(family: str, n: int, days: float, seed: int, fault: str | None
     return out
 
 
-def eval_series(family: str, n: int, days: float, seed: int, fault: str | None) -> list[Any]:
-    from models.evalworlds import series as E  # evaluation only: never tuned on
-
-    return list(E.water(family, n, days, seed, fault=fault))
+SeriesMaker = Callable[[str, int, float, int, "str | None"], list[Any]]
+"""``(family, n, length, seed, fault) -> series``: length in days (water) or minutes (mat)."""
 
 
 def table(
-    worlds: str, families: Sequence[str], faults: Sequence[str], detectors: Sequence[str],
-    n: int, days: float, seed: int,
+    worlds: str,
+    families: Sequence[str],
+    faults: Sequence[str],
+    detectors: Sequence[str] | dict[str, Callable[[], Detector]],
+    n: int,
+    days: float,
+    seed: int,
+    *,
+    make: SeriesMaker | None = None,
+    scores: dict[tuple[str, str], Score] | None = None,
+    **score_kw: Any,
 ) -> list[str]:
-    """One line per family x detector: false events/sensor-day, recall % and delay per fault."""
-    make = eval_series if worlds == "eval" else tuning_series
-    head = f"{'world':6s} {'family':14s} {'detector':11s} {'false/day':>9s} " + " ".join(
+    """One line per family x detector: false events per unit (sensor-day by default), recall %
+    and median delay per fault.  ``make``: where the series come from (default: the tuning
+    families); ``detectors``: names of :data:`DETECTORS` or name -> factory; ``scores``:
+    filled with each (family, detector)'s :class:`Score`; ``score_kw``: for :func:`score`."""
+    make = make or tuning_series
+    dets = detectors if isinstance(detectors, dict) else {d: DETECTORS[d] for d in detectors}
+    head = f"{'world':6s} {'family':14s} {'detector':11s} {'false':>9s} " + " ".join(
         f"{f:>14s}" for f in faults
     )
     lines = [head, "-" * len(head)]
     for family in families:
         normal = make(family, n, days, seed, None)
         faulty = {f: make(family, n, days, seed + 1 + i, f) for i, f in enumerate(faults)}
-        for name in detectors:
-            sc = score(DETECTORS[name], [*normal, *(s for f in faults for s in faulty[f])])
+        for name, factory in dets.items():
+            sc = score(factory, [*normal, *(s for f in faults for s in faulty[f])], **score_kw)
+            if scores is not None:
+                scores[(family, name)] = sc
             cells = []
             for f in faults:
                 r, d = sc.recall(f), sc.median_delay_h(f)
@@ -272,7 +304,6 @@ def table(
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--worlds", choices=("tuning", "eval", "both"), default="tuning")
     ap.add_argument("--n", type=int, default=12, help="series per family and fault")
     ap.add_argument("--days", type=float, default=10.0)
     ap.add_argument("--seed", type=int, default=0)
@@ -281,19 +312,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     dets = [d for d in args.detectors.split(",") if d]
     started = time.monotonic()
-    for worlds in (("tuning", "eval") if args.worlds == "both" else (args.worlds,)):
-        if worlds == "eval":
-            from models.evalworlds import series as E
-
-            fams, faults = tuple(E.WATER_FAMILIES), tuple(E.WATER_FAULTS)
-        else:
-            fams, faults = D.WATER_FAMILIES, D.WATER_FAULTS
-        if args.families:
-            fams = tuple(f for f in args.families.split(",") if f in fams)
-        print(f"# {worlds}: n={args.n} series per family and fault, {args.days:g} days each; "
-              f"recall % and median delay (h); spike within 1 h, drift within 3 days, "
-              f"others within 1 day")  # fmt: skip
-        table(worlds, fams, faults, dets, args.n, args.days, args.seed)
+    fams: tuple[str, ...] = D.WATER_FAMILIES
+    if args.families:
+        fams = tuple(f for f in args.families.split(",") if f in fams)
+    print(f"# tuning: n={args.n} series per family and fault, {args.days:g} days each; "
+          f"false events per sensor-day; recall % and median delay (h); spike within 1 h, "
+          f"drift within 3 days, others within 1 day")  # fmt: skip
+    table("tuning", fams, D.WATER_FAULTS, dets, args.n, args.days, args.seed)
     print(f"# {time.monotonic() - started:.0f} s", file=sys.stderr)
     return 0
 

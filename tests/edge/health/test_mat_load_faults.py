@@ -159,3 +159,18 @@ def test_ten_readings_a_second_are_thinned_to_the_mats_pace() -> None:
     frozen = np.full(10 * 60, fast[-1])
     found = feed(det, frozen, t0=20 * 60.0, period=0.1)
     assert names_of(found) == ["stuck"] and found[0][0] - 20 * 60.0 <= 30
+
+
+def test_one_glitch_is_not_told_but_a_connector_that_keeps_glitching_is() -> None:
+    """A lone reading 3 kg off hides no child: staff are not called for it.  Three within
+    five minutes are a failing connector: told, once."""
+    rng = np.random.default_rng(9)
+    values = sleeping(rng, 30)
+    values[1200] += 3.0
+    assert feed(MatLoadDetector(), values) == []
+    for k in (2400, 2600, 2800):  # 100 s apart
+        values[k] += 3.0
+    found = feed(MatLoadDetector(), values)
+    assert names_of(found) == ["spike"]
+    t, _ = found[0]
+    assert 2800 * PERIOD <= t <= 2800 * PERIOD + 10.0  # judged once the mat is calm again
