@@ -87,12 +87,15 @@ def canonical_load(
     out_cols: int,
     angle: float | None = None,
     shift: tuple[float, float] = (0.0, 0.0),
+    zoom: float = 1.0,
 ) -> np.ndarray:
     """A load map (counts above the empty mat, ``rows x cols``) turned, centred and scaled.
 
     ``angle``: the body axis's direction in radians (default: the load's principal
-    axis); ``shift``: (rows, columns) added to the centroid.  Training passes a
-    little jitter in both, so the model does not depend on their exact values.
+    axis); ``shift``: (rows, columns) added to the centroid; ``zoom``: mat cells per
+    output cell (training draws it around 1 so a smaller or larger child, or a mat
+    with other cells, looks familiar).  Training passes a little jitter in each, so
+    the model does not depend on their exact values.
     """
     rows, cols = load.shape
     total = float(load.sum())
@@ -109,7 +112,7 @@ def canonical_load(
     # in cells; the mat position is centroid + u * axis + v * normal.
     u = np.arange(out_cols, dtype=np.float32) - (out_cols - 1) / 2.0
     v = np.arange(out_rows, dtype=np.float32) - (out_rows - 1) / 2.0
-    uu, vv = np.meshgrid(u, v)
+    uu, vv = np.meshgrid(u * zoom, v * zoom)
     px = cx + uu * c - vv * s
     py = cy + uu * s + vv * c
     out = _bilinear(load, py, px)

@@ -194,6 +194,10 @@ class CotRule:
         self.occupied = occupied
         self._since_motion = seconds_since_motion
         self._last_t = t
+        if occupied and posture == "empty":
+            # The mat feels a child; a model that sees none cannot tell its posture (a
+            # light child on a soft mattress): never read as the safe "empty".
+            posture = "unknown"
         self.posture = ("empty" if not occupied else posture) or "unknown"
         if occupied and not was:
             self._next_check = t  # the first check as soon as the infant lies down

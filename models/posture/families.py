@@ -17,8 +17,9 @@ empty levels, labels)``; seeds 0-999 are training runs, larger ones held out.
 (:func:`edge.inference.posture_input.canonical`) plus, for training, the
 augmentations that make the model indifferent to what the canonical form
 cannot remove: a rough (flat) empty level instead of the calibrated one, a
-softer mattress (extra blur), noise, dead cells, a jittered axis and centroid,
-either end of the body first.
+softer mattress (extra blur), cells that differ in gain, noise (some growing
+with the load), crosstalk between neighbouring cells, dead cells, a jittered
+axis, centroid and scale, either end of the body first.
 """
 
 from __future__ import annotations
@@ -79,8 +80,24 @@ def _canonical(raw: np.ndarray, level: np.ndarray | None) -> np.ndarray:
 
 def _augmented(raw: np.ndarray, level: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
     raw = raw.copy()
+    lv = np.full_like(raw, float(np.median(raw))) if level is None else level
+    if rng.random() < 0.5:  # cells that differ in gain, noise that grows with the load
+        load = np.clip(raw - lv, 0.0, None)
+        cell_gain = rng.normal(1.0, rng.uniform(0.02, 0.1), raw.shape).astype(np.float32)
+        raw = lv + load * cell_gain
+        raw += (load * rng.uniform(0.0, 0.04) * rng.standard_normal(raw.shape)).astype(np.float32)
     if rng.random() < 0.3:
         raw += rng.normal(0.0, rng.uniform(0.3, 1.5), raw.shape).astype(np.float32)
+    if rng.random() < 0.3:  # crosstalk between neighbouring cells
+        k = float(rng.uniform(0.02, 0.08))
+        load = np.clip(raw - lv, 0.0, None)
+        spill = np.zeros_like(load)
+        spill[1:] += load[:-1]
+        spill[:-1] += load[1:]
+        spill[:, 1:] += load[:, :-1]
+        spill[:, :-1] += load[:, 1:]
+        raw = raw + k * spill
+    raw = np.clip(np.rint(raw), 0.0, 255.0)
     if rng.random() < 0.2:
         for _ in range(int(rng.integers(1, 8))):
             raw[rng.integers(ROWS), rng.integers(COLS)] = 0.0
@@ -100,7 +117,8 @@ def _augmented(raw: np.ndarray, level: np.ndarray | None, rng: np.random.Generat
         if rng.random() < 0.5:
             angle += math.pi
     shift = (float(rng.normal(0.0, 0.4)), float(rng.normal(0.0, 0.6)))
-    return canonical_load(d, out_rows=ROWS, out_cols=COLS, angle=angle, shift=shift)
+    zoom = float(np.exp(rng.normal(0.0, 0.1)))
+    return canonical_load(d, out_rows=ROWS, out_cols=COLS, angle=angle, shift=shift, zoom=zoom)
 
 
 def _blur(img: np.ndarray, sigma: float) -> np.ndarray:

@@ -301,3 +301,13 @@ def test_a_model_that_is_down_does_not_prompt_look_now() -> None:
         out = w.update(k * TICK, occupied=True, seconds_since_motion=0, posture=None,
                        model_error="posture model missing")
         assert not [o for o in out if isinstance(o, LookNow)]
+
+
+def test_a_model_that_sees_no_child_on_an_occupied_mat_is_not_safe() -> None:
+    """The mat's load says a child lies there; the model answering "empty" (a light child
+    on a soft mattress) is unknown: it never ends a face-down count nor counts as safe."""
+    w = rule()
+    out = play(w, ["prone"] * ticks(10) + ["empty"] * ticks(25))
+    [(t, _)] = alarms(out)
+    assert t == PRONE_S
+    assert w.posture == "unknown"
