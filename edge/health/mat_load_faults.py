@@ -552,7 +552,7 @@ class MatLoadDetector:
             "quiet": list(self.quiet), "lately": list(self.lately),
             "dist": [list(x) for x in self.dist],
             "carry": [list(x) for x in self.carry],
-            "pending": None if self.pending is None else list(self.pending),
+            "held_step": None if self.pending is None else list(self.pending),
             **{k: num(getattr(self, k)) if isinstance(getattr(self, k), float)
                else getattr(self, k) for k in self._LEVEL_KEYS},
         }
@@ -582,7 +582,7 @@ class MatLoadDetector:
             det.lately.extend(float(v) for v in state["lately"])
             det.dist = [(int(i), float(d)) for i, d in state["dist"]]
             det.carry.extend((float(a), float(b)) for a, b in state["carry"])
-            pend = state["pending"]
+            pend = state["held_step"]
             det.pending = None if pend is None else (float(pend[0]), float(pend[1]),
                                                      float(pend[2]))
             for k in cls._LEVEL_KEYS:

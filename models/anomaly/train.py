@@ -455,6 +455,15 @@ MODEL_CARD = """\
 machine-readable twin: `card.json`.  Re-check the committed file with
 `python -m models.evaluate`.*
 
+
+**Status: no longer used by the daemon for water levels or mat loads.**
+An independent evaluation showed it cries wolf on calm water and restless sleep
+and lets one episode mask new faults; the daemon now judges both series with
+rules against each sensor's own noise floor (`edge/health/water_faults.py`,
+`edge/health/mat_load_faults.py`; figures beside this model and the trivial
+baseline in `docs/series-faults.md`).  The model stays packaged for a series
+that has no rule, and `models/anomaly/scoring.py` scores it side by side.
+
 ## What it does
 
 Scores a window of the last {window} readings of a scalar series -- a water
