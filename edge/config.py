@@ -308,6 +308,9 @@ class WaterRuleConfig(msgspec.Struct, tag_field="type", tag="water", **_struct):
     stages: list[StageConfig] = []
     hysteresis_cm: Annotated[float, Meta(gt=0, le=100)] = 2.0
     rise_cm_per_10min: Annotated[float, Meta(gt=0, le=1000)] | None = None
+    level_steps: Literal["fault", "expected"] = "fault"
+    """``expected``: a gate, sluice or pump moves this level in sudden steps, so the fault
+    checks (``health.anomaly_models``) do not call a step a sensor fault."""
 
 
 StaffInitials = Annotated[str, Meta(pattern=r"^[^\s,]{1,8}\Z")]

@@ -578,6 +578,10 @@ class Anomaly(SensorData, frozen=True, kw_only=True):
     threshold: float
     tests: list[str]
     pattern: str
+    detail: str | msgspec.UnsetType = msgspec.UNSET
+    """The finding's one line for people (English), e.g. "level repeats 61.30 cm exactly
+    for 1 h 10 min (this sensor's noise floor 0.28 cm)"; absent from older devices and
+    from the anomaly model."""
 
 
 class SensorFault(SensorData, frozen=True, kw_only=True):

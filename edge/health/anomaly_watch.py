@@ -15,7 +15,9 @@ second 300-s reading); a level that arrives more than twice as slowly is not
 judged (said once in the log).  The detector's state (the learnt floor, three
 days of history, each test's episode) is kept in ``anomaly-<sensor>.json`` beside
 the outbox, and taken back at start whatever its age (the floor is still this
-sensor's; the short tests start afresh after a gap).
+sensor's; the short tests start afresh after a gap).  ``steps_expected`` (the water
+rule's ``level_steps = "expected"``: a gate or pump moves the level) switches the
+``step`` test off.  The finding's one-line explanation goes out as the event's ``detail``.
 
 **A mat's load** is judged by :class:`edge.health.mat_load_faults.MatLoadDetector`
 (the same shape: per-test episodes against the mat's own noise), fed every 0.5 s
@@ -44,7 +46,7 @@ from typing import Any
 from edge.event import Anomaly, SensorFault
 from edge.files import write_atomic
 from edge.health.mat_load_faults import MatLoadDetector
-from edge.health.water_faults import WaterFaultDetector
+from edge.health.water_faults import WaterFaultDetector, WaterFaultParams
 from edge.link.recorder import Record
 
 log = logging.getLogger(__name__)
@@ -70,21 +72,32 @@ def pattern_of(tests: list[str]) -> str:
 
 WATER_PERIOD_S = 600.0
 """A water level is judged every 10 minutes (the water rule's idle cadence)."""
-RULES: dict[str, tuple[Callable[[], Any], Callable[[dict[str, Any], float], Any], float]] = {
+
+
+def _water_params(steps_expected: bool) -> WaterFaultParams:
+    return WaterFaultParams(steps_expected=steps_expected)
+
+
+RULES: dict[
+    str, tuple[Callable[[bool], Any], Callable[[dict[str, Any], float, bool], Any], float]
+] = {
     "water": (
-        WaterFaultDetector,
-        lambda state, shift: WaterFaultDetector.from_state(state, shift_s=shift),
+        lambda steps: WaterFaultDetector(_water_params(steps)),
+        lambda state, shift, steps: WaterFaultDetector.from_state(
+            state, _water_params(steps), shift_s=shift
+        ),
         WATER_PERIOD_S,
     ),
     "mat_load": (
-        MatLoadDetector,
-        lambda state, shift: MatLoadDetector.from_state(state),  # never kept: see below
+        lambda steps: MatLoadDetector(),
+        lambda state, shift, steps: MatLoadDetector.from_state(state),  # never kept: see below
         0.5,
     ),
 }
-"""Series judged by a pure rule instead of the model: ``(new, from_state(state, shift_s),
-period_s)``.  A series faster than :data:`KEEP_MIN_PERIOD_S` (the mat's 0.5 s) keeps no
-state on the card.  A series not named here is scored by the anomaly model."""
+"""Series judged by a pure rule instead of the model: ``(new(steps_expected),
+from_state(state, shift_s, steps_expected), period_s)``.  A series faster than
+:data:`KEEP_MIN_PERIOD_S` (the mat's 0.5 s) keeps no state on the card.  A series not
+named here is scored by the anomaly model."""
 RESUME_MAX_GAP_S = 30 * 86400.0
 """A kept rule state whose last reading is older than this by the wall clock (or dated in
 the future: a clock not synced yet) is taken back as if the gap were a few periods."""
@@ -131,9 +144,7 @@ def cadence_warnings(config: Any) -> list[str]:
     For ``edge validate`` and the daemon's start: valid configuration, but a
     level read every 30 minutes is never checked for a stuck or drifting
     sensor, and one judged every 720 s instead of 600 s has windows a fifth
-    longer than tuned.  Reads the packaged model card (JSON
-    only); no warnings when ``health.anomaly_models`` is off or the card is
-    unreadable (the daemon reports that itself).
+    longer than tuned.  No warnings when ``health.anomaly_models`` is off.
     """
     from edge.config import WaterRuleConfig
 
@@ -150,13 +161,13 @@ def cadence_warnings(config: Any) -> list[str]:
             if scored is None:
                 out.append(
                     f"rules.{name}.{key}: a reading every {interval:g} s is more than twice "
-                    f"the anomaly model's {period:g}-s period: sensors.{rule.sensor} is not "
+                    f"the sensor fault checks' {period:g}-s period: sensors.{rule.sensor} is not "
                     "checked for a stuck or drifting sensor while it reads at that pace"
                 )
             elif abs(scored - period) > 0.1 * period:
                 out.append(
                     f"rules.{name}.{key}: readings every {interval:g} s are scored every "
-                    f"{scored:g} s, not at the anomaly model's {period:g}-s period: its "
+                    f"{scored:g} s, not at the sensor fault checks' {period:g}-s period: their "
                     "verdicts on sensors." + rule.sensor + " are less reliable (use a divisor "
                     f"of {period:g} s)"
                 )
@@ -169,7 +180,9 @@ class AnomalyWatch:
 
     ``state_dir``: where a slow series' state is kept across restarts
     (``anomaly-<sensor>.json``), ``None`` to keep nothing.  ``wall``: the wall clock the
-    kept state is dated with.
+    kept state is dated with.  ``steps_expected``: the level is moved by a gate, sluice or
+    pump (the water rule's ``level_steps = "expected"``): sudden steps are not a fault
+    (:attr:`WaterFaultParams.steps_expected`); the mat's rule ignores it.
     """
 
     def __init__(
@@ -180,8 +193,10 @@ class AnomalyWatch:
         *,
         state_dir: Path | None = None,
         wall: Callable[[], float] = time.time,
+        steps_expected: bool = False,
     ) -> None:
         self.sensor = sensor
+        self.steps_expected = steps_expected
         self.series = series
         self.record = record
         self.model: Any = None
@@ -216,7 +231,7 @@ class AnomalyWatch:
     async def _start(self) -> None:
         if self.series in RULES:
             make, _, self.period_s = RULES[self.series]
-            self.rule = make()
+            self.rule = make(self.steps_expected)
             if self._keeps_state():
                 await asyncio.to_thread(self._resume)
             return
@@ -306,7 +321,7 @@ class AnomalyWatch:
             await self.record(
                 Anomaly(sensor=self.sensor, series=self.series, score=round(float(f.score), 3),
                         threshold=round(float(f.threshold), 3), tests=[f.test],
-                        pattern=f.pattern)
+                        pattern=f.pattern, detail=f.detail)
             )
             log.warning("%s: %s (%s)", self.sensor, f.test, f.detail)
         if self._keeps_state():
@@ -323,11 +338,11 @@ class AnomalyWatch:
             gap = 3 * self.period_s
         shift = (t - gap) - float(kept["t_last"])
         try:
-            return RULES[self.series][1](kept["rule"], shift)
+            return RULES[self.series][1](kept["rule"], shift, self.steps_expected)
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("%s: kept %s state not usable (%s): starting afresh", self.sensor,
                         self.series, exc)  # fmt: skip
-            return RULES[self.series][0]()
+            return RULES[self.series][0](self.steps_expected)
 
     # -- the state across restarts --------------------------------------------------
 

@@ -38,6 +38,13 @@ running now and then.  It is told as ``drift`` with the rate, for a person to
 compare with a staff gauge; the threshold (4 cm/day on two days running) trades
 a few such events against catching 5 cm/day within 3 days (docs/series-faults.md).
 
+Where a gate, sluice or pump moves the level (:attr:`WaterFaultParams.steps_expected`,
+the water rule's ``level_steps = "expected"``), sudden steps are real: there is no
+``step`` test, the drift test takes every sudden change out of the level first, and a
+jump onto a repeated value is a ``dropout`` only after a repeat run as unlikely as
+:attr:`WaterFaultParams.gate_flat_chance` (a quiet level after a gate repeats too).  A
+slipped probe is then not told (docs/series-faults.md).
+
 Pure: no I/O, no clock; ``t`` comes in as an argument (seconds, monotonic).
 """
 
@@ -62,6 +69,8 @@ PATTERN: dict[str, str] = {
 }
 """What each test tells people (the ``anomaly`` event's ``pattern``)."""
 DAY_S = 86400.0
+OUTLIER_K = 5.0
+"""Third differences this many robust scales off are a step's or a spike's, not noise."""
 TIDE_DAY_S = 2 * 44_712.0
 """Two M2 tide cycles (24 h 50 min): the drift test's median window."""
 
@@ -102,6 +111,13 @@ class WaterFaultParams:
     noise_ratio: float = 3.5
     noise_n: int = 18
     drift_cm_day: float = 4.0
+    steps_expected: bool = False
+    """The level is moved by a gate, sluice or pump (the water rule's ``level_steps =
+    "expected"``): no ``step`` test; the drift test takes every sudden change out of the
+    level; a rail must repeat for as long as ``stuck_chance`` says (not 3 readings)."""
+    gate_flat_chance: float = 1e-3
+    """With :attr:`steps_expected`: a jump to a value repeated exactly this unlikely run, by
+    the sensor's repeat rate, is a ``dropout`` (a quiet level after a gate also repeats)."""
     recovery_s: dict[str, float] | None = None
     """Per test: how long it must look normal before its episode ends (defaults below)."""
 
@@ -127,13 +143,28 @@ def _median(v: list[float]) -> float:
 
 
 def d3_scale(x: Any) -> float:
-    """Robust noise scale (cm per reading) of a series: MAD of third differences / sqrt(20)."""
+    """Robust noise scale (cm per reading) of a series: MAD of third differences / sqrt(20).
+
+    A level change within a reading or two (a gate, a slipped probe) or a spike leaves a
+    short run of large third differences (``J, -2J, J`` for a step ``J``) which would lift
+    the MAD of a short block by a third or more (two steps in 3 h: twice): such runs --
+    differences over :data:`OUTLIER_K` scales off, with the one either side -- are taken
+    out and the scale is taken again from the rest.  White noise, however large, is not:
+    it lifts the first scale with it."""
     x = [float(v) for v in x]
     if len(x) < 6:
         return float("nan")
     d = [x[i + 3] - 3 * x[i + 2] + 3 * x[i + 1] - x[i] for i in range(len(x) - 3)]
     m = _median(d)
-    return 1.4826 * _median([abs(v - m) for v in d]) / math.sqrt(20.0)
+    mad = _median([abs(v - m) for v in d])
+    out = [i for i, v in enumerate(d) if abs(v - m) > OUTLIER_K * 1.4826 * mad]
+    if out and mad > 0.0:
+        drop = {j for i in out for j in range(i - 1, i + 2)}
+        kept = [v for i, v in enumerate(d) if i not in drop]
+        if len(kept) >= max(5, len(d) // 3):
+            m = _median(kept)
+            mad = _median([abs(v - m) for v in kept])
+    return 1.4826 * mad / math.sqrt(20.0)
 
 
 def _duration(seconds: float) -> str:
@@ -220,7 +251,8 @@ class WaterFaultDetector:
         fired["dropout"] = self._dropout(seg)
         if self.floor is not None:
             fired["spike"] = self._spike(seg)
-            fired["step"] = self._step(seg)
+            if not self.p.steps_expected:
+                fired["step"] = self._step(seg)
             fired["noise"] = self._noise(seg)
         fired["drift"] = self._drift(t)
         if self.episodes.get("dropout", {}).get("active") or fired["dropout"]:
@@ -358,6 +390,15 @@ class WaterFaultDetector:
                     f"sensor's noise floor is {self.floor:.2f} cm")  # fmt: skip
         return None
 
+    def _flat_needed(self) -> int:
+        """Readings at one value after a jump that make a rail: 3, or where steps are
+        expected as many as make a repeat run this unlikely by the sensor's repeat rate."""
+        if not self.p.steps_expected:
+            return 3
+        p = min(self.repeat_p if self.repeat_p is not None else 0.5, 0.99)
+        need = math.ceil(math.log(self.p.gate_flat_chance) / math.log(p)) + 1 if p > 0 else 3
+        return int(min(max(need, 3), self.p.stuck_min + 1))
+
     def _dropout(self, seg: np.ndarray) -> tuple[float, float, str] | None:
         if self.dropped_to is not None and len(seg):
             if seg[-1] == self.dropped_to or (self.dropped_to <= 0.0 and seg[-1] <= 0.0):
@@ -365,12 +406,15 @@ class WaterFaultDetector:
             self.dropped_to = None
         if len(seg) < 3 + 6:
             return None
-        post = seg[-3:]
+        low = bool(np.all(seg[-3:] <= 0.0))
+        k = 3 if low else self._flat_needed()
+        if len(seg) < k + 6:
+            return None
+        post = seg[-k:]
         flat = bool(np.all(post == post[0]))
-        low = bool(np.all(post <= 0.0))
         if not (flat or low):
             return None
-        before = seg[-3 - 12 : -3]
+        before = seg[-k - 12 : -k]
         icept, slope, resid = _line(before)
         expect = icept + slope * len(before)
         scale = max(self.floor or 0.0, resid, 0.3 * self.quantum, 0.05)
@@ -465,6 +509,25 @@ class WaterFaultDetector:
         lo, hi = np.quantile(v, (0.25, 0.75))
         return float(v[(v >= lo) & (v <= hi)].mean())  # interquartile mean: see the module
 
+    def _destepped(self, ts: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        """The level with every sudden change taken out (a gate's steps are not a drift): a
+        change between consecutive readings over 6 noise sigmas of a difference -- by the
+        floor and by the differences of the 4 h around it (a noisy sensor's own differences
+        are not taken out: they would add up to a walk) -- and over 3 rounding steps is
+        undone from there on.  A spike's way out and back cancel."""
+        floor = self.floor if self.floor is not None else d3_scale(xs[-144:])
+        if not math.isfinite(floor) or len(xs) < 32:
+            return xs
+        d = np.diff(xs)
+        around = np.median(
+            np.lib.stride_tricks.sliding_window_view(np.pad(np.abs(d), 12, mode="edge"), 25),
+            axis=1,
+        )  # 0.674 sigma of a difference
+        cut = np.maximum(max(6.0 * math.sqrt(2.0) * floor, 3.0 * self.quantum, 0.3), 9.0 * around)
+        jumps = np.where(np.abs(d) > cut, d, 0.0)
+        out: np.ndarray = xs - np.concatenate(([0.0], np.cumsum(jumps)))
+        return out
+
     def _drift(self, t: float) -> tuple[float, float, str] | None:
         if self._drift_last is not None and t - self._drift_last[0] < 3600.0 - 1.0:
             return self._drift_last[1]  # judged hourly: the medians move slowly
@@ -480,6 +543,8 @@ class WaterFaultDetector:
         self.steps = [(tc, j) for tc, j in self.steps if tc >= ts[0]]
         for tc, j in self.steps:
             xs[ts >= tc] -= j  # a step told is not a drift
+        if self.p.steps_expected:
+            xs = self._destepped(ts, xs)
         m0 = self._median_at(ts, xs, t - 2 * DAY_S)
         m1 = self._median_at(ts, xs, t - DAY_S)
         m2 = self._median_at(ts, xs, t)

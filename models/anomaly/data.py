@@ -230,9 +230,9 @@ def heldout_sets(n_seeds: int) -> dict[str, dict[str, np.ndarray]]:
 
 # -- long water series by family, for the rule-based fault detector (issue 15) ----------------
 
-WATER_FAMILIES: tuple[str, ...] = ("river", "paddy", "calm", "tidal")
+WATER_FAMILIES: tuple[str, ...] = ("river", "paddy", "calm", "tidal", "gate")
 """Tuning families of :func:`water_family`: small rivers in a wet spell, paddy fields,
-calm water (a pond, a still channel), a tidal river mouth."""
+calm water (a pond, a still channel), a tidal river mouth, a channel held by a gate."""
 WATER_FAULTS: tuple[str, ...] = ("spike", "stuck", "offset", "dropout", "drift", "noise")
 
 
@@ -251,7 +251,11 @@ def water_family(
       0.5-3 cm, slow);
     - ``tidal``: a river mouth: M2 (12.42 h) amplitude U(20, 120) cm, S2 (12.00 h) 0.2-0.45
       of it (spring-neap beat), K1/O1 diurnal inequality up to 0.3 of it, mean U(50, 250) cm,
-      plus river floods of :func:`water_series`'s rain (3-25 cm, damped by the sea).
+      plus river floods of :func:`water_series`'s rain (3-25 cm, damped by the sea);
+    - ``gate``: a channel or reservoir held by a gate, sluice or pump: level U(50, 200) cm,
+      a wander of a few mm, and gate operations (one every 12 h on average) that move it by
+      5-30 cm within one or two readings (real, instantaneous steps; the level is kept
+      within 40 cm of its start); noise 0.1 cm per reading unless ``noise_cm`` says.
     """
     sigma = float(np.exp(rng.uniform(np.log(0.1), np.log(1.0)))) if noise_cm is None else noise_cm
     step = SAMPLE_PERIOD_S["water"] / 60.0
@@ -283,6 +287,24 @@ def water_family(
             s = np.clip(t - onset, 0.0, None) / tp
             clean += amp * (s * np.exp(1.0 - s)) ** rng.uniform(2.0, 5.0)
             onset += rng.exponential(RAIN_GAP_MIN * 2)
+    elif family == "gate":
+        sigma = 0.1 if noise_cm is None else noise_cm
+        base = rng.uniform(50.0, 200.0)
+        clean = np.full(n, base)
+        walk = np.cumsum(rng.normal(0.0, 0.02, n))
+        clean += walk - np.linspace(0, walk[-1], n) * rng.uniform(0.5, 1.0)
+        held = 0.0  # the gate's offset from the base
+        at = rng.exponential(720.0 / step)  # readings
+        while at < n:
+            i = int(at)
+            jump = rng.uniform(5.0, 30.0) * rng.choice((-1.0, 1.0))
+            if abs(held + jump) > 40.0:
+                jump = -jump
+            part = 1.0 if rng.random() < 0.5 else rng.uniform(0.2, 0.8)  # over 1 or 2 readings
+            clean[i:] += part * jump
+            clean[i + 1 :] += (1.0 - part) * jump
+            held += jump
+            at += 1 + rng.exponential(720.0 / step)
     else:
         raise ValueError(f"family must be one of {WATER_FAMILIES}, got {family!r}")
     return np.round(clean + rng.normal(0.0, sigma, n), 1)

@@ -221,6 +221,29 @@ def test_fields_a_kind_does_not_name_are_kept_for_the_mail() -> None:
     assert plain is not None and "z" in plain.get_content()
 
 
+def test_an_anomalys_detail_travels_and_an_older_one_without_it_still_reads() -> None:
+    import msgspec
+
+    from edge.event import Anomaly
+
+    old = event_data(decode(_payload(4, "anomaly", "warning", RECORDED["anomaly"][1])))
+    assert isinstance(old, Anomaly) and old.detail is msgspec.UNSET
+    assert "detail" not in old.to_data()
+    detail = "level jumped 61.3 cm to 0 or below (expected about 61.3 cm; noise 0.28 cm)"
+    data = (
+        '{"sensor":"level_east","series":"water","score":219.0,"threshold":8.0,'
+        '"tests":["dropout"],"pattern":"dropout","detail":"' + detail + '","place":"東の川"}'
+    )
+    raw = _payload(5, "anomaly", "warning", data)
+    new = decode(raw)
+    typed = event_data(new)
+    assert isinstance(typed, Anomaly) and typed.detail == detail
+    assert typed.to_data() == new.data and encode(new) == raw
+    for language in ("ja", "en"):
+        plain = _rendered(new, language).get_body(("plain",))
+        assert plain is not None and detail in plain.get_content()
+
+
 def test_the_device_builds_the_same_data_as_before() -> None:
     from edge.config import SirenConfig
 

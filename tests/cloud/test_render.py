@@ -319,6 +319,8 @@ def test_water_and_nap_fields_are_labelled_and_translated() -> None:
         ("stuck", "値が変化しない", "the reading stopped changing"),
         ("spike_or_step", "急な跳ね上がり・段差", "a sudden spike or step"),
         ("drift", "値のずれ（ドリフト）", "a drift of the readings"),
+        ("dropout", "値が急に0・空・上限に飛んだまま", "the reading jumped to zero, empty or its"),
+        ("unusual_shape", "いつもと異なる変化", "an unusual pattern"),
     ],
 )
 def test_anomaly_says_what_the_series_did(pattern: str, ja: str, en: str) -> None:
@@ -328,6 +330,28 @@ def test_anomaly_says_what_the_series_did(pattern: str, ja: str, en: str) -> Non
     assert "センサー: river-gauge" in top_and_small_print(plain)[1]
     plain, _ = parts(rendered(make_event("anomaly", "warning", data=data), language="en"))
     assert f"Pattern: {en}" in plain
+
+
+def test_every_pattern_the_fault_rules_tell_has_words_in_both_languages() -> None:
+    from edge.health.mat_load_faults import PATTERN as MAT
+    from edge.health.water_faults import PATTERN as WATER
+
+    for pattern in {*WATER.values(), *MAT.values()}:
+        assert pattern in JA.values and pattern in EN.values, pattern
+        assert JA.values[pattern] != EN.values[pattern]
+
+
+def test_an_anomalys_detail_is_a_row_beside_its_pattern() -> None:
+    detail = "level repeats 61.30 cm exactly for 1 h 10 min (this sensor's noise floor 0.28 cm)"
+    data = {"sensor": "river-gauge", "series": "water", "score": 7.0, "threshold": 6.0,
+            "tests": ["stuck"], "pattern": "stuck", "detail": detail}  # fmt: skip
+    plain, html = parts(rendered(make_event("anomaly", "warning", data=data)))
+    top, _ = top_and_small_print(plain)
+    assert f"■ 詳細（英語）: {detail}" in top
+    assert top.index("■ 異常の形") < top.index("■ 詳細")
+    assert "61.30 cm exactly" in html
+    plain, _ = parts(rendered(make_event("anomaly", "warning", data=data), language="en"))
+    assert f"Detail: {detail}" in top_and_small_print(plain)[0]
 
 
 def test_rendering_without_data_fields() -> None:

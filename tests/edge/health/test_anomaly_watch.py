@@ -50,6 +50,7 @@ async def test_a_stuck_sensor_is_one_anomaly_event_per_episode() -> None:
     assert data["sensor"] == "level_east" and data["series"] == "water"
     assert data["score"] > data["threshold"]
     assert data["tests"] == ["stuck"] and data["pattern"] == "stuck"
+    assert data["detail"].startswith("level repeats 61.30 cm exactly for "), data["detail"]
 
 
 async def test_a_quiet_paddy_is_not_stuck() -> None:
@@ -74,6 +75,23 @@ async def test_a_step_down_is_told_as_a_spike_or_step() -> None:
     assert [k for k, _, _ in events.got] == ["anomaly"]
     data = events.got[0][2]
     assert data["pattern"] == "spike_or_step" and data["tests"] == ["step"], data
+
+
+@pytest.mark.parametrize("expected", [False, True])
+async def test_a_gate_moving_the_level_is_a_fault_only_where_steps_are_not_expected(
+    expected: bool,
+) -> None:
+    # A sluice opened and closed twice a day: the level moves 15 cm within a reading.
+    events = Events()
+    watch = AnomalyWatch("canal", "water", events, steps_expected=expected)
+    await watch.start()
+    levels = _calm_levels(3 * 144, noise=0.1)
+    for at in range(100, len(levels), 72):
+        levels[at:] = [v + (15.0 if (at // 72) % 2 else -15.0) for v in levels[at:]]
+    for i, level in enumerate(levels):
+        await watch.add(level, i * 600.0)
+    told = [data["tests"] for _, _, data in events.got]
+    assert told == [] if expected else ["step"] in told, told
 
 
 async def test_water_is_judged_at_the_water_rules_default_cadence() -> None:
@@ -268,7 +286,7 @@ def test_edge_validate_prints_the_cadence_warning(tmp_path: Path) -> None:
     assert "ok - device bench-river-01" in result.stdout
     assert (
         "warning: rules.river_probe.idle_interval_s: a reading every 3600 s is more than "
-        "twice the anomaly model's 600-s period"
+        "twice the sensor fault checks' 600-s period"
     ) in result.stdout
 
 

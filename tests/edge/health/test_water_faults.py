@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from edge.health.water_faults import WaterFaultDetector
+from edge.health.water_faults import WaterFaultDetector, WaterFaultParams, d3_scale
 
 P = 600.0
 DAY = 144  # readings a day
@@ -112,3 +112,66 @@ def test_the_floor_is_learnt_again_after_a_noise_episode_ends() -> None:
     found = feed(det, x)
     assert "noise" in [t for _, t in found]  # (its first wild readings may be spikes too)
     assert det.floor is not None and 0.26 < det.floor < 0.5, "the new sensor's floor"
+
+
+def gated(n: int, seed: int = 7, noise: float = 0.1) -> np.ndarray:
+    """A channel held by a gate: flat, with a gate operation of 5-30 cm every ~8 h, done
+    within one reading or two."""
+    rng = np.random.default_rng(seed)
+    x = np.full(n, 120.0)
+    held = 0.0
+    for at in range(30, n, 48):
+        jump = rng.uniform(5.0, 30.0) * (1.0 if held <= 0 else -1.0)
+        part = 1.0 if at % 96 == 30 else 0.5
+        x[at:] += part * jump
+        x[at + 1 :] += (1.0 - part) * jump
+        held += jump
+    return np.round(x + rng.normal(0.0, noise, n), 1)
+
+
+def test_one_level_change_does_not_lift_the_noise_scale() -> None:
+    rng = np.random.default_rng(11)
+    x = np.round(50 + rng.normal(0.0, 0.3, 18), 1)
+    quiet = d3_scale(x)
+    x[9:] += 20.0  # a gate moved the level within one reading
+    assert d3_scale(x) < 1.2 * quiet
+    x[13:] -= 15.0  # and again an hour later
+    assert d3_scale(x) < 1.5 * quiet
+    noisy = x + np.round(rng.normal(0.0, 1.5, 18), 1)  # a noisy sensor is still noisy
+    assert d3_scale(noisy) > 3.0 * quiet
+
+
+def test_a_gated_channel_raises_nothing_when_steps_are_expected() -> None:
+    x = gated(8 * DAY)
+    told = [t for _, t in feed(WaterFaultDetector(), x)]
+    assert "step" in told, "without the key every gate operation is a sensor step"
+    assert feed(WaterFaultDetector(WaterFaultParams(steps_expected=True)), x) == []
+
+
+def test_with_steps_expected_faults_other_than_a_step_are_still_told() -> None:
+    gate = WaterFaultParams(steps_expected=True)
+    x = gated(4 * DAY)
+    stuck = x.copy()
+    stuck[2 * DAY :] = stuck[2 * DAY - 1]
+    assert "stuck" in [t for _, t in feed(WaterFaultDetector(gate), stuck)]
+    zero = x.copy()
+    zero[2 * DAY :] = 0.0
+    found = feed(WaterFaultDetector(gate), zero)
+    assert [t for _, t in found] == ["dropout"] and found[0][0] <= 2 * DAY + 3
+    rail = x.copy()
+    rail[2 * DAY :] = 500.0
+    found = feed(WaterFaultDetector(gate), rail)
+    assert [t for _, t in found] == ["dropout"] and found[0][0] <= 2 * DAY + 7, "within 1 h"
+    noisy = x.copy()
+    noisy[2 * DAY :] += np.random.default_rng(4).normal(0.0, 0.8, 2 * DAY)
+    assert "noise" in [t for _, t in feed(WaterFaultDetector(gate), np.round(noisy, 1))]
+
+
+def test_with_steps_expected_a_drift_is_told_and_the_gates_steps_are_not_one() -> None:
+    gate = WaterFaultParams(steps_expected=True)
+    x = gated(9 * DAY).astype(float)
+    assert feed(WaterFaultDetector(gate), x) == []
+    x[3 * DAY :] += 6.0 * np.arange(6 * DAY) / DAY  # a sensor sinking 6 cm a day
+    found = feed(WaterFaultDetector(gate), np.round(x, 1))
+    assert [t for _, t in found] == ["drift"]
+    assert found[0][0] - 3 * DAY <= 3 * DAY

@@ -139,7 +139,9 @@ async def test_bus_and_serial_sensors_are_read_and_a_dead_one_is_named(
         assert parts["level_probe"].reading == "12.00 mA = 250.0 cm"
         assert parts["level_bridge"].reading == "1500 mm = level 250.0 cm"
         assert parts["mat_1"].status == "ok" and "occupied" in parts["mat_1"].reading
-        assert parts["anomaly-model"].reading.endswith("water, mat_load scored as expected")
+        rules = parts["fault-rules"]
+        assert rules.status == "ok" and rules.where == "no model file", rules
+        assert rules.reading.startswith("water, mat_load judged as expected; state kept in ")
         assert parts["posture-model"].status == "ok"  # the nap rule's model, tried
 
         adc.set_current_ma(0, 1.5, 150.0)  # the probe's cable is cut
@@ -172,9 +174,25 @@ async def test_the_models_a_nap_room_uses_are_loaded_and_tried(
     parts = {p.name: p for p in verdict.parts}
     assert parts["posture-model"].status == "ok", parts["posture-model"]
     assert "empty mat -> empty" in parts["posture-model"].reading
-    assert parts["anomaly-model"].status == "ok", parts["anomaly-model"]
-    assert "mat_load scored as expected" in parts["anomaly-model"].reading
-    assert "posture-model" in out.getvalue()
+    assert parts["fault-rules"].status == "ok", parts["fault-rules"]
+    assert parts["fault-rules"].reading == "mat_load judged as expected", "no state kept"
+    assert "posture-model" in out.getvalue() and "fault-rules" in out.getvalue()
+
+
+async def test_a_water_state_folder_that_cannot_be_written_fails_the_rules_part(
+    tmp_path: Path, broker: Mosquitto, pins: MockFactory
+) -> None:
+    # The outbox path's folder is a file: the level's fault state could never be kept.
+    (tmp_path / "card").write_text("not a folder")
+    water = (
+        '\n[sensors.level]\ntype = "pressure_probe"\n'
+        '\n[rules.river]\ntype = "water"\nsensor = "level"\n'
+        '\n[health]\nmodem = "none"\n'
+    )
+    config = parse(device_config(tmp_path / "card" / "o.sqlite3", broker.port) + water)
+    verdict = await run_check(config, watch_s=0.1, pin_factory=pins, out=io.StringIO())
+    line = verdict.line()
+    assert line.startswith("FAIL: ") and "fault-rules (water state anomaly-<sensor>.json" in line
 
 
 async def test_a_corrupt_posture_model_fails_the_check_naming_why(
@@ -194,7 +212,7 @@ async def test_a_corrupt_posture_model_fails_the_check_naming_why(
     line = verdict.line()
     assert line.startswith("FAIL: ") and "posture-model (" in line
     assert "hash mismatch" in line
-    assert "anomaly-model" not in line
+    assert "fault-rules" not in line
 
 
 # -- what the installer reads: aligned, wrapped, never cut ---------------------------------------
