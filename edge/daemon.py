@@ -224,7 +224,10 @@ class Daemon:
             )
             watch = self.water[rc.sensor] = WaterWatch(
                 rc.sensor, level, rc, record=self.record, health=self.sensors.sensor(rc.sensor),
-                telemetry=telemetry, anomaly=self._anomaly_watch(rc.sensor, "water"),
+                telemetry=telemetry,
+                anomaly=self._anomaly_watch(
+                    rc.sensor, "water", steps_expected=rc.level_steps == "expected"
+                ),
             )  # fmt: skip
             self._spawn(watch.run, f"water {rule_name}", sensor=rc.sensor)
 
@@ -251,11 +254,16 @@ class Daemon:
             # cots' state and the nap log survive; the buzzer keeps what it was doing).
             self._spawn(nap.run, f"nap {rule_name}", sensor=rule_name)
 
-    def _anomaly_watch(self, sensor: str, series: str) -> AnomalyWatch | None:
+    def _anomaly_watch(
+        self, sensor: str, series: str, *, steps_expected: bool = False
+    ) -> AnomalyWatch | None:
+        """The series fault rules for one sensor (``steps_expected``: a level a gate or pump
+        moves, whose sudden steps are no fault); their state is kept across restarts."""
         if not self.config.health.anomaly_models:
             return None
-        # a water window (10 h 40 min) is kept across restarts
-        watch = AnomalyWatch(sensor, series, self.record, state_dir=self.state_dir)
+        watch = AnomalyWatch(
+            sensor, series, self.record, state_dir=self.state_dir, steps_expected=steps_expected
+        )
         self._spawn(watch.start(), f"anomaly model for {sensor}")
         return watch
 

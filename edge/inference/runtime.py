@@ -322,6 +322,14 @@ class PostureModel:
     def close(self) -> None:
         self.model.close()
 
+    def __enter__(self) -> PostureModel:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
 
 UNKNOWN = "unknown"
 """What :meth:`PostureModel.classify` says when the model is not confident enough."""

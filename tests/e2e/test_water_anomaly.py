@@ -116,3 +116,20 @@ async def test_a_calm_level_after_a_restart_raises_nothing(
                         "the first reading to be judged")  # fmt: skip
             assert daemon.water["level_probe"].anomaly.scored == 1
     assert spy.of_kind("anomaly") == []
+
+
+async def test_a_channel_moved_by_a_gate_reaches_the_rules_as_steps_expected(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    """`level_steps = "expected"` on the water rule is what the daemon's fault rules get
+    (without it, a gate opening is a sensor step; with it, no step test at all)."""
+    bus = EmulatedI2CBus(1)
+    bus.attach(0x48, ADS1115Model(instant=True))
+    gated = PROBE.replace('window_s = 0.5', 'window_s = 0.5\nlevel_steps = "expected"')
+    config = parse(device_config(tmp_path / "outbox.sqlite3", broker.port, warmup_s=0) + gated)
+    async with Daemon(config, i2c_bus={1: bus}.__getitem__) as daemon:
+        watch = daemon.water["level_probe"].anomaly
+        assert watch is not None and watch.steps_expected is True
+    async with _site(tmp_path / "plain", broker.port)[0] as daemon:
+        watch = daemon.water["level_probe"].anomaly
+        assert watch is not None and watch.steps_expected is False

@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 
 from drivers.motion_mat import MatFrame
+from edge.inference.posture_input import CLIP
 from edge.inference.runtime import (
     ANOMALY_TESTS,
+    UNKNOWN,
     AnomalyModel,
     Model,
     ModelError,
@@ -67,12 +69,16 @@ def test_committed_models_match_their_cards(name: str) -> None:
         assert tflite.stat().st_size == card["size_bytes"] <= 100 * 1024
 
 
-def test_posture_input_quantisation_is_exact(posture: PostureModel) -> None:
+def test_posture_input_is_canonical_and_spans_its_int8_range(posture: PostureModel) -> None:
     card = posture.model.card
-    assert card["preprocessing"]["divide_by"] == 255.0
+    assert card["preprocessing"]["canonical"] == 1
+    assert card["preprocessing"]["clip"] == CLIP
     assert card["input"]["zero_point"] == -128
-    assert card["input"]["scale"] == pytest.approx(1 / 255)
+    assert card["input"]["scale"] == pytest.approx(CLIP / 255)
     assert posture.labels == ("empty", "supine", "prone", "left", "right")
+    decision = card["decision"]
+    assert decision["temperature"] > 0
+    assert 0 < decision["prone_threshold"] <= decision["answer_threshold"] < 1
 
 
 def test_missing_model_file(tmp_path: Path) -> None:
@@ -163,6 +169,52 @@ def test_known_frame_gives_its_posture(posture: PostureModel, label: str) -> Non
 def test_prone_frames_are_caught(posture: PostureModel) -> None:
     frames = [MatFrame(0, 16, 32, random_frame("prone", 2_000_950_000 + i)) for i in range(40)]
     assert [posture.classify(f)[0] for f in frames] == ["prone"] * 40
+
+
+def _frame_and_level(label: str, seed: int) -> tuple[MatFrame, list[float]]:
+    cells = random_frame(label, seed)
+    level = np.frombuffer(random_frame("empty", seed), dtype=np.uint8).astype(float)
+    return MatFrame(0, 16, 32, cells), level.tolist()
+
+
+def test_a_bare_mat_is_never_prone_however_high_its_empty_level(posture: PostureModel) -> None:
+    """The first model called a bare mat at 10 counts a cell "prone" 50 times in 50."""
+    for counts in (3, 10, 40):
+        bare = MatFrame(0, 16, 32, bytes([counts]) * 512)
+        assert posture.classify(bare)[0] == "empty"
+        assert posture.classify(bare, [float(counts)] * 512)[0] == "empty"
+
+
+def test_a_child_turned_round_gets_the_same_answer(posture: PostureModel) -> None:
+    for label, seed in KNOWN.items():
+        frame, level = _frame_and_level(label, seed)
+        cells = np.frombuffer(frame.cells, dtype=np.uint8).reshape(16, 32)
+        turned = MatFrame(0, 16, 32, np.ascontiguousarray(cells[::-1, ::-1]).tobytes())
+        turned_level = np.asarray(level).reshape(16, 32)[::-1, ::-1].ravel()
+        a = posture.probabilities(frame, level)
+        b = posture.probabilities(turned, turned_level)
+        assert a == pytest.approx(b, abs=1e-6), label
+
+
+def test_a_mat_whose_offsets_crept_up_gives_the_same_answer(posture: PostureModel) -> None:
+    """Every cell 3 counts above the calibration (the room warmed since): same answers."""
+    for label, seed in KNOWN.items():
+        frame, level = _frame_and_level(label, seed)
+        crept = MatFrame(0, 16, 32, bytes(min(255, c + 3) for c in frame.cells))
+        assert posture.classify(crept, level)[0] == posture.classify(frame, level)[0], label
+
+
+def test_below_its_answer_threshold_the_model_says_unknown(tmp_path: Path) -> None:
+    tflite, card_path, card = _copy(tmp_path)
+    frame, level = _frame_and_level("supine", KNOWN["supine"])
+    with PostureModel.load(tflite, card_path) as sure:
+        label, p = sure.classify(frame, level)
+    assert label == "supine"
+    card["decision"]["answer_threshold"] = min(0.9999, p + 0.001)  # type: ignore[index]
+    card["decision"]["prone_threshold"] = 0.9999  # type: ignore[index]
+    card_path.write_text(json.dumps(card))
+    with PostureModel.load(tflite, card_path) as unsure:
+        assert unsure.classify(frame, level)[0] == UNKNOWN
 
 
 def test_wrong_geometry_is_refused(posture: PostureModel) -> None:
