@@ -1,0 +1,384 @@
+"""The virtual Raspberry Pi stage (issue 16): a card built, provisioned and booted for real.
+
+    .venv/bin/python scripts/vpi/stage.py [--workdir DIR] [--keep]
+
+1. the image (``build-image.sh``, cached by its inputs);
+2. the release: the daemon's wheel built from this checkout's HEAD (``git
+   archive``, so another change in the work tree never leaks in), every
+   dependency's real aarch64 wheel for CPython 3.11 fetched as docs/ota.md says
+   (cached by pyproject.toml), a signing key, ``satoyama-deploy bundle build``;
+3. a fleet (``ca init``, ``fleet.toml`` with a plain-MQTT broker: no claim, no
+   enrolment) and ``satoyama-deploy provision --image`` on a copy of the card,
+   as for a real card (Bookworm: the firstrun.sh path on cmdline.txt);
+4. the first boot under ``qemu-system-aarch64``: firstrun.sh runs firstboot.sh
+   (the bundle installed by the real updater from the real wheels), the guest
+   reboots, and on the next boot systemd starts the daemon; then what a user would
+   check: secrets off the FAT partition with their modes, units enabled and
+   active, ``READY=1`` reached, the arm64 wheels imported and the models loaded in
+   LiteRT;
+5. an e-mail end to end: the daemon in the VM reports its events over the VM's
+   network to the host's mosquitto, the host's notifier mails them, the host's SMTP
+   server receives the mail (the pins are gpiozero's mock pins: Debian bookworm's
+   kernel has no gpio-sim, so the VM has no GPIO header to drive);
+6. figures from inside the VM (emulated TCG: not a Pi's), written to
+   ``WORKDIR/figures.json``.
+
+Prints progress on stderr; exits non-zero at the first thing that does not work.
+Leaves nothing running (QEMU and mosquitto are killed on any exit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(HERE))
+
+from vm import VM, fat_list, fat_read, log  # noqa: E402
+
+from edge.sim.site import SITE_ID, CloudSide  # noqa: E402
+
+BIN = Path(sys.executable).parent
+DEVICE = "vpi-kataoka-01"
+MQTT_GUEST_PORT = 1883
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(os.environ.get("VPI_CACHE") or Path(base) / "satoyama-vpi")
+
+
+def run(argv: list[str | Path], *, cwd: Path | None = None, what: str = "") -> str:
+    """A host command; its output on failure, naming ``what``."""
+    proc = subprocess.run([str(a) for a in argv], cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"{what or argv[0]} failed ({proc.returncode}):\n{proc.stdout}{proc.stderr}"
+        )
+    return proc.stdout
+
+
+class Timer:
+    """Seconds per phase, for the report."""
+
+    def __init__(self) -> None:
+        self.phases: dict[str, float] = {}
+        self._start = time.monotonic()
+
+    def mark(self, name: str) -> None:
+        now = time.monotonic()
+        self.phases[name] = round(now - self._start, 1)
+        log(f"-- {name}: {self.phases[name]:.0f} s")
+        self._start = now
+
+
+# -- 1 and 2: the image and the release -----------------------------------------------------
+
+
+def build_image() -> Path:
+    log("image: scripts/vpi/build-image.sh (cached by its inputs)")
+    proc = subprocess.run(
+        ["bash", str(HERE / "build-image.sh")], stdout=subprocess.PIPE, text=True, check=False
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"build-image.sh failed ({proc.returncode})")
+    return Path(proc.stdout.strip().splitlines()[-1])
+
+
+def daemon_wheel(out: Path, version: str | None = None) -> Path:
+    """The project's wheel from HEAD (optionally with another version number)."""
+    src = out / "src"
+    shutil.rmtree(src, ignore_errors=True)
+    src.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", "HEAD"], cwd=REPO, capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(src)], input=archive.stdout, check=True)
+    if version:
+        pyproject = src / "pyproject.toml"
+        text = pyproject.read_text()
+        pyproject.write_text(text.replace('version = "0.1.0"', f'version = "{version}"', 1))
+    dist = out / "dist"
+    dist.mkdir(exist_ok=True)
+    run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", dist, src],
+        what="building the daemon wheel",
+    )
+    shutil.rmtree(src)
+    wheels = sorted(dist.glob(f"satoyama_edge-{version or '*'}-py3-none-any.whl"))
+    assert wheels, "no daemon wheel was built"
+    return wheels[-1]
+
+
+def aarch64_wheelhouse(daemon: Path) -> Path:
+    """Every dependency's wheel for the Pi (docs/ota.md's pip download), cached by
+    the daemon's requirements (its METADATA's Requires-Dist lines)."""
+    import zipfile
+
+    with zipfile.ZipFile(daemon) as z:
+        meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+        requires = sorted(
+            line for line in z.read(meta).decode().splitlines() if line.startswith("Requires-Dist")
+        )
+    key = hashlib.sha256("\n".join(requires).encode()).hexdigest()[:16]
+    folder = cache_dir() / f"wheels-bookworm-{key}"
+    if (folder / ".complete").exists():
+        log(f"aarch64 wheels: cached {folder}")
+        return folder
+    log("aarch64 wheels: pip download (CPython 3.11, manylinux up to glibc 2.36, aarch64)")
+    part = Path(tempfile.mkdtemp(prefix="wheels.part-", dir=cache_dir()))
+    platforms = [f"manylinux_2_{x}_aarch64" for x in range(36, 16, -1)]
+    platforms += ["manylinux2014_aarch64", "linux_aarch64"]
+    argv: list[str | Path] = [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:"]
+    argv += ["--python-version", "3.11", "--implementation", "cp"]
+    for p in platforms:
+        argv += ["--platform", p]
+    argv += ["-d", part, f"{daemon}[pi]", "pip"]
+    run(argv, what="pip download of the aarch64 wheels")
+    for whl in part.glob("satoyama_edge-*.whl"):
+        whl.unlink()  # the daemon's own wheel goes in separately
+    (part / ".complete").touch()
+    shutil.rmtree(folder, ignore_errors=True)
+    part.rename(folder)
+    return folder
+
+
+def deploy(*args: str | Path, cwd: Path) -> str:
+    return run([BIN / "satoyama-deploy", *args], cwd=cwd, what=f"satoyama-deploy {args[0]}")
+
+
+def make_bundle(work: Path, daemon: Path, wheelhouse: Path, key: Path, min_from: str) -> Path:
+    out = work / "bundles"
+    out.mkdir(exist_ok=True)
+    deploy(
+        "bundle", "build", "--daemon-wheel", daemon, "--wheelhouse", wheelhouse,
+        "--extra", "pi", "--min-from", min_from, "--signing-key", key,
+        "--units", REPO / "systemd", "--out", out,
+        cwd=work,
+    )  # fmt: skip
+    version = daemon.name.split("-")[1]
+    return out / f"satoyama-edge-{version}.tar"
+
+
+def make_fleet(work: Path, bundle: Path, pub: Path) -> Path:
+    deploy("ca", "init", "--dir", work / "ca", "--fleet", "vpi", cwd=work)
+    fleet = work / "fleet.toml"
+    fleet.write_text(
+        '[fleet]\nname = "vpi"\n\n'
+        # The virtual Pi reaches the host's broker through its one forward (vm.py).
+        f'[broker]\nhost = "10.0.2.100"\nport = {MQTT_GUEST_PORT}\ntls = false\n\n'
+        f'[ca]\ncert = "{work / "ca" / "ca.crt"}"\n\n'
+        f'[claim]\ncert = "{work / "ca" / "claim-ca.crt"}"\n'
+        f'key = "{work / "ca" / "claim-ca.key"}"\n\n'
+        f'[ota]\nverify_keys = ["{pub}"]\nbundle = "{bundle}"\n'
+    )
+    return fleet
+
+
+# -- 4: first boot and what a user checks ---------------------------------------------------
+
+
+def check_first_boot(vm: VM, figures: dict[str, object]) -> None:
+    """Everything firstboot.sh promised, seen from inside the guest."""
+    log = vm.ssh("cat /boot/firmware/satoyama-firstboot.log", check=False).stdout
+    print(log, file=sys.stderr)
+    left = vm.ssh("ls -A /boot/firmware", check=False).stdout.split()
+    assert "satoyama" not in left, f"satoyama/ still on the boot partition: {left}"
+    assert "firstrun.sh" not in left, f"firstrun.sh still on the boot partition: {left}"
+    assert "satoyama-FAILED.txt" not in left, "first boot failed:\n" + log
+    cmdline = vm.ssh("cat /boot/firmware/cmdline.txt").stdout
+    assert "systemd.run=" not in cmdline, f"the hook is still on cmdline.txt: {cmdline}"
+    modes = vm.ssh("stat -c '%n %a %U:%G' /etc/satoyama /etc/satoyama/*").stdout
+    log_modes = dict(line.split(" ", 1) for line in modes.strip().splitlines())
+    print(modes, file=sys.stderr)
+    assert log_modes["/etc/satoyama/device.toml"] == "600 satoyama:satoyama", log_modes
+    assert log_modes["/etc/satoyama/updater.toml"] == "644 root:root", log_modes
+    assert log_modes["/etc/satoyama"] == "750 root:satoyama", log_modes
+    enabled = vm.ssh(
+        "systemctl is-enabled satoyama-edge.service satoyama-update-recover.service "
+        "satoyama-update.timer satoyama-update.path",
+        check=False,
+    ).stdout.split()
+    assert enabled == ["enabled"] * 4, f"units not all enabled: {enabled}"
+    figures["release"] = vm.ssh("readlink /opt/satoyama/current").stdout.strip()
+
+
+def daemon_state(vm: VM) -> dict[str, str]:
+    out = vm.ssh(
+        "systemctl show satoyama-edge.service -p ActiveState -p SubState -p MainPID "
+        "-p NRestarts -p ExecMainStartTimestampMonotonic -p ActiveEnterTimestampMonotonic "
+        "-p InvocationID",
+        quiet=True,
+    ).stdout
+    return dict(line.split("=", 1) for line in out.strip().splitlines())
+
+
+def wait_ready(vm: VM, timeout_s: float) -> dict[str, str]:
+    """READY=1: with Type=notify, systemd says active/running only after it."""
+    end = time.monotonic() + timeout_s
+    while True:
+        st = daemon_state(vm)
+        if st["ActiveState"] == "active" and st["SubState"] == "running":
+            return st
+        if st["ActiveState"] == "failed" or time.monotonic() > end:
+            journal = vm.ssh("journalctl -b -u satoyama-edge --no-pager | tail -n 40").stdout
+            raise RuntimeError(f"the daemon did not reach READY ({st}):\n{journal}")
+        time.sleep(3)
+
+
+def check_arm64_runtime(vm: VM) -> str:
+    """The release's interpreter imports its real aarch64 wheels and runs the models
+    in LiteRT (the packaged .tflite files, one inference each)."""
+    script = r"""
+import glob, platform, numpy, msgspec, cryptography
+from ai_edge_litert.interpreter import Interpreter
+import models
+root = models.__path__[0]
+out = [platform.machine(), "numpy " + numpy.__version__, "cryptography " + cryptography.__version__]
+for path in sorted(glob.glob(root + "/*/*.tflite")):
+    it = Interpreter(model_path=path)
+    it.allocate_tensors()
+    d = it.get_input_details()[0]
+    it.set_tensor(d["index"], numpy.zeros(d["shape"], d["dtype"]))
+    it.invoke()
+    o = it.get_output_details()[0]
+    out.append(path.split("/")[-1] + " -> " + str(it.get_tensor(o["index"]).shape))
+print("; ".join(out))
+"""
+    proc = vm.ssh("/opt/satoyama/current/venv/bin/python -", input=script.encode())
+    return proc.stdout.strip()
+
+
+def first_mail(cloud: CloudSide, timeout_s: float) -> dict[str, object]:
+    """The first e-mail the host's notifier sends about this device: the events the
+    daemon in the VM published over the VM's network (the first install's
+    ``update_installed``, spooled by the updater, reported by the daemon)."""
+    t0 = time.monotonic()
+    mails = cloud.mailbox.wait_for(1, timeout_s)
+    subject = str(mails[0].message["Subject"])
+    log(f"mail received: {subject}")
+    return {
+        "subject": subject,
+        "to": list(mails[0].rcpt_tos),
+        "waited_s": round(time.monotonic() - t0, 1),
+    }
+
+
+def figures_at_rest(vm: VM, settle_s: float) -> dict[str, object]:
+    """RSS and CPU of the daemon at rest, measured inside the guest (TCG: not a Pi)."""
+    st = daemon_state(vm)
+    pid = st["MainPID"]
+
+    def cpu_ticks() -> tuple[int, float]:
+        stat = vm.ssh(f"cat /proc/{pid}/stat; cat /proc/uptime", quiet=True).stdout.splitlines()
+        fields = stat[0].rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12]), float(stat[1].split()[0])
+
+    t0, up0 = cpu_ticks()
+    time.sleep(settle_s)
+    t1, up1 = cpu_ticks()
+    rss = vm.ssh(f"grep VmRSS /proc/{pid}/status", quiet=True).stdout.split()[1]
+    cpu_s_per_h = (t1 - t0) / 100 / (up1 - up0) * 3600
+    ready_s = (
+        int(st["ActiveEnterTimestampMonotonic"]) - int(st["ExecMainStartTimestampMonotonic"])
+    ) / 1e6
+    return {
+        "time_to_ready_s": round(ready_s, 1),
+        "rss_mib": round(int(rss) / 1024, 1),
+        "cpu_s_per_hour_at_rest": round(cpu_s_per_h, 1),
+        "measured_over_s": round(up1 - up0, 1),
+        "note": "emulated: qemu-system-aarch64 TCG (cortex-a72) on a shared x86 host; not a Pi",
+    }
+
+
+# -- the stage ------------------------------------------------------------------------------
+
+
+def stage(work: Path, boot_deadline_s: float) -> dict[str, object]:
+    timer = Timer()
+    figures: dict[str, object] = {}
+    image = build_image()
+    timer.mark("image")
+
+    daemon = daemon_wheel(work)
+    wheelhouse = aarch64_wheelhouse(daemon)
+    deploy("signing-key", "new", "--private", work / "ota.key", "--public", work / "ota.pub",
+           cwd=work)  # fmt: skip
+    bundle = make_bundle(work, daemon, wheelhouse, work / "ota.key", "0.0.1")
+    log(f"bundle: {bundle.name}, {bundle.stat().st_size / 1e6:.0f} MB")
+    timer.mark("release")
+
+    disk = work / "card.img"
+    run(["cp", "--sparse=always", image / "disk.img", disk])
+    fleet = make_fleet(work, bundle, work / "ota.pub")
+    where = ["--device", DEVICE, "--site", SITE_ID, "--lat", "36.1035", "--lon", "137.965"]
+    deploy("provision", "--fleet", fleet, *where, "--profile", "paddy-wildlife", "--image", disk,
+           cwd=work)  # fmt: skip
+    # Debian bookworm's kernel has no gpio-sim (CONFIG_GPIO_SIM is not set): the VM has
+    # no GPIO header, so the profile's configuration is given gpiozero's mock pins and
+    # written again with --config (the real tool, the same card, as an installer would).
+    config = (fat_read(disk, "satoyama/secrets/device.toml") or b"").decode()
+    assert 'pin_factory = "auto"' in config, config
+    (work / "device.toml").write_text(
+        config.replace('pin_factory = "auto"', 'pin_factory = "mock"')
+    )
+    summary = deploy("provision", "--fleet", fleet, *where, "--config", work / "device.toml",
+                     "--image", disk, cwd=work)  # fmt: skip
+    print(summary, file=sys.stderr)
+    cmdline = (fat_read(disk, "cmdline.txt") or b"").decode()
+    assert "systemd.run=/boot/firmware/firstrun.sh" in cmdline, cmdline
+    log(f"card provisioned: {' '.join(fat_list(disk))}")
+    timer.mark("provision")
+
+    with (
+        CloudSide(work / "cloud") as cloud,
+        VM(
+            image_dir=image, disk=disk, workdir=work, forwards={MQTT_GUEST_PORT: cloud.broker.port}
+        ) as vm,
+    ):
+        vm.power_on()
+        # Boot 1 runs firstrun.sh (kernel-command-line.target) and reboots; boot 2 is normal.
+        vm.wait_ssh(boot_deadline_s, reboots=1)
+        assert vm.boots == 2, f"expected the first-boot reboot, saw {vm.boots} boot(s)"
+        timer.mark("first boot (firstrun.sh, reboot, second boot)")
+        check_first_boot(vm, figures)
+        st = wait_ready(vm, 600)
+        log(f"daemon READY: {st}")
+        timer.mark("READY")
+        figures["arm64"] = check_arm64_runtime(vm)
+        log(f"arm64 runtime: {figures['arm64']}")
+        figures["at_rest"] = figures_at_rest(vm, 60)
+        log(f"figures (emulated): {figures['at_rest']}")
+        timer.mark("checks")
+        figures["mail"] = first_mail(cloud, 300)
+        timer.mark("mail")
+        vm.shutdown()
+    figures["phases_s"] = timer.phases
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--workdir", type=Path, help="keep the run here (default: a temporary folder)")
+    ap.add_argument("--boot-deadline", type=float, default=2400, help="seconds for the first boots")
+    args = ap.parse_args(argv)
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="satoyama-vpi-"))
+    work.mkdir(parents=True, exist_ok=True)
+    log(f"work folder: {work}")
+    figures = stage(work, args.boot_deadline)
+    (work / "figures.json").write_text(json.dumps(figures, indent=2) + "\n")
+    print(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
