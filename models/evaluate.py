@@ -197,6 +197,14 @@ def update_card(report: dict[str, Any]) -> None:
         if b is not None:
             rows.append(f"| {name}, baseline: linear on the same input | {_cells(b)} |")
     inv = report["invariance"]
+    met = [n for n, r in report["families"].items() if r["meets_targets"]]
+    missed = [n for n, r in report["families"].items() if not r["meets_targets"]]
+    verdict = (
+        "**Targets met on every family.**" if not missed else
+        f"**Targets MISSED on: {', '.join(missed)}**"
+        + (f" (met on: {', '.join(met)})." if met else ".")
+        + "  Frames the model abstains on become the nap rule's \"look now\" prompt."
+    )
     body = "\n".join([
         EVAL_BEGIN,
         "",
@@ -208,6 +216,8 @@ def update_card(report: dict[str, Any]) -> None:
         "| family | prone recall | false prone | abstain | accuracy | prone recall (all) |",
         "|---|---|---|---|---|---|",
         *rows,
+        "",
+        verdict,
         "",
         "Invariance on the evaluation-only world (share of answers that change): "
         + ", ".join(f"{k.replace('_', ' ')} {100 * v:.1f} %" for k, v in inv.items()) + ".",

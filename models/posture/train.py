@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--families", default=",".join(TRAINING_FAMILIES))
     ap.add_argument("--samples", type=int, default=3000, help="frames per class per family")
     ap.add_argument("--copies", type=int, default=2, help="augmented copies of each frame")
-    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--heldout", type=int, default=1000, help="held-out frames per class")
     ap.add_argument("--out", type=Path, default=HERE)
     args = ap.parse_args(argv)
@@ -327,7 +327,7 @@ ways round are in training).  Never mirrored: a mirror image swaps left and righ
 
 Decision (`card.json` -> `decision`): calibrated probabilities
 `softmax(log p / T)`, T = {temperature} (temperature scaling on validation
-frames); `prone` when p(prone) >= {prone_threshold} (set for 99 % prone recall
+frames); `prone` when p(prone) >= {prone_threshold} (set for 98 % prone recall
 on validation frames), otherwise the best label when its probability is
 >= {answer_threshold}, otherwise `unknown`.  `edge.inference.runtime.PostureModel`
 does all of it.
