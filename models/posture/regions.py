@@ -78,7 +78,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -117,6 +117,11 @@ class Regions:
         ell = [(uc, -vc, a, b, -phi, p, g, m) for uc, vc, a, b, phi, p, g, m in self.ell]
         cap = [(u0, -v0, u1, -v1, w0, w1, g, m) for u0, v0, u1, v1, w0, w1, g, m in self.cap]
         return Regions(ell, cap)
+
+    def scaled(self, k: float) -> Regions:
+        """The same regions with every mass multiplied by k."""
+        return Regions([(*e[:-1], e[-1] * k) for e in self.ell],
+                       [(*c[:-1], c[-1] * k) for c in self.cap])
 
     def total(self) -> float:
         """Total mass in kg."""
@@ -174,12 +179,15 @@ def _rot(vec: tuple[float, float], deg: float) -> tuple[float, float]:
     return vec[0] * c - vec[1] * s, vec[0] * s + vec[1] * c
 
 
-def build_body(posture: str, rng: np.random.Generator, softness: float
+def build_body(posture: str, rng: np.random.Generator, softness: float,
+               arms: str | None = None, legs: str | None = None
                ) -> tuple[Regions, float, float]:
     """Contact regions of one child (body frame) -> (regions, u_mid, weight kg).
 
     posture is "supine", "prone" or "left" ("right" is the mirror of "left").
     softness 0 (thin firm) .. 1 (thick soft) sets contact width and the share in bony domes.
+    arms ("side", "out", "surrender", "under") and legs ("straight", "frog", "tucked") force
+    the limb pose of a supine / prone child (random when None).
     """
     age, L, W = _anthropometry(rng)
     t = age / 36.0
@@ -211,7 +219,7 @@ def build_body(posture: str, rng: np.random.Generator, softness: float
         return u_sh + x, y
 
     if posture in ("supine", "prone"):
-        sgn = 1.0 if posture == "supine" else -1.0  # supine: body left = +v; prone: -v
+        # body's left side is +v supine and -v prone; poses are drawn symmetric anyway
         # head
         hc = head_at(-(0.03 * L + hl / 2), 0.0)
         if posture == "supine":
@@ -231,6 +239,7 @@ def build_body(posture: str, rng: np.random.Generator, softness: float
         # arms
         arm_pose = rng.choice(["side", "out", "surrender", "under"] if posture == "prone"
                               else ["side", "out", "surrender"])
+        arm_pose = arms or arm_pose
         under = arm_pose == "under"
         for side in (-1.0, 1.0):
             if under:
@@ -256,6 +265,7 @@ def build_body(posture: str, rng: np.random.Generator, softness: float
             R.ellipse(*el, 0.025 * L, 0.02 * L, m_arm * 0.1)  # olecranon / forearm point
         # trunk: chest and belly/pelvis super-ellipses + domes
         leg_pose = rng.choice(["straight", "frog", "tucked"], p=[0.45, 0.35, 0.2])
+        leg_pose = legs or leg_pose
         chest_c = u_sh + 0.3 * trunk_len
         belly_c = u_sh + 0.75 * trunk_len
         m_chest = m_trunk * (0.55 + breath)
@@ -309,7 +319,8 @@ def build_body(posture: str, rng: np.random.Generator, softness: float
                 continue
             knee = (hip[0] + thigh_len * d1[0], hip[1] + thigh_len * d1[1])
             ank = (knee[0] + shank_len * d2[0], knee[1] + shank_len * d2[1])
-            R.capsule(*hip, *knee, thigh_r * cw, thigh_r * 0.75 * cw, m_leg * 0.45)
+            R.capsule(*hip, *knee, thigh_r * cw, thigh_r * 0.75 * cw,
+                      m_leg * (0.45 if posture == "supine" else 0.4))
             if posture == "supine":
                 R.capsule(*knee, *ank, shank_r * cw, shank_r * 0.7 * cw, m_leg * 0.3)
                 if leg_pose == "frog":  # lateral knee and lateral foot edge
@@ -317,12 +328,14 @@ def build_body(posture: str, rng: np.random.Generator, softness: float
                     R.ellipse(ank[0] + 0.02 * L * d2[0], ank[1] + 0.02 * L * d2[1],
                               0.04 * L, 0.02 * L, m_leg * 0.15)
                 else:  # heels at the foot end
+                    # (the back of the knee is lifted: no knee contact supine)
                     R.ellipse(ank[0] + 0.01 * L, ank[1], 0.022 * L, 0.02 * L,
-                              m_leg * (0.2 + 0.1 * dome))
-                    R.ellipse(*knee, 0.04 * L, 0.035 * L, m_leg * (0.05 - 0.1 * dome + 0.1))
+                              m_leg * (0.15 + 0.2 * dome))
+                    R.capsule(*knee, *ank, shank_r * 0.6 * cw, shank_r * 0.5 * cw,
+                              m_leg * (0.1 - 0.2 * dome + 0.1))
             else:
-                R.capsule(*knee, *ank, shank_r * cw, shank_r * 0.7 * cw, m_leg * 0.25)
-                R.ellipse(*knee, 0.03 * L, 0.028 * L, m_leg * 0.15)  # patella
+                R.capsule(*knee, *ank, shank_r * cw, shank_r * 0.7 * cw, m_leg * 0.2)
+                R.ellipse(*knee, 0.03 * L, 0.028 * L, m_leg * 0.25)  # patella
                 # dorsum of the foot / toes, beyond the ankle
                 toe = (ank[0] + 0.05 * L * d2[0], ank[1] + 0.05 * L * d2[1])
                 R.ellipse(*toe, 0.045 * L, 0.022 * L, m_leg * 0.15,
@@ -387,10 +400,7 @@ def build_body(posture: str, rng: np.random.Generator, softness: float
     else:
         raise ValueError(f"no body for posture {posture!r}")
     # the regions' shares are not exactly W by construction: scale to the true weight
-    k = W / R.total()
-    R.ell = [e[:-1] + (e[-1] * k,) for e in R.ell]
-    R.cap = [c[:-1] + (c[-1] * k,) for c in R.cap]
-    return R, L / 2.0, W
+    return R.scaled(W / R.total()), L / 2.0, W
 
 
 def build_objects(rng: np.random.Generator) -> Regions:
@@ -426,7 +436,8 @@ def build_objects(rng: np.random.Generator) -> Regions:
 
 
 def _laplace_cdf(x: np.ndarray, s: float) -> np.ndarray:
-    return np.where(x < 0, 0.5 * np.exp(np.minimum(x, 0) / s), 1 - 0.5 * np.exp(-np.maximum(x, 0) / s))
+    e = 0.5 * np.exp(-np.abs(x) / s)
+    return np.where(x < 0, e, 1.0 - e)
 
 
 def _cell_matrix(coords: np.ndarray, n: int, s: float) -> np.ndarray:
@@ -572,7 +583,8 @@ def sense(scene: Scene, load: np.ndarray, rng: np.random.Generator,
     def counts(kg: np.ndarray) -> np.ndarray:
         c = COUNTS_PER_KG * kg * cell_gain
         if scene.crosstalk > 0:
-            c = c + scene.crosstalk * (c.mean(axis=1, keepdims=True) + c.mean(axis=0, keepdims=True))
+            lines = c.mean(axis=1, keepdims=True) + c.mean(axis=0, keepdims=True)
+            c = c + scene.crosstalk * lines
         if math.isfinite(scene.nonlin_k):
             c = c / (1 + c / scene.nonlin_k)
         return offsets + c
@@ -619,7 +631,10 @@ def render(posture: str, seed: int, rough_empty: bool | None = None
 
 
 def dataset(n_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """frames (n,16,32) uint8, empty levels (n,16,32) float32, labels (n,) int64; n = 5*n_per_class."""
+    """frames (n,16,32) uint8, empty levels (n,16,32) float32, labels (n,) int64.
+
+    n = 5 * n_per_class, classes interleaved in LABELS order, deterministic in seed.
+    """
     seeds = np.random.SeedSequence([int(seed), _SALT]).generate_state(5 * n_per_class, np.uint64)
     n = 5 * n_per_class
     frames = np.empty((n, ROWS, COLS), np.uint8)
