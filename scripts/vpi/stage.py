@@ -273,6 +273,70 @@ def first_mail(cloud: CloudSide, timeout_s: float) -> dict[str, object]:
     }
 
 
+UPDATE = "/opt/satoyama/current/venv/bin/satoyama-update"
+
+
+def updater_status(vm: VM) -> dict[str, object]:
+    return json.loads(vm.ssh(f"{UPDATE} status", quiet=True).stdout)
+
+
+def update_and_reboot(vm: VM, bundle: Path) -> dict[str, object]:
+    """A newer release installed by the device's own updater (the bundle copied in as
+    from a USB stick), confirmed healthy; then a real reboot, and the new release is
+    what systemd starts."""
+    vm.copy_in(bundle, f"/var/tmp/{bundle.name}")
+    t0 = time.monotonic()
+    proc = vm.ssh(f"{UPDATE} install --bundle /var/tmp/{bundle.name}", timeout_s=1800, check=False)
+    install_s = time.monotonic() - t0
+    print(proc.stderr[-3000:], file=sys.stderr)
+    assert proc.returncode == 0, f"the update failed ({proc.returncode})"
+    st = updater_status(vm)
+    log(f"updated in {install_s:.0f} s: {st['current']} (releases {st['releases']})")
+    assert st["current"] == "0.2.0", st
+    reboot_s = vm.reboot(900)
+    state = wait_ready(vm, 600)
+    current = vm.ssh("readlink /opt/satoyama/current").stdout.strip()
+    assert current == "releases/0.2.0", current
+    log(f"after the reboot: {current}, daemon {state['ActiveState']}/{state['SubState']}")
+    return {"install_s": round(install_s, 1), "reboot_to_ssh_s": round(reboot_s, 1)}
+
+
+def power_cut_mid_update(vm: VM, bundle: Path, when: str) -> dict[str, object]:
+    """Power is cut while the updater is at ``when`` (a journal state); on the next
+    boot recover leaves one complete release running and the daemon READY."""
+    vm.copy_in(bundle, f"/var/tmp/{bundle.name}")
+    vm.ssh(
+        f"systemd-run --unit=vpi-update {UPDATE} install --bundle /var/tmp/{bundle.name}",
+        timeout_s=60,
+    )
+
+    def at_state() -> bool:
+        out = vm.ssh("cat /var/lib/satoyama-update/state.json", check=False, quiet=True).stdout
+        return f'"{when}"' in out
+
+    end = time.monotonic() + 1200
+    while not at_state():
+        assert time.monotonic() < end, f"the updater never reached {when}"
+        time.sleep(1)
+    vm.cut_power()
+    vm.power_on()
+    vm.wait_ssh(900)
+    state = wait_ready(vm, 600)
+    st = updater_status(vm)
+    releases = vm.ssh("ls -A /opt/satoyama/releases").stdout.split()
+    log(f"after the cut at {when}: current {st['current']}, releases on disk {releases}")
+    complete = vm.ssh(
+        "for r in /opt/satoyama/releases/*; do [ -f $r/.complete ] || echo INCOMPLETE $r; done"
+    ).stdout
+    assert not complete.strip(), complete
+    return {
+        "cut_at": when,
+        "current": st["current"],
+        "releases": releases,
+        "daemon": state["SubState"],
+    }
+
+
 def figures_at_rest(vm: VM, settle_s: float) -> dict[str, object]:
     """RSS and CPU of the daemon at rest, measured inside the guest (TCG: not a Pi)."""
     st = daemon_state(vm)
@@ -303,7 +367,7 @@ def figures_at_rest(vm: VM, settle_s: float) -> dict[str, object]:
 # -- the stage ------------------------------------------------------------------------------
 
 
-def stage(work: Path, boot_deadline_s: float) -> dict[str, object]:
+def stage(work: Path, boot_deadline_s: float, with_updates: bool) -> dict[str, object]:
     timer = Timer()
     figures: dict[str, object] = {}
     image = build_image()
@@ -315,6 +379,9 @@ def stage(work: Path, boot_deadline_s: float) -> dict[str, object]:
            cwd=work)  # fmt: skip
     bundle = make_bundle(work, daemon, wheelhouse, work / "ota.key", "0.0.1")
     log(f"bundle: {bundle.name}, {bundle.stat().st_size / 1e6:.0f} MB")
+    if with_updates:
+        v2 = make_bundle(work, daemon_wheel(work, "0.2.0"), wheelhouse, work / "ota.key", "0.1.0")
+        v3 = make_bundle(work, daemon_wheel(work, "0.3.0"), wheelhouse, work / "ota.key", "0.1.0")
     timer.mark("release")
 
     disk = work / "card.img"
@@ -361,6 +428,11 @@ def stage(work: Path, boot_deadline_s: float) -> dict[str, object]:
         timer.mark("checks")
         figures["mail"] = first_mail(cloud, 300)
         timer.mark("mail")
+        if with_updates:
+            figures["update"] = update_and_reboot(vm, v2)
+            timer.mark("update to 0.2.0 and reboot")
+            figures["power_cut"] = power_cut_mid_update(vm, v3, "installing")
+            timer.mark("power cut mid-update")
         vm.shutdown()
     figures["phases_s"] = timer.phases
     return figures
@@ -370,11 +442,16 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--workdir", type=Path, help="keep the run here (default: a temporary folder)")
     ap.add_argument("--boot-deadline", type=float, default=2400, help="seconds for the first boots")
+    ap.add_argument(
+        "--updates",
+        action="store_true",
+        help="also: an update to 0.2.0 with a reboot, and a power cut in the middle of one",
+    )
     args = ap.parse_args(argv)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="satoyama-vpi-"))
     work.mkdir(parents=True, exist_ok=True)
     log(f"work folder: {work}")
-    figures = stage(work, args.boot_deadline)
+    figures = stage(work, args.boot_deadline, args.updates)
     (work / "figures.json").write_text(json.dumps(figures, indent=2) + "\n")
     print(json.dumps(figures, indent=2))
     return 0

@@ -1,0 +1,41 @@
+"""Issue 16: a real card image provisioned, first-booted and running the daemon under
+qemu-system-aarch64, checked as a user would (scripts/vpi/stage.py does the work).
+
+Run it with ``pytest -m vpi tests/vpi`` (or ``SATOYAMA_VPI=1``); the default run
+deselects it.  It fails, never skips, when QEMU or the image tools are missing.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = [pytest.mark.vpi, pytest.mark.timeout(3600)]
+
+
+def test_the_virtual_pi_boots_the_provisioned_card_into_a_ready_daemon(tmp_path: Path) -> None:
+    missing = [t for t in ("qemu-system-aarch64", "mtype", "ssh") if shutil.which(t) is None]
+    assert not missing, (
+        f"the virtual Pi stage needs {', '.join(missing)}: "
+        "apt-get install qemu-system-arm mtools openssh-client"
+    )
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts/vpi/stage.py"), "--workdir", str(tmp_path)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+        timeout=3500,
+    )
+    assert proc.returncode == 0, "the stage failed (its progress is above)"
+    figures = json.loads((tmp_path / "figures.json").read_text())
+    assert figures["release"] == "releases/0.1.0"
+    assert figures["arm64"].startswith("aarch64")
+    assert "posture.tflite" in figures["arm64"]
+    assert figures["at_rest"]["time_to_ready_s"] > 0
