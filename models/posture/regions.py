@@ -447,55 +447,96 @@ def _cell_matrix(coords: np.ndarray, n: int, s: float) -> np.ndarray:
     return F[1:] - F[:-1]
 
 
-def field_on_lattice(R: Regions, heading_deg: float, centre: tuple[float, float], u_mid: float
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pressure field (kg per lattice point) over the regions' world bounding box -> (P, ys, xs)."""
+def _window(lo: float, hi: float, origin: float, n: int) -> slice:
+    """Lattice indices whose points lie in [lo, hi] (points at origin + (i + 0.5) * GRID_CM)."""
+    i0 = max(math.ceil((lo - origin) / GRID_CM - 0.5), 0)
+    i1 = min(math.floor((hi - origin) / GRID_CM - 0.5) + 1, n)
+    return slice(i0, max(i1, i0))
+
+
+def body_field(R: Regions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pressure field (kg per lattice point) on a body-frame lattice -> (P (nv, nu), us, vs).
+
+    Each region is evaluated only inside its own bounding window and normalised to its mass
+    on the lattice, so the field's total is exactly the regions' total.
+    """
+    ext = R.extent()
+    u0 = math.floor(ext[:, 0].min() / GRID_CM) * GRID_CM
+    v0 = math.floor(ext[:, 1].min() / GRID_CM) * GRID_CM
+    nu = math.ceil((ext[:, 0].max() - u0) / GRID_CM) + 1
+    nv = math.ceil((ext[:, 1].max() - v0) / GRID_CM) + 1
+    us = u0 + (np.arange(nu) + 0.5) * GRID_CM
+    vs = v0 + (np.arange(nv) + 0.5) * GRID_CM
+    P = np.zeros((nv, nu))
+    for uc, vc, a, b, phi, p, gamma, mass in R.ell:
+        r = max(a, b)
+        su, sv = _window(uc - r, uc + r, u0, nu), _window(vc - r, vc + r, v0, nv)
+        du = us[su][None, :] - uc
+        dv = vs[sv][:, None] - vc
+        if phi:
+            cp, sp = math.cos(math.radians(phi)), math.sin(math.radians(phi))
+            du, dv = cp * du + sp * dv, -sp * du + cp * dv
+        x2, y2 = (du / a) ** 2, (dv / b) ** 2
+        if p == 2:
+            S = x2 + y2
+        elif p == 4:
+            S = x2 * x2 + y2 * y2
+        else:
+            S = x2 ** (p / 2) + y2 ** (p / 2)
+        q = np.maximum(1.0 - S, 0.0)
+        prof = np.sqrt(q) if gamma == 0.5 else q ** gamma
+        tot = prof.sum()
+        if tot > 0:
+            P[sv, su] += prof * (mass / tot)
+    for ua, va, ub, vb, wa, wb, gamma, mass in R.cap:
+        w = max(wa, wb)
+        su = _window(min(ua, ub) - w, max(ua, ub) + w, u0, nu)
+        sv = _window(min(va, vb) - w, max(va, vb) + w, v0, nv)
+        du = us[su][None, :] - ua
+        dv = vs[sv][:, None] - va
+        eu, ev = ub - ua, vb - va
+        t = np.clip((du * eu + dv * ev) / max(eu * eu + ev * ev, 1e-9), 0.0, 1.0)
+        d2 = (du - t * eu) ** 2 + (dv - t * ev) ** 2
+        ww = wa + t * (wb - wa)
+        q = np.maximum(1.0 - d2 / (ww * ww), 0.0)
+        prof = np.sqrt(q) if gamma == 0.5 else q ** gamma
+        tot = prof.sum()
+        if tot > 0:
+            P[sv, su] += prof * (mass / tot)
+    return P, us, vs
+
+
+def to_world(us: np.ndarray, vs: np.ndarray, heading_deg: float, centre: tuple[float, float],
+             u_mid: float) -> tuple[np.ndarray, np.ndarray]:
+    """World (x, y) in cm of every body-lattice point, shaped (len(vs), len(us))."""
     th = math.radians(heading_deg)
     c, s = math.cos(th), math.sin(th)
-    ext = R.extent()
-    wx = centre[0] + c * (ext[:, 0] - u_mid) - s * ext[:, 1]
-    wy = centre[1] + s * (ext[:, 0] - u_mid) + c * ext[:, 1]
-    x0, x1 = math.floor(wx.min() / GRID_CM), math.ceil(wx.max() / GRID_CM)
-    y0, y1 = math.floor(wy.min() / GRID_CM), math.ceil(wy.max() / GRID_CM)
-    xs = (np.arange(x0, x1) + 0.5) * GRID_CM
-    ys = (np.arange(y0, y1) + 0.5) * GRID_CM
-    X, Y = np.meshgrid(xs - centre[0], ys - centre[1])
-    U = (c * X + s * Y).ravel() + u_mid
-    V = (-s * X + c * Y).ravel()
-    P = np.zeros(U.size)
-    if R.ell:
-        e = np.asarray(R.ell)
-        du = U[None, :] - e[:, 0:1]
-        dv = V[None, :] - e[:, 1:2]
-        cp, sp = np.cos(np.radians(e[:, 4:5])), np.sin(np.radians(e[:, 4:5]))
-        a = np.abs((cp * du + sp * dv) / e[:, 2:3])
-        b = np.abs((-sp * du + cp * dv) / e[:, 3:4])
-        S = a ** e[:, 5:6] + b ** e[:, 5:6]
-        prof = np.maximum(1.0 - S, 0.0) ** e[:, 6:7]
-        tot = prof.sum(axis=1)
-        P += (e[:, 7] / np.maximum(tot, 1e-12)) @ prof
-    if R.cap:
-        k = np.asarray(R.cap)
-        su, sv = k[:, 2:3] - k[:, 0:1], k[:, 3:4] - k[:, 1:2]
-        du = U[None, :] - k[:, 0:1]
-        dv = V[None, :] - k[:, 1:2]
-        t = np.clip((du * su + dv * sv) / np.maximum(su * su + sv * sv, 1e-9), 0.0, 1.0)
-        d2 = (du - t * su) ** 2 + (dv - t * sv) ** 2
-        w = k[:, 4:5] + t * (k[:, 5:6] - k[:, 4:5])
-        prof = np.maximum(1.0 - d2 / (w * w), 0.0) ** k[:, 6:7]
-        tot = prof.sum(axis=1)
-        P += (k[:, 7] / np.maximum(tot, 1e-12)) @ prof
-    return P.reshape(ys.size, xs.size), ys, xs
+    du = us[None, :] - u_mid
+    dv = vs[:, None]
+    return centre[0] + c * du - s * dv, centre[1] + s * du + c * dv
 
 
 def load_map(scene: Scene) -> np.ndarray:
     """Clean load in kg per cell (16, 32): regions -> field -> mattress PSF -> cells."""
     if not scene.regions.ell and not scene.regions.cap:
         return np.zeros((ROWS, COLS))
-    P, ys, xs = field_on_lattice(scene.regions, scene.heading_deg, scene.centre, scene.u_mid)
-    My = _cell_matrix(ys, ROWS, scene.psf_cm)
-    Mx = _cell_matrix(xs, COLS, scene.psf_cm)
-    return My @ P @ Mx.T
+    P, us, vs = body_field(scene.regions)
+    keep = P.ravel() > 0
+    wx, wy = to_world(us, vs, scene.heading_deg, scene.centre, scene.u_mid)
+    w, gx, gy = P.ravel()[keep], wx.ravel()[keep] / GRID_CM - 0.5, wy.ravel()[keep] / GRID_CM - 0.5
+    # bilinear splat of the rotated lattice onto a world lattice (keeps each point's mean position)
+    x0, y0 = math.floor(gx.min()), math.floor(gy.min())
+    nx, ny = math.floor(gx.max()) - x0 + 2, math.floor(gy.max()) - y0 + 2
+    ix, iy = np.floor(gx).astype(np.int64), np.floor(gy).astype(np.int64)
+    fx, fy = gx - ix, gy - iy
+    base = (iy - y0) * nx + (ix - x0)
+    G = (np.bincount(base, w * (1 - fx) * (1 - fy), nx * ny)
+         + np.bincount(base + 1, w * fx * (1 - fy), nx * ny)
+         + np.bincount(base + nx, w * (1 - fx) * fy, nx * ny)
+         + np.bincount(base + nx + 1, w * fx * fy, nx * ny)).reshape(ny, nx)
+    My = _cell_matrix((y0 + np.arange(ny) + 0.5) * GRID_CM, ROWS, scene.psf_cm)
+    Mx = _cell_matrix((x0 + np.arange(nx) + 0.5) * GRID_CM, COLS, scene.psf_cm)
+    return My @ G @ Mx.T
 
 
 # ---------------------------------------------------------------- scenes

@@ -23,7 +23,10 @@ def _scene(posture: str, seed: int, heading: float = 0.0,
 
 
 def _fits(scene: rg.Scene, margin: float) -> bool:
-    _, ys, xs = rg.field_on_lattice(scene.regions, scene.heading_deg, scene.centre, scene.u_mid)
+    """Whether every loaded point of the body lies at least `margin` cm inside the mat."""
+    P, us, vs = rg.body_field(scene.regions)
+    xs, ys = rg.to_world(us, vs, scene.heading_deg, scene.centre, scene.u_mid)
+    xs, ys = xs[P > 0], ys[P > 0]
     return bool(xs.min() > margin and xs.max() < rg.MAT_L_CM - margin
                 and ys.min() > margin and ys.max() < rg.MAT_W_CM - margin)
 
@@ -142,9 +145,9 @@ def test_left_mirrors_to_right_by_flipping_rows() -> None:
 
 
 def _axial_profile(scene: rg.Scene) -> tuple[np.ndarray, np.ndarray]:
-    """Load per lattice column along the body (heading 0) and u (cm from the crown)."""
-    P, _, xs = rg.field_on_lattice(scene.regions, 0.0, scene.centre, scene.u_mid)
-    return P.sum(axis=0), xs - scene.centre[0] + scene.u_mid
+    """Load per lattice column along the body and u (cm from the crown)."""
+    P, us, _ = rg.body_field(scene.regions)
+    return P.sum(axis=0), us
 
 
 def test_supine_heels_and_prone_knees_and_feet() -> None:
