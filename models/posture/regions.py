@@ -56,6 +56,10 @@ Assumptions (my own reasoning, rough anthropometry, not fitted to data):
   children would bend against the cot sides instead - a gap).
 * Scale check: with the contract's 600 counts/kg, a firm mattress puts up to ~0.9 kg on one
   cell under the occiput / chest, so 30-40 % of child frames have a cell saturated at 255.
+  Peak cell pressure (cell average) comes out 16-20 mmHg median, 36-41 mmHg at p90; for
+  comparison a neonatal foam-mattress study (high-resolution mat, top-25 % values) reports
+  ~3.8 kPa (29 mmHg) head and ~2.6 kPa (20 mmHg) torso (preprint doi
+  10.21203/rs.3.rs-7292528): the same order.
 * Breathing moves +-4 % of the trunk load between chest and belly.
 
 Sensor model (per mat and per frame):
