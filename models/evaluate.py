@@ -66,7 +66,7 @@ def predict(model: PostureModel, frames: np.ndarray, levels: np.ndarray | None) 
 
 
 def meets(r: dict[str, Any]) -> bool:
-    return (
+    return bool(
         r["prone_recall_answered"] >= POSTURE_TARGETS["prone_recall"]
         and r["false_prone_answered"] <= POSTURE_TARGETS["false_prone"]
         and r["abstain"] <= POSTURE_TARGETS["abstain"]
@@ -106,7 +106,8 @@ def baseline_predict(w: np.ndarray, frames: np.ndarray, levels: np.ndarray) -> n
 
     x = features(frames, levels).reshape(len(frames), -1)
     xb = np.hstack([x, np.ones((len(x), 1), dtype=np.float32)])
-    return (xb @ w).argmax(1)
+    out: np.ndarray = (xb @ w).argmax(1)
+    return out
 
 
 def invariance(model: PostureModel, frames: np.ndarray, levels: np.ndarray) -> dict[str, float]:

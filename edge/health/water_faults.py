@@ -457,9 +457,9 @@ class WaterFaultDetector:
                 best = (score, w, max(dev, key=abs))
         if best is None or best[0] <= self.p.spike_k:
             return None
-        score, w, dev = best
+        score, w, worst = best
         return (score, self.p.spike_k,
-                f"{w} reading(s) {dev:+.1f} cm off the level and back ({score:.0f} x the local "
+                f"{w} reading(s) {worst:+.1f} cm off the level and back ({score:.0f} x the local "
                 f"noise {scale:.2f} cm)")  # fmt: skip
 
     def _step(self, seg: np.ndarray) -> tuple[float, float, str] | None:

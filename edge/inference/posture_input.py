@@ -77,7 +77,8 @@ def load_map(raw: np.ndarray, level: np.ndarray) -> np.ndarray:
     d = raw.astype(np.float32) - level
     d -= np.float32(np.median(d))
     d[d < DEADBAND_COUNTS] = 0.0
-    return d
+    out: np.ndarray = d
+    return out
 
 
 def canonical_load(
@@ -147,4 +148,5 @@ def _bilinear(img: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.ndarray:
     x1 = np.minimum(x0 + 1, cols + 1)
     top = padded[y0, x0] * (1 - fx) + padded[y0, x1] * fx
     bottom = padded[y1, x0] * (1 - fx) + padded[y1, x1] * fx
-    return (top * (1 - fy) + bottom * fy).astype(np.float32)
+    out: np.ndarray = (top * (1 - fy) + bottom * fy).astype(np.float32)
+    return out

@@ -57,6 +57,7 @@ from drivers.errors import DriverError
 from drivers.motion_mat import MatFrame
 from edge.config import Config, MatSensorConfig
 from edge.devices.factory import open_mat
+from edge.errors import EdgeError
 from edge.files import write_atomic
 from edge.nursery.mat import (
     AUTO_CALIBRATION_FRAMES,
@@ -79,7 +80,7 @@ Ask = Callable[[str], Awaitable[None] | None]
 """Tells the person at the cot what to do and returns once they have done it."""
 
 
-class RecordError(Exception):
+class RecordError(EdgeError, RuntimeError):
     """The recording is refused; the message says why and what to do (one line)."""
 
 
@@ -251,7 +252,7 @@ def save(
     new["session"] = np.full(n, number, dtype=np.int32)
     if previous is not None:
         new = {k: np.concatenate([previous[k], v]) for k, v in new.items()}
-    arrays = {
+    arrays: dict[str, Any] = {
         **new,
         **_calibration_arrays(calibration),
         "rows": np.int32(rows),

@@ -1,13 +1,17 @@
 """The posture training worlds, and turning their frames into what the model sees.
 
-Two independently designed generators train the model (issue 15: a model
-judged on its own generator agrees with it and little else):
+Three independently designed generators train the model (a model judged on
+its own generator agrees with it and little else):
 
 - ``patches`` (:mod:`models.posture.data`): the mat emulator's body model,
   each body part a Gaussian contact patch spread by the mattress;
 - ``skeleton`` (:mod:`models.posture.skeleton`): a jointed skeleton with
   anthropometric segment masses, contact surfaces per posture and a mattress
-  kernel, written by someone who had not read the first.
+  kernel, written by someone who had not read the first;
+- ``regions`` (:mod:`models.posture.regions`): contact regions with Hertzian
+  domes at the bony prominences pressure-mapping studies name per posture and
+  an exponential mattress kernel, written by a third person who had read
+  neither.
 
 A third world (``models/evalworlds/``) is for evaluation only; nothing here
 imports it.  Every family offers ``dataset(n_per_class, seed) -> (frames,
@@ -32,7 +36,7 @@ import numpy as np
 from edge.inference.posture_input import canonical_load, load_map, principal_angle
 
 Dataset = tuple[np.ndarray, np.ndarray, np.ndarray]
-TRAINING_FAMILIES: tuple[str, ...] = ("patches", "skeleton")
+TRAINING_FAMILIES: tuple[str, ...] = ("patches", "skeleton", "regions")
 LABELS: tuple[str, ...] = ("empty", "supine", "prone", "left", "right")
 ROWS, COLS = 16, 32
 
@@ -43,11 +47,13 @@ def loader(family: str) -> Callable[[int, int], Dataset]:
         from models.posture.data import dataset_with_levels
 
         return dataset_with_levels
-    if family == "skeleton":
-        from models.posture import skeleton
+    if family in ("skeleton", "regions"):
+        import importlib
+
+        module = importlib.import_module(f"models.posture.{family}")
 
         def load(n: int, seed: int) -> Dataset:
-            frames, levels, labels = skeleton.dataset(n, seed)
+            frames, levels, labels = module.dataset(n, seed)
             return frames, levels, labels
 
         return load

@@ -126,8 +126,12 @@ class Regions:
 
     def mirrored(self) -> Regions:
         """Mirror image v -> -v (turns a left-lying child into a right-lying one)."""
-        ell = [(uc, -vc, a, b, -phi, p, g, m) for uc, vc, a, b, phi, p, g, m in self.ell]
-        cap = [(u0, -v0, u1, -v1, w0, w1, g, m) for u0, v0, u1, v1, w0, w1, g, m in self.cap]
+        ell: list[tuple[float, ...]] = [
+            (uc, -vc, a, b, -phi, p, g, m) for uc, vc, a, b, phi, p, g, m in self.ell
+        ]
+        cap: list[tuple[float, ...]] = [
+            (u0, -v0, u1, -v1, w0, w1, g, m) for u0, v0, u1, v1, w0, w1, g, m in self.cap
+        ]
         return Regions(ell, cap)
 
     def scaled(self, k: float) -> Regions:
@@ -449,14 +453,16 @@ def build_objects(rng: np.random.Generator) -> Regions:
 
 def _laplace_cdf(x: np.ndarray, s: float) -> np.ndarray:
     e = 0.5 * np.exp(-np.abs(x) / s)
-    return np.where(x < 0, e, 1.0 - e)
+    out: np.ndarray = np.where(x < 0, e, 1.0 - e)
+    return out
 
 
 def _cell_matrix(coords: np.ndarray, n: int, s: float) -> np.ndarray:
     """(n, len(coords)): share of a unit load at each coordinate landing in each cell."""
     edges = np.arange(n + 1) * CELL_CM
     F = _laplace_cdf(edges[:, None] - coords[None, :], s)
-    return F[1:] - F[:-1]
+    out: np.ndarray = F[1:] - F[:-1]
+    return out
 
 
 def _window(lo: float, hi: float, origin: float, n: int) -> slice:
@@ -548,7 +554,8 @@ def load_map(scene: Scene) -> np.ndarray:
          + np.bincount(base + nx + 1, w * fx * fy, nx * ny)).reshape(ny, nx)
     My = _cell_matrix((y0 + np.arange(ny) + 0.5) * GRID_CM, ROWS, scene.psf_cm)
     Mx = _cell_matrix((x0 + np.arange(nx) + 0.5) * GRID_CM, COLS, scene.psf_cm)
-    return My @ G @ Mx.T
+    out: np.ndarray = My @ G @ Mx.T
+    return out
 
 
 # ---------------------------------------------------------------- scenes
@@ -612,7 +619,8 @@ def _smooth_field(rng: np.random.Generator, amp: float) -> np.ndarray:
     py, px = rng.uniform(0, 2 * np.pi, 2)
     r = np.sin(np.arange(ROWS) * fy * np.pi / ROWS + py)[:, None]
     c = np.sin(np.arange(COLS) * fx * np.pi / COLS + px)[None, :]
-    return amp * r * c
+    out: np.ndarray = amp * r * c
+    return out
 
 
 def sense(scene: Scene, load: np.ndarray, rng: np.random.Generator,

@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--families", default=",".join(TRAINING_FAMILIES))
-    ap.add_argument("--samples", type=int, default=3000, help="frames per class per family")
+    ap.add_argument("--samples", type=int, default=2000, help="frames per class per family")
     ap.add_argument("--copies", type=int, default=2, help="augmented copies of each frame")
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--heldout", type=int, default=1000, help="held-out frames per class")
@@ -338,7 +338,7 @@ Three 3x3 conv blocks (16, 32, 48 filters, ReLU, 2x2 max-pool), dropout,
 dense 48, dense 5 + softmax.  Full-integer int8 post-training quantisation;
 the input spans exactly 0..4.  Size {size} bytes; sha256 `{sha}`.
 
-## Training data: two independently designed worlds
+## Training data: independently designed worlds
 
 - `patches` (`models/posture/data.py`): the mat emulator's body model, each
   body part a Gaussian contact patch spread by the mattress.
@@ -347,6 +347,12 @@ the input spans exactly 0..4.  Size {size} bytes; sha256 `{sha}`.
   by someone who had not read the first; its docstring lists its ranges
   (any heading, weights 2.5-15 kg, limb poses including prone with the arms at
   the sides).
+- `regions` (`models/posture/regions.py`): contact regions with Hertzian domes
+  at the bony prominences pressure-mapping studies name for each posture, an
+  exponential mattress kernel and its own sensor model, written by a third
+  person who had read neither.
+
+Trained on: {families}.
 
 {samples} frames per class per family, each seen in {copies} augmented copies
 (a flat pre-calibration empty level, extra noise, dead cells, a softer
