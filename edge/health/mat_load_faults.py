@@ -73,6 +73,8 @@ from typing import Any
 
 import numpy as np
 
+from edge.health.water_faults import Finding
+
 STATE_VERSION = 1
 TESTS: tuple[str, ...] = ("stuck", "spike", "step", "dropout", "drift", "noise")
 PATTERN: dict[str, str] = {
@@ -86,17 +88,6 @@ PATTERN: dict[str, str] = {
 """What each test tells people (the ``anomaly`` event's ``pattern``)."""
 _MED_CHI2_1 = 0.4549
 """Median of a chi-square with one degree of freedom: median(d^2) = 0.455 var(d)."""
-
-
-@dataclass(frozen=True)
-class Finding:
-    """The start of one test's episode."""
-
-    test: str
-    pattern: str
-    score: float
-    threshold: float
-    detail: str
 
 
 @dataclass(frozen=True)
