@@ -285,6 +285,7 @@ def table(
         f"{f:>14s}" for f in faults
     )
     lines = [head, "-" * len(head)]
+    print(head, flush=True)
     for family in families:
         normal = make(family, n, days, seed, None)
         faulty = {f: make(family, n, days, seed + 1 + i, f) for i, f in enumerate(faults)}
