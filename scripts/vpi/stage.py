@@ -276,8 +276,31 @@ def first_mail(cloud: CloudSide, timeout_s: float) -> dict[str, object]:
 UPDATE = "/opt/satoyama/current/venv/bin/satoyama-update"
 
 
+def hung_daemon_restarted(vm: VM) -> dict[str, object]:
+    """A hung daemon (SIGSTOP: its event loop stops feeding the watchdog) is killed by
+    systemd after WatchdogSec and started again, up to READY."""
+    before = daemon_state(vm)
+    t0 = time.monotonic()
+    vm.ssh(f"kill -STOP {before['MainPID']}")
+    end = time.monotonic() + 300
+    while True:
+        st = daemon_state(vm)
+        if st["InvocationID"] != before["InvocationID"] and st["SubState"] == "running":
+            break
+        assert time.monotonic() < end, f"the hung daemon was not restarted: {st}"
+        time.sleep(3)
+    took = time.monotonic() - t0
+    why = vm.ssh(
+        "journalctl -u satoyama-edge --no-pager | grep -i watchdog | tail -n 2", check=False
+    ).stdout.strip()
+    log(f"hung daemon restarted by the watchdog after {took:.0f} s: {why}")
+    assert "watchdog" in why.lower(), why
+    return {"restarted_after_s": round(took, 1), "restarts": st["NRestarts"], "journal": why}
+
+
 def updater_status(vm: VM) -> dict[str, object]:
-    return json.loads(vm.ssh(f"{UPDATE} status", quiet=True).stdout)
+    status: dict[str, object] = json.loads(vm.ssh(f"{UPDATE} status", quiet=True).stdout)
+    return status
 
 
 def update_and_reboot(vm: VM, bundle: Path) -> dict[str, object]:
@@ -301,9 +324,10 @@ def update_and_reboot(vm: VM, bundle: Path) -> dict[str, object]:
     return {"install_s": round(install_s, 1), "reboot_to_ssh_s": round(reboot_s, 1)}
 
 
-def power_cut_mid_update(vm: VM, bundle: Path, when: str) -> dict[str, object]:
-    """Power is cut while the updater is at ``when`` (a journal state); on the next
-    boot recover leaves one complete release running and the daemon READY."""
+def power_cut_mid_update(vm: VM, bundle: Path, when: str, expect: str) -> dict[str, object]:
+    """Power is cut while the updater is at ``when`` (a journal phase); on the next
+    boot recover leaves one complete release running (``expect``: the old one, as
+    the new one was never confirmed healthy) and the daemon READY."""
     vm.copy_in(bundle, f"/var/tmp/{bundle.name}")
     vm.ssh(
         f"systemd-run --unit=vpi-update {UPDATE} install --bundle /var/tmp/{bundle.name}",
@@ -335,6 +359,18 @@ def power_cut_mid_update(vm: VM, bundle: Path, when: str) -> dict[str, object]:
         "releases": releases,
         "daemon": state["SubState"],
     }
+
+
+def converge(vm: VM, bundle: Path) -> dict[str, object]:
+    """The interrupted update, run again, installs (docs/ota.md: it converges)."""
+    t0 = time.monotonic()
+    proc = vm.ssh(f"{UPDATE} install --bundle /var/tmp/{bundle.name}", timeout_s=1800, check=False)
+    print(proc.stderr[-1500:], file=sys.stderr)
+    assert proc.returncode == 0, f"the update run again failed ({proc.returncode})"
+    st = updater_status(vm)
+    assert st["current"] == "0.3.0", st
+    log(f"run again: {st['current']} after {time.monotonic() - t0:.0f} s")
+    return {"current": st["current"], "install_s": round(time.monotonic() - t0, 1)}
 
 
 def figures_at_rest(vm: VM, settle_s: float) -> dict[str, object]:
@@ -428,11 +464,18 @@ def stage(work: Path, boot_deadline_s: float, with_updates: bool) -> dict[str, o
         timer.mark("checks")
         figures["mail"] = first_mail(cloud, 300)
         timer.mark("mail")
+        figures["watchdog"] = hung_daemon_restarted(vm)
+        timer.mark("watchdog")
         if with_updates:
             figures["update"] = update_and_reboot(vm, v2)
             timer.mark("update to 0.2.0 and reboot")
-            figures["power_cut"] = power_cut_mid_update(vm, v3, "installing")
-            timer.mark("power cut mid-update")
+            figures["power_cuts"] = [
+                power_cut_mid_update(vm, v3, "installing", "0.2.0"),
+                power_cut_mid_update(vm, v3, "switched", "0.2.0"),
+            ]
+            timer.mark("power cuts mid-update")
+            figures["converged"] = converge(vm, v3)
+            timer.mark("the interrupted update run again")
         vm.shutdown()
     figures["phases_s"] = timer.phases
     return figures

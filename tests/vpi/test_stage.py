@@ -20,14 +20,20 @@ REPO = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.vpi, pytest.mark.timeout(3600)]
 
 
-def test_the_virtual_pi_boots_the_provisioned_card_into_a_ready_daemon(tmp_path: Path) -> None:
+def test_the_virtual_pi_boots_updates_and_survives_power_cuts(tmp_path: Path) -> None:
     missing = [t for t in ("qemu-system-aarch64", "mtype", "ssh") if shutil.which(t) is None]
     assert not missing, (
         f"the virtual Pi stage needs {', '.join(missing)}: "
         "apt-get install qemu-system-arm mtools openssh-client"
     )
     proc = subprocess.run(
-        [sys.executable, str(REPO / "scripts/vpi/stage.py"), "--workdir", str(tmp_path)],
+        [
+            sys.executable,
+            str(REPO / "scripts/vpi/stage.py"),
+            "--workdir",
+            str(tmp_path),
+            "--updates",
+        ],
         cwd=REPO,
         stdout=subprocess.PIPE,
         text=True,
@@ -39,3 +45,7 @@ def test_the_virtual_pi_boots_the_provisioned_card_into_a_ready_daemon(tmp_path:
     assert figures["arm64"].startswith("aarch64")
     assert "posture.tflite" in figures["arm64"]
     assert figures["at_rest"]["time_to_ready_s"] > 0
+    assert figures["mail"]["to"] == ["farmer@example.jp"]
+    assert "watchdog" in figures["watchdog"]["journal"].lower()
+    assert [c["current"] for c in figures["power_cuts"]] == ["0.2.0", "0.2.0"]
+    assert figures["converged"]["current"] == "0.3.0"
