@@ -152,6 +152,8 @@ def test_sysusers_file() -> None:
     ]
     assert ["m", "satoyama", "gpio"] in lines and ["m", "satoyama", "dialout"] in lines
     assert any(ln[:2] == ["u", "satoyama"] for ln in lines)
+    # dialout comes from systemd's own basic.conf: declaring it again is a conflict
+    assert ["g", "dialout", "-", "-"] not in lines
 
 
 #: The most ``systemd-analyze security`` may rate each service (lower is safer; 10 = unsandboxed).
