@@ -66,7 +66,10 @@ async def ticked(notifier: Notifier, clock: ManualClock, seconds: float) -> None
     """Move the clock and wait until the timekeeper has looked at the new time."""
     before = notifier.stats.ticks
     clock.advance(seconds)
-    await eventually(lambda: _true(notifier.stats.ticks > before), what="a timekeeper round")
+    # A generous deadline: on two loaded cores a round has taken over 5 s (a failure then
+    # said nothing about the timers); one that never comes still fails.
+    await eventually(lambda: _true(notifier.stats.ticks > before), within=20.0,
+                     what="a timekeeper round")  # fmt: skip
 
 
 async def marked(notifier: Notifier, sent: int) -> None:
@@ -74,7 +77,7 @@ async def marked(notifier: Notifier, sent: int) -> None:
     but whose mark is still in its group commit is claimed under a lease measured on this
     test's clock: moving the clock an hour before the mark lands expires the lease and
     sends it again."""
-    await eventually(lambda: _true(notifier.stats.sent >= sent),
+    await eventually(lambda: _true(notifier.stats.sent >= sent), within=20.0,
                      what=f"{sent} mails marked sent")  # fmt: skip
 
 
