@@ -73,19 +73,11 @@ from typing import Any
 
 import numpy as np
 
-from edge.health.water_faults import Finding
+from edge.health.water_faults import PATTERN, Finding
 
 STATE_VERSION = 1
 TESTS: tuple[str, ...] = ("stuck", "spike", "step", "dropout", "drift", "noise")
-PATTERN: dict[str, str] = {
-    "stuck": "stuck",
-    "spike": "spike_or_step",
-    "step": "spike_or_step",
-    "dropout": "dropout",
-    "drift": "drift",
-    "noise": "unusual_shape",
-}
-"""What each test tells people (the ``anomaly`` event's ``pattern``)."""
+"""The tests; what each tells people is the water rules' ``PATTERN`` (the same tests)."""
 _MED_CHI2_1 = 0.4549
 """Median of a chi-square with one degree of freedom: median(d^2) = 0.455 var(d)."""
 
