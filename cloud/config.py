@@ -19,6 +19,7 @@ from typing import Annotated, Any, Final, Literal, TypeVar
 
 import msgspec
 
+from cloud.console.config import ConsoleConfig, anchored, check_console
 from cloud.errors import ConfigError
 from cloud.staticmap import GSI_CREDIT, GSI_TILES
 from edge.event import DEFAULT_TOPIC_PREFIX, KINDS, SEVERITY_RANK
@@ -346,6 +347,8 @@ class NotifierConfig(_Table, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     sites: dict[str, SiteConfig] = msgspec.field(default_factory=dict)
     fleet: dict[str, FleetDevice] | None = None
     """The device registry; ``None`` (no ``[fleet]`` table): any device may speak for any site."""
+    console: ConsoleConfig = ConsoleConfig()
+    """``[console]``: read by ``satoyama-console`` only (docs/console.md); the notifier ignores it."""
 
     def language_for(self, site: SiteConfig) -> Language:
         return site.language or self.delivery.language
@@ -460,6 +463,8 @@ def parse_config(text: str, *, base_dir: Path | None = None) -> NotifierConfig:
     if base_dir is not None and cache_dir is not None and not Path(cache_dir).is_absolute():
         maps = msgspec.structs.replace(config.maps, cache_dir=str(base_dir / cache_dir))
         config = msgspec.structs.replace(config, maps=maps)
+    if base_dir is not None:
+        config = msgspec.structs.replace(config, console=anchored(config.console, base_dir))
     tls = config.mqtt.tls
     if tls is not None:
         if base_dir is not None:
@@ -571,6 +576,7 @@ def _check(config: NotifierConfig) -> None:
     _check_mqtt(config)
     _check_store(config)
     _check_maps(config.maps)
+    check_console(config.console)
     if config.smtp.starttls and config.smtp.tls:
         raise ConfigError("smtp.tls", "choose either tls (port 465) or starttls (port 587)")
     if not _ADDRESS.match(config.smtp.envelope_sender):
