@@ -42,7 +42,7 @@ from edge.devices.level import I2cBusFactory
 from edge.health.anomaly_watch import AnomalyWatch, cadence_warnings
 from edge.health.heartbeat import Heartbeat, SensorBoard
 from edge.health.supervisor import Supervisor, TaskFactory
-from edge.link.commands import CommandRunner
+from edge.link.commands import CommandRunner, NapAckCommand
 from edge.link.outbox import Outbox
 from edge.link.recorder import PlacedRecord, Recorder
 from edge.link.spool import SpoolDrain
@@ -151,9 +151,11 @@ class Daemon:
         self.outbox.open()
         recorder = self.recorder = self.record.recorder = Recorder(cfg, self.outbox)
         heartbeat_wanted = asyncio.Event()
+        has_naps = any(isinstance(rc, NapRuleConfig) for rc in cfg.rules.values())
         commands = CommandRunner(
             record=recorder.record, spawn=self._spawn, heartbeat_now=heartbeat_wanted.set,
             request_path=Path(cfg.updates.request_path),
+            nap_ack=self._nap_ack if has_naps else None,
         )  # fmt: skip
         try:
             uplink = self.uplink = Uplink(
@@ -253,6 +255,15 @@ class Daemon:
             # Supervised: a nap rule that crashes is reported and started again (its
             # cots' state and the nap log survive; the buzzer keeps what it was doing).
             self._spawn(nap.run, f"nap {rule_name}", sensor=rule_name)
+
+    def _nap_ack(self, command: NapAckCommand) -> bool:
+        """``cmd/nap_ack``: written on the sheet by the nap room with the cot, nothing else
+        (:meth:`NapWatch.remote_acknowledge`); False: no such cot."""
+        return any(
+            nap.remote_acknowledge(command.cot, by=command.by, at=command.at.timestamp(),
+                                   ident=command.id)
+            for nap in self.naps.values()
+        )
 
     def _anomaly_watch(
         self, sensor: str, series: str, *, steps_expected: bool = False

@@ -11,12 +11,14 @@ module; ``edge/`` never imports ``deploy/``.)
 
 :func:`parse_command` is the pure part; :class:`CommandRunner` is what the
 uplink calls with each command (on the event loop): a refusal is recorded, a
-heartbeat is asked for, an update request is written for the updater.
+heartbeat is asked for, an update request is written for the updater, a remote
+acknowledgement of a nap alarm is handed to the nap room that has the cot.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import re
 import urllib.parse
@@ -77,10 +79,29 @@ class UpdateCommand(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_
     issued: Annotated[str, Meta(pattern=r"^[0-9T:.+Z-]{0,40}\Z")] = ""
 
 
+class NapAckCommand(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """``cmd/nap_ack``: a person acknowledged a cot's alarm in the cloud console.
+
+    It says only that they saw it and are on the way: the device records it on the nap
+    sheet as a remote acknowledgement (遠隔確認) and never silences the buzzer or ends
+    the alarm for it (the child must be turned, and someone in the room must
+    acknowledge).  ``at``: when they acknowledged (RFC 3339 with its offset).
+    """
+
+    cot: Annotated[str, Meta(min_length=1, max_length=32)]
+    by: Annotated[str, Meta(pattern=r"^[^\x00-\x1f\x7f]{1,64}\Z")]
+    """The console user's name: printable, no control characters."""
+    at: dt.datetime
+    id: Annotated[str, Meta(pattern=r"^[A-Za-z0-9._:-]{1,64}\Z")]
+
+
 COMMANDS: dict[str, type[Any]] = {
     "heartbeat": HeartbeatCommand,
     "update": UpdateCommand,
+    "nap_ack": NapAckCommand,
 }
+
+Command = HeartbeatCommand | UpdateCommand | NapAckCommand
 
 
 def _check_update(cmd: UpdateCommand) -> UpdateCommand:
@@ -105,7 +126,7 @@ def parse_update_request(payload: bytes) -> UpdateCommand:
     return _check_update(cmd)
 
 
-def parse_command(name: str, payload: bytes) -> HeartbeatCommand | UpdateCommand:
+def parse_command(name: str, payload: bytes) -> Command:
     """The validated command object, or :class:`CommandError`."""
     schema = COMMANDS.get(name)
     if schema is None:
@@ -115,11 +136,14 @@ def parse_command(name: str, payload: bytes) -> HeartbeatCommand | UpdateCommand
     if schema is UpdateCommand:
         return parse_update_request(payload)
     try:
-        command: HeartbeatCommand | UpdateCommand = msgspec.json.decode(
-            payload or b"{}", type=schema
-        )
+        command: Command = msgspec.json.decode(payload or b"{}", type=schema)
     except msgspec.DecodeError as exc:
         raise CommandError(f"invalid payload: {exc}") from None
+    if isinstance(command, NapAckCommand):
+        if command.at.tzinfo is None:
+            raise CommandError("invalid payload: `at` must carry a UTC offset - at `$.at`")
+        if command.by != command.by.strip():
+            raise CommandError("invalid payload: `by` has leading or trailing spaces - at `$.by`")
     return command
 
 
@@ -139,17 +163,22 @@ class CommandRunner:
         spawn: Callable[[Coroutine[Any, Any, Any], str], object],
         heartbeat_now: Callable[[], None],
         request_path: Path,
+        nap_ack: Callable[[NapAckCommand], bool] | None = None,
     ) -> None:
         """``request_path``: where an update request is handed to the updater
-        (``[updates] request_path``)."""
+        (``[updates] request_path``); ``nap_ack``: records a remote acknowledgement in the
+        nap room that has its cot (False: no cot of that name; None: no nap room)."""
         self._record = record
         self._spawn = spawn
         self._heartbeat_now = heartbeat_now
         self.request_path = request_path
+        self._nap_ack = nap_ack
 
     def __call__(self, name: str, payload: bytes) -> None:
         try:
             command = parse_command(name, payload)
+            if isinstance(command, NapAckCommand):
+                self._acknowledge_nap(command)
         except CommandError as exc:
             log.warning("command %s rejected: %s", name[:64], exc)
             self._spawn(
@@ -162,6 +191,13 @@ class CommandRunner:
             self._heartbeat_now()
         elif isinstance(command, UpdateCommand):
             self._spawn(self.request_update(command), "update request")
+
+    def _acknowledge_nap(self, command: NapAckCommand) -> None:
+        """Recorded by the nap room with the cot; :class:`CommandError` when none has it."""
+        if self._nap_ack is None:
+            raise CommandError("no nap room on this device")
+        if not self._nap_ack(command):
+            raise CommandError(f"unknown cot {command.cot!r}")
 
     async def request_update(self, command: UpdateCommand) -> None:
         """Hand ``cmd/update`` to the updater: the request file, written atomically."""

@@ -29,6 +29,12 @@ Entry kinds (``value`` / ``by``):
 * ``by_hand``, ``by_hand_end``: the mat's fault / - (the cot must be checked by hand)
 * ``staff_check``: - / who (a staff member's round with no alarm; ``cot`` empty)
 * ``climate``: ``"22.5/48"`` room temperature (°C) / humidity (%%); ``cot`` empty
+* ``remote_ack``: the alarm kinds it was seen for, comma-separated (``prone_alarm``,
+  ``apnea_alarm``, ``posture_unknown``), or ``""`` when none of the cot's alarms was
+  sounding / who (the console user's name).  A person acknowledged the cot's alarm in
+  the cloud console (``cmd/nap_ack``): they saw it and are on the way.  It never
+  silences the buzzer nor counts as the on-site acknowledgement an alarm needs to end,
+  and its name is not a staff member's initials (it is not in the staff row)
 
 The acknowledge requests of ``edge nap ack`` (another process) wait in the
 ``ack_requests`` table until the daemon takes them and writes the outcome.
@@ -69,6 +75,8 @@ CREATE TABLE IF NOT EXISTS ack_requests (
 BUSY_TIMEOUT_S = 10.0
 STATE_FILE = "naps.sqlite3"
 COMMIT_TRIES = 30
+REMOTE_ACK = "remote_ack"
+"""The entry kind of a remote acknowledgement (``cmd/nap_ack`` from the console)."""
 REQUEST_MAX_AGE_S = 30.0
 """An ``edge nap ack`` older than this when the daemon sees it is dropped, never applied:
 an acknowledgement must not silence an alarm that began after the staff member left."""

@@ -20,6 +20,10 @@ What the sheet promises:
   a safe posture), and is listed with the alarms (who looked, when it ended);
 * per child: nap start and wake; per alarm: when it went off, who acknowledged
   it and when, when it cleared;
+* a **remote acknowledgement** (a person saw the alarm in the cloud console and is on
+  the way, ``remote_ack``) is listed beside the alarm as 遠隔確認 (remote), never as the
+  on-site acknowledgement: it silences nothing and does not end the alarm.  One that
+  found no alarm sounding on its cot is listed on its own, never dropped;
 * per slot: the initials of staff who responded or checked, room temperature
   and humidity where entered; facility, class and sign-off boxes (施設長 / 担当).
 
@@ -40,7 +44,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge.nursery.log import NapEntry
+from edge.nursery.log import REMOTE_ACK, NapEntry
 
 JST = dt.timezone(dt.timedelta(hours=9), "JST")
 SLOT_MIN = 5
@@ -57,6 +61,9 @@ SEVERITY = {"empty": 0, "supine": 1, "left": 2, "right": 2, "unknown": 3, "prone
 LOOK_NOW = "posture_unknown"
 """The look-now prompt (the model could not tell the posture): listed with the alarms."""
 ALARMS = ("prone_alarm", "apnea_alarm", LOOK_NOW)
+ANY_SOUNDING = "*"
+"""A ``remote_ack`` entry's value when the sender did not say which alarm (the cloud's
+record): it is put beside every alarm of the cot still sounding at its time."""
 
 POSTURES = {
     "ja": {"supine": "仰向け", "prone": "うつぶせ", "left": "左向き", "right": "右向き",
@@ -91,6 +98,9 @@ TEXT = {
         "note": "5分ごとに自動記録。赤は警報、橙は見てください、薄赤はうつぶせ・不明。"
                 "各欄はその5分間で最も"
                 "危険な状態を示します。欠測・手で確認の欄は職員が確認し、記入してください。",
+        "remote": "遠隔確認 (remote) by {by} at {at}",
+        "remote_only": "遠隔確認（鳴っている警報がなかったとき）",
+        "remote_when": "受信", "remote_by": "確認者",
         "faults_why": {"all_zero": "マットの全センサーが0（電源・配線）",
                        "no_answer": "マットから応答なし（配線・電源）",
                        "garbage": "マットの信号が乱れている", "bus_error": "シリアル通信の異常"},
@@ -115,6 +125,9 @@ TEXT = {
                 "unknown. Each cell "
                 "shows the worst state of its 5 minutes. Staff check and fill in every missed "
                 "or by-hand cell.",
+        "remote": "remote acknowledgement (遠隔確認) by {by} at {at}",
+        "remote_only": "Remote acknowledgements with no alarm sounding",
+        "remote_when": "Received", "remote_by": "By",
         "faults_why": {"all_zero": "every mat cell reads zero (power, cable)",
                        "no_answer": "the mat does not answer (cable, power)",
                        "garbage": "garbled mat signal", "bus_error": "serial line error"},
@@ -151,6 +164,9 @@ class AlarmRecord:
     acks: tuple[tuple[float, str], ...] = ()
     """(time, who) of each acknowledgement while it sounded; who: ``button`` or initials."""
     cleared: float | None = None
+    remote_acks: tuple[tuple[float, str], ...] = ()
+    """(time, who) of each remote acknowledgement (the console): seen, on the way.  Never
+    an on-site acknowledgement: the alarm still needs one (and the child turned) to end."""
 
 
 @dataclass
@@ -162,6 +178,8 @@ class CotRow:
     alarms: list[AlarmRecord] = field(default_factory=list)
     by_hand: list[tuple[float, float | None, str]] = field(default_factory=list)
     """(from, to or None, the mat's fault)."""
+    remote_only: list[tuple[float, str]] = field(default_factory=list)
+    """(time, who) of remote acknowledgements that found no alarm sounding on the cot."""
 
 
 @dataclass
@@ -258,6 +276,8 @@ def build_sheet(
             sounding = [a for a in row.alarms if a.kind == x.value and a.cleared is None]
             if sounding:
                 sounding[0].cleared = x.t
+        elif x.kind == REMOTE_ACK:
+            _remote_ack(row, x)
         elif x.kind == f"{LOOK_NOW}_end":
             for a in row.alarms:
                 if a.kind == LOOK_NOW and a.cleared is None:
@@ -305,6 +325,23 @@ def build_sheet(
         class_name=class_name,
         slot_min=slot_min,
     )
+
+
+def _remote_ack(row: CotRow, x: NapEntry) -> None:
+    """Beside the latest sounding alarm of each kind it names (``*``: every kind still
+    sounding); with none sounding, on the cot's own list: never dropped."""
+    if x.value == ANY_SOUNDING:
+        kinds = list(dict.fromkeys(a.kind for a in row.alarms if a.cleared is None))
+    else:
+        kinds = [k for k in x.value.split(",") if k]
+    placed = False
+    for kind in kinds:
+        sounding = [a for a in row.alarms if a.kind == kind and a.cleared is None]
+        if sounding:
+            sounding[-1].remote_acks = (*sounding[-1].remote_acks, (x.t, x.by))
+            placed = True
+    if not placed:
+        row.remote_only.append((x.t, x.by))
 
 
 def _mark_look_now(
@@ -362,14 +399,25 @@ def _who(by: str, language: str) -> str:
     return str(TEXT[language]["button"]) if by == BUTTON else by
 
 
-def _acks_text(alarm: AlarmRecord, language: str) -> str:
+def _onsite_acks(alarm: AlarmRecord, language: str) -> list[str]:
     later = TEXT[language]["later"]
-    return "; ".join(
+    return [
         f"{_clock(t, True)} {_who(by, language)}（{round(t - alarm.raised)}{later}）"
         if language == "ja" else f"{_clock(t, True)} {_who(by, language)} "
         f"({round(t - alarm.raised)}{later})"
         for t, by in alarm.acks
-    )
+    ]
+
+
+def _acks_text(alarm: AlarmRecord, language: str) -> str:
+    """The on-site acknowledgements, then the remote ones (each marked 遠隔確認)."""
+    return "; ".join([*_onsite_acks(alarm, language),
+                      *(remote_text(t, by, language) for t, by in alarm.remote_acks)])
+
+
+def remote_text(t: float, by: str, language: str = "ja") -> str:
+    """How a remote acknowledgement reads on the sheet: ``遠隔確認 (remote) by NAME at HH:MM``."""
+    return str(TEXT[language]["remote"]).format(by=by, at=_clock(t))
 
 
 def _naps(row: CotRow, which: str, language: str) -> str:
@@ -417,6 +465,13 @@ def render_csv(sheet: Sheet, language: str = "ja") -> str:
             w.writerow([row.cot, row.child, text[a.kind], _clock(a.raised, True),
                         POSTURES[language].get(a.posture, a.posture), _acks_text(a, language),
                         _clock(a.cleared, True) if a.cleared is not None else text["still"]])
+    remote = [(row, t, by) for row in sheet.rows for t, by in row.remote_only]
+    if remote:
+        w.writerow([])
+        w.writerow([text["remote_only"]])
+        w.writerow([text["cot"], text["child"], text["remote_when"], text["remote_by"]])
+        for row, t, by in remote:
+            w.writerow([row.cot, row.child, _clock(t, True), by])
     w.writerow([])
     w.writerow([text["faults"]])
     w.writerow([text["cot"], text["child"], text["from"], text["to"], text["why"]])
@@ -479,11 +534,14 @@ _CSS = """
  table.list { border-collapse: collapse; font-size: 7.5pt; }
  table.list th, table.list td { border: 0.5px solid #333; padding: 0.3mm 1.5mm; text-align: left; }
  table.list td.still { color: #d40000; font-weight: bold; }
+ table.list .remote { font-style: italic; }
 """
 
 
-def render_html(sheet: Sheet, language: str = "ja") -> str:
-    """The printable page: A4 landscape, every column on the page."""
+def render_html(sheet: Sheet, language: str = "ja", *, notice: str = "") -> str:
+    """The printable page: A4 landscape, every column on the page.  ``notice``: one more
+    line under the legend (plain text), e.g. where the sheet was rebuilt and what it
+    cannot show."""
     text = TEXT[language]
     e = html.escape
     date = sheet.date
@@ -506,6 +564,8 @@ def render_html(sheet: Sheet, language: str = "ja") -> str:
 </header>
 <p class="legend">{e(str(text['legend']))}</p>
 <p class="note">{e(str(text['note']))}</p>"""
+    if notice:
+        head += f'\n<p class="note notice">{e(notice)}</p>'
     pages = [sheet.slots[i:i + SLOTS_PER_PAGE]
              for i in range(0, len(sheet.slots), SLOTS_PER_PAGE)] or [[]]
     grids = []
@@ -523,6 +583,7 @@ def render_html(sheet: Sheet, language: str = "ja") -> str:
 {head}
 {''.join(grids)}
 {_alarm_list(sheet, language)}
+{_remote_list(sheet, language)}
 {_fault_list(sheet, language)}
 </body></html>
 """
@@ -623,7 +684,7 @@ def _alarm_list(sheet: Sheet, language: str) -> str:
                 f"<tr><td>{e(row.cot)}</td><td>{e(row.child)}</td><td>{e(str(text[a.kind]))}</td>"
                 f"<td>{_clock(a.raised, True)}</td>"
                 f"<td>{e(POSTURES[language].get(a.posture, a.posture))}</td>"
-                f"<td>{e(_acks_text(a, language))}</td>{cleared}</tr>"
+                f"<td>{_acks_html(a, language)}</td>{cleared}</tr>"
             )
     if not rows:
         return f"<h2>{e(str(text['alarms']))}: {e(str(text['no_alarms']))}</h2>"
@@ -632,6 +693,32 @@ def _alarm_list(sheet: Sheet, language: str) -> str:
 <th>{e(str(text['kind']))}</th><th>{e(str(text['raised']))}</th>
 <th>{e(str(text['posture']))}</th><th>{e(str(text['ack']))}</th>
 <th>{e(str(text['cleared']))}</th></tr>{''.join(rows)}</table>"""
+
+
+def _acks_html(alarm: AlarmRecord, language: str) -> str:
+    """The on-site acknowledgements, then each remote one on a line of its own."""
+    onsite = "; ".join(_onsite_acks(alarm, language))
+    remote = [f'<span class="remote">{html.escape(remote_text(t, by, language))}</span>'
+              for t, by in alarm.remote_acks]
+    return "<br>".join([html.escape(onsite)] * bool(onsite) + remote)
+
+
+def _remote_list(sheet: Sheet, language: str) -> str:
+    """Remote acknowledgements that found no alarm sounding on their cot."""
+    text = TEXT[language]
+    e = html.escape
+    rows = [
+        f'<tr><td>{e(row.cot)}</td><td>{e(row.child)}</td><td>{_clock(t, True)}</td>'
+        f"<td>{e(remote_text(t, by, language))}</td></tr>"
+        for row in sheet.rows
+        for t, by in row.remote_only
+    ]
+    if not rows:
+        return ""
+    return f"""<h2 class="remote-only">{e(str(text['remote_only']))}</h2>
+<table class="list remote-only"><tr><th>{e(str(text['cot']))}</th>
+<th>{e(str(text['child']))}</th><th>{e(str(text['remote_when']))}</th>
+<th>{e(str(text['remote_by']))}</th></tr>{''.join(rows)}</table>"""
 
 
 def _fault_list(sheet: Sheet, language: str) -> str:

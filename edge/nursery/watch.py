@@ -14,6 +14,11 @@ cot is "look now" (見てください): the buzzer chirps (two short beeps every
 answers again.  A press of the button (or ``edge nap ack``) records that someone looked
 and quietens the chirp until the next five-minute check.
 
+A remote acknowledgement (``cmd/nap_ack``: a person saw a cot's alarm in the cloud
+console and is on the way) is written on the sheet and nothing else: the buzzer, the
+latched alarm and the look-now prompt are exactly as they were.  Only someone in the
+room (the button, ``edge nap ack``) and a child safe again end an alarm.
+
 A mat that cannot be read (silent, or reading zero everywhere) puts its cot in
 "check by hand": the sheet says so for those minutes (never "empty"), the cot's
 latched alarms stay latched, and the mat's ``sensor_fault`` tells the staff.
@@ -41,7 +46,7 @@ from edge.nursery.cot import (
     ModelDown,
     PostureCheck,
 )
-from edge.nursery.log import NapLog
+from edge.nursery.log import REMOTE_ACK, NapLog
 from edge.nursery.mat_watch import MatWatch
 
 if TYPE_CHECKING:
@@ -57,6 +62,10 @@ BUTTON = "button"
 """Who acknowledged, for the room's button (it cannot tell who pressed it)."""
 LOOK_NOW = "posture_unknown"
 """The look-now prompt's name in the nap log and on the wire."""
+REMOTE_ACK_SLACK_S = 10.0
+"""A remote acknowledgement names an alarm only if it went off no later than this after
+the console's ``at`` (clocks differ a little): never one that began after the person
+looked (a command that waited in the broker while the device was offline)."""
 CHIRP_PERIOD_S = 10.0
 CHIRP: tuple[bool, ...] = (True, False, True) + (False,) * (round(CHIRP_PERIOD_S / TICK_S) - 3)
 """The look-now prompt, one entry per tick: two short beeps, then quiet until the period
@@ -103,6 +112,9 @@ class NapWatch:
         self._chirp = 0
         """The look-now pattern's position (ticks since the prompt began sounding)."""
         self._next_poll = 0.0
+        self._raised: dict[tuple[str, str], float] = {}
+        """(cot, alarm kind or ``posture_unknown``) -> when it went off (wall clock), while
+        it is open: what a remote acknowledgement may name."""
 
     def load_model(self) -> None:
         try:
@@ -190,6 +202,28 @@ class NapWatch:
         if request is not None:
             await asyncio.to_thread(self.log.answer, request, outcome)
         self._drive_buzzer()
+
+    def remote_acknowledge(self, cot: str, *, by: str, at: float, ident: str = "") -> bool:
+        """``cmd/nap_ack``: ``by`` saw ``cot``'s alarm in the console at ``at`` (Unix time)
+        and is on the way.  Written on the sheet as a remote acknowledgement of the alarms
+        of the cot open now that went off by then (none: recorded as such, visibly); the
+        alarm state, the buzzer and the prompt are not touched.  False: no such cot here."""
+        rule = next((c for c in self.cots.values() if c.cot == cot), None)
+        if rule is None:
+            return False
+        now = time.time()
+        kinds = list(rule.active_alarms) + ([LOOK_NOW] if rule.looking else [])
+        seen = [k for k in kinds
+                if self._raised.get((cot, k), float("-inf")) <= at + REMOTE_ACK_SLACK_S]
+        self.log.add(cot, REMOTE_ACK, ",".join(seen), now, by=by)
+        if seen:
+            log.warning("cot %s: %s acknowledged remotely by %s (%s): still sounding until "
+                        "someone in the room acknowledges and the child is safe",
+                        cot, ", ".join(seen), by, ident)
+        else:
+            log.info("cot %s: remote acknowledgement by %s (%s) with no alarm sounding%s",
+                     cot, by, ident, " that had gone off by then" if kinds else "")
+        return True
 
     async def _poll_requests(self, t: float) -> None:
         """``edge nap ack`` requests for this room, waiting in the nap log."""
@@ -292,6 +326,7 @@ class NapWatch:
             if isinstance(o, AlarmRaised):
                 self.buzzer.on()  # at once, before anything is written
                 log.warning("cot %s: %s", cot, o.kind)
+                self._raised[(cot, o.kind)] = now
                 self.log.add(cot, o.kind, o.posture, now)
                 alarm: ev.ApneaAlarm | ev.ProneAlarm
                 if o.kind == "apnea_alarm":
@@ -312,6 +347,7 @@ class NapWatch:
                     )
                 )
             elif isinstance(o, AlarmCleared):
+                self._raised.pop((cot, o.cleared), None)
                 self.log.add(cot, "alarm_cleared", o.cleared, now, by=o.acknowledged_by)
                 await self.record(
                     # Who by name stays on the device (the sheet); the event says how.
@@ -326,11 +362,13 @@ class NapWatch:
                             "the alarm keeps sounding", cot, o.kind)
             elif isinstance(o, LookNow):
                 log.warning("cot %s: posture unknown for %.0f s: look now", cot, o.unknown_s)
+                self._raised[(cot, LOOK_NOW)] = now
                 self.log.add(cot, LOOK_NOW, "unknown", now)
                 await self.record(ev.PostureUnknown(cot=cot, unknown_s=round(o.unknown_s, 1)))
             elif isinstance(o, LookNowEnded):
                 log.info("cot %s: the posture model answers again (%s after %.0f s unknown)",
                          cot, o.posture, o.unknown_s)
+                self._raised.pop((cot, LOOK_NOW), None)
                 self.log.add(cot, f"{LOOK_NOW}_end", o.posture, now)
             elif isinstance(o, ModelDown):
                 log.error("cot %s: %s", cot, o.reason)
