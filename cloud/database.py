@@ -171,6 +171,18 @@ SQLITE_MIGRATIONS: Final[tuple[str, ...]] = (
     """
     CREATE INDEX mails_created ON mails (created_at);
     """,
+    # v4: each mail's message in a table of its own, written once: claiming a mail
+    # and marking it sent rewrite a small row, not its ~7 kB message (two WAL
+    # pages a mail for each); and the queue in the order senders take it.
+    """
+    CREATE TABLE mail_bodies (
+        id      INTEGER PRIMARY KEY REFERENCES mails (id) ON DELETE CASCADE,
+        message BLOB NOT NULL             -- the rendered RFC 5322 message
+    );
+    INSERT INTO mail_bodies (id, message) SELECT id, message FROM mails;
+    ALTER TABLE mails DROP COLUMN message;
+    CREATE INDEX mails_queue ON mails (priority, next_attempt, id) WHERE status = 'pending';
+    """,
 )
 
 #: PostgreSQL migrations (a fresh database starts at the current shape);
@@ -279,6 +291,16 @@ POSTGRES_MIGRATIONS: Final[tuple[str, ...]] = (
     # v2: as SQLite's v3 (pruning finished mails walks an index).
     """
     CREATE INDEX mails_created ON mails (created_at);
+    """,
+    # v3: as SQLite's v4 (messages in a table of their own, the queue's index).
+    """
+    CREATE TABLE mail_bodies (
+        id      BIGINT PRIMARY KEY REFERENCES mails (id) ON DELETE CASCADE,
+        message BYTEA NOT NULL
+    );
+    INSERT INTO mail_bodies (id, message) SELECT id, message FROM mails;
+    ALTER TABLE mails DROP COLUMN message;
+    CREATE INDEX mails_queue ON mails (priority, next_attempt, id) WHERE status = 'pending';
     """,
 )
 SQLITE_SCHEMA_VERSION: Final = len(SQLITE_MIGRATIONS)

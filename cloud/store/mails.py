@@ -73,8 +73,13 @@ class StoreCounts:
 
 
 _MAIL_COLUMNS: Final = (
-    "id, event_id, kind, site, recipient, status, attempts, next_attempt, "
-    "last_error, created_at, finished_at, message"
+    "m.id, m.event_id, m.kind, m.site, m.recipient, m.status, m.attempts, m.next_attempt, "
+    "m.last_error, m.created_at, m.finished_at, b.message"
+)
+#: A mail's row with its message, which lives in a table of its own (``mail_bodies``):
+#: claiming a mail and marking it sent rewrite the small row, never the message.
+_MAIL_SELECT: Final = (
+    f"SELECT {_MAIL_COLUMNS} FROM mails m JOIN mail_bodies b ON b.id = m.id"
 )
 
 
@@ -113,9 +118,9 @@ class MailTables(StoreBase):
         """Pending mails whose next attempt is due and that nobody holds, alarms first."""
         at = time.time() if now is None else now
         return await self._select(
-            f"SELECT {_MAIL_COLUMNS} FROM mails WHERE status = 'pending' AND next_attempt <= ?"
-            " AND (claim_until IS NULL OR claim_until < ?)"
-            " ORDER BY priority, next_attempt, id LIMIT ?",
+            f"{_MAIL_SELECT} WHERE m.status = 'pending' AND m.next_attempt <= ?"
+            " AND (m.claim_until IS NULL OR m.claim_until < ?)"
+            " ORDER BY m.priority, m.next_attempt, m.id LIMIT ?",
             (at, at, limit),
         )
 
@@ -214,14 +219,14 @@ class MailTables(StoreBase):
         where: list[str] = []
         args: list[object] = []
         if status is not None:
-            where.append("status = ?")
+            where.append("m.status = ?")
             args.append(status)
         if event_id is not None:
-            where.append("event_id = ?")
+            where.append("m.event_id = ?")
             args.append(event_id)
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         return await self._select(
-            f"SELECT {_MAIL_COLUMNS} FROM mails{clause} ORDER BY id LIMIT ?", (*args, limit)
+            f"{_MAIL_SELECT}{clause} ORDER BY m.id LIMIT ?", (*args, limit)
         )
 
     async def counts(self) -> StoreCounts:
@@ -250,22 +255,24 @@ def _insert_mails(tx: Tx, notice: Notice, mails: tuple[OutgoingMail, ...], now: 
     if not mails:
         return 0
     priority = SEVERITY_RANK.get(notice.severity, len(SEVERITY_RANK))
-    before = tx.query("SELECT COUNT(*) FROM mails WHERE event_id = ?", (notice.id,))[0][0]
-    tx.executemany(
-        "INSERT INTO mails (event_id, kind, site, device, recipient, priority, next_attempt,"
-        " created_at, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT (event_id, recipient) DO NOTHING",
-        [
-            (notice.id, notice.kind, notice.site, notice.device, m.recipient, priority, now, now,
-             m.message)
-            for m in mails
-        ],
-    )  # fmt: skip
-    after = tx.query("SELECT COUNT(*) FROM mails WHERE event_id = ?", (notice.id,))[0][0]
-    return int(after) - int(before)
+    bodies: list[tuple[int, bytes]] = []
+    for m in mails:
+        # RETURNING: the new row's id, or nothing where this recipient has the mail already.
+        rows = tx.query(
+            "INSERT INTO mails (event_id, kind, site, device, recipient, priority, next_attempt,"
+            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (event_id, recipient) DO NOTHING RETURNING id",
+            (notice.id, notice.kind, notice.site, notice.device, m.recipient, priority, now, now),
+        )  # fmt: skip
+        if rows:
+            bodies.append((int(rows[0][0]), m.message))
+    tx.executemany("INSERT INTO mail_bodies (id, message) VALUES (?, ?)", bodies)
+    return len(bodies)
 
 
 def _claim(tx: Tx, instance: str, now: float, lease_s: float, limit: int) -> list[QueuedMail]:
+    # The queue's order is the partial index mails_queue (pending mails only): the
+    # walk stops at ``limit`` due mails instead of sorting every pending one.
     rows = tx.query(
         "SELECT id FROM mails WHERE status = 'pending' AND next_attempt <= ?"
         " AND (claim_until IS NULL OR claim_until < ?)"
@@ -276,13 +283,13 @@ def _claim(tx: Tx, instance: str, now: float, lease_s: float, limit: int) -> lis
     if not ids:
         return []
     marks = ", ".join("?" for _ in ids)
+    # A small row each: the message (mail_bodies) is only read.
     tx.execute(
         f"UPDATE mails SET claimed_by = ?, claim_until = ? WHERE id IN ({marks})",
         (instance, now + lease_s, *ids),
     )
     got = tx.query(
-        f"SELECT {_MAIL_COLUMNS} FROM mails WHERE id IN ({marks})"
-        " ORDER BY priority, next_attempt, id",
+        f"{_MAIL_SELECT} WHERE m.id IN ({marks}) ORDER BY m.priority, m.next_attempt, m.id",
         ids,
     )
     return [_mail_row(r) for r in got]
