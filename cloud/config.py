@@ -19,7 +19,8 @@ from typing import Annotated, Any, Final, Literal, TypeVar
 
 import msgspec
 
-from cloud.console.config import ConsoleConfig, anchored, check_console
+from cloud.console.config import ConsoleConfig, check_console
+from cloud.console.config import anchored as anchored_console
 from cloud.errors import ConfigError
 from cloud.staticmap import GSI_CREDIT, GSI_TILES
 from edge.event import DEFAULT_TOPIC_PREFIX, KINDS, SEVERITY_RANK
@@ -348,7 +349,8 @@ class NotifierConfig(_Table, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     fleet: dict[str, FleetDevice] | None = None
     """The device registry; ``None`` (no ``[fleet]`` table): any device may speak for any site."""
     console: ConsoleConfig = ConsoleConfig()
-    """``[console]``: read by ``satoyama-console`` only (docs/console.md); the notifier ignores it."""
+    """``[console]``: read by ``satoyama-console`` only (docs/console.md); the notifier
+    ignores it."""
 
     def language_for(self, site: SiteConfig) -> Language:
         return site.language or self.delivery.language
@@ -464,7 +466,7 @@ def parse_config(text: str, *, base_dir: Path | None = None) -> NotifierConfig:
         maps = msgspec.structs.replace(config.maps, cache_dir=str(base_dir / cache_dir))
         config = msgspec.structs.replace(config, maps=maps)
     if base_dir is not None:
-        config = msgspec.structs.replace(config, console=anchored(config.console, base_dir))
+        config = msgspec.structs.replace(config, console=anchored_console(config.console, base_dir))
     tls = config.mqtt.tls
     if tls is not None:
         if base_dir is not None:

@@ -51,6 +51,10 @@ class ConsoleConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     fleet_db: _NonEmpty | None = None
     """The deploy tools' ``fleet.sqlite3`` (staged rollouts); relative: to this file.
     Without it the fleet page shows no rollouts."""
+    mqtt_cert_file: _NonEmpty | None = None
+    """Under ``[mqtt.tls]``: the console's own client certificate for telling a device that
+    a nap alarm was acknowledged (its CN becomes its client id; never the notifier's)."""
+    mqtt_key_file: _NonEmpty | None = None
     center_lat: Annotated[float, msgspec.Meta(ge=-90, le=90)] = DEFAULT_CENTER_LAT
     center_lon: Annotated[float, msgspec.Meta(ge=-180, le=180)] = DEFAULT_CENTER_LON
     zoom: Annotated[int, msgspec.Meta(ge=1, le=18)] = 6
@@ -84,12 +88,18 @@ def check_console(console: ConsoleConfig) -> None:
         raise ConfigError(
             "console.tile_url", f"{url!r} may hold only {{z}}, {{x}} and {{y}} ({exc})"
         ) from None
+    if (console.mqtt_cert_file is None) != (console.mqtt_key_file is None):
+        missing = "mqtt_key_file" if console.mqtt_key_file is None else "mqtt_cert_file"
+        raise ConfigError(f"console.{missing}", "mqtt_cert_file and mqtt_key_file go together")
     if any(c in url for c in "\"'<> \\"):
         raise ConfigError("console.tile_url", f"{url!r} holds a quote, space or angle bracket")
 
 
 def anchored(console: ConsoleConfig, base_dir: Path) -> ConsoleConfig:
-    """``fleet_db`` relative to the configuration file's folder."""
-    if console.fleet_db is None or Path(console.fleet_db).is_absolute():
-        return console
-    return msgspec.structs.replace(console, fleet_db=str(base_dir / console.fleet_db))
+    """Files (``fleet_db``, the MQTT certificate) relative to the configuration file's folder."""
+    paths = {
+        name: str(base_dir / value)
+        for name in ("fleet_db", "mqtt_cert_file", "mqtt_key_file")
+        if (value := getattr(console, name)) is not None and not Path(value).is_absolute()
+    }
+    return msgspec.structs.replace(console, **paths) if paths else console
