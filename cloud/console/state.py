@@ -594,13 +594,14 @@ class ConsoleState:
             memory, state = found
             events = tx.query(
                 f"SELECT {_EVENT_COLUMNS} FROM events WHERE device = ? AND kind <> 'heartbeat'"
-                " ORDER BY received_at DESC LIMIT ?",
+                " ORDER BY received_at DESC, id DESC LIMIT ?",
                 (device, PAGE_EVENTS),
             )
             days = [
                 tx.query(
                     f"SELECT {_EVENT_COLUMNS} FROM events WHERE device = ? AND kind = 'heartbeat'"
-                    " AND received_at >= ? AND received_at < ? ORDER BY received_at DESC LIMIT ?",
+                    " AND received_at >= ? AND received_at < ?"
+                    " ORDER BY received_at DESC, id DESC LIMIT ?",
                     (device, start, start + 86400.0 + _DAY_LATE_S, _DAY_HEARTBEATS),
                 )
                 for start in month_days
@@ -608,7 +609,7 @@ class ConsoleState:
             updates = tx.query(
                 f"SELECT {_EVENT_COLUMNS} FROM events WHERE device = ?"
                 " AND kind IN ('update_installed', 'update_failed')"
-                " ORDER BY received_at DESC LIMIT ?",
+                " ORDER BY received_at DESC, id DESC LIMIT ?",
                 (device, PAGE_EVENTS),
             )
             traps: list[Row] = []
@@ -616,7 +617,7 @@ class ConsoleState:
                 traps = tx.query(
                     f"SELECT {_EVENT_COLUMNS} FROM events WHERE device = ?"
                     " AND kind IN ('trap_triggered', 'trap_reset', 'trap_armed')"
-                    " ORDER BY received_at DESC LIMIT ?",
+                    " ORDER BY received_at DESC, id DESC LIMIT ?",
                     (device, 10 * PAGE_EVENTS),
                 )
             series: dict[str, list[Row]] = {}
@@ -684,14 +685,14 @@ class ConsoleState:
             if sites is None:
                 return tx.query(
                     f"SELECT {_EVENT_COLUMNS} FROM events WHERE kind <> 'heartbeat'"
-                    " ORDER BY received_at DESC LIMIT ?",
+                    " ORDER BY received_at DESC, id DESC LIMIT ?",
                     (limit,),
                 )
             rows: list[Row] = []
             for site in sorted(sites):
                 rows += tx.query(
                     f"SELECT {_EVENT_COLUMNS} FROM events WHERE site = ? AND kind <> 'heartbeat'"
-                    " ORDER BY received_at DESC LIMIT ?",
+                    " ORDER BY received_at DESC, id DESC LIMIT ?",
                     (site, limit),
                 )
             return rows
