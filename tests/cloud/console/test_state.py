@@ -5,7 +5,6 @@ Events go in through the notifier's own :class:`cloud.store.Store` (``accept``,
 console reads them through its own connection, as its process would.
 """
 
-
 from __future__ import annotations
 
 import datetime as dt
