@@ -58,7 +58,7 @@ from edge.event import (
     new_event_id,
 )
 from edge.nursery.log import REMOTE_ACK, NapEntry
-from edge.nursery.sheet import ANY_SOUNDING, JST, LOOK_NOW, build_sheet, render_html
+from edge.nursery.sheet import ALARMS, ANY_SOUNDING, JST, LOOK_NOW, build_sheet, render_html
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,9 @@ rest (the events table has no index by device)."""
 _MAT_OF_COT: Final = re.compile(r"^mat of cot (.+?): ")
 """A mat's fault message names its cot (``edge.nursery.mat_watch``): how the cloud learns
 which cot a mat's ``sensor_fault`` and ``sensor_recovered`` are about."""
+CONSOLE_ACTION: Final = "nap_acknowledged"
+"""The ``console_actions`` row :meth:`cloud.console.state.ConsoleState.acknowledge_nap_alarm`
+writes (``target``: the cot, ``by_user``, ``at``)."""
 NAP_ACK_QOS: Final = 1
 SEND_TIMEOUT_S: Final = 10.0
 MAX_COT: Final = 32
@@ -131,7 +134,7 @@ def sheet_html(
     the device's printable HTML page; None when the notifier does not know the device.
 
     ``acknowledgements``: the console's remote acknowledgements (cot, alarm kind or None,
-    at, by) of that device; None: read from the console's ``console_actions`` table.
+    at, by) of that device; None: those in the console's ``console_actions`` table.
     Synchronous: call it on the console's database thread."""
     if day is None:
         day = dt.datetime.fromtimestamp(time.time() if now is None else now, JST).date()
@@ -240,12 +243,13 @@ def _console_acks(tx: Tx, engine: str, device: str, start: float) -> list[Remote
     if not tx.query(exists)[0][0]:
         return []
     rows = tx.query(
-        "SELECT target, detail, at, by FROM console_actions "
-        "WHERE device = ? AND action = 'nap_ack' AND at >= ? AND at < ? ORDER BY at",
+        "SELECT target, detail, at, by_user FROM console_actions WHERE device = ? "
+        f"AND action = '{CONSOLE_ACTION}' AND at >= ? AND at < ? ORDER BY at, id",
         (device, start, start + 86400),
     )
-    return [RemoteAck(str(cot), str(kind) if kind else None, float(at), str(by))
-            for cot, kind, at, by in rows]
+    # ``detail`` may name the alarm; the console records none today (any sounding then).
+    return [RemoteAck(str(cot), str(detail) if detail in ALARMS else None, float(at), str(by))
+            for cot, detail, at, by in rows]
 
 
 # --- telling the device -------------------------------------------------------------------

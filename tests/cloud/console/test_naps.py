@@ -24,6 +24,7 @@ from cloud.console.naps import (
     sheet_entries,
     sheet_html,
 )
+from cloud.console.state import ConsoleState
 from cloud.database import Database, PostgresDatabase, SqliteDatabase
 from cloud.store import Store
 from edge.event import Event, command_topic
@@ -175,6 +176,32 @@ async def test_the_same_entries_make_the_same_grid_as_on_the_device(
     assert grid(page) == grid(device_page)
     assert "remote acknowledgement (遠隔確認) by 山田 花子 at 12:41" in page
     assert "never silences the buzzer" in page  # the notice, in the user's language
+
+
+async def test_the_consoles_own_record_of_acknowledgements_is_what_the_sheet_shows(
+    store_config: StoreConfig,
+) -> None:
+    """Acknowledged through the console's read model (``console_actions``): no list passed."""
+    await _stored(store_config, _day_events())
+
+    def work() -> str | None:
+        with _database(store_config) as db:
+            state = ConsoleState(db, heartbeat_timeout_s=600.0)
+            state.open()
+            state.catch_up(now=_ts("12:41").timestamp())
+            state.acknowledge_nap_alarm(DEVICE, "1", by="山田 花子", now=_ts("12:41").timestamp())
+            state.acknowledge_nap_alarm(DEVICE, "2", by="佐藤", now=_ts("14:00").timestamp())
+            state.acknowledge_nap_alarm(
+                DEVICE, "1", by="翌日", now=_ts("12:41", day=DAY + dt.timedelta(days=1)).timestamp()
+            )
+            return sheet_html(db, DEVICE, DAY, language="ja")
+
+    page = await asyncio.to_thread(work)
+    assert page is not None
+    alarms = page.split("警報と対応", 1)[1]
+    assert "遠隔確認 (remote) by 山田 花子 at 12:41" in alarms.split("鳴っている警報がなかった")[0]
+    assert "遠隔確認 (remote) by 佐藤 at 14:00" in alarms.split("鳴っている警報がなかった")[1]
+    assert "翌日" not in page
 
 
 def test_a_remote_acknowledgement_of_another_day_is_left_out() -> None:
