@@ -204,6 +204,7 @@
     }
     item.setAttribute("data-testid", id);
     item.setAttribute("data-state", look.state);
+    item.setAttribute("data-stage", String(s.water_stage_rank || 0));
     var where = typeof s.lat === "number" && typeof s.lon === "number" ? "" :
       ' <span class="device-where">(' + escapeHtml(this.t("position_unknown")) + ")</span>";
     item.innerHTML = '<span class="' + look.classes + ' marker-inline" aria-hidden="true">' +

@@ -49,6 +49,9 @@ PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 800}
 LAT, LON = 36.0794321, 137.9543219  # the tile set's first place (tests/data/tiles/make_tiles.py)
 NOW = 1_764_900_000.0
+#: The console's own policy (cloud/console/app.py): no inline script or style, nothing outside.
+CSP = ("default-src 'self'; img-src 'self' data:; script-src 'self'; style-src 'self'; "
+       "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'")  # fmt: skip
 STAGES_SEEN = {"flood_watch": 1, "flood_warning": 2, "evacuation": 3, "danger": 4}
 
 
@@ -183,6 +186,7 @@ class Site:
             def _reply(self, status: int, body: bytes, kind: str) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", kind)
+                self.send_header("Content-Security-Policy", CSP)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -254,23 +258,27 @@ def site() -> Iterator[Site]:
 
 
 def open_page(browser: Browser, site: Site, viewport: dict[str, int]) -> tuple[Page, list[str]]:
-    """The demo page, loaded with its markers and live stream; and the list of any request
-    that tried to leave the machine."""
-    outside: list[str] = []
+    """The demo page, loaded with its markers and live stream; and a list of what went wrong:
+    a request that tried to leave the machine, a script error, a refusal by the page's
+    Content-Security-Policy."""
+    problems: list[str] = []
     page = browser.new_page(viewport=viewport)  # type: ignore[arg-type]
+    page.on("pageerror", lambda error: problems.append(f"script error: {error}"))
+    page.on("console", lambda message: problems.append(f"console: {message.text}")
+            if message.type == "error" and "404" not in message.text else None)  # fmt: skip
 
     def guard(route: Route) -> None:
         if route.request.url.startswith(site.url):
             route.continue_()
         else:
-            outside.append(route.request.url)
+            problems.append(f"outside: {route.request.url}")
             route.abort()
 
     page.route("**/*", guard)
     page.goto(site.url + "/")
     page.wait_for_selector("#map[data-loaded='true']")
     page.wait_for_selector("#map[data-live-state='on']")
-    return page, outside
+    return page, problems
 
 
 def shoot(page: Page, path: Path) -> None:
@@ -284,7 +292,7 @@ def shoot(page: Page, path: Path) -> None:
 def test_one_marker_per_placed_device_in_its_state_and_a_list_of_all(
     browser: Browser, site: Site
 ) -> None:
-    page, outside = open_page(browser, site, DESKTOP)
+    page, problems = open_page(browser, site, DESKTOP)
     try:
         markers = page.locator(".leaflet-marker-pane [data-testid^='marker-']")
         placed = [d for d in DEVICES if d.lat is not None]
@@ -321,13 +329,13 @@ def test_one_marker_per_placed_device_in_its_state_and_a_list_of_all(
         until_sync(lambda: tiles.count() > 0, 10, "a tile loaded")
         assert all("/tiles/16/" in (tiles.nth(i).get_attribute("src") or "")
                    for i in range(tiles.count()))  # fmt: skip
-        assert outside == []
+        assert problems == []
     finally:
         page.close()
 
 
 def test_a_marker_opens_its_popup_from_the_keyboard(browser: Browser, site: Site) -> None:
-    page, _ = open_page(browser, site, DESKTOP)
+    page, problems = open_page(browser, site, DESKTOP)
     try:
         marker = page.locator("[data-testid='marker-trap-a']")
         assert marker.get_attribute("tabindex") == "0"
@@ -336,12 +344,13 @@ def test_a_marker_opens_its_popup_from_the_keyboard(browser: Browser, site: Site
         link = page.locator(".leaflet-popup a[href='/device/trap-a']")
         link.wait_for()
         assert labels("ja")["state_trap_closed"] in page.locator(".leaflet-popup").inner_text()
+        assert problems == []
     finally:
         page.close()
 
 
 def test_the_live_stream_recolours_moves_and_adds_events(browser: Browser, site: Site) -> None:
-    page, _ = open_page(browser, site, DESKTOP)
+    page, problems = open_page(browser, site, DESKTOP)
     try:
         gauge = next(d for d in DEVICES if d.device == "gauge-1")
         before = page.locator("[data-testid='marker-gauge-1']").bounding_box()
@@ -378,6 +387,7 @@ def test_the_live_stream_recolours_moves_and_adds_events(browser: Browser, site:
         site.send("event", later)
         page.locator("[data-testid='event'][data-kind='trap_triggered']").wait_for()
         assert page.locator("[data-testid='event']").count() == 2
+        assert problems == []
     finally:
         page.close()
 
@@ -418,7 +428,8 @@ def test_axe_core_finds_no_serious_violation(
     try:
         page.locator("[data-testid='marker-trap-a']").click()  # with a popup open, too
         page.locator(".leaflet-popup").wait_for()
-        page.add_script_tag(path=str(AXE))
+        # evaluated through the DevTools protocol: the page's policy refuses inline scripts
+        page.evaluate(AXE.read_text())
         result = page.evaluate("async () => await axe.run(document)")
     finally:
         page.close()
