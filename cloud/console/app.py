@@ -169,6 +169,8 @@ async def open_console(
 CONSOLE: Final = web.AppKey("console", Console)
 TEMPLATE_ENV: Final = web.AppKey("jinja", jinja2.Environment)
 HUB_TASK: Final = web.AppKey("hub_task", asyncio.Task[None])
+SESSION: Final = web.RequestKey("session", Session)
+TOKEN: Final = web.RequestKey("token", str)
 
 
 def _console(request: web.Request) -> Console:
@@ -176,8 +178,8 @@ def _console(request: web.Request) -> Console:
 
 
 def _session(request: web.Request) -> Session:
-    session = request.get("session")
-    assert isinstance(session, Session), "route needs a session (the auth middleware)"
+    session: Session | None = request.get(SESSION)
+    assert session is not None, "route needs a session (the auth middleware)"
     return session
 
 
@@ -244,10 +246,10 @@ def render(
     **context: Any,
 ) -> web.Response:
     console = _console(request)
-    session = request.get("session")
-    user = session.user if isinstance(session, Session) else None
+    session: Session | None = request.get(SESSION)
+    user = session.user if session is not None else None
     lang = language or (user.language if user is not None else _anonymous_language(request))
-    token = request.get("token")
+    token: str | None = request.get(TOKEN)
     page = (
         request.app[TEMPLATE_ENV]
         .get_template(template)
@@ -334,8 +336,8 @@ async def authenticate(
         if _is_api(request):
             return _json({"error": "login required"}, status=401)
         raise web.HTTPSeeOther("/login")
-    request["session"] = session
-    request["token"] = token
+    request[SESSION] = session
+    request[TOKEN] = token
     if request.method == "POST":
         given = request.headers.get("X-CSRF-Token")
         if given is None and request.content_type in (
@@ -448,7 +450,7 @@ async def login(request: web.Request) -> web.StreamResponse:
 
 async def logout(request: web.Request) -> web.StreamResponse:
     console = _console(request)
-    token = request["token"]
+    token = request[TOKEN]
     await console.call(functools.partial(console.accounts.end_session, token))
     console.hub.end_session(_session(request).token_hash)
     response = web.HTTPSeeOther("/login")

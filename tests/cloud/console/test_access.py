@@ -1,0 +1,322 @@
+"""Who may see and do what: for every route, a user of site A cannot read or act on site B
+(404, as for a device that does not exist), the anonymous are sent to /login (pages) or
+answered 401 (API), operators alone have the fleet (403 for others), and the live stream
+carries only the user's sites.  Real SQLite file, real socket, real envelopes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from cloud.config import NotifierConfig
+from cloud.console.app import make_app, routes
+from cloud.console.live import LiveHub
+from cloud.console.model import DeviceState, EventRow
+from cloud.store import Store
+from tests.cloud.console.conftest import (
+    DEVICE_A,
+    DEVICE_B,
+    DEVICE_B_NAP,
+    SITE_A,
+    SITE_B,
+    Browser,
+    Served,
+    heartbeat,
+    prone,
+    store_events,
+)
+from tests.support.waiting import until
+
+pytestmark = pytest.mark.timeout(90)
+
+#: Every route of the app, as (method, path with {d} for a device); the first test makes
+#: sure a route added later is added here too.
+DEVICE_GETS = ["/device/{d}", "/device/{d}/sheet"]
+DEVICE_API = ["/api/device/{d}"]
+DEVICE_POSTS = [
+    "/device/{d}/trap/trap-1/checked",
+    "/device/{d}/trap/trap-1/reset",
+    "/device/{d}/cot/cot-1/ack",
+]
+PAGES = ["/", "/fleet"]
+API = ["/api/map", "/api/live"]
+POSTS = ["/language", "/logout", "/fleet/rollout/r1/start", "/fleet/rollout/r1/pause"]
+
+
+def test_every_route_is_in_this_file(served: Served) -> None:
+    app = make_app(served.console, live_task=False)
+    found = {
+        (method, path)
+        for path, methods in routes(app).items()
+        for method in methods
+        if method != "HEAD" and not path.startswith("/static")
+    }
+    listed = {("GET", "/login"), ("POST", "/login")}
+    listed |= {("GET", p.replace("{d}", "{id}")) for p in DEVICE_GETS + DEVICE_API + PAGES + API}
+    listed |= {
+        ("POST", "/device/{id}/trap/{sensor}/checked"),
+        ("POST", "/device/{id}/trap/{sensor}/reset"),
+        ("POST", "/device/{id}/cot/{cot}/ack"),
+        ("POST", "/fleet/rollout/{rollout}/{action}"),
+        ("POST", "/language"),
+        ("POST", "/logout"),
+    }
+    assert found == listed
+
+
+def _state(config: NotifierConfig) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
+    """The rows an action would change: the console's action log and the notifier's traps."""
+    assert config.store.path is not None
+    with sqlite3.connect(config.store.path) as conn:
+        actions = conn.execute("SELECT device, action, target FROM console_actions").fetchall()
+        traps = conn.execute("SELECT device, sensor, open FROM traps ORDER BY device").fetchall()
+    return actions, traps
+
+
+async def test_the_anonymous_are_sent_to_login_or_refused(served: Served) -> None:
+    b = served.browser()
+    for path in [*PAGES, *(p.format(d=DEVICE_A) for p in DEVICE_GETS)]:
+        status, headers, _ = await b.get(path)
+        assert (status, headers.get("Location")) == (303, "/login"), path
+    for path in [*API, *(p.format(d=DEVICE_A) for p in DEVICE_API)]:
+        status, _, body = await b.get(path)
+        assert status == 401 and json.loads(body) == {"error": "login required"}, path
+    before = _state(served.console.config)
+    for path in [*POSTS, *(p.format(d=DEVICE_A) for p in DEVICE_POSTS)]:
+        status, headers, _ = await b.post(path, {"csrf": "x", "language": "en"})
+        assert (status, headers.get("Location")) == (303, "/login"), path
+    assert _state(served.console.config) == before
+
+
+async def test_a_user_of_site_a_cannot_read_site_b(served: Served) -> None:
+    alice = await served.as_user("alice")
+    for device in (DEVICE_B, DEVICE_B_NAP):
+        for path in DEVICE_GETS + DEVICE_API:
+            status, _, body = await alice.get(path.format(d=device))
+            # exactly what a device that does not exist gets: no hint that it does
+            missing_status, _, missing = await alice.get(path.format(d="no-such-device"))
+            assert status == missing_status == 404, path
+            assert body.replace(device, "X") == missing.replace("no-such-device", "X"), path
+    status, _, body = await alice.get("/api/map")
+    devices = json.loads(body)["devices"]
+    assert status == 200 and {d["device"] for d in devices} == {DEVICE_A}
+    assert {d["site"] for d in devices} == {SITE_A}
+    _, _, page = await alice.get("/")
+    assert DEVICE_A in page and DEVICE_B not in page and DEVICE_B_NAP not in page
+    assert SITE_B not in page
+    # her own device she sees, page and API
+    assert (await alice.get(f"/device/{DEVICE_A}"))[0] == 200
+    status, _, body = await alice.get(f"/api/device/{DEVICE_A}")
+    assert status == 200 and json.loads(body)["state"]["site"] == SITE_A
+
+
+async def test_a_user_of_site_a_cannot_act_on_site_b(served: Served) -> None:
+    alice = await served.as_user("alice")
+    before = _state(served.console.config)
+    for device in (DEVICE_B, DEVICE_B_NAP):
+        for path in DEVICE_POSTS:
+            status, _, _ = await alice.post(path.format(d=device))
+            assert status == 404, path
+    assert _state(served.console.config) == before
+    # the same actions on her own site's trap are recorded
+    status, headers, _ = await alice.post(f"/device/{DEVICE_A}/trap/trap-1/checked")
+    assert status == 303 and headers["Location"] == f"/device/{DEVICE_A}?done=1"
+    actions, _ = _state(served.console.config)
+    assert actions == [(DEVICE_A, "trap_checked", "trap-1")]
+
+
+async def test_the_fleet_is_for_operators_only(served: Served) -> None:
+    for name in ("alice", "bob"):
+        b = await served.as_user(name)
+        status, _, body = await b.get("/fleet")
+        assert status == 403 and 'data-testid="error-title"' in body
+        assert 'data-testid="nav-fleet"' not in (await b.get("/"))[2]
+        for action in ("start", "pause"):
+            status, _, _ = await b.post(f"/fleet/rollout/r1/{action}")
+            assert status == 403
+    olga = await served.as_user("olga")
+    status, _, body = await olga.get("/fleet")
+    assert status == 200 and 'data-testid="nav-fleet"' in body
+    # without a fleet database there is no rollout to start: 404, nothing run
+    assert (await olga.post("/fleet/rollout/r1/start"))[0] == 404
+
+
+async def test_an_operator_sees_every_site(served: Served) -> None:
+    olga = await served.as_user("olga")
+    status, _, body = await olga.get("/api/map")
+    assert status == 200
+    assert {d["device"] for d in json.loads(body)["devices"]} == {
+        DEVICE_A,
+        DEVICE_B,
+        DEVICE_B_NAP,
+    }
+    for device in (DEVICE_A, DEVICE_B, DEVICE_B_NAP):
+        for path in DEVICE_GETS + DEVICE_API:
+            assert (await olga.get(path.format(d=device)))[0] == 200, (path, device)
+
+
+async def test_bob_acknowledges_his_nap_alarm_and_marks_his_trap(served: Served) -> None:
+    bob = await served.as_user("bob")
+    _, _, page = await bob.get(f"/device/{DEVICE_B_NAP}")
+    assert 'data-testid="cot-ack-cot-1"' in page and 'data-testid="sheet-link"' in page
+    status, _, _ = await bob.post(f"/device/{DEVICE_B_NAP}/cot/cot-1/ack")
+    assert status == 303
+    _, _, page = await bob.get(f"/device/{DEVICE_B_NAP}")
+    assert 'data-testid="cot-acknowledged"' in page and "bob" in page
+    status, _, _ = await bob.post(f"/device/{DEVICE_B}/trap/trap-1/reset")
+    assert status == 303
+    actions, traps = _state(served.console.config)
+    assert (DEVICE_B_NAP, "nap_acknowledged", "cot-1") in actions
+    assert (DEVICE_B, "trap_reset", "trap-1") in actions
+    assert (DEVICE_B, "trap-1", 0) in traps and (DEVICE_A, "trap-1", 1) in traps
+
+
+# --- the live stream --------------------------------------------------------------------
+
+
+async def _sse(served: Served, b: Browser) -> AsyncIterator[tuple[str, dict[str, object]]]:
+    headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in b.cookies.items())}
+    async with served.http.get(served.base + "/api/live", headers=headers) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        name = ""
+        async for raw in response.content:
+            line = raw.decode().rstrip("\n")
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                yield name, json.loads(line[6:])
+
+
+async def test_the_live_stream_carries_only_the_users_sites(served: Served) -> None:
+    alice = await served.as_user("alice")
+    olga = await served.as_user("olga")
+    got: dict[str, list[tuple[str, dict[str, object]]]] = {"alice": [], "olga": []}
+
+    async def read(name: str, b: Browser) -> None:
+        async for item in _sse(served, b):
+            got[name].append(item)
+
+    readers = [asyncio.create_task(read(n, b)) for n, b in (("alice", alice), ("olga", olga))]
+    try:
+        await until(lambda: served.console.hub.connections == 2, 10, "two live connections")
+        b_event = prone(DEVICE_B_NAP, SITE_B, 10)
+        a_event = heartbeat(DEVICE_A, SITE_A, 10)  # stored after B's: seen after it
+        async with await Store.open(served.console.config.store) as store:
+            await store_events(store, [b_event, a_event], now=served.clock[0])
+
+        def ids(name: str) -> list[object]:
+            return [data.get("id") for kind, data in got[name] if kind == "event"]
+
+        await until(lambda: a_event.id in ids("alice"), 15, "alice's event, live")
+        await until(lambda: a_event.id in ids("olga"), 15, "the operator's events, live")
+        assert b_event.id not in ids("alice") and b_event.id in ids("olga")
+        assert all(data.get("site") == SITE_A for _, data in got["alice"])
+        event = next(d for k, d in got["alice"] if k == "event" and d["id"] == a_event.id)
+        assert event["summary"] == "死活通知"  # in alice's language
+    finally:
+        for task in readers:
+            task.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+
+
+async def test_logout_ends_the_users_live_streams(served: Served) -> None:
+    alice = await served.as_user("alice")
+    ended = asyncio.Event()
+
+    async def read() -> None:
+        async for _ in _sse(served, alice):
+            pass
+        ended.set()
+
+    reader = asyncio.create_task(read())
+    try:
+        await until(lambda: served.console.hub.connections == 1, 10, "a live connection")
+        await alice.post("/logout")
+        await until(ended.is_set, 10, "the stream to end at logout")
+        assert served.console.hub.connections == 0
+    finally:
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+
+
+def _row(site: str, n: int) -> EventRow:
+    return EventRow(
+        id=f"e{n}", device=f"d-{site}", site=site, kind="heartbeat", severity="info",
+        ts="2026-01-01T00:00:00Z", received_at=float(n),
+    )  # fmt: skip
+
+
+async def test_a_slow_reader_is_dropped_not_buffered() -> None:
+    async def nothing() -> tuple[list[EventRow], list[DeviceState]]:
+        return [], []
+
+    hub = LiveHub(nothing, queue_size=4)
+    slow = hub.subscribe(sites=frozenset({"a"}), language="ja", session="s1")
+    other_site = hub.subscribe(sites=frozenset({"b"}), language="en", session="s2")
+    hub.publish([_row("a", n) for n in range(4)], [])
+    assert slow.queue.qsize() == 4 and not slow.dropped
+    hub.publish([_row("a", 5)], [])
+    assert slow.dropped and hub.dropped == 1 and hub.connections == 1
+    assert slow.queue.qsize() == 1 and slow.queue.get_nowait() is None  # the stream ends
+    assert other_site.queue.qsize() == 0  # site b saw none of site a's events
+    for _ in range(4):
+        hub.ping()
+    hub.ping()
+    assert other_site.dropped and hub.connections == 0
+
+
+async def test_the_hub_polls_once_per_round_whatever_the_number_of_readers() -> None:
+    calls = 0
+
+    async def poll() -> tuple[list[EventRow], list[DeviceState]]:
+        nonlocal calls
+        calls += 1
+        return ([_row("a", calls)], []) if calls == 1 else ([], [])
+
+    hub = LiveHub(poll, interval_s=0.01)
+    subs = [hub.subscribe(sites=None, language="ja", session=str(n)) for n in range(1000)]
+    task = asyncio.create_task(hub.run())
+    try:
+        await until(lambda: hub.rounds >= 3, 10, "three rounds")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert calls == hub.rounds
+    first = [s.queue.get_nowait() for s in subs]
+    assert all(m is first[0] for m in first)  # one encoding shared by every reader
+    assert first[0] is not None and b'"summary":"' in first[0]
+
+
+async def test_a_thousand_live_connections(served: Served) -> None:
+    """1,000 open streams on one console: each gets the next event, the poller stays one."""
+    olga = await served.as_user("olga")
+    headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in olga.cookies.items())}
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        responses = await asyncio.gather(
+            *(http.get(served.base + "/api/live", headers=headers) for _ in range(1000))
+        )
+        try:
+            assert all(r.status == 200 for r in responses)
+            await until(lambda: served.console.hub.connections == 1000, 30, "1000 streams")
+            event = heartbeat(DEVICE_A, SITE_A, 20)
+            async with await Store.open(served.console.config.store) as store:
+                await store_events(store, [event], now=served.clock[0])
+            needle = event.id.encode()
+
+            async def wait_for_event(r: aiohttp.ClientResponse) -> None:
+                async for line in r.content:
+                    if needle in line:
+                        return
+
+            await asyncio.wait_for(asyncio.gather(*(wait_for_event(r) for r in responses)), 60)
+            assert served.console.hub.dropped == 0
+        finally:
+            for r in responses:
+                r.close()
