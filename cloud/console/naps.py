@@ -33,7 +33,7 @@ import ssl
 import time
 import uuid
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Final, NamedTuple
 
 import aiomqtt
@@ -339,6 +339,18 @@ async def send_nap_ack(
             ) from None
     log.info("told %s: %s acknowledged cot %s's alarm remotely (%s)", device, by, cot, ident)
     return ident
+
+
+def nap_ack_sender(
+    mqtt_config: MqttConfig, *, cert_file: str | None = None, key_file: str | None = None
+) -> Callable[[str, str, str, float], Awaitable[None]]:
+    """:func:`send_nap_ack` as the console's app calls it: ``(device, cot, by, at)``."""
+
+    async def send(device: str, cot: str, by: str, at: float) -> None:
+        await send_nap_ack(mqtt_config, device, cot, by, at=at, cert_file=cert_file,
+                           key_file=key_file)
+
+    return send
 
 
 def acknowledgements(rows: Sequence[tuple[str, str | None, float, str]]) -> list[RemoteAck]:

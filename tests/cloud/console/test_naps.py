@@ -20,6 +20,7 @@ from cloud.console.naps import (
     NapAckError,
     NapAckNotSent,
     RemoteAck,
+    nap_ack_sender,
     send_nap_ack,
     sheet_entries,
     sheet_html,
@@ -48,8 +49,9 @@ def _ts(hhmm: str, s: int = 0, day: dt.date = DAY) -> dt.datetime:
 
 
 def _event(kind: str, severity: str, at: dt.datetime, seq: int, **data: Any) -> Event:
-    return make_event(kind, severity, site="hoikuen", device=DEVICE, ts=at, seq=seq,
-                      data={"place": PLACE, **data})
+    return make_event(
+        kind, severity, site="hoikuen", device=DEVICE, ts=at, seq=seq, data={"place": PLACE, **data}
+    )
 
 
 def _day_events() -> list[Event]:
@@ -57,30 +59,84 @@ def _day_events() -> list[Event]:
     then its mat is unplugged and plugged back."""
     e: list[Event] = []
     for n, hhmm in enumerate(["12:30", "12:35", "12:40", "12:45", "12:50"]):
-        e.append(_event("posture_check", "info", _ts(hhmm, 5), 10 + n, cot="1",
-                        posture="supine", probability=0.97))
+        e.append(
+            _event(
+                "posture_check",
+                "info",
+                _ts(hhmm, 5),
+                10 + n,
+                cot="1",
+                posture="supine",
+                probability=0.97,
+            )
+        )
     e += [
-        _event("prone_alarm", "alarm", _ts("12:40", 40), 20, cot="1", posture="prone",
-               duration_s=30.0),
-        _event("alarm_cleared", "info", _ts("12:41", 30), 21, cot="1", cleared="prone_alarm",
-               acknowledged_by="button", alarm_s=50.0),
-        _event("posture_check", "info", _ts("12:30", 6), 30, cot="2", posture="unknown",
-               probability=None),
+        _event(
+            "prone_alarm", "alarm", _ts("12:40", 40), 20, cot="1", posture="prone", duration_s=30.0
+        ),
+        _event(
+            "alarm_cleared",
+            "info",
+            _ts("12:41", 30),
+            21,
+            cot="1",
+            cleared="prone_alarm",
+            acknowledged_by="button",
+            alarm_s=50.0,
+        ),
+        _event(
+            "posture_check",
+            "info",
+            _ts("12:30", 6),
+            30,
+            cot="2",
+            posture="unknown",
+            probability=None,
+        ),
         _event("posture_unknown", "warning", _ts("12:31", 0), 31, cot="2", unknown_s=20.0),
-        _event("posture_check", "info", _ts("12:45", 6), 32, cot="2", posture="left",
-               probability=0.9),
-        _event("sensor_fault", "warning", _ts("13:02", 0), 33, sensor="mat_2",
-               fault="no_answer",
-               message="mat of cot 2: no frame for 5 s; check cot 2 by hand"),
-        _event("sensor_recovered", "info", _ts("13:08", 0), 34, sensor="mat_2",
-               fault="no_answer", down_s=360.0),
+        _event(
+            "posture_check", "info", _ts("12:45", 6), 32, cot="2", posture="left", probability=0.9
+        ),
+        _event(
+            "sensor_fault",
+            "warning",
+            _ts("13:02", 0),
+            33,
+            sensor="mat_2",
+            fault="no_answer",
+            message="mat of cot 2: no frame for 5 s; check cot 2 by hand",
+        ),
+        _event(
+            "sensor_recovered",
+            "info",
+            _ts("13:08", 0),
+            34,
+            sensor="mat_2",
+            fault="no_answer",
+            down_s=360.0,
+        ),
         # Not the sheet's: the day before, another device, another kind.
-        _event("prone_alarm", "alarm", _ts("12:40", 0, DAY - dt.timedelta(days=1)), 1,
-               cot="1", posture="prone", duration_s=30.0),
-        make_event("prone_alarm", "alarm", site="hoikuen", device="other-room", seq=1,
-                   ts=_ts("12:40"), data={"cot": "9", "posture": "prone", "duration_s": 30.0}),
-        _event("heartbeat", "info", _ts("12:42"), 40, interval_s=60.0, uptime_s=1.0,
-               outbox_depth=0),
+        _event(
+            "prone_alarm",
+            "alarm",
+            _ts("12:40", 0, DAY - dt.timedelta(days=1)),
+            1,
+            cot="1",
+            posture="prone",
+            duration_s=30.0,
+        ),
+        make_event(
+            "prone_alarm",
+            "alarm",
+            site="hoikuen",
+            device="other-room",
+            seq=1,
+            ts=_ts("12:40"),
+            data={"cot": "9", "posture": "prone", "duration_s": 30.0},
+        ),
+        _event(
+            "heartbeat", "info", _ts("12:42"), 40, interval_s=60.0, uptime_s=1.0, outbox_depth=0
+        ),
     ]
     return e
 
@@ -145,9 +201,14 @@ async def test_the_sheet_is_the_devices_sheet_rebuilt_from_the_stored_events(
     assert cot2 is not None
     classes = re.findall(r'<td class="(slot[^"]*)"', cot2.group(0))
     assert [("look" in c, "byhand" in c) for c in classes[:8]] == [
-        (True, False), (True, False), (True, False), (True, False),  # 12:30-12:45
-        (False, False), (False, False),  # 12:50, 12:55
-        (False, True), (False, True),  # 13:00, 13:05
+        (True, False),
+        (True, False),
+        (True, False),
+        (True, False),  # 12:30-12:45
+        (False, False),
+        (False, False),  # 12:50, 12:55
+        (False, True),
+        (False, True),  # 13:00, 13:05
     ]
     assert not any("look" in c or "byhand" in c for c in classes[8:])
     # The alarm list: the remote acknowledgement apart from the on-site one, when cleared.
@@ -172,7 +233,7 @@ async def test_the_same_entries_make_the_same_grid_as_on_the_device(
     day = [e for e in _day_events() if e.device == DEVICE and e.ts.astimezone(JST).date() == DAY]
     entries, place = sheet_entries(day, ACKS, day=DAY)
     device_page = render_html(build_sheet(entries, {}, date=DAY, facility=place), "en")
-    grid = lambda html: html[html.index('<table class="grid">'):]  # noqa: E731
+    grid = lambda html: html[html.index('<table class="grid">') :]  # noqa: E731
     assert grid(page) == grid(device_page)
     assert "remote acknowledgement (遠隔確認) by 山田 花子 at 12:41" in page
     assert "never silences the buzzer" in page  # the notice, in the user's language
@@ -209,15 +270,15 @@ def test_a_remote_acknowledgement_of_another_day_is_left_out() -> None:
     entries, _ = sheet_entries([], [other], day=DAY)
     assert entries == []
     entries, _ = sheet_entries([], [ACKS[0]], day=DAY)
-    assert [(x.kind, x.value, x.by) for x in entries] == [
-        (REMOTE_ACK, "prone_alarm", "山田 花子")]
+    assert [(x.kind, x.value, x.by) for x in entries] == [(REMOTE_ACK, "prone_alarm", "山田 花子")]
 
 
 async def test_sheet_of_today_by_default_reads_todays_events(tmp_path: Path) -> None:
     store = StoreConfig(backend="sqlite", path=str(tmp_path / "n.sqlite3"))
     now = dt.datetime.now(dt.UTC)
-    await _stored(store, [
-        _event("prone_alarm", "alarm", now, 1, cot="1", posture="prone", duration_s=30.0)])
+    await _stored(
+        store, [_event("prone_alarm", "alarm", now, 1, cot="1", posture="prone", duration_s=30.0)]
+    )
     page = await _sheet(store, DEVICE, language="ja", now=time.time())
     assert page is not None
     assert now.astimezone(JST).date().isoformat() in page
@@ -228,8 +289,9 @@ async def test_sheet_of_today_by_default_reads_todays_events(tmp_path: Path) -> 
 
 
 def _mqtt(broker: Mosquitto, **over: Any) -> MqttConfig:
-    return MqttConfig(host=broker.host, port=broker.port, client_id="satoyama-notifier-test",
-                      **over)
+    return MqttConfig(
+        host=broker.host, port=broker.port, client_id="satoyama-notifier-test", **over
+    )
 
 
 async def test_send_nap_ack_publishes_what_the_device_accepts_at_qos_1_not_retained(
@@ -263,8 +325,15 @@ async def test_send_nap_ack_publishes_what_the_device_accepts_at_qos_1_not_retai
 
 @pytest.mark.parametrize(
     ("cot", "by", "device"),
-    [("", "YT", DEVICE), ("c" * 33, "YT", DEVICE), ("1", "", DEVICE), ("1", "Y\nT", DEVICE),
-     ("1", " YT", DEVICE), ("1", "YT", "a/b"), ("1", "YT", "+")],
+    [
+        ("", "YT", DEVICE),
+        ("c" * 33, "YT", DEVICE),
+        ("1", "", DEVICE),
+        ("1", "Y\nT", DEVICE),
+        ("1", " YT", DEVICE),
+        ("1", "YT", "a/b"),
+        ("1", "YT", "+"),
+    ],
 )
 async def test_send_nap_ack_refuses_what_the_device_would(
     broker: Mosquitto, cot: str, by: str, device: str
@@ -300,17 +369,22 @@ async def test_the_real_daemon_records_the_consoles_acknowledgement_and_keeps_so
         await site.apply("mat_1", "lie_down")
         await site.apply("mat_1", "roll_to", "prone")
         await until(lambda: bool(kinds("prone_alarm")), 15, "the prone alarm")
-        config = MqttConfig(host=site.broker.host, port=site.broker.port,
-                            topic_prefix=site.base.uplink.topic_prefix)
+        config = MqttConfig(
+            host=site.broker.host, port=site.broker.port, topic_prefix=site.base.uplink.topic_prefix
+        )
         ident = await send_nap_ack(config, site.base.device.id, "ひよこ-1", "山田 花子")
         assert ident
-        await until(lambda: any(e.kind == REMOTE_ACK for e in naps.log.day(today, JST)), 10,
-                    "the device to record the console's acknowledgement")
+        await until(
+            lambda: any(e.kind == REMOTE_ACK for e in naps.log.day(today, JST)),
+            10,
+            "the device to record the console's acknowledgement",
+        )
         [entry] = [e for e in naps.log.day(today, JST) if e.kind == REMOTE_ACK]
         assert (entry.cot, entry.value, entry.by) == ("ひよこ-1", "prone_alarm", "山田 花子")
         assert naps.cots["mat_1"].active_alarms == ["prone_alarm"]
         assert site.actuator_states()["buzzer"] is True  # the child is still face down
-        await send_nap_ack(config, site.base.device.id, "ない", "山田 花子")
+        # As the console's app calls it: (device, cot, by, at).
+        await nap_ack_sender(config)(site.base.device.id, "ない", "山田 花子", time.time())
         await until(lambda: bool(kinds("command_rejected")), 10, "the unknown cot refused")
         assert "unknown cot" in kinds("command_rejected")[0]["data"]["reason"]
         assert site.actuator_states()["buzzer"] is True
