@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Iterable
 from typing import Any, Final
 
 import msgspec
@@ -181,7 +182,23 @@ def _stages(value: object) -> list[WaterStage] | None:
 
 def fold(memory: Memory | None, event: Event, received_at: float) -> Memory:
     """``memory`` after ``event`` (received by the notifier at ``received_at``)."""
-    m = new_memory(event.device, event.site) if memory is None else _copy(memory)
+    m = fold_all(memory, [(event, received_at)])
+    assert m is not None
+    return m
+
+
+def fold_all(memory: Memory | None, events: Iterable[tuple[Event, float]]) -> Memory | None:
+    """``memory`` after each ``(event, received_at)`` in turn (one copy for them all);
+    ``None`` only when ``memory`` is None and there are no events."""
+    m = None if memory is None else _copy(memory)
+    for event, received_at in events:
+        if m is None:
+            m = new_memory(event.device, event.site)
+        _apply(m, event, received_at)
+    return m
+
+
+def _apply(m: Memory, event: Event, received_at: float) -> None:
     seq, data = event.seq, event.data
     if event.site:
         m.site = event.site
@@ -220,7 +237,6 @@ def fold(memory: Memory | None, event: Event, received_at: float) -> Memory:
         if version is not None and seq > m.version_mark:
             m.version, m.version_mark = version, seq
     m.last_seq = max(m.last_seq, seq)
-    return m
 
 
 def _heartbeat(m: Memory, seq: int, data: dict[str, Any], received_at: float) -> None:

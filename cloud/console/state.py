@@ -302,9 +302,9 @@ class ConsoleState:
         for device in sorted(candidates):
             old = stored.get(device)
             row = devices.get(device)
-            memory = old.memory if old is not None else None
-            for event, received_at in by_device.get(device, ()):
-                memory = fold.fold(memory, event, received_at)
+            memory = fold.fold_all(
+                old.memory if old is not None else None, by_device.get(device, ())
+            )
             if memory is None:
                 if row is None:
                     continue
