@@ -364,16 +364,23 @@ class Receiver:
         results = await store.accept_many(
             [(event, mails, c, t, hb) for _, _, event, mails, c, t, hb in plans], now=now
         )
-        for n, ((message, topic_device, event, _, coalesce, trap, _), result) in enumerate(
-            zip(plans, results, strict=True)
-        ):
-            if n % 4 == 3 and result.queued:
-                # Let an SMTP server's "250" be read now (and journaled, see
-                # SentJournal), not after the whole group's PUBACKs and log lines.
-                await asyncio.sleep(0)
-            await self._after_accept(
-                client, store, message, topic_device, event, coalesce, trap, result
-            )
+        # One log record for the group (its items separated by " | "), as for sent marks:
+        # a record per event cost more than the event's SQL.
+        lines: list[str] | None = [] if log.isEnabledFor(logging.INFO) else None
+        try:
+            for n, ((message, topic_device, event, _, coalesce, trap, _), result) in enumerate(
+                zip(plans, results, strict=True)
+            ):
+                if n % 4 == 3 and result.queued:
+                    # Let an SMTP server's "250" be read now (and journaled, see
+                    # SentJournal), not after the whole group's PUBACKs.
+                    await asyncio.sleep(0)
+                await self._after_accept(
+                    client, store, message, topic_device, event, coalesce, trap, result, lines
+                )
+        finally:
+            if lines:
+                log.info("%s", " | ".join(lines))
 
     def _decode_event(
         self, client: aiomqtt.Client, message: aiomqtt.Message, topic_device: str, payload: bytes
@@ -495,8 +502,10 @@ class Receiver:
         coalesce: CoalescePlan | None,
         trap: TrapPlan | None,
         result: AcceptResult,
+        lines: list[str] | None = None,
     ) -> None:
-        """Acknowledge, count and log an event the store has just been given."""
+        """Acknowledge, count and log an event the store has just been given (its log
+        item goes to ``lines`` where given, for one record of a group)."""
         if not result.accepted:  # another instance stored it meanwhile
             self._duplicate(client, message, event, topic_device)
             return
@@ -514,16 +523,16 @@ class Receiver:
             # the timekeeper's next look (every delivery.poll_s) finds: waking it
             # for each of them cost five queries per event under a backlog.
             self._timers.set()
-        log.info(
-            "event accepted event=%s kind=%s severity=%s site=%s device=%s mails=%d%s",
-            event.id,
-            event.kind,
-            event.severity,
-            event.site,
-            event.device,
-            result.queued,
-            " (folded into a burst already mailed)" if result.folded else "",
-        )
+        if lines is not None or log.isEnabledFor(logging.INFO):
+            line = (
+                f"event accepted event={event.id} kind={event.kind} severity={event.severity} "
+                f"site={event.site} device={event.device} mails={result.queued}"
+                + (" (folded into a burst already mailed)" if result.folded else "")
+            )
+            if lines is not None:
+                lines.append(line)
+            else:
+                log.info("%s", line)
         row = result.device
         if row is not None and row.state == "offline" and row.cause == "heartbeat":
             await self.notices.back_online(store, row)

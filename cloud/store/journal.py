@@ -9,6 +9,9 @@ from pathlib import Path
 
 log = logging.getLogger("cloud.store")  # the name its log lines had before the split
 
+#: ``json.dumps(..., ensure_ascii=False)`` makes an encoder at every call; one, made once.
+_LINE = json.JSONEncoder(ensure_ascii=False).encode
+
 
 class SentJournal:
     """An append-only file of the mails the SMTP server accepted, written the moment
@@ -55,7 +58,7 @@ class SentJournal:
 
     def record(self, mail_id: int, event_id: str, recipient: str) -> None:
         """One mail the server accepted (a single ``write(2)``; errors are logged only)."""
-        line = json.dumps([mail_id, event_id, recipient], ensure_ascii=False) + "\n"
+        line = _LINE([mail_id, event_id, recipient]) + "\n"
         try:
             if self._fd is None:
                 self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
