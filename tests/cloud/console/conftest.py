@@ -30,6 +30,8 @@ SITE_A = "kataoka-east"
 SITE_B = "yamane-west"
 DEVICE_A = "pi-a-01"
 """Site A: a wildlife detector with a box trap that is closed."""
+DEVICE_A_WATER = "pi-a-water"
+"""Site A: a water gauge at its second stage (氾濫注意), with a day of readings."""
 DEVICE_B = "pi-b-01"
 """Site B: a trap too (closed), and a nap-room device with an active prone alarm."""
 DEVICE_B_NAP = "pi-b-nap"
@@ -145,6 +147,40 @@ def prone(device: str, site: str, seq: int, at: float = NOW) -> Event:
     )
 
 
+STAGES = [
+    {"name": "standby", "label": "水防団待機水位", "level_cm": 80.0},
+    {"name": "caution", "label": "氾濫注意水位", "level_cm": 120.0},
+    {"name": "evacuate", "label": "避難判断水位", "level_cm": 150.0},
+    {"name": "danger", "label": "氾濫危険水位", "level_cm": 180.0},
+]
+
+
+def water_alert(device: str, site: str, seq: int, level: float, at: float = NOW) -> Event:
+    return envelope(
+        "water_level_alert",
+        "warning",
+        device=device,
+        site=site,
+        seq=seq,
+        at=at,
+        data={
+            "sensor": "level",
+            "level_cm": level,
+            "stage": "caution",
+            "stage_label": "氾濫注意水位",
+            "threshold_cm": 120.0,
+            "direction": "rising",
+            "stages": STAGES,
+        },
+    )
+
+
+def readings(start: float, end: float, step: float = 600.0) -> list[tuple[str, float, float]]:
+    """A river rising from 60 cm to 125 cm between ``start`` and ``end``."""
+    n = int((end - start) // step)
+    return [("level.level_cm", start + i * step, 60.0 + 65.0 * i / max(n, 1)) for i in range(n + 1)]
+
+
 async def store_events(store: Store, events: list[Event], *, now: float = NOW) -> None:
     """Each event as the notifier stores it (no mails: the console reads, it never mails)."""
     for event in events:
@@ -180,6 +216,10 @@ async def seeded(console_config: NotifierConfig) -> NotifierConfig:
     """The notifier's store with both sites' devices and events, and the three users."""
     async with await Store.open(console_config.store) as store:
         await store_events(store, seed_events())
+        await store.add_telemetry(
+            DEVICE_A_WATER, SITE_A, readings(NOW - 86400, NOW - 10), now=NOW - 10
+        )
+        await store_events(store, [water_alert(DEVICE_A_WATER, SITE_A, 1, 125.0, NOW - 10)])
     add_users(console_config)
     return console_config
 

@@ -20,6 +20,7 @@ from cloud.console.model import DeviceState, EventRow
 from cloud.store import Store
 from tests.cloud.console.conftest import (
     DEVICE_A,
+    DEVICE_A_WATER,
     DEVICE_B,
     DEVICE_B_NAP,
     SITE_A,
@@ -104,7 +105,7 @@ async def test_a_user_of_site_a_cannot_read_site_b(served: Served) -> None:
             assert body.replace(device, "X") == missing.replace("no-such-device", "X"), path
     status, _, body = await alice.get("/api/map")
     devices = json.loads(body)["devices"]
-    assert status == 200 and {d["device"] for d in devices} == {DEVICE_A}
+    assert status == 200 and {d["device"] for d in devices} == {DEVICE_A, DEVICE_A_WATER}
     assert {d["site"] for d in devices} == {SITE_A}
     _, _, page = await alice.get("/")
     assert DEVICE_A in page and DEVICE_B not in page and DEVICE_B_NAP not in page
@@ -152,10 +153,11 @@ async def test_an_operator_sees_every_site(served: Served) -> None:
     assert status == 200
     assert {d["device"] for d in json.loads(body)["devices"]} == {
         DEVICE_A,
+        DEVICE_A_WATER,
         DEVICE_B,
         DEVICE_B_NAP,
     }
-    for device in (DEVICE_A, DEVICE_B, DEVICE_B_NAP):
+    for device in (DEVICE_A, DEVICE_A_WATER, DEVICE_B, DEVICE_B_NAP):
         for path in DEVICE_GETS + DEVICE_API:
             assert (await olga.get(path.format(d=device)))[0] == 200, (path, device)
 
@@ -174,6 +176,21 @@ async def test_bob_acknowledges_his_nap_alarm_and_marks_his_trap(served: Served)
     assert (DEVICE_B_NAP, "nap_acknowledged", "cot-1") in actions
     assert (DEVICE_B, "trap_reset", "trap-1") in actions
     assert (DEVICE_B, "trap-1", 0) in traps and (DEVICE_A, "trap-1", 1) in traps
+
+
+async def test_each_device_page_shows_what_its_device_watches(served: Served) -> None:
+    alice = await served.as_user("alice")
+    _, _, page = await alice.get(f"/device/{DEVICE_A_WATER}")
+    assert 'data-testid="hydrograph-24h"' in page and 'data-testid="hydrograph-7d"' in page
+    assert page.count("<svg") >= 2 and 'data-testid="water-stage" data-rank="2"' in page
+    _, _, page = await alice.get(f"/device/{DEVICE_A}")
+    assert 'data-testid="trap-checked-trap-1"' in page and 'data-testid="trap-reset-trap-1"' in page
+    assert 'data-testid="outbox-depth">2<' in page
+    _, _, body = await alice.get("/")
+    assert f'data-testid="device-{DEVICE_A_WATER}"' in body and 'data-state="warning"' in body
+    assert 'id="labels"' in body and 'data-tiles="https://cyberjapandata.gsi.go.jp/' in body
+    status, _, sheet = await (await served.as_user("bob")).get(f"/device/{DEVICE_B_NAP}/sheet")
+    assert status == 200 and "cot-1" in sheet
 
 
 # --- the live stream --------------------------------------------------------------------
