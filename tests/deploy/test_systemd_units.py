@@ -55,6 +55,7 @@ def test_units_parse_and_say_what_the_daemon_needs() -> None:
         "satoyama-update.path",
         "satoyama-update-recover.service",
         "satoyama-notifier.service",
+        "satoyama-console.service",
     }
     units = {p.name: parse_unit(p) for p in UNITS}
     edge = units["satoyama-edge.service"]
@@ -88,6 +89,9 @@ def test_units_parse_and_say_what_the_daemon_needs() -> None:
     assert one(units["satoyama-update.timer"], "Timer", "Persistent") == "true"
     notifier = units["satoyama-notifier.service"]
     assert one(notifier, "Service", "User") == "satoyama-notifier"
+    console = units["satoyama-console.service"]
+    assert one(console, "Service", "User") == "satoyama-notifier"  # reads the notifier's store
+    assert one(console, "Service", "ExecStart").endswith(" serve")
     for name, unit in units.items():
         if name.endswith(".service"):
             assert "ExecStart" in unit["Service"], name
@@ -160,6 +164,7 @@ def test_sysusers_file() -> None:
 EXPOSURE_LIMITS = {
     "satoyama-edge.service": 3.0,
     "satoyama-notifier.service": 3.0,
+    "satoyama-console.service": 3.0,
     "satoyama-update.service": 5.0,
     "satoyama-update-recover.service": 5.0,
 }
