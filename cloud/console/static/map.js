@@ -97,7 +97,7 @@
     var rank = s.water_stage_rank || 0;
     var byStage = rank >= 1 && !s.nap_alarm && (state === "alarm" || state === "warning");
     var words = this.t("state_" + state);
-    if (byStage) words += "・" + this.t("rank_" + rank);
+    if (byStage) words += (this.language === "en" ? ", " : "・") + this.t("rank_" + rank);
     return {
       state: state,
       stage: byStage ? rank : 0,

@@ -151,7 +151,9 @@ class Site:
     """The tiny HTTP server the demo page is opened from."""
 
     def __init__(self, language: str = "ja") -> None:
-        self.page = DEMO.read_text().replace("__LABELS__", json.dumps(labels(language)))
+        self.page = (DEMO.read_text().replace("__LABELS__", json.dumps(labels(language)))
+                     .replace('lang="ja"', f'lang="{language}"')
+                     .replace('data-language="ja"', f'data-language="{language}"'))  # fmt: skip
         self.map = msgspec.json.encode({"devices": DEVICES,
                                         "tiles": {"url": "/tiles/{z}/{x}/{y}.png",
                                                   "credit": "テスト用タイル"}})  # fmt: skip
@@ -440,3 +442,23 @@ def test_axe_core_finds_no_serious_violation(
     ]
     assert bad == []
     assert len(result["passes"]) > 10, "axe ran its rules"
+
+
+def test_english_labels_come_from_the_page_not_the_script(browser: Browser) -> None:
+    english = Site(language="en")
+    try:
+        page, problems = open_page(browser, english, DESKTOP)
+        try:
+            words = labels("en")
+            marker = page.locator("[data-testid='marker-gauge-2']")
+            assert marker.get_attribute("aria-label") == (
+                f"gauge-2: {words['state_alarm']}, {words['rank_4']} 4"
+            )
+            legend = page.locator("#legend").inner_text()
+            assert words["state_trap_closed"] in legend and words["rank_1"] in legend
+            assert "わな" not in page.locator("#devices").inner_text()
+            assert problems == []
+        finally:
+            page.close()
+    finally:
+        english.close()
