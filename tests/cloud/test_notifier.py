@@ -358,6 +358,31 @@ async def test_pending_mails_from_a_previous_run_are_sent_at_start(
     assert event_ids(received) == [event.id, event.id]
 
 
+async def test_a_store_written_before_messages_had_their_own_table_sends_its_queue_once(
+    config: NotifierConfig, mailbox: Mailbox
+) -> None:
+    """A store left by the notifier of schema v3 (each message in its ``mails`` row): the
+    new notifier migrates it at start and mails what was still queued, once each (the
+    mail a dead instance had claimed too); the one sent before is not sent again."""
+    from tests.cloud.test_store import V3_STORE_DUMP
+
+    conn = sqlite3.connect(config.store.path)
+    conn.executescript(V3_STORE_DUMP)
+    conn.close()
+    async with running(config) as notifier:
+        async with await Store.open(config.store.path, readonly=True) as reader:
+            # The mail sent in 1970 is pruned at start (older than the store keeps).
+            await eventually(lambda: _sent(reader, 2), what="the queue marked sent")
+            assert (await reader.counts()).pending == 0
+        assert notifier.stats.sent == 2
+    got = sorted((m.rcpt_tos, str(m.message["Subject"]), m.message.get_payload())
+                 for m in mailbox.mails)  # fmt: skip
+    assert got == [
+        (("a@example.jp",), "two a", "body 2a\r\n"),
+        (("b@example.jp",), "one b", "body 1b\r\n"),
+    ]
+
+
 async def test_a_mail_the_server_took_just_before_a_kill_is_not_sent_again(
     config: NotifierConfig, mailbox: Mailbox
 ) -> None:

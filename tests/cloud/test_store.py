@@ -23,6 +23,137 @@ from tests.cloud.conftest import make_event
 REPO = Path(__file__).resolve().parents[2]
 
 
+
+#: A store the notifier wrote at schema v3 (SQLite), dumped with ``iterdump()``: two events,
+#: a mail sent, one claimed by an instance that then died, one due.  Made by that
+#: notifier's own Store (the commit before messages moved to ``mail_bodies``).
+V3_STORE_DUMP = """\
+BEGIN TRANSACTION;
+CREATE TABLE devices (
+        device       TEXT PRIMARY KEY,
+        site         TEXT NOT NULL,
+        state        TEXT NOT NULL CHECK (state IN ('online', 'offline')),
+        cause        TEXT NOT NULL,       -- of the state: 'status', 'heartbeat' or 'event'
+        since        REAL NOT NULL,
+        reason       TEXT NOT NULL DEFAULT '',
+        last_seen    REAL NOT NULL,       -- any message from it, notifier time
+        hb_interval  REAL,                -- its heartbeat interval, once one came
+        notified     INTEGER NOT NULL DEFAULT 0,  -- an offline mail went out for this state
+        transitions  INTEGER NOT NULL DEFAULT 0,
+        recipients   TEXT NOT NULL DEFAULT '[]',  -- who got the offline mail (JSON)
+        lat          REAL,
+        lon          REAL
+    );
+INSERT INTO "devices" VALUES('pi-east-01','kataoka-east','online','event',1000.0,'',1001.0,
+NULL,0,0,'[]',36.0794321,137.9543219);
+CREATE TABLE episodes (
+        id              TEXT PRIMARY KEY, -- the event that was mailed
+        key             TEXT NOT NULL,    -- what the burst is about
+        open            INTEGER NOT NULL,
+        site            TEXT NOT NULL,
+        device          TEXT NOT NULL,
+        kind            TEXT NOT NULL,
+        started_at      REAL NOT NULL,
+        last_at         REAL NOT NULL,
+        quiet_s         REAL NOT NULL,
+        summary_every_s REAL NOT NULL,
+        next_summary_at REAL NOT NULL,
+        folded          INTEGER NOT NULL DEFAULT 0,   -- since the last summary
+        folded_total    INTEGER NOT NULL DEFAULT 0,
+        summaries       INTEGER NOT NULL DEFAULT 0,
+        stats           TEXT NOT NULL DEFAULT '{}',
+        recipients      TEXT NOT NULL,
+        lat             REAL NOT NULL,
+        lon             REAL NOT NULL
+    );
+CREATE TABLE events (
+        id          TEXT PRIMARY KEY,     -- the envelope's id: what de-duplicates
+        device      TEXT NOT NULL,
+        site        TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        severity    TEXT NOT NULL,
+        ts          TEXT NOT NULL,        -- device time, RFC 3339
+        received_at REAL NOT NULL,        -- notifier time, Unix seconds
+        payload     BLOB NOT NULL         -- the envelope as received (re-encoded)
+    );
+INSERT INTO "events" VALUES('0192f0c0-0000-7000-8000-000000000001','pi-east-01','kataoka-east',
+'animal_detected','alarm','2025-11-24T04:05:12+00:00',1000.0,
+X'7B226964223A2230313932663063302D303030302D373030302D383030302D303030303030303030303031222C22646576696365223A2270692D656173742D3031222C2273697465223A226B6174616F6B612D65617374222C226B696E64223A22616E696D616C5F6465746563746564222C227365766572697479223A22616C61726D222C227473223A22323032352D31312D32345430343A30353A31325A222C22636C6F636B5F73796E636564223A747275652C22736571223A312C22626F6F74223A2234663063326539612D626F6F74222C226C6F636174696F6E223A7B226C6174223A33362E303739343332312C226C6F6E223A3133372E393534333231397D2C2264617461223A7B226465746563746F72223A227069722D31222C22736972656E223A747275652C227374726F6265223A66616C73657D2C2276223A317D'
+);
+INSERT INTO "events" VALUES('0192f0c0-0000-7000-8000-000000000002','pi-east-01','kataoka-east',
+'animal_detected','alarm','2025-11-24T04:05:12+00:00',1001.0,
+X'7B226964223A2230313932663063302D303030302D373030302D383030302D303030303030303030303032222C22646576696365223A2270692D656173742D3031222C2273697465223A226B6174616F6B612D65617374222C226B696E64223A22616E696D616C5F6465746563746564222C227365766572697479223A22616C61726D222C227473223A22323032352D31312D32345430343A30353A31325A222C22636C6F636B5F73796E636564223A747275652C22736571223A322C22626F6F74223A2234663063326539612D626F6F74222C226C6F636174696F6E223A7B226C6174223A33362E303739343332312C226C6F6E223A3133372E393534333231397D2C2264617461223A7B226465746563746F72223A227069722D31222C22736972656E223A747275652C227374726F6265223A66616C73657D2C2276223A317D'
+);
+CREATE TABLE instances (
+        id         TEXT PRIMARY KEY,
+        started_at REAL NOT NULL,
+        last_seen  REAL NOT NULL,
+        host       TEXT NOT NULL,
+        pid        INTEGER NOT NULL
+    );
+CREATE TABLE "mails" (
+        id           INTEGER PRIMARY KEY,
+        event_id     TEXT NOT NULL,       -- the event's id, or a notifier-made notice id
+        kind         TEXT NOT NULL,
+        site         TEXT NOT NULL,
+        device       TEXT NOT NULL,
+        recipient    TEXT NOT NULL,
+        priority     INTEGER NOT NULL,
+        status       TEXT NOT NULL DEFAULT 'pending'
+                     CHECK (status IN ('pending', 'sent', 'failed')),
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        next_attempt REAL NOT NULL,
+        last_error   TEXT,
+        created_at   REAL NOT NULL,
+        finished_at  REAL,
+        message      BLOB NOT NULL,
+        claimed_by   TEXT,                -- the instance sending it now
+        claim_until  REAL,
+        UNIQUE (event_id, recipient)
+    );
+INSERT INTO "mails" VALUES(1,'0192f0c0-0000-7000-8000-000000000001','animal_detected',
+'kataoka-east','pi-east-01','a@example.jp',0,'sent',1,1000.0,NULL,1000.0,1003.0,
+X'5375626A6563743A206F6E6520610D0A0D0A626F64792031610D0A'
+,NULL,NULL);
+INSERT INTO "mails" VALUES(2,'0192f0c0-0000-7000-8000-000000000001','animal_detected',
+'kataoka-east','pi-east-01','b@example.jp',0,'pending',0,1000.0,NULL,1000.0,NULL,
+X'5375626A6563743A206F6E6520620D0A0D0A626F64792031620D0A'
+,'notifier-old',1064.0);
+INSERT INTO "mails" VALUES(3,'0192f0c0-0000-7000-8000-000000000002','animal_detected',
+'kataoka-east','pi-east-01','a@example.jp',0,'pending',0,1001.0,NULL,1001.0,NULL,
+X'5375626A6563743A2074776F20610D0A0D0A626F64792032610D0A'
+,NULL,NULL);
+CREATE TABLE telemetry (
+        device TEXT NOT NULL,
+        series TEXT NOT NULL,
+        ts     REAL NOT NULL,
+        value  REAL NOT NULL,
+        PRIMARY KEY (device, series, ts)
+    );
+CREATE TABLE traps (
+        key              TEXT PRIMARY KEY,
+        open             INTEGER NOT NULL,
+        site             TEXT NOT NULL,
+        device           TEXT NOT NULL,
+        sensor           TEXT NOT NULL,
+        trigger_id       TEXT NOT NULL,  -- the trap_triggered event
+        closed_since     REAL NOT NULL,
+        next_reminder_at REAL NOT NULL,
+        reminders        INTEGER NOT NULL DEFAULT 0,
+        recipients       TEXT NOT NULL,
+        lat              REAL NOT NULL,
+        lon              REAL NOT NULL
+    );
+CREATE INDEX events_received_at ON events (received_at);
+CREATE INDEX mails_due ON mails (status, next_attempt);
+CREATE INDEX mails_finished ON mails (finished_at);
+CREATE UNIQUE INDEX episodes_open ON episodes (key) WHERE open = 1;
+CREATE INDEX telemetry_ts ON telemetry (ts);
+CREATE INDEX mails_created ON mails (created_at);
+COMMIT;
+PRAGMA user_version = 3
+"""
+
 def mails(*recipients: str) -> list[OutgoingMail]:
     return [
         OutgoingMail(recipient=r, message=f"To: {r}\r\n\r\nhi\r\n".encode()) for r in recipients
@@ -320,6 +451,92 @@ async def test_a_version_1_store_is_migrated_with_its_mails(tmp_path: Path) -> N
             "e1", "trap_triggered", "site", b"A",
         )  # fmt: skip
         assert not await store.accept(make_event(event_id="e1"), [])
+
+
+async def test_a_version_3_store_with_messages_in_its_mails_rows_is_migrated(
+    tmp_path: Path,
+) -> None:
+    """A store the notifier wrote before messages had a table of their own: its queue
+    goes out once (the mail a dead instance had claimed too, once its claim ran out),
+    with the messages it was given; the mail sent before is not sent again."""
+    path = tmp_path / "v3.sqlite3"
+    conn = sqlite3.connect(path)
+    conn.executescript(V3_STORE_DUMP)
+    conn.close()
+    e1, e2 = "0192f0c0-0000-7000-8000-000000000001", "0192f0c0-0000-7000-8000-000000000002"
+    async with await Store.open(path) as store:
+        assert [(m.id, m.status, m.message) for m in await store.mails()] == [
+            (1, "sent", b"Subject: one a\r\n\r\nbody 1a\r\n"),
+            (2, "pending", b"Subject: one b\r\n\r\nbody 1b\r\n"),
+            (3, "pending", b"Subject: two a\r\n\r\nbody 2a\r\n"),
+        ]
+        # Mail 2 is claimed by notifier-old until 1064: not before.
+        assert [m.id for m in await store.claim_due("n", now=1050.0, lease_s=60.0)] == [3]
+        [again] = await store.claim_due("n", now=1065.0, lease_s=60.0)
+        assert (again.id, again.event_id, again.recipient) == (2, e1, "b@example.jp")
+        assert again.message == b"Subject: one b\r\n\r\nbody 1b\r\n"
+        await store.mark_sent_many([(2, 1066.0), (3, 1066.0)])
+        assert await store.claim_due("n", now=99999.0, lease_s=60.0) == []
+        assert not await store.accept(make_event(event_id=e2), [])
+        counts = await store.counts()
+        assert (counts.events, counts.pending, counts.sent) == (2, 0, 3)
+    conn = sqlite3.connect(path)
+    try:
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(mails)")]
+        assert "message" not in columns
+        assert conn.execute("SELECT COUNT(*) FROM mail_bodies").fetchone() == (3,)
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+    finally:
+        conn.close()
+
+
+async def test_a_postgresql_store_of_version_2_is_migrated_with_its_queue(
+    pg_dsn: str,
+) -> None:
+    """PostgreSQL at v2 (messages in the ``mails`` rows): after the migration the queue
+    keeps its messages and is claimed once."""
+    import psycopg
+
+    from cloud.config import Secret
+    from cloud.database import POSTGRES_MIGRATIONS
+
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        for number, script in enumerate(POSTGRES_MIGRATIONS[:2], start=1):
+            conn.execute(script)
+            conn.execute("INSERT INTO schema_version VALUES (%s)", (number,))
+        conn.execute(
+            "INSERT INTO mails (event_id, kind, site, device, recipient, priority, status,"
+            " next_attempt, created_at, finished_at, message) VALUES"
+            " ('e1', 'trap_triggered', 's', 'pi', 'a@example.jp', 0, 'sent', 1, 1, 2, 'A'),"
+            " ('e1', 'trap_triggered', 's', 'pi', 'b@example.jp', 0, 'pending', 1, 1, NULL, 'B')"
+        )
+    config = StoreConfig(backend="postgresql", dsn=Secret(pg_dsn))
+    async with await Store.open(config) as store:
+        assert [(m.recipient, m.status, m.message) for m in await store.mails()] == [
+            ("a@example.jp", "sent", b"A"), ("b@example.jp", "pending", b"B"),
+        ]  # fmt: skip
+        [mail] = await store.claim_due("n", now=5.0, lease_s=60.0)
+        assert (mail.recipient, mail.message) == ("b@example.jp", b"B")
+        assert await store.claim_due("m", now=6.0, lease_s=60.0) == []
+
+
+async def test_pruning_a_mail_removes_its_message(store_config: StoreConfig) -> None:
+    """Messages live in ``mail_bodies``: a pruned mail takes its message with it."""
+    from cloud.database import Tx
+
+    async with await Store.open(store_config) as store:
+        for n in range(3):
+            await store.accept(make_event(seq=n), mails("a@example.jp"), now=1000.0 + n)
+        for mail in await store.mails("pending"):
+            await store.mark_sent(mail.id, now=2000.0)
+        assert (await store.prune(1001.5)).mails == 2
+
+        def bodies(tx: Tx) -> int:
+            return int(tx.query("SELECT COUNT(*) FROM mail_bodies")[0][0])
+
+        assert await store._run(bodies, write=False) == 1
 
 
 async def test_prune_keeps_the_newest_events_and_mails_by_count(
