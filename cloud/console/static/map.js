@@ -187,6 +187,34 @@
       this.dressMarker(marker, s, look);
     }
     this.listDevice(s, look);
+    this.spread();
+  };
+
+  /* Devices at the same place (a detector and its trap on one post) would hide each
+     other: their pins are fanned out around the point, the worst one in front. */
+  Console.prototype.spread = function () {
+    var groups = {};
+    for (var id in this.markers) {
+      var at = this.markers[id].getLatLng();
+      var key = at.lat.toFixed(6) + "," + at.lng.toFixed(6);
+      (groups[key] = groups[key] || []).push(id);
+    }
+    for (var k in groups) {
+      var ids = groups[k].sort();
+      for (var i = 0; i < ids.length; i++) {
+        var el = this.markers[ids[i]].getElement();
+        if (!el) continue;
+        var dx = 0;
+        var dy = 0;
+        if (ids.length > 1) {
+          var angle = (2 * Math.PI * i) / ids.length - Math.PI / 2;
+          dx = Math.round(Math.cos(angle) * 20);
+          dy = Math.round(Math.sin(angle) * 20);
+        }
+        el.style.marginLeft = (dx - 18) + "px";
+        el.style.marginTop = (dy - 18) + "px";
+      }
+    }
   };
 
   Console.prototype.listDevice = function (s, look) {

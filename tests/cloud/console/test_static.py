@@ -133,6 +133,7 @@ def state(device: str, dlat: float, dlon: float, **fields: Any) -> DeviceState:
 
 DEVICES = [
     state("paddy-pir", 0.0, 0.0),
+    state("paddy-trap", 0.0, 0.0, capabilities=["trap"]),  # on the same post as paddy-pir
     state("trap-a", 0.0010, -0.0015, capabilities=["trap"], trap_closed=True,
           trap_closed_since=NOW - 600),
     state("gauge-1", -0.0010, 0.0012, capabilities=["water"], water_level_cm=183.0,
@@ -307,6 +308,11 @@ def test_one_marker_per_placed_device_in_its_state_and_a_list_of_all(
         # the marker states the fixture covers: all six a device can be in
         assert {d.state for d in DEVICES} == {"alarm", "trap_closed", "fault", "offline",
                                               "warning", "ok"}  # fmt: skip
+        # two devices on one post are both visible, side by side
+        one = page.locator("[data-testid='marker-paddy-pir']").bounding_box()
+        two = page.locator("[data-testid='marker-paddy-trap']").bounding_box()
+        assert one is not None and two is not None
+        assert abs(one["x"] - two["x"]) + abs(one["y"] - two["y"]) >= 36, "pins do not cover"
         # water gauges wear their stage: colour class, wave glyph and the rank
         gauge = page.locator("[data-testid='marker-gauge-2']")
         assert "stage-4" in (gauge.get_attribute("class") or "")
