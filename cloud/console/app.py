@@ -22,6 +22,7 @@ import functools
 import json
 import logging
 import secrets
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -64,6 +65,12 @@ LOGIN_COOKIE: Final = "satoyama_login"
 """The login form's double-submit CSRF token (before there is a session)."""
 JST: Final = dt.timezone(dt.timedelta(hours=9), "JST")
 MAP_EVENTS: Final = 50
+
+SHEET_POLICY: Final = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+"""The nap sheet's policy: its own inline styles, and nothing that runs."""
 
 NapAck = Callable[[str, str, str, float], Awaitable[None]]
 """Tells a device that a person acknowledged a nap alarm: (device, cot, by, at)."""
@@ -128,6 +135,19 @@ class Console:
         self.worker.close()
 
 
+def deploy_args(config: NotifierConfig) -> tuple[str, ...]:
+    """How ``satoyama-deploy rollout announce`` reaches the broker: the notifier's
+    ``[mqtt]`` host and prefix; under TLS the fleet CA and the console's own certificate."""
+    m = config.mqtt
+    args = ["--broker", f"{m.host}:{m.port}", "--prefix", m.topic_prefix]
+    if m.tls is not None:
+        args += ["--tls-ca", m.tls.ca_file]
+        cfg = config.console
+        if cfg.mqtt_cert_file is not None and cfg.mqtt_key_file is not None:
+            args += ["--tls-cert", cfg.mqtt_cert_file, "--tls-key", cfg.mqtt_key_file]
+    return tuple(args)
+
+
 async def open_console(
     config: NotifierConfig,
     *,
@@ -142,7 +162,11 @@ async def open_console(
 
         def build() -> tuple[ConsoleState, Accounts]:
             state = ConsoleState(
-                db, heartbeat_timeout_s=config.devices.heartbeat_timeout_s, fleet_db=fleet_db
+                db,
+                heartbeat_timeout_s=config.devices.heartbeat_timeout_s,
+                fleet_db=fleet_db,
+                deploy_command=(sys.executable, "-m", "deploy.cli"),
+                deploy_args=deploy_args(config),
             )
             state.open()
             accounts = Accounts(db)
@@ -257,6 +281,7 @@ def render(
             lang=lang,
             t=functools.partial(i18n.text, lang),
             kind_name=functools.partial(i18n.kind_name, lang),
+            posture=functools.partial(i18n.posture_name, lang),
             when=functools.partial(_when, language=lang),
             user=user,
             csrf=csrf_token(token) if isinstance(token, str) and user is not None else "",
@@ -371,7 +396,7 @@ def security_headers(console: Console) -> Callable[[web.Request, web.StreamRespo
     )
 
     async def add(request: web.Request, response: web.StreamResponse) -> None:
-        response.headers["Content-Security-Policy"] = policy
+        response.headers.setdefault("Content-Security-Policy", policy)
         response.headers["X-Frame-Options"] = "DENY"
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Referrer-Policy"] = "same-origin"
@@ -603,7 +628,11 @@ async def sheet_page(request: web.Request) -> web.Response:
     )
     if html is None:
         raise web.HTTPNotFound()
-    return web.Response(text=html, content_type="text/html", charset="utf-8")
+    response = web.Response(text=html, content_type="text/html", charset="utf-8")
+    # The sheet is the device's own printable page: its layout is an inline style sheet
+    # (and column widths in style attributes).  Styles only: still no script at all.
+    response.headers["Content-Security-Policy"] = SHEET_POLICY
+    return response
 
 
 async def fleet_page(request: web.Request) -> web.Response:

@@ -15,6 +15,7 @@ from typing import Final
 
 from cloud.console.accounts import Language
 from cloud.templates import PHRASES
+from edge.nursery.sheet import POSTURES
 
 DEFAULT_LANGUAGE: Final[Language] = "ja"
 
@@ -203,6 +204,12 @@ def kind_name(language: str, kind: str) -> str:
     phrases = PHRASES.get(language) or PHRASES[DEFAULT_LANGUAGE]
     found = phrases.kinds.get(kind)
     return found.title if found is not None else kind
+
+
+def posture_name(language: str, posture: str) -> str:
+    """A cot's posture as the nap sheet names it (``うつぶせ``); the value itself else."""
+    names = POSTURES.get(language) or POSTURES[DEFAULT_LANGUAGE]
+    return names.get(posture, posture)
 
 
 def labels(language: str) -> dict[str, str]:

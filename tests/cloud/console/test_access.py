@@ -6,11 +6,15 @@ carries only the user's sites.  Real SQLite file, real socket, real envelopes.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import unquote
 
 import aiohttp
+import msgspec
 import pytest
 
 from cloud.config import NotifierConfig
@@ -18,6 +22,7 @@ from cloud.console.app import make_app, routes
 from cloud.console.live import LiveHub
 from cloud.console.model import DeviceState, EventRow
 from cloud.store import Store
+from edge.sim.broker import Mosquitto
 from tests.cloud.console.conftest import (
     DEVICE_A,
     DEVICE_A_WATER,
@@ -29,6 +34,7 @@ from tests.cloud.console.conftest import (
     Served,
     heartbeat,
     prone,
+    serve,
     store_events,
 )
 from tests.support.waiting import until
@@ -73,7 +79,7 @@ def test_every_route_is_in_this_file(served: Served) -> None:
 def _state(config: NotifierConfig) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]]]:
     """The rows an action would change: the console's action log and the notifier's traps."""
     assert config.store.path is not None
-    with sqlite3.connect(config.store.path) as conn:
+    with contextlib.closing(sqlite3.connect(config.store.path)) as conn:
         actions = conn.execute("SELECT device, action, target FROM console_actions").fetchall()
         traps = conn.execute("SELECT device, sensor, open FROM traps ORDER BY device").fetchall()
     return actions, traps
@@ -189,8 +195,52 @@ async def test_each_device_page_shows_what_its_device_watches(served: Served) ->
     _, _, body = await alice.get("/")
     assert f'data-testid="device-{DEVICE_A_WATER}"' in body and 'data-state="warning"' in body
     assert 'id="labels"' in body and 'data-tiles="https://cyberjapandata.gsi.go.jp/' in body
-    status, _, sheet = await (await served.as_user("bob")).get(f"/device/{DEVICE_B_NAP}/sheet")
+    status, headers, sheet = await (await served.as_user("bob")).get(
+        f"/device/{DEVICE_B_NAP}/sheet"
+    )
     assert status == 200 and "cot-1" in sheet
+    # the device's printable sheet keeps its inline styles, and still runs nothing
+    csp = headers["Content-Security-Policy"]
+    assert "style-src 'unsafe-inline'" in csp and "default-src 'none'" in csp
+    assert "script-src" not in csp and "<script" not in sheet
+
+
+async def test_an_operator_starts_a_rollout_stage(
+    seeded: NotifierConfig, broker: Mosquitto, tmp_path: Path
+) -> None:
+    """The fleet page lists the deploy tools' rollout; "start" runs the real tool against
+    the real broker; a farmer can do neither."""
+    from deploy.fleet import FleetDB  # the test builds the file with the real tool
+
+    path = tmp_path / "fleet.sqlite3"
+    with FleetDB(path) as fleet_db:
+        for device in (DEVICE_A, DEVICE_B):
+            fleet_db.add_device(device, "s", "1.2.3")
+        fleet_db.create_rollout(
+            version="1.3.0", url="https://ota.example.jp/b.tar", devices=[DEVICE_A, DEVICE_B],
+            percent=50.0, sha256="0" * 64, size=1, rollout_id="r7",
+        )  # fmt: skip
+    mqtt = msgspec.structs.replace(seeded.mqtt, port=broker.port)
+    console_cfg = msgspec.structs.replace(seeded.console, fleet_db=str(path))
+    config = msgspec.structs.replace(seeded, mqtt=mqtt, console=console_cfg)
+    async for s in serve(config, live_task=False):
+        olga = await s.as_user("olga")
+        status, _, page = await olga.get("/fleet")
+        assert status == 200 and 'data-rollout="r7"' in page
+        assert 'data-testid="rollout-start-r7"' in page
+        alice = await s.as_user("alice")
+        assert (await alice.post("/fleet/rollout/r7/start"))[0] == 403
+        status, headers, _ = await olga.post("/fleet/rollout/r7/start")
+        assert status == 303 and headers["Location"].startswith("/fleet?message=")
+        _, _, page = await olga.get(headers["Location"])
+        assert 'data-testid="fleet-message"' in page and "stage first" in page
+        status, headers, _ = await olga.post("/fleet/rollout/r7/pause")
+        assert status == 303  # the deploy tools have no pause: the page says so
+        assert "pause" in unquote(headers["Location"])
+        assert (await olga.post("/fleet/rollout/nope/start"))[0] == 404
+        with contextlib.closing(sqlite3.connect(str(config.store.path))) as conn:
+            actions = conn.execute("SELECT action, target, by_user FROM console_actions").fetchall()
+        assert actions == [("rollout_start", "r7", "olga")]
 
 
 # --- the live stream --------------------------------------------------------------------

@@ -4,6 +4,7 @@ the security headers and the language preference, over a real socket and a real 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import sqlite3
 from pathlib import Path
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.timeout(60)
 
 def _db_rows(config: NotifierConfig, sql: str) -> list[tuple[object, ...]]:
     assert config.store.path is not None
-    with sqlite3.connect(config.store.path) as conn:
+    with contextlib.closing(sqlite3.connect(config.store.path)) as conn:
         return conn.execute(sql).fetchall()
 
 

@@ -4,6 +4,7 @@ until SIGTERM."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import signal
 import sqlite3
@@ -41,7 +42,7 @@ def users(config: Path) -> dict[str, tuple[str, str, str]]:
     assert store is not None
     if not Path(store).exists():
         return {}
-    with sqlite3.connect(store) as conn:
+    with contextlib.closing(sqlite3.connect(store)) as conn:
         if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'console_users'").fetchall():
             return {}
         rows = conn.execute("SELECT name, role, sites, password FROM console_users").fetchall()
