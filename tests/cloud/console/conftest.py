@@ -22,7 +22,7 @@ from aiohttp.test_utils import TestServer
 
 from cloud.config import NotifierConfig, load_config
 from cloud.console.accounts import Accounts, hash_password
-from cloud.console.app import Console, connect, make_app, open_console
+from cloud.console.app import Console, NapAck, connect, make_app, open_console
 from cloud.store import Store, TrapPlan
 from edge.event import Event, Location, new_event_id
 
@@ -318,9 +318,11 @@ class Served:
         return b
 
 
-async def serve(config: NotifierConfig, *, live_task: bool = True) -> AsyncIterator[Served]:
+async def serve(
+    config: NotifierConfig, *, live_task: bool = True, nap_ack: NapAck | None = None
+) -> AsyncIterator[Served]:
     clock = [time.time()]
-    console = await open_console(config, clock=lambda: clock[0])
+    console = await open_console(config, clock=lambda: clock[0], nap_ack=nap_ack)
     await console.call(lambda: console.state.catch_up(now=clock[0]))  # pages right at once
     server = TestServer(make_app(console, live_task=live_task), host="127.0.0.1")
     await server.start_server()

@@ -4,8 +4,10 @@ until SIGTERM."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
+import json
 import signal
 import sqlite3
 import subprocess
@@ -14,14 +16,16 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import aiomqtt
+import msgspec
 import pytest
 
-from cloud.config import load_config
+from cloud.config import NotifierConfig, load_config
 from cloud.console.accounts import verify_password
-from cloud.console.cli import EXIT_OK, EXIT_USAGE, build_parser, main
-from edge.sim.broker import free_port
-from tests.cloud.console.conftest import SITE_A, SITE_B, console_toml
-from tests.support.waiting import until_sync
+from cloud.console.cli import EXIT_OK, EXIT_USAGE, build_parser, main, nap_ack_sender
+from edge.sim.broker import Mosquitto, free_port
+from tests.cloud.console.conftest import DEVICE_B_NAP, SITE_A, SITE_B, console_toml, serve
+from tests.support.waiting import until, until_sync
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -157,3 +161,40 @@ def test_serve_answers_until_sigterm(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+async def test_a_nap_acknowledgement_reaches_the_device_over_the_broker(
+    seeded: NotifierConfig, broker: Mosquitto
+) -> None:
+    """``serve`` wires the console's "acknowledge" to ``cmd/nap_ack`` on the notifier's
+    broker; with the broker gone the acknowledgement is still recorded and the page says
+    the device was not told."""
+    config = msgspec.structs.replace(
+        seeded, mqtt=msgspec.structs.replace(seeded.mqtt, port=broker.port)
+    )
+    got: list[aiomqtt.Message] = []
+    async with aiomqtt.Client(broker.host, broker.port, identifier="the-device") as device:
+        await device.subscribe(f"satoyama/v1/{DEVICE_B_NAP}/cmd/#", qos=1)
+
+        async def listen() -> None:
+            async for message in device.messages:
+                got.append(message)
+
+        listener = asyncio.create_task(listen())
+        try:
+            async for s in serve(config, live_task=False, nap_ack=nap_ack_sender(config)):
+                bob = await s.as_user("bob")
+                status, headers, _ = await bob.post(f"/device/{DEVICE_B_NAP}/cot/cot-1/ack")
+                assert status == 303 and headers["Location"].endswith("?done=1")
+                await until(lambda: bool(got), 10, "cmd/nap_ack at the device")
+                body = json.loads(got[0].payload)  # type: ignore[arg-type]
+                assert str(got[0].topic) == f"satoyama/v1/{DEVICE_B_NAP}/cmd/nap_ack"
+                assert (body["cot"], body["by"]) == ("cot-1", "bob") and body["id"]
+                broker.close()  # the broker goes away
+                status, headers, _ = await bob.post(f"/device/{DEVICE_B_NAP}/cot/cot-1/ack")
+                assert status == 303 and headers["Location"].endswith("?unsent=1")
+                _, _, page = await bob.get(headers["Location"])
+                assert 'data-testid="ack-unsent"' in page
+        finally:
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
