@@ -345,6 +345,29 @@ class Accounts:
             return None
         return Session(user=_user(rows[0]), token_hash=hashed, expires_at=float(rows[0][4]))
 
+    def live_sessions(self, hashes: frozenset[str], *, now: float) -> frozenset[str]:
+        """Which of the session hashes ``hashes`` still open a session."""
+        if not hashes:
+            return frozenset()
+        ordered = sorted(hashes)
+
+        def work(tx: Tx) -> set[str]:
+            found: set[str] = set()
+            for i in range(0, len(ordered), 500):
+                chunk = ordered[i : i + 500]
+                marks = ", ".join("?" for _ in chunk)
+                rows = tx.query(
+                    "SELECT s.token_hash FROM console_sessions s"
+                    " JOIN console_users u ON u.name = s.user_name"
+                    f" WHERE s.expires_at > ? AND s.token_hash IN ({marks})",
+                    (now, *chunk),
+                )
+                found.update(str(r[0]) for r in rows)
+            return found
+
+        found = self._db.run(work, write=False)
+        return frozenset(found)
+
     def end_session(self, token: str) -> None:
         self._db.run(
             lambda tx: tx.execute(

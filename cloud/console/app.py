@@ -114,7 +114,9 @@ class Console:
 
     def __post_init__(self) -> None:
         self.limiter = LoginLimiter(self.config.console.login_tries)
-        self.hub = LiveHub(self._poll)
+        self.hub = LiveHub(self._poll, revalidate=self._live_sessions)
+        self.flash: dict[str, str] = {}
+        """A message for a session's next fleet page (what the deploy tool said)."""
 
     async def call(self, fn: Callable[[], _T]) -> _T:
         return await self.worker.call(fn)
@@ -127,6 +129,11 @@ class Console:
             return events, self.state.changed_states()
 
         return await self.call(work)
+
+    async def _live_sessions(self, hashes: frozenset[str]) -> frozenset[str]:
+        return await self.call(
+            functools.partial(self.accounts.live_sessions, hashes, now=self.clock())
+        )
 
     async def close(self) -> None:
         self.hub.close_all()
@@ -639,12 +646,16 @@ async def fleet_page(request: web.Request) -> web.Response:
     _operator(request)
     console = _console(request)
     fleet = await console.call(functools.partial(console.state.fleet, now=console.clock()))
-    return render(request, "fleet.html", fleet=fleet, message=request.query.get("message"))
+    # only what this console said to this session: never words from a link
+    message = console.flash.pop(_session(request).token_hash, None)
+    return render(request, "fleet.html", fleet=fleet, message=message)
 
 
 async def live(request: web.Request) -> web.StreamResponse:
     console = _console(request)
     session = _session(request)
+    if console.hub.full(session.token_hash):
+        return _json({"error": "too many live streams for this session"}, status=429)
     sub = console.hub.subscribe(
         sites=session.user.visible_sites,
         language=session.user.language,
@@ -731,7 +742,10 @@ async def rollout(request: web.Request) -> web.StreamResponse:
         # the deploy tools refused (or have no such command): the operator reads why
         message = str(exc)
     log.info("console: %s: rollout %s %s: %s", user.name, rollout_id, action, message)
-    raise web.HTTPSeeOther(f"/fleet?message={quote(message)}")
+    if len(console.flash) > 10_000:  # sessions that never came back for theirs
+        console.flash.clear()
+    console.flash[_session(request).token_hash] = message
+    raise web.HTTPSeeOther("/fleet")
 
 
 # --- the application -------------------------------------------------------------------

@@ -41,6 +41,11 @@ QUEUE_SIZE: Final = 256
 """Messages one connection may have waiting before it is dropped."""
 
 Poll = Callable[[], Awaitable[tuple[list[EventRow], list[DeviceState]]]]
+Revalidate = Callable[[frozenset[str]], Awaitable[frozenset[str]]]
+"""Given the session hashes of the open streams, the ones still valid (not expired, not
+ended by a password change or the user's removal)."""
+PER_SESSION: Final = 8
+"""Open streams one session may hold (a page, a few tabs); more are refused."""
 
 
 def sse(name: str, data: bytes) -> bytes:
@@ -78,11 +83,13 @@ class LiveHub:
         self,
         poll: Poll,
         *,
+        revalidate: Revalidate | None = None,
         interval_s: float = 1.0,
         ping_every_s: float = 15.0,
         queue_size: int = QUEUE_SIZE,
     ) -> None:
         self._poll = poll
+        self._revalidate = revalidate
         self.interval_s = interval_s
         self.ping_every_s = ping_every_s
         self.queue_size = queue_size
@@ -92,6 +99,10 @@ class LiveHub:
         self.rounds = 0
 
     # --- subscribers
+
+    def full(self, session: str) -> bool:
+        """Whether ``session`` already holds :data:`PER_SESSION` open streams."""
+        return sum(1 for s in self._subscribers if s.session == session) >= PER_SESSION
 
     def subscribe(self, *, sites: frozenset[str] | None, language: str, session: str) -> Subscriber:
         sub = Subscriber(
@@ -154,6 +165,22 @@ class LiveHub:
                 if sub.may_see(site) and not sub.dropped:
                     self._send(sub, message)
 
+    async def _drop_ended_sessions(self) -> None:
+        """End the streams of sessions that expired, or were ended by a password change or
+        the user's removal (logout ends its own at once)."""
+        if self._revalidate is None or not self._subscribers:
+            return
+        sessions = frozenset(s.session for s in self._subscribers)
+        try:
+            valid = await self._revalidate(sessions)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the database away: keep the streams, look again next time
+            log.exception("live: checking the open streams' sessions failed")
+            return
+        for session in sessions - valid:
+            self.end_session(session)
+
     def ping(self) -> None:
         for sub in list(self._subscribers):
             self._send(sub, PING)
@@ -174,6 +201,7 @@ class LiveHub:
             self.publish(events, states)
             if started - last_ping >= self.ping_every_s:
                 last_ping = started
+                await self._drop_ended_sessions()
                 self.ping()
             await asyncio.sleep(max(0.0, self.interval_s - (time.monotonic() - started)))
 
