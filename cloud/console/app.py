@@ -21,6 +21,7 @@ import datetime as dt
 import functools
 import json
 import logging
+import re
 import secrets
 import sys
 import time
@@ -499,7 +500,12 @@ async def set_language(request: web.Request) -> web.StreamResponse:
     user = _user(request)
     await console.call(functools.partial(console.accounts.set_language, user.name, str(language)))
     back = str(form.get("next", "/"))
-    raise web.HTTPSeeOther(back if back.startswith("/") and not back.startswith("//") else "/")
+    raise web.HTTPSeeOther(back if _LOCAL_PATH.fullmatch(back) else "/")
+
+
+#: A path on this console to go back to: no scheme, no host (``//``), no backslash (which
+#: browsers read as ``/``), no control characters.
+_LOCAL_PATH: Final = re.compile(r"/(?![/\\])[A-Za-z0-9/_.~%?=&+-]*")
 
 
 # --- authorisation -------------------------------------------------------------------
@@ -585,8 +591,10 @@ async def _device_page(request: web.Request) -> tuple[str, Any]:
     )
     if page is None:
         raise web.HTTPNotFound()
-    lang = _user(request).language
-    return device, msgspec.structs.replace(page, events=[labelled(e, lang) for e in page.events])
+    user = _user(request)
+    # a device that moved between sites: its old site's events stay with that site
+    events = [labelled(e, user.language) for e in page.events if user.may_see(e.site)]
+    return device, msgspec.structs.replace(page, events=events)
 
 
 async def api_device(request: web.Request) -> web.Response:

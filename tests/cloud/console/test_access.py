@@ -248,6 +248,27 @@ async def test_an_operator_starts_a_rollout_stage(
         assert actions == [("rollout_start", "r7", "olga")]
 
 
+async def test_a_device_that_moved_site_shows_each_site_only_its_own_events(
+    served: Served,
+) -> None:
+    """DEVICE_A (site A) is re-provisioned for site B: bob never sees site A's history on
+    it, alice never sees site B's."""
+    moved = heartbeat(DEVICE_A, SITE_B, 30)
+    async with await Store.open(served.console.config.store) as store:
+        await store_events(store, [moved], now=served.clock[0])
+    await served.console.call(lambda: served.console.state.catch_up(now=served.clock[0]))
+    opened = []
+    for name in ("alice", "bob"):
+        b = await served.as_user(name)
+        status, _, body = await b.get(f"/api/device/{DEVICE_A}")
+        if status == 404:
+            continue
+        opened.append(name)
+        sites = {e["site"] for e in json.loads(body)["events"]}
+        assert sites <= {SITE_A if name == "alice" else SITE_B}, (name, sites)
+    assert opened  # the device's site now is one of the two
+
+
 # --- the live stream --------------------------------------------------------------------
 
 

@@ -166,8 +166,11 @@ async def test_language_is_japanese_by_default_and_english_by_preference(served:
     status, _, _ = await b.post("/language", {"language": "fr"})
     assert status == 400
     # an open redirect is not offered
-    _, headers, _ = await b.post("/language", {"language": "ja", "next": "//evil.example/"})
-    assert headers["Location"] == "/"
+    for away in ("//evil.example/", "/\\evil.example/", "https://evil.example/", "/\r\nX: y"):
+        _, headers, _ = await b.post("/language", {"language": "ja", "next": away})
+        assert headers["Location"] == "/", away
+    _, headers, _ = await b.post("/language", {"language": "ja", "next": "/device/pi-a-01"})
+    assert headers["Location"] == "/device/pi-a-01"
 
 
 async def test_security_headers_on_pages_api_and_errors(served: Served) -> None:
