@@ -1,0 +1,583 @@
+"""The web console end to end, in Debian's Chromium.
+
+Real mosquitto, the real notifier process, the real console process
+(``satoyama-console serve``, its users added through ``satoyama-console user add``)
+and emulated devices: the daemon, each in a process of its own on the bench's
+emulated hardware (the site profiles in edge/sim/sites), publishing to that
+mosquitto.  The browser loads map tiles from the test tile set on 127.0.0.1; any
+request leaving 127.0.0.1, any script error, any console error and any refusal by
+the console's Content-Security-Policy fails the test that saw it.
+
+One cloud side, one console and the four devices are shared by the whole module;
+each test drives only its own device (or, for the site test, looks only for what
+it made), so the tests do not depend on each other's order.
+
+``SATOYAMA_SCREENSHOTS=DIR`` keeps the screenshots in DIR (default: ``screenshots``
+under the run's pytest temporary folder, which pytest keeps for the last runs).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import pytest
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Page,
+    Route,
+    expect,
+    sync_playwright,
+)
+
+from edge.config import WaterRuleConfig, parse
+from edge.nursery.log import NapLog
+from edge.nursery.sheet import JST, build_sheet
+from edge.sim.site import CloudSide, ConsoleSetup, ConsoleUser
+from edge.tools.bench import SCENARIOS, SITES, load_scenario
+from tests.e2e.console_site import DeviceProcess, TileServer, placed
+from tests.support.waiting import until_sync
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+AXE = ROOT / "tests" / "data" / "axe" / "axe.min.js"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PHONE = {"width": 390, "height": 844}
+DESKTOP = {"width": 1280, "height": 800}
+LIVE_S = 20.0
+"""How long a change may take from the emulated pin to the page: the device's outbox,
+mosquitto, the notifier's store, the console's once-a-second poll, the stream."""
+
+EAST, WEST, NURSERY = "kataoka-east", "kataoka-west", "hiyoko-hoikuen"
+SITE_NAMES = {EAST: "片丘 東の田", WEST: "片丘 西の田", NURSERY: "ひよこ保育園"}
+USERS = {
+    "ops": ConsoleUser("ops", "operator"),
+    "tanaka": ConsoleUser("tanaka", "farmer", (EAST,)),
+    "suzuki": ConsoleUser("suzuki", "farmer", (WEST,)),
+    "ryoshi": ConsoleUser("ryoshi", "hunter", (EAST,)),
+    "hoiku": ConsoleUser("hoiku", "nursery", (NURSERY,)),
+    "yakuba": ConsoleUser("yakuba", "municipal", (EAST,)),
+}
+
+
+@dataclass(frozen=True)
+class Placement:
+    profile: str
+    site: str
+    lat: float
+    lon: float
+
+
+#: Where each emulated device stands (its configuration says so; the tests compare).
+DEVICES = {
+    "east-paddy-01": Placement("paddy-edge.toml", EAST, 36.103950, 137.965630),
+    "east-river-01": Placement("river.toml", EAST, 36.11, 137.95),
+    "west-paddy-01": Placement("paddy-edge.toml", WEST, 36.0794321, 137.9543219),
+    "hiyoko-nap-01": Placement("nap-alarms.toml", NURSERY, 35.86, 139.65),
+}
+COT = "ひよこ-1"
+RIVER = load_scenario(SCENARIOS / "river-rising.toml")
+
+
+# --- the site ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Site:
+    cloud: CloudSide
+    tiles: TileServer
+    devices: dict[str, DeviceProcess]
+    configs: dict[str, str]
+    shots: Path
+
+    @property
+    def url(self) -> str:
+        return self.cloud.console_url
+
+
+def device_text(name: str, where: Placement) -> str:
+    text = placed((SITES / where.profile).read_text(encoding="utf-8"), device=name,
+                  site=where.site, lat=where.lat, lon=where.lon)  # fmt: skip
+    # the detector is ready at once (the profile's 2 s warm-up would swallow an early pass)
+    return text.replace("warmup_s = 2\n", "warmup_s = 0\n")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    base = tmp_path_factory.mktemp("console")
+    shots = Path(os.environ.get("SATOYAMA_SCREENSHOTS") or tmp_path_factory.getbasetemp()
+                 / "screenshots")  # fmt: skip
+    shots.mkdir(parents=True, exist_ok=True)
+    tiles = TileServer()
+    cloud = CloudSide(
+        base / "cloud",
+        sites=SITE_NAMES,
+        console=ConsoleSetup(
+            users=tuple(USERS.values()), tile_url=tiles.template, credit="テスト用タイル"
+        ),
+    )
+    devices: dict[str, DeviceProcess] = {}
+    try:
+        cloud.start()
+        configs = {name: device_text(name, where) for name, where in DEVICES.items()}
+        for name, text in configs.items():
+            initial = list(RIVER.initial) if DEVICES[name].profile == "river.toml" else []
+            devices[name] = DeviceProcess(name, text, base / name, cloud.broker.port, initial)
+        for device in devices.values():
+            device.ready()
+        yield Site(cloud, tiles, devices, configs, shots)
+    finally:
+        try:
+            for device in devices.values():
+                device.close()
+        finally:
+            try:
+                cloud.close()
+            finally:
+                tiles.close()
+
+
+# --- the browser -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+_WATCH_POLICY = """
+window.__refused = [];
+document.addEventListener("securitypolicyviolation", function (e) {
+  window.__refused.push(e.violatedDirective + " " + e.blockedURI);
+});
+"""
+
+
+@dataclass
+class Visitor:
+    """One person's browser: a context of their own, signed in, with guards."""
+
+    user: ConsoleUser
+    context: BrowserContext
+    page: Page
+    problems: list[str] = field(default_factory=list)
+    expected_404: set[str] = field(default_factory=set)
+
+    def goto(self, site: Site, path: str, *, status: int = 200) -> None:
+        url = site.url + path
+        if status == 404:
+            self.expected_404.add(url)
+        answer = self.page.goto(url)
+        assert answer is not None and answer.status == status, (path, answer and answer.status)
+
+    def check(self) -> None:
+        refused = self.page.evaluate("window.__refused || []")
+        assert refused == [], f"{self.user.name}: refused by the page's policy: {refused}"
+        assert self.problems == [], f"{self.user.name}: {self.problems}"
+
+
+class Browsing:
+    def __init__(self, browser: Browser, site: Site) -> None:
+        self.browser = browser
+        self.site = site
+        self.visitors: list[Visitor] = []
+
+    def open(self, user: ConsoleUser | None, viewport: dict[str, int] = DESKTOP) -> Visitor:
+        """A fresh context; signed in as ``user`` through the login form (None: anonymous)."""
+        context = self.browser.new_context(viewport=viewport, reduced_motion="reduce",  # type: ignore[arg-type]
+                                           locale="ja-JP", timezone_id="Asia/Tokyo")  # fmt: skip
+        context.add_init_script(_WATCH_POLICY)
+        page = context.new_page()
+        visitor = Visitor(user or ConsoleUser("anonymous", "none"), context, page)
+        self.visitors.append(visitor)
+
+        def guard(route: Route) -> None:
+            if urlsplit(route.request.url).hostname == "127.0.0.1":
+                route.continue_()
+            else:
+                visitor.problems.append(f"request leaving the machine: {route.request.url}")
+                route.abort()
+
+        def console(message: ConsoleMessage) -> None:
+            if message.type != "error":
+                return
+            where = message.location.get("url", "")
+            if "404" in message.text and where in visitor.expected_404:
+                return  # the page the test asked for, and expected to be refused
+            visitor.problems.append(f"console error: {message.text} ({where})")
+
+        context.route("**/*", guard)
+        page.on("console", console)
+        page.on("pageerror", lambda error: visitor.problems.append(f"script error: {error}"))
+        page.set_default_timeout(LIVE_S * 1000)
+        if user is not None:
+            page.goto(self.site.url + "/login")
+            page.get_by_test_id("login-name").fill(user.name)
+            page.get_by_test_id("login-password").fill(user.password)
+            page.get_by_test_id("login-submit").click()
+            page.wait_for_url(self.site.url + "/")
+        return visitor
+
+    def close(self) -> None:
+        for visitor in self.visitors:
+            visitor.context.close()
+
+
+@pytest.fixture
+def browsing(browser: Browser, site: Site) -> Iterator[Browsing]:
+    b = Browsing(browser, site)
+    try:
+        yield b
+        for visitor in b.visitors:
+            visitor.check()
+    finally:
+        b.close()
+
+
+def on_map(visitor: Visitor) -> Page:
+    """The map page loaded, its markers drawn and its live stream open."""
+    page = visitor.page
+    expect(page.locator("#map")).to_have_attribute("data-loaded", "true")
+    expect(page.locator("#map")).to_have_attribute("data-live-state", "on")
+    return page
+
+
+def marker(page: Page, device: str) -> Any:
+    return page.locator(f".leaflet-marker-pane [data-testid='marker-{device}']")
+
+
+def fill_colour(page: Page, device: str) -> str:
+    colour: str = marker(page, device).locator(".marker-pin").evaluate(
+        "el => getComputedStyle(el).backgroundColor"
+    )
+    return colour
+
+
+def coloured(page: Page, device: str, colour: str) -> Callable[[], bool]:
+    return lambda: fill_colour(page, device) == colour
+
+
+def rgb(hex_colour: str) -> str:
+    r, g, b = (int(hex_colour[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgb({r}, {g}, {b})"
+
+
+def remember_page(page: Page) -> None:
+    """A mark that a reload would wipe out: the page is still the one loaded before."""
+    page.evaluate("window.__same_page = true")
+
+
+def same_page(page: Page) -> bool:
+    return bool(page.evaluate("window.__same_page === true"))
+
+
+# --- 1. markers where the configuration puts them ----------------------------------------------
+
+
+def mercator_px(lat: float, lon: float, zoom: float) -> tuple[float, float]:
+    """Web Mercator world pixel of (lat, lon) at ``zoom`` (256-px tiles), worked out here,
+    not by Leaflet."""
+    scale = 256 * 2**zoom
+    x = (lon + 180) / 360 * scale
+    s = math.sin(math.radians(lat))
+    y = (0.5 - math.log((1 + s) / (1 - s)) / (4 * math.pi)) * scale
+    return x, y
+
+
+def test_markers_stand_where_each_device_is_configured(browsing: Browsing, site: Site) -> None:
+    ops = browsing.open(USERS["ops"])
+    page = on_map(ops)
+    for name in DEVICES:
+        expect(marker(page, name)).to_be_visible()
+    assert page.locator(".leaflet-marker-pane [data-testid^='marker-']").count() == len(DEVICES)
+    zoom = float(page.evaluate("window.satoyamaConsole.map.getZoom()"))
+    centres: dict[str, tuple[float, float]] = {}
+    for name in DEVICES:
+        device = parse(site.configs[name]).device
+        latlng = page.evaluate(
+            "d => window.satoyamaConsole.markers[d].getLatLng()", name
+        )
+        assert (latlng["lat"], latlng["lng"]) == (device.latitude, device.longitude), name
+        box = marker(page, name).bounding_box()
+        assert box is not None
+        centres[name] = (box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    # On the screen, each marker is offset from the first by what the configured
+    # coordinates give in Web Mercator at the map's zoom (within 1.5 px).
+    first, *others = DEVICES
+    f = parse(site.configs[first]).device
+    fx, fy = mercator_px(f.latitude, f.longitude, zoom)
+    for name in others:
+        d = parse(site.configs[name]).device
+        x, y = mercator_px(d.latitude, d.longitude, zoom)
+        got = (centres[name][0] - centres[first][0], centres[name][1] - centres[first][1])
+        assert abs(got[0] - (x - fx)) <= 1.5 and abs(got[1] - (y - fy)) <= 1.5, (name, got)
+    # and the map's picture came from the test tile set on this machine
+    assert site.tiles.served, "no tile was loaded"
+
+
+# --- 2. a detection, live ----------------------------------------------------------------------
+
+
+def test_a_detection_and_a_closed_trap_appear_live(browsing: Browsing, site: Site) -> None:
+    """The farmer's map is open; the boar passes the east paddy's detector (its pin driven
+    in the device's process): the event is listed without a reload.  The trap closes:
+    the marker turns to a closed trap, live."""
+    device = "east-paddy-01"
+    tanaka = browsing.open(USERS["tanaka"])
+    page = on_map(tanaka)
+    expect(marker(page, device)).to_have_attribute("data-state", "ok")
+    remember_page(page)
+    listed = set(page.locator("#events li[data-id]").evaluate_all(
+        "items => items.map(i => i.getAttribute('data-id'))"))  # fmt: skip
+
+    site.devices[device].apply("pir_north", "motion", 0.3)
+    detection = page.locator("#events li[data-kind='animal_detected']").filter(
+        has=page.locator(f"a[href='/device/{device}']")
+    )
+    expect(detection.first).to_be_visible()
+    new_id = detection.first.get_attribute("data-id")
+    assert new_id not in listed
+    assert detection.first.get_attribute("data-severity") == "alarm"
+
+    site.devices[device].apply("trap_a", "close")
+    expect(marker(page, device)).to_have_attribute("data-state", "trap_closed")
+    expect(page.locator(f"#devices li[data-device='{device}']")).to_have_attribute(
+        "data-state", "trap_closed"
+    )
+    expect(page.locator("#events li[data-kind='trap_triggered']").first).to_be_visible()
+    assert same_page(page), "the page was reloaded"
+    # the device page says so too (loaded now)
+    tanaka.goto(site, f"/device/{device}")
+    expect(page.get_by_test_id("device-state")).to_have_attribute("data-state", "trap_closed")
+    expect(page.get_by_test_id("trap-state")).to_have_attribute("data-closed", "true")
+
+
+# --- 3. a water gauge's colour as the river rises -----------------------------------------------
+
+
+def test_a_gauge_takes_each_stage_colour_as_the_river_rises(browsing: Browsing, site: Site) -> None:
+    """The river-rising bench scenario's probe levels, played on the gauge in order; the
+    municipal officer's open map recolours the gauge at each stage, live."""
+    device = "east-river-01"
+    yakuba = browsing.open(USERS["yakuba"])
+    page = on_map(yakuba)
+    remember_page(page)
+    gauge = marker(page, device)
+    expect(gauge).to_have_attribute("data-stage", "0")
+    before = fill_colour(page, device)
+    rule = parse(site.configs[device]).rules["river_probe"]
+    assert isinstance(rule, WaterRuleConfig)
+    stages = {s.name: s for s in rule.stages}
+    names = list(stages)  # rising order, as the profile lists them
+    levels = [s.value for s in RIVER.stimulus
+              if s.target == "level_probe" and s.action == "level_cm"]  # fmt: skip
+    assert levels[:2] == [220, 310], "the scenario's first two probe levels"
+    seen = [before]
+    # the standard colours of the four river stages (docs/console.md), as css says them
+    colours = {1: "#00a040", 2: "#e6be00", 3: "#ff2800", 4: "#aa00aa"}
+    for level in levels[:2]:
+        assert isinstance(level, int | float)
+        rank = sum(1 for n in names if stages[n].level_cm <= level)
+        site.devices[device].apply("level_probe", "level_cm", level)
+        expect(gauge).to_have_attribute("data-stage", str(rank))
+        expect(gauge).to_have_attribute("data-state", "alarm" if rank >= 3 else "warning")
+        expect(gauge.locator(".marker-badge")).to_have_text(str(rank))
+        until_sync(coloured(page, device, rgb(colours[rank])), LIVE_S,
+                   f"the gauge in stage {rank}'s colour")  # fmt: skip
+        seen.append(fill_colour(page, device))
+        expect(page.locator(f"#devices li[data-device='{device}']")).to_have_attribute(
+            "data-stage", str(rank)
+        )
+    assert len(set(seen)) == 3, seen
+    assert same_page(page), "the page was reloaded"
+    yakuba.goto(site, f"/device/{device}")
+    expect(page.get_by_test_id("water-stage")).to_have_attribute("data-rank", "3")
+    expect(page.get_by_test_id("hydrograph-24h").first).to_be_visible()
+
+
+# --- 4. a nap alarm, acknowledged remotely -----------------------------------------------------
+
+
+def device_sheet_remote_acks(device: DeviceProcess) -> list[tuple[float, str]]:
+    """The remote acknowledgements on the device's own check sheet (its nap log)."""
+    log = NapLog(device.state / "naps.sqlite3")
+    try:
+        today = dt.datetime.now(JST).date()
+        entries = log.day(today, JST) + log.day(today - dt.timedelta(days=1), JST)
+    finally:
+        log.close()
+    sheet = build_sheet(entries, {COT: ""}, date=today)
+    return [ack for row in sheet.rows for alarm in row.alarms for ack in alarm.remote_acks]
+
+
+def test_a_nap_alarm_is_acknowledged_remotely_and_the_device_still_sounds(
+    browsing: Browsing, site: Site
+) -> None:
+    device = "hiyoko-nap-01"
+    nap = site.devices[device]
+    hoiku = browsing.open(USERS["hoiku"], PHONE)
+    page = on_map(hoiku)
+    remember_page(page)
+    expect(marker(page, device)).to_have_attribute("data-state", "ok")
+
+    nap.apply("mat_1", "lie_down", "supine")
+    until_sync(lambda: "posture_check" in nap.kinds(), LIVE_S, "a posture check")
+    nap.apply("mat_1", "roll_to", "prone")
+    # the map turns to an alarm without a reload ...
+    expect(marker(page, device)).to_have_attribute("data-state", "alarm")
+    expect(page.locator("#events li[data-kind='prone_alarm']").first).to_be_visible()
+    assert same_page(page)
+    assert nap.actuators()["buzzer"] is True
+
+    # ... the device page lists the cot's alarm with its button
+    hoiku.goto(site, f"/device/{quote(device)}")
+    cot = page.locator(f"[data-testid='cot'][data-cot='{COT}']")
+    expect(cot).to_have_attribute("data-alarm", "prone_alarm")
+    page.get_by_test_id(f"cot-ack-{COT}").click()
+    expect(page.get_by_test_id("cot-acknowledged")).to_contain_text("hoiku")
+    expect(page.get_by_test_id("ack-unsent")).to_have_count(0)
+
+    # the device wrote it on its own sheet as a remote acknowledgement, by the user ...
+    until_sync(lambda: [by for _, by in device_sheet_remote_acks(nap)] == ["hoiku"], LIVE_S,
+               "the remote acknowledgement on the device's sheet")  # fmt: skip
+    # ... and still sounds: only turning the infant ends the alarm
+    assert nap.actuators()["buzzer"] is True
+    assert "alarm_cleared" not in nap.kinds()
+
+    # the console's sheet lists it as remote (遠隔確認), by the user
+    page.get_by_test_id("sheet-link").click()
+    expect(page.get_by_role("cell", name="遠隔確認 (remote) by hoiku")).to_be_visible()
+
+    # a staff member in the room presses the cot's button and turns the infant onto the
+    # back: the device ends the alarm, the buzzer stops, the map calms
+    hoiku.goto(site, "/")
+    on_map(hoiku)
+    expect(marker(page, device)).to_have_attribute("data-state", "alarm")
+    nap.apply("naps", "acknowledge")
+    nap.apply("mat_1", "roll_to", "supine")
+    until_sync(lambda: nap.actuators()["buzzer"] is False, LIVE_S, "the buzzer to stop")
+    expect(marker(page, device)).to_have_attribute("data-state", "ok")
+    assert "alarm_cleared" in nap.kinds()
+
+
+# --- 5. sites apart ----------------------------------------------------------------------------
+
+
+_RECORD_STREAM = """
+() => {
+  window.__heard = [];
+  const source = window.satoyamaConsole.source;
+  for (const kind of ["state", "event"]) {
+    source.addEventListener(kind, m => window.__heard.push(JSON.parse(m.data).device));
+  }
+}
+"""
+
+
+def test_a_farmer_never_sees_another_sites_devices(browsing: Browsing, site: Site) -> None:
+    east = [d for d, p in DEVICES.items() if p.site != WEST]
+    suzuki = browsing.open(USERS["suzuki"])  # farmer of the west paddy only
+    page = on_map(suzuki)
+    page.evaluate(_RECORD_STREAM)
+    expect(marker(page, "west-paddy-01")).to_be_visible()
+    assert page.locator(".leaflet-marker-pane [data-testid^='marker-']").count() == 1
+    assert page.locator("#devices li[data-device]").count() == 1
+
+    # an east detection, seen live on the east farmer's map ...
+    tanaka = browsing.open(USERS["tanaka"])
+    east_page = on_map(tanaka)
+    site.devices["east-paddy-01"].apply("pir_north", "motion", 0.3)
+    east_ids = "items => items.map(i => i.getAttribute('data-id'))"
+    before = set(east_page.locator("#events li[data-id]").evaluate_all(east_ids))
+    until_sync(lambda: set(east_page.locator("#events li[data-id]").evaluate_all(east_ids))
+               - before != set(), LIVE_S, "the east detection on the east map")  # fmt: skip
+    # ... then a west one: once the west farmer has it, the stream (in order) has passed
+    # the east one, and never carried it
+    site.devices["west-paddy-01"].apply("pir_north", "motion", 0.3)
+    expect(page.locator("#events li[data-kind='animal_detected']").first).to_be_visible()
+    heard = page.evaluate("window.__heard")
+    assert "west-paddy-01" in heard and not set(heard) & set(east), heard
+    for row in page.locator("#events li[data-id]").all():
+        assert row.locator("a").first.get_attribute("href") == "/device/west-paddy-01"
+
+    # the east devices' pages, sheets and data: not found, as for a device that does not exist
+    for device in [*east, "no-such-device"]:
+        suzuki.goto(site, f"/device/{quote(device)}", status=404)
+        expect(page.get_by_test_id("error-title")).to_have_text("ページが見つかりません")
+        assert device not in page.locator("main").inner_text()
+        suzuki.goto(site, f"/device/{quote(device)}/sheet", status=404)
+        api = page.request.get(f"{site.url}/api/device/{quote(device)}")
+        assert api.status == 404
+    state = page.request.get(f"{site.url}/api/map").json()
+    assert [d["device"] for d in state["devices"]] == ["west-paddy-01"]
+
+
+# --- 6. every page, phone and desktop: screenshots and axe-core --------------------------------
+
+
+PAGES = [
+    ("login", None, "/login"),
+    ("map", "ops", "/"),
+    ("device-paddy", "ops", "/device/east-paddy-01"),
+    ("device-river", "ops", "/device/east-river-01"),
+    ("device-nap", "ops", "/device/hiyoko-nap-01"),
+    ("sheet", "ops", "/device/hiyoko-nap-01/sheet"),
+    ("fleet", "ops", "/fleet"),
+]
+
+
+def axe_problems(page: Page) -> list[str]:
+    # evaluated through the DevTools protocol: the page's policy refuses inline scripts
+    page.evaluate(AXE.read_text(encoding="utf-8"))
+    result = page.evaluate("async () => await axe.run(document)")
+    assert len(result["passes"]) > 10, "axe ran its rules"
+    return [
+        f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:3]}"
+        for v in result["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
+@pytest.mark.parametrize("width", ["phone", "desktop"])
+def test_every_page_at_phone_and_desktop_width_passes_axe(
+    browsing: Browsing, site: Site, width: str
+) -> None:
+    viewport = PHONE if width == "phone" else DESKTOP
+    visitors = {None: browsing.open(None, viewport), "ops": browsing.open(USERS["ops"], viewport)}
+    found: dict[str, list[str]] = {}
+    for name, who, path in PAGES:
+        visitor = visitors[who]
+        visitor.goto(site, path)
+        page = visitor.page
+        if name == "map":
+            on_map(visitor)
+            expect(page.locator(".leaflet-tile-loaded").first).to_be_visible()
+        page.wait_for_load_state("load")
+        shot = site.shots / f"console-{name}-{width}.png"
+        page.screenshot(path=str(shot), full_page=True)
+        assert shot.stat().st_size > 5_000, shot
+        bad = axe_problems(page)
+        if bad:
+            found[name] = bad
+    assert found == {}, json.dumps(found, ensure_ascii=False, indent=1)
