@@ -129,6 +129,8 @@ def _schema(engine: str) -> list[str]:
         "CREATE INDEX IF NOT EXISTS console_device_state_site ON console_device_state (site)",
         "CREATE INDEX IF NOT EXISTS console_device_state_last_seen"
         " ON console_device_state (last_seen)",
+        "CREATE INDEX IF NOT EXISTS console_device_state_changed"
+        " ON console_device_state (changed_at)",
         f"""CREATE TABLE IF NOT EXISTS console_cursor (
             name        TEXT PRIMARY KEY,
             received_at {real} NOT NULL,
@@ -230,6 +232,11 @@ class ConsoleState:
         self._changed: dict[str, DeviceState] = {}
         self._pending: dict[str, DeviceState] = {}
         """States changed by a person's action since the last catch_up."""
+        self._cache: dict[str, tuple[str, DeviceState, bool, float | None]] = {}
+        """Every device's row as the map needs it: (site, view, online, online_until)."""
+        self._sites: dict[str, set[str]] = {}
+        self._order: list[str] | None = None
+        self._cache_mark = -math.inf
         self._opened = False
 
     # --- life cycle -------------------------------------------------------------------------
@@ -262,12 +269,39 @@ class ConsoleState:
             )
             self._seen = {str(i): float(r) for i, r in window if (float(r), str(i)) <= self._cursor}
         known = self.db.run(
-            lambda tx: tx.query("SELECT device, online, seen_at FROM console_device_state"),
+            lambda tx: tx.query(
+                "SELECT device, site, view, online, online_until, changed_at, seen_at"
+                " FROM console_device_state"
+            ),
             write=False,
         )
-        self._online = {str(d): bool(o) for d, o, _ in known}
-        self._seen_at = {str(d): None if s is None else float(s) for d, _, s in known}
+        self._cache.clear()
+        self._sites.clear()
+        self._remember_rows(known)
+        self._online = {str(r[0]): bool(r[3]) for r in known}
+        self._seen_at = {str(r[0]): None if r[6] is None else float(r[6]) for r in known}
         self._opened = True
+
+    def _remember(
+        self, device: str, site: str, view: DeviceState, online: bool, until: float | None
+    ) -> None:
+        old = self._cache.get(device)
+        if old is None or old[0] != site:
+            if old is not None:
+                self._sites.get(old[0], set()).discard(device)
+            self._sites.setdefault(site, set()).add(device)
+            if old is None:
+                self._order = None
+        self._cache[device] = (site, view, online, until)
+
+    def _remember_rows(self, rows: list[Row]) -> None:
+        """Rows of ``device, site, view, online, online_until, changed_at`` into the cache."""
+        for r in rows:
+            view = _view_decoder.decode(bytes(r[2]))
+            self._remember(
+                str(r[0]), str(r[1]), view, bool(r[3]), None if r[4] is None else float(r[4])
+            )
+            self._cache_mark = max(self._cache_mark, float(r[5]))
 
     # --- the live side -------------------------------------------------------------------
 
@@ -288,6 +322,8 @@ class ConsoleState:
         if sweep:
             self._next_sweep = now + self.sweep_s
         devices = self._device_rows(None if sweep else list(by_device))
+        if sweep:
+            self._reload_others()
         candidates = set(by_device)
         if sweep:
             for device, swept in devices.items():
@@ -496,6 +532,20 @@ class ConsoleState:
             memory = fold.fold_reading(memory, sensor, float(t), float(value))
         return memory
 
+    def _reload_others(self) -> None:
+        """Rows another console process changed (each process folds the same events, so
+        only people's actions differ): a range of the ``changed_at`` index."""
+        since = self._cache_mark - max(10.0, 2 * self.sweep_s)
+        rows = self.db.run(
+            lambda tx: tx.query(
+                "SELECT device, site, view, online, online_until, changed_at"
+                " FROM console_device_state WHERE changed_at > ?",
+                (since,),
+            ),
+            write=False,
+        )
+        self._remember_rows(rows)
+
     def _write(
         self,
         writes: list[tuple[str, fold.Memory, DeviceState, bool, float | None, float | None]],
@@ -529,39 +579,35 @@ class ConsoleState:
                 )
 
         self.db.run(work)
+        for device, _, view, online, until, _ in writes:
+            self._remember(device, view.site, view, online, until)
+        self._cache_mark = max(self._cache_mark, now)
 
     # --- what the pages ask -----------------------------------------------------------------
 
     def map(self, sites: frozenset[str] | None, *, now: float) -> list[DeviceState]:
-        """Every device of ``sites`` (``None``: all), as of the last catch-up; a device
-        silent past its deadline since then is shown offline already."""
-        if sites is not None and not sites:
-            return []
-        site_list = sorted(sites) if sites is not None else []
-
-        def work(tx: Tx) -> list[Row]:
-            sql = "SELECT view, online, online_until FROM console_device_state"
-            if sites is None:
-                return tx.query(sql + " ORDER BY device")
-            rows: list[Row] = []
-            for chunk in _chunks(site_list):
-                rows += tx.query(
-                    f"{sql} WHERE site IN ({_marks(len(chunk))}) ORDER BY device", tuple(chunk)
-                )
-            return rows
-
-        rows = self.db.run(work, write=False)
+        """Every device of ``sites`` (``None``: all) by id, as of the last catch-up (kept in
+        memory: no query); a device silent past its deadline since then is offline already."""
+        if not self._opened:
+            self.open()
+        if sites is None:
+            if self._order is None:
+                self._order = sorted(self._cache)
+            devices: Iterable[str] = self._order
+        else:
+            devices = sorted(d for site in sites for d in self._sites.get(site, ()))
         out: list[DeviceState] = []
-        for view, online, until in rows:
-            state = _view_decoder.decode(bytes(view))
-            if online and until is not None and now > float(until):
+        for device in devices:
+            _, state, online, until = self._cache[device]
+            if online and until is not None and now > until:
                 state = _offline(state)
             out.append(state)
-        if sites is not None and len(site_list) > _IN_CHUNK:
-            out.sort(key=lambda s: s.device)
         return out
 
     def device_site(self, device: str) -> str | None:
+        cached = self._cache.get(device)
+        if cached is not None:
+            return cached[0]
         rows = self.db.run(
             lambda tx: tx.query(
                 "SELECT site FROM console_device_state WHERE device = ?", (device,)
@@ -896,7 +942,7 @@ class ConsoleState:
         *,
         close_trap: bool = False,
     ) -> None:
-        def work(tx: Tx) -> DeviceState:
+        def work(tx: Tx) -> tuple[DeviceState, bool, float | None]:
             rows = tx.query(
                 "SELECT memory, online, online_until, last_seen FROM console_device_state"
                 f" WHERE device = ?{tx.for_update}",
@@ -920,9 +966,10 @@ class ConsoleState:
                 (_encoder.encode(memory), _encoder.encode(view), view.state, now, device),
             )
             _insert_action(tx, device, memory.site, action, target, by, now, "")
-            return view
+            return view, bool(rows[0][1]), None if rows[0][2] is None else float(rows[0][2])
 
-        view = self.db.run(work)
+        view, online, until = self.db.run(work)
+        self._remember(device, view.site, view, online, until)
         self._pending[device] = view
 
     def _record(

@@ -453,3 +453,15 @@ def test_open_is_idempotent(tmp_path: Path) -> None:
         assert time.monotonic() - started < 5.0
     finally:
         db.close()
+
+
+async def test_a_second_console_process_sees_the_first_ones_actions(bench: Bench) -> None:
+    await bench.put(event("trap_triggered", "trap-1", "farm", 1, {"sensor": "box"}))
+    one, two = bench.console(), bench.console()
+    one.catch_up(now=NOW)
+    two.catch_up(now=NOW)
+    one.reset_trap("trap-1", "box", by="taro", now=NOW + 1)
+    assert two.map(None, now=NOW + 1)[0].trap_closed  # its map is its own, until it looks
+    two.catch_up(now=NOW + 10)  # the next sweep reads rows others changed
+    assert not two.map(None, now=NOW + 10)[0].trap_closed
+    assert [a.by for a in two.actions("trap-1")] == ["taro"]
