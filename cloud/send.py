@@ -39,6 +39,10 @@ log = logging.getLogger("cloud.notifier")  # the name its log lines had before t
 BATCH: Final = 20
 #: On a graceful stop, how long the sender may take to finish the mail in hand.
 STOP_GRACE_S: Final = 10.0
+#: With a sent journal, how long a sent mark waits for others to share its commit
+#: (each commit rewrites the same index pages in the WAL), and how many may share one.
+MARK_LINGER_S: Final = 0.025
+MARK_GROUP_MAX: Final = 256
 
 
 class MailerLike(Protocol):
@@ -92,6 +96,7 @@ class Sender:
             if batch:
                 await self._deliver(store, marks, batch)
                 continue
+            await marks.settle()  # idle: the marks in hand are committed now
             if marks.since_sync:
                 await store.sync()  # idle: the marks reach the disk (a power cut keeps them)
                 marks.since_sync = 0
@@ -209,13 +214,18 @@ class Sender:
 class SentMarks:
     """Marks mails sent, committing the marks that wait together (group commit).
 
-    A mark is committed as soon as the store's thread is free, with every mark
-    that arrived meanwhile; nothing is held back to fill a group, under load
-    the commits simply carry more marks each.  The SMTP session does not wait
+    Without a sent journal (PostgreSQL) a mark is committed as soon as the
+    store's thread is free, with every mark that arrived meanwhile, and the
+    session waits for it.  With one (SQLite), the mail is already on record
+    there, so a mark waits up to :data:`MARK_LINGER_S` for others to share its
+    commit (at most :data:`MARK_GROUP_MAX`), and none waits once the sender is
+    idle (:meth:`settle`) or stopping: under load one commit carries tens of
+    marks instead of a few, and so rewrites the queue's index pages in the WAL
+    once instead of again for every few mails.  The SMTP session does not wait
     for it: it goes on with its next mail (the mail stays claimed by this
     instance meanwhile, and a kill before the commit is covered by the
-    :class:`~cloud.store.SentJournal` where there is one).  A failed commit
-    is raised by the next :meth:`mark` and by :meth:`close`.
+    journal).  A failed commit is raised by the next :meth:`mark` and by
+    :meth:`close`.
     """
 
     def __init__(
@@ -230,6 +240,9 @@ class SentMarks:
         self._waiting: list[tuple[QueuedMail, float, float, asyncio.Future[None]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
+        self._linger_s = MARK_LINGER_S if journal is not None else 0.0
+        self._hurry = asyncio.Event()
+        """Set: commit what waits without lingering (idle, stopping, or a full group)."""
         self.since_sync = 0
         """Marks committed since the last :meth:`Store.sync`."""
 
@@ -244,9 +257,20 @@ class SentMarks:
         self.raise_failure()
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiting.append((mail, now, accepted, done))
+        if len(self._waiting) >= MARK_GROUP_MAX:
+            self._hurry.set()
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="sent-marks")
         return done
+
+    async def settle(self) -> None:
+        """Commit the marks in hand now, and wait for that (raises a failed commit);
+        marks made meanwhile by other sessions are not waited for."""
+        in_hand = [done for *_, done in self._waiting]
+        if in_hand:
+            self._hurry.set()
+            await asyncio.gather(*in_hand)
+        self.raise_failure()
 
     @property
     def idle(self) -> bool:
@@ -254,6 +278,11 @@ class SentMarks:
 
     async def _flush(self) -> None:
         while self._waiting:
+            if self._linger_s and not self._hurry.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._linger_s):
+                        await self._hurry.wait()
+            self._hurry.clear()
             group, self._waiting = self._waiting, []
             try:
                 await self._store.mark_sent_many([(mail.id, now) for mail, now, _, _ in group])
@@ -278,6 +307,7 @@ class SentMarks:
 
     async def close(self) -> None:
         """Wait until the marks in hand are committed (at a stop); raise a failed commit."""
+        self._hurry.set()
         if self._flusher is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(self._flusher)
