@@ -66,6 +66,8 @@ TEXT_FILES = [
     "systemd/*",
     "models/*/MODEL_CARD.md",
     "cloud/templates/*",
+    "cloud/console/templates/*",
+    "cloud/console/static/*.js",
     "scripts/*.sh",
 ]
 SOURCE_PACKAGES = ["edge", "deploy", "cloud", "drivers"]
@@ -108,6 +110,7 @@ def _messages(path: Path) -> Iterator[tuple[int, str]]:
 def _help_texts() -> Iterator[tuple[str, str]]:
     """Every command's and subcommand's rendered --help."""
     from cloud.cli import build_parser as cloud_parser
+    from cloud.console.cli import build_parser as console_parser
     from deploy.cli import build_parser as deploy_parser
     from deploy.updater import build_parser as updater_parser
     from edge.cli import build_parser as edge_parser
@@ -119,7 +122,7 @@ def _help_texts() -> Iterator[tuple[str, str]]:
                 for sub in action.choices.values():
                     yield from walk(sub)
 
-    for make in (edge_parser, deploy_parser, updater_parser, cloud_parser):
+    for make in (edge_parser, deploy_parser, updater_parser, cloud_parser, console_parser):
         yield from walk(make())
 
 
