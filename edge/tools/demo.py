@@ -5,6 +5,7 @@ What runs:
 * a private mosquitto on a free loopback port (a subprocess);
 * an SMTP server (aiosmtpd) that keeps every mail as an ``.eml`` file;
 * the cloud notifier, as its own process, exactly as it runs in the cloud;
+* the web console (``satoyama-console serve``) beside it, with one user per role;
 * the daemon, in this process, on gpiozero's mock pins;
 * a scripted scene: the detector warms up, the sun makes it fire (ignored),
   a wild boar walks past (siren and strobe), lingers, and comes back while the
@@ -28,7 +29,7 @@ from pathlib import Path
 from edge.config import parse
 from edge.sim.broker import BrokerError
 from edge.sim.mailbox import ReceivedMail
-from edge.sim.site import LAT, LON, SITE_NAME, CloudSide, device_config
+from edge.sim.site import DEMO_USERS, LAT, LON, SITE_NAME, CloudSide, ConsoleSetup, device_config
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,7 @@ def run_demo(output: Path, speed: float = 10.0, language: str = "ja") -> int:
             "smtp", f"e-mail delivered to {', '.join(mail.rcpt_tos)}: {mail.message['Subject']}"
         )
 
-    cloud = CloudSide(output, language=language, on_mail=on_mail)
+    cloud = CloudSide(output, language=language, on_mail=on_mail, console=ConsoleSetup())
     try:
         try:
             cloud.start()
@@ -159,6 +160,9 @@ def run_demo(output: Path, speed: float = 10.0, language: str = "ja") -> int:
         timeline.line("demo", f"mosquitto on 127.0.0.1:{cloud.broker.port}")
         timeline.line("demo", f"SMTP server on 127.0.0.1:{cloud.mailbox.port}")
         timeline.line("demo", "cloud notifier running and subscribed to device events")
+        timeline.line("demo", f"web console on {cloud.console_url}/ (map tiles from 地理院タイル)")
+        for user in (u for u in DEMO_USERS if u.role in ("operator", "farmer")):
+            timeline.line("demo", f"  console login ({user.role}): {user.name} / {user.password}")
         asyncio.run(_play(timeline, output, cloud.broker.port, speed))
         try:
             mails = cloud.mailbox.wait_for(EXPECTED_MAILS, timeout=20)
@@ -175,6 +179,8 @@ def run_demo(output: Path, speed: float = 10.0, language: str = "ja") -> int:
             f"\nDone in {time.monotonic() - t_start:.1f} s. {len(mails)} e-mail(s) in "
             f"{output / 'mail'}; notifier log {cloud.notifier_log}"
         )
+        if sys.stdin.isatty():
+            input(f"\nThe console stays open at {cloud.console_url}/ ; press Enter to stop. ")
         return 0
     finally:
         cloud.close()
