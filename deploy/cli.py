@@ -292,12 +292,30 @@ def cmd_rollout_announce(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rollout_pause(args: argparse.Namespace) -> int:
+    with fleet_mod.FleetDB(Path(args.db)) as db:
+        changed = db.pause(args.id, by=args.by)
+    print(f"rollout {args.id} " + ("paused" if changed else "was already paused"))
+    return 0
+
+
+def cmd_rollout_resume(args: argparse.Namespace) -> int:
+    with fleet_mod.FleetDB(Path(args.db)) as db:
+        changed = db.resume(args.id)
+    print(f"rollout {args.id} " + ("resumed" if changed else "was not paused"))
+    return 0
+
+
 def cmd_rollout_status(args: argparse.Namespace) -> int:
     with fleet_mod.FleetDB(Path(args.db)) as db:
         prog = db.progress(args.id)
+        rollout = db.rollout(args.id)
     if args.json:
         print(json.dumps(prog, indent=2))
         return 0
+    if rollout["paused"] is not None:
+        who = f" by {rollout['paused_by']}" if rollout["paused_by"] else ""
+        print(f"PAUSED since {rollout['paused']}{who}: no stage is announced until resumed")
     for p in prog:
         what = (
             "updated"
@@ -516,6 +534,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _mqtt_args(p)
     p.set_defaults(func=cmd_rollout_announce)
+    p = r.add_parser(
+        "pause", help="announce no stage of a rollout until it is resumed (sent commands stay)"
+    )
+    p.add_argument("--db", required=True)
+    p.add_argument("--id", required=True)
+    p.add_argument("--by", default="", help="who paused it (shown in status and the console)")
+    p.set_defaults(func=cmd_rollout_pause)
+    p = r.add_parser("resume", help="let a paused rollout be announced again")
+    p.add_argument("--db", required=True)
+    p.add_argument("--id", required=True)
+    p.set_defaults(func=cmd_rollout_resume)
     p = r.add_parser("status", help="progress of a rollout")
     p.add_argument("--db", required=True)
     p.add_argument("--id", required=True)

@@ -54,7 +54,9 @@ CREATE TABLE IF NOT EXISTS rollouts (
     size INTEGER,
     percent REAL NOT NULL,
     salt TEXT NOT NULL DEFAULT '',
-    created TEXT NOT NULL
+    created TEXT NOT NULL,
+    paused TEXT,      -- when an operator paused it (no stage is announced until resumed)
+    paused_by TEXT
 );
 CREATE TABLE IF NOT EXISTS rollout_targets (
     rollout TEXT NOT NULL REFERENCES rollouts(id),
@@ -124,6 +126,11 @@ class FleetDB:
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.executescript(SCHEMA)
+        columns = {row["name"] for row in self.db.execute("PRAGMA table_info(rollouts)")}
+        if "paused" not in columns:  # a fleet file from before rollouts could be paused
+            with self.db:
+                self.db.execute("ALTER TABLE rollouts ADD COLUMN paused TEXT")
+                self.db.execute("ALTER TABLE rollouts ADD COLUMN paused_by TEXT")
 
     def close(self) -> None:
         self.db.close()
@@ -251,7 +258,8 @@ class FleetDB:
         rid = rollout_id or f"{version}-{uuid.uuid4().hex[:8]}"
         with self.db:
             self.db.execute(
-                "INSERT INTO rollouts VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO rollouts (id, version, url, sha256, size, percent, salt, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (rid, version, url, sha256, size, percent, salt, _now()),
             )
             self.db.executemany(
@@ -285,9 +293,39 @@ class FleetDB:
             out.append({**dict(row), "updated": updated})
         return out
 
+    def pause(self, rid: str, *, by: str = "") -> bool:
+        """Stop announcing ``rid``: no stage goes out (not even with ``force``) until
+        :meth:`resume`.  Commands already sent stay with their devices (an MQTT command
+        cannot be recalled; each device still installs only a signed, newer bundle).
+        False if it was already paused."""
+        self.rollout(rid)
+        with self.db:
+            cur = self.db.execute(
+                "UPDATE rollouts SET paused=?, paused_by=? WHERE id=? AND paused IS NULL",
+                (_now(), by, rid),
+            )
+        return cur.rowcount == 1
+
+    def resume(self, rid: str) -> bool:
+        """Undo :meth:`pause`; False if it was not paused."""
+        self.rollout(rid)
+        with self.db:
+            cur = self.db.execute(
+                "UPDATE rollouts SET paused=NULL, paused_by=NULL WHERE id=? AND paused IS NOT NULL",
+                (rid,),
+            )
+        return cur.rowcount == 1
+
     def announce(self, rid: str, stage: int, prefix: str, *, force: bool = False) -> list[Message]:
-        """The update commands for one stage; the second stage waits for a healthy first one."""
+        """The update commands for one stage; the second stage waits for a healthy first one.
+        A paused rollout announces nothing (:class:`DeployError`)."""
         r = self.rollout(rid)
+        if r["paused"] is not None:
+            who = f" by {r['paused_by']}" if r["paused_by"] else ""
+            raise DeployError(
+                f"rollout {rid} is paused (since {r['paused']}{who}): "
+                f"satoyama-deploy rollout resume --id {rid} first"
+            )
         prog = self.progress(rid)
         if stage == 2 and not force:
             first = [p for p in prog if p["stage"] == 1]

@@ -167,3 +167,53 @@ def test_a_rollout_devices_would_refuse_is_refused_before_it_is_announced(tmp_pa
             with pytest.raises(DeployError, match=says):
                 db.create_rollout(**(good | bad))  # type: ignore[arg-type]
         db.create_rollout(**good)  # type: ignore[arg-type]
+
+
+def test_a_paused_rollout_announces_nothing_until_resumed(tmp_path: Path) -> None:
+    path = tmp_path / "fleet.sqlite3"
+    with FleetDB(path) as db:
+        rid = db.create_rollout(
+            version="0.3.0",
+            url="https://ota.example.jp/satoyama-edge-0.3.0.tar",
+            devices=DEVICES[:20],
+            percent=20,
+            sha256="ab" * 32,
+            size=123,
+        )
+        assert db.pause(rid, by="ops") and not db.pause(rid, by="someone else")
+        for stage, force in ((1, False), (2, True)):
+            with pytest.raises(DeployError, match=f"rollout {rid} is paused .* by ops"):
+                db.announce(rid, stage, PREFIX, force=force)
+        assert all(p["announced"] is None for p in db.progress(rid)), "nothing marked as told"
+    # The pause is in the file: another process (the console, the CLI) sees it.
+    status = subprocess.run(
+        [sys.executable, "-m", "deploy.cli", "rollout", "status", "--db", str(path), "--id", rid],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert status.stdout.startswith("PAUSED since ") and " by ops" in status.stdout
+    resumed = subprocess.run(
+        [sys.executable, "-m", "deploy.cli", "rollout", "resume", "--db", str(path), "--id", rid],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert resumed.stdout.strip() == f"rollout {rid} resumed"
+    with FleetDB(path) as db:
+        assert db.announce(rid, 1, PREFIX), "the first stage goes out once resumed"
+        assert not db.resume(rid)
+
+
+def test_a_fleet_file_from_before_pauses_opens_and_keeps_its_rollouts(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "fleet.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE rollouts (id TEXT PRIMARY KEY, version TEXT NOT NULL, url TEXT NOT NULL, "
+        "sha256 TEXT, size INTEGER, percent REAL NOT NULL, salt TEXT NOT NULL DEFAULT '', "
+        "created TEXT NOT NULL);"
+        "INSERT INTO rollouts VALUES ('r1', '0.3.0', 'https://x/b.tar', 'ab', 1, 10, '', 'then');"
+    )
+    old.commit()
+    old.close()
+    with FleetDB(path) as db:
+        assert db.rollout("r1")["paused"] is None
+        assert db.pause("r1") and db.rollout("r1")["paused"] is not None
