@@ -13,7 +13,8 @@ file on disk (``synchronous=FULL``) and, for two instances, a real PostgreSQL
 * RSS while a 100,000-event backlog drains: flat, <= 60 MB;
 * events/s per instance with coalescing off (every event mailed to two
   recipients): >= 1,000/s;
-* two instances on a shared subscription: about twice one.
+* two instances on a shared subscription: about twice one (``shared``: events only
+  stored; ``shared-alarms``: every event mailed, as above, on PostgreSQL).
 
 Also printed: the window between the SMTP server accepting a mail and the
 store marking it sent (a SIGKILL inside it mails it again after the restart).
@@ -435,6 +436,55 @@ def shared(count: int, work: Path) -> None:
         server.stop()
 
 
+def shared_alarms(count: int, work: Path) -> None:
+    """Events mailed/s (coalescing off, two recipients each) by one instance, then by
+    two on a shared subscription, on one PostgreSQL store (no sent journal there: each
+    session waits for its mark's commit before its next mail)."""
+    print(f"\n== shared subscription, mailed: {count:,} animal_detected, coalescing off, "
+          f"{len(RECIPIENTS)} recipients each, PostgreSQL ==")  # fmt: skip
+    server = PostgresServer()
+    server.start()
+    try:
+        rates = {}
+        for instances in (1, 2):
+            name = server.create_database()
+            dsn = server.dsn(name)
+            mq = work / f"mq-shared-alarms-{instances}"
+            with Mosquitto(workdir=mq) as broker, SmtpSink(work) as mailbox:
+                procs = []
+                for i in range(instances):
+                    config = write_config(
+                        work / f"shared-alarms-{instances}-{i}.toml", broker, mailbox.port,
+                        work / "unused", mqtt='shared_group = "notifiers"',
+                        store_table=f'backend = "postgresql"\ndsn = "{dsn}"',
+                    )  # fmt: skip
+                    log = work / f"shared-alarms-{instances}-{i}.log"
+                    procs.append(NotifierProcess(config, log, client_id=f"notifier-{i}"))
+                for proc in procs:  # each member's session subscribes to the group
+                    proc.start()
+                    proc.stop()
+                queued = publish(broker, iter(payloads(count, alarm)))
+                try:
+                    for proc in procs:
+                        proc.start()
+                    began = time.monotonic()  # all subscribed: from now on they mail
+                    mailbox.wait_for(queued * len(RECIPIENTS), 1800, every=0.05)
+                    took = time.monotonic() - began
+                finally:
+                    for proc in procs:
+                        proc.stop()
+                pairs = mailbox.pairs()
+                assert len(set(pairs)) == len(pairs) == queued * len(RECIPIENTS)
+            rates[instances] = queued / took
+            print(f"{instances} instance(s): {queued:,} events mailed in {took:.1f} s: "
+                  f"{rates[instances]:,.0f} events mailed/s "
+                  f"({rates[instances] * len(RECIPIENTS):,.0f} mails/s), none twice")  # fmt: skip
+            server.drop_database(name)
+        print(f"two instances / one: {rates[2] / rates[1]:.2f}x")
+    finally:
+        server.stop()
+
+
 def kills(rounds: int, work: Path, per_round: int = 100) -> None:
     """SIGKILL the notifier while it mails; count the mails the SMTP server got twice."""
     print(f"\n== SIGKILL while mailing: {rounds} kills, {per_round} alarms each ==")
@@ -503,8 +553,9 @@ def _pg_events(server: PostgresServer, name: str) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller runs (a minute or two)")
-    parser.add_argument("--only", default="smtp,backlog,alarms,shared,kills",
-                        help="comma-separated: smtp, backlog, alarms, shared, kills")  # fmt: skip
+    parser.add_argument("--only", default="smtp,backlog,alarms,shared,shared-alarms,kills",
+                        help="comma-separated: smtp, backlog, alarms, shared, "
+                             "shared-alarms, kills")  # fmt: skip
     parser.add_argument("--smtp-sink", nargs=3, metavar=("PORT", "LOG", "KIND"),
                         help=argparse.SUPPRESS)  # fmt: skip
     parser.add_argument(
@@ -530,6 +581,8 @@ def main() -> None:
         alarms(500 if args.quick else 3_000, work)
     if "shared" in only:
         shared(5_000 if args.quick else 20_000, work)
+    if "shared-alarms" in only:
+        shared_alarms(1_000 if args.quick else 3_000, work)
     if "kills" in only:
         kills(5 if args.quick else 25, work)
 
