@@ -237,6 +237,8 @@ class ConsoleState:
         self._sites: dict[str, set[str]] = {}
         self._order: list[str] | None = None
         self._cache_mark = -math.inf
+        self._wrote: dict[str, float] = {}
+        """``changed_at`` of the rows this process wrote last (not reloaded)."""
         self._opened = False
 
     # --- life cycle -------------------------------------------------------------------------
@@ -302,6 +304,7 @@ class ConsoleState:
                 str(r[0]), str(r[1]), view, bool(r[3]), None if r[4] is None else float(r[4])
             )
             self._cache_mark = max(self._cache_mark, float(r[5]))
+            self._wrote[str(r[0])] = float(r[5])
 
     # --- the live side -------------------------------------------------------------------
 
@@ -534,17 +537,26 @@ class ConsoleState:
 
     def _reload_others(self) -> None:
         """Rows another console process changed (each process folds the same events, so
-        only people's actions differ): a range of the ``changed_at`` index."""
+        only people's actions differ): a range of the ``changed_at`` index, then the rows
+        this process did not write itself."""
         since = self._cache_mark - max(10.0, 2 * self.sweep_s)
-        rows = self.db.run(
-            lambda tx: tx.query(
-                "SELECT device, site, view, online, online_until, changed_at"
-                " FROM console_device_state WHERE changed_at > ?",
+
+        def work(tx: Tx) -> list[Row]:
+            marks = tx.query(
+                "SELECT device, changed_at FROM console_device_state WHERE changed_at > ?",
                 (since,),
-            ),
-            write=False,
-        )
-        self._remember_rows(rows)
+            )
+            theirs = [str(d) for d, at in marks if self._wrote.get(str(d)) != float(at)]
+            rows: list[Row] = []
+            for chunk in _chunks(theirs):
+                rows += tx.query(
+                    "SELECT device, site, view, online, online_until, changed_at"
+                    f" FROM console_device_state WHERE device IN ({_marks(len(chunk))})",
+                    tuple(chunk),
+                )
+            return rows
+
+        self._remember_rows(self.db.run(work, write=False))
 
     def _write(
         self,
@@ -581,6 +593,7 @@ class ConsoleState:
         self.db.run(work)
         for device, _, view, online, until, _ in writes:
             self._remember(device, view.site, view, online, until)
+            self._wrote[device] = now
         self._cache_mark = max(self._cache_mark, now)
 
     # --- what the pages ask -----------------------------------------------------------------
@@ -970,6 +983,7 @@ class ConsoleState:
 
         view, online, until = self.db.run(work)
         self._remember(device, view.site, view, online, until)
+        self._wrote[device] = now
         self._pending[device] = view
 
     def _record(
