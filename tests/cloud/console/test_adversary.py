@@ -1136,3 +1136,38 @@ async def test_old_failed_logins_are_let_go(served: Served) -> None:
     served.clock[0] += 3600  # an hour later: none of them counts any more
     assert (await b.post("/login", {"name": "one-more", "password": "x"}))[0] == 401
     assert len(served.console.limiter._failures) <= 2, len(served.console.limiter._failures)
+
+
+PROTO_DEVICES = ("constructor", "__proto__", "hasOwnProperty", "toString")
+
+
+@pytest.fixture
+async def proto(tmp_path: Path) -> AsyncIterator[Served]:
+    """Site A with devices whose ids are names every JavaScript object already has."""
+    events = [heartbeat(d, SITE_A, 1, NOW - 30) for d in PROTO_DEVICES]
+    extra = 'cookie_secure = false\ntile_url = "/static/no-tiles/{z}/{x}/{y}.png"\n'
+    async for s in served_with(tmp_path, extra=extra, events=events):
+        yield s
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="finding: a device named `constructor`, `__proto__`, `toString`... breaks the map "
+    "script (map.js keeps markers, states and seen events in plain objects: "
+    "`this.markers[s.device]` finds Object's own members, `marker.setLatLng` throws), so the "
+    "other devices' markers, a closed trap among them, are never drawn",
+)
+async def test_a_device_named_like_an_object_member_does_not_hide_the_others(
+    proto: Served,
+) -> None:
+    def script(page: Page, problems: list[str]) -> None:
+        page.wait_for_selector("#map[data-loaded='true']", timeout=10_000)
+        markers = page.locator(".leaflet-marker-pane [data-testid^='marker-']")
+        titles = {(markers.nth(i).get_attribute("data-testid") or "")[7:]
+                  for i in range(markers.count())}  # fmt: skip
+        assert {DEVICE_A, *PROTO_DEVICES} <= titles, titles
+        closed = page.locator(f"[data-testid='marker-{DEVICE_A}']")
+        assert closed.get_attribute("data-state") == "trap_closed"
+        assert not [p for p in problems if p.startswith("script error")], problems
+
+    await in_chromium(proto, "alice", script)
