@@ -533,7 +533,8 @@ async def test_the_fleet_refuses_non_operators_by_every_door(served: Served) -> 
     reason="finding: a device that changed site brings the old site's trap capture, nap cots "
     "and active nap alarm (the fold's memory: state.device_page captures/cots, the map's "
     "state) and today's nap sheet (naps.sheet_html reads events by device only) to its new "
-    "site, whose users may then acknowledge the old site's alarm",
+    "site, whose users may then acknowledge the old site's alarm and reset its trap (which "
+    "ends the notifier's reminders for site B: state.reset_trap updates `traps` by device)",
 )
 async def test_a_device_that_changed_site_does_not_carry_the_old_sites_history(
     moved: Served,
@@ -556,8 +557,12 @@ async def test_a_device_that_changed_site_does_not_carry_the_old_sites_history(
         "sheet": "cot-1" in sheet,
     }
     assert not any(leaks.values()), leaks
+    before = db_rows(moved)
     status, _, _ = await alice.post(f"/device/{MOVED}/cot/cot-1/ack")
     assert status == 404  # site B's child's alarm is not hers to acknowledge
+    status, _, _ = await alice.post(f"/device/{MOVED}/trap/trap-1/reset")
+    assert status == 404  # nor site B's closed trap to stop the reminders of
+    assert db_rows(moved)[:2] == before[:2]
 
 
 async def test_the_map_and_live_stream_keep_a_moved_devices_old_events_with_their_site(
@@ -1220,3 +1225,17 @@ async def test_a_rollout_start_does_not_freeze_the_console(
     finally:
         broker.close()
         await broker.wait_closed()
+
+
+async def test_one_address_guessing_does_not_lock_out_another(served: Served) -> None:
+    """The limit is per name AND address: a guesser elsewhere does not lock alice out.
+    (Behind a reverse proxy every client has the proxy's address: see the report.)"""
+    guesser = served.browser()
+    await guesser.get("/login")
+    for n in range(6):
+        await guesser.post("/login", {"name": "alice", "password": f"guess {n}"})
+    assert (await guesser.post("/login", {"name": "alice", "password": PASSWORD}))[0] == 429
+    connector = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+    async with aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar()) as h:
+        alice = Browser(h, served.base)
+        assert (await alice.login("alice"))[0] == 303
