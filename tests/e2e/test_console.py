@@ -324,11 +324,13 @@ def test_the_guards_catch_a_request_leaving_the_machine_and_a_policy_refusal(
     until_sync(lambda: sum("console error" in p for p in visitor.problems) >= 2, LIVE_S,
                "both refusals as console errors")  # fmt: skip
     # ... and what the policy does not govern (a navigation) is stopped by the guard
+    stray = visitor.context.new_page()
     with pytest.raises(PlaywrightError):
-        page.goto("https://maps.gsi.go.jp/")
+        stray.goto("https://maps.gsi.go.jp/")
+    stray.close()
     assert any("leaving the machine: https://maps.gsi.go.jp/" in p for p in visitor.problems)
     visitor.problems.clear()  # all seen: what remains for the fixture's check is nothing
-    visitor.goto(site, "/login")
+    page.evaluate("window.__refused = []")
 
 
 # --- 1. markers where the configuration puts them ----------------------------------------------
@@ -415,6 +417,16 @@ def test_a_detection_and_a_closed_trap_appear_live(browsing: Browsing, site: Sit
     tanaka.goto(site, f"/device/{device}")
     expect(page.get_by_test_id("device-state")).to_have_attribute("data-state", "trap_closed")
     expect(page.get_by_test_id("trap-state")).to_have_attribute("data-closed", "true")
+    # the hunter of the same site goes to look, and marks the capture checked
+    ryoshi = browsing.open(USERS["ryoshi"], PHONE)
+    ryoshi.goto(site, f"/device/{device}")
+    capture = ryoshi.page.locator("[data-testid='capture'][data-sensor='trap_a']")
+    expect(capture).to_be_visible()
+    ryoshi.page.get_by_test_id("trap-checked-trap_a").click()
+    expect(capture).to_contain_text("ryoshi")
+    expect(ryoshi.page.locator("[data-testid='action'][data-action='trap_checked']")).to_contain_text(
+        "ryoshi"
+    )
 
 
 # --- 3. a water gauge's colour as the river rises -----------------------------------------------
