@@ -885,6 +885,7 @@ def _check_headers(what: str, status: int, headers: Any) -> None:
     assert headers.get("X-Content-Type-Options") == "nosniff", what
     assert headers.get("Referrer-Policy") in ("same-origin", "no-referrer"), what
     assert "no-store" in headers.get("Cache-Control", ""), what
+    assert "Access-Control-Allow-Origin" not in headers, what  # no page elsewhere reads it
 
 
 async def test_every_answer_carries_the_security_headers(served: Served) -> None:
