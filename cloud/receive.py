@@ -63,7 +63,7 @@ RECONNECT_MAX_S: Final = 60.0
 #: Most event messages committed in one transaction (group commit).
 GROUP_MAX: Final = 64
 #: A group is committed early once its events queue this many mails.
-GROUP_MAILS: Final = 24
+GROUP_MAILS: Final = 48
 #: Events whose mails are rendered in one go (then committed, see GROUP_MAILS).
 PLAN_AT_ONCE: Final = 12
 #: Readings one telemetry batch may add (a bigger one is cut, and logged).
