@@ -1,4 +1,7 @@
-"""The mail queue (table ``mails``): queueing, claims, sent and failed marks.
+"""The mail queue (tables ``mails`` and ``mail_bodies``): queueing, claims, sent and failed marks.
+
+Each mail's rendered message is in ``mail_bodies``, written once when the mail is
+queued and removed with it: a claim or a mark rewrites the small ``mails`` row only.
 
 A mail leaves the ``pending`` state only when the SMTP server took it (``sent``)
 or refused it for good (``failed``).  A sender *claims* a batch of due mails
