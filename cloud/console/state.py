@@ -180,6 +180,20 @@ class _DeviceRow(msgspec.Struct, frozen=True):
     lon: float | None
 
 
+_DEVICES_COLUMNS: Final = "device, site, state, last_seen, hb_interval, lat, lon"
+
+
+def _device_row(r: Row) -> _DeviceRow:
+    return _DeviceRow(
+        str(r[1]),
+        str(r[2]),
+        float(r[3]),
+        None if r[4] is None else float(r[4]),
+        None if r[5] is None else float(r[5]),
+        None if r[6] is None else float(r[6]),
+    )
+
+
 class _Row(msgspec.Struct, kw_only=True):
     """What the console stored for one device, as loaded for an update."""
 
@@ -229,6 +243,8 @@ class ConsoleState:
         self._seen_at: dict[str, float | None] = {}
         self._discovered: dict[str, float] = {}
         self._next_sweep = -math.inf
+        self._sweep_marks = (-math.inf, -math.inf)
+        """The newest ``last_seen`` and ``since`` (notifier clock) the last sweep read."""
         self._changed: dict[str, DeviceState] = {}
         self._pending: dict[str, DeviceState] = {}
         """States changed by a person's action since the last catch_up."""
@@ -324,7 +340,8 @@ class ConsoleState:
         sweep = now >= self._next_sweep
         if sweep:
             self._next_sweep = now + self.sweep_s
-        devices = self._device_rows(None if sweep else list(by_device))
+        devices = self._swept(now) if sweep else {}
+        devices.update(self._device_rows([d for d in by_device if d not in devices]))
         if sweep:
             self._reload_others()
         candidates = set(by_device)
@@ -437,30 +454,44 @@ class ConsoleState:
             self._seen = {i: r for i, r in self._seen.items() if r >= floor}
         return out
 
-    def _device_rows(self, devices: list[str] | None) -> dict[str, _DeviceRow]:
-        sql = "SELECT device, site, state, last_seen, hb_interval, lat, lon FROM devices"
+    def _swept(self, now: float) -> dict[str, _DeviceRow]:
+        """The ``devices`` rows that may have changed since the last sweep: heard from
+        (``last_seen``) or changed state (``since``) after it, less ``settle_s`` for late
+        commits, and those silent past their deadline while the notifier still says
+        online (one scan of the table; the first sweep takes every row)."""
+        seen_mark, since_mark = self._sweep_marks
+        timeout = self.heartbeat_timeout_s
 
         def work(tx: Tx) -> list[Row]:
-            if devices is None:
-                return tx.query(sql)
+            return tx.query(
+                f"SELECT {_DEVICES_COLUMNS}, since FROM devices WHERE last_seen > ?"
+                " OR since > ? OR (state = 'online' AND last_seen + (CASE WHEN"
+                " 2 * hb_interval > ? THEN 2 * hb_interval ELSE ? END) < ?)",
+                (seen_mark - self.settle_s, since_mark - self.settle_s, timeout, timeout, now),
+            )
+
+        rows = self.db.run(work, write=False)
+        if rows:
+            self._sweep_marks = (
+                max(seen_mark, max(float(r[3]) for r in rows)),
+                max(since_mark, max(float(r[7]) for r in rows)),
+            )
+        return {str(r[0]): _device_row(r) for r in rows}
+
+    def _device_rows(self, devices: list[str]) -> dict[str, _DeviceRow]:
+        def work(tx: Tx) -> list[Row]:
             rows: list[Row] = []
             for chunk in _chunks(devices):
-                rows += tx.query(f"{sql} WHERE device IN ({_marks(len(chunk))})", tuple(chunk))
+                rows += tx.query(
+                    f"SELECT {_DEVICES_COLUMNS} FROM devices"
+                    f" WHERE device IN ({_marks(len(chunk))})",
+                    tuple(chunk),
+                )
             return rows
 
-        if devices is not None and not devices:
+        if not devices:
             return {}
-        return {
-            str(r[0]): _DeviceRow(
-                str(r[1]),
-                str(r[2]),
-                float(r[3]),
-                None if r[4] is None else float(r[4]),
-                None if r[5] is None else float(r[5]),
-                None if r[6] is None else float(r[6]),
-            )
-            for r in self.db.run(work, write=False)
-        }
+        return {str(r[0]): _device_row(r) for r in self.db.run(work, write=False)}
 
     def _deadline(self, last_seen: float, hb_interval: float | None) -> float:
         return last_seen + max(self.heartbeat_timeout_s, 2 * (hb_interval or 0.0))
