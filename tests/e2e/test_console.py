@@ -19,9 +19,16 @@ The screenshots (``console-PAGE-phone.png``, ``console-PAGE-desktop.png``) are k
 from __future__ import annotations
 
 import datetime as dt
+import http.cookiejar
 import json
 import math
 import os
+import re
+import signal
+import subprocess
+import sys
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -637,3 +644,56 @@ def test_every_page_at_phone_and_desktop_width_passes_axe(
         if bad:
             found[name] = bad
     assert found == {}, json.dumps(found, ensure_ascii=False, indent=1)
+
+
+# --- 7. the demo's console ---------------------------------------------------------------------
+
+
+def test_edge_demo_prints_its_console_and_logins_that_work(tmp_path: Path) -> None:
+    """``edge demo`` from a terminal: it prints the console's address and two logins, and
+    keeps the console open after the scene until Enter; the farmer's login opens the map's
+    data, which holds the demo's device."""
+    main, side = os.openpty()
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "edge", "demo", "--speed", "100", "--output", str(tmp_path)],
+        stdin=side, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+    )  # fmt: skip
+    os.close(side)
+    try:
+        assert demo.stdout is not None
+        out = []
+        for line in demo.stdout:  # up to the end of the scene; then it waits for Enter
+            out.append(line)
+            if line.startswith("Done in"):
+                break
+        text = "".join(out)
+        url = re.search(r"web console on (http://127\.0\.0\.1:\d+)/", text)
+        logins = dict(re.findall(r"console login \((\w+)\): (\S+ / \S+)", text))
+        assert url is not None and set(logins) == {"operator", "farmer"}, text
+        name, password = logins["farmer"].split(" / ")
+        jar = http.cookiejar.CookieJar()
+        browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        form = browser.open(url.group(1) + "/login", timeout=10).read().decode()
+        csrf = re.search(r'name="csrf" value="([^"]+)"', form)
+        assert csrf is not None
+        fields = {"csrf": csrf.group(1), "name": name, "password": password, "lang": "ja"}
+        browser.open(url.group(1) + "/login", urllib.parse.urlencode(fields).encode(), timeout=10)
+
+        def on_the_map() -> list[str]:
+            data = json.loads(browser.open(url.group(1) + "/api/map", timeout=10).read())
+            return [d["device"] for d in data["devices"]]
+
+        until_sync(lambda: on_the_map() == ["shiojiri-kataoka-01"], LIVE_S, "the demo's device")
+        os.write(main, b"\n")
+        assert demo.wait(timeout=60) == 0
+    finally:
+        os.close(main)
+        if demo.poll() is None:  # Ctrl-C: the demo stops its broker, notifier and console
+            demo.send_signal(signal.SIGINT)
+            try:
+                demo.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                demo.kill()
+                demo.wait()
+        if demo.stdout is not None:
+            demo.stdout.close()
