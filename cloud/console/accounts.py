@@ -393,34 +393,54 @@ class LoginLimiter:
     """At most ``tries`` failed logins per (user name, address) in ``window_s``.
 
     In memory, per process: it slows a guesser down; it is not an account lockout
-    (which would let anyone lock a user out).
+    (which would let anyone lock a user out).  Only names an account can have are
+    counted (:func:`possible_name`: at most 64 characters), and every call lets go of
+    the keys whose last failure is older than the window: the keys are kept in the
+    order of their last failure, so that costs a look at the oldest few (amortised
+    constant time), and memory follows the names tried in the last minute, never every
+    name ever tried.  At most ``max_keys`` are held (the oldest go first).
     """
 
     MAX_KEYS: Final = 100_000
 
-    def __init__(self, tries: int, window_s: float = 60.0) -> None:
+    def __init__(self, tries: int, window_s: float = 60.0, *, max_keys: int = MAX_KEYS) -> None:
         self.tries = tries
         self.window_s = window_s
+        self.max_keys = max_keys
         self._failures: dict[tuple[str, str], deque[float]] = {}
+        """(name, address) -> times of its failures in the window; ordered by the last."""
 
-    def _recent(self, key: tuple[str, str], now: float) -> deque[float]:
-        times = self._failures.get(key)
-        if times is None:
-            return deque()
-        while times and times[0] <= now - self.window_s:
-            times.popleft()
-        if not times:
-            del self._failures[key]
-        return times
+    def _prune(self, now: float) -> None:
+        """Let go of every key whose last failure is older than the window."""
+        cutoff = now - self.window_s
+        failures = self._failures
+        while failures:
+            key = next(iter(failures))
+            if failures[key][-1] > cutoff and len(failures) <= self.max_keys:
+                break
+            del failures[key]
+
+    def _recent(self, key: tuple[str, str], now: float) -> int:
+        cutoff = now - self.window_s
+        return sum(1 for t in self._failures.get(key, ()) if t > cutoff)
 
     def allowed(self, name: str, address: str, *, now: float) -> bool:
-        return len(self._recent((name, address), now)) < self.tries
+        self._prune(now)
+        return self._recent((name, address), now) < self.tries
 
     def failed(self, name: str, address: str, *, now: float) -> None:
-        if len(self._failures) >= self.MAX_KEYS:
-            for key in list(self._failures):
-                self._recent(key, now)
-        self._failures.setdefault((name, address), deque()).append(now)
+        key = (name, address)
+        times = self._failures.pop(key, None)  # re-inserted last: the order of last failures
+        if times is None:
+            times = deque(maxlen=self.tries)
+        times.append(now)
+        self._failures[key] = times
+        self._prune(now)
 
     def succeeded(self, name: str, address: str) -> None:
         self._failures.pop((name, address), None)
+
+
+def possible_name(name: str) -> bool:
+    """Whether an account could have ``name`` (what ``user add`` accepts)."""
+    return _NAME.fullmatch(name) is not None

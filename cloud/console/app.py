@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import functools
+import ipaddress
 import json
 import logging
 import re
@@ -38,7 +39,7 @@ from aiohttp import web
 from markupsafe import Markup
 
 from cloud.config import NotifierConfig, StoreConfig, describe_dsn
-from cloud.console import hydrograph, i18n
+from cloud.console import hydrograph, i18n, naps
 from cloud.console.accounts import (
     LANGUAGES,
     Accounts,
@@ -46,6 +47,7 @@ from cloud.console.accounts import (
     Session,
     User,
     csrf_token,
+    possible_name,
     same_token,
     verify_password,
 )
@@ -66,6 +68,9 @@ LOGIN_COOKIE: Final = "satoyama_login"
 """The login form's double-submit CSRF token (before there is a session)."""
 JST: Final = dt.timezone(dt.timedelta(hours=9), "JST")
 MAP_EVENTS: Final = 50
+FLASH_MAX: Final = 10_000
+"""Messages kept for sessions' next pages; past this (sessions that never came back for
+theirs) they are let go."""
 
 SHEET_POLICY: Final = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
@@ -116,8 +121,20 @@ class Console:
     def __post_init__(self) -> None:
         self.limiter = LoginLimiter(self.config.console.login_tries)
         self.hub = LiveHub(self._poll, revalidate=self._live_sessions)
-        self.flash: dict[str, str] = {}
-        """A message for a session's next fleet page (what the deploy tool said)."""
+        self.flash: dict[tuple[str, str], str] = {}
+        """(session, page) -> a message for that session's next view of that page: what the
+        deploy tool said (the fleet page), that an action was recorded (a device page).
+        Only this console writes them, never a link."""
+
+    def say(self, session: str, page: str, message: str) -> None:
+        """Show ``message`` once, on ``session``'s next view of ``page``."""
+        if len(self.flash) >= FLASH_MAX:
+            self.flash.clear()
+        self.flash[(session, page)] = message
+
+    def said(self, session: str, page: str) -> str | None:
+        """The message left for this view of ``page`` (then gone), if any."""
+        return self.flash.pop((session, page), None)
 
     async def call(self, fn: Callable[[], _T]) -> _T:
         return await self.worker.call(fn)
@@ -342,7 +359,7 @@ async def errors(
             message=f"error_{key}_text",
         )
     except Exception:  # a page must say something went wrong, not hang up
-        log.exception("console: %s %s failed", request.method, request.path)
+        log.exception("console: %s %r failed", request.method, request.path)
         if _is_api(request):
             return _json({"error": "internal error"}, status=500)
         return render(
@@ -449,7 +466,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     cookie = request.cookies.get(LOGIN_COOKIE)
     if cookie is None or not same_token(str(form.get("csrf", "")), cookie):
         raise web.HTTPBadRequest(reason="login form token missing or wrong")
-    address = request.remote or "?"
+    address = client_address(request, console.config.console.trusted_networks)
     now = console.clock()
 
     def refused(key: str, status: int) -> web.Response:
@@ -458,6 +475,11 @@ async def login(request: web.Request) -> web.StreamResponse:
             login_csrf=cookie, error=key, name=name,
         )  # fmt: skip
 
+    if not possible_name(name):
+        # no account can have it: nothing to look up, nothing for the limiter to keep
+        log.info("console: failed login for a name no account can have from %s", address)
+        name = ""
+        return refused("login_wrong", 401)
     if not console.limiter.allowed(name, address, now=now):
         response = refused("login_limited", 429)
         response.headers["Retry-After"] = str(int(console.limiter.window_s))
@@ -503,6 +525,36 @@ async def set_language(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(back if _LOCAL_PATH.fullmatch(back) else "/")
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def client_address(request: web.Request, trusted: tuple[Network, ...]) -> str:
+    """The client's address: the connection's own, unless the connection comes from a
+    trusted reverse proxy (``[console] trusted_proxies``); then the right-most entry of
+    ``X-Forwarded-For`` that is not itself a trusted proxy (what the nearest trusted proxy
+    saw connect to it: the entries left of it are whatever the client wrote)."""
+    peer = request.remote or "?"
+    if not trusted or not _within(peer, trusted):
+        return peer
+    forwarded = ",".join(request.headers.getall("X-Forwarded-For", ()))
+    for entry in reversed(forwarded.split(",")):
+        try:
+            address = ipaddress.ip_address(entry.strip())
+        except ValueError:
+            return peer  # not what a proxy writes: count it against the proxy
+        if not any(address in net for net in trusted):
+            return str(address)
+    return peer
+
+
+def _within(address: str, trusted: tuple[Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in trusted)
+
+
 #: A path on this console to go back to: no scheme, no host (``//``), no backslash (which
 #: browsers read as ``/``), no control characters.
 _LOCAL_PATH: Final = re.compile(r"/(?![/\\])[A-Za-z0-9/_.~%?=&+-]*")
@@ -537,6 +589,7 @@ def _map_attrs(request: web.Request) -> dict[str, str]:
     return {
         "data-api": "/api/map",
         "data-live": "/api/live",
+        "data-events": "/api/events",
         "data-device-url": "/device/",
         "data-tiles": cfg.tile_url,
         "data-credit": cfg.credit,
@@ -607,6 +660,8 @@ async def device_page(request: web.Request) -> web.Response:
     device, page = await _device_page(request)
     lang = _user(request).language
     actions = await console.call(functools.partial(console.state.actions, device))
+    # only what this console said to this session: never words from a link
+    note = console.said(_session(request).token_hash, _device_path(device))
     now = console.clock()
     graphs_24h = [
         Markup(hydrograph.svg(h, language=lang, width=640, height=240, now=now, window_s=86400.0))
@@ -626,14 +681,12 @@ async def device_page(request: web.Request) -> web.Response:
         actions=actions,
         graphs_24h=graphs_24h,
         graphs_7d=graphs_7d,
-        done=request.query.get("done") == "1",
-        unsent=request.query.get("unsent") == "1",
+        done=note == DONE,
+        unsent=note == UNSENT,
     )
 
 
 async def sheet_page(request: web.Request) -> web.Response:
-    from cloud.console import naps
-
     console = _console(request)
     device = await _device_for(request)
     lang = _user(request).language
@@ -655,19 +708,32 @@ async def fleet_page(request: web.Request) -> web.Response:
     console = _console(request)
     fleet = await console.call(functools.partial(console.state.fleet, now=console.clock()))
     # only what this console said to this session: never words from a link
-    message = console.flash.pop(_session(request).token_hash, None)
+    message = console.said(_session(request).token_hash, "/fleet")
     return render(request, "fleet.html", fleet=fleet, message=message)
+
+
+async def api_events(request: web.Request) -> web.Response:
+    """The latest events of the user's sites, newest first (what the map page lists; the
+    page fetches it again when the live stream says ``reload``)."""
+    console = _console(request)
+    user = _user(request)
+    events = await console.call(
+        functools.partial(console.state.events, user.visible_sites, limit=MAP_EVENTS)
+    )
+    return _json({"events": [labelled(e, user.language) for e in events]})
 
 
 async def live(request: web.Request) -> web.StreamResponse:
     console = _console(request)
     session = _session(request)
-    if console.hub.full(session.token_hash):
-        return _json({"error": "too many live streams for this session"}, status=429)
+    refused = console.hub.refusal(session.token_hash, session.user.name)
+    if refused is not None:
+        return _json({"error": refused}, status=429)
     sub = console.hub.subscribe(
         sites=session.user.visible_sites,
         language=session.user.language,
         session=session.token_hash,
+        user=session.user.name,
     )
     return await stream(request, console.hub, sub)
 
@@ -675,8 +741,20 @@ async def live(request: web.Request) -> web.StreamResponse:
 # --- actions -------------------------------------------------------------------------
 
 
-def _back(device: str) -> web.HTTPSeeOther:
-    return web.HTTPSeeOther(f"/device/{quote(device, safe='')}?done=1")
+DONE: Final = "done"
+UNSENT: Final = "unsent"
+"""What an action leaves for the device page it returns to (:meth:`Console.say`)."""
+
+
+def _device_path(device: str) -> str:
+    return f"/device/{quote(device, safe='')}"
+
+
+def _back(request: web.Request, device: str, note: str = DONE) -> web.HTTPSeeOther:
+    """Back to the device page, which then says ``note`` once (to this session only)."""
+    path = _device_path(device)
+    _console(request).say(_session(request).token_hash, path, note)
+    return web.HTTPSeeOther(path)
 
 
 async def trap_checked(request: web.Request) -> web.StreamResponse:
@@ -699,8 +777,8 @@ async def _trap(request: web.Request, what: str) -> web.StreamResponse:
         )
     except LookupError:
         raise web.HTTPNotFound() from None
-    log.info("console: %s marked trap %s/%s %s", user.name, device, sensor, what)
-    raise _back(device)
+    log.info("console: %s marked trap %r/%r %s", user.name, device, sensor, what)
+    raise _back(request, device)
 
 
 async def cot_ack(request: web.Request) -> web.StreamResponse:
@@ -710,6 +788,12 @@ async def cot_ack(request: web.Request) -> web.StreamResponse:
     user = _user(request)
     now = console.clock()
     try:
+        # a command the device would refuse (a cot name too long for any device) is not
+        # recorded either: no such cot, as for one the device never reported
+        naps.check_nap_ack(device, cot, user.name)
+    except naps.NapAckError:
+        raise web.HTTPNotFound() from None
+    try:
         await console.call(
             functools.partial(
                 console.state.acknowledge_nap_alarm, device, cot, by=user.name, now=now
@@ -717,15 +801,20 @@ async def cot_ack(request: web.Request) -> web.StreamResponse:
         )
     except LookupError:
         raise web.HTTPNotFound() from None
-    log.info("console: %s acknowledged the nap alarm of %s/%s", user.name, device, cot)
+    log.info("console: %s acknowledged the nap alarm of %r/%r", user.name, device, cot)
     if console.nap_ack is not None:
         try:
             await console.nap_ack(device, cot, user.name, now)
-        except (ValueError, ConnectionError) as exc:
-            # recorded here and on the sheet; the device could not be told (yet)
-            log.warning("console: could not tell %s of the acknowledgement: %s", device, exc)
-            raise web.HTTPSeeOther(f"/device/{quote(device, safe='')}?unsent=1") from None
-    raise _back(device)
+        except Exception as exc:  # recorded here and on the sheet: never a failure page
+            # the device could not be told (the broker away or slow, no certificate...)
+            log.warning(
+                "console: could not tell %r of the acknowledgement: %r",
+                device,
+                str(exc),
+                exc_info=not isinstance(exc, (naps.NapAckNotSent, naps.NapAckError)),
+            )
+            raise _back(request, device, UNSENT) from None
+    raise _back(request, device)
 
 
 async def rollout(request: web.Request) -> web.StreamResponse:
@@ -749,10 +838,8 @@ async def rollout(request: web.Request) -> web.StreamResponse:
     except (NotImplementedError, RuntimeError) as exc:
         # the deploy tools refused (or have no such command): the operator reads why
         message = str(exc)
-    log.info("console: %s: rollout %s %s: %s", user.name, rollout_id, action, message)
-    if len(console.flash) > 10_000:  # sessions that never came back for theirs
-        console.flash.clear()
-    console.flash[_session(request).token_hash] = message
+    log.info("console: %s: rollout %r %s: %r", user.name, rollout_id, action, message)
+    console.say(_session(request).token_hash, "/fleet", message)
     raise web.HTTPSeeOther("/fleet")
 
 
@@ -780,6 +867,7 @@ def make_app(console: Console, *, live_task: bool = True) -> web.Application:
     r.add_post("/fleet/rollout/{rollout}/{action}", rollout)
     r.add_get("/api/map", api_map)
     r.add_get("/api/device/{id}", api_device)
+    r.add_get("/api/events", api_events)
     r.add_get("/api/live", live)
     if STATIC.is_dir():
         r.add_static("/static/", STATIC, follow_symlinks=False)

@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Final, TextIO, TypeVar
+from typing import Final, TextIO, TypeVar
 
 from cloud.config import NotifierConfig, load_config
 from cloud.console.accounts import (
@@ -27,9 +27,6 @@ from cloud.console.accounts import (
     hash_password,
 )
 from cloud.errors import ConfigError, NotifierError
-
-if TYPE_CHECKING:
-    from cloud.console.app import NapAck
 
 PROG: Final = "satoyama-console"
 EXIT_OK: Final = 0
@@ -228,25 +225,6 @@ def _user_command(
 # --- serve ---------------------------------------------------------------------------
 
 
-def nap_ack_sender(config: NotifierConfig) -> NapAck:
-    """Tell a device over the notifier's broker (``[mqtt]``) that a person acknowledged a
-    nap alarm in the console (``cmd/nap_ack``; under TLS with ``[console]``'s certificate)."""
-    from cloud.console import naps
-
-    async def send(device: str, cot: str, by: str, at: float) -> None:
-        await naps.send_nap_ack(
-            config.mqtt,
-            device,
-            cot,
-            by,
-            at=at,
-            cert_file=config.console.mqtt_cert_file,
-            key_file=config.console.mqtt_key_file,
-        )
-
-    return send
-
-
 def serve(config: NotifierConfig) -> int:
     return asyncio.run(_serve(config))
 
@@ -255,8 +233,12 @@ async def _serve(config: NotifierConfig) -> int:
     from aiohttp import web
 
     from cloud.console.app import make_app, open_console
+    from cloud.console.naps import nap_ack_sender
 
-    console = await open_console(config, nap_ack=nap_ack_sender(config))
+    sender = nap_ack_sender(
+        config.mqtt, cert_file=config.console.mqtt_cert_file, key_file=config.console.mqtt_key_file
+    )
+    console = await open_console(config, nap_ack=sender)
     runner = web.AppRunner(make_app(console), access_log=None, handle_signals=False)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -12,6 +12,7 @@ This module imports nothing of :mod:`cloud.config` (which imports it).
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Final
 from urllib.parse import urlsplit
@@ -48,6 +49,11 @@ class ConsoleConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     login_tries: Annotated[int, msgspec.Meta(ge=1, le=100)] = 5
     """Failed logins one user may have from one address per minute before the next
     tries are refused (for the rest of that minute)."""
+    trusted_proxies: tuple[_NonEmpty, ...] = ()
+    """Addresses (or networks, ``10.0.0.0/24``) of the reverse proxies in front of the
+    console: only a request from one of them has its client's address taken from
+    ``X-Forwarded-For`` (the right-most entry that is not itself a trusted proxy), for the
+    login limit and the log.  Empty: the address is the connection's own."""
     fleet_db: _NonEmpty | None = None
     """The deploy tools' ``fleet.sqlite3`` (staged rollouts); relative: to this file.
     Without it the fleet page shows no rollouts."""
@@ -59,6 +65,11 @@ class ConsoleConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     center_lon: Annotated[float, msgspec.Meta(ge=-180, le=180)] = DEFAULT_CENTER_LON
     zoom: Annotated[int, msgspec.Meta(ge=1, le=18)] = 6
     """Where the map opens before it fits the devices (and when there are none)."""
+
+    @property
+    def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """:attr:`trusted_proxies` as networks (an address is a network of one)."""
+        return tuple(ipaddress.ip_network(p, strict=False) for p in self.trusted_proxies)
 
     @property
     def tile_origin(self) -> str | None:
@@ -91,6 +102,13 @@ def check_console(console: ConsoleConfig) -> None:
     if (console.mqtt_cert_file is None) != (console.mqtt_key_file is None):
         missing = "mqtt_key_file" if console.mqtt_key_file is None else "mqtt_cert_file"
         raise ConfigError(f"console.{missing}", "mqtt_cert_file and mqtt_key_file go together")
+    for n, proxy in enumerate(console.trusted_proxies):
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"console.trusted_proxies[{n}]", f"{proxy!r} is not an IP address or network"
+            ) from None
     if any(c in url for c in "\"'<> \\"):
         raise ConfigError("console.tile_url", f"{url!r} holds a quote, space or angle bracket")
 

@@ -268,12 +268,20 @@ def _lock() -> asyncio.Lock:
     return lock
 
 
-def nap_ack_payload(cot: str, by: str, at: float, ident: str) -> bytes:
-    """The ``cmd/nap_ack`` payload, checked against the device's schema's limits."""
+def check_nap_ack(device: str, cot: str, by: str) -> None:
+    """:class:`NapAckError` unless the device would take ``cmd/nap_ack`` for ``cot`` by
+    ``by`` (its schema's limits; a device id that can name a topic level)."""
+    if not device or "/" in device or "+" in device or "#" in device:
+        raise NapAckError(f"device: not a device id: {device[:64]!r}")
     if not 1 <= len(cot) <= MAX_COT:
         raise NapAckError(f"cot: 1 to {MAX_COT} characters, not {len(cot)}")
     if not 1 <= len(by) <= MAX_BY or by != by.strip() or re.search(r"[\x00-\x1f\x7f]", by):
         raise NapAckError(f"by: 1 to {MAX_BY} printable characters, no spaces around them")
+
+
+def nap_ack_payload(cot: str, by: str, at: float, ident: str) -> bytes:
+    """The ``cmd/nap_ack`` payload, checked against the device's schema's limits."""
+    check_nap_ack("-", cot, by)
     when = dt.datetime.fromtimestamp(at, dt.UTC).isoformat().replace("+00:00", "Z")
     return msgspec.json.encode({"cot": cot, "by": by, "at": when, "id": ident})
 
@@ -301,8 +309,7 @@ async def send_nap_ack(
 
     :class:`NapAckError`: not sendable; :class:`NapAckNotSent`: the broker did not take it.
     """
-    if not device or "/" in device or "+" in device or "#" in device:
-        raise NapAckError(f"device: not a device id: {device[:64]!r}")
+    check_nap_ack(device, cot, by)
     ident = new_event_id()
     payload = nap_ack_payload(cot, by, time.time() if at is None else at, ident)
     tls_context: ssl.SSLContext | None = None

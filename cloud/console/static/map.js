@@ -6,13 +6,15 @@
  * (static/vendor/leaflet) is loaded before this file.
  *
  * What the page gives it (see docs/console.md, "Map, colours and vendored code"):
- *   <div id="map" data-api="/api/map" data-live="/api/live"
+ *   <div id="map" data-api="/api/map" data-live="/api/live" data-events="/api/events"
  *        data-tiles="https://.../{z}/{x}/{y}.png" data-credit="..."
  *        data-language="ja" data-device-url="/device/"
  *        data-center-lat="36.08" data-center-lon="137.95" data-zoom="13"></div>
  *   <script type="application/json" id="labels">{"state_alarm": "警報", ...}</script>
  *   ul#devices, ul#events, ul#legend and #live (each optional).
  * Colours live only in console.css (custom properties); this file names classes.
+ * Everything kept by a device's or an event's id is in a Map: an id is a string a device
+ * chose ("constructor", "__proto__"...), never a property name.
  */
 (function () {
   "use strict";
@@ -61,9 +63,14 @@
     this.labels = readLabels();
     this.language = root.dataset.language === "en" ? "en" : "ja";
     this.deviceUrl = root.dataset.deviceUrl || "/device/";
-    this.markers = {}; // device id -> L.Marker
-    this.states = {}; // device id -> DeviceState
-    this.seenEvents = {};
+    this.markers = new Map(); // device id -> L.Marker
+    this.states = new Map(); // device id -> DeviceState
+    this.seenEvents = new Set(); // event ids listed
+    this.buffered = null; // live messages held while a reload is fetched
+    this.reloading = null;
+    this.reloadAgain = false;
+    this.reloads = 0;
+    this.opened = false;
     this.time = new Intl.DateTimeFormat(this.language === "en" ? "en-GB" : "ja-JP", {
       timeZone: "Asia/Tokyo", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit"
     });
@@ -156,14 +163,14 @@
 
   /* Add, move, recolour or remove the marker of one device. */
   Console.prototype.show = function (s) {
-    this.states[s.device] = s;
+    this.states.set(s.device, s);
     var look = this.look(s);
-    var marker = this.markers[s.device];
+    var marker = this.markers.get(s.device);
     var placed = typeof s.lat === "number" && typeof s.lon === "number";
     if (!placed) {
       if (marker) {
         this.layer.removeLayer(marker);
-        delete this.markers[s.device];
+        this.markers.delete(s.device);
       }
     } else if (!marker) {
       marker = L.marker([s.lat, s.lon], {
@@ -176,7 +183,7 @@
       });
       marker.bindPopup(this.popupHtml(s, look));
       marker.addTo(this.layer);
-      this.markers[s.device] = marker;
+      this.markers.set(s.device, marker);
     } else {
       marker.setLatLng([s.lat, s.lon]);
       marker.setPopupContent(this.popupHtml(s, look));
@@ -193,16 +200,18 @@
   /* Devices at the same place (a detector and its trap on one post) would hide each
      other: their pins are fanned out around the point, the worst one in front. */
   Console.prototype.spread = function () {
-    var groups = {};
-    for (var id in this.markers) {
-      var at = this.markers[id].getLatLng();
+    var markers = this.markers;
+    var groups = new Map();
+    markers.forEach(function (marker, id) {
+      var at = marker.getLatLng();
       var key = at.lat.toFixed(6) + "," + at.lng.toFixed(6);
-      (groups[key] = groups[key] || []).push(id);
-    }
-    for (var k in groups) {
-      var ids = groups[k].sort();
+      if (!groups.has(key)) groups.set(key, []);
+      groups.get(key).push(id);
+    });
+    groups.forEach(function (group) {
+      var ids = group.sort();
       for (var i = 0; i < ids.length; i++) {
-        var el = this.markers[ids[i]].getElement();
+        var el = markers.get(ids[i]).getElement();
         if (!el) continue;
         var dx = 0;
         var dy = 0;
@@ -214,6 +223,20 @@
         el.style.marginLeft = (dx - 18) + "px";
         el.style.marginTop = (dy - 18) + "px";
       }
+    });
+  };
+
+  /* A device no longer on the map (a reload did not list it): its marker and row go. */
+  Console.prototype.forget = function (device) {
+    var marker = this.markers.get(device);
+    if (marker) this.layer.removeLayer(marker);
+    this.markers.delete(device);
+    this.states.delete(device);
+    var list = document.getElementById("devices");
+    if (!list) return;
+    var items = list.querySelectorAll("li[data-device]");
+    for (var i = 0; i < items.length; i++) {
+      if (items[i].getAttribute("data-device") === device) items[i].remove();
     }
   };
 
@@ -284,7 +307,7 @@
 
   Console.prototype.fit = function () {
     var points = [];
-    for (var id in this.markers) points.push(this.markers[id].getLatLng());
+    this.markers.forEach(function (marker) { points.push(marker.getLatLng()); });
     if (points.length === 1) {
       this.map.setView(points[0], FIT_MAX_ZOOM);
     } else if (points.length > 1) {
@@ -292,14 +315,18 @@
     }
   };
 
-  Console.prototype.load = function () {
-    var self = this;
-    return fetch(this.root.dataset.api || "/api/map", {
+  function getJson(url) {
+    return fetch(url, {
       credentials: "same-origin", headers: { Accept: "application/json" }
     }).then(function (response) {
       if (!response.ok) throw new Error("HTTP " + response.status);
       return response.json();
-    }).then(function (body) {
+    });
+  }
+
+  Console.prototype.load = function () {
+    var self = this;
+    return getJson(this.root.dataset.api || "/api/map").then(function (body) {
       if (body.tiles && body.tiles.url) self.useTiles(body.tiles.url, body.tiles.credit || "");
       (body.devices || []).forEach(function (s) { self.show(s); });
       self.fit();
@@ -311,13 +338,68 @@
     var list = document.getElementById("events");
     if (!list) return;
     var items = list.querySelectorAll("li[data-id]");
-    for (var i = 0; i < items.length; i++) this.seenEvents[items[i].getAttribute("data-id")] = true;
+    for (var i = 0; i < items.length; i++) this.seenEvents.add(items[i].getAttribute("data-id"));
+  };
+
+  /* What the live stream could not send one by one (a burst, or a reader that fell
+     behind), or may have missed (a reconnection): fetch the map and the latest events
+     again.  Live messages that arrive meanwhile are held and applied after, so an older
+     answer never overwrites a newer message. */
+  Console.prototype.reload = function () {
+    var self = this;
+    if (this.reloading) {
+      this.reloadAgain = true;
+      return this.reloading;
+    }
+    this.buffered = [];
+    var events = this.root.dataset.events;
+    this.reloading = Promise.all([
+      getJson(this.root.dataset.api || "/api/map"),
+      events ? getJson(events) : Promise.resolve(null)
+    ]).then(function (bodies) {
+      var listed = new Set();
+      (bodies[0].devices || []).forEach(function (s) { listed.add(s.device); });
+      Array.from(self.states.keys()).forEach(function (device) {
+        if (!listed.has(device)) self.forget(device);
+      });
+      (bodies[0].devices || []).forEach(function (s) { self.show(s); });
+      if (bodies[1]) self.replaceEvents(bodies[1].events || []);
+    }).catch(function () {
+      self.reloadAgain = true; // try once more, a little later
+    }).then(function () {
+      var held = self.buffered || [];
+      self.buffered = null;
+      self.reloading = null;
+      self.reloads += 1;
+      self.root.setAttribute("data-reloads", String(self.reloads));
+      held.forEach(function (apply) { apply(); });
+      if (self.reloadAgain) {
+        self.reloadAgain = false;
+        setTimeout(function () { self.reload(); }, 1000);
+      }
+    });
+    return this.reloading;
+  };
+
+  /* The event list as the server has it now (newest first). */
+  Console.prototype.replaceEvents = function (events) {
+    var list = document.getElementById("events");
+    if (!list) return;
+    while (list.firstChild) list.removeChild(list.firstChild);
+    this.seenEvents = new Set();
+    for (var i = events.length - 1; i >= 0; i--) this.addEvent(events[i]);
+  };
+
+  /* A live message: applied now, or after the reload being fetched. */
+  Console.prototype.live = function (apply) {
+    if (this.buffered) this.buffered.push(apply);
+    else apply();
   };
 
   Console.prototype.addEvent = function (e) {
     var list = document.getElementById("events");
-    if (!list || !e || this.seenEvents[e.id]) return;
-    this.seenEvents[e.id] = true;
+    if (!list || !e || this.seenEvents.has(e.id)) return;
+    this.seenEvents.add(e.id);
     var empty = list.querySelector("li.empty");
     if (empty) empty.remove();
     var item = document.createElement("li");
@@ -352,7 +434,13 @@
     function open() {
       var source = new EventSource(url, { withCredentials: true });
       self.source = source;
-      source.onopen = function () { delay = 2000; self.setLive(true); };
+      source.onopen = function () {
+        delay = 2000;
+        self.setLive(true);
+        // after a dropped or refused stream, what was missed meanwhile is fetched again
+        if (self.opened) self.reload();
+        self.opened = true;
+      };
       source.onerror = function () {
         self.setLive(false);
         if (source.readyState === EventSource.CLOSED) {
@@ -361,11 +449,16 @@
         }
       };
       source.addEventListener("state", function (message) {
-        try { self.show(JSON.parse(message.data)); } catch (e) { /* a malformed line */ }
+        var s;
+        try { s = JSON.parse(message.data); } catch (e) { return; /* a malformed line */ }
+        self.live(function () { self.show(s); });
       });
       source.addEventListener("event", function (message) {
-        try { self.addEvent(JSON.parse(message.data)); } catch (e) { /* a malformed line */ }
+        var e;
+        try { e = JSON.parse(message.data); } catch (err) { return; /* a malformed line */ }
+        self.live(function () { self.addEvent(e); });
       });
+      source.addEventListener("reload", function () { self.reload(); });
     }
     open();
   };

@@ -19,7 +19,7 @@ import pytest
 from cloud.config import NotifierConfig
 from cloud.console.accounts import hash_password
 from cloud.console.app import SESSION_COOKIE, make_app, routes
-from cloud.console.live import PER_SESSION, LiveHub
+from cloud.console.live import PER_SESSION, PER_USER, RELOAD, LiveHub, Subscriber
 from cloud.console.model import DeviceState, EventRow
 from cloud.store import Store
 from edge.sim.broker import Mosquitto
@@ -51,7 +51,7 @@ DEVICE_POSTS = [
     "/device/{d}/cot/cot-1/ack",
 ]
 PAGES = ["/", "/fleet"]
-API = ["/api/map", "/api/live"]
+API = ["/api/map", "/api/events", "/api/live"]
 POSTS = ["/language", "/logout", "/fleet/rollout/r1/start", "/fleet/rollout/r1/pause"]
 
 
@@ -113,6 +113,10 @@ async def test_a_user_of_site_a_cannot_read_site_b(served: Served) -> None:
     devices = json.loads(body)["devices"]
     assert status == 200 and {d["device"] for d in devices} == {DEVICE_A, DEVICE_A_WATER}
     assert {d["site"] for d in devices} == {SITE_A}
+    status, _, body = await alice.get("/api/events")
+    events = json.loads(body)["events"]
+    assert status == 200 and events and {e["site"] for e in events} == {SITE_A}
+    assert all(e["summary"] for e in events)  # in her language
     _, _, page = await alice.get("/")
     assert DEVICE_A in page and DEVICE_B not in page and DEVICE_B_NAP not in page
     assert SITE_B not in page
@@ -132,7 +136,7 @@ async def test_a_user_of_site_a_cannot_act_on_site_b(served: Served) -> None:
     assert _state(served.console.config) == before
     # the same actions on her own site's trap are recorded
     status, headers, _ = await alice.post(f"/device/{DEVICE_A}/trap/trap-1/checked")
-    assert status == 303 and headers["Location"] == f"/device/{DEVICE_A}?done=1"
+    assert status == 303 and headers["Location"] == f"/device/{DEVICE_A}"
     actions, _ = _state(served.console.config)
     assert actions == [(DEVICE_A, "trap_checked", "trap-1")]
 
@@ -374,23 +378,68 @@ def _row(site: str, n: int) -> EventRow:
     )  # fmt: skip
 
 
-async def test_a_slow_reader_is_dropped_not_buffered() -> None:
+def _taken(sub: Subscriber) -> list[bytes]:
+    """What the stream's writer would take now, as the writer takes it."""
+    taken: list[bytes] = []
+    while not sub.queue.empty():
+        entry = sub.queue.get_nowait()
+        assert entry is not None
+        sub.took(entry, 0.0)
+        taken.extend(entry)
+    return taken
+
+
+async def test_a_stream_falls_behind_by_rounds_and_only_a_stalled_one_is_dropped() -> None:
     async def nothing() -> tuple[list[EventRow], list[DeviceState]]:
         return [], []
 
-    hub = LiveHub(nothing, queue_size=4)
+    clock = [0.0]
+    hub = LiveHub(nothing, queue_size=4, stall_s=60.0, clock=lambda: clock[0])
     slow = hub.subscribe(sites=frozenset({"a"}), language="ja", session="s1")
     other_site = hub.subscribe(sites=frozenset({"b"}), language="en", session="s2")
-    hub.publish([_row("a", n) for n in range(4)], [])
-    assert slow.queue.qsize() == 4 and not slow.dropped
-    hub.publish([_row("a", 5)], [])
-    assert slow.dropped and hub.dropped == 1 and hub.connections == 1
-    assert slow.queue.qsize() == 1 and slow.queue.get_nowait() is None  # the stream ends
-    assert other_site.queue.qsize() == 0  # site b saw none of site a's events
-    for _ in range(4):
-        hub.ping()
+    hub.publish([_row("a", n) for n in range(3)], [])
+    assert slow.queue.qsize() == 1 and slow.waiting == 3  # one round, taken whole
+    # a round that does not fit behind what waits: one reload in place of everything
+    hub.publish([_row("a", n) for n in range(3, 5)], [])
+    assert _taken(slow) == [RELOAD] and not slow.dropped
+    # a round bigger than the whole queue (a burst): a reload too, never a drop
+    hub.publish([_row("a", n) for n in range(5, 15)], [])
+    assert _taken(slow) == [RELOAD] and hub.reloads == 2
+    # a round that fits arrives as it is, in order
+    hub.publish([_row("a", 15), _row("b", 16), _row("a", 17)], [])
+    assert [m.count(b'"id":"e15"') + 2 * m.count(b'"id":"e17"') for m in _taken(slow)] == [1, 2]
+    assert [b'"id":"e16"' in m for m in _taken(other_site)] == [True]  # site b: its own only
+    assert hub.dropped == 0 and hub.connections == 2
+    # a stream whose writer takes nothing: still there after 60 s, dropped after more
+    hub.publish([_row("a", 18)], [])
+    clock[0] = 60.0
     hub.ping()
-    assert other_site.dropped and hub.connections == 0
+    assert not slow.dropped and other_site.queue.qsize() == 1  # the idle one is pinged
+    _taken(other_site)
+    clock[0] = 61.0
+    hub.ping()
+    assert slow.dropped and hub.dropped == 1 and hub.connections == 1
+    assert slow.queue.get_nowait() is None  # its stream ends
+    assert not other_site.dropped
+
+
+async def test_one_user_holds_a_few_streams_however_many_sessions() -> None:
+    async def nothing() -> tuple[list[EventRow], list[DeviceState]]:
+        return [], []
+
+    hub = LiveHub(nothing)
+    subs = []
+    for n in range(PER_USER):
+        session = f"s{n // PER_SESSION}"
+        assert hub.refusal(session, "alice") is None
+        subs.append(hub.subscribe(sites=None, language="ja", session=session, user="alice"))
+    assert hub.refusal("a-new-session", "alice") is not None  # the user's cap
+    assert hub.refusal("s0", "bob") is not None  # the session's cap
+    assert hub.refusal("bobs", "bob") is None  # another user is not held back
+    hub.unsubscribe(subs[0])
+    hub.unsubscribe(subs[0])  # twice: counted once
+    assert hub.refusal("a-new-session", "alice") is None
+    assert hub.connections == PER_USER - 1
 
 
 async def test_the_hub_polls_once_per_round_whatever_the_number_of_readers() -> None:
@@ -412,18 +461,25 @@ async def test_the_hub_polls_once_per_round_whatever_the_number_of_readers() -> 
     assert calls == hub.rounds
     first = [s.queue.get_nowait() for s in subs]
     assert all(m is first[0] for m in first)  # one encoding shared by every reader
-    assert first[0] is not None and b'"summary":"' in first[0]
+    assert first[0] is not None and b'"summary":"' in b"".join(first[0])
 
 
 async def test_a_thousand_live_connections(served: Served) -> None:
-    """1,000 open streams on one console (1,000 sessions: one session may hold only a few):
-    each gets the next event, the poller stays one."""
+    """1,000 open streams on one console (1,000 sessions of 63 operators: a session may
+    hold only a few, a user a few more): each gets the next event, the poller stays one."""
     console = served.console
+    users = -(-1000 // PER_USER)  # 63
+    password = hash_password("not used here")
 
     def sessions() -> list[str]:
+        for u in range(users):
+            console.accounts.add(
+                f"ops{u:02d}", role="operator", sites=frozenset(), password_hash=password,
+                now=served.clock[0],
+            )  # fmt: skip
         return [
-            console.accounts.start_session("olga", now=served.clock[0], hours=1)
-            for _ in range(1000)
+            console.accounts.start_session(f"ops{n % users:02d}", now=served.clock[0], hours=1)
+            for n in range(1000)
         ]
 
     tokens = await console.call(sessions)

@@ -1034,12 +1034,6 @@ async def test_a_huge_or_slow_request_does_not_stop_the_console(served: Served) 
     assert time.monotonic() - started < 60
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: one user may hold any number of live streams by logging in again: the "
-    "cap is 8 per session and sessions per user are unlimited (app.live, LiveHub.full, "
-    "Accounts.start_session)",
-)
 async def test_one_user_cannot_hold_hundreds_of_live_streams(served: Served) -> None:
     sessions = [await served.as_user("alice") for _ in range(30)]
     connector = aiohttp.TCPConnector(limit=0)
@@ -1086,12 +1080,6 @@ async def test_actions_on_a_sensor_or_cot_the_device_never_reported_are_refused(
 FORGED = "2026-12-05 09:00:00 INFO console: olga logged in from 10.0.0.1"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: a sensor or cot name from the URL reaches the log with its line breaks "
-    "(app._trap / app.cot_ack log it with %s, and an unknown sensor or cot is not refused "
-    "first): a user can forge log lines",
-)
 async def test_what_a_request_says_cannot_forge_a_log_line(
     served: Served, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -1113,12 +1101,6 @@ async def test_what_a_request_says_cannot_forge_a_log_line(
     assert not [m for m in ours if "\n" in m or "\r" in m], ours
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: the login limiter keeps each failed user name whole, however long (up "
-    "to the 64 KiB body: a name no account can have still costs a scrypt and a stored key) "
-    "(accounts.LoginLimiter.failed, app.login)",
-)
 async def test_failed_logins_with_huge_names_are_not_kept_whole(served: Served) -> None:
     b = served.browser()
     await b.get("/login")
@@ -1129,12 +1111,6 @@ async def test_failed_logins_with_huge_names_are_not_kept_whole(served: Served) 
     assert held <= 10 * 64, held
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: the login limiter lets go of a name's old failures only when that name "
-    "tries again or 100,000 names are held: memory grows with every name ever tried "
-    "(accounts.LoginLimiter.failed)",
-)
 async def test_old_failed_logins_are_let_go(served: Served) -> None:
     b = served.browser()
     await b.get("/login")
@@ -1157,13 +1133,6 @@ async def proto(tmp_path: Path) -> AsyncIterator[Served]:
         yield s
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: a device named `constructor`, `__proto__`, `toString`... breaks the map "
-    "script (map.js keeps markers, states and seen events in plain objects: "
-    "`this.markers[s.device]` finds Object's own members, `marker.setLatLng` throws), so the "
-    "other devices' markers, a closed trap among them, are never drawn",
-)
 async def test_a_device_named_like_an_object_member_does_not_hide_the_others(
     proto: Served,
 ) -> None:
@@ -1242,14 +1211,6 @@ async def test_one_address_guessing_does_not_lock_out_another(served: Served) ->
         assert (await alice.login("alice"))[0] == 303
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: one device's burst of more events than a stream's queue (256) in one "
-    "poll drops every open stream that may see its site, every operator's included, however "
-    "fast the browsers read (LiveHub.publish fills each queue before any is written): a "
-    "device flushing its outbox after an outage does it once; one that keeps bursting keeps "
-    "a whole site, and all operators, off the live view",
-)
 async def test_a_burst_from_one_device_does_not_cut_everyone_off_the_live_view(
     served: Served,
 ) -> None:
@@ -1283,12 +1244,6 @@ async def test_a_burst_from_one_device_does_not_cut_everyone_off_the_live_view(
         await farmer.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: `?done=1` / `?unsent=1` on a device page show 'Recorded.' / 'Recorded, "
-    "but the device could not be told' to whoever opens a link, though nothing was recorded "
-    "(app.device_page reads them from the query, as the fleet page once did its message)",
-)
 async def test_a_link_cannot_say_an_action_was_recorded(served: Served) -> None:
     bob = await served.as_user("bob")
     before = db_rows(served)

@@ -22,7 +22,8 @@ import pytest
 
 from cloud.config import NotifierConfig, load_config
 from cloud.console.accounts import verify_password
-from cloud.console.cli import EXIT_OK, EXIT_USAGE, build_parser, main, nap_ack_sender
+from cloud.console.cli import EXIT_OK, EXIT_USAGE, build_parser, main
+from cloud.console.naps import nap_ack_sender
 from edge.sim.broker import Mosquitto, free_port
 from tests.cloud.console.conftest import DEVICE_B_NAP, SITE_A, SITE_B, console_toml, serve
 from tests.support.waiting import until, until_sync
@@ -182,19 +183,27 @@ async def test_a_nap_acknowledgement_reaches_the_device_over_the_broker(
 
         listener = asyncio.create_task(listen())
         try:
-            async for s in serve(config, live_task=False, nap_ack=nap_ack_sender(config)):
+            sender = nap_ack_sender(config.mqtt)
+            async for s in serve(config, live_task=False, nap_ack=sender):
                 bob = await s.as_user("bob")
-                status, headers, _ = await bob.post(f"/device/{DEVICE_B_NAP}/cot/cot-1/ack")
-                assert status == 303 and headers["Location"].endswith("?done=1")
+                page_url = f"/device/{DEVICE_B_NAP}"
+                status, headers, _ = await bob.post(f"{page_url}/cot/cot-1/ack")
+                assert (status, headers["Location"]) == (303, page_url)
+                _, _, page = await bob.get(page_url)
+                assert 'data-testid="action-done"' in page
+                assert 'data-testid="ack-unsent"' not in page
                 await until(lambda: bool(got), 10, "cmd/nap_ack at the device")
                 body = json.loads(got[0].payload)  # type: ignore[arg-type]
                 assert str(got[0].topic) == f"satoyama/v1/{DEVICE_B_NAP}/cmd/nap_ack"
                 assert (body["cot"], body["by"]) == ("cot-1", "bob") and body["id"]
                 broker.close()  # the broker goes away
-                status, headers, _ = await bob.post(f"/device/{DEVICE_B_NAP}/cot/cot-1/ack")
-                assert status == 303 and headers["Location"].endswith("?unsent=1")
-                _, _, page = await bob.get(headers["Location"])
+                status, headers, _ = await bob.post(f"{page_url}/cot/cot-1/ack")
+                assert (status, headers["Location"]) == (303, page_url)
+                _, _, page = await bob.get(page_url)
                 assert 'data-testid="ack-unsent"' in page
+                assert 'data-testid="action-done"' not in page
+                _, _, page = await bob.get(page_url)  # said once
+                assert 'data-testid="ack-unsent"' not in page
         finally:
             listener.cancel()
             await asyncio.gather(listener, return_exceptions=True)
