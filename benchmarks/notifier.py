@@ -112,7 +112,8 @@ class SmtpSink:
         """``(X-Satoyama-Event, recipient, time.time())`` of every mail taken so far."""
         out = []
         for log in self.logs:
-            for line in log.read_bytes().splitlines():
+            # [:-1]: a line the sink is still writing is not whole yet (it ends in b"\n").
+            for line in log.read_bytes().split(b"\n")[:-1]:
                 event, rcpt, at = line.decode().split(" ")
                 out.append((event, rcpt, float(at)))
         return out
