@@ -353,23 +353,54 @@ def mercator_px(lat: float, lon: float, zoom: float) -> tuple[float, float]:
     return x, y
 
 
+_MARKERS_NOW = """names => ({
+  zoom: window.satoyamaConsole.map.getZoom(),
+  moving: document.getElementById("map").classList.contains("leaflet-zoom-anim")
+    || document.getAnimations().some(a => a.playState === "running"),
+  at: names.map(n => {
+    const r = document.querySelector(`.leaflet-marker-pane [data-testid='marker-${n}']`)
+      .getBoundingClientRect();
+    return [r.x + r.width / 2, r.y + r.height / 2];
+  })
+})"""
+
+
+#: The Leaflet marker's own position (``markers`` is the map script's device -> marker map).
+_MARKER_LATLNG = """d => {
+  const markers = window.satoyamaConsole.markers;
+  return (markers instanceof Map ? markers.get(d) : markers[d]).getLatLng();
+}"""
+
+
+def settled_markers(page: Page, names: list[str]) -> dict[str, Any]:
+    """The map's zoom and each marker's centre on the screen, once the map has stopped
+    moving (fitting the markers animates the zoom: mid-way, pins stand between two zooms)."""
+    samples: list[dict[str, Any]] = [{}]
+
+    def still() -> bool:
+        now: dict[str, Any] = page.evaluate(_MARKERS_NOW, names)
+        before = samples[-1]
+        samples.append(now)
+        return not now["moving"] and now == before
+
+    until_sync(still, LIVE_S, "the map to stop moving")
+    return samples[-1]
+
+
 def test_markers_stand_where_each_device_is_configured(browsing: Browsing, site: Site) -> None:
     ops = browsing.open(USERS["ops"])
     page = on_map(ops)
     for name in DEVICES:
         expect(marker(page, name)).to_be_visible()
     assert page.locator(".leaflet-marker-pane [data-testid^='marker-']").count() == len(DEVICES)
-    zoom = float(page.evaluate("window.satoyamaConsole.map.getZoom()"))
-    centres: dict[str, tuple[float, float]] = {}
-    for name in DEVICES:
+    names = list(DEVICES)
+    settled = settled_markers(page, names)
+    zoom = settled["zoom"]
+    centres = dict(zip(names, settled["at"], strict=True))
+    for name in names:
         device = parse(site.configs[name]).device
-        latlng = page.evaluate(
-            "d => window.satoyamaConsole.markers[d].getLatLng()", name
-        )
+        latlng = page.evaluate(_MARKER_LATLNG, name)
         assert (latlng["lat"], latlng["lng"]) == (device.latitude, device.longitude), name
-        box = marker(page, name).bounding_box()
-        assert box is not None
-        centres[name] = (box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
     # On the screen, each marker is offset from the first by what the configured
     # coordinates give in Web Mercator at the map's zoom (within 1.5 px).
     first, *others = DEVICES
