@@ -188,6 +188,35 @@ async def test_bob_acknowledges_his_nap_alarm_and_marks_his_trap(served: Served)
     assert (DEVICE_B, "trap-1", 0) in traps and (DEVICE_A, "trap-1", 1) in traps
 
 
+async def test_a_nap_acknowledgement_the_device_would_refuse_is_not_recorded(
+    seeded: NotifierConfig,
+) -> None:
+    """A cot name no device can have (over 32 characters: the command's limit) is refused
+    like a cot that does not exist, before anything is written; a failure to tell the
+    device after the record is written says so on the page, never a failure page."""
+    told: list[tuple[str, str, str]] = []
+
+    async def send(device: str, cot: str, by: str, at: float) -> None:
+        told.append((device, cot, by))
+        if len(told) > 1:
+            raise RuntimeError("something the sender did not expect")
+
+    async for s in serve(seeded, live_task=False, nap_ack=send):
+        bob = await s.as_user("bob")
+        before = _state(s.console.config)
+        status, _, _ = await bob.post(f"/device/{DEVICE_B_NAP}/cot/{'c' * 33}/ack")
+        assert status == 404 and _state(s.console.config) == before and not told
+        page = f"/device/{DEVICE_B_NAP}"
+        for note, absent in (("action-done", "ack-unsent"), ("ack-unsent", "action-done")):
+            status, headers, _ = await bob.post(f"{page}/cot/cot-1/ack")
+            assert (status, headers["Location"]) == (303, page)
+            _, _, body = await bob.get(page)
+            assert f'data-testid="{note}"' in body and f'data-testid="{absent}"' not in body
+        assert told == [(DEVICE_B_NAP, "cot-1", "bob")] * 2
+        actions, _ = _state(s.console.config)
+        assert actions.count((DEVICE_B_NAP, "nap_acknowledged", "cot-1")) == 2
+
+
 async def test_each_device_page_shows_what_its_device_watches(served: Served) -> None:
     alice = await served.as_user("alice")
     _, _, page = await alice.get(f"/device/{DEVICE_A_WATER}")

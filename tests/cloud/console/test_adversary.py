@@ -1244,6 +1244,65 @@ async def test_a_burst_from_one_device_does_not_cut_everyone_off_the_live_view(
         await farmer.close()
 
 
+@pytest.fixture
+async def on_http(tmp_path: Path) -> AsyncIterator[Served]:
+    """The seed, cookies over plain HTTP for Chromium, tiles from the console (a 404)."""
+    extra = 'cookie_secure = false\ntile_url = "/static/no-tiles/{z}/{x}/{y}.png"\n'
+    async for s in served_with(tmp_path, extra=extra):
+        yield s
+
+
+async def test_a_burst_bigger_than_a_stream_takes_reaches_the_open_map_as_a_reload(
+    on_http: Served,
+) -> None:
+    """In Chromium: a round too big for the stream comes as one ``reload``; the page fetches
+    the map and the event list again (the burst's newest events listed, a new device's
+    marker drawn) and its stream stays open for what comes next."""
+    loop = asyncio.get_running_loop()
+    hub = on_http.console.hub
+    hub.queue_size = 20
+    newcomer = "pi-a-new"
+    burst = [heartbeat(newcomer, SITE_A, 1)] + [
+        envelope("animal_detected", "warning", device=DEVICE_A, site=SITE_A, seq=300 + n,
+                 data={"label": "boar"})
+        for n in range(40)
+    ]  # fmt: skip
+    after = envelope("animal_detected", "warning", device=DEVICE_A, site=SITE_A, seq=400,
+                     data={"label": "deer"})  # fmt: skip
+
+    async def store_burst() -> None:
+        async with await Store.open(on_http.console.config.store) as store:
+            results = await store.accept_many(
+                [(e, [], None, None, None) for e in burst], now=on_http.clock[0]
+            )
+            assert all(r.accepted for r in results)
+
+    def script(page: Page, problems: list[str]) -> None:
+        page.wait_for_selector("#map[data-loaded='true']")
+        page.wait_for_selector("#map[data-live-state='on']")
+        assert page.locator(f"[data-testid='marker-{newcomer}']").count() == 0
+        asyncio.run_coroutine_threadsafe(store_burst(), loop).result(30)
+        page.wait_for_selector("#map[data-reloads='1']", timeout=20_000)
+        ids = page.eval_on_selector_all(
+            "#events li[data-testid=event]", "items => items.map(i => i.dataset.id)"
+        )
+        assert ids[:40] == [e.id for e in reversed(burst[1:])], ids
+        console = on_http.console
+        listed = asyncio.run_coroutine_threadsafe(
+            console.call(lambda: console.state.events(frozenset({SITE_A}), limit=50)), loop
+        ).result(30)
+        assert ids == [e.id for e in listed]  # the list as the server has it now
+        page.wait_for_selector(f"[data-testid='marker-{newcomer}']", state="attached")
+        assert page.locator(f"#devices li[data-device='{newcomer}']").count() == 1
+        asyncio.run_coroutine_threadsafe(store_now(on_http, [after]), loop).result(30)
+        page.wait_for_selector(f"#events li[data-id='{after.id}']")  # live, one by one
+        assert page.get_attribute("#map", "data-reloads") == "1"
+        assert not [p for p in problems if p.startswith("script error")], problems
+
+    await in_chromium(on_http, "alice", script)
+    assert hub.reloads >= 1 and hub.dropped == 0
+
+
 async def test_a_link_cannot_say_an_action_was_recorded(served: Served) -> None:
     bob = await served.as_user("bob")
     before = db_rows(served)

@@ -6,20 +6,32 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import logging
 import sqlite3
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from cloud.config import NotifierConfig, StoreConfig, load_config
 from cloud.console.accounts import (
     AccountError,
     Accounts,
+    LoginLimiter,
     hash_password,
     verify_password,
 )
 from cloud.console.app import SESSION_COOKIE, connect
-from tests.cloud.console.conftest import PASSWORD, USERS, Served, console_toml, serve
+from cloud.errors import ConfigError
+from tests.cloud.console.conftest import (
+    PASSWORD,
+    USERS,
+    Browser,
+    Served,
+    add_users,
+    console_toml,
+    serve,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -232,3 +244,82 @@ def test_accounts_work_on_postgresql_too(store_config: StoreConfig) -> None:
                          now=1.0)  # fmt: skip
     finally:
         db.close()
+
+
+def test_the_login_limiter_keeps_only_the_last_minutes_names() -> None:
+    limiter = LoginLimiter(3, window_s=60.0, max_keys=4)
+    for n in range(3):
+        limiter.failed("alice", "10.0.0.1", now=float(n))
+    assert not limiter.allowed("alice", "10.0.0.1", now=3.0)
+    assert limiter.allowed("alice", "10.0.0.2", now=3.0)  # per name and address
+    limiter.failed("bob", "10.0.0.1", now=30.0)
+    # a minute after alice's last failure her key is gone, bob's (newer) is not
+    assert limiter.allowed("carol", "10.0.0.1", now=62.5)
+    assert [name for name, _ in limiter._failures] == ["bob"]
+    assert limiter.allowed("alice", "10.0.0.1", now=62.5)
+    # at most max_keys: the oldest go first
+    for n in range(6):
+        limiter.failed(f"guess{n}", "10.0.0.9", now=70.0 + n)
+    assert [name for name, _ in limiter._failures] == [f"guess{n}" for n in range(2, 6)]
+    # a failure moves its key to the end (the order is that of the last failures)
+    limiter.failed("guess2", "10.0.0.9", now=80.0)
+    assert next(iter(limiter._failures)) == ("guess3", "10.0.0.9")
+
+
+def test_trusted_proxies_must_be_addresses(tmp_path: Path) -> None:
+    path = tmp_path / "notifier.toml"
+    extra = 'trusted_proxies = ["10.0.0.1", "10.1.0.0/16", "::1", "proxy.example"]'
+    path.write_text(console_toml(tmp_path / "n.sqlite3", extra=extra))
+    with pytest.raises(ConfigError, match=r"console\.trusted_proxies\[3\]"):
+        load_config(path)
+    path.write_text(console_toml(tmp_path / "n.sqlite3", extra=extra.replace(', "proxy.example"', "")))
+    assert load_config(path).console.trusted_proxies == ("10.0.0.1", "10.1.0.0/16", "::1")
+
+
+async def test_x_forwarded_for_counts_only_from_a_trusted_proxy(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The proxy is 127.0.0.2: behind it each client is limited on its own (not everyone
+    at once); the same header from anyone else (127.0.0.1) changes nothing."""
+    caplog.set_level(logging.INFO, logger="cloud.console")
+    path = tmp_path / "notifier.toml"
+    extra = 'trusted_proxies = ["127.0.0.2"]'
+    path.write_text(console_toml(tmp_path / "n.sqlite3", extra=extra))
+    config = load_config(path)
+    add_users(config)
+
+    def fwd(chain: str) -> dict[str, str]:
+        return {"X-Forwarded-For": chain}
+
+    async def attempt(b: Browser, chain: str, password: str = "a wrong guess") -> int:
+        await b.get("/login")
+        status, _, _ = await b.post(
+            "/login", {"name": "alice", "password": password}, headers=fwd(chain)
+        )
+        return status
+
+    connector = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+    async for s in serve(config, live_task=False):
+        async with aiohttp.ClientSession(
+            connector=connector, cookie_jar=aiohttp.DummyCookieJar()
+        ) as via_proxy:
+            # an untrusted peer: the header is ignored, its own address is limited
+            direct = s.browser()
+            for n in range(5):
+                assert await attempt(direct, f"203.0.113.{n}") == 401
+            assert await attempt(direct, "203.0.113.99", PASSWORD) == 429
+            # through the trusted proxy: another client is not locked out by that
+            assert await attempt(Browser(via_proxy, s.base), "203.0.113.99", PASSWORD) == 303
+            # a guesser behind the proxy is limited as itself...
+            guesser = Browser(via_proxy, s.base)
+            for _ in range(5):
+                assert await attempt(guesser, "198.51.100.7") == 401
+            assert await attempt(guesser, "198.51.100.7", PASSWORD) == 429
+            # ...whatever it writes left of what the proxy saw, or through a second proxy
+            assert await attempt(guesser, "203.0.113.50, 198.51.100.7", PASSWORD) == 429
+            assert await attempt(guesser, "198.51.100.7, 127.0.0.2", PASSWORD) == 429
+            # ...and its neighbour behind the same proxy is not
+            assert await attempt(Browser(via_proxy, s.base), "198.51.100.8", PASSWORD) == 303
+    logged = [r.getMessage() for r in caplog.records]
+    assert any("failed login for 'alice' from 198.51.100.7" in m for m in logged), logged
+    assert any("alice logged in from 198.51.100.8" in m for m in logged), logged
