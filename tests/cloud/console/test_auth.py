@@ -272,7 +272,8 @@ def test_trusted_proxies_must_be_addresses(tmp_path: Path) -> None:
     path.write_text(console_toml(tmp_path / "n.sqlite3", extra=extra))
     with pytest.raises(ConfigError, match=r"console\.trusted_proxies\[3\]"):
         load_config(path)
-    path.write_text(console_toml(tmp_path / "n.sqlite3", extra=extra.replace(', "proxy.example"', "")))
+    fine = extra.replace(', "proxy.example"', "")
+    path.write_text(console_toml(tmp_path / "n.sqlite3", extra=fine))
     assert load_config(path).console.trusted_proxies == ("10.0.0.1", "10.1.0.0/16", "::1")
 
 
