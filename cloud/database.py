@@ -173,14 +173,18 @@ SQLITE_MIGRATIONS: Final[tuple[str, ...]] = (
     """,
     # v4: each mail's message in a table of its own, written once: claiming a mail
     # and marking it sent rewrite a small row, not its ~7 kB message (two WAL
-    # pages a mail for each); and the queue in the order senders take it.
+    # pages a mail for each); and the queue in the order senders take it.  New
+    # mails leave mails.message empty.  Only the pending mails' messages move (a
+    # store holds up to 200,000 finished mails: copying all would take minutes
+    # and double the file); a finished mail keeps its message in its row, which
+    # nothing rewrites any more, and readers take whichever is there.
     """
     CREATE TABLE mail_bodies (
         id      INTEGER PRIMARY KEY REFERENCES mails (id) ON DELETE CASCADE,
         message BLOB NOT NULL             -- the rendered RFC 5322 message
     );
-    INSERT INTO mail_bodies (id, message) SELECT id, message FROM mails;
-    ALTER TABLE mails DROP COLUMN message;
+    INSERT INTO mail_bodies (id, message) SELECT id, message FROM mails WHERE status = 'pending';
+    UPDATE mails SET message = x'' WHERE status = 'pending';
     CREATE INDEX mails_queue ON mails (priority, next_attempt, id) WHERE status = 'pending';
     """,
 )
@@ -292,14 +296,15 @@ POSTGRES_MIGRATIONS: Final[tuple[str, ...]] = (
     """
     CREATE INDEX mails_created ON mails (created_at);
     """,
-    # v3: as SQLite's v4 (messages in a table of their own, the queue's index).
+    # v3: as SQLite's v4 (messages in a table of their own, the pending ones moved,
+    # the queue's index).
     """
     CREATE TABLE mail_bodies (
         id      BIGINT PRIMARY KEY REFERENCES mails (id) ON DELETE CASCADE,
         message BYTEA NOT NULL
     );
-    INSERT INTO mail_bodies (id, message) SELECT id, message FROM mails;
-    ALTER TABLE mails DROP COLUMN message;
+    INSERT INTO mail_bodies (id, message) SELECT id, message FROM mails WHERE status = 'pending';
+    UPDATE mails SET message = '' WHERE status = 'pending';
     CREATE INDEX mails_queue ON mails (priority, next_attempt, id) WHERE status = 'pending';
     """,
 )

@@ -77,12 +77,14 @@ class StoreCounts:
 
 _MAIL_COLUMNS: Final = (
     "m.id, m.event_id, m.kind, m.site, m.recipient, m.status, m.attempts, m.next_attempt, "
-    "m.last_error, m.created_at, m.finished_at, b.message"
+    "m.last_error, m.created_at, m.finished_at, COALESCE(b.message, m.message)"
 )
 #: A mail's row with its message, which lives in a table of its own (``mail_bodies``):
-#: claiming a mail and marking it sent rewrite the small row, never the message.
+#: claiming a mail and marking it sent rewrite the small row, never the message.  A mail
+#: that was finished before that table existed keeps its message in ``mails.message``
+#: (empty for every other mail).
 _MAIL_SELECT: Final = (
-    f"SELECT {_MAIL_COLUMNS} FROM mails m JOIN mail_bodies b ON b.id = m.id"
+    f"SELECT {_MAIL_COLUMNS} FROM mails m LEFT JOIN mail_bodies b ON b.id = m.id"
 )
 
 
@@ -263,9 +265,10 @@ def _insert_mails(tx: Tx, notice: Notice, mails: tuple[OutgoingMail, ...], now: 
         # RETURNING: the new row's id, or nothing where this recipient has the mail already.
         rows = tx.query(
             "INSERT INTO mails (event_id, kind, site, device, recipient, priority, next_attempt,"
-            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " created_at, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (event_id, recipient) DO NOTHING RETURNING id",
-            (notice.id, notice.kind, notice.site, notice.device, m.recipient, priority, now, now),
+            (notice.id, notice.kind, notice.site, notice.device, m.recipient, priority, now, now,
+             b""),
         )  # fmt: skip
         if rows:
             bodies.append((int(rows[0][0]), m.message))

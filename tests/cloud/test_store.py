@@ -482,9 +482,10 @@ async def test_a_version_3_store_with_messages_in_its_mails_rows_is_migrated(
         assert (counts.events, counts.pending, counts.sent) == (2, 0, 3)
     conn = sqlite3.connect(path)
     try:
-        columns = [row[1] for row in conn.execute("PRAGMA table_info(mails)")]
-        assert "message" not in columns
-        assert conn.execute("SELECT COUNT(*) FROM mail_bodies").fetchone() == (3,)
+        # The pending mails' messages moved; the finished one's stays in its row.
+        assert conn.execute("SELECT id FROM mail_bodies ORDER BY id").fetchall() == [(2,), (3,)]
+        lengths = conn.execute("SELECT id, length(message) FROM mails ORDER BY id").fetchall()
+        assert lengths == [(1, 27), (2, 0), (3, 0)]
         assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
     finally:
@@ -520,6 +521,10 @@ async def test_a_postgresql_store_of_version_2_is_migrated_with_its_queue(
         [mail] = await store.claim_due("n", now=5.0, lease_s=60.0)
         assert (mail.recipient, mail.message) == ("b@example.jp", b"B")
         assert await store.claim_due("m", now=6.0, lease_s=60.0) == []
+        await store.mark_sent(mail.id, now=7.0)
+        assert [(m.status, m.message) for m in await store.mails()] == [
+            ("sent", b"A"), ("sent", b"B"),
+        ]  # fmt: skip
 
 
 async def test_pruning_a_mail_removes_its_message(store_config: StoreConfig) -> None:
