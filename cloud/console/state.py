@@ -253,6 +253,8 @@ class ConsoleState:
         self._sites: dict[str, set[str]] = {}
         self._order: list[str] | None = None
         self._cache_mark = -math.inf
+        self._reloaded_at: float | None = None
+        """When the last sweep looked for rows others wrote (this process's clock)."""
         self._wrote: dict[str, float] = {}
         """``changed_at`` of the rows this process wrote last (not reloaded)."""
         self._opened = False
@@ -343,7 +345,7 @@ class ConsoleState:
         devices = self._swept(now) if sweep else {}
         devices.update(self._device_rows([d for d in by_device if d not in devices]))
         if sweep:
-            self._reload_others()
+            self._reload_others(now)
         candidates = set(by_device)
         if sweep:
             for device, swept in devices.items():
@@ -566,11 +568,13 @@ class ConsoleState:
             memory = fold.fold_reading(memory, sensor, float(t), float(value))
         return memory
 
-    def _reload_others(self) -> None:
+    def _reload_others(self, now: float) -> None:
         """Rows another console process changed (each process folds the same events, so
         only people's actions differ): a range of the ``changed_at`` index, then the rows
         this process did not write itself."""
-        since = self._cache_mark - max(10.0, 2 * self.sweep_s)
+        last = self._cache_mark if self._reloaded_at is None else self._reloaded_at
+        since = last - max(10.0, 2 * self.sweep_s)
+        self._reloaded_at = now
 
         def work(tx: Tx) -> list[Row]:
             marks = tx.query(
