@@ -25,6 +25,7 @@ import math
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import urllib.parse
@@ -728,3 +729,24 @@ def test_edge_demo_prints_its_console_and_logins_that_work(tmp_path: Path) -> No
                 demo.wait()
         if demo.stdout is not None:
             demo.stdout.close()
+
+
+def test_a_console_that_cannot_listen_stops_the_cloud_side(tmp_path: Path) -> None:
+    """The console's port is taken: starting the simulated cloud side fails with the
+    console's own words, and the notifier, the SMTP server and mosquitto are stopped."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        side = CloudSide(tmp_path / "cloud", console=ConsoleSetup(users=(USERS["ops"],)))
+        side.console_port = taken.getsockname()[1]
+        with pytest.raises(RuntimeError, match=r"cannot listen on 127\.0\.0\.1"):
+            side.start()
+    assert side.console is None and side.notifier is None
+    assert not side.broker.running
+    # the user was added before: the console's own command line wrote it to the store
+    listed = subprocess.run(
+        [sys.executable, "-c", "import sys; from cloud.console.cli import main; sys.exit(main())",
+         "--config", str(side.notifier_config), "user", "list"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    assert listed.split("\t")[:3] == ["ops", "operator", "*"]
