@@ -639,6 +639,7 @@ PAGES = [
     ("device-nap", "ops", "/device/hiyoko-nap-01"),
     ("sheet", "ops", "/device/hiyoko-nap-01/sheet"),
     ("fleet", "ops", "/fleet"),
+    ("not-found", "ops", "/device/no-such-device"),
 ]
 
 
@@ -663,7 +664,7 @@ def test_every_page_at_phone_and_desktop_width_passes_axe(
     found: dict[str, list[str]] = {}
     for name, who, path in PAGES:
         visitor = visitors[who]
-        visitor.goto(site, path)
+        visitor.goto(site, path, status=404 if name == "not-found" else 200)
         page = visitor.page
         if name == "map":
             on_map(visitor)
