@@ -155,6 +155,9 @@
     el.setAttribute("data-testid", "marker-" + s.device);
     el.setAttribute("data-state", look.state);
     el.setAttribute("data-stage", String(look.stage));
+    // where the configuration puts it (the marker may be fanned out from it on screen)
+    el.setAttribute("data-lat", String(s.lat));
+    el.setAttribute("data-lon", String(s.lon));
     // the badge (a stage's rank) is visible text, so it is part of the name too
     var name = this.name(s) + ": " + look.words + (look.badge ? " " + look.badge : "");
     el.setAttribute("aria-label", name);
@@ -407,6 +410,7 @@
     item.setAttribute("data-id", e.id);
     item.setAttribute("data-kind", e.kind);
     item.setAttribute("data-severity", e.severity);
+    item.setAttribute("data-device", e.device);
     item.className = "event severity-" + (["alarm", "warning", "info"].indexOf(e.severity) >= 0 ? e.severity : "info");
     item.innerHTML = '<time datetime="' + escapeHtml(e.ts) + '">' + escapeHtml(this.when(e.received_at)) +
       "</time> " + '<span class="event-severity">' + escapeHtml(this.t("sev_" + e.severity)) + "</span> " +
