@@ -187,6 +187,11 @@ SQLITE_MIGRATIONS: Final[tuple[str, ...]] = (
     UPDATE mails SET message = x'' WHERE status = 'pending';
     CREATE INDEX mails_queue ON mails (priority, next_attempt, id) WHERE status = 'pending';
     """,
+    # v5: the software version each device's status message says it runs (the console
+    # shows it; '' until a status with a version came).
+    """
+    ALTER TABLE devices ADD COLUMN version TEXT NOT NULL DEFAULT '';
+    """,
 )
 
 #: PostgreSQL migrations (a fresh database starts at the current shape);
@@ -306,6 +311,10 @@ POSTGRES_MIGRATIONS: Final[tuple[str, ...]] = (
     INSERT INTO mail_bodies (id, message) SELECT id, message FROM mails WHERE status = 'pending';
     UPDATE mails SET message = '' WHERE status = 'pending';
     CREATE INDEX mails_queue ON mails (priority, next_attempt, id) WHERE status = 'pending';
+    """,
+    # v4: as SQLite's v5 (devices.version, from their status messages).
+    """
+    ALTER TABLE devices ADD COLUMN version TEXT NOT NULL DEFAULT '';
     """,
 )
 SQLITE_SCHEMA_VERSION: Final = len(SQLITE_MIGRATIONS)

@@ -658,7 +658,9 @@ class Receiver:
             return
         if status.device != device:
             log.warning("status on the topic of %s says device=%s", device, status.device)
-        row = await store.record_status(device, status.state, status.reason, now=now)
+        row = await store.record_status(
+            device, status.state, status.reason, now=now, version=status.version
+        )
         _ack(client, message)
         self.stats.statuses += 1
         log.info(

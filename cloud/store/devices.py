@@ -34,6 +34,8 @@ class DeviceRow:
     recipients: tuple[tuple[str, str], ...]
     lat: float | None
     lon: float | None
+    version: str = ""
+    """The software it runs, as its last status message with a version said."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +49,7 @@ class InstanceRow:
 
 _DEVICE_COLUMNS: Final = (
     "device, site, state, cause, since, reason, last_seen, hb_interval, notified, "
-    "transitions, recipients, lat, lon"
+    "transitions, recipients, lat, lon, version"
 )
 
 
@@ -64,13 +66,16 @@ class DeviceTables(StoreBase):
         rows = await self._read(f"SELECT {_DEVICE_COLUMNS} FROM devices ORDER BY device", ())
         return [_device_row(r) for r in rows]
 
-    async def record_status(self, device: str, state: str, reason: str, *, now: float) -> DeviceRow:
+    async def record_status(
+        self, device: str, state: str, reason: str, *, now: float, version: str = ""
+    ) -> DeviceRow:
         """A status message: an ``offline`` one starts the grace period (no mail yet).
 
         An ``online`` one only records that the device is seen; bringing a
-        device back is :meth:`device_back_online` (it needs the mails).
+        device back is :meth:`device_back_online` (it needs the mails).  A
+        non-empty ``version`` (the software it runs) is kept in ``devices.version``.
         """
-        return await self._run(lambda tx: _record_status(tx, device, state, reason, now))
+        return await self._run(lambda tx: _record_status(tx, device, state, reason, now, version))
 
     async def device_offline_notified(
         self,
@@ -176,7 +181,9 @@ def _seen(
     return _device_row(rows[0])
 
 
-def _record_status(tx: Tx, device: str, state: str, reason: str, now: float) -> DeviceRow:
+def _record_status(
+    tx: Tx, device: str, state: str, reason: str, now: float, version: str = ""
+) -> DeviceRow:
     rows = tx.query(
         f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE device = ?{tx.for_update}", (device,)
     )
@@ -206,6 +213,11 @@ def _record_status(tx: Tx, device: str, state: str, reason: str, now: float) -> 
                 "UPDATE devices SET last_seen = ? WHERE device = ? AND last_seen < ?",
                 (now, device, now),
             )
+    if version:
+        tx.execute(
+            "UPDATE devices SET version = ? WHERE device = ? AND version <> ?",
+            (version[:64], device, version[:64]),
+        )
     rows = tx.query(f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE device = ?", (device,))
     return _device_row(rows[0])
 
@@ -284,4 +296,5 @@ def _device_row(r: tuple[Any, ...]) -> DeviceRow:
         recipients=_recipients(r[10]),
         lat=None if r[11] is None else float(r[11]),
         lon=None if r[12] is None else float(r[12]),
+        version=r[13],
     )

@@ -393,6 +393,7 @@ async def test_device_offline_and_back_are_each_decided_once(store_config: Store
                            heartbeat_interval=60)  # fmt: skip
         row = await store.record_status("pi-east-01", "offline", "connection lost", now=now + 1)
         assert (row.state, row.cause, row.notified) == ("offline", "status", False)
+        assert row.version == "", "no status said a version yet"
         assert await store.overdue_devices(now=now + 100, grace_s=300,
                                            heartbeat_timeout_s=900) == []  # fmt: skip
         [(due, by_heartbeat)] = await store.overdue_devices(
@@ -404,7 +405,9 @@ async def test_device_offline_and_back_are_each_decided_once(store_config: Store
                                                    now=now + 301, by_heartbeat=False)
         assert not await store.device_offline_notified(due, off, mails("op@example.jp"),
                                                        now=now + 301, by_heartbeat=False)
-        row = await store.record_status("pi-east-01", "online", "", now=now + 400)
+        row = await store.record_status("pi-east-01", "online", "", now=now + 400,
+                                        version="1.4.2")  # fmt: skip
+        assert row.version == "1.4.2"
         on = Notice("pi-east-01.on2", "device_online", "info", "kataoka-east", "pi-east-01")
         assert row.recipients == (("op@example.jp", "ja"),)
         assert await store.device_back_online(row, on, mails("op@example.jp"), now=now + 400)
