@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar
 from urllib.parse import quote
 
 import jinja2
@@ -51,9 +51,10 @@ from cloud.console.accounts import (
     same_token,
     verify_password,
 )
+from cloud.console.errors import RolloutActionFailed
 from cloud.console.live import LiveHub, labelled, stream
 from cloud.console.model import DeviceState, EventRow
-from cloud.console.state import ConsoleState
+from cloud.console.state import DEPLOY_TIMEOUT_S, ConsoleState, deploy_words
 from cloud.database import Database, PostgresDatabase, SqliteDatabase
 
 log = logging.getLogger(__name__)
@@ -162,15 +163,55 @@ class Console:
 
 def deploy_args(config: NotifierConfig) -> tuple[str, ...]:
     """How ``satoyama-deploy rollout announce`` reaches the broker: the notifier's
-    ``[mqtt]`` host and prefix; under TLS the fleet CA and the console's own certificate."""
+    ``[mqtt]`` host, port and prefix; under TLS the fleet CA and the rollout publisher's
+    certificate (``[console] rollout_cert_file``, else the console's own
+    ``mqtt_cert_file``: the broker must let it write ``cmd/update``)."""
     m = config.mqtt
     args = ["--broker", f"{m.host}:{m.port}", "--prefix", m.topic_prefix]
     if m.tls is not None:
         args += ["--tls-ca", m.tls.ca_file]
         cfg = config.console
-        if cfg.mqtt_cert_file is not None and cfg.mqtt_key_file is not None:
-            args += ["--tls-cert", cfg.mqtt_cert_file, "--tls-key", cfg.mqtt_key_file]
+        cert, key = cfg.rollout_cert_file, cfg.rollout_key_file
+        if cert is None or key is None:
+            cert, key = cfg.mqtt_cert_file, cfg.mqtt_key_file
+        if cert is not None and key is not None:
+            args += ["--tls-cert", cert, "--tls-key", key]
     return tuple(args)
+
+
+async def run_deploy(commands: list[list[str]], *, timeout_s: float = DEPLOY_TIMEOUT_S) -> str:
+    """Run ``satoyama-deploy`` commands in turn as child processes of the event loop (never
+    on the database thread: a slow broker holds up only this request); what they said.
+    :class:`RolloutActionFailed` with the tool's words when one refuses, fails or runs
+    past ``timeout_s``."""
+    said: list[str] = []
+    for command in commands:
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *command,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+        except OSError as exc:
+            raise RolloutActionFailed(" ".join([*said, f"satoyama-deploy: {exc}"])) from exc
+        try:
+            out, err = await asyncio.wait_for(process.communicate(), timeout_s)
+        except (TimeoutError, asyncio.CancelledError) as exc:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise RolloutActionFailed(
+                " ".join([*said, f"satoyama-deploy did not finish in {timeout_s:g} s"])
+            ) from None
+        code = process.returncode if process.returncode is not None else -1
+        words = deploy_words(out.decode(errors="replace"), err.decode(errors="replace"), code)
+        if code != 0:
+            raise RolloutActionFailed(" ".join([*said, words]))
+        said.append(words)
+    return " ".join(said)
 
 
 async def open_console(
@@ -824,19 +865,23 @@ async def rollout(request: web.Request) -> web.StreamResponse:
     action = request.match_info["action"]
     if action not in ("start", "pause"):
         raise web.HTTPNotFound()
+    what: Literal["start", "pause"] = "start" if action == "start" else "pause"
     try:
-        message = await console.call(
+        # the fleet database on the database thread; the deploy tool off it (it may wait
+        # on the broker for a while: every other page goes on meanwhile)
+        commands = await console.call(
+            functools.partial(console.state.rollout_commands, rollout_id, what, by=user.name)
+        )
+        message = await run_deploy(commands)
+        await console.call(
             functools.partial(
-                console.state.rollout_action,
-                rollout_id,
-                "start" if action == "start" else "pause",
-                by=user.name,
+                console.state.rollout_done, rollout_id, what, by=user.name, detail=message
             )
         )
     except LookupError:
         raise web.HTTPNotFound() from None
     except (NotImplementedError, RuntimeError) as exc:
-        # the deploy tools refused (or have no such command): the operator reads why
+        # the deploy tool refused: the operator reads why
         message = str(exc)
     log.info("console: %s: rollout %r %s: %r", user.name, rollout_id, action, message)
     console.say(_session(request).token_hash, "/fleet", message)

@@ -61,6 +61,13 @@ class ConsoleConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     """Under ``[mqtt.tls]``: the console's own client certificate for telling a device that
     a nap alarm was acknowledged (its CN becomes its client id; never the notifier's)."""
     mqtt_key_file: _NonEmpty | None = None
+    rollout_cert_file: _NonEmpty | None = None
+    """Under ``[mqtt.tls]``: the certificate the fleet page's "start" publishes
+    ``cmd/update`` with (``satoyama-deploy rollout announce --tls-cert``): one the broker
+    lets write ``cmd/update``, e.g. the operator's ``satoyama-operator``.  Unset: the
+    console's own ``mqtt_cert_file`` (which the console's broker rules allow only
+    ``cmd/nap_ack``, so "start" is refused by the broker)."""
+    rollout_key_file: _NonEmpty | None = None
     center_lat: Annotated[float, msgspec.Meta(ge=-90, le=90)] = DEFAULT_CENTER_LAT
     center_lon: Annotated[float, msgspec.Meta(ge=-180, le=180)] = DEFAULT_CENTER_LON
     zoom: Annotated[int, msgspec.Meta(ge=1, le=18)] = 6
@@ -102,6 +109,11 @@ def check_console(console: ConsoleConfig) -> None:
     if (console.mqtt_cert_file is None) != (console.mqtt_key_file is None):
         missing = "mqtt_key_file" if console.mqtt_key_file is None else "mqtt_cert_file"
         raise ConfigError(f"console.{missing}", "mqtt_cert_file and mqtt_key_file go together")
+    if (console.rollout_cert_file is None) != (console.rollout_key_file is None):
+        missing = "rollout_key_file" if console.rollout_key_file is None else "rollout_cert_file"
+        raise ConfigError(
+            f"console.{missing}", "rollout_cert_file and rollout_key_file go together"
+        )
     for n, proxy in enumerate(console.trusted_proxies):
         try:
             ipaddress.ip_network(proxy, strict=False)
@@ -117,7 +129,13 @@ def anchored(console: ConsoleConfig, base_dir: Path) -> ConsoleConfig:
     """Files (``fleet_db``, the MQTT certificate) relative to the configuration file's folder."""
     paths = {
         name: str(base_dir / value)
-        for name in ("fleet_db", "mqtt_cert_file", "mqtt_key_file")
+        for name in (
+            "fleet_db",
+            "mqtt_cert_file",
+            "mqtt_key_file",
+            "rollout_cert_file",
+            "rollout_key_file",
+        )
         if (value := getattr(console, name)) is not None and not Path(value).is_absolute()
     }
     return msgspec.structs.replace(console, **paths) if paths else console

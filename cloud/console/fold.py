@@ -16,6 +16,15 @@ restarts (the outbox keeps it), so it orders a device's events even while its
 clock is unset, which ``ts`` cannot.  Folding an event twice therefore changes
 nothing the second time, and an older event arriving after a newer one never
 undoes it.
+
+Site.  A device moved to another site starts clean there: an event for a site other
+than the memory's starts a fresh memory (its traps, cots, water, faults and health
+are forgotten), so the new site's people never see, acknowledge or reset what
+happened at the old one.  The old site keeps its history in its own events (each
+stored with the site it was sent for).  An event of another site whose ``seq`` is not
+above every one folded so far (the old site's backlog, delivered after the move) is
+left out of the memory altogether: it neither moves the device back nor changes its
+new site's state.
 """
 
 from __future__ import annotations
@@ -192,6 +201,10 @@ def fold_all(memory: Memory | None, events: Iterable[tuple[Event, float]]) -> Me
     ``None`` only when ``memory`` is None and there are no events."""
     m = None if memory is None else _copy(memory)
     for event, received_at in events:
+        if m is not None and event.site and m.site and event.site != m.site:
+            if event.seq <= m.last_seq:
+                continue  # the old site's late backlog: not this site's business
+            m = new_memory(event.device, event.site)  # moved: it starts clean there
         if m is None:
             m = new_memory(event.device, event.site)
         _apply(m, event, received_at)

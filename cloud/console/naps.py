@@ -129,12 +129,18 @@ def sheet_html(
     language: str = "ja",
     acknowledgements: Iterable[tuple[str, str | None, float, str]] | None = None,
     now: float | None = None,
+    site: str | None = None,
 ) -> str | None:
     """The device's nap check sheet of ``day`` (default: today in Japan, by ``now``) as
     the device's printable HTML page; None when the notifier does not know the device.
 
     ``acknowledgements``: the console's remote acknowledgements (cot, alarm kind or None,
     at, by) of that device; None: those in the console's ``console_actions`` table.
+
+    ``site``: the device's current site; None: the console's own record of it
+    (``console_device_state``), else the notifier's ``devices`` row.  Only that site's
+    events and acknowledgements make the sheet: a device moved from another site brings
+    none of that site's children to this one.
     Synchronous: call it on the console's database thread."""
     if day is None:
         day = dt.datetime.fromtimestamp(time.time() if now is None else now, JST).date()
@@ -142,16 +148,23 @@ def sheet_html(
     start = dt.datetime.combine(day, dt.time(), JST).timestamp()
 
     def read(tx: Tx) -> tuple[bool, list[Row], list[RemoteAck]]:
-        if not tx.query("SELECT 1 FROM devices WHERE device = ?", (device,)):
+        known = tx.query("SELECT site FROM devices WHERE device = ?", (device,))
+        if not known:
             return False, [], []
+        at = site
+        if at is None and _table_exists(tx, db.name, "console_device_state"):
+            mine = tx.query("SELECT site FROM console_device_state WHERE device = ?", (device,))
+            at = str(mine[0][0]) if mine else None
+        if at is None:
+            at = str(known[0][0])
         marks = ", ".join("?" for _ in SHEET_KINDS)
         rows = tx.query(
-            f"SELECT payload FROM events WHERE received_at >= ? AND device = ? "
+            f"SELECT payload FROM events WHERE received_at >= ? AND device = ? AND site = ? "
             f"AND kind IN ({marks})",
-            (start - LATE_S, device, *SHEET_KINDS),
+            (start - LATE_S, device, at, *SHEET_KINDS),
         )
         acks = ([] if acknowledgements is not None
-                else _console_acks(tx, db.name, device, start))
+                else _console_acks(tx, db.name, device, at, start))
         return True, rows, acks
 
     known, rows, stored = db.run(read, write=False)
@@ -233,19 +246,25 @@ def _end_look_now(entries: list[NapEntry]) -> list[NapEntry]:
     return out
 
 
-def _console_acks(tx: Tx, engine: str, device: str, start: float) -> list[RemoteAck]:
-    """The remote acknowledgements in the console's own table (none before it exists)."""
+def _table_exists(tx: Tx, engine: str, table: str) -> bool:
     exists = (
-        "SELECT to_regclass('console_actions') IS NOT NULL" if engine == "postgresql"
-        else "SELECT count(*) FROM sqlite_master WHERE type = 'table' "
-             "AND name = 'console_actions'"
+        "SELECT to_regclass(?) IS NOT NULL" if engine == "postgresql"
+        else "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?"
     )
-    if not tx.query(exists)[0][0]:
+    return bool(tx.query(exists, (table,))[0][0])
+
+
+def _console_acks(
+    tx: Tx, engine: str, device: str, site: str, start: float
+) -> list[RemoteAck]:
+    """The remote acknowledgements of ``device`` at ``site`` in the console's own table
+    (none before it exists)."""
+    if not _table_exists(tx, engine, "console_actions"):
         return []
     rows = tx.query(
-        "SELECT target, detail, at, by_user FROM console_actions WHERE device = ? "
+        "SELECT target, detail, at, by_user FROM console_actions WHERE device = ? AND site = ? "
         f"AND action = '{CONSOLE_ACTION}' AND at >= ? AND at < ? ORDER BY at, id",
-        (device, start, start + 86400),
+        (device, site, start, start + 86400),
     )
     # ``detail`` may name the alarm; the console records none today (any sounding then).
     return [RemoteAck(str(cot), str(detail) if detail in ALARMS else None, float(at), str(by))

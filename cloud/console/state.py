@@ -45,11 +45,7 @@ from typing import Any, Final, Literal
 import msgspec
 
 from cloud.console import fold
-from cloud.console.errors import (
-    ConsoleNotFound,
-    RolloutActionFailed,
-    RolloutActionUnsupported,
-)
+from cloud.console.errors import ConsoleNotFound, RolloutActionFailed
 from cloud.console.model import (
     Capture,
     CotNow,
@@ -85,7 +81,9 @@ _DAY_LATE_S: Final = 300.0
 _DISCOVER_EVERY_S: Final = 3600.0
 _IN_CHUNK: Final = 500
 
-Action = Literal["trap_checked", "trap_reset", "nap_acknowledged", "rollout_start"]
+Action = Literal["trap_checked", "trap_reset", "nap_acknowledged", "rollout_start", "rollout_pause"]
+#: How long one ``satoyama-deploy`` command may run (it waits on the broker at most this).
+DEPLOY_TIMEOUT_S: Final = 120.0
 
 
 class ActionRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -686,10 +684,12 @@ class ConsoleState:
             if found is None:
                 return None
             memory, state = found
+            site = memory.site
+            # what happened while the device was at another site stays with that site
             events = tx.query(
-                f"SELECT {_EVENT_COLUMNS} FROM events WHERE device = ? AND kind <> 'heartbeat'"
-                " ORDER BY received_at DESC, id DESC LIMIT ?",
-                (device, PAGE_EVENTS),
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE device = ? AND site = ?"
+                " AND kind <> 'heartbeat' ORDER BY received_at DESC, id DESC LIMIT ?",
+                (device, site, PAGE_EVENTS),
             )
             days = [
                 tx.query(
@@ -709,10 +709,10 @@ class ConsoleState:
             traps: list[Row] = []
             if "trap" in state.capabilities or memory.traps:
                 traps = tx.query(
-                    f"SELECT {_EVENT_COLUMNS} FROM events WHERE device = ?"
+                    f"SELECT {_EVENT_COLUMNS} FROM events WHERE device = ? AND site = ?"
                     " AND kind IN ('trap_triggered', 'trap_reset', 'trap_armed')"
                     " ORDER BY received_at DESC, id DESC LIMIT ?",
-                    (device, 10 * PAGE_EVENTS),
+                    (device, site, 10 * PAGE_EVENTS),
                 )
             series: dict[str, list[Row]] = {}
             for sensor in sorted(memory.water):
@@ -721,7 +721,7 @@ class ConsoleState:
                     " AND ts >= ? AND ts <= ? ORDER BY ts",
                     (device, f"{sensor}.level_cm", now - 7 * 86400.0, now),
                 )
-            actions = _actions(tx, device)
+            actions = _actions(tx, device, site)
             return memory, state, events, days, updates, traps, series, actions
 
         found = self.db.run(work, write=False)
@@ -856,6 +856,7 @@ class ConsoleState:
             rollouts = conn.execute(
                 "SELECT id, version, percent FROM rollouts ORDER BY created DESC, id"
             ).fetchall()
+            paused = _fleet_paused(conn)
             out: list[RolloutProgress] = []
             for rid, version, percent in rollouts:
                 targets = conn.execute(
@@ -883,7 +884,7 @@ class ConsoleState:
                         version=str(version),
                         percent=float(percent),
                         stage=2 if any(s == 2 and a for _, s, a, _ in targets) else 1,
-                        paused=False,
+                        paused=paused.get(str(rid), (None, None))[0] is not None,
                         targets=len(targets),
                         told=sum(1 for _, _, a, _ in targets if a),
                         installed=installed,
@@ -897,59 +898,85 @@ class ConsoleState:
         finally:
             conn.close()
 
-    def rollout_action(self, rollout: str, action: Literal["start", "pause"], *, by: str) -> str:
-        """``start``: announce the rollout's next stage with ``satoyama-deploy rollout
-        announce`` (the first stage, or the rest once the first is announced; the tool
-        itself refuses the rest while the first is unfinished or failed).  ``pause``: the
-        deploy tools have no such command, so this raises
-        :class:`~cloud.console.errors.RolloutActionUnsupported`."""
-        if action != "start":
-            raise RolloutActionUnsupported(
-                "satoyama-deploy has no pause command: a stage already announced cannot be "
-                "called back; a rollout stops by not announcing its next stage"
-            )
+    def rollout_commands(
+        self, rollout: str, action: Literal["start", "pause"], *, by: str
+    ) -> list[list[str]]:
+        """The ``satoyama-deploy`` commands that carry out ``action``, to run in turn (the
+        caller runs them off the database thread: :meth:`rollout_action` or the app).
+
+        ``pause``: ``rollout pause --by BY`` (no stage is announced until resumed).
+        ``start``: ``rollout resume`` if it is paused, then ``rollout announce`` of the
+        next stage (the first if none of it was announced, else the rest: the tool itself
+        refuses the rest while the first is unfinished or failed, and says why).
+        :class:`ConsoleNotFound` for a rollout the fleet database does not hold."""
         conn = self._fleet_connect()
         if conn is None:
             raise ConsoleNotFound(f"no fleet database to find rollout {rollout!r} in")
         try:
+            found = conn.execute("SELECT 1 FROM rollouts WHERE id = ?", (rollout,)).fetchall()
             stages = conn.execute(
                 "SELECT stage, COUNT(announced) FROM rollout_targets WHERE rollout = ?"
                 " GROUP BY stage",
                 (rollout,),
             ).fetchall()
+            paused = _fleet_paused(conn).get(rollout, (None, None))[0] is not None
+        except sqlite3.Error as exc:
+            raise RolloutActionFailed(f"cannot read the fleet database: {exc}") from exc
         finally:
             conn.close()
-        if not stages:
+        if not found:
             raise ConsoleNotFound(f"no rollout {rollout!r}")
+        assert self.fleet_db is not None
+        base = [*self.deploy_command, "rollout"]
+        where = ["--db", str(self.fleet_db), "--id", rollout]
+        if action == "pause":
+            return [[*base, "pause", *where, "--by", by]]
         told = {int(s): int(n) for s, n in stages}
         stage = "rest" if told.get(1, 0) > 0 else "first"
-        assert self.fleet_db is not None
-        command = [
-            *self.deploy_command,
-            "rollout",
-            "announce",
-            "--db",
-            str(self.fleet_db),
-            "--id",
-            rollout,
-            "--stage",
-            stage,
-            *self.deploy_args,
-        ]
-        try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise RolloutActionFailed(f"{' '.join(command[:3])}: {exc}") from exc
-        said = (done.stdout.strip() or done.stderr.strip())[-2000:]
-        if done.returncode != 0:
-            raise RolloutActionFailed(said or f"satoyama-deploy exited with {done.returncode}")
-        self._record("", "", "rollout_start", rollout, by, _wall(), detail=stage)
-        return said
+        commands = [[*base, "resume", *where]] if paused else []
+        commands.append([*base, "announce", *where, "--stage", stage, *self.deploy_args])
+        return commands
+
+    def rollout_done(
+        self, rollout: str, action: Literal["start", "pause"], *, by: str, detail: str = ""
+    ) -> None:
+        """Record that ``by`` started or paused ``rollout`` (the deploy tool agreed)."""
+        what: Action = "rollout_start" if action == "start" else "rollout_pause"
+        self._record("", "", what, rollout, by, _wall(), detail=detail[:200])
+
+    def rollout_action(
+        self,
+        rollout: str,
+        action: Literal["start", "pause"],
+        *,
+        by: str,
+        timeout_s: float = DEPLOY_TIMEOUT_S,
+    ) -> str:
+        """:meth:`rollout_commands`, run here one after the other; what the tool said.
+        Blocks for as long as the tool runs: the app runs the commands off its database
+        thread instead.  :class:`RolloutActionFailed` with the tool's words when it
+        refuses."""
+        said: list[str] = []
+        for command in self.rollout_commands(rollout, action, by=by):
+            try:
+                done = subprocess.run(
+                    command, capture_output=True, text=True, timeout=timeout_s, check=False
+                )
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                raise RolloutActionFailed(" ".join([*said, f"{command[-1]}: {exc}"])) from exc
+            words = deploy_words(done.stdout, done.stderr, done.returncode)
+            if done.returncode != 0:
+                raise RolloutActionFailed(" ".join([*said, words]))
+            said.append(words)
+        message = " ".join(said)
+        self.rollout_done(rollout, action, by=by, detail=message)
+        return message
 
     # --- what people do ---------------------------------------------------------------------
 
     def mark_trap_checked(self, device: str, sensor: str, *, by: str, now: float) -> None:
-        """A person looked at the closed trap; recorded in its capture history."""
+        """A person looked at the closed trap; recorded in its capture history.
+        :class:`ConsoleNotFound` for a trap the device never reported at its site."""
         self._act(
             device, "trap_checked", sensor, by, now, lambda m: fold.trap_checked(m, sensor, now)
         )
@@ -957,7 +984,10 @@ class ConsoleState:
     def reset_trap(self, device: str, sensor: str, *, by: str, now: float) -> None:
         """A person says the trap is empty and re-armed: the notifier's trap row closes (its
         reminders stop: the timekeeper reminds only ``open = 1`` rows, by a compare-and-set
-        that also needs ``open = 1``); recorded in the capture history."""
+        that also needs ``open = 1``); recorded in the capture history.  Only the row of the
+        device's current site closes (a trap row is keyed ``site|device|sensor``): a device
+        moved from another site leaves that site's reminders alone.
+        :class:`ConsoleNotFound` for a trap the device never reported at its site."""
         self._act(
             device,
             "trap_reset",
@@ -970,14 +1000,19 @@ class ConsoleState:
 
     def acknowledge_nap_alarm(self, device: str, cot: str, *, by: str, now: float) -> None:
         """Recorded (the nap sheet shows it as a remote acknowledgement); telling the device
-        is the nap module's job.  The alarm stays until the device clears it."""
+        is the nap module's job.  The alarm stays until the device clears it.
+        :class:`ConsoleNotFound` for a cot the device never reported at its site."""
         self._act(
             device, "nap_acknowledged", cot, by, now, lambda m: fold.nap_acknowledged(m, cot, by)
         )
 
     def actions(self, device: str) -> list[ActionRecord]:
-        """Who did what for ``device`` in the console, oldest first."""
-        return self.db.run(lambda tx: _actions(tx, device), write=False)
+        """Who did what for ``device`` at its current site in the console, oldest first
+        (what people did while it was at another site stays with that site)."""
+        site = self.device_site(device)
+        if site is None:
+            return []
+        return self.db.run(lambda tx: _actions(tx, device, site), write=False)
 
     def _act(
         self,
@@ -999,14 +1034,18 @@ class ConsoleState:
             if not rows:
                 raise ConsoleNotFound(f"no device {device!r}")
             memory = _memory_decoder.decode(bytes(rows[0][0]))
+            known = memory.cots if action == "nap_acknowledged" else memory.traps
+            if target not in known:
+                # never reported at this site: nothing to record, nothing to tell a device
+                raise ConsoleNotFound(f"no such trap or cot of device {device!r}")
             online = bool(rows[0][1]) and (rows[0][2] is None or now <= float(rows[0][2]))
             last_seen = None if rows[0][3] is None else float(rows[0][3])
             memory = change(memory)
             view = fold.view(memory, online=online, last_seen=last_seen)
             if close_trap:
                 tx.execute(
-                    "UPDATE traps SET open = 0 WHERE device = ? AND sensor = ? AND open = 1",
-                    (device, target),
+                    "UPDATE traps SET open = 0 WHERE key = ? AND open = 1",
+                    (f"{memory.site}|{device}|{target}",),  # cloud.plan's key of the trap
                 )
             tx.execute(
                 "UPDATE console_device_state SET memory = ?, view = ?, marker = ?,"
@@ -1045,6 +1084,25 @@ _UPSERT: Final = (
 )
 
 
+def deploy_words(stdout: str, stderr: str, returncode: int) -> str:
+    """What ``satoyama-deploy`` said, for the operator (its last 2000 characters)."""
+    said = (stdout.strip() or stderr.strip())[-2000:]
+    return said or f"satoyama-deploy exited with {returncode}"
+
+
+def _fleet_paused(conn: sqlite3.Connection) -> dict[str, tuple[str | None, str | None]]:
+    """Rollout id -> (paused since, by) from the fleet database; a file from before
+    rollouts could be paused (no such columns) says none is."""
+    columns = {str(r[1]) for r in conn.execute("PRAGMA table_info(rollouts)")}
+    if "paused" not in columns:
+        return {}
+    by = "paused_by" if "paused_by" in columns else "NULL"
+    return {
+        str(r[0]): (None if r[1] is None else str(r[1]), None if r[2] is None else str(r[2]))
+        for r in conn.execute(f"SELECT id, paused, {by} FROM rollouts")
+    }
+
+
 def _wall() -> float:
     return dt.datetime.now(dt.UTC).timestamp()
 
@@ -1059,11 +1117,11 @@ def _insert_action(
     )
 
 
-def _actions(tx: Tx, device: str) -> list[ActionRecord]:
+def _actions(tx: Tx, device: str, site: str) -> list[ActionRecord]:
     rows = tx.query(
         "SELECT id, device, site, action, target, by_user, at, detail FROM console_actions"
-        " WHERE device = ? ORDER BY at, id",
-        (device,),
+        " WHERE device = ? AND site = ? ORDER BY at, id",
+        (device, site),
     )
     return [
         ActionRecord(

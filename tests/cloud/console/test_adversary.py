@@ -528,14 +528,6 @@ async def test_the_fleet_refuses_non_operators_by_every_door(served: Served) -> 
         assert status in (403, 404), action
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: a device that changed site brings the old site's trap capture, nap cots "
-    "and active nap alarm (the fold's memory: state.device_page captures/cots, the map's "
-    "state) and today's nap sheet (naps.sheet_html reads events by device only) to its new "
-    "site, whose users may then acknowledge the old site's alarm and reset its trap (which "
-    "ends the notifier's reminders for site B: state.reset_trap updates `traps` by device)",
-)
 async def test_a_device_that_changed_site_does_not_carry_the_old_sites_history(
     moved: Served,
 ) -> None:
@@ -1052,12 +1044,6 @@ async def test_one_user_cannot_hold_hundreds_of_live_streams(served: Served) -> 
                 r.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: trap and nap actions on a sensor or cot the device never reported are "
-    "accepted and recorded (state._act never raises LookupError for them): a made-up remote "
-    "acknowledgement lands on the nap sheet and cmd/nap_ack goes to the device",
-)
 async def test_actions_on_a_sensor_or_cot_the_device_never_reported_are_refused(
     served: Served,
 ) -> None:
@@ -1149,12 +1135,6 @@ async def test_a_device_named_like_an_object_member_does_not_hide_the_others(
     await in_chromium(proto, "alice", script)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="finding: starting a rollout runs `satoyama-deploy` (up to 300 s) on the console's "
-    "one database thread (state.rollout_action via Console.call): while the deploy tool waits "
-    "on a slow broker, every page, API call, login and the live stream wait too",
-)
 async def test_a_rollout_start_does_not_freeze_the_console(
     seeded: NotifierConfig, tmp_path: Path
 ) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -19,7 +20,7 @@ import pytest
 
 from cloud.clock import ManualClock
 from cloud.config import StoreConfig
-from cloud.console.errors import ConsoleNotFound, RolloutActionUnsupported
+from cloud.console.errors import ConsoleNotFound, RolloutActionFailed
 from cloud.console.model import Point
 from cloud.console.state import ConsoleState, downsample
 from cloud.database import Database, PostgresDatabase, SqliteDatabase
@@ -401,14 +402,47 @@ async def test_rollouts_from_the_deploy_tools_database(
     [progress] = console.fleet(now=NOW).rollouts
     assert (progress.id, progress.version, progress.targets, progress.told) == (rid, "1.1.0", 4, 0)
     assert progress.installed == 1 and progress.stage == 1 and not progress.paused
-    with pytest.raises(RolloutActionUnsupported):
-        console.rollout_action(rid, "pause", by="op")
-    said = console.rollout_action(rid, "start", by="op")  # the real tool, the real broker
-    assert "stage first" in said
+    said = console.rollout_action(rid, "pause", by="op")  # the real tool
+    assert said == f"rollout {rid} paused"
     [progress] = console.fleet(now=NOW).rollouts
-    assert progress.told >= 1 and progress.stage == 1
+    assert progress.paused and progress.told == 0
+    with FleetDB(path) as fleet_db:
+        assert fleet_db.rollout(rid)["paused_by"] == "op"
+    said = console.rollout_action(rid, "start", by="op")  # resumed, then the real broker
+    assert said.startswith(f"rollout {rid} resumed ") and "stage first" in said
+    [progress] = console.fleet(now=NOW).rollouts
+    assert progress.told >= 1 and progress.stage == 1 and not progress.paused
+    with pytest.raises(RolloutActionFailed, match="first stage not done yet"):
+        console.rollout_action(rid, "start", by="op")  # the tool's own gate, in its words
     with pytest.raises(ConsoleNotFound):
         console.rollout_action("nope", "start", by="op")
+
+
+def test_a_fleet_file_from_before_rollouts_could_be_paused_still_reads(
+    tmp_path: Path,
+) -> None:
+    """The deploy tool adds ``paused``/``paused_by`` when it opens an older file; the
+    console only reads (``mode=ro``), so a file without them must still show its rollouts."""
+    from deploy.fleet import FleetDB
+
+    path = tmp_path / "fleet.sqlite3"
+    with FleetDB(path) as fleet_db:
+        fleet_db.add_device("d-0", "s", "1.0.0")
+        fleet_db.create_rollout(
+            version="1.1.0", url="https://ota.example.jp/b.tar", devices=["d-0"],
+            percent=100.0, sha256="0" * 64, size=1, rollout_id="old",
+        )  # fmt: skip
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE rollouts DROP COLUMN paused_by")
+        conn.execute("ALTER TABLE rollouts DROP COLUMN paused")
+    db = SqliteDatabase.connect(tmp_path / "n.sqlite3")
+    try:
+        console = ConsoleState(db, heartbeat_timeout_s=600.0, fleet_db=path)
+        console.open()
+        [progress] = console.fleet(now=NOW).rollouts
+        assert (progress.id, progress.targets, progress.paused) == ("old", 1, False)
+    finally:
+        db.close()
 
 
 async def test_reset_in_the_console_stops_the_running_notifiers_reminders(
