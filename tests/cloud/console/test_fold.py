@@ -280,3 +280,28 @@ def test_position_follows_the_newest_event() -> None:
     m = run(ev("heartbeat", 5, lat=35.0, lon=139.0), ev("heartbeat", 4, lat=1.0, lon=2.0))
     assert (m.lat, m.lon) == (35.0, 139.0)
     assert m.health.mark == 5
+
+
+def at_site(event: Event, site: str) -> Event:
+    return Event(**{**{f: getattr(event, f) for f in Event.__struct_fields__}, "site": site})
+
+
+def test_a_device_moved_to_another_site_starts_clean_there() -> None:
+    """What it reported for site B (a closed trap, a nap alarm, a fault) stays with site B:
+    its first event for site A starts a fresh memory; B's backlog, delivered after the
+    move (older seq), neither moves it back nor changes A's state."""
+    b = [
+        at_site(ev("trap_triggered", 1, {"sensor": "trap-1"}), "site-b"),
+        at_site(ev("prone_alarm", 2, {"cot": "cot-1", "posture": "prone"}), "site-b"),
+        at_site(ev("sensor_fault", 3, {"sensor": "cam"}), "site-b"),
+    ]
+    moved = run(*b, ev("heartbeat", 5, {"interval_s": 300.0}))
+    assert moved.site == "site-a"
+    assert (moved.traps, moved.cots, moved.faults) == ({}, {}, {})
+    s = state(moved)
+    assert (s.site, s.trap_closed, s.nap_alarm, s.faults) == ("site-a", False, None, [])
+    late = at_site(ev("trap_triggered", 4, {"sensor": "trap-2"}), "site-b")
+    assert run(late, start=moved) == moved
+    # a newer event for site B moves it back, clean again
+    back = run(at_site(ev("heartbeat", 6), "site-b"), start=moved)
+    assert back.site == "site-b" and back.traps == {} and back.last_seq == 6

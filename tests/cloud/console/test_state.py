@@ -236,6 +236,31 @@ async def test_trap_reset_closes_the_notifiers_trap_and_records_who(bench: Bench
         console.reset_trap("nope", "box", by="taro", now=NOW)
 
 
+async def test_a_moved_devices_reset_closes_only_its_new_sites_trap(bench: Bench) -> None:
+    """The same trap sensor closed at site B, then (moved) at site A: the notifier has a row
+    for each (keyed ``site|device|sensor``); a reset in the console closes A's only, and a
+    trap or cot the device never reported at A is refused."""
+    for seq, site in ((1, "site-b"), (3, "site-a")):
+        closed = event("trap_triggered", "mover", site, seq, {"sensor": "box"}, severity="alarm")
+        plan = TrapPlan("open", f"{site}|mover|box", "box", NOW, 3600.0)
+        await bench.put(closed, at=NOW + seq, trap=plan)
+    await bench.put(event("prone_alarm", "mover", "site-b", 2, {"cot": "c1"}), at=NOW + 2)
+    console = bench.console()
+    console.catch_up(now=NOW + 10)
+    [state] = console.map(None, now=NOW + 10)
+    assert (state.site, state.trap_closed, state.nap_alarm) == ("site-a", True, None)
+    for act in (
+        lambda: console.reset_trap("mover", "other", by="taro", now=NOW + 20),
+        lambda: console.mark_trap_checked("mover", "other", by="taro", now=NOW + 20),
+        lambda: console.acknowledge_nap_alarm("mover", "c1", by="taro", now=NOW + 20),
+    ):
+        with pytest.raises(ConsoleNotFound):
+            act()
+    console.reset_trap("mover", "box", by="taro", now=NOW + 20)
+    assert [(t.site, t.sensor) for t in await bench.store.open_traps()] == [("site-b", "box")]
+    assert [(a.action, a.site) for a in console.actions("mover")] == [("trap_reset", "site-a")]
+
+
 async def test_nap_alarm_acknowledged_from_the_console(bench: Bench) -> None:
     await bench.put(
         event(
