@@ -22,7 +22,6 @@ import os
 import socket
 from typing import Final
 
-from cloud.chart import WINDOW_S
 from cloud.clock import Clock
 from cloud.config import NotifierConfig
 from cloud.notices import Notices
@@ -32,8 +31,9 @@ from cloud.store import Store
 log = logging.getLogger("cloud.notifier")  # the name its log lines had before the split
 
 PRUNE_EVERY_S: Final = 3600.0
-#: Telemetry is kept a little longer than the chart shows.
-TELEMETRY_KEEP_S: Final = WINDOW_S + 3600.0
+#: Telemetry is kept 8 days: the console's device page draws a 7-day hydrograph (and the
+#: alert mail's chart, :data:`cloud.chart.WINDOW_S`, shows the last 24 hours of it).
+TELEMETRY_KEEP_S: Final = 8 * 86400.0
 
 
 async def wait_or_timeout(event: asyncio.Event, seconds: float, clock: Clock) -> None:

@@ -375,3 +375,41 @@ def _utc(t: float) -> __import__("datetime").datetime:
     import datetime as dt
 
     return dt.datetime.fromtimestamp(t, dt.UTC)
+
+
+async def test_housekeeping_keeps_a_weeks_telemetry_for_the_hydrograph(tmp_path: Path) -> None:
+    """The console draws 7 days of water levels: a reading 7 days old survives the
+    hourly prune; one older than :data:`cloud.timers.TELEMETRY_KEEP_S` (8 days) is gone."""
+    from cloud.timers import TELEMETRY_KEEP_S, housekeeping
+
+    assert TELEMETRY_KEEP_S >= 8 * 86400
+    path = tmp_path / "keep.toml"
+    path.write_text(
+        config_text(mqtt_port=1883, smtp_port=25, store=tmp_path / "n.sqlite3"), encoding="utf-8"
+    )
+    config = load_config(path)
+    clock = ManualClock(1_800_000_000.0)
+    now = clock.time()
+    ages = {"week": 7 * 86400.0, "day": 86400.0, "old": TELEMETRY_KEEP_S + 3600.0}
+    points = [("level.level_cm", now - age, float(n)) for n, age in enumerate(ages.values())]
+    async with await Store.open(config.store) as store:
+        await store.add_telemetry("gauge", SITE, points, now=now)
+        task = asyncio.create_task(housekeeping(store, config, clock, "test"))
+        try:
+
+            async def kept() -> list[float]:
+                rows = await store.series("gauge", "level.level_cm", 0.0, now)
+                return [now - t for t, _ in rows]
+
+            left: list[float] = []
+
+            async def pruned() -> bool:
+                left[:] = await kept()
+                return len(left) < len(points) or task.done()
+
+            await eventually(pruned, what="the first prune")
+            assert sorted(left) == sorted([ages["day"], ages["week"]])
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
