@@ -678,6 +678,7 @@ class ConsoleState:
     def device_page(self, device: str, *, now: float) -> DevicePage | None:
         """Everything the device page shows; ``None`` for a device the console never saw."""
         month_days = _utc_days_of_jst_month(now)
+        month_start = _jst_month_start(now)
 
         def work(tx: Tx) -> tuple[Any, ...] | None:
             found = self._state(tx, device, now)
@@ -700,6 +701,14 @@ class ConsoleState:
                 )
                 for start in month_days
             ]
+            # the first UTC day began before the month did (09:00 in Japan is 00:00 UTC):
+            # the device's count as of its last heartbeat before the month began
+            before = tx.query(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE device = ? AND kind = 'heartbeat'"
+                " AND received_at >= ? AND received_at < ?"
+                " ORDER BY received_at DESC, id DESC LIMIT ?",
+                (device, month_days[0], month_start + _DAY_LATE_S, _DAY_HEARTBEATS),
+            )
             updates = tx.query(
                 f"SELECT {_EVENT_COLUMNS} FROM events WHERE device = ?"
                 " AND kind IN ('update_installed', 'update_failed')"
@@ -722,7 +731,7 @@ class ConsoleState:
                     (device, f"{sensor}.level_cm", now - 7 * 86400.0, now),
                 )
             actions = _actions(tx, device, site)
-            return memory, state, events, days, updates, traps, series, actions
+            return memory, state, events, (days, before), updates, traps, series, actions
 
         found = self.db.run(work, write=False)
         if found is None:
@@ -739,7 +748,7 @@ class ConsoleState:
             outbox_depth=h.outbox_depth,
             oldest_undelivered_s=h.oldest_undelivered_s,
             uptime_s=h.uptime_s,
-            bytes_this_month=_month_bytes(days, month_days),
+            bytes_this_month=_month_bytes(days[0], month_days, days[1], month_start),
         )
         hydro_24: list[Hydrograph] = []
         hydro_7d: list[Hydrograph] = []
@@ -1189,11 +1198,19 @@ def _update(event: Event) -> UpdateRecord:
     )
 
 
-def _utc_days_of_jst_month(now: float) -> list[float]:
-    """The starts (Unix seconds) of the UTC days from the first of the current month in
-    Japan to today (a device counts its bytes per UTC day: ``bytes_sent_today``)."""
-    today = dt.datetime.fromtimestamp(now, dt.UTC).date()
+def _jst_month_start(now: float) -> float:
+    """When the current month began in Japan (00:00 JST on the 1st: 15:00 UTC the day
+    before)."""
     first = dt.datetime.fromtimestamp(now, JST).date().replace(day=1)
+    return dt.datetime(first.year, first.month, first.day, tzinfo=JST).timestamp()
+
+
+def _utc_days_of_jst_month(now: float) -> list[float]:
+    """The starts (Unix seconds) of the UTC days that hold some of the current month in
+    Japan, up to today: from the UTC day in which the month began (the day before the 1st)
+    (a device counts its bytes per UTC day: ``bytes_sent_today``)."""
+    today = dt.datetime.fromtimestamp(now, dt.UTC).date()
+    first = dt.datetime.fromtimestamp(_jst_month_start(now), dt.UTC).date()
     days = []
     day = first
     while day <= today:
@@ -1202,21 +1219,36 @@ def _utc_days_of_jst_month(now: float) -> list[float]:
     return days
 
 
-def _month_bytes(days: list[list[Row]], starts: list[float]) -> int | None:
+def _largest_sent(rows: list[Row], start: float, end: float) -> int | None:
+    """The largest ``bytes_sent_today`` of the heartbeats in ``rows`` the device stamped
+    in ``[start, end)``."""
+    best: int | None = None
+    for event, received_at in _decoded(rows):
+        at = fold.event_time(event, received_at)
+        if not start <= at < end:
+            continue
+        value = event.data.get("bytes_sent_today")
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            best = value if best is None else max(best, value)
+    return best
+
+
+def _month_bytes(
+    days: list[list[Row]], starts: list[float], before: list[Row], month_start: float
+) -> int | None:
     """Sum over the UTC days of each day's largest ``bytes_sent_today`` of a heartbeat the
-    device stamped that day (its counter restarts at the device's UTC midnight)."""
+    device stamped that day (its counter restarts at the device's UTC midnight); of the
+    first day (which began nine hours before the month in Japan) only what it counted
+    after its last heartbeat stamped before the month began (``before``)."""
     total, any_found = 0, False
     for rows, start in zip(days, starts, strict=True):
-        best: int | None = None
-        for event, received_at in _decoded(rows):
-            at = fold.event_time(event, received_at)
-            if not start <= at < start + 86400.0:
-                continue
-            value = event.data.get("bytes_sent_today")
-            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-                best = value if best is None else max(best, value)
-        if best is not None:
-            total, any_found = total + best, True
+        best = _largest_sent(rows, start, start + 86400.0)
+        if best is None:
+            continue
+        if start < month_start:
+            earlier = _largest_sent(before, start, month_start)
+            best = max(0, best - (earlier or 0))
+        total, any_found = total + best, True
     return total if any_found else None
 
 

@@ -297,11 +297,13 @@ async def test_nap_alarm_acknowledged_from_the_console(bench: Bench) -> None:
     assert [a.action for a in console.actions("nap-1")] == ["nap_acknowledged"]
 
 
-async def test_data_use_this_month_sums_each_utc_day(bench: Bench) -> None:
+async def test_data_use_this_month_counts_from_the_month_start_in_japan(bench: Bench) -> None:
     day = 86400.0
     july1 = dt.datetime(2026, 7, 1, tzinfo=dt.UTC).timestamp()
     beats = [
-        (july1 - 4 * 3600, july1 - 4 * 3600, 999),  # June 30 UTC (July 1 in Japan): a June day
+        (july1 - 11 * 3600, july1 - 11 * 3600, 700),  # June 30 13:00 UTC: June in Japan too
+        (july1 - 10 * 3600, july1 - 10 * 3600, 900),  # 14:00 UTC: June's last in Japan
+        (july1 - 4 * 3600, july1 - 4 * 3600, 999),  # 20:00 UTC June 30 = 05:00 July 1 in Japan
         (july1 + 6 * 3600, july1 + 6 * 3600, 100),
         (july1 + day - 600, july1 + day - 600, 500),  # July 1's last: 500
         (july1 + day + 36000, july1 + day + 36000, 300),
@@ -314,7 +316,8 @@ async def test_data_use_this_month_sums_each_utc_day(bench: Bench) -> None:
     console.catch_up(now=NOW)
     page = console.device_page("d-1", now=NOW)
     assert page is not None
-    assert page.health.bytes_this_month == 500 + 800 + 50
+    # June 30 UTC counted from Japan's July 1 00:00 on (after its 900 at 14:00 UTC): 99
+    assert page.health.bytes_this_month == 99 + 500 + 800 + 50
     assert page.health.at == july1 + 2 * day + 3600  # the newest heartbeat's receipt
     assert page.events == []  # heartbeats are health, not the event list
 
