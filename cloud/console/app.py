@@ -880,8 +880,8 @@ async def rollout(request: web.Request) -> web.StreamResponse:
         )
     except LookupError:
         raise web.HTTPNotFound() from None
-    except (NotImplementedError, RuntimeError) as exc:
-        # the deploy tool refused: the operator reads why
+    except RolloutActionFailed as exc:
+        # the deploy tool refused or failed: the operator reads why, in its words
         message = str(exc)
     log.info("console: %s: rollout %r %s: %r", user.name, rollout_id, action, message)
     console.say(_session(request).token_hash, "/fleet", message)

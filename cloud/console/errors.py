@@ -13,9 +13,5 @@ class ConsoleNotFound(ConsoleError, LookupError):
     """No such device (or cot, or rollout) in what the console knows."""
 
 
-class RolloutActionUnsupported(ConsoleError, NotImplementedError):
-    """The deploy tools have no command for this rollout action (there is no pause)."""
-
-
 class RolloutActionFailed(ConsoleError, RuntimeError):
     """``satoyama-deploy`` refused or failed; ``str(error)`` carries what it said."""

@@ -249,13 +249,14 @@ async def test_a_moved_devices_reset_closes_only_its_new_sites_trap(bench: Bench
     console.catch_up(now=NOW + 10)
     [state] = console.map(None, now=NOW + 10)
     assert (state.site, state.trap_closed, state.nap_alarm) == ("site-a", True, None)
-    for act in (
-        lambda: console.reset_trap("mover", "other", by="taro", now=NOW + 20),
-        lambda: console.mark_trap_checked("mover", "other", by="taro", now=NOW + 20),
-        lambda: console.acknowledge_nap_alarm("mover", "c1", by="taro", now=NOW + 20),
-    ):
+    refused: list[tuple[Callable[..., None], str]] = [
+        (console.reset_trap, "other"),
+        (console.mark_trap_checked, "other"),
+        (console.acknowledge_nap_alarm, "c1"),  # site B's cot
+    ]
+    for act, target in refused:
         with pytest.raises(ConsoleNotFound):
-            act()
+            act("mover", target, by="taro", now=NOW + 20)
     console.reset_trap("mover", "box", by="taro", now=NOW + 20)
     assert [(t.site, t.sensor) for t in await bench.store.open_traps()] == [("site-b", "box")]
     assert [(a.action, a.site) for a in console.actions("mover")] == [("trap_reset", "site-a")]
