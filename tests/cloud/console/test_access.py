@@ -270,15 +270,15 @@ async def test_an_operator_starts_a_rollout_stage(
         _, _, page = await olga.get("/fleet")  # said once
         assert 'data-testid="fleet-message"' not in page
         status, headers, _ = await olga.post("/fleet/rollout/r7/pause")
-        assert status == 303  # the deploy tools have no pause: the page says so
-        assert "no pause command" in (await olga.get("/fleet"))[2]
+        assert status == 303
+        assert "rollout r7 paused" in (await olga.get("/fleet"))[2]
         # a link cannot put words on the page
         _, _, page = await olga.get("/fleet?message=Call+0120-000-000")
         assert "0120" not in page
         assert (await olga.post("/fleet/rollout/nope/start"))[0] == 404
         with contextlib.closing(sqlite3.connect(str(config.store.path))) as conn:
             actions = conn.execute("SELECT action, target, by_user FROM console_actions").fetchall()
-        assert actions == [("rollout_start", "r7", "olga")]
+        assert actions == [("rollout_start", "r7", "olga"), ("rollout_pause", "r7", "olga")]
 
 
 async def test_a_device_that_moved_site_shows_each_site_only_its_own_events(
