@@ -398,15 +398,43 @@ def nap_acknowledged(memory: Memory, cot: str, by: str) -> Memory:
 # --- what the map draws ------------------------------------------------------------------------
 
 
+#: The four Japanese river stages, lowest first (rank 1..4): the words their official names
+#: (水防団待機水位, 氾濫注意水位, 避難判断水位, 氾濫危険水位) contain.
+RIVER_STAGE_WORDS: Final = ("水防団待機", "氾濫注意", "避難判断", "氾濫危険")
+#: Stage names devices use for them (:data:`cloud.chart.RIVER_STAGES`' names and the
+#: others seen in configurations), when the label names none of the four.
+RIVER_STAGE_NAMES: Final[dict[str, int]] = {
+    "flood_watch": 1,
+    "standby": 1,
+    "flood_warning": 2,
+    "caution": 2,
+    "evacuation": 3,
+    "evacuate": 3,
+    "danger": 4,
+    "flood_danger": 4,
+}
+
+
+def river_rank(stage: WaterStage) -> int:
+    """Which Japanese river stage ``stage`` is (1..4), from its label (the official name,
+    which people read and which a device's stage name may contradict), else from its name;
+    0 for any other stage (a paddy's line, a custom one)."""
+    for rank, word in enumerate(RIVER_STAGE_WORDS, start=1):
+        if word in stage.label:
+            return rank
+    return RIVER_STAGE_NAMES.get(stage.name.strip().lower(), 0)
+
+
 def water_stage(water: WaterMemory) -> tuple[str | None, int]:
-    """(the highest rising stage the level is at or above, its rank 1.. in rising order)."""
+    """(the highest rising stage the level is at or above, the highest river rank among
+    the stages it is at or above: 0 when it reached none of the four river stages)."""
     if water.level_cm is None:
         return None, 0
-    rising = [s for s in water.stages if s.name not in water.below]
     stage, rank = None, 0
-    for n, s in enumerate(rising, start=1):
-        if water.level_cm >= s.level_cm:
-            stage, rank = s.name, n
+    for s in water.stages:  # lowest first
+        if s.name in water.below or water.level_cm < s.level_cm:
+            continue
+        stage, rank = s.name, max(rank, river_rank(s))
     return stage, rank
 
 
@@ -418,10 +446,12 @@ def view(memory: Memory, *, online: bool, last_seen: float | None = None) -> Dev
     trap_since = min((t.since for _, t in closed if t.since is not None), default=None)
     checked = [t.checked_at for _, t in closed if t.checked_at is not None]
     level, stage, rank = None, None, 0
+    worst: tuple[int, bool, float] | None = None
     for _, water in sorted(memory.water.items()):
         s, r = water_stage(water)
-        if level is None or r > rank or (r == rank and (water.level_cm or 0.0) > level):
-            level, stage, rank = water.level_cm, s, r
+        key = (r, s is not None, water.level_cm if water.level_cm is not None else -math.inf)
+        if worst is None or key > worst:
+            worst, level, stage, rank = key, water.level_cm, s, r
     alarm = alarm_cot = ack = None
     for kind in NAP_ALARMS:
         for name, cot in sorted(memory.cots.items()):
@@ -453,4 +483,7 @@ def view(memory: Memory, *, online: bool, last_seen: float | None = None) -> Dev
         nap_alarm_acknowledged_by=ack,
         faults=sorted(memory.faults),
     )
-    return msgspec.structs.replace(state, state=marker_state(state))
+    marker = marker_state(state)
+    if marker == "ok" and stage is not None:
+        marker = "warning"  # at or above a stage that is none of the river's four
+    return msgspec.structs.replace(state, state=marker)

@@ -7,7 +7,7 @@ from typing import Any
 
 from cloud.console import fold
 from cloud.console.fold import Memory
-from cloud.console.model import DeviceState
+from cloud.console.model import DeviceState, WaterStage
 from edge.event import Event, Location
 
 T0 = dt.datetime(2026, 7, 1, 3, 0, tzinfo=dt.UTC)
@@ -195,8 +195,57 @@ def test_a_below_stage_has_no_rank() -> None:
     )
     m = fold.fold_reading(m, "paddy", T0.timestamp() + 3600, 8.0)
     assert state(m).water_stage_rank == 0
+    assert (state(m).water_stage, state(m).state) == (None, "ok")
     m = fold.fold_reading(m, "paddy", T0.timestamp() + 7200, 16.0)
-    assert (state(m).water_stage, state(m).water_stage_rank) == ("too_high", 1)
+    s = state(m)  # a line of its own, not a river stage: no rank, but a warning
+    assert (s.water_stage, s.water_stage_rank, s.state) == ("too_high", 0, "warning")
+
+
+# edge/sim/sites/river.toml's bridge ranger lists only two of the four river stages.
+BRIDGE_STAGES = [
+    {"name": "flood_warning", "label": "氾濫注意水位", "level_cm": 250.0},
+    {"name": "danger", "label": "氾濫危険水位", "level_cm": 370.0},
+]
+
+
+def bridge_alert(seq: int, level: float, stage: str) -> Event:
+    data = {"sensor": "level_bridge", "level_cm": level, "stage": stage, "direction": "rising"}
+    return ev("water_level_alert", seq, {**data, "stages": BRIDGE_STAGES})
+
+
+def test_the_rank_is_which_river_stage_it_is_not_its_place_in_the_list() -> None:
+    m = run(bridge_alert(1, 260.0, "flood_warning"))
+    s = state(m)
+    assert (s.water_stage, s.water_stage_rank, s.state) == ("flood_warning", 2, "warning")
+    m = run(bridge_alert(2, 390.0, "danger"), start=m)
+    s = state(m)
+    assert (s.water_stage, s.water_stage_rank, s.state) == ("danger", 4, "alarm")
+    m = fold.fold_reading(m, "level_bridge", T0.timestamp() + 3600, 260.0)
+    assert (state(m).water_stage_rank, state(m).state) == (2, "warning")
+
+
+def test_the_label_names_the_river_stage_before_the_name_does() -> None:
+    # deploy/profiles/water-level.toml: name "flood_watch", label 氾濫注意水位 (rank 2, not 1)
+    stages = [
+        {"name": "flood_watch", "label": "氾濫注意水位", "level_cm": 120.0},
+        {"name": "line_b", "label": "line_b", "level_cm": 160.0},  # no label: its name
+        {"name": "flood_danger", "label": "flood_danger", "level_cm": 200.0},
+        {"name": "overtopping", "label": "越水", "level_cm": 260.0},  # above the four
+    ]
+    data = {"sensor": "g", "level_cm": 125.0, "stage": "flood_watch", "stages": stages}
+    m = run(ev("water_level_alert", 1, data))
+    assert (state(m).water_stage, state(m).water_stage_rank) == ("flood_watch", 2)
+    m = fold.fold_reading(m, "g", T0.timestamp() + 600, 170.0)
+    s = state(m)  # a custom line above a river stage keeps the river stage's rank
+    assert (s.water_stage, s.water_stage_rank, s.state) == ("line_b", 2, "warning")
+    m = fold.fold_reading(m, "g", T0.timestamp() + 1200, 270.0)
+    s = state(m)
+    assert (s.water_stage, s.water_stage_rank, s.state) == ("overtopping", 4, "alarm")
+    ranks = [
+        fold.river_rank(WaterStage(name=str(st["name"]), label=str(st["label"]), level_cm=0.0))
+        for st in STAGES
+    ]
+    assert ranks == [4, 1, 2, 3]
 
 
 def test_nap_alarm_until_the_device_clears_it() -> None:
