@@ -176,9 +176,11 @@ class _DeviceRow(msgspec.Struct, frozen=True):
     hb_interval: float | None
     lat: float | None
     lon: float | None
+    version: str
+    """The software the device runs, as its last status message said ('' when none did)."""
 
 
-_DEVICES_COLUMNS: Final = "device, site, state, last_seen, hb_interval, lat, lon"
+_DEVICES_COLUMNS: Final = "device, site, state, last_seen, hb_interval, lat, lon, version"
 
 
 def _device_row(r: Row) -> _DeviceRow:
@@ -189,6 +191,7 @@ def _device_row(r: Row) -> _DeviceRow:
         None if r[4] is None else float(r[4]),
         None if r[5] is None else float(r[5]),
         None if r[6] is None else float(r[6]),
+        "" if r[7] is None else str(r[7]),
     )
 
 
@@ -370,6 +373,8 @@ class ConsoleState:
                     memory.site = row.site
                 if memory.lat is None and row.lat is not None:
                     memory.lat, memory.lon = row.lat, row.lon
+                if row.version:  # what the device says it runs now, at its last connect
+                    memory.version = row.version
                 seen_before = old.seen_at if old is not None else None
                 if row.last_seen != seen_before:
                     memory = self._read_levels(memory, now)
@@ -474,7 +479,7 @@ class ConsoleState:
         if rows:
             self._sweep_marks = (
                 max(seen_mark, max(float(r[3]) for r in rows)),
-                max(since_mark, max(float(r[7]) for r in rows)),
+                max(since_mark, max(float(r[8]) for r in rows)),
             )
         return {str(r[0]): _device_row(r) for r in rows}
 

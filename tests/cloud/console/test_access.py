@@ -28,6 +28,7 @@ from tests.cloud.console.conftest import (
     DEVICE_A_WATER,
     DEVICE_B,
     DEVICE_B_NAP,
+    NOW,
     SITE_A,
     SITE_B,
     Browser,
@@ -236,6 +237,22 @@ async def test_each_device_page_shows_what_its_device_watches(served: Served) ->
     csp = headers["Content-Security-Policy"]
     assert "style-src 'unsafe-inline'" in csp and "default-src 'none'" in csp
     assert "script-src" not in csp and "<script" not in sheet
+
+
+async def test_the_version_from_the_status_message_on_the_device_and_fleet_pages(
+    seeded: NotifierConfig,
+) -> None:
+    async with await Store.open(seeded.store) as store:
+        await store.record_status(DEVICE_A, "online", "", now=NOW + 1, version="1.4.2")
+    async for s in serve(seeded):
+        olga = await s.as_user("olga")
+        status, _, body = await olga.get(f"/api/device/{DEVICE_A}")
+        assert status == 200 and json.loads(body)["state"]["version"] == "1.4.2"
+        _, _, page = await olga.get(f"/device/{DEVICE_A}")
+        assert 'data-testid="version">1.4.2<' in page
+        _, _, page = await olga.get("/fleet")
+        row = '<tr data-testid="version-row" data-version="1.4.2"><th scope="row">1.4.2</th>'
+        assert row + "<td>1</td>" in page
 
 
 async def test_an_operator_starts_a_rollout_stage(

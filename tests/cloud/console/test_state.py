@@ -403,6 +403,34 @@ async def test_updates_and_versions_on_the_page_and_fleet(bench: Bench, tmp_path
     assert fleet.versions == {"": 1, "1.1.0": 1} and fleet.rollouts == []
 
 
+async def test_the_version_a_device_says_it_runs_in_its_status(bench: Bench) -> None:
+    await bench.put(
+        event("update_installed", "d-1", "s", 1, {"from_version": "1.3.0", "to_version": "1.4.0"}),
+        heartbeat("d-2", "s", 1, NOW),
+    )
+    console = bench.console(sweep_s=5.0)
+    console.catch_up(now=NOW)
+    assert [s.version for s in console.map(None, now=NOW)] == ["1.4.0", ""]
+    # the status message (what it runs now) wins over the older update report
+    await bench.store.record_status("d-1", "online", "", now=NOW + 1, version="1.4.2")
+    await bench.store.record_status("d-2", "online", "", now=NOW + 1, version="1.4.2")
+    await bench.store.record_status("d-3", "online", "", now=NOW + 1)  # says none
+    console.catch_up(now=NOW + 10)  # a sweep
+    assert {s.device: s.version for s in console.map(None, now=NOW + 10)} == {
+        "d-1": "1.4.2",
+        "d-2": "1.4.2",
+        "d-3": "",
+    }
+    page = console.device_page("d-1", now=NOW + 10)
+    assert page is not None and page.state.version == "1.4.2"
+    assert console.fleet(now=NOW + 10).versions == {"": 1, "1.4.2": 2}
+    # a person's action keeps it (the version is in the memory, not only in the view)
+    await bench.put(event("trap_triggered", "d-1", "s", 2, {"sensor": "t"}), at=NOW + 11)
+    console.catch_up(now=NOW + 12)
+    console.mark_trap_checked("d-1", "t", by="alice", now=NOW + 13)
+    assert console.map(None, now=NOW + 13)[0].version == "1.4.2"
+
+
 async def test_rollouts_from_the_deploy_tools_database(
     bench: Bench, tmp_path: Path, broker: Mosquitto
 ) -> None:
