@@ -333,6 +333,15 @@ def fold_reading(memory: Memory, sensor: str, t: float, level_cm: float) -> Memo
     return m
 
 
+def learn(memory: Memory, capability: Capability) -> Memory:
+    """``memory`` knowing the device has ``capability`` (learnt from its telemetry)."""
+    if capability in memory.capabilities:
+        return memory
+    m = _copy(memory)
+    m.capabilities = sorted([*m.capabilities, capability])
+    return m
+
+
 def _cot(m: Memory, kind: str, seq: int, data: dict[str, Any], event: Event) -> None:
     cot_name = _text(data.get("cot"))
     if cot_name is None:

@@ -47,6 +47,7 @@ import msgspec
 from cloud.console import fold
 from cloud.console.errors import ConsoleNotFound, RolloutActionFailed
 from cloud.console.model import (
+    Capability,
     Capture,
     CotNow,
     DevicePage,
@@ -77,8 +78,16 @@ PAGE_EVENTS: Final = 50
 #: ones plus a few minutes after midnight, for those received late).
 _DAY_HEARTBEATS: Final = 12
 _DAY_LATE_S: Final = 300.0
-#: How often a device's telemetry is searched for level series it has never sent.
+#: How often a device's telemetry is searched for series it has never sent.
 _DISCOVER_EVERY_S: Final = 3600.0
+#: How often the series of the sensors a device's heartbeat names are probed, while some
+#: are not known yet (one primary-key look-up each).
+_PROBE_EVERY_S: Final = 600.0
+#: Sensors of one heartbeat probed at most.
+_PROBE_SENSORS: Final = 16
+#: What a telemetry series (``SENSOR.QUANTITY``) says its device watches: a gauge's
+#: level (``edge/water/watch.py``), a nap mat's load (``edge/nursery/mat_watch.py``).
+SERIES_CAPABILITY: Final[dict[str, Capability]] = {"level_cm": "water", "load_kg": "nursery"}
 _IN_CHUNK: Final = 500
 
 Action = Literal["trap_checked", "trap_reset", "nap_acknowledged", "rollout_start", "rollout_pause"]
@@ -243,6 +252,7 @@ class ConsoleState:
         self._online: dict[str, bool] = {}
         self._seen_at: dict[str, float | None] = {}
         self._discovered: dict[str, float] = {}
+        self._probed: dict[str, float] = {}
         self._next_sweep = -math.inf
         self._sweep_marks = (-math.inf, -math.inf)
         """The newest ``last_seen`` and ``since`` (notifier clock) the last sweep read."""
@@ -377,7 +387,7 @@ class ConsoleState:
                     memory.version = row.version
                 seen_before = old.seen_at if old is not None else None
                 if row.last_seen != seen_before:
-                    memory = self._read_levels(memory, now)
+                    memory = self._read_series(memory, now)
             online = self._is_online(row, now) if row is not None else self._recent(memory, now)
             until = self._online_until(row, memory)
             view = fold.view(
@@ -539,20 +549,64 @@ class ConsoleState:
             for r in self.db.run(work, write=False)
         }
 
-    def _read_levels(self, memory: fold.Memory, now: float) -> fold.Memory:
-        """The newest reading of each of the device's ``*.level_cm`` series."""
+    def _read_series(self, memory: fold.Memory, now: float) -> fold.Memory:
+        """What the device's telemetry says: the newest reading of each of its
+        ``*.level_cm`` series, and the capabilities its series reveal before any event
+        does (a gauge's level before its first alert, a nap mat's load before the first
+        posture check).  Series not yet known are looked for by the names of the sensors
+        its heartbeat lists (a primary-key probe each, every ``_PROBE_EVERY_S``) and by a
+        search of all its series (every ``_DISCOVER_EVERY_S``)."""
         device = memory.device
-        sensors = list(memory.water)
-        if not sensors and now - self._discovered.get(device, -math.inf) >= _DISCOVER_EVERY_S:
+        known = {"level_cm": set(memory.water), "load_kg": set[str]()}
+        wanted = [
+            q
+            for q, c in SERIES_CAPABILITY.items()
+            if c not in memory.capabilities or q == "level_cm"
+        ]
+        unknown = [s for s in sorted(memory.health.sensors) if s not in memory.water]
+        probe = (
+            unknown[:_PROBE_SENSORS]
+            if unknown and wanted and now - self._probed.get(device, -math.inf) >= _PROBE_EVERY_S
+            else []
+        )
+        missing = [c for c in SERIES_CAPABILITY.values() if c not in memory.capabilities]
+        discover = bool(missing or not memory.water) and (
+            now - self._discovered.get(device, -math.inf) >= _DISCOVER_EVERY_S
+        )
+        if probe:
+            self._probed[device] = now
+        if discover:
             self._discovered[device] = now
-            rows = self.db.run(
-                lambda tx: tx.query(
-                    "SELECT DISTINCT series FROM telemetry WHERE device = ? AND series LIKE ?",
-                    (device, "%.level_cm"),
-                ),
-                write=False,
-            )
-            sensors = sorted(str(r[0])[: -len(".level_cm")] for r in rows)
+
+        def find(tx: Tx) -> list[str]:
+            found: list[str] = []
+            if discover:
+                found += [
+                    str(r[0])
+                    for r in tx.query(
+                        "SELECT DISTINCT series FROM telemetry WHERE device = ?"
+                        " AND (series LIKE ? OR series LIKE ?)",
+                        (device, "%.level_cm", "%.load_kg"),
+                    )
+                ]
+            for sensor in probe:
+                for quantity in wanted:
+                    series = f"{sensor}.{quantity}"
+                    if tx.query(
+                        "SELECT 1 FROM telemetry WHERE device = ? AND series = ? LIMIT 1",
+                        (device, series),
+                    ):
+                        found.append(series)
+            return found
+
+        if probe or discover:
+            for series in self.db.run(find, write=False):
+                sensor, _, quantity = series.rpartition(".")
+                if sensor and quantity in known:
+                    known[quantity].add(sensor)
+        if known["load_kg"]:
+            memory = fold.learn(memory, "nursery")
+        sensors = sorted(known["level_cm"])
         if not sensors:
             return memory
 

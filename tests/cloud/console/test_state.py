@@ -365,6 +365,48 @@ async def test_hydrographs_keep_the_flood_peak(bench: Bench) -> None:
     assert [s.name for s in week.stages] == ["standby", "caution", "evacuate", "danger"]
 
 
+async def test_what_a_device_watches_learnt_from_its_telemetry(bench: Bench) -> None:
+    """A gauge with readings but no alert yet, a nap room before its first posture check."""
+    await bench.put(
+        heartbeat("gauge-2", "river", 1, NOW, sensors={"level_a": "ok", "level_b": "ok"}),
+        heartbeat("nap-2", "room", 1, NOW, sensors={"mat-1": "ok"}),
+        heartbeat("trap-2", "hill", 1, NOW, sensors={"trap-1": "ok"}),
+    )
+    console = bench.console(sweep_s=5.0)
+    console.catch_up(now=NOW)  # no readings yet: nothing to learn
+    assert [s.capabilities for s in console.map(None, now=NOW)] == [[], [], []]
+    await bench.store.add_telemetry(
+        "gauge-2",
+        "river",
+        [("level_a.level_cm", NOW + 10, 88.0), ("level_b.level_cm", NOW + 20, 140.5)],
+        now=NOW + 30,
+    )
+    await bench.store.add_telemetry("nap-2", "room", [("mat-1.load_kg", NOW + 15, 9.5)], now=NOW)
+    # the next heartbeats (minutes later, well within the hour) find them by their names
+    later = NOW + 300
+    await bench.put(
+        heartbeat("gauge-2", "river", 2, later, sensors={"level_a": "ok", "level_b": "ok"}),
+        heartbeat("nap-2", "room", 2, later, sensors={"mat-1": "ok"}),
+        heartbeat("trap-2", "hill", 2, later, sensors={"trap-1": "ok"}),
+        at=later,
+    )
+    console.catch_up(now=later + 700)
+    gauge, nap, trap = console.map(None, now=later + 700)
+    assert (gauge.capabilities, gauge.water_level_cm) == (["water"], 140.5)
+    assert (gauge.water_stage, gauge.water_stage_rank, gauge.state) == (None, 0, "ok")
+    assert nap.capabilities == ["nursery"] and trap.capabilities == []
+    page = console.device_page("gauge-2", now=later + 700)
+    assert page is not None
+    assert [h.series for h in page.hydrographs_24h] == ["level_a.level_cm", "level_b.level_cm"]
+    # a series whose sensor no heartbeat names is found by the hourly search of its series
+    await bench.store.add_telemetry("trap-2", "hill", [("probe.level_cm", later, 5.0)], now=later)
+    hour = NOW + 3600
+    await bench.put(heartbeat("trap-2", "hill", 3, hour, sensors={"trap-1": "ok"}), at=hour)
+    console.catch_up(now=hour + 10)
+    trap = console.map(None, now=hour + 10)[2]
+    assert (trap.capabilities, trap.water_level_cm) == (["water"], 5.0)
+
+
 def test_downsampling_keeps_every_extreme_of_each_slice() -> None:
     pts = [Point(float(t), 1.0) for t in range(5000)]
     pts[2500] = Point(2500.0, 50.0)
