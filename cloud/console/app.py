@@ -737,6 +737,10 @@ async def sheet_page(request: web.Request) -> web.Response:
     )
     if html is None:
         raise web.HTTPNotFound()
+    # the console's header and the way back above the sheet, its body in <main>; the
+    # sheet's own style and grid stay as the device renders them
+    bar = render(request, "_sheet_bar.html", device=device).text or ""
+    html = naps.sheet_page(html, bar, title=f"{device} | {i18n.text(lang, 'app')}")
     response = web.Response(text=html, content_type="text/html", charset="utf-8")
     # The sheet is the device's own printable page: its layout is an inline style sheet
     # (and column widths in style attributes).  Styles only: still no script at all.

@@ -165,6 +165,7 @@ TEXT: Final[dict[str, dict[Language, str]]] = {
         "en": "Please try again in a moment.",
     },
     "back_to_map": {"ja": "地図に戻る", "en": "Back to the map"},
+    "back_to_device": {"ja": "{device} のページに戻る", "en": "Back to {device}"},
     # marker states (MarkerState) and capabilities
     "state_alarm": {"ja": "警報", "en": "Alarm"},
     "state_trap_closed": {"ja": "わな作動", "en": "Trap closed"},

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import html
 import logging
 import re
 import ssl
@@ -176,6 +177,34 @@ def sheet_html(
     entries, place = sheet_entries(events, acks, day=day)
     sheet = build_sheet(entries, {}, date=day, facility=place)
     return render_html(sheet, lang, notice=NOTICE[lang])
+
+
+#: The console's bar over the sheet: its own small style (the sheet's policy allows inline
+#: styles only), never printed.
+_BAR_STYLE: Final = """<style>
+ .console-bar { align-items: center; gap: 4mm; flex-wrap: wrap; font-size: 11pt;
+   padding: 2mm 0; margin-bottom: 3mm; border-bottom: 1px solid #767676; }
+ .console-bar a { color: #0645ad; }
+ .console-bar nav ul { display: flex; gap: 4mm; list-style: none; margin: 0; padding: 0; }
+ .console-bar p { margin: 0; font-weight: bold; }
+ @media print { .console-bar { display: none; } }
+</style>"""
+
+
+def sheet_page(sheet: str, bar: str, *, title: str) -> str:
+    """The device's printable sheet (:func:`sheet_html`) as a console page: ``bar`` (HTML:
+    the console's header, with the way back) before it, the sheet's body in ``<main>``,
+    ``title`` after the sheet's own in ``<title>``.  The sheet itself (its style and grid)
+    is left as the device renders it."""
+    head, found, rest = sheet.partition("<body>")
+    body, closed, tail = rest.rpartition("</body>")
+    if not found or not closed:
+        return sheet
+    title_at = head.find("</title>")
+    if title_at >= 0:
+        head = f"{head[:title_at]} | {html.escape(title)}{head[title_at:]}"
+    head = head.replace("</head>", f"{_BAR_STYLE}</head>", 1)
+    return f'{head}<body>\n{bar}\n<main id="content">{body}</main>\n</body>{tail}'
 
 
 def _event(payload: Any) -> Event | None:

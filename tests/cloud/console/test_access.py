@@ -255,6 +255,79 @@ async def test_the_version_from_the_status_message_on_the_device_and_fleet_pages
         assert row + "<td>1</td>" in page
 
 
+AXE = Path(__file__).resolve().parents[2] / "data" / "axe" / "axe.min.js"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _axe_serious(html: str, csp: str, width: int) -> tuple[list[str], str]:
+    """axe-core in Chromium over ``html`` served with ``csp`` (nothing else is served):
+    its serious and critical violations, and the page's title."""
+    from playwright.sync_api import Route, sync_playwright
+
+    url = "http://console.test/device/x/sheet"
+
+    def answer(route: Route) -> None:
+        if route.request.url != url:
+            route.abort()
+            return
+        headers = {"Content-Type": "text/html; charset=utf-8", "Content-Security-Policy": csp}
+        route.fulfill(status=200, headers=headers, body=html)
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": 800})
+            page.route("**/*", answer)
+            page.goto(url)
+            # evaluated through the DevTools protocol: the page's policy refuses scripts
+            page.evaluate(AXE.read_text(encoding="utf-8"))
+            result = page.evaluate("async () => await axe.run(document)")
+            title = page.title()
+        finally:
+            browser.close()
+    assert len(result["passes"]) > 10, "axe ran its rules"
+    bad = [
+        f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:3]}"
+        for v in result["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+    return bad, title
+
+
+async def test_the_nap_sheet_is_a_console_page_around_the_devices_sheet(served: Served) -> None:
+    from cloud.console import naps
+
+    bob = await served.as_user("bob")
+    status, headers, page = await bob.get(f"/device/{DEVICE_B_NAP}/sheet")
+    assert status == 200
+    csp = headers["Content-Security-Policy"]
+    assert "style-src 'unsafe-inline'" in csp and "script-src" not in csp
+    # the console's header with the way back, then the sheet in <main>
+    header, main = page.index('data-testid="header"'), page.index('<main id="content">')
+    back = page.index(f'<a href="/device/{DEVICE_B_NAP}" data-testid="sheet-back">')
+    assert header < back < main and page.count("<main") == 1 and "</main>" in page
+    # the sheet inside is the device's, untouched: its body whole, its style whole
+    db = served.console.db
+    sheet = await served.console.call(
+        lambda: naps.sheet_html(db, DEVICE_B_NAP, language="ja", now=served.clock[0])
+    )
+    assert sheet is not None
+    body = sheet.partition("<body>")[2].rpartition("</body>")[0]
+    style = sheet[sheet.index("<style>") : sheet.index("</style>") + len("</style>")]
+    assert body and body in page and style in page
+    for width in (390, 1280):
+        bad, title = await asyncio.to_thread(_axe_serious, page, csp, width)
+        assert bad == [], width
+    assert title.startswith("午睡チェック表 ")  # the sheet's own, then the console's
+    assert title.endswith(f" | {DEVICE_B_NAP} | 里山エッジ コンソール")
+
+
 async def test_an_operator_starts_a_rollout_stage(
     seeded: NotifierConfig, broker: Mosquitto, tmp_path: Path
 ) -> None:
