@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -255,6 +256,31 @@ async def test_the_version_from_the_status_message_on_the_device_and_fleet_pages
         assert row + "<td>1</td>" in page
 
 
+async def test_each_hydrograph_names_its_sensor_and_data_use_is_the_month_in_japan(
+    seeded: NotifierConfig,
+) -> None:
+    async with await Store.open(seeded.store) as store:  # a second probe on the same gauge
+        points = [("bridge.level_cm", NOW - 3600 + 600 * n, 70.0 + n) for n in range(6)]
+        await store.add_telemetry(DEVICE_A_WATER, SITE_A, points, now=NOW - 10)
+    async for s in serve(seeded):
+        japanese = (
+            "level の水位グラフ（24時間）",  # noqa: RUF001
+            "bridge の水位グラフ（7日間）",  # noqa: RUF001
+            "今月（日本時間）の通信量",  # noqa: RUF001
+        )
+        english = ("Hydrograph (24 h): level", "Hydrograph (7 days): bridge")
+        english += ("Data this month (JST)",)
+        for name, words in (("alice", japanese), ("olga", english)):
+            b = await s.as_user(name)
+            if name == "olga":
+                await b.post("/language", {"language": "en"})
+            _, _, page = await b.get(f"/device/{DEVICE_A_WATER}")
+            captions = re.findall(r"<figcaption>([^<]*)</figcaption>", page)
+            assert len(captions) == 4 and len(set(captions)) == 4, captions
+            for word in words:
+                assert word in page, (name, word)
+
+
 AXE = Path(__file__).resolve().parents[2] / "data" / "axe" / "axe.min.js"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -350,7 +376,7 @@ async def test_an_operator_starts_a_rollout_stage(
         olga = await s.as_user("olga")
         status, _, page = await olga.get("/fleet")
         assert status == 200 and 'data-rollout="r7"' in page
-        assert 'data-testid="rollout-start-r7"' in page
+        assert 'data-testid="rollout-start-r7">次の段階を開始</button>' in page
         alice = await s.as_user("alice")
         assert (await alice.post("/fleet/rollout/r7/start"))[0] == 403
         status, headers, _ = await olga.post("/fleet/rollout/r7/start")
@@ -361,7 +387,10 @@ async def test_an_operator_starts_a_rollout_stage(
         assert 'data-testid="fleet-message"' not in page
         status, headers, _ = await olga.post("/fleet/rollout/r7/pause")
         assert status == 303
-        assert "rollout r7 paused" in (await olga.get("/fleet"))[2]
+        _, _, page = await olga.get("/fleet")
+        assert "rollout r7 paused" in page
+        # paused: its button resumes it
+        assert 'data-testid="rollout-start-r7">再開</button>' in page
         # a link cannot put words on the page
         _, _, page = await olga.get("/fleet?message=Call+0120-000-000")
         assert "0120" not in page
