@@ -27,8 +27,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import json
+import os
 import random
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -437,6 +440,371 @@ async def http_figures(dsn: str, fleet: Fleet, runs: int) -> None:
     await console.close()
 
 
+# --- open live connections -----------------------------------------------------------------------
+
+LIVE_SITES = 4
+"""Sites of the live benchmark's store; the fan-out event is on the first (every user sees it)."""
+STREAMS_PER_SESSION = 8
+"""As many ``/api/live`` streams as the console lets one session hold (``live.PER_SESSION``)."""
+SESSIONS_PER_USER = 2
+"""Two sessions of eight: the console's cap of 16 streams per user."""
+
+
+@dataclass
+class Proc:
+    """CPU time and memory of a process, read from ``/proc``."""
+
+    pid: int
+
+    def cpu_s(self) -> float:
+        """User + system CPU seconds so far (``/proc/PID/stat`` fields 14 and 15)."""
+        text = Path(f"/proc/{self.pid}/stat").read_text()
+        fields = text[text.rindex(")") + 2 :].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def memory_kib(self, key: str = "VmRSS") -> int:
+        for row in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if row.startswith(key + ":"):
+                return int(row.split()[1])
+        raise LookupError(key)
+
+    def fds(self) -> int:
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+
+@dataclass
+class LiveConsole:
+    """The real ``satoyama-console serve`` over a small SQLite store, and its users."""
+
+    folder: Path
+    users: list[tuple[str, str]]
+    """(name, password) of each user created through ``satoyama-console user add``."""
+    url: str = ""
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def config(self) -> Path:
+        return self.folder / "notifier.toml"
+
+    @property
+    def store(self) -> Path:
+        return self.folder / "notifier.sqlite3"
+
+    def write_config(self, port: int) -> None:
+        sites = "".join(
+            f'[sites.live-{n:02d}]\nname = "bench {n}"\nrecipients = ["a@example.jp"]\n'
+            for n in range(LIVE_SITES)
+        )
+        self.config.write_text(
+            '[mqtt]\nhost = "127.0.0.1"\n[smtp]\nhost = "127.0.0.1"\nsender = "a@example.jp"\n'
+            f'[store]\npath = "{self.store}"\n'
+            f'[console]\nhost = "127.0.0.1"\nport = {port}\ncookie_secure = false\n{sites}',
+            encoding="utf-8",
+        )
+        self.url = f"http://127.0.0.1:{port}"
+
+    def add_users(self, parallel: int = 4) -> float:
+        """Each user through ``satoyama-console user add`` (password on standard input),
+        ``parallel`` at a time: half operators, half farmers of the first site, half of
+        each in English.  Returns the seconds it took."""
+        from edge.sim.site import console_command
+
+        started = time.perf_counter()
+        todo = list(enumerate(self.users))
+        while todo:
+            batch, todo = todo[:parallel], todo[parallel:]
+            running = []
+            for n, (name, password) in batch:
+                role = (
+                    ["--role", "operator"] if n % 2 else ["--role", "farmer", "--site", "live-00"]
+                )
+                language = ["--language", "en" if n % 4 >= 2 else "ja"]
+                proc = subprocess.Popen(
+                    [*console_command(), "--config", str(self.config), "user", "add", name,
+                     *role, *language],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                    text=True,
+                )  # fmt: skip
+                running.append((name, proc, password))
+            for name, proc, password in running:
+                _, err = proc.communicate(password + "\n", timeout=120)
+                if proc.returncode != 0:
+                    raise RuntimeError(f"user add {name}: exit {proc.returncode}: {err.strip()}")
+        return time.perf_counter() - started
+
+    def start(self, timeout: float = 60.0) -> None:
+        import urllib.request
+
+        from edge.sim.site import console_command
+
+        log = (self.folder / "console.log").open("ab")
+        self.proc = subprocess.Popen(
+            [*console_command(), "--config", str(self.config), "serve"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        log.close()
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(self.url + "/login", timeout=2) as answer:
+                    if answer.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.1)  # polling a starting process's port
+        tail = (self.folder / "console.log").read_text(errors="replace")[-2000:]
+        self.stop()
+        raise RuntimeError(f"the console did not answer; its log ends:\n{tail}")
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+async def _seed(store_path: Path, devices: int) -> list[tuple[str, str]]:
+    """A few devices, each with a heartbeat, through the notifier's own :class:`Store`."""
+    from cloud.store import Store
+
+    out = []
+    store = await Store.open(store_path)
+    try:
+        now = time.time()
+        for n in range(devices):
+            device, site = f"live-dev-{n:02d}", f"live-{n % LIVE_SITES:02d}"
+            beat = _event(device, site, "heartbeat", "info", now, 1,
+                          {"interval_s": 300.0, "uptime_s": 1.0, "outbox_depth": 0},
+                          36.0 + n / 100, 138.0)  # fmt: skip
+            await store.accept(beat, [], now=now, heartbeat_interval=300.0)
+            out.append((device, site))
+    finally:
+        await store.close()
+    return out
+
+
+class Streams:
+    """Open ``/api/live`` streams (aiohttp client, this process), each read line by line;
+    when an event arrives, the time it arrived at each stream."""
+
+    def __init__(self, url: str, users: list[tuple[str, str]]) -> None:
+        self.url = url
+        self.users = users
+        self.sessions: list[Any] = []  # aiohttp.ClientSession, one per console session
+        self.tasks: list[asyncio.Task[None]] = []
+        self.responses: list[Any] = []
+        self.arrivals: dict[str, list[float]] = {}
+        self.pings = 0
+        self.ended = 0
+
+    async def login(self, count: int) -> None:
+        """``count`` console sessions: each user logs in twice (two cookie jars)."""
+        import re
+
+        import aiohttp
+
+        async def one(name: str, password: str) -> Any:
+            session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0),
+                cookie_jar=aiohttp.CookieJar(unsafe=True),  # cookies of 127.0.0.1
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=30),
+            )
+            async with session.get(self.url + "/login") as page:
+                token = re.search(r'name="csrf" value="([^"]+)"', await page.text())
+            form = {"name": name, "password": password, "csrf": token.group(1) if token else ""}
+            async with session.post(self.url + "/login", data=form, allow_redirects=False) as r:
+                if r.status not in (302, 303):
+                    raise RuntimeError(f"login {name}: HTTP {r.status}")
+            return session
+
+        wanted = [self.users[n // SESSIONS_PER_USER] for n in range(count)]
+        for start in range(0, len(wanted), 8):  # scrypt on the console's side: a few at a time
+            self.sessions += await asyncio.gather(*(one(*u) for u in wanted[start : start + 8]))
+
+    async def open(self, count: int) -> None:
+        """``count`` more streams, each open once the console's hello line arrived."""
+        ready: list[asyncio.Future[None]] = []
+        loop = asyncio.get_running_loop()
+        for n in range(len(self.tasks), len(self.tasks) + count):
+            session = self.sessions[n // STREAMS_PER_SESSION]
+            future: asyncio.Future[None] = loop.create_future()
+            ready.append(future)
+            self.tasks.append(asyncio.create_task(self._read(session, future)))
+        await asyncio.gather(*ready)
+
+    async def _read(self, session: Any, ready: asyncio.Future[None]) -> None:
+        try:
+            response = await session.get(self.url + "/api/live")
+            if response.status != 200:
+                raise RuntimeError(f"/api/live: HTTP {response.status}: {await response.text()}")
+            self.responses.append(response)
+            content = response.content
+            kind = b""
+            while True:
+                line = await content.readline()
+                if not line:
+                    break
+                if line.startswith(b": connected") and not ready.done():
+                    ready.set_result(None)
+                elif line.startswith(b": ping"):
+                    self.pings += 1
+                elif line.startswith(b"event: "):
+                    kind = line[7:].strip()
+                elif line.startswith(b"data: ") and kind == b"event":
+                    at = time.perf_counter()
+                    event_id = json.loads(line[6:])["id"]
+                    self.arrivals.setdefault(event_id, []).append(at)
+        except Exception as exc:
+            if not ready.done():
+                ready.set_exception(exc)
+            else:
+                raise
+        finally:
+            self.ended += 1
+
+    @property
+    def count(self) -> int:
+        return len(self.tasks)
+
+    async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for response in self.responses:
+            response.close()
+        for session in self.sessions:
+            await session.close()
+        self.tasks, self.responses, self.sessions = [], [], []
+
+
+async def _fan_out(
+    streams: Streams, store: Any, device: str, site: str, rounds: int, seq: int
+) -> tuple[list[float], list[float], int]:
+    """``rounds`` detections stored one at a time through :class:`Store` (committed as the
+    notifier commits them), a random 0.2 to 1.2 s apart (so the console's once-a-second
+    poll meets them at every phase).  Returns the latency (ms, commit started -> arrived)
+    of every stream for every event, each event's spread (first to last stream, ms), and
+    how many arrivals were missing after 10 s."""
+    rng = random.Random(seq)
+    latencies: list[float] = []
+    spreads: list[float] = []
+    missing = 0
+    for n in range(rounds):
+        data = {"sensor": "pir", "rule": "r", "deterrent": "sounded", "siren": True,
+                "strobe": True}  # fmt: skip
+        event = _event(device, site, "animal_detected", "alarm", time.time(), seq + n, data,
+                       36.0, 138.0)  # fmt: skip
+        started = time.perf_counter()
+        await store.accept(event, [], now=time.time())
+        deadline = started + 10.0
+        while len(streams.arrivals.get(event.id, ())) < streams.count:
+            if time.perf_counter() > deadline:
+                break
+            await asyncio.sleep(0.005)  # a measuring loop, not a test's synchronisation
+        got = streams.arrivals.pop(event.id, [])
+        missing += streams.count - len(got)
+        latencies += [(t - started) * 1000 for t in got]
+        if got:
+            spreads.append((max(got) - min(got)) * 1000)
+        await asyncio.sleep(0.2 + rng.random())
+    return latencies, spreads, missing
+
+
+def _pct(ms: list[float], q: float) -> float:
+    ms = sorted(ms)
+    return ms[min(len(ms) - 1, round(q * (len(ms) - 1)))] if ms else float("nan")
+
+
+async def live_figures(n: int, baseline: int, rounds: int, idle_s: float) -> None:
+    """The real console process holding ``n`` open ``/api/live`` streams, against
+    ``baseline`` streams in the same run."""
+    import tempfile
+
+    from cloud.store import Store
+    from edge.sim.broker import free_port
+
+    users = -(-n // (STREAMS_PER_SESSION * SESSIONS_PER_USER)) + 1
+    sessions = -(-n // STREAMS_PER_SESSION)
+    console = LiveConsole(
+        Path(tempfile.mkdtemp(prefix="console-live-")),
+        [(f"live-user-{k:03d}", f"live-bench-password-{k:03d}") for k in range(users)],
+    )
+    console.write_config(free_port())
+    seeded = await _seed(console.store, 8)
+    took = console.add_users()
+    print(f"store: {len(seeded)} devices in {LIVE_SITES} sites (SQLite, {console.store})")
+    print(f"users: {users} through `satoyama-console user add`, {took:.1f} s")
+    console.start()
+    assert console.proc is not None
+    proc = Proc(console.proc.pid)
+    device, site = seeded[0]
+    store = await Store.open(console.store)
+    streams = Streams(console.url, console.users)
+    try:
+        print(f"console: `satoyama-console serve` pid {proc.pid} on {console.url}")
+        rss_start = proc.memory_kib()
+        started = time.perf_counter()
+        await streams.login(sessions)
+        print(
+            f"  {sessions} sessions logged in (2 per user): {time.perf_counter() - started:.1f} s"
+        )
+        rss_before = proc.memory_kib()
+        print(f"  RSS: at start {rss_start / 1024:.1f} MiB, after the logins "
+              f"{rss_before / 1024:.1f} MiB, 0 streams")  # fmt: skip
+
+        async def phase(count: int, label: str) -> dict[str, float]:
+            before = streams.count
+            started = time.perf_counter()
+            await streams.open(count - before)
+            opened = time.perf_counter() - started
+            rss = proc.memory_kib()
+            fds = proc.fds()
+            cpu0, wall0 = proc.cpu_s(), time.perf_counter()
+            await asyncio.sleep(idle_s)  # idle: nothing stored; the hub polls and pings
+            cpu = (proc.cpu_s() - cpu0) / (time.perf_counter() - wall0) * 100
+            latencies, spreads, missing = await _fan_out(
+                streams, store, device, site, rounds, seq=100 + count
+            )
+            print(f"{label}: {count} open streams")
+            print(f"  {count - before} opened in {opened * 1000:,.0f} ms"
+                  f" ({before} open before); console RSS {rss / 1024:.1f} MiB "
+                  f"(+{(rss - rss_before) / 1024:.1f} MiB over 0 streams, "
+                  f"{(rss - rss_before) / max(1, count):.1f} KiB a stream), {fds} fds")  # fmt: skip
+            print(f"  idle {idle_s:.0f} s: console CPU {cpu:.2f} % of one core "
+                  f"({streams.pings} pings read so far)")  # fmt: skip
+            print(f"  fan-out, {rounds} events x {count} streams (commit -> each stream):"
+                  f" p50 {_pct(latencies, 0.5):.0f} ms  p95 {_pct(latencies, 0.95):.0f} ms"
+                  f"  max {_pct(latencies, 1.0):.0f} ms; spread first -> last stream"
+                  f" p50 {_pct(spreads, 0.5):.1f} ms  max {_pct(spreads, 1.0):.1f} ms;"
+                  f" missing {missing}")  # fmt: skip
+            return {"opened": opened, "cpu": cpu, "rss": rss,
+                    "p50": _pct(latencies, 0.5), "p95": _pct(latencies, 0.95),
+                    "max": _pct(latencies, 1.0), "spread": _pct(spreads, 0.5),
+                    "missing": missing}  # fmt: skip
+
+        base = await phase(baseline, "baseline")
+        full = await phase(n, "full")
+        rss_after = proc.memory_kib()
+        print(f"  console RSS after: {rss_after / 1024:.1f} MiB (peak "
+              f"{proc.memory_kib('VmHWM') / 1024:.1f} MiB); streams ended early: "
+              f"{streams.ended}")  # fmt: skip
+        print(
+            f"ratio {n} / {baseline} streams: fan-out p50 {full['p50'] / base['p50']:.2f}x, "
+            f"p95 {full['p95'] / base['p95']:.2f}x, max {full['max'] / base['max']:.2f}x; "
+            f"spread {full['spread'] / max(base['spread'], 0.01):.0f}x; "
+            f"idle CPU {full['cpu'] / max(base['cpu'], 0.01):.1f}x"
+        )
+    finally:
+        await streams.close()
+        await store.close()
+        console.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--devices", type=int, default=10_000)
@@ -450,8 +818,28 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--baseline-runs", type=int, default=5)
     parser.add_argument("--http", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument(
+        "--only",
+        choices=("fleet", "live"),
+        help="only the fleet on PostgreSQL, or only the open live connections",
+    )
+    parser.add_argument(
+        "--live", type=int, default=1000, metavar="N", help="open /api/live streams (%(default)s)"
+    )
+    parser.add_argument(
+        "--live-baseline", type=int, default=10, metavar="N", help="the baseline's streams"
+    )
+    parser.add_argument("--live-rounds", type=int, default=10, help="events fanned out per phase")
+    parser.add_argument("--idle-s", type=float, default=30.0, help="idle CPU measured this long")
     args = parser.parse_args()
+    if args.only != "live":
+        fleet_figures(args)
+    if args.only != "fleet":
+        print(f"open live connections (the real console process, {args.live} streams):")
+        asyncio.run(live_figures(args.live, args.live_baseline, args.live_rounds, args.idle_s))
 
+
+def fleet_figures(args: argparse.Namespace) -> None:
     server = PostgresServer()
     server.start()
     try:
