@@ -12,6 +12,10 @@ them.  Run as::
 It prints ``ready`` once the daemon runs, then answers one command per line:
 
 ``apply TARGET ACTION [VALUE_JSON]``  a stimulus, as a bench scenario gives it: ``ok``
+``play SCENARIO_FILE``                 the scenario's stimuli, each at its ``at_s`` from now
+                                      (as ``edge bench`` plays them), until its
+                                      ``duration_s``: ``played [{"t", "kind", "data"}, ...]``
+                                      (the device's events meanwhile, ``t`` from the start)
 ``actuators``                         ``actuators {"buzzer": true, ...}``
 ``kinds``                             ``kinds ["heartbeat", ...]`` (events seen on the broker)
 ``quit``
@@ -27,13 +31,14 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from edge.sim.broker import Mosquitto
 from edge.sim.emulated import EmulatedSite
-from edge.tools.bench import Stimulus
+from edge.tools.bench import Stimulus, load_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 TILES = ROOT / "tests" / "data" / "tiles"
@@ -88,6 +93,8 @@ async def _serve(text: str, state: Path, port: int, initial: list[Stimulus]) -> 
                     value = json.loads(words[3]) if len(words) == 4 else None
                     await site.apply(words[1], words[2], value)
                     _say("ok")
+                elif words[0] == "play" and len(words) == 2:
+                    _say("played", json.dumps(await _play(site, Path(words[1]))))
                 elif words[0] == "actuators":
                     _say("actuators", json.dumps(site.actuator_states()))
                 elif words[0] == "kinds":
@@ -96,6 +103,22 @@ async def _serve(text: str, state: Path, port: int, initial: list[Stimulus]) -> 
                     _say("error", f"unknown command {line.strip()!r}")
             except Exception as exc:  # noqa: BLE001 - reported to the test, which fails on it
                 _say("error", f"{type(exc).__name__}: {exc}")
+
+
+async def _play(site: EmulatedSite, path: Path) -> list[dict[str, Any]]:
+    """``path``'s stimuli on the scenario's own timeline (its ``initial`` steps are the
+    process's ``INITIAL_JSON``); the device's events from the start to ``duration_s``."""
+    scenario = load_scenario(path)
+    t0 = time.monotonic()
+    for step in sorted(scenario.stimulus, key=lambda s: s.at_s):
+        await asyncio.sleep(max(0.0, t0 + step.at_s - time.monotonic()))  # the timeline
+        await site.apply(step.target, step.action, step.value)
+    await asyncio.sleep(max(0.0, t0 + scenario.duration_s - time.monotonic()))
+    return [
+        {"t": round(e["t"] - t0, 3), "kind": e["kind"], "data": e["data"]}
+        for e in site.events()
+        if e["t"] >= t0
+    ]
 
 
 def main(argv: list[str]) -> int:
@@ -180,6 +203,13 @@ class DeviceProcess:
     def apply(self, target: str, action: str, value: object = None) -> None:
         suffix = "" if value is None else " " + json.dumps(value, ensure_ascii=False)
         assert self.ask(f"apply {target} {action}{suffix}") == "ok"
+
+    def play(self, scenario: Path, timeout: float = 120) -> list[dict[str, Any]]:
+        """Play a bench scenario's stimuli on its timeline; the device's events meanwhile."""
+        answer = self.ask(f"play {scenario}", timeout=timeout)
+        assert answer.startswith("played "), answer
+        events: list[dict[str, Any]] = json.loads(answer.split(" ", 1)[1])
+        return events
 
     def actuators(self) -> dict[str, bool]:
         answer = self.ask("actuators").split(" ", 1)[1]

@@ -48,11 +48,12 @@ from playwright.sync_api import (
 )
 from playwright.sync_api import Error as PlaywrightError
 
+from edge import __version__ as edge_version
 from edge.config import WaterRuleConfig, parse
 from edge.nursery.log import NapLog
 from edge.nursery.sheet import JST, build_sheet
 from edge.sim.site import CloudSide, ConsoleSetup, ConsoleUser
-from edge.tools.bench import SCENARIOS, SITES, load_scenario
+from edge.tools.bench import SCENARIOS, SITES, Scenario, load_scenario
 from tests.e2e.console_site import DeviceProcess, TileServer, placed
 from tests.support.waiting import until_sync
 
@@ -286,8 +287,10 @@ def marker(page: Page, device: str) -> Any:
 
 
 def fill_colour(page: Page, device: str) -> str:
-    colour: str = marker(page, device).locator(".marker-pin").evaluate(
-        "el => getComputedStyle(el).backgroundColor"
+    colour: str = (
+        marker(page, device)
+        .locator(".marker-pin")
+        .evaluate("el => getComputedStyle(el).backgroundColor")
     )
     return colour
 
@@ -463,52 +466,84 @@ def test_a_detection_and_a_closed_trap_appear_live(browsing: Browsing, site: Sit
     expect(capture).to_be_visible()
     ryoshi.page.get_by_test_id("trap-checked-trap_a").click()
     expect(capture).to_contain_text("ryoshi")
-    expect(ryoshi.page.locator("[data-testid='action'][data-action='trap_checked']")).to_contain_text(
-        "ryoshi"
-    )
+    expect(
+        ryoshi.page.locator("[data-testid='action'][data-action='trap_checked']")
+    ).to_contain_text("ryoshi")
 
 
 # --- 3. a water gauge's colour as the river rises -----------------------------------------------
 
 
-def test_a_gauge_takes_each_stage_colour_as_the_river_rises(browsing: Browsing, site: Site) -> None:
-    """The river-rising bench scenario's probe levels, played on the gauge in order; the
-    municipal officer's open map recolours the gauge at each stage, live."""
+#: The four Japanese river stages by their official names, and the colour the console
+#: gives each (docs/console.md's table), as css says them.
+RIVER_RANKS = {"水防団待機水位": 1, "氾濫注意水位": 2, "避難判断水位": 3, "氾濫危険水位": 4}
+STAGE_COLOURS = {1: "#00a040", 2: "#e6be00", 3: "#ff2800", 4: "#aa00aa"}
+
+#: Every change of the gauge's marker: its stage and the pin's colour at that moment.
+_RECORD_GAUGE = """device => {
+  window.__gauge = [];
+  const el = document.querySelector(`.leaflet-marker-pane [data-testid='marker-${device}']`);
+  const note = () => window.__gauge.push([el.getAttribute("data-stage"),
+    getComputedStyle(el.querySelector(".marker-pin")).backgroundColor]);
+  new MutationObserver(note).observe(el, {attributes: true, attributeFilter: ["data-stage"]});
+}"""
+
+
+def highest_stage(config: str, scenario: Scenario) -> tuple[int, str]:
+    """The highest river stage the scenario says its gauge reaches (its expected
+    ``water_level_alert`` events), as (rank, label), from the device's configuration."""
+    rules = parse(config).rules.values()
+    lines = {(r.sensor, s.name): s.label for r in rules if isinstance(r, WaterRuleConfig)
+             for s in r.stages}  # fmt: skip
+    reached = [lines[e.data["sensor"], e.data["stage"]] for e in scenario.expect
+               if e.event == "water_level_alert" and not e.absent]  # fmt: skip
+    return max((RIVER_RANKS[label], label) for label in reached)
+
+
+def test_a_gauge_takes_the_colour_of_the_highest_stage_the_river_scenario_reaches(
+    browsing: Browsing, site: Site
+) -> None:
+    """The river-rising bench scenario played on the gauge on its own timeline (both
+    probes, the cut cable, the unplugged ranger); the municipal officer's open map follows
+    it live, each stage in its colour, and ends in the colour of the highest river stage
+    the scenario reaches (the bridge's 氾濫危険水位), without a reload."""
     device = "east-river-01"
     yakuba = browsing.open(USERS["yakuba"])
     page = on_map(yakuba)
     remember_page(page)
     gauge = marker(page, device)
     expect(gauge).to_have_attribute("data-stage", "0")
-    before = fill_colour(page, device)
-    rule = parse(site.configs[device]).rules["river_probe"]
-    assert isinstance(rule, WaterRuleConfig)
-    stages = {s.name: s for s in rule.stages}
-    names = list(stages)  # rising order, as the profile lists them
-    levels = [s.value for s in RIVER.stimulus
-              if s.target == "level_probe" and s.action == "level_cm"]  # fmt: skip
-    assert levels[:2] == [220, 310], "the scenario's first two probe levels"
-    seen = [before]
-    # the standard colours of the four river stages (docs/console.md), as css says them
-    colours = {1: "#00a040", 2: "#e6be00", 3: "#ff2800", 4: "#aa00aa"}
-    for level in levels[:2]:
-        assert isinstance(level, int | float)
-        rank = sum(1 for n in names if stages[n].level_cm <= level)
-        site.devices[device].apply("level_probe", "level_cm", level)
-        expect(gauge).to_have_attribute("data-stage", str(rank))
-        expect(gauge).to_have_attribute("data-state", "alarm" if rank >= 3 else "warning")
-        expect(gauge.locator(".marker-badge")).to_have_text(str(rank))
-        until_sync(coloured(page, device, rgb(colours[rank])), LIVE_S,
-                   f"the gauge in stage {rank}'s colour")  # fmt: skip
-        seen.append(fill_colour(page, device))
-        expect(page.locator(f"#devices li[data-device='{device}']")).to_have_attribute(
-            "data-stage", str(rank)
-        )
-    assert len(set(seen)) == 3, seen
+    page.evaluate(_RECORD_GAUGE, device)
+    rank, label = highest_stage(site.configs[device], RIVER)
+    assert (rank, label) == (4, "氾濫危険水位"), "the scenario's highest stage"
+
+    played = site.devices[device].play(SCENARIOS / "river-rising.toml")
+    alerts = {(e["data"]["sensor"], e["data"]["stage"]) for e in played
+              if e["kind"] == "water_level_alert"}  # fmt: skip
+    assert ("level_bridge", "danger") in alerts, played
+    assert ("level_probe", "danger") not in alerts, played
+
+    expect(gauge).to_have_attribute("data-stage", str(rank))
+    expect(gauge).to_have_attribute("data-state", "alarm")
+    expect(gauge.locator(".marker-badge")).to_have_text(str(rank))
+    until_sync(coloured(page, device, rgb(STAGE_COLOURS[rank])), LIVE_S,
+               f"the gauge in {label}'s colour")  # fmt: skip
+    expect(page.locator(f"#devices li[data-device='{device}']")).to_have_attribute(
+        "data-stage", str(rank)
+    )
+    # each stage the map showed on the way, in its own colour, never falling back
+    seen = page.evaluate("window.__gauge")
+    stages = [int(stage) for stage, _ in seen]
+    assert stages == sorted(stages) and stages[-1] == rank, seen
+    for stage, colour in seen:
+        assert colour == rgb(STAGE_COLOURS[int(stage)]), seen
     assert same_page(page), "the page was reloaded"
+
     yakuba.goto(site, f"/device/{device}")
-    expect(page.get_by_test_id("water-stage")).to_have_attribute("data-rank", "3")
+    expect(page.get_by_test_id("water-stage")).to_have_attribute("data-rank", str(rank))
     expect(page.get_by_test_id("hydrograph-24h").first).to_be_visible()
+    # the software its status message says it runs (the notifier's devices.version)
+    expect(page.get_by_test_id("version")).to_have_text(edge_version)
 
 
 # --- 4. a nap alarm, acknowledged remotely -----------------------------------------------------
