@@ -53,8 +53,31 @@ RIVER_STAGES: Final = (
     ("evacuation", "避難判断水位", (255, 40, 0)),
     ("danger", "氾濫危険水位", (170, 0, 170)),
 )
-_STAGE_COLOUR: Final = {name: colour for name, _, colour in RIVER_STAGES}
 _STAGE_NAME: Final = {name: ja for name, ja, _ in RIVER_STAGES}
+#: Other stage names seen in configurations for the same four stages.
+_STAGE_ALIASES: Final = {"standby": 1, "caution": 2, "evacuate": 3, "flood_danger": 4}
+_STAGE_RANK: Final = {
+    **{name: rank for rank, (name, _, _) in enumerate(RIVER_STAGES, start=1)},
+    **_STAGE_ALIASES,
+}
+
+
+def river_rank(name: str, label: str = "") -> int:
+    """Which Japanese river stage a device's stage is: 1 (水防団待機水位) .. 4 (氾濫危険水位),
+    0 for any other (a paddy's line, a custom one).
+
+    The label decides first: it is the official name people read, and a device's stage
+    name may contradict it (a profile once named its 氾濫注意水位 ``flood_watch``).  The
+    name decides when the label names none of the four."""
+    for rank, (_, ja, _) in enumerate(RIVER_STAGES, start=1):
+        if ja.removesuffix("水位") in label:
+            return rank
+    return _STAGE_RANK.get(name.strip().lower(), 0)
+
+
+def river_colour(rank: int) -> tuple[int, int, int] | None:
+    """The colour of river stage ``rank`` (1..4), None for 0."""
+    return RIVER_STAGES[rank - 1][2] if 1 <= rank <= len(RIVER_STAGES) else None
 
 #: Where a Japanese font is looked for first (Debian, Raspberry Pi OS, then other packages).
 CJK_FONTS: Final = (
@@ -87,7 +110,8 @@ class StageLine:
 
     @property
     def colour(self) -> tuple[int, int, int]:
-        return _STAGE_COLOUR.get(self.name, _THRESHOLD)
+        """Its river stage's colour (:func:`river_rank`: by label, then name), else red."""
+        return river_colour(river_rank(self.name, self.label)) or _THRESHOLD
 
 
 def stage_lines(data: Any) -> tuple[StageLine, ...]:

@@ -36,6 +36,7 @@ from typing import Any, Final
 
 import msgspec
 
+from cloud.chart import river_rank as chart_river_rank
 from cloud.console.model import Capability, DeviceState, WaterStage, marker_state
 from edge.event import Event
 
@@ -407,31 +408,10 @@ def nap_acknowledged(memory: Memory, cot: str, by: str) -> Memory:
 # --- what the map draws ------------------------------------------------------------------------
 
 
-#: The four Japanese river stages, lowest first (rank 1..4): the words their official names
-#: (水防団待機水位, 氾濫注意水位, 避難判断水位, 氾濫危険水位) contain.
-RIVER_STAGE_WORDS: Final = ("水防団待機", "氾濫注意", "避難判断", "氾濫危険")
-#: Stage names devices use for them (:data:`cloud.chart.RIVER_STAGES`' names and the
-#: others seen in configurations), when the label names none of the four.
-RIVER_STAGE_NAMES: Final[dict[str, int]] = {
-    "flood_watch": 1,
-    "standby": 1,
-    "flood_warning": 2,
-    "caution": 2,
-    "evacuation": 3,
-    "evacuate": 3,
-    "danger": 4,
-    "flood_danger": 4,
-}
-
-
 def river_rank(stage: WaterStage) -> int:
-    """Which Japanese river stage ``stage`` is (1..4), from its label (the official name,
-    which people read and which a device's stage name may contradict), else from its name;
-    0 for any other stage (a paddy's line, a custom one)."""
-    for rank, word in enumerate(RIVER_STAGE_WORDS, start=1):
-        if word in stage.label:
-            return rank
-    return RIVER_STAGE_NAMES.get(stage.name.strip().lower(), 0)
+    """Which Japanese river stage ``stage`` is (1..4; 0: none): :func:`cloud.chart.river_rank`,
+    the one rule the mail chart, the hydrograph and the map share."""
+    return chart_river_rank(stage.name, stage.label)
 
 
 def water_stage(water: WaterMemory) -> tuple[str | None, int]:

@@ -14,7 +14,16 @@ import pytest
 from PIL import Image, ImageFont
 
 import cloud.chart
-from cloud.chart import HEIGHT, RIVER_STAGES, WIDTH, cjk_font_path, level_chart, stage_lines
+from cloud.chart import (
+    HEIGHT,
+    RIVER_STAGES,
+    WIDTH,
+    StageLine,
+    cjk_font_path,
+    level_chart,
+    river_rank,
+    stage_lines,
+)
 
 END = dt.datetime(2025, 11, 24, 4, 5, 12, tzinfo=dt.UTC).timestamp()
 POINTS = [(END - 86400 + i * 600, 100.0 + (i / 144) ** 3 * 85) for i in range(145)]
@@ -106,3 +115,14 @@ def test_the_chart_says_in_japanese_what_it_shows_with_its_unit_and_legend() -> 
         "水位", "水防団待機水位 150cm", "はん濫注意 180cm", "避難判断水位 210cm",
         "氾濫危険水位 240cm",
     ]  # fmt: skip
+
+
+def test_a_stage_is_coloured_by_its_official_name_before_its_device_name() -> None:
+    """A profile once named its 氾濫注意水位 ``flood_watch`` (水防団待機's name): the label,
+    which people read, decides its colour in the mail chart and the console alike."""
+    yellow = RIVER_STAGES[1][2]
+    assert StageLine("flood_watch", 120.0, "氾濫注意水位").colour == yellow
+    assert StageLine("flood_warning", 120.0, "").colour == yellow
+    assert river_rank("flood_watch", "氾濫危険水位") == 4
+    assert river_rank("too_high", "上限") == 0
+    assert StageLine("too_high", 12.0, "上限").colour not in [c for _, _, c in RIVER_STAGES]
