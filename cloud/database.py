@@ -365,6 +365,12 @@ class Database(Protocol):
         """Make the commits made with ``durable=False`` durable too."""
         ...
 
+    def create_index(self, name: str, definition: str) -> None:
+        """``CREATE INDEX IF NOT EXISTS name definition`` (``definition``: ``ON table
+        (columns) [WHERE ...]``) without holding writers back for the build where the
+        engine can (PostgreSQL: ``CONCURRENTLY``; SQLite: one short transaction)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -475,6 +481,9 @@ class SqliteDatabase:
             self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"store {self.path}: {exc}") from exc
+
+    def create_index(self, name: str, definition: str) -> None:
+        self.run(lambda tx: tx.execute(f"CREATE INDEX IF NOT EXISTS {name} {definition}"))
 
     def close(self) -> None:
         self._conn.close()
@@ -621,6 +630,32 @@ class PostgresDatabase:
     def sync(self) -> None:
         """Nothing to do: the server flushes ``synchronous_commit=off`` commits within
         3 x ``wal_writer_delay`` (0.6 s by default)."""
+
+    def create_index(self, name: str, definition: str) -> None:
+        """Built ``CONCURRENTLY`` (outside a transaction): the notifier's inserts go on
+        while a big table is indexed.  A build that failed half-way leaves an invalid
+        index, which ``IF NOT EXISTS`` would keep for ever: it is dropped and built again."""
+        import psycopg
+
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = _pg_connect(self._dsn, self.where)
+            with self._conn.cursor() as cur:  # autocommit: no transaction around it
+                cur.execute(
+                    "SELECT i.indisvalid FROM pg_class c JOIN pg_index i ON i.indexrelid = c.oid"
+                    " WHERE c.relname = %s AND pg_table_is_visible(c.oid)",
+                    (name,),
+                )
+                found = cur.fetchone()
+                if found is not None and found[0]:
+                    return
+                if found is not None:
+                    log.warning("store %s: index %s is invalid; building it again",
+                                self.where, name)  # fmt: skip
+                    cur.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}")
+                cur.execute(f"CREATE INDEX CONCURRENTLY IF NOT EXISTS {name} {definition}")
+        except psycopg.Error as exc:
+            raise StoreError(f"store {self.where}: index {name}: {exc}") from exc
 
     def close(self) -> None:
         if self._conn is not None:

@@ -154,16 +154,18 @@ def _schema(engine: str) -> list[str]:
             detail  TEXT NOT NULL DEFAULT ''
         )""",
         "CREATE INDEX IF NOT EXISTS console_actions_device ON console_actions (device, at)",
-        # On the notifier's events (it has only the primary key and received_at):
-        "CREATE INDEX IF NOT EXISTS console_events_device ON events (device, received_at)"
-        " WHERE kind <> 'heartbeat'",
-        "CREATE INDEX IF NOT EXISTS console_events_device_kind"
-        " ON events (device, kind, received_at)",
-        "CREATE INDEX IF NOT EXISTS console_events_site ON events (site, received_at)"
-        " WHERE kind <> 'heartbeat'",
-        "CREATE INDEX IF NOT EXISTS console_events_recent ON events (received_at)"
-        " WHERE kind <> 'heartbeat'",
     ]
+
+
+#: Indexes on the notifier's ``events`` (it has only the primary key and received_at), built
+#: with :meth:`cloud.database.Database.create_index` so that the notifier keeps inserting
+#: while a big table is indexed (PostgreSQL: concurrently).
+EVENT_INDEXES: Final = (
+    ("console_events_device", "ON events (device, received_at) WHERE kind <> 'heartbeat'"),
+    ("console_events_device_kind", "ON events (device, kind, received_at)"),
+    ("console_events_site", "ON events (site, received_at) WHERE kind <> 'heartbeat'"),
+    ("console_events_recent", "ON events (received_at) WHERE kind <> 'heartbeat'"),
+)
 
 
 _EVENT_COLUMNS: Final = "id, device, site, kind, severity, ts, received_at, payload"
@@ -280,6 +282,8 @@ class ConsoleState:
                 tx.execute(statement)
 
         self.db.run(work)
+        for name, definition in EVENT_INDEXES:
+            self.db.create_index(name, definition)
         rows = self.db.run(
             lambda tx: tx.query(
                 "SELECT received_at, event_id FROM console_cursor WHERE name = 'events'"
