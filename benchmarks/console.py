@@ -17,6 +17,12 @@ gauges a flood reached, posture checks and nap alarms).  Then it opens a
 * with ``--http`` and the console app present, ``GET /api/map`` and
   ``GET /api/device/ID`` through aiohttp with a logged-in operator.
 
+With ``--only live`` (or after the fleet, by default): the real ``satoyama-console
+serve`` process over a small SQLite store holding ``--live`` (1,000) open ``/api/live``
+streams against a ``--live-baseline`` (10) in the same run: the time to open them, the
+console's RSS and idle CPU (``/proc``), and the fan-out latency of events stored through
+:class:`cloud.store.Store` (:func:`live_figures`).
+
 Prints figures; asserts nothing.  ``python benchmarks/console.py --devices 1000
 --days 7`` for a quick run.  :func:`build_fleet` and :func:`open_state` are the
 hooks a connection-count benchmark can reuse.
