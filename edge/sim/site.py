@@ -336,15 +336,7 @@ class CloudSide:
 
     def stop_console(self) -> None:
         proc, self.console = self.console, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        _stop(proc)
 
     def start_notifier(self, timeout: float = 20.0) -> None:
         """Start the notifier process and wait until it has subscribed to events."""
@@ -369,15 +361,7 @@ class CloudSide:
 
     def stop_notifier(self) -> None:
         proc, self.notifier = self.notifier, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        _stop(proc)
 
     def close(self) -> None:
         """Stop them all, each whatever the others raise; idempotent."""
@@ -403,3 +387,15 @@ class CloudSide:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _stop(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM a process of the cloud side and wait for it (SIGKILL after 10 s)."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
