@@ -28,14 +28,8 @@ from cloud.render import JST, render_mail
 from cloud.staticmap import StaticMaps
 from tests.cloud.conftest import PLACE, TS, make_event
 from tests.cloud.test_staticmap import TEMPLATE
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PHONE = {"width": 390, "height": 844}
 FIRST_SCREEN = 700
 SITE = SiteConfig(name=PLACE, recipients=("farmer@example.jp",))
@@ -113,7 +107,7 @@ CASES = {
 @pytest.fixture(scope="module")
 def browser() -> Any:
     with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             yield chromium
         finally:

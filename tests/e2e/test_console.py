@@ -55,19 +55,12 @@ from edge.nursery.sheet import JST, build_sheet
 from edge.sim.site import CloudSide, ConsoleSetup, ConsoleUser
 from edge.tools.bench import SCENARIOS, SITES, Scenario, load_scenario
 from tests.e2e.console_site import DeviceProcess, TileServer, placed
+from tests.support.browser import AXE, CHROMIUM, CHROMIUM_ARGS
 from tests.support.waiting import until_sync
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-AXE = ROOT / "tests" / "data" / "axe" / "axe.min.js"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 800}
 LIVE_S = 20.0
@@ -168,7 +161,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             yield chromium
         finally:

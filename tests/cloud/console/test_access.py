@@ -39,6 +39,7 @@ from tests.cloud.console.conftest import (
     serve,
     store_events,
 )
+from tests.support.browser import AXE, CHROMIUM, CHROMIUM_ARGS
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.timeout(90)
@@ -268,8 +269,11 @@ async def test_each_hydrograph_names_its_sensor_and_data_use_is_the_month_in_jap
             "bridge の水位グラフ（7日間）",  # noqa: RUF001
             "今月（日本時間）の通信量",  # noqa: RUF001
         )
-        english = ("Hydrograph (24 h): level", "Hydrograph (7 days): bridge")
-        english += ("Data this month (JST)",)
+        english = (
+            "Hydrograph (24 h): level",
+            "Hydrograph (7 days): bridge",
+            "Data this month (JST)",
+        )
         for name, words in (("alice", japanese), ("olga", english)):
             b = await s.as_user(name)
             if name == "olga":
@@ -281,14 +285,6 @@ async def test_each_hydrograph_names_its_sensor_and_data_use_is_the_month_in_jap
                 assert word in page, (name, word)
 
 
-AXE = Path(__file__).resolve().parents[2] / "data" / "axe" / "axe.min.js"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def _axe_serious(html: str, csp: str, width: int) -> tuple[list[str], str]:
@@ -306,7 +302,7 @@ def _axe_serious(html: str, csp: str, width: int) -> tuple[list[str], str]:
         route.fulfill(status=200, headers=headers, body=html)
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": width, "height": 800})
             page.route("**/*", answer)

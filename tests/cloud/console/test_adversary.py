@@ -60,17 +60,11 @@ from tests.cloud.console.conftest import (
     store_events,
     trap_closed,
 )
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.timeout(180)
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 # --- what a compromised device sends -------------------------------------------------------
 
@@ -310,7 +304,7 @@ def _in_chromium(base: str, name: str, script: Script) -> None:
     requests leaving the machine).  Synchronous: run it off the event loop."""
     problems: list[str] = []
     with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = chromium.new_page(viewport={"width": 1280, "height": 900})
 

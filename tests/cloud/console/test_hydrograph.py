@@ -24,6 +24,7 @@ from playwright.sync_api import Browser, sync_playwright
 from cloud.chart import RIVER_STAGES
 from cloud.console.hydrograph import LINE_COLOUR, svg
 from cloud.console.model import Hydrograph, Point, WaterStage
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 
 NS = {"s": "http://www.w3.org/2000/svg"}
 JST = dt.timezone(dt.timedelta(hours=9))
@@ -33,13 +34,6 @@ STAGES = [
     WaterStage(name="flood_warning", label="", level_cm=180.0),
     WaterStage(name="evacuation", label="", level_cm=210.0),
     WaterStage(name="danger", label="", level_cm=240.0),
-]
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
 ]
 
 
@@ -202,7 +196,7 @@ def test_no_readings_is_a_clear_figure_with_the_stages_still_drawn() -> None:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             yield chromium
         finally:

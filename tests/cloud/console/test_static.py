@@ -31,20 +31,13 @@ from playwright.sync_api import Browser, Page, Route, sync_playwright
 from cloud.chart import RIVER_STAGES
 from cloud.console.i18n import labels
 from cloud.console.model import DeviceState, EventRow, marker_state
+from tests.support.browser import AXE, CHROMIUM, CHROMIUM_ARGS
 from tests.support.waiting import until_sync
 
 REPO = Path(__file__).resolve().parents[3]
 STATIC = REPO / "cloud" / "console" / "static"
 TILES = REPO / "tests" / "data" / "tiles"
-AXE = REPO / "tests" / "data" / "axe" / "axe.min.js"
 DEMO = Path(__file__).with_name("map_demo.html")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 800}
 LAT, LON = 36.0794321, 137.9543219  # the tile set's first place (tests/data/tiles/make_tiles.py)
@@ -244,7 +237,7 @@ class Site:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             yield chromium
         finally:

@@ -13,10 +13,9 @@ from playwright.sync_api import sync_playwright
 
 from edge.nursery.log import NapEntry
 from edge.nursery.sheet import JST, build_sheet, render_html
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 
 DAY = dt.date(2026, 11, 24)
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 MM = 96 / 25.4  # CSS px per mm
 MARGIN_MM = 8
 PRINTABLE_W = (297 - 2 * MARGIN_MM) * MM
@@ -76,7 +75,7 @@ def test_a_full_nap_period_for_six_cots_prints_on_one_a4_landscape_page(tmp_path
     page_html = tmp_path / "sheet.html"
     page_html.write_text(render_html(sheet), encoding="utf-8")
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": round(PRINTABLE_W),
                                               "height": round(PRINTABLE_H)})
@@ -125,7 +124,7 @@ def test_a_whole_day_is_split_into_pages_with_the_header_repeated(tmp_path: Path
     page_html = tmp_path / "day.html"
     page_html.write_text(render_html(sheet), encoding="utf-8")
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": round(PRINTABLE_W), "height": 600})
             page.goto(page_html.as_uri())
@@ -171,7 +170,7 @@ def test_long_labels_two_naps_and_long_initials_are_never_cut(tmp_path: Path) ->
     page_html = tmp_path / "long.html"
     page_html.write_text(render_html(sheet), encoding="utf-8")
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": round(PRINTABLE_W),
                                               "height": round(PRINTABLE_H)})
