@@ -79,6 +79,9 @@ SHEET_POLICY: Final = (
 )
 """The nap sheet's policy: its own inline styles, and nothing that runs."""
 
+HASHING_THREADS: Final = 2
+"""Password checks at once (each scrypt check ~16 MiB of memory)."""
+
 NapAck = Callable[[str, str, str, float], Awaitable[None]]
 """Tells a device that a person acknowledged a nap alarm: (device, cot, by, at)."""
 
@@ -122,6 +125,9 @@ class Console:
     def __post_init__(self) -> None:
         self.limiter = LoginLimiter(self.config.console.login_tries)
         self.hub = LiveHub(self._poll, revalidate=self._live_sessions)
+        self.hashing = ThreadPoolExecutor(max_workers=HASHING_THREADS, thread_name_prefix="scrypt")
+        """Password checks: scrypt takes ~16 MiB and tens of ms each; a few threads bound
+        both what a flood of logins costs and the memory their allocator arenas keep."""
         self.flash: dict[tuple[str, str], str] = {}
         """(session, page) -> a message for that session's next view of that page: what the
         deploy tool said (the fleet page), that an action was recorded (a device page).
@@ -159,6 +165,7 @@ class Console:
         with contextlib.suppress(Exception):
             await self.call(self.db.close)
         self.worker.close()
+        self.hashing.shutdown(wait=True)
 
 
 def deploy_args(config: NotifierConfig) -> tuple[str, ...]:
@@ -527,7 +534,9 @@ async def login(request: web.Request) -> web.StreamResponse:
         return response
     found = await console.call(functools.partial(console.accounts.credentials, name))
     stored = found[1] if found is not None else None
-    ok = await asyncio.get_running_loop().run_in_executor(None, verify_password, password, stored)
+    ok = await asyncio.get_running_loop().run_in_executor(
+        console.hashing, verify_password, password, stored
+    )
     if not ok or found is None:
         console.limiter.failed(name, address, now=now)
         log.info("console: failed login for %r from %s", name, address)
