@@ -565,6 +565,12 @@ def main() -> None:
         default=None,
         help="the notifier's smtp.connections (default: its own default)",
     )
+    parser.add_argument(
+        "--events",
+        type=int,
+        default=None,
+        help="how many alarms the alarms section mails (default 3,000; 500 with --quick)",
+    )
     args = parser.parse_args()
     global CONNECTIONS
     CONNECTIONS = args.connections
@@ -579,7 +585,7 @@ def main() -> None:
     if "backlog" in only:
         backlog(20_000 if args.quick else 100_000, work)
     if "alarms" in only:
-        alarms(500 if args.quick else 3_000, work)
+        alarms(args.events or (500 if args.quick else 3_000), work)
     if "shared" in only:
         shared(5_000 if args.quick else 20_000, work)
     if "shared-alarms" in only:

@@ -238,6 +238,13 @@ class _Pipeline(asyncio.Protocol):
         self._announced: tuple[bytes, bytes, asyncio.Future[list[SMTPResponse]]] | None = None
         """The next mail's envelope, already written with the last content: the message
         it is for, that message as DATA carries it, the future of its three replies."""
+        self._loop = asyncio.get_running_loop()
+        self._progress = 0.0
+        """``loop.time()`` of the last reply read, or of the write that began the wait."""
+        self._watchdog: asyncio.TimerHandle | None = None
+        """Fails the connection when the server has said nothing for ``timeout`` seconds
+        while replies are awaited (one timer per connection, not one per reply: an
+        ``asyncio.timeout`` around every wait cost ~6 us, four times a mail)."""
 
     @property
     def usable(self) -> bool:
@@ -265,6 +272,7 @@ class _Pipeline(asyncio.Protocol):
             text = "\n".join(x[4:].strip(b" \t\r\n").decode("utf-8", "surrogateescape")
                              for x in lines)  # fmt: skip
             if self._waiting:
+                self._progress = self._loop.time()
                 awaited = self._waiting[0]
                 awaited.replies.append(SMTPResponse(code, text))
                 if len(awaited.replies) < awaited.expected:
@@ -289,6 +297,9 @@ class _Pipeline(asyncio.Protocol):
     def _fail(self, exc: BaseException) -> None:
         if self._lost is None:
             self._lost = exc
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         while self._waiting:
             waiter = self._waiting.popleft().future
             if not waiter.done():
@@ -309,18 +320,36 @@ class _Pipeline(asyncio.Protocol):
             raise aiosmtplib.SMTPServerDisconnected(str(self._lost))
         if self._transport.is_closing():
             raise aiosmtplib.SMTPServerDisconnected("Connection lost")
-        future: asyncio.Future[list[SMTPResponse]] = asyncio.get_running_loop().create_future()
-        self._waiting.append(_Awaited(replies, future, on_accepted))
+        future: asyncio.Future[list[SMTPResponse]] = self._loop.create_future()
+        self._awaiting(_Awaited(replies, future, on_accepted))
         self._transport.write(data)
         return future
 
-    async def _replies(self, future: asyncio.Future[list[SMTPResponse]]) -> list[SMTPResponse]:
-        try:
-            async with asyncio.timeout(self._timeout):
-                return await future
-        except TimeoutError as exc:
+    def _awaiting(self, awaited: _Awaited) -> None:
+        """``awaited`` joins the replies waited for (the server's clock starts now if it
+        owed nothing before)."""
+        if not self._waiting:
+            self._progress = self._loop.time()
+        self._waiting.append(awaited)
+        if self._watchdog is None:
+            self._watchdog = self._loop.call_at(self._progress + self._timeout, self._watch)
+
+    def _watch(self) -> None:
+        """The watchdog: fail the connection if the server has been silent for ``timeout``
+        seconds while owing replies; else look again when it next could be."""
+        self._watchdog = None
+        if not self._waiting or self._lost is not None:
+            return
+        due = self._progress + self._timeout
+        if self._loop.time() >= due:
             self._fail(aiosmtplib.SMTPReadTimeoutError("Timed out waiting for server response"))
-            raise aiosmtplib.SMTPReadTimeoutError("Timed out waiting for server response") from exc
+            return
+        self._watchdog = self._loop.call_at(due, self._watch)
+
+    async def _replies(self, future: asyncio.Future[list[SMTPResponse]]) -> list[SMTPResponse]:
+        """The replies ``future`` stands for; a server silent for ``timeout`` seconds while
+        owing replies raises ``SMTPReadTimeoutError`` (see :meth:`_watch`)."""
+        return await future
 
     async def _reply(self, future: asyncio.Future[list[SMTPResponse]]) -> SMTPResponse:
         return (await self._replies(future))[-1]
@@ -394,15 +423,15 @@ class _Pipeline(asyncio.Protocol):
         self, data: bytes, on_accepted: Callable[[], None] | None, envelope: bytes
     ) -> tuple[asyncio.Future[list[SMTPResponse]], asyncio.Future[list[SMTPResponse]]]:
         """Write ``data`` (one reply) and ``envelope`` (three) in one write."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         first: asyncio.Future[list[SMTPResponse]] = loop.create_future()
         second: asyncio.Future[list[SMTPResponse]] = loop.create_future()
         if self._lost is not None:
             raise aiosmtplib.SMTPServerDisconnected(str(self._lost))
         if self._transport.is_closing():
             raise aiosmtplib.SMTPServerDisconnected("Connection lost")
-        self._waiting.append(_Awaited(1, first, on_accepted))
-        self._waiting.append(_Awaited(3, second, None))
+        self._awaiting(_Awaited(1, first, on_accepted))
+        self._awaiting(_Awaited(3, second, None))
         self._transport.write(data + envelope)
         second.add_done_callback(_retrieved)  # a stop may leave it unawaited
         return first, second
@@ -419,6 +448,9 @@ class _Pipeline(asyncio.Protocol):
         except (ConnectionError, aiosmtplib.SMTPException):
             pass
         finally:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+                self._watchdog = None
             self._transport.close()
 
 

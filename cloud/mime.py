@@ -135,7 +135,7 @@ def build(mail: Mail, *, boundary: str | None = None) -> bytes:
 def _text_part(subtype: str, text: str) -> bytes:
     data = text.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8", "surrogateescape")
     head = f'Content-Type: text/{subtype}; charset="utf-8"\r\n'.encode()
-    if data.isascii() and all(len(line) <= _FOLD_AT for line in data.split(b"\r\n")):
+    if data.isascii() and max(map(len, data.split(b"\r\n"))) <= _FOLD_AT:
         if not data.endswith(b"\r\n"):
             data += b"\r\n"
         return head + b"Content-Transfer-Encoding: 7bit\r\n\r\n" + data + b"\r\n"
@@ -171,7 +171,10 @@ def _base64(data: bytes) -> bytes:
     return b"".join(encoded[i : i + step] + b"\r\n" for i in range(0, len(encoded), step))
 
 
+@functools.lru_cache(maxsize=1024)
 def _header(name: str, value: str) -> bytes:
+    """``Name: value\r\n`` as written (cached: most of a mail's headers repeat from
+    mail to mail: the sender, the kind, the site, the device, the priority)."""
     if not _TOKEN_CHARS.fullmatch(name):
         raise Unencodable(f"header name {name!r}")
     if name.lower() in ADDRESS_HEADERS:

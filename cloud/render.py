@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email.policy
+import functools
 import hashlib
 import html
 import math
@@ -669,7 +670,7 @@ def _html(
     language: str,
 ) -> str:
     """The same as :func:`_plain`, for a phone's screen: the map within the first screenful."""
-    e = html.escape
+    e = _escape
     labels = phrases.labels
     alarm = content.severity == "alarm"
     out = [
@@ -951,6 +952,12 @@ def _japan_time(t: dt.datetime) -> dt.datetime:
         return t.astimezone(dt.UTC)
 
 
+#: ``html.escape``, remembered: most of what a mail escapes (labels, places, devices,
+#: phrases) is the same from mail to mail.
+_escape: Final = functools.lru_cache(maxsize=4096)(html.escape)
+
+
+@functools.lru_cache(maxsize=4096, typed=True)  # labels and values repeat from mail to mail
 def _line(value: str) -> str:
     """One line: control characters become spaces, bidi overrides and isolates go."""
     return _BIDI.sub("", _CONTROL.sub(" ", str(value)))
@@ -984,6 +991,7 @@ def _sanitised(content: Content) -> Content:
     )
 
 
+@functools.lru_cache(maxsize=4096, typed=True)
 def _clean(value: str) -> str:
     """One line, no control characters, not absurdly long."""
     text = _BIDI.sub("", _CONTROL.sub(" ", str(value))).strip()
