@@ -20,7 +20,9 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeGuard
+from typing import Any, Final, TypeGuard
+
+import msgspec
 
 from cloud.chart import WINDOW_S, LevelChart, level_chart, stage_lines
 from cloud.config import NotifierConfig, Recipient, SiteConfig
@@ -133,10 +135,9 @@ class Planner:
             )
             return [], None, trap
         chart = await self._chart(store, event, now) if event.kind in CHART_KINDS else None
-        when = dt.datetime.fromtimestamp(now, dt.UTC)
         # A partial of a module-level function (not a closure): a worker process can take it.
-        render = functools.partial(_render_event, event, site, cfg.smtp.sender, when, chart,
-                                   self.maps)  # fmt: skip
+        render = functools.partial(_render_event, PackedEvent(event), site, cfg.smtp.sender, now,
+                                   chart, self.maps)  # fmt: skip
         mails = await self.render_each(recipients, render, event.id, portable=True)
         coalesce = None
         rule = cfg.coalesce_rule(event.kind)
@@ -260,21 +261,54 @@ class Planner:
             return None
 
 
+class PackedEvent:
+    """An event as a render job carries it to a worker process: pickled as msgpack
+    (~1 us to write, ~3 to read) rather than as a struct with datetimes (~17 us to
+    write, as much to read: the notifier's own CPU, for every mailed event).
+
+    Only where the round trip gives back the same event: a timestamp in UTC (as
+    devices send it) and data msgpack can carry; any other event is pickled as is.
+    """
+
+    __slots__ = ("event",)
+
+    def __init__(self, event: Event) -> None:
+        self.event = event
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        if self.event.ts.tzinfo is dt.UTC:
+            try:
+                return _unpacked, (_PACK.encode(self.event),)
+            except (msgspec.EncodeError, TypeError, ValueError, OverflowError):
+                pass  # an integer past 64 bits, a lone surrogate: pickled as it is
+        return PackedEvent, (self.event,)
+
+
+_PACK: Final = msgspec.msgpack.Encoder()
+_UNPACK: Final = msgspec.msgpack.Decoder(Event)
+
+
+def _unpacked(blob: bytes) -> PackedEvent:
+    return PackedEvent(_UNPACK.decode(blob))
+
+
 def _render_event(
-    event: Event,
+    event: PackedEvent,
     site: SiteConfig,
     sender: str,
-    when: dt.datetime,
+    received: float,
     chart: LevelChart | None,
     maps: StaticMaps | None,
     recipient: Recipient,
     index: int,
     with_data: bool,
 ) -> Mail:
-    """An event's mail for ``recipient`` (what :meth:`Planner.plan_event` renders)."""
+    """An event's mail for ``recipient`` (what :meth:`Planner.plan_event` renders);
+    ``received``: when the notifier got it (Unix time, a float pickles in no time)."""
     return render_mail(
-        event, site, language=recipient.language, sender=sender,
-        recipient=recipient.address, index=index, received_at=when,
+        event.event, site, language=recipient.language, sender=sender,
+        recipient=recipient.address, index=index,
+        received_at=dt.datetime.fromtimestamp(received, dt.UTC),
         with_data=with_data, chart=chart if with_data else None, maps=maps,
     )  # fmt: skip
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import ssl
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -256,3 +258,35 @@ async def test_a_session_closed_with_a_mail_announced_delivers_nothing_of_it(
         await session.send(*later)
     assert handler.delivered == ["farmer@example.jp", "hunter@example.jp"]
     assert handler.messages == [MESSAGE, later[1]]
+
+
+async def test_a_pipelining_server_that_falls_silent_times_the_session_out() -> None:
+    """The SMTP timeout holds for pipelined replies too (one watchdog per connection):
+    a server that takes the envelope and then says nothing is a transient failure
+    after ``smtp.timeout``, not a sender stuck for ever, and the session is done."""
+    heard: list[bytes] = []
+
+    async def silent_after_ehlo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 silent.test ESMTP\r\n")
+        ehlo = await reader.readline()
+        heard.append(ehlo)
+        writer.write(b"250-silent.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+        while line := await reader.readline():  # reads the mail, answers nothing
+            heard.append(line)
+        writer.close()
+
+    server = await asyncio.start_server(silent_after_ehlo, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    config = SmtpConfig(host="127.0.0.1", port=port, sender="alerts@example.jp", timeout=0.5)
+    try:
+        async with Mailer(config, local_hostname="notifier.test").session() as session:
+            started = time.monotonic()
+            with pytest.raises(TransientDeliveryError, match="Timed out waiting"):
+                await session.send("farmer@example.jp", MESSAGE)
+            waited = time.monotonic() - started
+            assert not session.usable
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert 0.4 <= waited < 5.0, waited
+    assert any(line.startswith(b"MAIL FROM:") for line in heard)

@@ -549,3 +549,69 @@ async def test_mails_are_rendered_in_a_worker_process_and_still_go_out_when_it_d
         received = await mails(mailbox, 2 * (len(first) + len(then)))
         assert sorted(event_ids(received)) == sorted(e.id for e in first + then for _ in "ab")
     assert _render_workers() == []
+
+
+async def test_an_event_rendered_once_in_a_worker_is_each_recipients_own_mail(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two recipients in one language: one rendering, in a render worker process (the
+    event goes there as msgpack), and each mail parses as a whole message addressed to
+    its recipient alone, with its own Message-ID and the same text."""
+    import email
+    import email.policy
+
+    from cloud.plan import Planner
+    from cloud.stats import NotifierStats
+    from tests.cloud.conftest import RECIPIENTS, SITE, config_text, make_event
+
+    config = load_config_text(config_text(mqtt_port=1, smtp_port=1, store=tmp_path / "s.db"))
+    assert config.delivery.render_processes >= 1
+    stats = NotifierStats()
+    planner = Planner(config, stats, None)
+    event = make_event(data={"sensor": "pir-1", "deterrent": "sounded", "siren": True})
+    await planner.start_workers()
+    try:
+        assert planner._processes is not None, "rendered in a worker process"
+        async with await Store.open(config.store) as store:
+            mails, _, _ = await planner.plan_event(store, event, config.sites[SITE], 1.7e9)
+        assert planner._processes is not None, "the worker is still there: it rendered it"
+    finally:
+        await planner.close_workers()
+        planner.close()
+    assert stats.rendered == 1
+    assert not [r for r in caplog.records if "render" in r.getMessage()], "not on the thread"
+    assert [m.recipient for m in mails] == list(RECIPIENTS)
+    parsed = [email.message_from_bytes(m.message, policy=email.policy.default) for m in mails]
+    for mail, msg in zip(mails, parsed, strict=True):
+        assert not msg.defects, msg.defects
+        assert msg["To"] == mail.recipient
+        assert msg["X-Satoyama-Event"] == event.id
+        assert msg.get_content_type() == "multipart/alternative"
+        assert all(not part.defects for part in msg.walk())
+    assert [msg["Message-ID"] for msg in parsed] == [
+        f"<{event.id}.1@satoyama-edge>",
+        f"<{event.id}.2@satoyama-edge>",
+    ]
+    bodies = [[p.get_content() for p in msg.walk() if not p.is_multipart()] for msg in parsed]
+    assert bodies[0] == bodies[1]
+    assert "pir-1" in bodies[0][0]
+
+
+def test_an_event_reaches_a_render_worker_as_the_same_event() -> None:
+    """What a render job pickles (msgpack, or the event itself where msgpack would not
+    give it back unchanged) unpickles as the same event, its time zone included."""
+    import datetime as dt
+    import pickle
+
+    from cloud.plan import PackedEvent
+    from tests.cloud.conftest import make_event
+
+    plain = make_event(data={"sensor": "pir-1", "n": [1, 2.5, None, {"a": True}]})
+    huge = make_event(data={"sensor": "pir-1", "count": 2**70})  # past msgpack's integers
+    jst = make_event(ts=dt.datetime(2025, 11, 24, 13, 5, tzinfo=dt.timezone(dt.timedelta(hours=9))))
+    for event in (plain, huge, jst):
+        back = pickle.loads(pickle.dumps(PackedEvent(event))).event
+        assert back == event
+        assert back.ts.utcoffset() == event.ts.utcoffset()
+        assert back.data == event.data
+    assert len(pickle.dumps(PackedEvent(plain))) < len(pickle.dumps(plain))
