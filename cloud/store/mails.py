@@ -260,18 +260,23 @@ def _insert_mails(tx: Tx, notice: Notice, mails: tuple[OutgoingMail, ...], now: 
     if not mails:
         return 0
     priority = SEVERITY_RANK.get(notice.severity, len(SEVERITY_RANK))
-    bodies: list[tuple[int, bytes]] = []
+    message: dict[str, bytes] = {}  # a recipient named twice: the first mail, as before
     for m in mails:
-        # RETURNING: the new row's id, or nothing where this recipient has the mail already.
-        rows = tx.query(
-            "INSERT INTO mails (event_id, kind, site, device, recipient, priority, next_attempt,"
-            " created_at, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (event_id, recipient) DO NOTHING RETURNING id",
-            (notice.id, notice.kind, notice.site, notice.device, m.recipient, priority, now, now,
-             b""),
-        )  # fmt: skip
-        if rows:
-            bodies.append((int(rows[0][0]), m.message))
+        message.setdefault(m.recipient, m.message)
+    args: list[object] = []
+    for recipient in message:
+        args += (notice.id, notice.kind, notice.site, notice.device, recipient, priority, now,
+                 now, b"")  # fmt: skip
+    # One statement for the event's mails (was one each).  RETURNING: the new rows, none
+    # where a recipient has the mail already; in no set order, hence the recipient.
+    rows = tx.query(
+        "INSERT INTO mails (event_id, kind, site, device, recipient, priority, next_attempt,"
+        " created_at, message) VALUES "
+        + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(message))
+        + " ON CONFLICT (event_id, recipient) DO NOTHING RETURNING id, recipient",
+        args,
+    )
+    bodies = sorted((int(row[0]), message[str(row[1])]) for row in rows)
     tx.executemany("INSERT INTO mail_bodies (id, message) VALUES (?, ?)", bodies)
     return len(bodies)
 

@@ -688,3 +688,26 @@ async def test_the_sent_journal_marks_what_it_names_and_nothing_else(tmp_path: P
         assert len(await store.mails("pending")) == 2
         store.journal.clear()
         assert store.journal.read() == []
+
+
+async def test_a_notices_mails_are_queued_once_per_recipient_each_with_its_own_message(
+    store_config: StoreConfig,
+) -> None:
+    """The mails of one notice go in with one statement: each recipient's row gets its
+    own message, a recipient named twice gets the first, and queueing the notice again
+    adds only the recipients it did not have (on both backends)."""
+    notice = Notice("e-multi", "animal_detected", "alarm", "site-a", "pi-1")
+    first = [
+        OutgoingMail("a@example.jp", b"to a", "ja"),
+        OutgoingMail("b@example.jp", b"to b", "en"),
+        OutgoingMail("a@example.jp", b"to a, again", "ja"),
+    ]
+    async with await Store.open(store_config) as store:
+        assert await store.queue(notice, first, now=100.0) == 2
+        again = [OutgoingMail("b@example.jp", b"to b, again", "en"),
+                 OutgoingMail("c@example.jp", b"to c", "ja")]  # fmt: skip
+        assert await store.queue(notice, again, now=101.0) == 1
+        claimed = await store.claim_due("me", now=200.0, lease_s=60.0, limit=10)
+    got = {mail.recipient: mail.message for mail in claimed}
+    assert got == {"a@example.jp": b"to a", "b@example.jp": b"to b", "c@example.jp": b"to c"}
+    assert len(claimed) == 3
