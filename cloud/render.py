@@ -954,10 +954,10 @@ def _japan_time(t: dt.datetime) -> dt.datetime:
 
 #: ``html.escape``, remembered: most of what a mail escapes (labels, places, devices,
 #: phrases) is the same from mail to mail.
-_escape: Final = functools.lru_cache(maxsize=4096)(html.escape)
+_escape: Final = functools.lru_cache(maxsize=1024)(html.escape)
 
 
-@functools.lru_cache(maxsize=4096, typed=True)  # labels and values repeat from mail to mail
+@functools.lru_cache(maxsize=1024, typed=True)  # labels and values repeat from mail to mail
 def _line(value: str) -> str:
     """One line: control characters become spaces, bidi overrides and isolates go."""
     return _BIDI.sub("", _CONTROL.sub(" ", str(value)))
@@ -991,7 +991,7 @@ def _sanitised(content: Content) -> Content:
     )
 
 
-@functools.lru_cache(maxsize=4096, typed=True)
+@functools.lru_cache(maxsize=1024, typed=True)
 def _clean(value: str) -> str:
     """One line, no control characters, not absurdly long."""
     text = _BIDI.sub("", _CONTROL.sub(" ", str(value))).strip()
