@@ -278,13 +278,20 @@ async def test_a_pipelining_server_that_falls_silent_times_the_session_out() -> 
     server = await asyncio.start_server(silent_after_ehlo, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     config = SmtpConfig(host="127.0.0.1", port=port, sender="alerts@example.jp", timeout=0.5)
-    try:
+    waited = -1.0
+
+    async def one_mail() -> None:
+        nonlocal waited
         async with Mailer(config, local_hostname="notifier.test").session() as session:
             started = time.monotonic()
             with pytest.raises(TransientDeliveryError, match="Timed out waiting"):
                 await session.send("farmer@example.jp", MESSAGE)
             waited = time.monotonic() - started
             assert not session.usable
+
+    try:
+        # The outer limit: a session stuck for ever (its QUIT included) fails the test.
+        await asyncio.wait_for(one_mail(), 15)
     finally:
         server.close()
         await server.wait_closed()
