@@ -1,6 +1,6 @@
 """Notifier figures: memory under a backlog, events/s per instance, two instances.
 
-    .venv/bin/python benchmarks/notifier.py [--quick] [--only backlog,alarms,shared]
+    .venv/bin/python benchmarks/notifier.py [--quick] [--only backlog,alarms,shared] [--events N]
 
 Everything runs through the real code: ``satoyama-notifier run`` as its own
 process (as in production), a private mosquitto holding a backlog in the
