@@ -103,11 +103,12 @@ class Sender:
             journal = store.journal
             if journal is not None and journal.written and not journal.unmarked:
                 journal.clear()  # the store has caught up with every line
+            looked = self.clock.time()  # time that passes in the next await is not skipped
             next_due = await store.next_due()
             timeout = poll_s
             if next_due is not None:
-                timeout = min(timeout, max(0.0, next_due - self.clock.time()))
-            await wait_or_timeout(self._wake, timeout, self.clock)
+                timeout = min(timeout, max(0.0, next_due - looked))
+            await wait_or_timeout(self._wake, timeout, self.clock, since=looked)
 
     async def _claim(self, store: Store) -> list[QueuedMail]:
         lease_s = self.config.delivery.claim_timeout_s

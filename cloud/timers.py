@@ -36,12 +36,16 @@ PRUNE_EVERY_S: Final = 3600.0
 TELEMETRY_KEEP_S: Final = 8 * 86400.0
 
 
-async def wait_or_timeout(event: asyncio.Event, seconds: float, clock: Clock) -> None:
-    """Until ``event`` is set or ``seconds`` pass on ``clock``."""
+async def wait_or_timeout(
+    event: asyncio.Event, seconds: float, clock: Clock, *, since: float | None = None
+) -> None:
+    """Until ``event`` is set or ``seconds`` pass on ``clock``, counted from ``since`` (a
+    clock reading taken before the caller's last ``await``; default: now)."""
     if event.is_set():
         return
     waiter = asyncio.ensure_future(event.wait())
-    sleeper = asyncio.ensure_future(clock.sleep(seconds))
+    start = clock.time() if since is None else since
+    sleeper = asyncio.ensure_future(clock.sleep_until(start + seconds))
     try:
         await asyncio.wait({waiter, sleeper}, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -77,6 +81,7 @@ class Timekeeper:
         d = self.config.devices
         while not self._stopping.is_set():
             self._wake.clear()  # before looking, so a change after the look still wakes us
+            looked = self.clock.time()  # time that passes while it looks is not skipped
             await self.tick(store)
             self.stats.ticks += 1
             next_at = await store.next_timer(
@@ -84,8 +89,8 @@ class Timekeeper:
             )
             timeout = self.config.delivery.poll_s
             if next_at is not None:
-                timeout = min(timeout, max(0.0, next_at - self.clock.time()))
-            await wait_or_timeout(self._wake, timeout, self.clock)
+                timeout = min(timeout, max(0.0, next_at - looked))
+            await wait_or_timeout(self._wake, timeout, self.clock, since=looked)
 
     async def tick(self, store: Store) -> None:
         """Queue every summary, reminder and offline notice that is due now."""

@@ -150,3 +150,21 @@ async def test_waiting_ends_when_woken_or_when_the_clock_passes() -> None:
     await until(one_second_later, 5.0, "the wait to end with the clock")
     assert 60 <= advanced <= 63, f"ended after {advanced} s on its clock, not 60"
     assert timed.exception() is None
+
+
+async def test_a_deadline_worked_out_before_an_await_is_not_pushed_back_by_it() -> None:
+    """The timekeeper and the sender read the clock, ask the store for their next deadline
+    (an await), then wait.  Time that passed during that await counts: had the clock moved
+    past the deadline meanwhile, the wait ends at once (it used to start counting again from
+    the moved clock, and with a manual clock waited for a move that never came)."""
+    clock = ManualClock(NOW)
+    looked = clock.time()
+    clock.advance(60.0)  # while the store was being asked
+    await asyncio.wait_for(wait_or_timeout(asyncio.Event(), 30.0, clock, since=looked), 5)
+    await asyncio.wait_for(clock.sleep_until(NOW + 59.0), 5)
+
+    later = asyncio.create_task(wait_or_timeout(asyncio.Event(), 90.0, clock, since=looked))
+    await asyncio.sleep(0)  # a turn of the loop for the sleeper (not a wait for time)
+    assert not later.done(), "30 s still to go on the clock"
+    clock.advance(30.0)
+    await asyncio.wait_for(later, 5)
