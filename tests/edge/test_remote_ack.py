@@ -32,6 +32,7 @@ from edge.nursery.sheet import (
 from edge.nursery.watch import TICK_S
 from edge.sim.emulated import EmulatedSite
 from edge.tools.bench import SITES
+from tests.support.naplog import entries_since
 from tests.support.waiting import until
 
 DAY = dt.date(2026, 11, 24)
@@ -184,7 +185,7 @@ async def test_a_remote_acknowledgement_is_recorded_and_the_buzzer_sounds_until_
         today = dt.datetime.now(JST).date()
 
         def remote_entries() -> list[NapEntry]:
-            return [e for e in _days_entries(naps.log, today) if e.kind == REMOTE_ACK]
+            return [e for e in entries_since(naps.log, today) if e.kind == REMOTE_ACK]
 
         await site.apply("mat_1", "lie_down")
         await until(lambda: bool(kinds("posture_check")), 10, "a posture check")
@@ -272,14 +273,8 @@ async def test_a_remote_acknowledgement_sent_before_the_alarm_began_names_no_ala
         await until(lambda: bool(kinds("prone_alarm")), 15, "the prone alarm")
         old = (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)).isoformat()
         await _publish(site, _payload(at=old))
-        await until(lambda: any(e.kind == REMOTE_ACK for e in _days_entries(naps.log, today)), 10,
+        await until(lambda: any(e.kind == REMOTE_ACK for e in entries_since(naps.log, today)), 10,
                     "the remote acknowledgement")
-        [entry] = [e for e in _days_entries(naps.log, today) if e.kind == REMOTE_ACK]
+        [entry] = [e for e in entries_since(naps.log, today) if e.kind == REMOTE_ACK]
         assert entry.value == ""  # recorded, beside no alarm
         assert site.actuator_states()["buzzer"] is True
-
-def _days_entries(log: Any, started: dt.date) -> list[Any]:
-    """The nap log's entries of the day a test started and of the day it is now: a run
-    can cross midnight JST (CI at 15:00 UTC)."""
-    days = sorted({started, dt.datetime.now(JST).date()})
-    return [e for d in days for e in log.day(d, JST)]

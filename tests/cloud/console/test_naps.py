@@ -36,6 +36,7 @@ from edge.sim.broker import Mosquitto, free_port
 from edge.sim.emulated import EmulatedSite
 from edge.tools.bench import SITES
 from tests.cloud.conftest import make_event
+from tests.support.naplog import entries_since
 from tests.support.waiting import until
 
 DAY = dt.date(2026, 11, 24)
@@ -375,11 +376,11 @@ async def test_the_real_daemon_records_the_consoles_acknowledgement_and_keeps_so
         ident = await send_nap_ack(config, site.base.device.id, "ひよこ-1", "山田 花子")
         assert ident
         await until(
-            lambda: any(e.kind == REMOTE_ACK for e in _days_entries(naps.log, today)),
+            lambda: any(e.kind == REMOTE_ACK for e in entries_since(naps.log, today)),
             10,
             "the device to record the console's acknowledgement",
         )
-        [entry] = [e for e in _days_entries(naps.log, today) if e.kind == REMOTE_ACK]
+        [entry] = [e for e in entries_since(naps.log, today) if e.kind == REMOTE_ACK]
         assert (entry.cot, entry.value, entry.by) == ("ひよこ-1", "prone_alarm", "山田 花子")
         assert naps.cots["mat_1"].active_alarms == ["prone_alarm"]
         assert site.actuator_states()["buzzer"] is True  # the child is still face down
@@ -388,9 +389,3 @@ async def test_the_real_daemon_records_the_consoles_acknowledgement_and_keeps_so
         await until(lambda: bool(kinds("command_rejected")), 10, "the unknown cot refused")
         assert "unknown cot" in kinds("command_rejected")[0]["data"]["reason"]
         assert site.actuator_states()["buzzer"] is True
-
-def _days_entries(log: Any, started: dt.date) -> list[Any]:
-    """The nap log's entries of the day a test started and of the day it is now: a run
-    can cross midnight JST (CI at 15:00 UTC)."""
-    days = sorted({started, dt.datetime.now(JST).date()})
-    return [e for d in days for e in log.day(d, JST)]
