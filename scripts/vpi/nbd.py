@@ -213,8 +213,8 @@ class Server:
                 self._reply(conn, option, REP_ACK)
                 return False
             if option == OPT_LIST:
-                name = self.export.encode()
-                self._reply(conn, option, REP_SERVER, struct.pack(">I", len(name)) + name)
+                export = self.export.encode()
+                self._reply(conn, option, REP_SERVER, struct.pack(">I", len(export)) + export)
                 self._reply(conn, option, REP_ACK)
             elif option in (OPT_INFO, OPT_GO):
                 (name_len,) = struct.unpack(">I", data[:4])
@@ -237,9 +237,7 @@ class Server:
     def _transmission(self, conn: socket.socket) -> None:
         disk = self.disk
         while True:
-            magic, flags, kind, handle, offset, length = struct.unpack(
-                ">IHHQQI", _recv(conn, 28)
-            )
+            magic, flags, kind, handle, offset, length = struct.unpack(">IHHQQI", _recv(conn, 28))
             if magic != REQUEST_MAGIC:
                 return
             if kind == CMD_DISC:

@@ -30,28 +30,41 @@ Leaves nothing running (QEMU and mosquitto are killed on any exit).
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
+import functools
 import hashlib
+import http.server
 import json
 import os
 import shutil
+import sqlite3
+import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import tomllib
 from pathlib import Path
+from typing import Any, ClassVar
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))
 
-from vm import VM, fat_list, fat_read, log  # noqa: E402
+from vm import GUEST_HOST, VM, fat_list, fat_read, log, partition_offsets  # noqa: E402
 
 from edge.sim.site import SITE_ID, CloudSide  # noqa: E402
 
 BIN = Path(sys.executable).parent
 DEVICE = "vpi-kataoka-01"
 MQTT_GUEST_PORT = 1883
+HTTPS_GUEST_PORT = 443
+BUNDLE_CA = "/etc/satoyama/bundle-ca.crt"  # the fleet's bundle server CA on the device
+BURST = 30  # events in one burst
+SPOOL_POLL_S = 5  # the daemon reads the updater's spool this often (default 30)
 
 
 def cache_dir() -> Path:
@@ -179,9 +192,49 @@ def make_fleet(work: Path, bundle: Path, pub: Path) -> Path:
         f'[ca]\ncert = "{work / "ca" / "ca.crt"}"\n\n'
         f'[claim]\ncert = "{work / "ca" / "claim-ca.crt"}"\n'
         f'key = "{work / "ca" / "claim-ca.key"}"\n\n'
-        f'[ota]\nverify_keys = ["{pub}"]\nbundle = "{bundle}"\n'
+        f'[ota]\nverify_keys = ["{pub}"]\nbundle = "{bundle}"\nhttps_ca_file = "{BUNDLE_CA}"\n'
     )
     return fleet
+
+
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    served: ClassVar[list[str]] = []
+
+    def log_message(self, format: str, *args: Any) -> None:
+        self.served.append(format % args)
+
+
+class BundleServer:
+    """The fleet's bundle server: HTTPS on the host's loopback (the guest reaches it as
+    ``https://10.0.2.100/``), its certificate for that address issued by the fleet CA,
+    which the device trusts through ``updater.toml``'s ``ca_file``."""
+
+    def __init__(self, folder: Path, work: Path) -> None:
+        from deploy.pki import issue_broker_identity, load_ca, write_identity
+
+        ca = load_ca(work / "ca" / "ca.crt", work / "ca" / "ca.key")
+        key, cert = work / "https.key", work / "https.crt"
+        key.unlink(missing_ok=True)
+        write_identity(issue_broker_identity(ca, [GUEST_HOST]), key, cert)
+        self.ca = work / "ca" / "ca.crt"
+        handler = functools.partial(QuietHandler, directory=str(folder))
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+        self.port = int(self.httpd.server_address[1])
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> BundleServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def url(self, bundle: Path) -> str:
+        return f"https://{GUEST_HOST}/{bundle.name}"
 
 
 # -- 4: first boot and what a user checks ---------------------------------------------------
@@ -274,6 +327,7 @@ def first_mail(cloud: CloudSide, timeout_s: float) -> dict[str, object]:
 
 
 UPDATE = "/opt/satoyama/current/venv/bin/satoyama-update"
+PYTHON = "/opt/satoyama/current/venv/bin/python"
 
 
 def hung_daemon_restarted(vm: VM) -> dict[str, object]:
@@ -303,36 +357,53 @@ def updater_status(vm: VM) -> dict[str, object]:
     return status
 
 
-def update_and_reboot(vm: VM, bundle: Path) -> dict[str, object]:
-    """A newer release installed by the device's own updater (the bundle copied in as
-    from a USB stick), confirmed healthy; then a real reboot, and the new release is
-    what systemd starts."""
-    vm.copy_in(bundle, f"/var/tmp/{bundle.name}")
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fetch_command(bundles: BundleServer, bundle: Path) -> str:
+    """The device's own updater downloads the bundle over HTTPS from the fleet's server."""
+    return f"{UPDATE} fetch {bundles.url(bundle)} --sha256 {sha256(bundle)}"
+
+
+def trust_bundle_server(vm: VM, bundles: BundleServer) -> None:
+    """The fleet CA where ``updater.toml``'s ``ca_file`` says (an operator's step on a
+    card provisioned for a plain-MQTT fleet, which has no CA of its own)."""
+    vm.copy_in(bundles.ca, BUNDLE_CA)
+    vm.ssh(f"chmod 0644 {BUNDLE_CA}; grep -q '{BUNDLE_CA}' /etc/satoyama/updater.toml")
+
+
+def update_and_reboot(vm: VM, bundles: BundleServer, bundle: Path) -> dict[str, object]:
+    """A newer release fetched over HTTPS and installed by the device's own updater,
+    confirmed healthy; then a real reboot, and the new release is what systemd starts."""
     t0 = time.monotonic()
-    proc = vm.ssh(f"{UPDATE} install --bundle /var/tmp/{bundle.name}", timeout_s=1800, check=False)
+    proc = vm.ssh(fetch_command(bundles, bundle), timeout_s=1800, check=False)
     install_s = time.monotonic() - t0
     print(proc.stderr[-3000:], file=sys.stderr)
     assert proc.returncode == 0, f"the update failed ({proc.returncode})"
     st = updater_status(vm)
-    log(f"updated in {install_s:.0f} s: {st['current']} (releases {st['releases']})")
+    log(f"fetched over HTTPS and updated in {install_s:.0f} s: {st['current']} "
+        f"(releases {st['releases']})")  # fmt: skip
     assert st["current"] == "0.2.0", st
     reboot_s = vm.reboot(900)
     state = wait_ready(vm, 600)
     current = vm.ssh("readlink /opt/satoyama/current").stdout.strip()
     assert current == "releases/0.2.0", current
     log(f"after the reboot: {current}, daemon {state['ActiveState']}/{state['SubState']}")
-    return {"install_s": round(install_s, 1), "reboot_to_ssh_s": round(reboot_s, 1)}
+    return {"fetch_install_s": round(install_s, 1), "reboot_to_ssh_s": round(reboot_s, 1)}
 
 
-def power_cut_mid_update(vm: VM, bundle: Path, when: str, expect: str) -> dict[str, object]:
+def power_cut_mid_update(
+    vm: VM, bundles: BundleServer, bundle: Path, when: str, expect: str
+) -> dict[str, object]:
     """Power is cut while the updater is at ``when`` (a journal phase); on the next
     boot recover leaves one complete release running (``expect``: the old one, as
     the new one was never confirmed healthy) and the daemon READY."""
-    vm.copy_in(bundle, f"/var/tmp/{bundle.name}")
-    vm.ssh(
-        f"systemd-run --unit=vpi-update {UPDATE} install --bundle /var/tmp/{bundle.name}",
-        timeout_s=60,
-    )
+    vm.ssh(f"systemd-run --unit=vpi-update-{when} {fetch_command(bundles, bundle)}", timeout_s=60)
 
     def at_state() -> bool:
         out = vm.ssh("cat /var/lib/satoyama-update/state.json", check=False, quiet=True).stdout
@@ -353,6 +424,7 @@ def power_cut_mid_update(vm: VM, bundle: Path, when: str, expect: str) -> dict[s
         "for r in /opt/satoyama/releases/*; do [ -f $r/.complete ] || echo INCOMPLETE $r; done"
     ).stdout
     assert not complete.strip(), complete
+    assert st["current"] == expect, st
     return {
         "cut_at": when,
         "current": st["current"],
@@ -361,16 +433,155 @@ def power_cut_mid_update(vm: VM, bundle: Path, when: str, expect: str) -> dict[s
     }
 
 
-def converge(vm: VM, bundle: Path) -> dict[str, object]:
+def converge(vm: VM, bundles: BundleServer, bundle: Path) -> dict[str, object]:
     """The interrupted update, run again, installs (docs/ota.md: it converges)."""
     t0 = time.monotonic()
-    proc = vm.ssh(f"{UPDATE} install --bundle /var/tmp/{bundle.name}", timeout_s=1800, check=False)
+    proc = vm.ssh(fetch_command(bundles, bundle), timeout_s=1800, check=False)
     print(proc.stderr[-1500:], file=sys.stderr)
     assert proc.returncode == 0, f"the update run again failed ({proc.returncode})"
     st = updater_status(vm)
     assert st["current"] == "0.3.0", st
     log(f"run again: {st['current']} after {time.monotonic() - t0:.0f} s")
     return {"current": st["current"], "install_s": round(time.monotonic() - t0, 1)}
+
+
+# -- power cuts in the middle of an event burst ---------------------------------------------
+
+BURST_SCRIPT = r"""
+import json, sys
+from pathlib import Path
+from deploy import spool
+tag, n = sys.argv[1], int(sys.argv[2])
+path = Path("/var/lib/satoyama-update/spool/events.jsonl")
+ids = [
+    spool.append(path, "update_installed", "info", {"to_version": f"burst-{tag}-{i}"},
+                 source="vpi-burst")
+    for i in range(n)
+]
+print(json.dumps(ids))
+"""
+
+
+def spool_burst(vm: VM, tag: str, n: int) -> list[str]:
+    """``n`` events at once through the updater's event spool (``deploy.spool.append``,
+    the root updater's own writer, run by the release's interpreter): the daemon
+    reads them at its next poll, records them in its outbox and publishes them."""
+    out = vm.ssh(f"{PYTHON} - {tag} {n}", input=BURST_SCRIPT.encode(), timeout_s=300).stdout
+    ids: list[str] = json.loads(out.strip().splitlines()[-1])
+    return ids
+
+
+def mails_for(cloud: CloudSide, ids: list[str]) -> collections.Counter[str]:
+    """How many mails the host's notifier sent for each of these event ids."""
+    wanted = set(ids)
+    count: collections.Counter[str] = collections.Counter()
+    for mail in list(cloud.mailbox.mails):
+        event = str(mail.message["X-Satoyama-Event"] or "")
+        if event in wanted:
+            count[event] += 1
+    return count
+
+
+def stored_at_cut(work: Path, disk: Path, outbox: str, ack: str) -> tuple[set[str], str]:
+    """What the card holds after the cut, read as the next boot will see it (a copy,
+    its ext4 journal replayed): the events in the daemon's outbox (SQLite and its
+    WAL) and the spool acknowledgement (the last spooled id the daemon recorded)."""
+    copy = work / "cut.img"
+    out = work / "cut"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    run(["cp", "--sparse=always", disk, copy])
+    try:
+        dev = f"{copy}?offset={partition_offsets(copy)[1]}"
+        fsck = subprocess.run(["e2fsck", "-E", "journal_only", "-y", dev], capture_output=True)
+        assert fsck.returncode in (0, 1), fsck.stderr
+        for path in (outbox, outbox + "-wal", ack):
+            name = Path(path).name
+            subprocess.run(["debugfs", "-R", f"dump {path} {out / name}", dev],
+                           capture_output=True, check=True)  # fmt: skip
+            if (out / name).exists() and (out / name).stat().st_size == 0:
+                (out / name).unlink()  # debugfs leaves an empty file for a missing one
+    finally:
+        copy.unlink(missing_ok=True)
+    ids: set[str] = set()
+    db = out / Path(outbox).name
+    if db.exists():
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            ids = {r[0] for r in conn.execute("SELECT id FROM events WHERE channel = 'events'")}
+    acked = (out / Path(ack).name).read_text().strip() if (out / Path(ack).name).exists() else ""
+    return ids, acked
+
+
+def outbox_events(vm: VM, outbox: str) -> int:
+    query = (
+        "import sqlite3,sys; c=sqlite3.connect(f'file:{sys.argv[1]}?mode=ro', uri=True); "
+        "print(c.execute(\"SELECT count(*) FROM events WHERE channel='events'\").fetchone()[0])"
+    )
+    out = vm.ssh(f'{PYTHON} -c "{query}" {outbox}', quiet=True, check=False).stdout.strip()
+    return int(out) if out.isdigit() else -1
+
+
+def power_cut_mid_burst(
+    vm: VM, cloud: CloudSide, work: Path, config: dict[str, Any], cut_at: str
+) -> dict[str, object]:
+    """A burst of events, the power cut ``cut_at`` one point of it (``recording``: as
+    soon as the events are spooled, while the daemon reads and records them;
+    ``delivering``: when the first of them has been mailed, the rest in flight).  The
+    card is read as the next boot will see it: every event the daemon had counted as
+    stored (in its outbox, or acknowledged from the spool, or already delivered) must
+    be mailed after the boot, each exactly once."""
+    outbox = str(config.get("outbox", {}).get("path", "/var/lib/satoyama/outbox.sqlite3"))
+    ack = "/var/lib/satoyama/update-requests/events.ack"
+    ids = spool_burst(vm, cut_at, BURST)
+    log(f"burst: {len(ids)} events spooled; cutting power while {cut_at}")
+    if cut_at == "delivering":
+        end = time.monotonic() + 300
+        while not mails_for(cloud, ids):
+            assert time.monotonic() < end, "no event of the burst was delivered"
+            time.sleep(0.2)
+    vm.cut_power()
+    delivered_before = set(mails_for(cloud, ids))
+    in_outbox, acked = stored_at_cut(work, vm.disk, outbox, ack)
+    recorded = set(ids[: ids.index(acked) + 1]) if acked in ids else set()
+    counted_stored = (in_outbox & set(ids)) | recorded | delivered_before
+    log(
+        f"at the cut: {len(delivered_before)} delivered, {len(in_outbox & set(ids))} in the "
+        f"outbox, {len(recorded)} recorded (spool acknowledgement) of {len(ids)}"
+    )
+    t0 = time.monotonic()
+    vm.power_on()
+    vm.wait_ssh(900)
+    wait_ready(vm, 600)
+    end = time.monotonic() + 600
+    while len(mails_for(cloud, ids)) < len(ids):
+        assert time.monotonic() < end, (
+            f"after the cut at {cut_at}: {len(mails_for(cloud, ids))} of {len(ids)} mailed; "
+            f"missing stored: {sorted(counted_stored - set(mails_for(cloud, ids)))[:5]}"
+        )
+        time.sleep(2)
+    delivered_s = time.monotonic() - t0
+    # Every row acknowledged by the cloud (a repeat would have been mailed by then).
+    end = time.monotonic() + 300
+    while outbox_events(vm, outbox) != 0:
+        assert time.monotonic() < end, "the outbox did not drain"
+        time.sleep(2)
+    mails = mails_for(cloud, ids)
+    duplicates = sum(n - 1 for n in mails.values())
+    log(f"after the cut at {cut_at}: {len(mails)} of {len(ids)} mailed once each, "
+        f"{duplicates} duplicate mail(s), {delivered_s:.0f} s after power on")  # fmt: skip
+    assert counted_stored <= set(mails), "an event counted as stored was lost"
+    assert duplicates == 0, {k: n for k, n in mails.items() if n > 1}
+    return {
+        "cut_at": cut_at,
+        "spooled": len(ids),
+        "recorded_at_cut": len(recorded),
+        "in_outbox_at_cut": len(in_outbox & set(ids)),
+        "delivered_before_cut": len(delivered_before),
+        "counted_stored_at_cut": len(counted_stored),
+        "delivered_after_boot": len(mails),
+        "duplicate_mails": duplicates,
+        "all_delivered_s_after_power_on": round(delivered_s, 1),
+    }
 
 
 def figures_at_rest(vm: VM, settle_s: float) -> dict[str, object]:
@@ -431,8 +642,12 @@ def stage(work: Path, boot_deadline_s: float, with_updates: bool) -> dict[str, o
     # written again with --config (the real tool, the same card, as an installer would).
     config = (fat_read(disk, "satoyama/secrets/device.toml") or b"").decode()
     assert 'pin_factory = "auto"' in config, config
+    # The updater's event spool is read every few seconds (default 30): the bursts
+    # below are written there.
+    assert "[updates]" not in config, config
     (work / "device.toml").write_text(
         config.replace('pin_factory = "auto"', 'pin_factory = "mock"')
+        + f"\n[updates]\nspool_poll_s = {SPOOL_POLL_S}\n"
     )
     summary = deploy("provision", "--fleet", fleet, *where, "--config", work / "device.toml",
                      "--image", disk, cwd=work)  # fmt: skip
@@ -443,9 +658,14 @@ def stage(work: Path, boot_deadline_s: float, with_updates: bool) -> dict[str, o
     timer.mark("provision")
 
     with (
-        CloudSide(work / "cloud") as cloud,
+        # Every event mailed on its own (no folding of bursts): a mail per event id.
+        CloudSide(work / "cloud", coalesce=False) as cloud,
+        BundleServer(work / "bundles", work) as bundles,
         VM(
-            image_dir=image, disk=disk, workdir=work, forwards={MQTT_GUEST_PORT: cloud.broker.port}
+            image_dir=image,
+            disk=disk,
+            workdir=work,
+            forwards={MQTT_GUEST_PORT: cloud.broker.port, HTTPS_GUEST_PORT: bundles.port},
         ) as vm,
     ):
         vm.power_on()
@@ -466,16 +686,24 @@ def stage(work: Path, boot_deadline_s: float, with_updates: bool) -> dict[str, o
         timer.mark("mail")
         figures["watchdog"] = hung_daemon_restarted(vm)
         timer.mark("watchdog")
+        device_cfg = tomllib.loads((work / "device.toml").read_text())
+        figures["burst_power_cuts"] = [
+            power_cut_mid_burst(vm, cloud, work, device_cfg, cut_at)
+            for cut_at in ("recording", "delivering")
+        ]
+        timer.mark("power cuts mid-burst")
         if with_updates:
-            figures["update"] = update_and_reboot(vm, v2)
-            timer.mark("update to 0.2.0 and reboot")
+            trust_bundle_server(vm, bundles)
+            figures["update"] = update_and_reboot(vm, bundles, v2)
+            timer.mark("update to 0.2.0 over HTTPS and reboot")
             figures["power_cuts"] = [
-                power_cut_mid_update(vm, v3, "installing", "0.2.0"),
-                power_cut_mid_update(vm, v3, "switched", "0.2.0"),
+                power_cut_mid_update(vm, bundles, v3, "installing", "0.2.0"),
+                power_cut_mid_update(vm, bundles, v3, "switched", "0.2.0"),
             ]
             timer.mark("power cuts mid-update")
-            figures["converged"] = converge(vm, v3)
+            figures["converged"] = converge(vm, bundles, v3)
             timer.mark("the interrupted update run again")
+            figures["https_requests"] = list(QuietHandler.served)
         vm.shutdown()
     figures["phases_s"] = timer.phases
     return figures

@@ -56,7 +56,9 @@ class Client:
             if struct.unpack(">H", body[:2])[0] == 0:
                 _, self.size, self.tx_flags = struct.unpack(">HQH", body)
 
-    def _request(self, kind: int, offset: int, length: int, flags: int = 0, data: bytes = b"") -> bytes:
+    def _request(
+        self, kind: int, offset: int, length: int, flags: int = 0, data: bytes = b""
+    ) -> bytes:
         self.handle += 1
         head = struct.pack(">IHHQQI", 0x25609513, flags, kind, self.handle, offset, length)
         self.sock.sendall(head + data)

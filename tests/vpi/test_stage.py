@@ -1,5 +1,7 @@
-"""Issue 16: a real card image provisioned, first-booted and running the daemon under
-qemu-system-aarch64, checked as a user would (scripts/vpi/stage.py does the work).
+"""A real card image provisioned, first-booted and running the daemon under
+qemu-system-aarch64, checked as a user would (scripts/vpi/stage.py does the work):
+power cuts in the middle of an event burst and of an update, on a card that loses
+what the guest never flushed; updates fetched over HTTPS from the host.
 
 Run it with ``pytest -m vpi tests/vpi`` (or ``SATOYAMA_VPI=1``); the default run
 deselects it.  It fails, never skips, when QEMU or the image tools are missing.
@@ -47,5 +49,13 @@ def test_the_virtual_pi_boots_updates_and_survives_power_cuts(tmp_path: Path) ->
     assert figures["at_rest"]["time_to_ready_s"] > 0
     assert figures["mail"]["to"] == ["farmer@example.jp"]
     assert "watchdog" in figures["watchdog"]["journal"].lower()
+    cuts = figures["burst_power_cuts"]
+    assert [c["cut_at"] for c in cuts] == ["recording", "delivering"]
+    for cut in cuts:
+        assert cut["delivered_after_boot"] == cut["spooled"] > 0, cut
+        assert cut["duplicate_mails"] == 0, cut
+    assert cuts[1]["delivered_before_cut"] >= 1, "the second cut is in the middle of delivery"
     assert [c["current"] for c in figures["power_cuts"]] == ["0.2.0", "0.2.0"]
     assert figures["converged"]["current"] == "0.3.0"
+    fetched = [r for r in figures["https_requests"] if '"GET /satoyama-edge-' in r]
+    assert fetched, "the updates were not fetched over HTTPS from the host"
