@@ -18,7 +18,9 @@ period), on readings about :attr:`WaterFaultParams.period_s` apart:
              (hydrology does not go up and come back within half an hour);
 ``step``     a jump between the line of the 2 h before and the line of the hour
              after, with no joint between them: a legitimate rise (rain, a gate,
-             a tide) bends the line, it does not break it;
+             a tide) bends the line, it does not break it; where the level curves
+             too much for two lines (a tide turning), one cubic through the 3 h
+             plus a jump between two readings, the jump carried by those two;
 ``dropout``  a jump to 0 / below, or to a value that then repeats exactly (a rail);
 ``stuck``    the reading repeats exactly for so long that this sensor's own
              repeat rate makes it a one-in-a-million chance, or varies far less
@@ -26,17 +28,18 @@ period), on readings about :attr:`WaterFaultParams.period_s` apart:
 ``noise``    the 3-h noise scale is far above the floor;
 ``drift``    the 24.84-h interquartile mean (two tide cycles: a tide's mean
              without a flood's few hours) moved the same way on each of the last
-             two days by more than :attr:`WaterFaultParams.drift_cm_day`.
+             two days by more than :attr:`WaterFaultParams.drift_cm_day`, at a
+             steady or growing rate (not a recession slowing down, not a flood's
+             rise speeding up), and the window's low water (10 % quantile) moved
+             with it (a fouled or sinking sensor moves every level alike).
 
-What a drift test on one gauge cannot tell apart: a real slow rise of a few
-centimetres a day for days (a pond or reservoir filling, a river's baseflow
-recovering through a wet week, the spring-neap change of a tidal mean) looks
-exactly like a fouled or sinking sensor; so do a paddy left without top-up
-(falling 1-3 cm/day plus noise), a long flood recession and a spring-neap change
-of a mixed tide, which on our generated sites reach 4-6 cm/day on two days
-running now and then.  It is told as ``drift`` with the rate, for a person to
-compare with a staff gauge; the threshold (4 cm/day on two days running) trades
-a few such events against catching 5 cm/day within 3 days (docs/series-faults.md).
+What a drift test on one gauge cannot tell apart: a real slow rise or fall of a few
+centimetres a day, steady for days and moving the low water too (a pond filling, a
+paddy left without top-up, the weather's surge on a tide, a long baseflow recession)
+looks exactly like a fouled or sinking sensor.  It is told as ``drift`` with the rate,
+for a person to compare with a staff gauge; the threshold (3 cm/day on two days
+running) and the shape conditions trade such events against catching 5 cm/day
+within 3 days (docs/series-faults.md).
 
 Where a gate, sluice or pump moves the level (:attr:`WaterFaultParams.steps_expected`,
 the water rule's ``level_steps = "expected"``), sudden steps are real: there is no
@@ -110,7 +113,16 @@ class WaterFaultParams:
     quiet_n: int = 36
     noise_ratio: float = 3.5
     noise_n: int = 18
-    drift_cm_day: float = 4.0
+    drift_cm_day: float = 3.0
+    drift_ratio: tuple[float, float] = (0.6, 3.0)
+    """The second day's change over the first's, for a drift: a fouled sensor's ramp keeps
+    its rate (the first day's window may hold only part of it: up to 2.5 x); a recession
+    slows down (below 0.75 x), a flood's rise speeds up more than that."""
+    drift_low_share: float = 0.25
+    """The window's low water (its 10 % quantile) must move the same way as the mean, by at
+    least this share of the mean's move, on both days: a fouled or sinking sensor shifts
+    every level alike, while a tide whose range grows or shrinks (spring to neap) over a
+    river's bed, a flood or a storm rise lifts the mean and the highs but barely the lows."""
     steps_expected: bool = False
     """The level is moved by a gate, sluice or pump (the water rule's ``level_steps =
     "expected"``): no ``step`` test; the drift test takes every sudden change out of the
@@ -474,19 +486,45 @@ class WaterFaultDetector:
         # right line at u-1 for u in [0, 1]
         j_prev = (i1 - s1) - (i0 + s0 * (nb - 1))
         j_at = i1 - (i0 + s0 * nb)
-        if j_prev * j_at <= 0:
-            return None
-        jump = min(abs(j_prev), abs(j_at)) * (1 if j_at > 0 else -1)
         assert self.floor is not None
-        scale = max(self.floor, r0, r1, 0.3 * self.quantum)
-        score = abs(jump) / scale
+        score = 0.0
+        if j_prev * j_at > 0:
+            jump = min(abs(j_prev), abs(j_at)) * (1 if j_at > 0 else -1)
+            scale = max(self.floor, r0, r1, 0.3 * self.quantum)
+            score = abs(jump) / scale
         if score <= self.p.step_k:
-            return None
+            curved = self._curved_step(seg[-na - nb :], nb)
+            if curved is None:
+                return None
+            score, jump, scale = curved
         if not self.episodes.get("step", {}).get("active"):
             self.steps.append((self.t_hist[-na], jump))
         return (score, self.p.step_k,
                 f"level stepped {jump:+.1f} cm between two readings with no rise between "
                 f"({score:.0f} x the noise {scale:.2f} cm)")  # fmt: skip
+
+    def _curved_step(self, y: np.ndarray, c: int) -> tuple[float, float, float] | None:
+        """A step at reading ``c`` of ``y`` on a curving level (a tide turning within the
+        3 h: two lines do not fit it): one cubic through all the readings plus a jump at
+        ``c`` (least squares).  The jump counts when it is over :attr:`WaterFaultParams.step_k`
+        x max(floor, the fit's robust residual scale) and the change between the two
+        readings at the joint carries most of it (a bend spreads over several)."""
+        assert self.floor is not None
+        n = len(y)
+        u = (np.arange(n, dtype=np.float64) - (c - 0.5)) / n
+        a = np.column_stack((np.ones(n), u, u * u, u**3, (np.arange(n) >= c).astype(float)))
+        coef = np.linalg.lstsq(a, y, rcond=None)[0]
+        jump = float(coef[4])
+        resid = y - a @ coef
+        scale = max(self.floor, 1.4826 * float(np.median(np.abs(resid))) * 1.5, 0.3 * self.quantum)
+        score = abs(jump) / scale
+        if score <= self.p.step_k:
+            return None
+        smooth = a[:, :4] @ coef[:4]
+        d_joint = float(y[c] - y[c - 1]) - float(smooth[c] - smooth[c - 1])
+        if d_joint * jump <= 0 or abs(d_joint) < 0.7 * abs(jump):
+            return None
+        return score, jump, scale
 
     def _noise(self, seg: np.ndarray) -> tuple[float, float, str] | None:
         assert self.floor is not None
@@ -501,13 +539,17 @@ class WaterFaultDetector:
                     f"{ratio:.1f} x this sensor's floor of {self.floor:.2f} cm")  # fmt: skip
         return None
 
-    def _median_at(self, ts: np.ndarray, xs: np.ndarray, end: float) -> float | None:
+    def _median_at(
+        self, ts: np.ndarray, xs: np.ndarray, end: float
+    ) -> tuple[float, float, float] | None:
+        """The window's (10 % quantile, interquartile mean, 90 % quantile)."""
         sel = (ts > end - TIDE_DAY_S) & (ts <= end)
         if np.sum(sel) < 0.7 * TIDE_DAY_S / self.p.period_s:
             return None
         v = xs[sel]
-        lo, hi = np.quantile(v, (0.25, 0.75))
-        return float(v[(v >= lo) & (v <= hi)].mean())  # interquartile mean: see the module
+        q10, lo, hi, q90 = np.quantile(v, (0.1, 0.25, 0.75, 0.9))
+        iqm = float(v[(v >= lo) & (v <= hi)].mean())  # interquartile mean: see the module
+        return float(q10), iqm, float(q90)
 
     def _destepped(self, ts: np.ndarray, xs: np.ndarray) -> np.ndarray:
         """The level with every sudden change taken out (a gate's steps are not a drift): a
@@ -550,12 +592,18 @@ class WaterFaultDetector:
         m2 = self._median_at(ts, xs, t)
         if m0 is None or m1 is None or m2 is None:
             return None
-        a, b = m1 - m0, m2 - m1
+        a, b = m1[1] - m0[1], m2[1] - m1[1]
         if a * b <= 0:
             return None
         rate = min(abs(a), abs(b))
         if rate <= self.p.drift_cm_day:
             return None
+        lo, hi = self.p.drift_ratio
+        if not lo <= b / a <= hi:
+            return None  # slowing down (a recession) or speeding up (a flood's rise)
+        low_a, low_b = m1[0] - m0[0], m2[0] - m1[0]
+        if low_a / a < self.p.drift_low_share or low_b / b < self.p.drift_low_share:
+            return None  # the low water stayed: the water moved, not the sensor
         sign = 1 if b > 0 else -1
         return (rate, self.p.drift_cm_day,
                 f"daily level (interquartile mean) moved {sign * abs(a):+.1f} then "

@@ -175,3 +175,63 @@ def test_with_steps_expected_a_drift_is_told_and_the_gates_steps_are_not_one() -
     found = feed(WaterFaultDetector(gate), np.round(x, 1))
     assert [t for _, t in found] == ["drift"]
     assert found[0][0] - 3 * DAY <= 3 * DAY
+
+
+def big_tide(n: int, noise: float, seed: int = 9) -> np.ndarray:
+    """A 2-m spring tide with a strong diurnal part: steep, and curving within 3 h."""
+    rng = np.random.default_rng(seed)
+    h = np.arange(n) * P / 3600.0
+    x = (200 + 110 * np.cos(2 * np.pi * h / 12.42) + 45 * np.cos(2 * np.pi * h / 12.0 + 0.4)
+         + 30 * np.cos(2 * np.pi * h / 23.93 + 1.1))  # fmt: skip
+    return np.round(x + rng.normal(0.0, noise, n), 1)
+
+
+def test_a_step_at_the_turn_of_a_steep_tide_is_told_and_the_tide_alone_is_not() -> None:
+    x = big_tide(4 * DAY, 0.15)
+    assert feed(WaterFaultDetector(), x) == []
+    # high water near reading 3 * DAY - 3: two lines cannot fit the turn there
+    at = 2 * DAY + int(np.argmax(x[2 * DAY : 2 * DAY + 75]))
+    y = x.copy()
+    y[at:] -= 6.0
+    found = feed(WaterFaultDetector(), y)
+    assert [t for _, t in found] == ["step"]
+    assert at <= found[0][0] <= at + 7
+
+
+def test_a_recession_slowing_down_is_not_a_drift() -> None:
+    # a flood's tail, each day's fall half the day before's (time constant 1.5 days; the
+    # test excuses a rate that slows to under 0.6 x in a day)
+    rng = np.random.default_rng(12)
+    days = np.arange(8 * DAY) / DAY
+    x = 60 + 40 * np.exp(-days / 1.5) + rng.normal(0.0, 0.3, 8 * DAY)
+    assert feed(WaterFaultDetector(), np.round(x, 1)) == []
+
+
+def test_a_growing_tidal_range_over_a_fixed_bed_is_not_a_drift() -> None:
+    # neap to spring over a river mouth: the highs rise 8 cm a day, the lows sit on the bed
+    rng = np.random.default_rng(13)
+    h = np.arange(8 * DAY) * P / 3600.0
+    amp = 40 + 16 * h / 24.0
+    eta = amp * np.cos(2 * np.pi * h / 12.42)
+    bed = -30.0
+    x = 100 + bed + 4.0 * np.logaddexp(0.0, (eta - bed) / 4.0) + rng.normal(0, 0.3, len(h))
+    assert [t for _, t in feed(WaterFaultDetector(), np.round(x, 1))] == []
+
+
+def test_a_drift_on_a_tide_is_caught_within_3_days() -> None:
+    x = big_tide(9 * DAY, 0.4).astype(float)
+    x[3 * DAY :] += 5.0 * np.arange(6 * DAY) / DAY
+    found = feed(WaterFaultDetector(), np.round(x, 1))
+    assert [t for _, t in found] == ["drift"]
+    assert found[0][0] - 3 * DAY <= 3 * DAY
+
+
+def test_a_state_saved_before_the_drift_shape_keys_still_loads() -> None:
+    det = WaterFaultDetector()
+    feed(det, calm(DAY, 0.3))
+    old = json.loads(json.dumps(det.state()))
+    for key in ("drift_ratio", "drift_low_share"):
+        del old["params"][key]  # an older device's file had no such parameters
+    old["params"]["drift_cm_day"] = 4.0
+    again = WaterFaultDetector.from_state(old)
+    assert again.floor == det.floor and again.p.drift_cm_day == WaterFaultParams().drift_cm_day
