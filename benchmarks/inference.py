@@ -7,7 +7,11 @@
   ``AnomalyModel.assess(window)`` -- the calls the rules make, quantisation and
   dequantisation included -- on the committed models through LiteRT;
 * daemon memory: ``python -m edge run --config FILE`` as its own process, as
-  systemd starts it, on a nursery + water site: one motion mat (an emulated
+  systemd starts it -- with the environment of ``systemd/satoyama-edge.service``'s
+  ``Environment=`` lines and nothing else of this shell's (plus ``PYTHONPATH`` to
+  this checkout), its modules read from compiled bytecode as pip installs them
+  on the device (a private ``PYTHONPYCACHEPREFIX`` filled before the runs) -- on
+  a nursery + water site: one motion mat (an emulated
   infant lying on it, on a real pseudo-terminal), its nap rule and buzzer on
   mock pins, an ultrasonic water gauge (emulated, on a pty) with its water
   rule, anomaly models on (so the posture model and two anomaly series,
@@ -35,6 +39,8 @@ import argparse
 import json
 import os
 import re
+import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -52,6 +58,50 @@ from edge.sim.serial_device import UltrasonicModel  # noqa: E402
 
 TARGET_MB = 60.0
 SAMPLE_S = 0.5
+UNIT = ROOT / "systemd" / "satoyama-edge.service"
+
+WARM_IMPORTS = (
+    "import edge.cli, edge.daemon, edge.inference.runtime, edge.inference.posture_input, "
+    "edge.health.water_faults, edge.health.mat_load_faults, edge.nursery.watch, "
+    "edge.water.watch, edge.wildlife.watch, numpy.ma, gpiozero.pins.mock, serial_asyncio_fast, "
+    "encodings.idna"
+)
+"""What the daemon imports, compiled once into the benchmark's bytecode cache before any run."""
+
+
+def unit_environment(unit: Path = UNIT) -> dict[str, str]:
+    """The ``Environment=`` assignments of a systemd unit (later ones win, as in systemd)."""
+    env: dict[str, str] = {}
+    for line in unit.read_text(encoding="utf-8").splitlines():
+        key, sep, value = line.strip().partition("=")
+        if sep and key == "Environment":
+            for word in shlex.split(value):
+                name, _, val = word.partition("=")
+                env[name] = val
+    return env
+
+
+def daemon_environment(pycache: Path) -> dict[str, str]:
+    """What the daemon runs with here: the unit's environment and nothing of this shell's
+    but ``PATH``; ``PYTHONPATH`` stands for the installed package, ``PYTHONPYCACHEPREFIX``
+    for the bytecode pip compiles when it installs (filled by :func:`fill_bytecode`)."""
+    return {
+        "PATH": os.environ.get("PATH", os.defpath),
+        "LANG": "C.UTF-8",
+        **unit_environment(),
+        "PYTHONPATH": str(ROOT),
+        "PYTHONPYCACHEPREFIX": str(pycache),
+    }
+
+
+def fill_bytecode(env: dict[str, str]) -> None:
+    """Compile what the daemon imports into ``env``'s bytecode cache (a device runs from .pyc:
+    pip compiles at install; compiling in the measured process would cost it memory)."""
+    subprocess.run([sys.executable, "-c", WARM_IMPORTS], check=True, cwd=ROOT, env=env,
+                   capture_output=True)  # fmt: skip
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "edge", "drivers", "models"],
+                   check=True, cwd=ROOT, env=env, capture_output=True)  # fmt: skip
+
 
 SITE = """\
 [device]
@@ -110,6 +160,7 @@ ack_pin = 26
 IMPORT_PROBES: tuple[tuple[str, str, str], ...] = (
     ("import msgspec", "", "import msgspec"),
     ("import numpy", "", "import numpy"),
+    ("  ... numpy.ma (np.median's first call)", "import numpy", "import numpy.ma"),
     ("import aiomqtt (paho)", "", "import aiomqtt"),
     ("import gpiozero", "", "import gpiozero"),
     ("import uuid6", "", "import uuid6"),
@@ -154,6 +205,17 @@ def status(pid: int | str) -> dict[str, float]:
     return out
 
 
+HEAVY_LIBRARIES = {"numpy": "_multiarray_umath", "litert": "libpywrap_litert_common"}
+"""Shared libraries that tell, from /proc/PID/maps, whether numpy and LiteRT were loaded."""
+
+
+def mapped_libraries(pid: int) -> dict[str, float]:
+    """1.0 for each of :data:`HEAVY_LIBRARIES` the process has mapped, else 0.0."""
+    with open(f"/proc/{pid}/maps", encoding="utf-8", errors="replace") as f:
+        maps = f.read()
+    return {name: float(lib in maps) for name, lib in HEAVY_LIBRARIES.items()}
+
+
 def percentile(xs: list[float], q: float) -> float:
     s = sorted(xs)
     return s[min(len(s) - 1, round(q * (len(s) - 1)))]
@@ -195,7 +257,9 @@ def bench_latency(calls: int) -> None:
     anomaly.model.close()
 
 
-def run_daemon(seconds: float, *, nursery: bool, anomaly: bool) -> dict[str, float]:
+def run_daemon(
+    seconds: float, *, nursery: bool, anomaly: bool, env: dict[str, str]
+) -> dict[str, float]:
     """Run ``edge run`` on an emulated site for ``seconds``; its memory figures (MB)."""
     with tempfile.TemporaryDirectory(prefix="satoyama-mem-") as tmp:
         work = Path(tmp)
@@ -216,8 +280,7 @@ def run_daemon(seconds: float, *, nursery: bool, anomaly: bool) -> dict[str, flo
             with log_path.open("wb") as log:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "edge", "run", "--config", str(config)],
-                    cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                    env={**os.environ, "PYTHONPATH": str(ROOT)},
+                    cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env,
                 )  # fmt: skip
                 samples: list[dict[str, float]] = []
                 try:
@@ -231,6 +294,7 @@ def run_daemon(seconds: float, *, nursery: bool, anomaly: bool) -> dict[str, flo
                         samples.append(status(proc.pid))
                         time.sleep(SAMPLE_S)
                     final = status(proc.pid)
+                    loaded = mapped_libraries(proc.pid)
                 finally:
                     proc.terminate()
                     try:
@@ -254,27 +318,28 @@ def run_daemon(seconds: float, *, nursery: bool, anomaly: bool) -> dict[str, flo
         "rss_anon": statistics.median(s["RssAnon"] for s in tail),
         "rss_file": statistics.median(s["RssFile"] for s in tail),
         "final_rss": final["VmRSS"],
+        **loaded,
     }
 
 
-def import_costs() -> list[tuple[str, float, bool]]:
+def import_costs(env: dict[str, str]) -> list[tuple[str, float, bool]]:
     """(what, MB of RSS one import adds in a fresh process, whether numpy came with it)."""
     out = []
     for name, setup, stmt in IMPORT_PROBES:
         probe = subprocess.run(
             [sys.executable, "-c", IMPORT_PROBE.format(root=str(ROOT), setup=setup, stmt=stmt)],
-            check=True, capture_output=True, text=True, cwd=ROOT,
+            check=True, capture_output=True, text=True, cwd=ROOT, env=env,
         )  # fmt: skip
         before, after, numpy = probe.stdout.split()
         out.append((name, float(after) - float(before), numpy == "True"))
     return out
 
 
-def import_times(stmt: str) -> list[tuple[str, int]]:
+def import_times(stmt: str, env: dict[str, str]) -> list[tuple[str, int]]:
     """``python -X importtime``: the top-level packages by cumulative import time (us)."""
     probe = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", stmt],
-        check=True, capture_output=True, text=True, cwd=ROOT,
+        check=True, capture_output=True, text=True, cwd=ROOT, env=env,
     )  # fmt: skip
     tops: dict[str, int] = {}
     for line in probe.stderr.splitlines():
@@ -285,11 +350,23 @@ def import_times(stmt: str) -> list[tuple[str, int]]:
 
 
 def bench_memory(seconds: float, compare: bool) -> None:
+    pycache = Path(tempfile.mkdtemp(prefix="satoyama-pyc-"))
+    try:
+        env = daemon_environment(pycache)
+        fill_bytecode(env)
+        _bench_memory(seconds, compare, env)
+    finally:
+        shutil.rmtree(pycache, ignore_errors=True)
+
+
+def _bench_memory(seconds: float, compare: bool, env: dict[str, str]) -> None:
+    unit_env = " ".join(f"{k}={v}" for k, v in unit_environment().items())
+    print(f"environment (from {UNIT.name}): {unit_env}; bytecode compiled beforehand")
     print(f"\nwhat each step costs (RSS added in a fresh Python {sys.version.split()[0]} process):")
-    for name, mb, numpy in import_costs():
+    for name, mb, numpy in import_costs(env):
         print(f"  {name:<36} +{mb:5.1f} MB" + ("  (numpy loaded)" if numpy else ""))
     stmt = "import edge.cli, edge.daemon, edge.inference.runtime"
-    times = import_times(stmt)
+    times = import_times(stmt, env)
     total = sum(us for _, us in times)
     print(f"import time of {stmt!r}: {total / 1000:.0f} ms; largest:")
     for name, us in times[:8]:
@@ -300,15 +377,17 @@ def bench_memory(seconds: float, compare: bool) -> None:
         variants += [
             ("nursery + water, anomaly models off", True, False),
             ("water only, anomaly models on", False, True),
-            ("water only, anomaly models off (no numpy, no LiteRT)", False, False),
+            ("water only, anomaly models off", False, False),
         ]
     print(f"\nthe daemon (python -m edge run --config), {seconds:g} s each:")
     results = {}
     for label, nursery, anomaly in variants:
-        r = results[label] = run_daemon(seconds, nursery=nursery, anomaly=anomaly)
+        r = results[label] = run_daemon(seconds, nursery=nursery, anomaly=anomaly, env=env)
+        libs = [name for name in HEAVY_LIBRARIES if r[name]]
         print(
             f"  {label}: steady {r['steady_rss']:.1f} MB RSS (anon {r['rss_anon']:.1f} + "
-            f"file {r['rss_file']:.1f}), peak {r['peak_rss']:.1f} MB"
+            f"file {r['rss_file']:.1f}), peak {r['peak_rss']:.1f} MB; loaded: "
+            + (", ".join(libs) or "neither numpy nor LiteRT")
         )
     main = results[variants[0][0]]
     verdict = "OK" if main["steady_rss"] <= TARGET_MB else "OVER"

@@ -29,7 +29,16 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge.config import WATER_SENSORS, Config, MatSensorConfig, NapRuleConfig, WaterRuleConfig
+from edge.config import (
+    WATER_SENSORS,
+    Config,
+    DeterrentRuleConfig,
+    MatSensorConfig,
+    NapRuleConfig,
+    PirSensorConfig,
+    TrapSensorConfig,
+    WaterRuleConfig,
+)
 from edge.devices.actuators import Actuator
 from edge.devices.factory import (
     PinFactory,
@@ -49,16 +58,15 @@ from edge.link.spool import SpoolDrain
 from edge.link.storage import StorageWatch
 from edge.link.telemetry import Telemetry, TelemetryBuffer
 from edge.link.uplink import Uplink
-from edge.nursery.log import nap_log_path
-from edge.nursery.mat_watch import MatWatch
-from edge.nursery.watch import NapWatch
-from edge.water.watch import WaterWatch, patience_s
-from edge.wildlife.watch import Wildlife
 
 if TYPE_CHECKING:
     from gpiozero import Button
 
     from drivers.pir import PirDetector
+    from edge.nursery.mat_watch import MatWatch
+    from edge.nursery.watch import NapWatch
+    from edge.water.watch import WaterWatch
+    from edge.wildlife.watch import Wildlife
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +78,13 @@ GIL_SWITCH_INTERVAL_S = 0.0005
 STOP_ROUNDS = 20
 """How often close() cancels a task that has not ended (one cancellation can be lost)."""
 STOP_ROUND_S = 0.5
+
+
+def has_wildlife(config: Config) -> bool:
+    """Whether the configuration has detectors, traps or deterrent rules (a wildlife site)."""
+    return any(
+        isinstance(s, PirSensorConfig | TrapSensorConfig) for s in config.sensors.values()
+    ) or any(isinstance(rc, DeterrentRuleConfig) for rc in config.rules.values())
 
 
 class Daemon:
@@ -136,17 +151,21 @@ class Daemon:
         try:
             for name, act in cfg.actuators.items():
                 self.actuators[name] = build_actuator(act, self.pin_factory)
-            self.wildlife = Wildlife(
-                cfg, self.actuators, pin_factory=self.pin_factory, record=self.record,
-                spawn=self._spawn, loop=loop,
-            )  # fmt: skip
+            if has_wildlife(cfg):
+                from edge.wildlife.watch import Wildlife
+
+                self.wildlife = Wildlife(
+                    cfg, self.actuators, pin_factory=self.pin_factory, record=self.record,
+                    spawn=self._spawn, loop=loop,
+                )  # fmt: skip
         except Exception:
             self._close_hardware()
             raise
-        for name, detector in self.wildlife.detectors.items():
-            self.sensors.detectors[name] = detector
-        for name in self.wildlife.traps:
-            self.sensors.sensor(name)
+        if self.wildlife is not None:
+            for name, detector in self.wildlife.detectors.items():
+                self.sensors.detectors[name] = detector
+            for name in self.wildlife.traps:
+                self.sensors.sensor(name)
         self.armed_at = time.monotonic()
         self.outbox.open()
         recorder = self.recorder = self.record.recorder = Recorder(cfg, self.outbox)
@@ -182,12 +201,15 @@ class Daemon:
             telemetry=telemetry, usage=uplink.usage, started_at=self.started_at,
             wanted=heartbeat_wanted,
         )  # fmt: skip
-        for name, deterrent in self.wildlife.deterrents.items():
-            self._spawn(deterrent.run, f"rule {name}")
+        wildlife = self.wildlife
+        if wildlife is not None:
+            for name, deterrent in wildlife.deterrents.items():
+                self._spawn(deterrent.run, f"rule {name}")
         self._start_water(telemetry)
         self._start_naps(loop, telemetry)
-        for name, trap in self.wildlife.traps.items():
-            self._spawn(trap.run, f"trap {name}", sensor=name)
+        if wildlife is not None:
+            for name, trap in wildlife.traps.items():
+                self._spawn(trap.run, f"trap {name}", sensor=name)
         storage = StorageWatch(
             self.outbox, record=recorder.record, retry_s=cfg.health.storage_retry_s
         )
@@ -216,9 +238,12 @@ class Daemon:
         self._spawn(storage.check(), "outbox integrity check")
 
     def _start_water(self, telemetry: Telemetry) -> None:
-        for rule_name, rc in self.config.rules.items():
-            if not isinstance(rc, WaterRuleConfig):
-                continue
+        rules = {n: rc for n, rc in self.config.rules.items() if isinstance(rc, WaterRuleConfig)}
+        if not rules:
+            return
+        from edge.water.watch import WaterWatch, patience_s
+
+        for rule_name, rc in rules.items():
             sensor = self.config.sensors[rc.sensor]
             assert isinstance(sensor, WATER_SENSORS)
             level = build_level_sensor(
@@ -234,6 +259,15 @@ class Daemon:
             self._spawn(watch.run, f"water {rule_name}", sensor=rc.sensor)
 
     def _start_naps(self, loop: asyncio.AbstractEventLoop, telemetry: Telemetry) -> None:
+        cfg = self.config
+        if not any(isinstance(s, MatSensorConfig) for s in cfg.sensors.values()) and not any(
+            isinstance(rc, NapRuleConfig) for rc in cfg.rules.values()
+        ):
+            return
+        from edge.nursery.log import nap_log_path
+        from edge.nursery.mat_watch import MatWatch
+        from edge.nursery.watch import NapWatch
+
         for name, sensor_cfg in self.config.sensors.items():
             if not isinstance(sensor_cfg, MatSensorConfig):
                 continue

@@ -41,13 +41,15 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge.event import Anomaly, SensorFault
 from edge.files import write_atomic
-from edge.health.mat_load_faults import MatLoadDetector
-from edge.health.water_faults import WaterFaultDetector, WaterFaultParams
 from edge.link.recorder import Record
+
+if TYPE_CHECKING:
+    from edge.health.mat_load_faults import MatLoadDetector
+    from edge.health.water_faults import WaterFaultDetector, WaterFaultParams
 
 log = logging.getLogger(__name__)
 
@@ -74,25 +76,45 @@ WATER_PERIOD_S = 600.0
 """A water level is judged every 10 minutes (the water rule's idle cadence)."""
 
 
+# The detectors (and numpy with them) are imported when a series' rule is built, not
+# with this module: a daemon whose configuration has no fault checks loads neither.
+
+
 def _water_params(steps_expected: bool) -> WaterFaultParams:
+    from edge.health.water_faults import WaterFaultParams
+
     return WaterFaultParams(steps_expected=steps_expected)
+
+
+def _new_water(steps_expected: bool) -> WaterFaultDetector:
+    from edge.health.water_faults import WaterFaultDetector
+
+    return WaterFaultDetector(_water_params(steps_expected))
+
+
+def _kept_water(state: dict[str, Any], shift_s: float, steps_expected: bool) -> WaterFaultDetector:
+    from edge.health.water_faults import WaterFaultDetector
+
+    return WaterFaultDetector.from_state(state, _water_params(steps_expected), shift_s=shift_s)
+
+
+def _new_mat_load(steps_expected: bool) -> MatLoadDetector:
+    from edge.health.mat_load_faults import MatLoadDetector
+
+    return MatLoadDetector()
+
+
+def _kept_mat_load(state: dict[str, Any], shift_s: float, steps_expected: bool) -> MatLoadDetector:
+    from edge.health.mat_load_faults import MatLoadDetector
+
+    return MatLoadDetector.from_state(state)  # never kept: see below
 
 
 RULES: dict[
     str, tuple[Callable[[bool], Any], Callable[[dict[str, Any], float, bool], Any], float]
 ] = {
-    "water": (
-        lambda steps: WaterFaultDetector(_water_params(steps)),
-        lambda state, shift, steps: WaterFaultDetector.from_state(
-            state, _water_params(steps), shift_s=shift
-        ),
-        WATER_PERIOD_S,
-    ),
-    "mat_load": (
-        lambda steps: MatLoadDetector(),
-        lambda state, shift, steps: MatLoadDetector.from_state(state),  # never kept: see below
-        0.5,
-    ),
+    "water": (_new_water, _kept_water, WATER_PERIOD_S),
+    "mat_load": (_new_mat_load, _kept_mat_load, 0.5),
 }
 """Series judged by a pure rule instead of the model: ``(new(steps_expected),
 from_state(state, shift_s, steps_expected), period_s)``.  A series faster than

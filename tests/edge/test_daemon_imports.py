@@ -1,0 +1,182 @@
+"""The daemon loads what its configuration uses, and nothing else (a Pi Zero 2 W has 512 MB).
+
+Each case starts the real daemon (``Daemon.start``) in a fresh Python process on
+an emulated site (a water gauge on a pseudo-terminal; a body-motion mat with a
+child on it, a buzzer and the acknowledge button on gpiozero's mock pins), waits
+until it has done its work (a level read and its fault rule built; the mat's
+frame classified by the posture model) and reports which modules that process
+holds.  A water gauge must not pay for LiteRT and the posture model (~12 MB of
+RSS), nor for numpy (~12 MB) when it has no fault checks: a regression there is
+what a user of a small device would notice first, as an out-of-memory kill.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge.sim.mat_emulator import MatModel
+from edge.sim.serial_device import UltrasonicModel
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+
+SITE = """\
+[device]
+id = "imports-01"
+site = "bench"
+latitude = 35.86
+longitude = 139.65
+
+[uplink]
+host = "127.0.0.1"
+port = {port}
+reconnect_min_s = 0.1
+reconnect_max_s = 2
+
+[outbox]
+path = "{outbox}"
+
+[gpio]
+pin_factory = "mock"
+
+[health]
+modem = "none"
+anomaly_models = {anomaly}
+"""
+
+WATER = """
+[sensors.level_bridge]
+type = "ultrasonic"
+port = "{port}"
+mount_height_cm = 400
+
+[rules.bridge]
+type = "water"
+sensor = "level_bridge"
+sample_s = 0.05
+window_s = 0.5
+idle_interval_s = 600
+active_interval_s = 300
+stages = [{{ name = "flood_warning", label = "氾濫注意水位", level_cm = 250 }}]
+"""
+
+NURSERY = """
+[sensors.mat_1]
+type = "mat"
+port = "{port}"
+cot = "ひよこ-1"
+
+[actuators.buzzer]
+type = "buzzer"
+pin = 12
+
+[rules.naps]
+type = "nap"
+mats = ["mat_1"]
+buzzer = "buzzer"
+ack_pin = 26
+"""
+
+# Runs in the daemon's own process: start it, wait for its work, print sys.modules.
+RUN = """
+import asyncio, json, sys
+from edge.config import load
+from edge.daemon import Daemon
+from tests.support.waiting import until
+
+async def main():
+    daemon = Daemon(load(sys.argv[1]))
+    await daemon.start()
+    try:
+        await until(lambda: all(w.last_level_cm is not None for w in daemon.water.values()),
+                    60, "a water level read")
+        await until(lambda: all(w.anomaly is None or w.anomaly.rule is not None
+                                for w in daemon.water.values()), 60, "the fault rules built")
+        await until(lambda: all(n.model is not None for n in daemon.naps.values()), 60,
+                    "the posture model loaded")
+        calls = []
+        for nap in daemon.naps.values():  # count the real model's calls from now on
+            def counted(*args, _real=nap.model.classify, **kwargs):
+                calls.append(_real(*args, **kwargs))
+                return calls[-1]
+            nap.model.classify = counted
+        await until(lambda: not daemon.naps or calls, 60, "a frame classified")
+    finally:
+        await daemon.close()
+    print(json.dumps(sorted(sys.modules)))
+
+asyncio.run(main())
+"""
+
+
+def _free_port() -> int:
+    """A loopback port nobody listens on: the uplink retries in the background."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _modules(tmp_path: Path, *, water: bool, nursery: bool, anomaly: bool) -> set[str]:
+    with UltrasonicModel(distance_mm=3000) as ranger, MatModel(seed=7) as mat:
+        mat.lie_down("supine")
+        text = SITE.format(
+            port=_free_port(), outbox=tmp_path / "outbox.sqlite3", anomaly=str(anomaly).lower()
+        )
+        text += WATER.format(port=ranger.port) if water else ""
+        text += NURSERY.format(port=mat.port) if nursery else ""
+        config = tmp_path / "device.toml"
+        config.write_text(text, encoding="utf-8")
+        out = subprocess.run(
+            [sys.executable, "-c", RUN, str(config)],
+            cwd=ROOT, capture_output=True, text=True, timeout=180,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-4000:]
+    modules: list[str] = json.loads(out.stdout.strip().splitlines()[-1])
+    return set(modules)
+
+
+def _loaded(modules: set[str], *packages: str) -> list[str]:
+    return sorted(
+        m for m in modules if any(m == p or m.startswith(p + ".") for p in packages)
+    )
+
+
+LITERT = ("ai_edge_litert", "tflite_runtime", "edge.inference.runtime")
+NURSERY_MODULES = ("edge.nursery", "edge.inference")
+WILDLIFE = ("edge.wildlife", "drivers.pir", "drivers.trap_switch")
+
+
+def test_a_water_gauge_without_fault_checks_loads_neither_numpy_nor_litert(
+    tmp_path: Path,
+) -> None:
+    modules = _modules(tmp_path, water=True, nursery=False, anomaly=False)
+    assert "edge.water.watch" in modules  # it did run the water rule
+    assert _loaded(modules, "numpy", *LITERT) == []
+    assert _loaded(modules, *NURSERY_MODULES, *WILDLIFE) == []
+    assert _loaded(modules, "edge.health.water_faults", "edge.health.mat_load_faults") == []
+
+
+def test_a_water_gauge_with_fault_checks_loads_its_rules_but_no_posture_model(
+    tmp_path: Path,
+) -> None:
+    modules = _modules(tmp_path, water=True, nursery=False, anomaly=True)
+    assert "edge.health.water_faults" in modules
+    assert _loaded(modules, *LITERT, *NURSERY_MODULES, *WILDLIFE) == []
+
+
+def test_a_nap_room_loads_the_posture_model_and_nothing_of_a_water_gauge(tmp_path: Path) -> None:
+    modules = _modules(tmp_path, water=False, nursery=True, anomaly=False)
+    # The other side of the checks above: here LiteRT is loaded, and would be seen.
+    assert "ai_edge_litert" in modules and "edge.inference.runtime" in modules
+    # (edge.water.rule, the pure rule, comes with the configuration's validation)
+    assert _loaded(modules, "edge.water.watch", "edge.health.water_faults", *WILDLIFE) == []
+    # The posture input's median does not go through np.median (which imports numpy.ma).
+    assert "numpy.ma" not in modules
