@@ -111,6 +111,8 @@ class MatScene:
         self._times: list[float] = []
         self._event_rng = random.Random(0)
         self._render_cache: dict[int, tuple[list[float], list[float]]] = {}
+        self._foreign: tuple[list[float], list[float], str] | None = None
+        """A body drawn elsewhere (:meth:`lay`): load, breathing swing, label."""
         if infant is not None:
             self.lie_down(infant)
 
@@ -123,7 +125,10 @@ class MatScene:
 
     @property
     def posture(self) -> str:
-        """The posture label: ``empty``, ``supine``, ``prone``, ``left`` or ``right``."""
+        """The posture label: ``empty``, ``supine``, ``prone``, ``left`` or ``right`` (or the
+        label of a body laid with :meth:`lay`)."""
+        if self._foreign is not None:
+            return self._foreign[2]
         return "empty" if self._infant is None else self._infant.posture
 
     @property
@@ -155,6 +160,7 @@ class MatScene:
                     rng, posture=posture, age_months=age_months, mat_cm=self.mat_cm()
                 )
             self._breathing = True
+            self._foreign = None
             self._set(infant, t)
             return infant
 
@@ -168,6 +174,7 @@ class MatScene:
             if current is None:
                 raise RuntimeError("nobody on the mat to roll over")
             rng = random.Random(f"roll-{self.seed}-{self._segment}")
+            self._foreign = None
             self._set(replace(current, posture=posture, variant=rng.randrange(1 << 30)), t)
 
     def move_to(
@@ -180,12 +187,51 @@ class MatScene:
             if current is None:
                 raise RuntimeError("nobody on the mat to move")
             heading = current.heading_deg if heading_deg is None else heading_deg
+            self._foreign = None
             self._set(replace(current, x_cm=x_cm, y_cm=y_cm, heading_deg=heading), t)
 
     def leave(self, *, at: float | None = None) -> None:
         """The child is lifted out: the cot is empty."""
         with self._lock:
+            self._foreign = None
             self._set(None, self._now(at))
+
+    def lay(
+        self,
+        load: Sequence[float],
+        *,
+        label: str = "foreign",
+        breath_share: float = 0.06,
+        at: float | None = None,
+    ) -> None:
+        """A body this scene did not draw: ``load`` counts above the empty mat per cell
+        (row-major, ``rows x cols``), e.g. a frame of another generator or of a recording.
+
+        It breathes (a share of the load moves between the head half and the foot half
+        of the mat and back, so the centre of pressure swings as with a child) and stops
+        breathing with :meth:`stop_breathing`; restless shifts do not move it.
+        :attr:`posture` reads ``label``.  :meth:`lie_down`, :meth:`roll_to` (a child of
+        this scene's own, where the body lay), :meth:`move_to` and :meth:`leave` end it.
+        """
+        n = self.rows * self.cols
+        if len(load) != n:
+            raise ValueError(f"a load for {self.rows} x {self.cols} cells needs {n} values, "
+                             f"got {len(load)}")  # fmt: skip
+        values = [max(0.0, float(v)) for v in load]
+        half = self.cols // 2
+        head = sum(v for i, v in enumerate(values) if i % self.cols < half)
+        feet = sum(values) - head
+        if head <= 0.0 or feet <= 0.0:
+            raise ValueError("the load must press on both halves of the mat (head and feet)")
+        moved = breath_share * min(head, feet)  # the same load leaves one half, reaches the other
+        breath = [moved * v / head if i % self.cols < half else -moved * v / feet
+                  for i, v in enumerate(values)]  # fmt: skip
+        with self._lock:
+            t = self._now(at)
+            rng = random.Random(f"foreign-{self.seed}-{self._segment}")
+            self._breathing = True
+            self._set(Infant.random(rng, posture="supine", mat_cm=self.mat_cm()), t)
+            self._foreign = (values, breath, label)
 
     def stop_breathing(self, *, at: float | None = None) -> None:
         """Apnea: breathing and every movement stop (the body stays where it is)."""
@@ -307,6 +353,8 @@ class MatScene:
         return self._pose_index_at(t)[1]
 
     def _footprint(self, index: int, pose: Infant) -> tuple[list[float], list[float]]:
+        if self._foreign is not None:
+            return self._foreign[0], self._foreign[1]
         cached = self._render_cache.get(index)
         if cached is None:
             cached = pose.render(self.rows, self.cols, self.cell_cm, self.counts_per_kg)
@@ -351,7 +399,7 @@ def random_frame(posture: str, seed: int, *, rows: int = 16, cols: int = 32) -> 
 class MatModel(EmulatedSerialDevice):
     """The emulated mat on a pty: streams :class:`MatScene` frames at ``fps``.
 
-    Scene controls (``lie_down``, ``roll_to``, ``leave``, ``stop_breathing``,
+    Scene controls (``lie_down``, ``lay``, ``roll_to``, ``leave``, ``stop_breathing``,
     ``breathe``, ``move_to``) act now; line faults: :meth:`inject_garbage`,
     :meth:`send_bad_crc`, :meth:`drop_frames`, :meth:`unplug` / :meth:`plug`
     (plugging back powers the mat up again: its sequence restarts at 0).
@@ -407,6 +455,10 @@ class MatModel(EmulatedSerialDevice):
 
     def leave(self) -> None:
         self.scene.leave()
+
+    def lay(self, load: Sequence[float], *, label: str = "foreign") -> None:
+        """A body drawn elsewhere (another generator, a recording): see :meth:`MatScene.lay`."""
+        self.scene.lay(load, label=label)
 
     def stop_breathing(self) -> None:
         self.scene.stop_breathing()

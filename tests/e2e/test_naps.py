@@ -11,9 +11,12 @@ from typing import Any
 
 import pytest
 
+from drivers.motion_mat import MatFrame
+from edge.inference.runtime import PostureModel
 from edge.nursery.log import NapLog
-from edge.nursery.sheet import JST, build_sheet
+from edge.nursery.sheet import JST, build_sheet, cell_text
 from edge.sim.emulated import EmulatedSite
+from edge.sim.mat_emulator import MatScene
 from edge.tools.bench import SCENARIOS, SITES, load_scenario, run_scenario
 from tests.support.waiting import until
 
@@ -37,6 +40,95 @@ async def test_missing_posture_model_falls_back_and_apnea_still_alarms(tmp_path:
         await site.apply("mat_1", "stop_breathing")
         await until(lambda: bool(kinds("apnea_alarm")), 15, "the apnea alarm")
         assert site.actuator_states()["buzzer"] is True
+
+
+def _unreadable_body(scene: MatScene) -> list[float]:
+    """A body of a world the shipped model never trained on (``regions``) that it abstains
+    on ("unknown") whatever the sensor noise, on this mat's own empty level."""
+    import random
+
+    import numpy as np
+
+    from models.posture import regions
+
+    offsets = np.array(scene.offsets)
+    with PostureModel.load() as model:
+        for seed in range(200):
+            for posture in ("supine", "left", "right", "prone"):
+                frame, level = regions.render(posture, seed, rough_empty=False)
+                load = np.clip(frame.astype(float) - level, 0.0, None).ravel()
+                answers = set()
+                for k in range(5):
+                    noise = random.Random(k)
+                    cells = bytes(min(255, max(0, int(v + noise.gauss(0.0, scene.noise) + 0.5)))
+                                  for v in offsets + load)  # fmt: skip
+                    answers.add(model.classify(MatFrame(0, scene.rows, scene.cols, cells),
+                                               offsets)[0])  # fmt: skip
+                if answers == {"unknown"}:
+                    return [float(v) for v in load]
+    raise AssertionError("no frame of the regions world that the model abstains on")
+
+
+async def test_a_child_the_model_cannot_read_is_look_now_never_safe(tmp_path: Path) -> None:
+    """The real model on the emulated mat: a body from a world it never trained on makes it
+    abstain; the nap rule then prompts staff to look (a warning event and a chirp, never the
+    alarm's steady tone), and the sheet shows the look-now slots, never a safe posture."""
+    text = (SITES / "nap-alarms.toml").read_text(encoding="utf-8")
+    text = text.replace("[rules.naps]", "[rules.naps]\nunknown_prompt_s = 5")
+    async with EmulatedSite(text, tmp_path / "site") as site:
+        kinds = lambda k: [e for e in site.events() if e["kind"] == k]  # noqa: E731
+        mat = site.emulators["mat_1"]
+        body = _unreadable_body(mat.scene)
+        await site.apply("mat_1", "lie_down")
+        await until(lambda: bool(kinds("posture_check")), 15, "a posture check")
+        assert kinds("posture_check")[0]["data"]["posture"] == "supine"
+        buzzer = site.daemon.pin_factory.pin(12)  # type: ignore[union-attr]
+        heard = len(buzzer.states)
+        mat.lay(body, label="regions")
+        await until(lambda: bool(kinds("posture_unknown")), 30, "the look-now prompt")
+        [look] = kinds("posture_unknown")
+        assert look["severity"] == "warning"
+        assert look["data"]["cot"] == "ひよこ-1" and look["data"]["unknown_s"] >= 5
+        # It chirps (short beeps), it does not sound the alarm's steady tone...
+        await until(lambda: _beeps(buzzer.states[heard:]), 15, "a chirp")
+        assert all(length < 1.0 for length in _beeps(buzzer.states[heard:]))
+        # ...and nothing says the child is safe or face-down: no alarm, no safe posture.
+        assert not kinds("prone_alarm") and not kinds("apnea_alarm")
+        checks = [e["data"]["posture"] for e in kinds("posture_check")[1:]]
+        assert set(checks) <= {"unknown"}, checks
+        # The model reads the child again: the prompt ends and the buzzer falls silent.
+        mat.roll_to("supine")
+        await until(lambda: _look_now_ends(tmp_path / "site" / "naps.sqlite3"), 15,
+                    "the end of the look-now")
+        await until(lambda: not site.actuator_states()["buzzer"], 5, "the buzzer silent")
+        assert not kinds("prone_alarm") and not kinds("apnea_alarm")
+    entries = _today_entries(tmp_path / "site" / "naps.sqlite3")
+    assert [e.value for e in entries if e.kind == "posture_unknown"] == ["unknown"]
+    assert _look_now_ends(tmp_path / "site" / "naps.sqlite3") == ["supine"]
+    sheet = build_sheet(entries, {"ひよこ-1": ""}, date=dt.datetime.fromtimestamp(
+        entries[-1].t, JST).date())  # fmt: skip
+    looked = [c for c in sheet.rows[0].cells.values() if "posture_unknown" in c.alarms]
+    assert looked and all(c.posture == "unknown" for c in looked)
+    assert all(cell_text(c, "ja", short=True) == "?見" for c in looked)
+
+
+def _beeps(states: list[Any]) -> list[float]:
+    """How long each finished beep of a mock buzzer pin lasted (s), from its state history."""
+    lengths, on_at = [], None
+    for change in states:
+        if change.state and on_at is None:
+            on_at = change.timestamp
+        elif not change.state and on_at is not None:
+            lengths.append(change.timestamp - on_at)
+            on_at = None
+    return lengths
+
+
+def _look_now_ends(path: Path) -> list[str]:
+    """How each look-now prompt ended (the posture the model read again), not counting the
+    closing of whatever an earlier run left open ("start")."""
+    entries = _today_entries(path)
+    return [e.value for e in entries if e.kind == "posture_unknown_end" and e.value != "start"]
 
 
 def _today_entries(path: Path) -> list[Any]:
