@@ -28,9 +28,11 @@ period), on readings about :attr:`WaterFaultParams.period_s` apart:
 ``noise``    the 3-h noise scale is far above the floor;
 ``drift``    the 24.84-h interquartile mean (two tide cycles: a tide's mean
              without a flood's few hours) moved the same way on each of the last
-             two days by more than :attr:`WaterFaultParams.drift_cm_day`, at a
-             steady or growing rate (not a recession slowing down, not a flood's
-             rise speeding up), and the window's low water (10 % quantile) moved
+             two days, the last by more than :attr:`WaterFaultParams.drift_cm_day`
+             and the one before by more than half that, at a
+             steady or growing rate (not a recession slowing down -- a fall must
+             keep 0.8 of its rate, a rise 0.6 --, not a flood's rise speeding up),
+             and the window's low water (10 % quantile) moved
              with it (a fouled or sinking sensor moves every level alike).
 
 What a drift test on one gauge cannot tell apart: a real slow rise or fall of a few
@@ -114,10 +116,18 @@ class WaterFaultParams:
     noise_ratio: float = 3.5
     noise_n: int = 18
     drift_cm_day: float = 3.0
+    drift_first_share: float = 0.5
+    """The first of the two days need only move this share of :attr:`drift_cm_day` (a ramp
+    that began during it moved it only partly; :attr:`drift_ratio` still bounds the pair)."""
     drift_ratio: tuple[float, float] = (0.6, 3.0)
     """The second day's change over the first's, for a drift: a fouled sensor's ramp keeps
-    its rate (the first day's window may hold only part of it: up to 2.5 x); a recession
-    slows down (below 0.75 x), a flood's rise speeds up more than that."""
+    its rate (the first day's window may hold only part of it: up to 3 x); a level that
+    rises slower each day (a filling that levels off), or a flood's rise speeding up more
+    than 3 x, is the water."""
+    drift_fall_min: float = 0.8
+    """For a fall, the second day's over the first's must be at least this: water falls by
+    recession, which always slows down (0.8 is a time constant of 4.5 days; a fall that
+    slows faster is the water draining, not the sensor)."""
     drift_low_share: float = 0.25
     """The window's low water (its 10 % quantile) must move the same way as the mean, by at
     least this share of the mean's move, on both days: a fouled or sinking sensor shifts
@@ -127,6 +137,11 @@ class WaterFaultParams:
     """The level is moved by a gate, sluice or pump (the water rule's ``level_steps =
     "expected"``): no ``step`` test; the drift test takes every sudden change out of the
     level; a rail must repeat for as long as ``stuck_chance`` says (not 3 readings)."""
+    drift_raw_share: float = 0.25
+    """With :attr:`steps_expected`: the level with its steps left in must move at least this
+    share of the de-stepped level's two-day move (a sump that fills and is pumped down, a
+    channel topped up and let out, has a ramp between steps that the steps undo; a fouled
+    sensor moves the reading itself)."""
     gate_flat_chance: float = 1e-3
     """With :attr:`steps_expected`: a jump to a value repeated exactly this unlikely run, by
     the sensor's repeat rate, is a ``dropout`` (a quiet level after a gate also repeats)."""
@@ -585,6 +600,7 @@ class WaterFaultDetector:
         self.steps = [(tc, j) for tc, j in self.steps if tc >= ts[0]]
         for tc, j in self.steps:
             xs[ts >= tc] -= j  # a step told is not a drift
+        raw = xs
         if self.p.steps_expected:
             xs = self._destepped(ts, xs)
         m0 = self._median_at(ts, xs, t - 2 * DAY_S)
@@ -595,15 +611,21 @@ class WaterFaultDetector:
         a, b = m1[1] - m0[1], m2[1] - m1[1]
         if a * b <= 0:
             return None
-        rate = min(abs(a), abs(b))
-        if rate <= self.p.drift_cm_day:
+        rate = abs(b)
+        if rate <= self.p.drift_cm_day or abs(a) <= self.p.drift_first_share * self.p.drift_cm_day:
             return None
         lo, hi = self.p.drift_ratio
+        if b < 0:
+            lo = max(lo, self.p.drift_fall_min)
         if not lo <= b / a <= hi:
             return None  # slowing down (a recession) or speeding up (a flood's rise)
         low_a, low_b = m1[0] - m0[0], m2[0] - m1[0]
         if low_a / a < self.p.drift_low_share or low_b / b < self.p.drift_low_share:
             return None  # the low water stayed: the water moved, not the sensor
+        if self.p.steps_expected:
+            r0, r2 = self._median_at(ts, raw, t - 2 * DAY_S), self._median_at(ts, raw, t)
+            if r0 is None or r2 is None or (r2[1] - r0[1]) / (a + b) < self.p.drift_raw_share:
+                return None  # the gate's or pump's steps undo the ramp: a fill-and-pump cycle
         sign = 1 if b > 0 else -1
         return (rate, self.p.drift_cm_day,
                 f"daily level (interquartile mean) moved {sign * abs(a):+.1f} then "

@@ -37,14 +37,36 @@ def false_by_test(family: str, n: int, days: float, seed: int) -> Counter[str]:
     return c
 
 
+def drift_by_rate(family: str, n: int, days: float, seed: int) -> dict[str, tuple[int, int]]:
+    """Drift caught within 3 days, by the drift's rate (cm/day): bucket -> (caught, series)."""
+    out: dict[str, tuple[int, int]] = {}
+    for s in W.water(family, n, days, seed, "drift"):
+        rate = abs(float(s.meta["drift_cm_day"]))
+        key = "2-3.5" if rate < 3.5 else ("3.5-5" if rate < 5.0 else "5-10")
+        t0 = float(s.onset) * s.period_s
+        hit = any(
+            t0 <= t <= t0 + 3 * scoring.DAY_S for t, _ in scoring.run(detector_for(family), s)
+        )
+        c, k = out.get(key, (0, 0))
+        out[key] = (c + int(hit), k + 1)
+    return dict(sorted(out.items()))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=6, help="series per family and fault")
     ap.add_argument("--days", type=float, default=8.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--families", default=",".join(W.FAMILIES))
+    ap.add_argument("--no-table", action="store_true", help="only the extra breakdowns")
     ap.add_argument("--faults", default=",".join(W.FAULTS))
     ap.add_argument("--tests", action="store_true", help="break false events down by test")
+    ap.add_argument(
+        "--drift-n",
+        type=int,
+        default=0,
+        help="also: drift caught by rate, on this many more drift series",
+    )
     args = ap.parse_args(argv)
     started = time.monotonic()
     fams = [f for f in args.families.split(",") if f in W.FAMILIES]
@@ -54,9 +76,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     for fam in fams:
         dets: dict[str, Any] = {"rules": lambda fam=fam: detector_for(fam),
                                 "baseline": scoring.BaselineDetector}  # fmt: skip
-        scoring.table("dev", [fam], faults, dets, args.n, args.days, args.seed, make=W.water)
+        if not args.no_table:
+            scoring.table("dev", [fam], faults, dets, args.n, args.days, args.seed, make=W.water)
         if args.tests:
-            print(f"  false events by test: {dict(false_by_test(fam, args.n, args.days, args.seed))}")
+            print(
+                f"  false events by test: {dict(false_by_test(fam, args.n, args.days, args.seed))}"
+            )
+        if args.drift_n:
+            by = drift_by_rate(fam, args.drift_n, args.days, args.seed + 100)
+            print(f"  drift caught within 3 days by rate (cm/day): {by}")
     print(f"# {time.monotonic() - started:.0f} s", file=sys.stderr)
     return 0
 

@@ -75,7 +75,8 @@ def _smooth_walk(rng: np.random.Generator, n: int, sd: float, tau: int) -> np.nd
     k = np.exp(-np.arange(4 * tau) / max(tau, 1))
     s = np.convolve(w - w.mean(), k / k.sum(), mode="valid")[:n]
     s = s - s.mean()
-    return s * (sd / max(float(s.std()), 1e-9))
+    out: np.ndarray = s * (sd / max(float(s.std()), 1e-9))
+    return out
 
 
 def _ar1(rng: np.random.Generator, n: int, sd: float, phi: float) -> np.ndarray:
@@ -149,7 +150,9 @@ def river(rng: np.random.Generator, n: int) -> np.ndarray:
         tp = rng.uniform(1.0, 8.0)
         tr = rng.uniform(5.0, 60.0)
         dtt = t - ts
-        rise = np.where(dtt > 0, (np.clip(dtt, 0, None) / tp) ** 3 * np.exp(3 * (1 - dtt / tp)), 0.0)
+        rise = np.where(
+            dtt > 0, (np.clip(dtt, 0, None) / tp) ** 3 * np.exp(3 * (1 - dtt / tp)), 0.0
+        )
         fall = np.exp(-(dtt - tp) / tr)
         hydro = np.where(dtt <= tp, rise, fall)
         q = q + peak * np.where(dtt > 0, hydro, 0.0)
@@ -157,7 +160,8 @@ def river(rng: np.random.Generator, n: int) -> np.ndarray:
             q = q + np.where(dtt > tp, 0.1 * peak * np.exp(-(dtt - tp) / tau_b), 0.0)
         ts += rng.exponential(1.0 / rate)
     a = rng.uniform(8.0, 30.0)
-    return a * np.sqrt(q) + rng.uniform(5.0, 40.0)
+    stage: np.ndarray = a * np.sqrt(q) + rng.uniform(5.0, 40.0)
+    return stage
 
 
 def tidal(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -296,9 +300,13 @@ def water(family: str, k: int, days: float, seed: int, fault: str | None) -> lis
     for i in range(k):
         rng = np.random.default_rng([BASE_SEED, seed, code, i])
         x, noise = clean(family, rng, n)
+        meta: dict[str, float] = {"noise_cm": noise}
         at = None
         if fault is not None:
             at = int(rng.integers(3 * PER_DAY, min(5 * PER_DAY, n - 3 * PER_DAY)))
-            x = inject(x, fault, at, noise, rng)
-        out.append(Series(family, np.round(x, 1), PERIOD_S, fault, at, {"noise_cm": noise}))
+            y = inject(x, fault, at, noise, rng)
+            if fault == "drift":  # cm/day, signed
+                meta["drift_cm_day"] = float(y[-1] - x[-1]) * PER_DAY / (n - 1 - at)
+            x = y
+        out.append(Series(family, np.round(x, 1), PERIOD_S, fault, at, meta))
     return out

@@ -208,10 +208,10 @@ def test_a_recession_slowing_down_is_not_a_drift() -> None:
 
 
 def test_a_growing_tidal_range_over_a_fixed_bed_is_not_a_drift() -> None:
-    # neap to spring over a river mouth: the highs rise 8 cm a day, the lows sit on the bed
+    # neap to spring over a river mouth: the highs rise 30 cm a day, the lows sit on the bed
     rng = np.random.default_rng(13)
     h = np.arange(8 * DAY) * P / 3600.0
-    amp = 40 + 16 * h / 24.0
+    amp = 40 + 30 * h / 24.0
     eta = amp * np.cos(2 * np.pi * h / 12.42)
     bed = -30.0
     x = 100 + bed + 4.0 * np.logaddexp(0.0, (eta - bed) / 4.0) + rng.normal(0, 0.3, len(h))
@@ -230,8 +230,36 @@ def test_a_state_saved_before_the_drift_shape_keys_still_loads() -> None:
     det = WaterFaultDetector()
     feed(det, calm(DAY, 0.3))
     old = json.loads(json.dumps(det.state()))
-    for key in ("drift_ratio", "drift_low_share"):
+    for key in (
+        "drift_first_share",
+        "drift_ratio",
+        "drift_fall_min",
+        "drift_low_share",
+        "drift_raw_share",
+    ):
         del old["params"][key]  # an older device's file had no such parameters
     old["params"]["drift_cm_day"] = 4.0
     again = WaterFaultDetector.from_state(old)
     assert again.floor == det.floor and again.p.drift_cm_day == WaterFaultParams().drift_cm_day
+
+
+def sump(n: int, fill_cm_day: float = 20.0, seed: int = 14) -> np.ndarray:
+    """A pump sump: fills steadily, pumped from 60 down to 40 cm within two readings."""
+    rng = np.random.default_rng(seed)
+    x = np.empty(n)
+    h = 50.0
+    for i in range(n):
+        h += fill_cm_day / DAY
+        if h >= 60.0:
+            h -= 10.0
+            x[i] = h
+            h -= 10.0
+            continue
+        x[i] = h
+    return x + rng.normal(0.0, 0.2, n)
+
+
+def test_a_pump_sumps_fill_between_pumpings_is_not_a_drift() -> None:
+    # de-stepped, the sump is a steady 20 cm/day rise; with its steps left in it goes nowhere
+    gate = WaterFaultParams(steps_expected=True)
+    assert feed(WaterFaultDetector(gate), np.round(sump(9 * DAY), 1)) == []
