@@ -486,18 +486,21 @@ def stored_at_cut(work: Path, disk: Path, outbox: str, ack: str) -> tuple[set[st
     """What the card holds after the cut, read as the next boot will see it (a copy,
     its ext4 journal replayed): the events in the daemon's outbox (SQLite and its
     WAL) and the spool acknowledgement (the last spooled id the daemon recorded)."""
-    copy = work / "cut.img"
+    copy = work / "cut-root.img"
     out = work / "cut"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir()
-    run(["cp", "--sparse=always", disk, copy])
+    # The root partition alone (e2fsck re-opens the file without an offset), sparse.
+    run(["dd", f"if={disk}", f"of={copy}", "bs=4M", "iflag=skip_bytes", "conv=sparse",
+         f"skip={partition_offsets(disk)[1]}", "status=none"])  # fmt: skip
     try:
-        dev = f"{copy}?offset={partition_offsets(copy)[1]}"
-        fsck = subprocess.run(["e2fsck", "-E", "journal_only", "-y", dev], capture_output=True)
+        fsck = subprocess.run(
+            ["e2fsck", "-E", "journal_only", "-y", str(copy)], capture_output=True
+        )
         assert fsck.returncode in (0, 1), fsck.stderr
         for path in (outbox, outbox + "-wal", ack):
             name = Path(path).name
-            subprocess.run(["debugfs", "-R", f"dump {path} {out / name}", dev],
+            subprocess.run(["debugfs", "-R", f"dump {path} {out / name}", str(copy)],
                            capture_output=True, check=True)  # fmt: skip
             if (out / name).exists() and (out / name).stat().st_size == 0:
                 (out / name).unlink()  # debugfs leaves an empty file for a missing one
@@ -512,20 +515,29 @@ def stored_at_cut(work: Path, disk: Path, outbox: str, ack: str) -> tuple[set[st
     return ids, acked
 
 
+OUTBOX_QUERY = r"""
+import sqlite3, sys
+db = sqlite3.connect(f"file:{sys.argv[1]}?mode=ro", uri=True)
+print(db.execute("SELECT count(*) FROM events WHERE channel = 'events'").fetchone()[0])
+"""
+
+
 def outbox_events(vm: VM, outbox: str) -> int:
-    query = (
-        "import sqlite3,sys; c=sqlite3.connect(f'file:{sys.argv[1]}?mode=ro', uri=True); "
-        "print(c.execute(\"SELECT count(*) FROM events WHERE channel='events'\").fetchone()[0])"
-    )
-    out = vm.ssh(f'{PYTHON} -c "{query}" {outbox}', quiet=True, check=False).stdout.strip()
+    """Events in the daemon's outbox (read as the daemon's user, read-only)."""
+    out = vm.ssh(
+        f"runuser -u satoyama -- {PYTHON} - {outbox}",
+        input=OUTBOX_QUERY.encode(),
+        quiet=True,
+        check=False,
+    ).stdout.strip()
     return int(out) if out.isdigit() else -1
 
 
 def power_cut_mid_burst(
     vm: VM, cloud: CloudSide, work: Path, config: dict[str, Any], cut_at: str
 ) -> dict[str, object]:
-    """A burst of events, the power cut ``cut_at`` one point of it (``recording``: as
-    soon as the events are spooled, while the daemon reads and records them;
+    """A burst of events, the power cut ``cut_at`` one point of it (``spooled``: as
+    soon as the writer has spooled them, before or while the daemon reads and records them;
     ``delivering``: when the first of them has been mailed, the rest in flight).  The
     card is read as the next boot will see it: every event the daemon had counted as
     stored (in its outbox, or acknowledged from the spool, or already delivered) must
@@ -689,7 +701,7 @@ def stage(work: Path, boot_deadline_s: float, with_updates: bool) -> dict[str, o
         device_cfg = tomllib.loads((work / "device.toml").read_text())
         figures["burst_power_cuts"] = [
             power_cut_mid_burst(vm, cloud, work, device_cfg, cut_at)
-            for cut_at in ("recording", "delivering")
+            for cut_at in ("spooled", "delivering")
         ]
         timer.mark("power cuts mid-burst")
         if with_updates:

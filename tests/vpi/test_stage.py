@@ -50,7 +50,7 @@ def test_the_virtual_pi_boots_updates_and_survives_power_cuts(tmp_path: Path) ->
     assert figures["mail"]["to"] == ["farmer@example.jp"]
     assert "watchdog" in figures["watchdog"]["journal"].lower()
     cuts = figures["burst_power_cuts"]
-    assert [c["cut_at"] for c in cuts] == ["recording", "delivering"]
+    assert [c["cut_at"] for c in cuts] == ["spooled", "delivering"]
     for cut in cuts:
         assert cut["delivered_after_boot"] == cut["spooled"] > 0, cut
         assert cut["duplicate_mails"] == 0, cut
