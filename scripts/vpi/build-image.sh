@@ -4,7 +4,7 @@
 # OS card: MBR, a FAT boot partition mounted at /boot/firmware holding config.txt and
 # cmdline.txt (read by the harness at every boot, as the Pi firmware does), an ext4
 # root, systemd, the satoyama user from systemd/satoyama.sysusers.conf, a serial
-# console on ttyAMA0.  Debian's arm64 kernel and initramfs are copied out for
+# console on ttyAMA0.  Debian's arm64 kernel and a small initramfs are copied out for
 # `qemu-system-aarch64 -M virt -kernel ... -initrd ...`.
 #
 #   scripts/vpi/build-image.sh        prints the folder holding disk.img, vmlinuz,
@@ -16,11 +16,13 @@
 # root mode, chroot; CI runs as root) and Debian's package mirror.
 #
 # Two cached layers under $VPI_CACHE (default ~/.cache/satoyama-vpi):
-#   base-KEY.tar   the Debian system (mmdebstrap: slow, 15-30 min on 2 busy cores),
-#                  keyed by packages.txt and the mmdebstrap command below;
-#   image-KEY/     the card (about a minute), keyed by this script, packages.txt,
+#   base-KEY.tar   the Debian system (mmdebstrap: about 7 min on 2 busy cores; the
+#                  kernel unpacked on the host), keyed by packages.txt and the recipe;
+#   image-KEY/     the card (under a minute; the initramfs made on the host by
+#                  initramfs.py), keyed by this script, initramfs.py, packages.txt,
 #                  the sysusers file and scripts/vpi/guest/ (files laid over the root).
-# Each is rebuilt only when its inputs change; a fresh machine builds both.
+# Each is rebuilt only when its inputs change; a fresh machine builds both.  A new
+# layer replaces the older ones of its kind (removed once it is complete).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -172,9 +174,18 @@ rm -rf "$out.tmp"
 mkdir -p "$out.tmp"
 mv "$work/disk.img" "$work/vmlinuz" "$work/initrd.img" "$work/id_ed25519" "$work/id_ed25519.pub" "$out.tmp/"
 dpkg-query --admindir="$root/var/lib/dpkg" -W -f='${Package} ${Version}\n' >"$out.tmp/packages.lock"
+read -r kpkg _ <"$root/boot/vpi-kernel"
+echo "$kpkg (unpacked on the host)" >>"$out.tmp/packages.lock"
 grep -h 'CONFIG_GPIO_SIM=' "$root"/boot/config-* >"$out.tmp/kernel-gpio-sim" || true
 rm -rf "$out"
 mv "$out.tmp" "$out"
 touch "$out/.complete"
+# The layers of older recipes are of no more use (one stage at a time per cache).
+for old in "$cache"/image-* "$cache"/base-*.tar; do
+    if [[ -e $old && $old != "$out" && $old != "$base" ]]; then
+        say "removing an older layer: $old"
+        rm -rf "$old"
+    fi
+done
 say "image built in $((SECONDS - start)) s: $out"
 echo "$out"

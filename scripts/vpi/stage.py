@@ -1,6 +1,6 @@
 """The virtual Raspberry Pi stage (issue 16): a card built, provisioned and booted for real.
 
-    .venv/bin/python scripts/vpi/stage.py [--workdir DIR] [--keep]
+    .venv/bin/python scripts/vpi/stage.py [--workdir DIR] [--updates]
 
 1. the image (``build-image.sh``, cached by its inputs);
 2. the release: the daemon's wheel built from this checkout's HEAD (``git
@@ -19,8 +19,16 @@
 5. an e-mail end to end: the daemon in the VM reports its events over the VM's
    network to the host's mosquitto, the host's notifier mails them, the host's SMTP
    server receives the mail (the pins are gpiozero's mock pins: Debian bookworm's
-   kernel has no gpio-sim, so the VM has no GPIO header to drive);
-6. figures from inside the VM (emulated TCG: not a Pi's), written to
+   kernel has no gpio-sim, so the VM has no GPIO header to drive); a hung daemon
+   restarted by systemd's watchdog;
+6. power cuts in the middle of an event burst (30 events through the updater's
+   spool, cut once spooled and once mid-delivery) on a card that loses every write
+   the guest did not flush (``nbd.py``): every event the daemon had counted as
+   stored is mailed after the next boot, exactly once;
+7. with ``--updates``: releases fetched over HTTPS from the host by the device's
+   own updater, a reboot, power cuts in the middle of an update, the update run
+   again;
+8. figures from inside the VM (emulated TCG: not a Pi's), written to
    ``WORKDIR/figures.json``.
 
 Prints progress on stderr; exits non-zero at the first thing that does not work.
