@@ -274,13 +274,17 @@ def smtp_capacity(work: Path, mails: int = 6000, connections: int = 4) -> None:
 
 #: ``--connections``: the notifier's ``smtp.connections`` (None: its default).
 CONNECTIONS: int | None = None
+#: ``--mqtt`` / ``--delivery``: extra lines for those tables of every notifier's file.
+EXTRA_MQTT = ""
+EXTRA_DELIVERY = ""
 
 
 def write_config(path: Path, broker: Mosquitto, smtp_port: int, store: Path, **kw: str) -> Path:
     text = config_text(
         mqtt_port=broker.port, smtp_port=smtp_port, store=store,
-        mqtt="session_expiry_s = 3600\n" + kw.get("mqtt", ""),
-        store_table=kw.get("store_table"), delivery=kw.get("delivery", ""),
+        mqtt="session_expiry_s = 3600\n" + kw.get("mqtt", "") + "\n" + EXTRA_MQTT,
+        store_table=kw.get("store_table"),
+        delivery=kw.get("delivery", "") + "\n" + EXTRA_DELIVERY,
     )  # fmt: skip
     if CONNECTIONS is not None:
         smtp = f'sender = "里山エッジ <alerts@example.jp>"\nconnections = {CONNECTIONS}\n'
@@ -571,9 +575,15 @@ def main() -> None:
         default=None,
         help="how many alarms the alarms section mails (default 3,000; 500 with --quick)",
     )
+    parser.add_argument("--mqtt", default="", metavar="TOML",
+                        help='extra [mqtt] lines, e.g. "receive_maximum = 100"')  # fmt: skip
+    parser.add_argument("--delivery", default="", metavar="TOML",
+                        help='extra [delivery] lines, e.g. "render_processes = 2"')  # fmt: skip
     args = parser.parse_args()
-    global CONNECTIONS
+    global CONNECTIONS, EXTRA_MQTT, EXTRA_DELIVERY
     CONNECTIONS = args.connections
+    EXTRA_MQTT = args.mqtt.replace("\\n", "\n")
+    EXTRA_DELIVERY = args.delivery.replace("\\n", "\n")
     if args.smtp_sink:
         run_sink(int(args.smtp_sink[0]), Path(args.smtp_sink[1]), args.smtp_sink[2])
         return

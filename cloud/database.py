@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -404,6 +405,8 @@ class SqliteDatabase:
         self._conn = conn
         self.path = path
         self.where = f"sqlite {path}"
+        self._unsynced = False
+        """A ``durable=False`` commit is in the WAL that no ``fsync`` has covered yet."""
 
     @classmethod
     def connect(cls, path: Path, *, readonly: bool = False) -> SqliteDatabase:
@@ -458,6 +461,7 @@ class SqliteDatabase:
                 # In WAL mode the commit is written to the -wal file but not synced;
                 # the next FULL commit (or checkpoint) syncs it, in order.
                 self._conn.execute("PRAGMA synchronous = NORMAL")
+            changes = self._conn.total_changes
             try:
                 # BEGIN IMMEDIATE takes the write lock up front, so a concurrent reader
                 # (the `status` command) can never turn this into a deadlock.
@@ -471,16 +475,37 @@ class SqliteDatabase:
             finally:
                 if not durable:
                     self._conn.execute("PRAGMA synchronous = FULL")
+            if self._conn.total_changes != changes:
+                # It wrote frames to the WAL.  A durable commit synced the whole file,
+                # so the frames of the earlier ones with it.
+                self._unsynced = not durable
             return result
         except sqlite3.Error as exc:
             raise StoreError(f"store {self.path}: {exc}") from exc
 
     def sync(self) -> None:
-        """Make every commit so far durable (after ``durable=False`` ones): a checkpoint."""
+        """Make every commit so far durable (after ``durable=False`` ones).
+
+        What a ``synchronous=FULL`` commit would have done for them: ``fsync`` the
+        ``-wal`` file (their frames are in it, written).  Nothing when a durable
+        commit has come since (its own sync covered them).  Not a checkpoint: that
+        also copies the WAL into the database and syncs both (~5 ms under a burst,
+        where this is ~0.3 ms); SQLite's automatic checkpoints do that part.
+        """
+        if not self._unsynced:
+            return
+        wal = self.path.with_name(self.path.name + "-wal")
         try:
-            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        except sqlite3.Error as exc:
-            raise StoreError(f"store {self.path}: {exc}") from exc
+            fd = os.open(wal, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except FileNotFoundError:
+            pass  # checkpointed and removed: the database file has them, synced
+        except OSError as exc:
+            raise StoreError(f"store {self.path}: cannot sync {wal.name}: {exc}") from exc
+        self._unsynced = False
 
     def create_index(self, name: str, definition: str) -> None:
         self.run(lambda tx: tx.execute(f"CREATE INDEX IF NOT EXISTS {name} {definition}"))

@@ -37,7 +37,7 @@ from cloud.notices import Notices
 from cloud.plan import Planner
 from cloud.receive import Receiver
 from cloud.receive_gate import ReceiveGate
-from cloud.send import STOP_GRACE_S, MailerLike, Sender
+from cloud.send import STOP_GRACE_S, Handoff, MailerLike, Sender
 from cloud.staticmap import StaticMaps
 from cloud.stats import NotifierStats
 from cloud.store import Store
@@ -82,13 +82,16 @@ class Notifier:
                               credit=c.credit, zoom=c.zoom, timeout_s=c.timeout_s)  # fmt: skip
         self.planner = Planner(config, self.stats, maps)
         self.notices = Notices(config, self.clock, self.stats, self.planner, self._wake)
+        handoff = Handoff(config.delivery.claim_timeout_s)
         self.receiver = Receiver(
             config, self.clock, self.stats, self.planner, self.notices,
             wake_sender=self._wake, wake_timers=self._timers, subscribed=self.subscribed,
+            handoff=handoff,
         )  # fmt: skip
         self.sender = Sender(
-            config, self.clock, self.stats, self.instance, self._wake, self._stopping, mailer
-        )
+            config, self.clock, self.stats, self.instance, self._wake, self._stopping, mailer,
+            handoff,
+        )  # fmt: skip
         self.timekeeper = Timekeeper(
             config, self.clock, self.stats, self.notices, self._timers, self._stopping
         )
@@ -201,6 +204,7 @@ class Notifier:
                     except TimeoutError:
                         sender.cancel()
                 await store.release_claims(self.instance)
+                self.sender.handoff.clear()  # their claims given back: pending in the store
             except BaseExceptionGroup as group:
                 # One task failed and the TaskGroup cancelled the others: report that one.
                 if len(group.exceptions) == 1:

@@ -40,8 +40,9 @@ from cloud.device_acks import DeviceAcks
 from cloud.notices import NOTICE_PREFIX, Notices
 from cloud.plan import Planner, finite, heartbeat_interval
 from cloud.receive_gate import ReceiveGate
+from cloud.send import Handoff
 from cloud.stats import NotifierStats
-from cloud.store import AcceptResult, CoalescePlan, OutgoingMail, Store, TrapPlan
+from cloud.store import AcceptResult, CoalescePlan, OutgoingMail, QueuedMail, Store, TrapPlan
 from edge.backoff import Backoff
 from edge.event import (
     EnvelopeError,
@@ -100,6 +101,7 @@ class Receiver:
         wake_sender: asyncio.Event,
         wake_timers: asyncio.Event,
         subscribed: asyncio.Event,
+        handoff: Handoff | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
@@ -109,6 +111,9 @@ class Receiver:
         self.instance = config.mqtt.client_id
         self._wake = wake_sender
         self._timers = wake_timers
+        self.handoff = handoff
+        """Where the mails of events go to this instance's senders in memory, queued
+        claimed for them (``None``: the senders claim them from the store)."""
         self.subscribed = subscribed
         """Set while the MQTT subscriptions are active."""
         self._reconnect = Backoff(RECONNECT_INITIAL_S, RECONNECT_MAX_S, jitter="full")
@@ -361,9 +366,16 @@ class Receiver:
         self, client: aiomqtt.Client, store: Store, plans: list[_Planned], now: float
     ) -> None:
         self.stats.group_commits += 1
+        claim = self._claim(store, sum(len(mails) for _, _, _, mails, _, _, _ in plans))
         results = await store.accept_many(
-            [(event, mails, c, t, hb) for _, _, event, mails, c, t, hb in plans], now=now
-        )
+            [(event, mails, c, t, hb) for _, _, event, mails, c, t, hb in plans], now=now,
+            claim=claim,
+        )  # fmt: skip
+        if claim is not None:
+            self._hand_over(
+                [(event, mails, result) for (_, _, event, mails, *_), result
+                 in zip(plans, results, strict=True)], now, claim[1],
+            )  # fmt: skip
         # One log record for the group (its items separated by " | "), as for sent marks:
         # a record per event cost more than the event's SQL.
         lines: list[str] | None = [] if log.isEnabledFor(logging.INFO) else None
@@ -376,8 +388,9 @@ class Receiver:
                     # SentJournal), not after the whole group's PUBACKs.
                     await asyncio.sleep(0)
                 await self._after_accept(
-                    client, store, message, topic_device, event, coalesce, trap, result, lines
-                )
+                    client, store, message, topic_device, event, coalesce, trap, result, lines,
+                    handed=claim is not None,
+                )  # fmt: skip
         finally:
             if lines:
                 log.info("%s", " | ".join(lines))
@@ -484,13 +497,52 @@ class Receiver:
         event = stored
         site = self.config.sites.get(event.site)
         mails, coalesce, trap = await self.planner.plan_event(store, event, site, now)
+        claim = self._claim(store, len(mails))
         result = await store.accept(
             event, mails, now=now, coalesce=coalesce, trap=trap,
-            heartbeat_interval=heartbeat_interval(event),
+            heartbeat_interval=heartbeat_interval(event), claim=claim,
         )  # fmt: skip
+        if claim is not None:
+            self._hand_over([(event, mails, result)], now, claim[1])
         await self._after_accept(
-            client, store, message, topic_device, event, coalesce, trap, result
-        )
+            client, store, message, topic_device, event, coalesce, trap, result,
+            handed=claim is not None,
+        )  # fmt: skip
+
+    def _claim(self, store: Store, mails: int) -> tuple[str, float] | None:
+        """``(instance, until)`` to queue ``mails`` mails claimed for this instance's
+        senders, if the hand-off has room for them all (else ``None``: the store's queue).
+
+        Never with a shared store (PostgreSQL): there the mails of an instance that
+        dies are another's to send within ``delivery.poll_s``, not after a claim."""
+        handoff = self.handoff
+        if handoff is None or store.shared or not mails or handoff.room() < mails:
+            return None
+        return self.instance, self.clock.time() + handoff.lease_s
+
+    def _hand_over(
+        self,
+        accepted: Sequence[tuple[Event, Sequence[OutgoingMail], AcceptResult]],
+        now: float,
+        claim_until: float,
+    ) -> None:
+        """The mails just queued claimed for us, to the senders (their bytes are here)."""
+        assert self.handoff is not None
+        queued: list[QueuedMail] = []
+        for event, mails, result in accepted:
+            if not result.mails:
+                continue
+            message = {m.recipient: m.message for m in reversed(mails)}  # the first wins
+            queued += (
+                QueuedMail(
+                    id=mail_id, event_id=event.id, kind=event.kind, site=event.site,
+                    recipient=recipient, status="pending", attempts=0, next_attempt=now,
+                    last_error=None, created_at=now, finished_at=None,
+                    message=message[recipient],
+                )
+                for mail_id, recipient in result.mails
+            )  # fmt: skip
+        self.handoff.put(queued, claim_until)
 
     async def _after_accept(
         self,
@@ -503,9 +555,12 @@ class Receiver:
         trap: TrapPlan | None,
         result: AcceptResult,
         lines: list[str] | None = None,
+        *,
+        handed: bool = False,
     ) -> None:
         """Acknowledge, count and log an event the store has just been given (its log
-        item goes to ``lines`` where given, for one record of a group)."""
+        item goes to ``lines`` where given, for one record of a group; ``handed``: its
+        mails went to the senders in memory, see :meth:`_hand_over`)."""
         if not result.accepted:  # another instance stored it meanwhile
             self._duplicate(client, message, event, topic_device)
             return
@@ -515,7 +570,7 @@ class Receiver:
         self.stats.accepted += 1
         if result.folded:
             self.stats.folded += 1
-        if result.queued:
+        if result.queued and not handed:
             self._wake.set()
         if coalesce is not None or trap is not None:
             # A burst or a trap may now have the earliest deadline.  Other events

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import itertools
 import logging
 import os
@@ -35,6 +36,10 @@ log = logging.getLogger("cloud.notifier")
 _LENGTH: Final = struct.Struct("!I")
 #: How long a stop waits for a worker to exit after its stdin closed.
 STOP_S: Final = 2.0
+#: The pipe that carries a worker's answers: one answer (12 events' mails, ~90 kB)
+#: fits at once, where Linux's default 64 kB made the worker wait for the notifier
+#: to read the first part before it could write the rest.
+PIPE_SIZE: Final = 1 << 20
 
 
 class WorkerLost(NotifierError):
@@ -152,6 +157,8 @@ def main() -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print must not break the framing
+    with contextlib.suppress(OSError, AttributeError):  # Linux only; a limit may refuse it
+        fcntl.fcntl(stdout.fileno(), fcntl.F_SETPIPE_SZ, PIPE_SIZE)
     import cloud.plan  # noqa: F401  (imported before the first call, not during it)
 
     _serve(stdin, stdout)

@@ -17,9 +17,11 @@ by :class:`SentMarks` (group commit) without holding up the next mail.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Final, Protocol
@@ -43,6 +45,75 @@ STOP_GRACE_S: Final = 10.0
 #: (each commit rewrites the same index pages in the WAL), and how many may share one.
 MARK_LINGER_S: Final = 0.025
 MARK_GROUP_MAX: Final = 256
+#: Most mails the receiver hands to the senders in memory (:class:`Handoff`) before
+#: it leaves new ones in the store's queue for them to claim.
+HANDOFF_MAX: Final = 256
+#: A sender with nothing to send waits this long (real time) for more before it
+#: settles its marks and looks at the store: within a burst the next group of mails
+#: comes within milliseconds, and that idle work, done by every sender between every
+#: two groups, cost more than the claims it replaced.
+IDLE_AFTER_S: Final = 0.05
+
+
+class Handoff:
+    """Mails the receiver queued already claimed for this instance, handed to the
+    senders in memory: a burst's mails are not claimed (and read back) from the
+    store one batch at a time, the store's busiest work after accepting events.
+    SQLite only (one instance per file; see :meth:`cloud.receive.Receiver._claim`).
+
+    Bounded (:data:`HANDOFF_MAX`): when the senders fall behind, new mails wait in
+    the store's queue (alarms first) like any other.  A mail is sent from here only
+    while at least half its claim is left (``claim_timeout_s``); one older than that
+    is dropped from memory and claimed from the store once its claim runs out, so no
+    other sender can be sending it meanwhile.  At a stop or a crash what is here is
+    still pending in the store (the claims are given back, or run out).
+    """
+
+    def __init__(self, lease_s: float, limit: int = HANDOFF_MAX) -> None:
+        self.lease_s = lease_s
+        self.limit = limit
+        self._mails: collections.deque[tuple[QueuedMail, float]] = collections.deque()
+        self.ready = asyncio.Event()
+        """Set while mails wait here."""
+        self._dropped = math.inf
+        """When the first claim of the mails dropped (too old) since :meth:`dropped` runs out."""
+
+    def __len__(self) -> int:
+        return len(self._mails)
+
+    def room(self) -> int:
+        return max(0, self.limit - len(self._mails))
+
+    def put(self, mails: Sequence[QueuedMail], claim_until: float) -> None:
+        """``mails``, claimed in the store by this instance until ``claim_until``."""
+        self._mails.extend((mail, claim_until) for mail in mails)
+        if self._mails:
+            self.ready.set()
+
+    def take(self, limit: int, now: float) -> list[QueuedMail]:
+        """Up to ``limit`` mails, oldest first, each with half its claim left or more."""
+        out: list[QueuedMail] = []
+        mails = self._mails
+        while mails and len(out) < limit:
+            mail, until = mails.popleft()
+            if until - now >= self.lease_s / 2:
+                out.append(mail)
+            else:
+                self._dropped = min(self._dropped, until)
+        if not mails:
+            self.ready.clear()
+        return out
+
+    def dropped(self) -> float:
+        """When the first claim of the mails dropped since the last call runs out
+        (``inf``: none was dropped): the store's queue is to be looked at then (its
+        ``next_due`` finds the others)."""
+        until, self._dropped = self._dropped, math.inf
+        return until
+
+    def clear(self) -> None:
+        self._mails.clear()
+        self.ready.clear()
 
 
 class MailerLike(Protocol):
@@ -63,6 +134,7 @@ class Sender:
         wake: asyncio.Event,
         stopping: asyncio.Event,
         mailer: MailerLike | None = None,
+        handoff: Handoff | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
@@ -75,10 +147,17 @@ class Sender:
         self._stopping = stopping
         d = config.delivery
         self._retry = Backoff(d.retry_initial_s, d.retry_max_s, jitter="equal")
+        self.handoff = handoff if handoff is not None else Handoff(d.claim_timeout_s)
+        """Mails the receiver claimed for us as it queued them."""
+        self._look_at = -math.inf
+        """When the store's queue is to be looked at next, unless woken before: after a
+        look that found nothing due, at the next mail's due time or ``poll_s`` later."""
 
     async def run(self, store: Store) -> None:
         """Up to ``smtp.connections`` senders, each with an SMTP session of its own."""
         marks = SentMarks(store, store.journal, self._sent)
+        self.handoff.clear()  # from an earlier run: given back, pending in the store
+        self._look_at = -math.inf
         count = self.config.smtp.connections if isinstance(self.mailer, Mailer) else 1
         try:
             async with asyncio.TaskGroup() as senders:
@@ -91,10 +170,11 @@ class Sender:
         poll_s = self.config.delivery.poll_s
         while not self._stopping.is_set():
             marks.raise_failure()  # the store could not record what was sent: stop
-            self._wake.clear()  # before looking, so a commit after the look still wakes us
-            batch = await self._claim(store)
+            batch, looked_at_store = await self._next_batch(store)
             if batch:
                 await self._deliver(store, marks, batch)
+                continue
+            if not looked_at_store and await self._more_soon():
                 continue
             await marks.settle()  # idle: the marks in hand are committed now
             if marks.since_sync:
@@ -103,12 +183,56 @@ class Sender:
             journal = store.journal
             if journal is not None and journal.written and not journal.unmarked:
                 journal.clear()  # the store has caught up with every line
+            if self.handoff.ready.is_set() or self._wake.is_set():
+                continue
             looked = self.clock.time()  # time that passes in the next await is not skipped
-            next_due = await store.next_due()
-            timeout = poll_s
-            if next_due is not None:
-                timeout = min(timeout, max(0.0, next_due - looked))
-            await wait_or_timeout(self._wake, timeout, self.clock, since=looked)
+            if looked_at_store:
+                next_due = await store.next_due()
+                timeout = poll_s
+                if next_due is not None:
+                    timeout = min(timeout, max(0.0, next_due - looked))
+                self._look_at = min(self._look_at, looked + timeout)
+            timeout = max(0.0, self._look_at - looked)
+            await wait_or_timeout(
+                (self._wake, self.handoff.ready), timeout, self.clock, since=looked
+            )
+
+    async def _more_soon(self) -> bool:
+        """Whether mails come (handed over, or queued in the store) within
+        :data:`IDLE_AFTER_S` (real time: the clock of the store's deadlines may be a
+        test's manual one)."""
+        handed, woken = self.handoff.ready, self._wake
+        if handed.is_set() or woken.is_set():
+            return True
+        waiters = [asyncio.ensure_future(handed.wait()), asyncio.ensure_future(woken.wait())]
+        try:
+            done, _ = await asyncio.wait(waiters, timeout=IDLE_AFTER_S,
+                                         return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        return bool(done) and not self._stopping.is_set()
+
+    async def _next_batch(self, store: Store) -> tuple[list[QueuedMail], bool]:
+        """The next mails to send, and whether the store's queue was looked at.
+
+        The store's queue first when something was queued there (woken), when a mail
+        there falls due, or every ``poll_s`` (what another instance left behind);
+        else what the receiver handed over (:class:`Handoff`).
+        """
+        looked = False
+        now = self.clock.time()
+        if self._wake.is_set() or now >= self._look_at:
+            self._wake.clear()  # before looking, so a commit after the look still wakes us
+            batch = await self._claim(store)
+            looked = True
+            if batch:
+                self._look_at = -math.inf  # more may be due: look again next time
+                return batch, looked
+            self._look_at = now + self.config.delivery.poll_s
+        handed = self.handoff.take(BATCH, self.clock.time())
+        self._look_at = min(self._look_at, self.handoff.dropped())
+        return handed, looked
 
     async def _claim(self, store: Store) -> list[QueuedMail]:
         lease_s = self.config.delivery.claim_timeout_s
@@ -158,9 +282,11 @@ class Sender:
                                 await asyncio.shield(committed)
                     if self._stopping.is_set():
                         return
-                    # More due (a burst): keep the connection rather than open another.
-                    self._wake.clear()
-                    batch = await self._claim(store)
+                    # More due (a burst): keep the connection rather than open another,
+                    # also over the moment between two groups of a burst.
+                    batch, _ = await self._next_batch(store)
+                    while not batch and await self._more_soon():
+                        batch, _ = await self._next_batch(store)
         except TransientDeliveryError as exc:
             # Could not connect, or the connection died: the rest of the batch waits too.
             for mail in batch[done:]:
@@ -187,7 +313,9 @@ class Sender:
     async def _defer(self, store: Store, mail: QueuedMail, reason: str) -> None:
         attempt = mail.attempts + 1
         delay = self._retry.delay(attempt)
-        await store.reschedule(mail.id, self.clock.time() + delay, reason)
+        due = self.clock.time() + delay
+        await store.reschedule(mail.id, due, reason)
+        self._look_at = min(self._look_at, due)
         self.stats.deferred += 1
         log.warning(
             "mail deferred event=%s kind=%s to=%s attempts=%d retry_in=%.3gs: %s",

@@ -37,22 +37,29 @@ TELEMETRY_KEEP_S: Final = 8 * 86400.0
 
 
 async def wait_or_timeout(
-    event: asyncio.Event, seconds: float, clock: Clock, *, since: float | None = None
+    event: asyncio.Event | tuple[asyncio.Event, ...],
+    seconds: float,
+    clock: Clock,
+    *,
+    since: float | None = None,
 ) -> None:
-    """Until ``event`` is set or ``seconds`` pass on ``clock``, counted from ``since`` (a
-    clock reading taken before the caller's last ``await``; default: now)."""
-    if event.is_set():
+    """Until ``event`` (or one of several) is set or ``seconds`` pass on ``clock``,
+    counted from ``since`` (a clock reading taken before the caller's last ``await``;
+    default: now)."""
+    events = event if isinstance(event, tuple) else (event,)
+    if any(e.is_set() for e in events):
         return
-    waiter = asyncio.ensure_future(event.wait())
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
     start = clock.time() if since is None else since
     sleeper = asyncio.ensure_future(clock.sleep_until(start + seconds))
     try:
-        await asyncio.wait({waiter, sleeper}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({*waiters, sleeper}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        waiter.cancel()
+        for waiter in waiters:
+            waiter.cancel()
         sleeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.gather(waiter, sleeper, return_exceptions=True)
+            await asyncio.gather(*waiters, sleeper, return_exceptions=True)
 
 
 class Timekeeper:

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cloud.database import Tx
 from cloud.store.base import StoreBase
 from cloud.store.devices import DeviceRow, _seen
 from cloud.store.episodes import CoalescePlan, TrapPlan, _coalesce, _trap
-from cloud.store.mails import Notice, OutgoingMail, _insert_mails
+from cloud.store.mails import Notice, OutgoingMail, _insert_mail_rows
 from edge.event import Event, encode
 
 
@@ -31,6 +31,8 @@ class AcceptResult:
     folded: bool = False
     """The event joined a burst already mailed: recorded, counted for the summary, no mail."""
     queued: int = 0
+    mails: list[tuple[int, str]] = field(default_factory=list)
+    """``(mail id, recipient)`` of each mail queued (claimed, where the call said so)."""
     device: DeviceRow | None = None
     """The device's row after the event (for the back-online check)."""
     trap_reopened: bool = False
@@ -52,18 +54,22 @@ class EventTables(StoreBase):
         trap: TrapPlan | None = None,
         heartbeat_interval: float | None = None,
         track_device: bool = True,
+        claim: tuple[str, float] | None = None,
     ) -> AcceptResult:
         """Record ``event``, queue ``mails`` and update what it touches, in one transaction.
 
         Returns ``accepted=False`` (and writes nothing) if the event id was seen
         before: the caller must then neither send nor queue anything for it.
+        ``claim`` ``(instance, until)``: its mails are queued claimed by ``instance``
+        (see :class:`cloud.send.Handoff`).
         """
         received = time.time() if now is None else now
         return await self._run(
             lambda tx: _accept(
-                tx, event, tuple(mails), received, coalesce, trap, heartbeat_interval, track_device
+                tx, event, tuple(mails), received, coalesce, trap, heartbeat_interval,
+                track_device, claim,
             )
-        )
+        )  # fmt: skip
 
     async def accept_many(
         self,
@@ -72,12 +78,13 @@ class EventTables(StoreBase):
         ],
         *,
         now: float,
+        claim: tuple[str, float] | None = None,
     ) -> list[AcceptResult]:
         """:meth:`accept` for each ``(event, mails, coalesce, trap, heartbeat_interval)``,
         in order, all in one transaction (group commit: one fsync for the lot)."""
         work = [(e, tuple(m), c, t, h) for e, m, c, t, h in items]
         return await self._run(
-            lambda tx: [_accept(tx, e, m, now, c, t, h, True) for e, m, c, t, h in work]
+            lambda tx: [_accept(tx, e, m, now, c, t, h, True, claim) for e, m, c, t, h in work]
         )
 
     async def known_events(self, event_ids: Sequence[str]) -> set[str]:
@@ -120,6 +127,7 @@ def _accept(
     trap: TrapPlan | None,
     heartbeat_interval: float | None,
     track_device: bool,
+    claim: tuple[str, float] | None = None,
 ) -> AcceptResult:
     inserted = tx.execute(
         "INSERT INTO events (id, device, site, kind, severity, ts, received_at, payload)"
@@ -149,5 +157,6 @@ def _accept(
         result.trap_reopened = _trap(tx, event, trap, mails, now)
     if not result.folded:
         notice = Notice(event.id, event.kind, event.severity, event.site, event.device)
-        result.queued = _insert_mails(tx, notice, mails, now)
+        result.mails = _insert_mail_rows(tx, notice, mails, now, claim)
+        result.queued = len(result.mails)
     return result

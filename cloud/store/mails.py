@@ -257,28 +257,47 @@ class MailTables(StoreBase):
 
 
 def _insert_mails(tx: Tx, notice: Notice, mails: tuple[OutgoingMail, ...], now: float) -> int:
+    return len(_insert_mail_rows(tx, notice, mails, now))
+
+
+def _insert_mail_rows(
+    tx: Tx,
+    notice: Notice,
+    mails: tuple[OutgoingMail, ...],
+    now: float,
+    claim: tuple[str, float] | None = None,
+) -> list[tuple[int, str]]:
+    """Queue ``mails``: ``(mail id, recipient)`` of each new one, in id order.
+
+    ``claim`` ``(instance, until)``: they are queued claimed by ``instance`` (the
+    receiver hands them to its senders in memory, see :class:`cloud.send.Handoff`).
+    """
     if not mails:
-        return 0
+        return []
     priority = SEVERITY_RANK.get(notice.severity, len(SEVERITY_RANK))
     message: dict[str, bytes] = {}  # a recipient named twice: the first mail, as before
     for m in mails:
         message.setdefault(m.recipient, m.message)
+    claimed_by, claim_until = claim if claim is not None else (None, None)
     args: list[object] = []
     for recipient in message:
         args += (notice.id, notice.kind, notice.site, notice.device, recipient, priority, now,
-                 now, b"")  # fmt: skip
+                 now, b"", claimed_by, claim_until)  # fmt: skip
     # One statement for the event's mails (was one each).  RETURNING: the new rows, none
     # where a recipient has the mail already; in no set order, hence the recipient.
     rows = tx.query(
         "INSERT INTO mails (event_id, kind, site, device, recipient, priority, next_attempt,"
-        " created_at, message) VALUES "
-        + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(message))
+        " created_at, message, claimed_by, claim_until) VALUES "
+        + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(message))
         + " ON CONFLICT (event_id, recipient) DO NOTHING RETURNING id, recipient",
         args,
     )
-    bodies = sorted((int(row[0]), message[str(row[1])]) for row in rows)
-    tx.executemany("INSERT INTO mail_bodies (id, message) VALUES (?, ?)", bodies)
-    return len(bodies)
+    new = sorted((int(row[0]), str(row[1])) for row in rows)
+    tx.executemany(
+        "INSERT INTO mail_bodies (id, message) VALUES (?, ?)",
+        [(mail_id, message[recipient]) for mail_id, recipient in new],
+    )
+    return new
 
 
 def _claim(tx: Tx, instance: str, now: float, lease_s: float, limit: int) -> list[QueuedMail]:
