@@ -43,6 +43,7 @@ def drift_by_rate(family: str, n: int, days: float, seed: int) -> dict[str, tupl
     for s in W.water(family, n, days, seed, "drift"):
         rate = abs(float(s.meta["drift_cm_day"]))
         key = "2-3.5" if rate < 3.5 else ("3.5-5" if rate < 5.0 else "5-10")
+        assert s.onset is not None
         t0 = float(s.onset) * s.period_s
         hit = any(
             t0 <= t <= t0 + 3 * scoring.DAY_S for t, _ in scoring.run(detector_for(family), s)
