@@ -39,9 +39,9 @@ What a drift test on one gauge cannot tell apart: a real slow rise or fall of a 
 centimetres a day, steady for days and moving the low water too (a pond filling, a
 paddy left without top-up, the weather's surge on a tide, a long baseflow recession)
 looks exactly like a fouled or sinking sensor.  It is told as ``drift`` with the rate,
-for a person to compare with a staff gauge; the threshold (3 cm/day on two days
-running) and the shape conditions trade such events against catching 5 cm/day
-within 3 days (docs/series-faults.md).
+for a person to compare with a staff gauge; the thresholds (3 cm/day on the last day,
+1.5 on the day before) and the shape conditions trade such events against catching
+5 cm/day within 3 days (docs/series-faults.md).
 
 Where a gate, sluice or pump moves the level (:attr:`WaterFaultParams.steps_expected`,
 the water rule's ``level_steps = "expected"``), sudden steps are real: there is no
