@@ -73,6 +73,7 @@ from typing import Any
 
 import numpy as np
 
+from edge import order_statistics as order
 from edge.health.water_faults import PATTERN, Finding
 
 STATE_VERSION = 1
@@ -144,13 +145,13 @@ def block_noise(values: list[float], max_lag: int) -> float:
     best = math.inf
     for k in range(1, min(max_lag, len(x) - 1) + 1):
         d = x[k:] - x[:-k]
-        best = min(best, float(np.median(d * d)) / (2.0 * _MED_CHI2_1))
+        best = min(best, order.median(d * d) / (2.0 * _MED_CHI2_1))
     vario = math.sqrt(best)
-    mid = float(np.median(x))
-    q10, q90 = (float(q) for q in np.quantile(x, [0.1, 0.9]))
+    mid = order.median(x)
+    q10, q90 = order.quantile(x, [0.1, 0.9])
     side = min(mid - q10, q90 - mid) / 1.2816
     lows = np.minimum(np.minimum(x[:-2], x[1:-1]), x[2:])
-    floor = 1.4826 * float(np.median(np.abs(lows - np.median(lows)))) / 0.75
+    floor = 1.4826 * order.median(np.abs(lows - order.median(lows))) / 0.75
     return max(0.0, min(vario, side, floor))
 
 
@@ -192,7 +193,7 @@ class MatLoadDetector:
         pool = list(self.history) or list(self.recent)
         if not pool:
             return self.p.default_sigma_kg
-        q = float(np.quantile(pool, self.p.floor_quantile)) if self.history else min(pool)
+        q = order.quantile(pool, self.p.floor_quantile) if self.history else min(pool)
         return max(self.p.min_sigma_kg, q)
 
     def add(self, t: float, value: float) -> list[Finding]:
@@ -270,7 +271,7 @@ class MatLoadDetector:
         if len(self.history) < p.min_history_blocks or len(self.recent) < p.recent_blocks:
             return []
         floor = self.sigma
-        now = float(np.quantile(list(self.recent), p.recent_quantile))
+        now = order.quantile(list(self.recent), p.recent_quantile)
         score = now / floor
         if self.episodes["noise"]:
             self.noise_calm = self.noise_calm + 1 if score < p.noise_recover_ratio else 0

@@ -62,6 +62,8 @@ from typing import Any
 
 import numpy as np
 
+from edge.order_statistics import median, median_rows, quantile
+
 STATE_VERSION = 1
 TESTS: tuple[str, ...] = ("spike", "step", "dropout", "stuck", "noise", "drift")
 PATTERN: dict[str, str] = {
@@ -531,7 +533,7 @@ class WaterFaultDetector:
         coef = np.linalg.lstsq(a, y, rcond=None)[0]
         jump = float(coef[4])
         resid = y - a @ coef
-        scale = max(self.floor, 1.4826 * float(np.median(np.abs(resid))) * 1.5, 0.3 * self.quantum)
+        scale = max(self.floor, 1.4826 * median(np.abs(resid)) * 1.5, 0.3 * self.quantum)
         score = abs(jump) / scale
         if score <= self.p.step_k:
             return None
@@ -562,7 +564,7 @@ class WaterFaultDetector:
         if np.sum(sel) < 0.7 * TIDE_DAY_S / self.p.period_s:
             return None
         v = xs[sel]
-        q10, lo, hi, q90 = np.quantile(v, (0.1, 0.25, 0.75, 0.9))
+        q10, lo, hi, q90 = quantile(v, (0.1, 0.25, 0.75, 0.9))
         iqm = float(v[(v >= lo) & (v <= hi)].mean())  # interquartile mean: see the module
         return float(q10), iqm, float(q90)
 
@@ -576,9 +578,8 @@ class WaterFaultDetector:
         if not math.isfinite(floor) or len(xs) < 32:
             return xs
         d = np.diff(xs)
-        around = np.median(
-            np.lib.stride_tricks.sliding_window_view(np.pad(np.abs(d), 12, mode="edge"), 25),
-            axis=1,
+        around = median_rows(
+            np.lib.stride_tricks.sliding_window_view(np.pad(np.abs(d), 12, mode="edge"), 25)
         )  # 0.674 sigma of a difference
         cut = np.maximum(max(6.0 * math.sqrt(2.0) * floor, 3.0 * self.quantum, 0.3), 9.0 * around)
         jumps = np.where(np.abs(d) > cut, d, 0.0)

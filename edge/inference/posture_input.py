@@ -35,6 +35,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from edge.order_statistics import median
+
 DEADBAND_COUNTS = 3.0
 """Cells within this many counts of their empty level carry no load (noise is ~1 count)."""
 LOAD_SCALE = 64.0
@@ -70,18 +72,6 @@ def canonical(
     return canonical_load(
         load_map(raw, level), out_rows=out_rows or rows, out_cols=out_cols or cols
     )
-
-
-def median(a: np.ndarray) -> float:
-    """``float(np.median(a))`` over every value, the same number (NaN when any value is NaN),
-    without ``np.median``: its first call imports ``numpy.ma``, 1.7 MB of the daemon's RSS."""
-    s = np.sort(a, axis=None)
-    n = s.size
-    if n == 0 or np.isnan(s[-1]):  # NaN sorts last
-        return math.nan
-    h = n // 2
-    # np.median takes the mean of the middle one or two values: the same arithmetic.
-    return float(s[h]) if n % 2 else float(np.mean(s[h - 1 : h + 1]))
 
 
 def load_map(raw: np.ndarray, level: np.ndarray) -> np.ndarray:

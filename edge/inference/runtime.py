@@ -41,6 +41,7 @@ import numpy as np
 
 from drivers.motion_mat import MatFrame
 from edge.inference.card import ModelError, packaged_model, read_card
+from edge.order_statistics import median_rows
 
 try:  # LiteRT, the maintained successor of tflite-runtime
     from ai_edge_litert.interpreter import Interpreter as _Interpreter  # type: ignore[import-untyped]
@@ -395,20 +396,12 @@ def anomaly_tests(
         rd = xf - out[..., n : 2 * n]
         d = np.mean(rd.reshape(*rd.shape[:-1], segments, n // segments) ** 2, axis=-1) + 1e-9
         tests["denoised"] = np.log(d.max(axis=-1) / denoised_reference_mse)
-    dev = np.abs(r - _median(r)[..., None])
-    s = np.maximum(1.4826 * _median(dev), noise_floor)
+    dev = np.abs(r - median_rows(r)[..., None])
+    s = np.maximum(1.4826 * median_rows(dev), noise_floor)
     c = np.cumsum(np.concatenate([np.zeros((*r.shape[:-1], 1)), r**2], axis=-1), axis=-1)
     burst = (c[..., peak_width:] - c[..., :-peak_width]).max(axis=-1)
     tests["peak"] = np.log(burst / s**2 + 1e-9)
     return tests
-
-
-def _median(a: np.ndarray) -> np.ndarray:
-    """``np.median`` over the last axis without importing ``numpy.ma`` (1.7 MB of RSS)."""
-    s = np.sort(a, axis=-1)
-    n = s.shape[-1]
-    mid: np.ndarray = s[..., n // 2] if n % 2 else (s[..., n // 2 - 1] + s[..., n // 2]) / 2
-    return mid
 
 
 class AnomalyModel:
