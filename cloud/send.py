@@ -152,6 +152,9 @@ class Sender:
         self._look_at = -math.inf
         """When the store's queue is to be looked at next, unless woken before: after a
         look that found nothing due, at the next mail's due time or ``poll_s`` later."""
+        self._deferred_due = math.inf
+        """The earliest retry this instance queued since the last look at the store
+        began (a look's ``next_due`` may have been read before it was)."""
 
     async def run(self, store: Store) -> None:
         """Up to ``smtp.connections`` senders, each with an SMTP session of its own."""
@@ -186,13 +189,7 @@ class Sender:
             if self.handoff.ready.is_set() or self._wake.is_set():
                 continue
             looked = self.clock.time()  # time that passes in the next await is not skipped
-            if looked_at_store:
-                next_due = await store.next_due()
-                timeout = poll_s
-                if next_due is not None:
-                    timeout = min(timeout, max(0.0, next_due - looked))
-                self._look_at = min(self._look_at, looked + timeout)
-            timeout = max(0.0, self._look_at - looked)
+            timeout = min(poll_s, max(0.0, self._look_at - looked))
             await wait_or_timeout(
                 (self._wake, self.handoff.ready), timeout, self.clock, since=looked
             )
@@ -224,12 +221,19 @@ class Sender:
         now = self.clock.time()
         if self._wake.is_set() or now >= self._look_at:
             self._wake.clear()  # before looking, so a commit after the look still wakes us
+            self._deferred_due = math.inf  # before looking: a retry queued after it counts
             batch = await self._claim(store)
             looked = True
             if batch:
                 self._look_at = -math.inf  # more may be due: look again next time
                 return batch, looked
-            self._look_at = now + self.config.delivery.poll_s
+            # Nothing due now: look again when the next one falls due (a retry, a
+            # claim that runs out), or after poll_s (what another instance left).
+            next_due = await store.next_due()
+            look_at = now + self.config.delivery.poll_s
+            if next_due is not None:
+                look_at = min(look_at, next_due)
+            self._look_at = min(look_at, self._deferred_due)
         handed = self.handoff.take(BATCH, self.clock.time())
         self._look_at = min(self._look_at, self.handoff.dropped())
         return handed, looked
@@ -316,6 +320,7 @@ class Sender:
         due = self.clock.time() + delay
         await store.reschedule(mail.id, due, reason)
         self._look_at = min(self._look_at, due)
+        self._deferred_due = min(self._deferred_due, due)
         self.stats.deferred += 1
         log.warning(
             "mail deferred event=%s kind=%s to=%s attempts=%d retry_in=%.3gs: %s",

@@ -10,17 +10,29 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 
 import pytest
 
 from cloud.clock import ManualClock
-from cloud.config import StoreConfig
+from cloud.config import StoreConfig, load_config
 from cloud.database import SqliteDatabase
 from cloud.send import Handoff
 from cloud.store import OutgoingMail, QueuedMail, Store
 from cloud.timers import wait_or_timeout
-from tests.cloud.conftest import make_event
+from edge.sim.broker import Mosquitto
+from edge.sim.mailbox import Mailbox
+from tests.cloud.conftest import (
+    RECIPIENTS,
+    Publisher,
+    config_text,
+    event_ids,
+    eventually,
+    make_event,
+    running,
+)
+from tests.support.waiting import until
 
 
 def mails(*recipients: str) -> list[OutgoingMail]:
@@ -150,3 +162,41 @@ def test_sqlite_sync_fsyncs_the_wal_only_after_a_commit_that_did_not(
         assert len(synced) == 2
     finally:
         db.close()
+
+
+async def test_a_retry_due_after_a_look_at_the_store_that_found_nothing_is_not_forgotten(
+    tmp_path: Path, broker: Mosquitto, mailbox: Mailbox, publisher: Publisher
+) -> None:
+    """A sender that finds nothing due looks again when the next retry falls due, not
+    only ``poll_s`` later (30 s here; the test allows a few)."""
+    path = tmp_path / "notifier.toml"
+    path.write_text(
+        config_text(mqtt_port=broker.port, smtp_port=mailbox.port, store=tmp_path / "n.sqlite3",
+                    retry_initial_s=2, retry_max_s=2, delivery="poll_s = 30"),
+        encoding="utf-8",
+    )  # fmt: skip
+    config = load_config(path)
+    store_path = tmp_path / "n.sqlite3"
+    event = make_event()
+    mailbox.fail_with = "451 4.3.0 try again later"
+    async with running(config):
+        await publisher.event(event)
+
+        async def both_deferred() -> bool:
+            async with await Store.open(store_path, readonly=True) as store:
+                queued = await store.mails("pending", event_id=event.id)
+            return len(queued) == len(RECIPIENTS) and all(m.attempts == 1 for m in queued)
+
+        await eventually(both_deferred, what="both mails deferred once")
+        # One due now, the other in 3 s: the sender takes the first alone, then finds
+        # nothing due; the second must still go out when it falls due.
+        now = time.time()
+        async with await Store.open(store_path) as store:
+            first, second = await store.mails("pending", event_id=event.id)
+            await store.reschedule(first.id, now, "451")
+            await store.reschedule(second.id, now + 3, "451")
+        mailbox.fail_with = None
+        await until(lambda: len(mailbox.mails) >= 1, 5.0, "the first mail")
+        assert time.time() - now < 2.5  # the second was not due yet: sent alone
+        await until(lambda: len(mailbox.mails) >= 2, 8.0, "the second mail, when due")
+    assert event_ids(mailbox.mails) == [event.id, event.id]
