@@ -141,6 +141,13 @@ class Mosquitto:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def pid(self) -> int:
+        """The broker process's id (it must be running)."""
+        if self._proc is None:
+            raise RuntimeError("mosquitto is not running")
+        return self._proc.pid
+
     def start(self, timeout: float = 10.0) -> None:
         if self.running:
             return
