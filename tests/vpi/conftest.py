@@ -13,7 +13,7 @@ import pytest
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "vpi: the virtual Raspberry Pi stage (issue 16; slow)")
+    config.addinivalue_line("markers", "vpi: the virtual Raspberry Pi stage (slow; CI runs it)")
 
 
 def _selected(config: pytest.Config) -> bool:
