@@ -272,12 +272,20 @@ def cmd_bench_run(args: argparse.Namespace) -> int:
 
     from edge.sim.actions import EmulationError
     from edge.sim.emulated import SiteSetupError
-    from edge.tools.bench import Console, ScenarioError, find_scenario, load_scenario, run_scenario
+    from edge.tools.bench import (
+        Console,
+        ScenarioError,
+        find_scenario,
+        load_scenario,
+        parse_broker,
+        run_scenario,
+    )
 
     # Everything is checked before anything starts: the device's config, then the
     # scenario (its keys, and every name in it against the site or the device).
     device = _load_config(args.device) if args.device else None
     try:
+        broker = parse_broker(args.broker) if args.broker else None
         scenario = load_scenario(find_scenario(args.scenario), device)
     except ScenarioError as exc:
         print(f"bench error: {exc}", file=sys.stderr)
@@ -291,7 +299,7 @@ def cmd_bench_run(args: argparse.Namespace) -> int:
         try:
             report = asyncio.run(
                 run_scenario(scenario, Path(tmp), device=device, console=console,
-                             capture_log=not args.verbose)
+                             capture_log=not args.verbose, broker=broker)
             )
         except (ScenarioError, EmulationError) as exc:
             print(f"bench error: {exc}", file=sys.stderr)
@@ -515,6 +523,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", metavar="CONFIG",
         help="run against this device on the bench (its real pins, buses, ports and broker), "
         "driving stimuli through the scenario's [rig] lines and prompting for the rest",
+    )
+    b.add_argument(
+        "--broker", metavar="HOST:PORT",
+        help="use this running broker (plain MQTT) instead of starting a private mosquitto: "
+        "the scenario's events reach the notifier listening there and are mailed",
     )
     b.add_argument("--verbose", "-v", action="store_true", help="show the daemon's log")
     b.set_defaults(func=cmd_bench_run)

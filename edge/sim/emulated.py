@@ -6,6 +6,11 @@ with a register-level ADS1115 for the pressure probe, and devices on real
 pseudo-terminals for the ultrasonic ranger and the body-motion mat.  The bench
 (``edge bench run``), ``edge check --emulated`` and the tests drive them
 through :meth:`EmulatedSite.apply`.
+
+The broker is a private mosquitto started with the site, or, with ``broker=``
+(``edge bench run --broker HOST:PORT``), one that is already running elsewhere:
+then the site's events reach whatever listens there (a cloud notifier that mails
+them), under the site profile's own device id.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -49,6 +55,23 @@ class SiteSetupError(EdgeError, RuntimeError):
     Everything already started has been stopped again when this is raised."""
 
 
+@dataclass(frozen=True)
+class ExistingBroker:
+    """A broker someone else runs (``--broker HOST:PORT``): nothing to start or stop.
+
+    Plain MQTT without credentials, as the private one; the site's daemon and its
+    event listener connect to it like any client."""
+
+    host: str
+    port: int
+
+    def start(self) -> None:
+        """Nothing to start: whether it answers shows when the listener connects."""
+
+    def close(self) -> None:
+        """Nothing to stop: it is not ours."""
+
+
 async def _wait_started(ready: asyncio.Event, task: asyncio.Task[Any], limit_s: float) -> None:
     """Wait until ``task`` sets ``ready``; its error at once if it ends first."""
     waiter = asyncio.ensure_future(ready.wait())
@@ -64,15 +87,24 @@ async def _wait_started(ready: asyncio.Event, task: asyncio.Task[Any], limit_s: 
 
 class EmulatedSite:
     def __init__(
-        self, config_text: str, workdir: Path, *, initial: Sequence[Any] = ()
+        self,
+        config_text: str,
+        workdir: Path,
+        *,
+        initial: Sequence[Any] = (),
+        broker: tuple[str, int] | None = None,
     ) -> None:
         """``initial``: stimuli (``target``, ``action``, ``value``) applied to the
-        emulators before the daemon starts, such as the water level at power-on."""
+        emulators before the daemon starts, such as the water level at power-on.
+        ``broker``: (host, port) of a running broker to use instead of a private
+        mosquitto (which is then neither needed nor started)."""
         self.initial = list(initial)
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.base = parse(config_text, "site profile")
-        self.broker = Mosquitto(workdir=workdir / "broker")
+        self.broker: Mosquitto | ExistingBroker = (
+            Mosquitto(workdir=workdir / "broker") if broker is None else ExistingBroker(*broker)
+        )
         self.daemon: Daemon | None = None
         self.emulators: dict[str, Any] = {}
         self._events: list[dict[str, Any]] = []
@@ -163,10 +195,15 @@ class EmulatedSite:
                 "is /dev/pts mounted?"
             ) from None
         self._spy_task = asyncio.create_task(self._listen(config))
+        where = f"{self.broker.host}:{self.broker.port}"
         try:
             await _wait_started(self._spy_ready, self._spy_task, 10)
         except TimeoutError:
-            raise SiteSetupError("the event listener could not subscribe within 10 s") from None
+            raise SiteSetupError(
+                f"the event listener could not subscribe at {where} within 10 s"
+            ) from None
+        except aiomqtt.MqttError as exc:
+            raise SiteSetupError(f"the broker at {where} did not answer: {exc}") from None
         for stim in self.initial:
             sensor = self.base.sensors.get(stim.target)
             if sensor is None or stim.target not in self.emulators:

@@ -6,7 +6,10 @@ rises, the infant rolls over, a cable is unplugged) and the outcomes expected
 with their tolerances (actuator states at given times, events published, their
 kinds, data and order).  The runner starts a private mosquitto, the daemon and
 the emulators, plays the timeline, checks every expectation, prints a pass/fail
-report and writes it as JSON.
+report and writes it as JSON.  With ``--broker HOST:PORT`` it uses a broker
+that is already running instead of a private one, so the scenario's events
+reach the cloud notifier listening there and are mailed (the virtual Pi runs a
+scenario this way against the host's broker).
 
 A scenario is checked whole before anything starts, as a configuration is
 (:func:`load_scenario`): its keys and types by the structs below, then every
@@ -246,6 +249,14 @@ def _check_kind(key: str, kind: str) -> None:
         )
 
 
+def parse_broker(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``--broker``) as (host, port); :class:`ScenarioError` naming the option."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ScenarioError(f"--broker: {text!r} is not HOST:PORT (e.g. 127.0.0.1:1883)")
+    return host.strip("[]"), int(port)
+
+
 def find_scenario(name_or_path: str) -> Path:
     path = Path(name_or_path)
     if path.exists():
@@ -445,10 +456,14 @@ async def run_scenario(
     prompt: Callable[[str], None] | None = None,
     console: Console | None = None,
     capture_log: bool = True,
+    broker: tuple[str, int] | None = None,
 ) -> Report:
     """Play ``scenario`` against the emulated site built in ``workdir``, or, with
     ``device`` (a validated Config), against that device on the bench through the
     scenario's rig (:mod:`edge.tools.bench_rig`).
+
+    ``broker``: (host, port) of a running broker for the emulated site instead of a
+    private mosquitto; its events go wherever that broker's subscribers take them.
 
     ``console``: where to show the run as it happens (None: nowhere).  ``prompt``:
     where a rig prints what the person at the bench must do (default: the console,
@@ -460,6 +475,11 @@ async def run_scenario(
     if prompt is None:
         prompt = console.line if console is not None else print
     if device is not None:
+        if broker is not None:
+            raise ScenarioError(
+                "--broker is for the emulated site; a device on the bench uses the broker "
+                "its configuration names"
+            )
         if scenario.world is not None or scenario.initial:
             raise ScenarioError(
                 f"{scenario.name}: world and initial need the emulated site, not a device"
@@ -478,7 +498,7 @@ async def run_scenario(
 
         world = World(scenario.world, config)
         initial += [Stimulus(at_s=0, target=t, action=a, value=v) for t, a, v in world.initial()]
-    site = EmulatedSite(_site_text(scenario.site), workdir, initial=initial)
+    site = EmulatedSite(_site_text(scenario.site), workdir, initial=initial, broker=broker)
     return await _play(scenario, site, world, t_start, config, console, capture_log)
 
 

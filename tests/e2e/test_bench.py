@@ -347,3 +347,64 @@ def test_a_cloud_side_that_fails_to_start_stops_its_broker(tmp_path: Path) -> No
             side.start()
     assert not side.broker.running
     assert running_with(str(tmp_path)) == []
+
+
+def test_against_a_running_broker_the_events_are_mailed(tmp_path: Path) -> None:
+    """``--broker HOST:PORT``: no private mosquitto; the scenario's daemon publishes to the
+    broker already running (a cloud side's: mosquitto, the notifier as its own process,
+    an SMTP server), whose notifier mails the detection with its map links."""
+    from edge.sim.site import CloudSide
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    with CloudSide(tmp_path / "cloud", coalesce=False, sites={"bench": "ベンチ"}) as cloud:
+        bench = subprocess.Popen(
+            [sys.executable, "-m", "edge", "bench", "run", "boar-deterrent",
+             "--broker", f"127.0.0.1:{cloud.broker.port}"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "TMPDIR": str(scratch)},
+        )
+        brokers: set[str] = set()  # a mosquitto of its own would run under its folder
+        while True:
+            brokers.update(c for c in running_with(str(scratch)) if "mosquitto" in c)
+            try:
+                out, _ = bench.communicate(timeout=0.2)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        assert bench.returncode == 0, out
+        assert not brokers, brokers
+        mails = cloud.mailbox.wait_for(2, 60)  # two detections: sounded, then resting
+        log = cloud.broker.log.read_text(errors="replace")
+    kinds = {str(m.message["X-Satoyama-Kind"]) for m in mails}
+    devices = {str(m.message["X-Satoyama-Device"]) for m in mails}
+    assert kinds == {"animal_detected"} and devices == {"bench-paddy-01"}, mails
+    body = mails[0].message.get_body(("plain",))
+    assert body is not None
+    assert "https://maps.gsi.go.jp/#" in body.get_content()
+    assert mails[0].rcpt_tos == ("farmer@example.jp",)
+    assert "bench-paddy-01" in log  # the site's daemon was a client of that broker
+
+
+@pytest.mark.parametrize(
+    ("extra", "code", "message"),
+    [
+        (["--broker", "127.0.0.1"], 2, "bench error: --broker: '127.0.0.1' is not HOST:PORT"),
+        (["--broker", "127.0.0.1:{port}"], 1, "bench error: the broker at 127.0.0.1:{port} did "
+                                              "not answer"),
+    ],
+)
+def test_a_broker_that_is_not_there_is_one_line(
+    tmp_path: Path, extra: list[str], code: int, message: str
+) -> None:
+    with socket.socket() as closed:  # a port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    extra = [a.format(port=port) for a in extra]
+    result = subprocess.run(
+        [sys.executable, "-m", "edge", "bench", "run", "boar-deterrent", *extra],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == code, result.stdout + result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message.format(port=port)), lines
