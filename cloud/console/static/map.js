@@ -308,13 +308,18 @@
     }).join("");
   };
 
+  /* The first view: every placed device, at once.  Never animated (Leaflet animates
+     a zoom of up to four steps from the page's default view): the markers must not
+     move after the map says it is loaded, or a tap in that moment lands on the bare
+     map instead of the marker under the finger. */
   Console.prototype.fit = function () {
     var points = [];
     this.markers.forEach(function (marker) { points.push(marker.getLatLng()); });
     if (points.length === 1) {
-      this.map.setView(points[0], FIT_MAX_ZOOM);
+      this.map.setView(points[0], FIT_MAX_ZOOM, { animate: false });
     } else if (points.length > 1) {
-      this.map.fitBounds(L.latLngBounds(points), { padding: [30, 30], maxZoom: FIT_MAX_ZOOM });
+      this.map.fitBounds(L.latLngBounds(points),
+        { padding: [30, 30], maxZoom: FIT_MAX_ZOOM, animate: false });
     }
   };
 
