@@ -151,6 +151,9 @@ class MailSession:
         message: bytes,
         on_accepted: Callable[[], None] | None = None,
         following: tuple[str, bytes] | None = None,
+        *,
+        ready: bool = False,
+        following_ready: bool = False,
     ) -> None:
         """Send ``message`` to ``recipient``; raise a :class:`DeliveryError` leaf on failure.
 
@@ -163,12 +166,17 @@ class MailSession:
         session (it must, or close the session).  With PIPELINING its envelope goes
         in the same write as this message's content (RFC 2920 allows the content
         first in a group): one write and one round trip a mail instead of two.
+
+        ``ready`` (``following_ready``): ``message`` (the following one) is known to
+        pass :func:`cloud.mime.ready_for_data` (checked where it was rendered, off
+        this process): DATA carries it as it is, without looking at it again here.
         """
         try:
             if self._pipe is not None:
                 await self._pipe.sendmail(
-                    self._envelope_sender, recipient, message, on_accepted, following
-                )
+                    self._envelope_sender, recipient, message, on_accepted, following,
+                    ready=ready, following_ready=following_ready,
+                )  # fmt: skip
             else:
                 await self._smtp.sendmail(self._envelope_sender, [recipient], message)
                 if on_accepted is not None:
@@ -251,33 +259,43 @@ class _Pipeline(asyncio.Protocol):
         return self._lost is None and not self._transport.is_closing()
 
     def data_received(self, data: bytes) -> None:
-        self._buffer += data
-        while True:
-            end = self._buffer.find(b"\n")
-            if end < 0:
-                if len(self._buffer) > 65536:
-                    self._fail(aiosmtplib.SMTPResponseException(-1, "Response too long"))
+        # Split once per read (a read holds several replies: a mail's 250 and the next
+        # envelope's three), not one bytearray search and cut per line.
+        if self._buffer:
+            self._buffer += data
+            data = bytes(self._buffer)
+            self._buffer.clear()
+        *lines, rest = data.split(b"\n")
+        if rest:
+            if len(rest) > 65536:
+                self._fail(aiosmtplib.SMTPResponseException(-1, "Response too long"))
                 return
-            line = bytes(self._buffer[: end + 1])
-            del self._buffer[: end + 1]
-            self._lines.append(line)
+            self._buffer += rest
+        now = None
+        for line in lines:
             if line[3:4] == b"-":
+                self._lines.append(line)
                 continue
-            lines, self._lines = self._lines, []
             try:
-                code = int(lines[-1][:3])
+                code = int(line[:3])
             except ValueError:
                 self._fail(aiosmtplib.SMTPResponseException(-1, f"Malformed reply {line!r}"))
                 return
-            text = "\n".join(x[4:].strip(b" \t\r\n").decode("utf-8", "surrogateescape")
-                             for x in lines)  # fmt: skip
-            if self._waiting:
-                self._progress = self._loop.time()
-                awaited = self._waiting[0]
+            if self._lines:
+                self._lines.append(line)
+                text = "\n".join(_reply_text(x) for x in self._lines)
+                self._lines = []
+            else:
+                text = _reply_text(line)
+            waiting = self._waiting
+            if waiting:
+                if now is None:
+                    now = self._progress = self._loop.time()
+                awaited = waiting[0]
                 awaited.replies.append(SMTPResponse(code, text))
                 if len(awaited.replies) < awaited.expected:
                     continue
-                self._waiting.popleft()
+                waiting.popleft()
                 if awaited.on_accepted is not None and code == 250:
                     try:
                         awaited.on_accepted()
@@ -366,10 +384,13 @@ class _Pipeline(asyncio.Protocol):
         message: bytes,
         on_accepted: Callable[[], None] | None = None,
         following: tuple[str, bytes] | None = None,
+        *,
+        ready: bool = False,
+        following_ready: bool = False,
     ) -> None:
         """One mail to one recipient; raises what ``aiosmtplib.SMTP.sendmail`` would.
 
-        ``following``: see :meth:`MailSession.send`.
+        ``following``, ``ready``, ``following_ready``: see :meth:`MailSession.send`.
         """
         announced, self._announced = self._announced, None
         if announced is not None and announced[0] is message:
@@ -380,7 +401,7 @@ class _Pipeline(asyncio.Protocol):
                 # connection ends that transaction without sending anything.
                 self._fail(aiosmtplib.SMTPServerDisconnected("pipelined envelope not used"))
                 raise aiosmtplib.SMTPServerDisconnected("pipelined envelope not used")
-            data = _dot_stuffed(message)
+            data = _dot_stuffed(message, ready)
             replied = self._send(self._envelope(sender, recipient, data), 3)
         replies = await self._replies(replied)
         if replies[2].code == 354 and (replies[0].code != 250 or replies[1].code not in (250, 251)):
@@ -407,7 +428,7 @@ class _Pipeline(asyncio.Protocol):
             # This content and the next mail's envelope in one write.  No RSET may
             # follow now: the server is to read the next mail's content after it.
             next_recipient, next_message = following
-            next_data = _dot_stuffed(next_message)
+            next_data = _dot_stuffed(next_message, following_ready)
             try:
                 envelope = self._envelope(sender, next_recipient, next_data)
             except ValueError:  # the next one is unsendable: it will say so itself
@@ -465,8 +486,14 @@ _LINE_ENDS = re.compile(rb"(?:\r\n|\n|\r(?!\n))")
 _LEADING_DOT = re.compile(rb"(?m)^\.")
 
 
-def _dot_stuffed(message: bytes) -> bytes:
-    """``message`` as DATA carries it: CRLF line ends, leading dots doubled, ``.`` ended."""
+def _dot_stuffed(message: bytes, ready: bool = False) -> bytes:
+    """``message`` as DATA carries it: CRLF line ends, leading dots doubled, ``.`` ended.
+
+    ``ready``: the caller knows it passes :func:`~cloud.mime.ready_for_data` (nothing
+    to look at).
+    """
+    if ready:
+        return message + b".\r\n"
     crlf = message.count(b"\r\n")
     if message.count(b"\n") != crlf or message.count(b"\r") != crlf:  # ours never has any
         message = _LINE_ENDS.sub(b"\r\n", message)
@@ -475,6 +502,11 @@ def _dot_stuffed(message: bytes) -> bytes:
     if message.startswith(b".") or b"\n." in message:
         message = _LEADING_DOT.sub(b"..", message)
     return message + b".\r\n"
+
+
+def _reply_text(line: bytes) -> str:
+    """The text of one line of a reply (after its code and separator)."""
+    return line[4:].strip(b" \t\r\n").decode("utf-8", "surrogateescape")
 
 
 def _retrieved(future: asyncio.Future[list[SMTPResponse]]) -> None:
@@ -538,6 +570,9 @@ class DryRunSession:
         message: bytes,
         on_accepted: Callable[[], None] | None = None,
         following: tuple[str, bytes] | None = None,
+        *,
+        ready: bool = False,
+        following_ready: bool = False,
     ) -> None:
         """Write the message; a disk problem is transient (the mail stays queued)."""
         try:

@@ -241,3 +241,21 @@ def _encoded_words(value: str) -> str:
         + "?="
         for chunk in chunks
     )
+
+
+def ready_for_data(message: bytes) -> bool:
+    """Whether DATA carries ``message`` as it is, only ended by ``.``: CRLF line ends
+    only, a CRLF at the end, no line that begins with a dot (ours always are).
+
+    Five passes over the message (~25 us for a 7 kB mail here, two mails an event):
+    the planner checks it where it renders, in a render worker process (see
+    :meth:`cloud.plan.Planner.render_each`), and the sender trusts what it was told.
+    """
+    crlf = message.count(b"\r\n")
+    return (
+        message.count(b"\n") == crlf
+        and message.count(b"\r") == crlf
+        and message.endswith(b"\r\n")
+        and not message.startswith(b".")
+        and b"\n." not in message
+    )

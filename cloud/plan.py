@@ -26,7 +26,7 @@ import msgspec
 
 from cloud.chart import WINDOW_S, LevelChart, level_chart, stage_lines
 from cloud.config import NotifierConfig, Recipient, SiteConfig
-from cloud.mime import Mail
+from cloud.mime import Mail, ready_for_data
 from cloud.render import CHART_KINDS, JST, MESSAGE_ID_DOMAIN, as_bytes, render_mail
 from cloud.render_workers import RenderWorkers, WorkerLost
 from cloud.staticmap import StaticMaps
@@ -47,6 +47,9 @@ log = logging.getLogger("cloud.notifier")  # the name its log lines had before t
 
 #: One rendering for a worker process: what renders, for whom, at which place, what.
 _Job = tuple[Callable[[Recipient, int, bool], Mail], Recipient, int, str]
+#: A rendered mail: its bytes, and whether SMTP's DATA carries them as they are
+#: (:func:`cloud.mime.ready_for_data`, checked where it renders: off the notifier's GIL).
+_Rendered = tuple[bytes, bool]
 
 
 class Planner:
@@ -62,7 +65,7 @@ class Planner:
         self._renderer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="notifier-render")
         self._processes: RenderWorkers | None = None
         """``delivery.render_processes`` worker processes for events' mails (else None)."""
-        self._jobs: list[tuple[_Job, asyncio.Future[bytes | None]]] = []
+        self._jobs: list[tuple[_Job, asyncio.Future[_Rendered | None]]] = []
         """Renderings asked for in this turn of the loop: one hand-over to a worker."""
         self._handing: set[asyncio.Task[None]] = set()
 
@@ -172,30 +175,35 @@ class Planner:
         """
         loop = asyncio.get_running_loop()
         mails = []
-        model: dict[str, tuple[bytes, Recipient, int]] = {}  # one full rendering per language
+        # One full rendering per language: (bytes, ready, for whom, at which place).
+        model: dict[str, tuple[bytes, bool, Recipient, int]] = {}
         for index, recipient in enumerate(recipients, start=1):
-            message = None
+            rendered: _Rendered | None = None
             if recipient.language in model:
-                first, whom, place = model[recipient.language]
+                first, ready, whom, place = model[recipient.language]
                 message = _readdress(first, whom, place, recipient, index)
-            if message is None:
+                if message is not None:
+                    # Only its To line (the address) and digits of its ids changed.
+                    rendered = (message, ready and _one_line(recipient.address))
+            if rendered is None:
                 if portable and self._processes is not None:
-                    message = await self._in_worker((render, recipient, index, what))
+                    rendered = await self._in_worker((render, recipient, index, what))
                 else:
-                    message = await loop.run_in_executor(
+                    rendered = await loop.run_in_executor(
                         self._renderer, _render_one, render, recipient, index, what
                     )
                 self.stats.rendered += 1
-                if message is not None:
-                    model.setdefault(recipient.language, (message, recipient, index))
-            if message is not None:
-                mails.append(OutgoingMail(recipient.address, message, recipient.language))
+                if rendered is not None:
+                    model.setdefault(recipient.language, (*rendered, recipient, index))
+            if rendered is not None:
+                message, ready = rendered
+                mails.append(OutgoingMail(recipient.address, message, recipient.language, ready))
         return mails
 
-    def _in_worker(self, job: _Job) -> asyncio.Future[bytes | None]:
+    def _in_worker(self, job: _Job) -> asyncio.Future[_Rendered | None]:
         """``_render_one(*job)`` in a worker process, with the others of this turn."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[bytes | None] = loop.create_future()
+        future: asyncio.Future[_Rendered | None] = loop.create_future()
         self._jobs.append((job, future))
         if len(self._jobs) == 1:
             loop.call_soon(self._hand_over)
@@ -207,7 +215,9 @@ class Planner:
         self._handing.add(task)
         task.add_done_callback(self._handing.discard)
 
-    async def _render_many(self, jobs: list[tuple[_Job, asyncio.Future[bytes | None]]]) -> None:
+    async def _render_many(
+        self, jobs: list[tuple[_Job, asyncio.Future[_Rendered | None]]]
+    ) -> None:
         workers = self._processes
         try:
             if workers is None:  # closed meanwhile, or lost
@@ -313,7 +323,9 @@ def _render_event(
     )  # fmt: skip
 
 
-def _settle(future: asyncio.Future[bytes | None], source: asyncio.Future[bytes | None]) -> None:
+def _settle(
+    future: asyncio.Future[_Rendered | None], source: asyncio.Future[_Rendered | None]
+) -> None:
     """``future`` gets ``source``'s outcome."""
     if future.done():
         return
@@ -325,7 +337,7 @@ def _settle(future: asyncio.Future[bytes | None], source: asyncio.Future[bytes |
         future.set_result(source.result())
 
 
-def _render_many(jobs: list[_Job]) -> list[bytes | None]:
+def _render_many(jobs: list[_Job]) -> list[_Rendered | None]:
     """:func:`_render_one` for each job (in a worker process)."""
     return [_render_one(*job) for job in jobs]
 
@@ -335,19 +347,26 @@ def _render_one(
     recipient: Recipient,
     index: int,
     what: str,
-) -> bytes | None:
-    """One recipient's mail as bytes (on the renderer's thread); ``None``: cannot render."""
+) -> _Rendered | None:
+    """One recipient's mail as bytes, and whether DATA carries them as they are (on the
+    renderer's thread, or in a worker process); ``None``: cannot render."""
     try:
-        return as_bytes(render(recipient, index, True))
+        message = as_bytes(render(recipient, index, True))
     except Exception:
         log.exception("cannot render %s in full; mailing it without data", what)
         try:
-            return as_bytes(render(recipient, index, False))
+            message = as_bytes(render(recipient, index, False))
         except Exception:
             # Still failing: record the event rather than crash on it again
             # and again (the broker would redeliver it after every restart).
             log.exception("cannot render %s at all: recorded, NOT mailed", what)
             return None
+    return message, ready_for_data(message)
+
+
+def _one_line(address: str) -> bool:
+    """Whether ``address`` in a ``To:`` line leaves that one line (no CR, no LF)."""
+    return "\r" not in address and "\n" not in address
 
 
 def _readdress(

@@ -532,13 +532,13 @@ class Receiver:
         for event, mails, result in accepted:
             if not result.mails:
                 continue
-            message = {m.recipient: m.message for m in reversed(mails)}  # the first wins
+            mail_to = {m.recipient: m for m in reversed(mails)}  # the first wins
             queued += (
                 QueuedMail(
                     id=mail_id, event_id=event.id, kind=event.kind, site=event.site,
                     recipient=recipient, status="pending", attempts=0, next_attempt=now,
                     last_error=None, created_at=now, finished_at=None,
-                    message=message[recipient],
+                    message=mail_to[recipient].message, ready=mail_to[recipient].ready,
                 )
                 for mail_id, recipient in result.mails
             )  # fmt: skip

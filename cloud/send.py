@@ -260,13 +260,16 @@ class Sender:
                             journal.record, mail.id, mail.event_id, mail.recipient
                         )  # fmt: skip
                         following = None
+                        following_ready = False
                         if n + 1 < len(batch) and not self._stopping.is_set():
                             following = (batch[n + 1].recipient, batch[n + 1].message)
+                            following_ready = batch[n + 1].ready
                         announced = following is not None
                         try:
                             await session.send(
-                                mail.recipient, mail.message, accepted_hook, following
-                            )
+                                mail.recipient, mail.message, accepted_hook, following,
+                                ready=mail.ready, following_ready=following_ready,
+                            )  # fmt: skip
                         except PermanentDeliveryError as exc:
                             done += 1
                             await self._failed(store, mail, exc.reason)

@@ -13,11 +13,10 @@ calls interleave.
 from __future__ import annotations
 
 import asyncio
-import itertools
+import collections
 import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -30,48 +29,91 @@ from cloud.store.journal import SentJournal
 _T = TypeVar("_T")
 
 
+#: A call for the store's thread: what to run, the future of its outcome, its loop.
+_Call = tuple[Callable[[], Any], asyncio.Future[Any], asyncio.AbstractEventLoop]
+
+
 class StoreThread:
     """The store's one thread: calls run one at a time, in order, the urgent ones first.
 
     Urgent are the sender's marks (a mail the SMTP server has just taken is
     "sent"): until that commit, a kill would mail it again after the restart,
     so it must not queue behind the receiver's and the timekeeper's work.
+
+    A call is handed over with its asyncio future and given back to its loop with
+    ``loop.call_soon_threadsafe``: no ``concurrent.futures.Future`` in between,
+    whose locks and conditions (and ``asyncio.wrap_future``'s chaining) cost the
+    event loop's thread more than the hand-over itself, several times an event.
+    A call whose future is cancelled before it starts does not run.
     """
 
     def __init__(self) -> None:
-        self._queue: queue.PriorityQueue[
-            tuple[int, int, Callable[[], Any] | None, Future[Any] | None]
-        ] = queue.PriorityQueue()
-        self._order = itertools.count()
+        self._urgent: collections.deque[_Call] = collections.deque()
+        self._calls: collections.deque[_Call] = collections.deque()
+        self._tokens: queue.SimpleQueue[None] = queue.SimpleQueue()
+        """One for each call handed over, and one for :meth:`shutdown`."""
+        self._closing = False
         self._thread = threading.Thread(target=self._work, name="notifier-store", daemon=True)
         self._thread.start()
 
-    def submit(self, fn: Callable[[], _T], *, urgent: bool = False) -> Future[_T]:
-        future: Future[_T] = Future()
-        self._queue.put((0 if urgent else 1, next(self._order), fn, future))
+    def submit(self, fn: Callable[[], _T], *, urgent: bool = False) -> asyncio.Future[_T]:
+        """Run ``fn`` on the thread; its outcome comes back on the running loop."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[_T] = loop.create_future()
+        (self._urgent if urgent else self._calls).append((fn, future, loop))
+        self._tokens.put(None)
         return future
 
     def shutdown(self) -> None:
         """End the thread once the calls already submitted have run."""
-        self._queue.put((2, next(self._order), None, None))
+        self._closing = True
+        self._tokens.put(None)
 
     def _work(self) -> None:
         while True:
-            _, _, fn, future = self._queue.get()
-            if fn is None or future is None:
+            self._tokens.get()
+            if self._urgent:
+                fn, future, loop = self._urgent.popleft()
+            elif self._calls:
+                fn, future, loop = self._calls.popleft()
+            elif self._closing:
                 return
-            if not future.set_running_or_notify_cancel():
+            else:  # pragma: no cover - a token is put after its call, never before
+                continue
+            if future.cancelled():
                 continue
             try:
                 result = fn()
             except BaseException as exc:  # noqa: BLE001 - handed to the caller's future
-                future.set_exception(exc)
+                _give_back(loop, future, None, exc)
             else:
-                future.set_result(result)
+                _give_back(loop, future, result, None)
+
+
+def _give_back(
+    loop: asyncio.AbstractEventLoop,
+    future: asyncio.Future[Any],
+    result: object,
+    exc: BaseException | None,
+) -> None:
+    """Settle ``future`` with the outcome of its call, on its loop (from the thread)."""
+    try:
+        loop.call_soon_threadsafe(_settle, future, result, exc)
+    except RuntimeError:  # the loop is closed: nobody waits for it any more
+        pass
+
+
+def _settle(future: asyncio.Future[Any], result: object, exc: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
 
 
 async def _on(thread: StoreThread, fn: Callable[[], _T], *, urgent: bool = False) -> _T:
-    return await asyncio.wrap_future(thread.submit(fn, urgent=urgent))
+    return await thread.submit(fn, urgent=urgent)
 
 
 class StoreBase:

@@ -33,6 +33,9 @@ class OutgoingMail:
     recipient: str
     message: bytes
     language: str = "ja"
+    ready: bool = False
+    """Checked where it was rendered: DATA carries it as it is (see
+    :func:`cloud.mailer.ready_for_data`); not stored, the sender in memory only uses it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +66,9 @@ class QueuedMail:
     created_at: float
     finished_at: float | None
     message: bytes
+    ready: bool = False
+    """``message`` is known to pass :func:`cloud.mailer.ready_for_data` (handed over in
+    memory, see :class:`cloud.send.Handoff`); a row read from the store is checked when sent."""
 
 
 @dataclass(frozen=True, slots=True)

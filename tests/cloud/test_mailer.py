@@ -297,3 +297,57 @@ async def test_a_pipelining_server_that_falls_silent_times_the_session_out() -> 
         await server.wait_closed()
     assert 0.4 <= waited < 5.0, waited
     assert any(line.startswith(b"MAIL FROM:") for line in heard)
+
+
+async def test_a_mail_said_ready_for_data_arrives_as_the_one_looked_at_here(
+    picky: tuple[PickyServer, int],
+) -> None:
+    """``ready``: the sender does not look at the message again (the renderer did); it
+    arrives byte for byte as the same message sent without it, announced or not."""
+    handler, port = picky
+    message = b"Subject: ready\r\n\r\nline one\r\nline. two\r\n"
+    async with Mailer(smtp_config(port), local_hostname="notifier.test").session() as session:
+        await session.send("farmer@example.jp", message, None, ("hunter@example.jp", message),
+                           ready=True, following_ready=True)  # fmt: skip
+        await session.send("hunter@example.jp", message, ready=True)
+        await session.send("office@example.jp", message)
+    assert handler.delivered == ["farmer@example.jp", "hunter@example.jp", "office@example.jp"]
+    assert handler.messages == [message] * 3
+
+
+async def test_replies_cut_anywhere_and_replies_of_several_lines_are_read_whole() -> None:
+    """The pipelined session reads what the server says however the network cuts it: a
+    byte at a time here, with a reply of several lines (``250-...``, then ``250 ...``)."""
+    got: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async def dribble(text: bytes) -> None:
+            for n in range(len(text)):
+                writer.write(text[n : n + 1])
+                await writer.drain()
+
+        writer.write(b"220 test ESMTP\r\n")
+        await reader.readline()  # EHLO
+        writer.write(b"250-test\r\n250-PIPELINING\r\n250 SIZE 100000\r\n")
+        for _ in range(3):  # MAIL FROM, RCPT TO, DATA: in one write
+            got.append(await reader.readline())
+        await dribble(b"250-sender\r\n250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go on\r\n")
+        got.append(await reader.readuntil(b"\r\n.\r\n"))
+        await dribble(b"250-2.0.0 queued\r\n250 2.0.0 as 1\r\n")
+        await reader.readline()  # QUIT
+        writer.write(b"221 bye\r\n")
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    accepted: list[str] = []
+    try:
+        async with Mailer(smtp_config(port), local_hostname="notifier.test").session() as session:
+            await session.send("farmer@example.jp", MESSAGE, lambda: accepted.append("250"))
+            assert session._pipe is not None
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert got[0].startswith(b"MAIL FROM:") and got[1].startswith(b"RCPT TO:<farmer@")
+    assert got[3].endswith(b"\r\n.\r\n")
+    assert accepted == ["250"]

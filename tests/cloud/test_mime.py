@@ -24,7 +24,7 @@ from PIL import Image
 
 from cloud.chart import level_chart
 from cloud.config import SiteConfig
-from cloud.mime import Mail, RelatedImage, Unencodable, build
+from cloud.mime import Mail, RelatedImage, Unencodable, build, ready_for_data
 from cloud.render import JST, Content, InlineImage, as_bytes, compose, render_mail
 from edge.event import KINDS
 from tests.cloud.conftest import PLACE, TS, make_event
@@ -107,6 +107,11 @@ def _check(mail: Mail) -> bytes:
     lines = fast.split(b"\r\n")
     assert b"\n" not in fast.replace(b"\r\n", b"")
     assert max(len(line) for line in lines) <= 998
+    # What lets the sender skip its own look at every mail (cloud.mailer._dot_stuffed),
+    # said independently: no bare CR or LF, a CRLF at the end, no line begins with a dot.
+    assert b"\r" not in fast.replace(b"\r\n", b"") and fast.endswith(b"\r\n")
+    assert not any(line.startswith(b".") for line in lines)
+    assert ready_for_data(fast)
     return fast
 
 
@@ -230,3 +235,19 @@ def test_building_is_fast_enough_for_a_thousand_mails_a_second() -> None:
     for _ in range(200):
         build(mail)
     assert (time.process_time() - began) / 200 < 0.002
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        b"Subject: x\r\n\r\n.starts a line\r\n",
+        b".Subject: x\r\n\r\nbody\r\n",
+        b"Subject: x\r\n\r\nbare\nline feed\r\n",
+        b"Subject: x\r\n\r\nbare\rreturn\r\n",
+        b"Subject: x\r\n\r\nno end",
+        b"Subject: x\r\n\r\nends in a bare\n",
+    ],
+)
+def test_a_message_smtp_cannot_carry_as_it_is_is_not_ready_for_data(message: bytes) -> None:
+    assert not ready_for_data(message)
+    assert ready_for_data(b"Subject: x\r\n\r\nbody. Not.a line start\r\n")

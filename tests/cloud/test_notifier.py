@@ -615,3 +615,43 @@ def test_an_event_reaches_a_render_worker_as_the_same_event() -> None:
         assert back.ts.utcoffset() == event.ts.utcoffset()
         assert back.data == event.data
     assert len(pickle.dumps(PackedEvent(plain))) < len(pickle.dumps(plain))
+
+
+async def test_rendered_and_readdressed_mails_are_said_ready_for_data_only_when_they_are() -> None:
+    """The planner tells the sender which mails SMTP's DATA carries as they are (so that
+    the sender does not look at every mail again on the notifier's busy thread): the
+    rendered one and the one readdressed from it, each checked here on its own bytes;
+    a mail nobody checked (read back from the store) is not said ready."""
+    import functools
+    import time
+
+    from cloud.config import Recipient
+    from cloud.mime import ready_for_data
+    from cloud.plan import PackedEvent, Planner, _render_event
+    from cloud.stats import NotifierStats
+    from tests.cloud.conftest import SITE, config_text
+
+    config = load_config_text(config_text(mqtt_port=1, smtp_port=1, store=Path("unused")))
+    site = config.sites[SITE]
+    event = make_event()
+    planner = Planner(config, NotifierStats(), None)
+    planner.start()
+    try:
+        render = functools.partial(_render_event, PackedEvent(event), site, config.smtp.sender,
+                                   time.time(), None, None)  # fmt: skip
+        recipients = [Recipient("farmer@example.jp", "ja"), Recipient("hunter@example.jp", "ja"),
+                      Recipient("office@example.jp", "en")]  # fmt: skip
+        mails = await planner.render_each(recipients, render, event.id)
+    finally:
+        planner.close()
+    assert [m.recipient for m in mails] == [r.address for r in recipients]
+    assert planner.stats.rendered == 2  # the second Japanese one was readdressed
+    for mail in mails:
+        assert mail.ready and ready_for_data(mail.message)
+        lines = mail.message.split(b"\r\n")
+        assert lines[-1] == b"" and not any(line.startswith(b".") for line in lines)
+    from cloud.store import OutgoingMail, QueuedMail
+
+    assert not OutgoingMail("a@example.jp", b"x").ready
+    assert not QueuedMail(1, "e", "k", "s", "a@example.jp", "pending", 0, 0.0, None, 0.0, None,
+                          b"x").ready  # fmt: skip

@@ -597,7 +597,7 @@ async def test_every_pruning_statement_walks_an_index(store_config: StoreConfig)
                 assert "mails_due" not in step, (name, steps)
 
 
-def test_the_store_thread_runs_the_senders_marks_before_other_waiting_calls() -> None:
+async def test_the_store_thread_runs_the_senders_marks_before_other_waiting_calls() -> None:
     """A mail the SMTP server took is marked sent before queued receiver work runs."""
     import threading
 
@@ -612,14 +612,47 @@ def test_the_store_thread_runs_the_senders_marks_before_other_waiting_calls() ->
         release.wait(10)
 
     first = thread.submit(hold)
-    assert busy.wait(10)  # the thread is inside a call; the others queue
+    assert await asyncio.to_thread(busy.wait, 10)  # the thread is inside a call
     calls = [thread.submit(lambda: order.append("accept")),
              thread.submit(lambda: order.append("mark"), urgent=True)]  # fmt: skip
     release.set()
-    for future in (first, *calls):
-        future.result(10)
+    await asyncio.wait_for(asyncio.gather(first, *calls), 10)
     thread.shutdown()
     assert order == ["mark", "accept"]
+
+
+async def test_a_store_call_cancelled_before_it_runs_does_not_run_and_errors_come_back() -> None:
+    """The store thread's hand-over: a caller that gave up (cancelled) before its call
+    began leaves nothing done; a call's exception is raised to its caller, and the
+    calls after it still run, in order."""
+    import threading
+
+    from cloud.store import StoreThread
+
+    thread = StoreThread()
+    busy, release = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    def hold() -> None:
+        busy.set()
+        release.wait(10)
+
+    def fail() -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    first = thread.submit(hold)
+    assert await asyncio.to_thread(busy.wait, 10)
+    given_up = thread.submit(lambda: ran.append("given up"))
+    failing = thread.submit(fail)
+    last = thread.submit(lambda: ran.append("last"))
+    given_up.cancel()
+    release.set()
+    await asyncio.wait_for(first, 10)
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+        await asyncio.wait_for(failing, 10)
+    await asyncio.wait_for(last, 10)
+    thread.shutdown()
+    assert ran == ["last"]
 
 
 async def test_marks_of_several_mails_are_one_commit_and_final(store_config: StoreConfig) -> None:
@@ -711,3 +744,19 @@ async def test_a_notices_mails_are_queued_once_per_recipient_each_with_its_own_m
     got = {mail.recipient: mail.message for mail in claimed}
     assert got == {"a@example.jp": b"to a", "b@example.jp": b"to b", "c@example.jp": b"to c"}
     assert len(claimed) == 3
+
+
+def test_the_sent_journal_reads_back_what_it_recorded_whatever_the_strings(tmp_path: Path) -> None:
+    """Each line is JSON that ``read`` takes back exactly, non-ASCII and escapes included;
+    an id that no UTF-8 can carry (a lone surrogate) is written all the same."""
+    from cloud.store import SentJournal
+
+    journal = SentJournal.beside(tmp_path / "store.sqlite3")
+    entries = [(1, "0192f0a0-7c1e-7000-8000-000000000001", "farmer@example.jp"),
+               (2, 'pi-01\x1fq"\\\n\t\u2028', "名前@example.jp"),
+               (3, "lone \ud800", "office@example.jp")]  # fmt: skip
+    for entry in entries:
+        journal.record(*entry)
+    journal.close()
+    assert journal.read() == entries
+    assert journal.written == 3
