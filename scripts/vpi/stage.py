@@ -21,13 +21,20 @@
    server receives the mail (the pins are gpiozero's mock pins: Debian bookworm's
    kernel has no gpio-sim, so the VM has no GPIO header to drive); a hung daemon
    restarted by systemd's watchdog;
+5b. bundled bench scenarios run inside the VM by the release's ``edge bench run
+   --broker`` against the host's mosquitto (boar-deterrent: siren at once;
+   nap-prone: the posture model in LiteRT on arm64): each passes, and its alarm is
+   mailed by the host's notifier with its map links;
 6. power cuts in the middle of an event burst (30 events through the updater's
    spool, cut once spooled and once mid-delivery) on a card that loses every write
    the guest did not flush (``nbd.py``): every event the daemon had counted as
    stored is mailed after the next boot, exactly once;
 7. with ``--updates``: releases fetched over HTTPS from the host by the device's
-   own updater, a reboot, power cuts in the middle of an update, the update run
-   again;
+   own updater (health wait shortened in ``updater.toml``), a reboot, power cuts in
+   the middle of an update (a good release while installing, the bad release once
+   switched to); the bad release (its daemon exits at start) retried: rolled back,
+   ``update_failed`` mailed, a reboot and the good release runs; the interrupted
+   update run again;
 8. figures from inside the VM (emulated TCG: not a Pi's), written to
    ``WORKDIR/figures.json``.
 
@@ -64,6 +71,7 @@ sys.path.insert(0, str(HERE))
 
 from vm import GUEST_HOST, VM, fat_list, fat_read, log, partition_offsets  # noqa: E402
 
+from edge.sim.mailbox import ReceivedMail  # noqa: E402
 from edge.sim.site import SITE_ID, CloudSide  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -117,8 +125,23 @@ def build_image() -> Path:
     return Path(proc.stdout.strip().splitlines()[-1])
 
 
-def daemon_wheel(out: Path, version: str | None = None) -> Path:
-    """The project's wheel from HEAD (optionally with another version number)."""
+#: The bad release's one change, in ``edge run`` (edge/cli.py): its daemon starts, sends
+#: READY, and its main loop dies a few seconds later (as one whose first message, or
+#: first timer, hits a bug).  ``edge validate`` (the updater's pre-switch check) never
+#: runs it, so the release installs, is switched to and its restart succeeds; then
+#: systemd restarts the dead daemon every RestartSec, with a new InvocationID each
+#: time, so the updater's health wait never sees it healthy for ``health_settle_s``.
+BAD_MARK = "the main loop died after READY (the bad release of the virtual Pi stage)"
+BROKEN_RUN = (
+    "        await stop.wait()\n",
+    "        await asyncio.sleep(4)\n"
+    f"        raise RuntimeError({BAD_MARK!r})\n",
+)
+
+
+def daemon_wheel(out: Path, version: str | None = None, *, broken: bool = False) -> Path:
+    """The project's wheel from HEAD (optionally with another version number;
+    ``broken``: with :data:`BROKEN_RUN` applied, a daemon that dies after READY)."""
     src = out / "src"
     shutil.rmtree(src, ignore_errors=True)
     src.mkdir(parents=True)
@@ -128,6 +151,11 @@ def daemon_wheel(out: Path, version: str | None = None) -> Path:
         pyproject = src / "pyproject.toml"
         text = pyproject.read_text()
         pyproject.write_text(text.replace('version = "0.1.0"', f'version = "{version}"', 1))
+    if broken:
+        cli = src / "edge" / "cli.py"
+        text = cli.read_text()
+        assert text.count(BROKEN_RUN[0]) == 1, "edge run's main loop is not where the patch expects"
+        cli.write_text(text.replace(*BROKEN_RUN))
     dist = out / "dist"
     dist.mkdir(exist_ok=True)
     run(
@@ -378,16 +406,123 @@ def fetch_command(bundles: BundleServer, bundle: Path) -> str:
     return f"{UPDATE} fetch {bundles.url(bundle)} --sha256 {sha256(bundle)}"
 
 
+#: The health wait for the virtual Pi (``updater.toml``; the defaults are 180 and 30 s):
+#: a good release restarted under TCG is READY in 6-26 s, so it is confirmed after
+#: HEALTH_SETTLE_S of health well within HEALTH_TIMEOUT_S, and a bad one is given up
+#: on after HEALTH_TIMEOUT_S instead of three minutes.
+HEALTH_TIMEOUT_S = 75
+HEALTH_SETTLE_S = 10
+
+
 def trust_bundle_server(vm: VM, bundles: BundleServer) -> None:
     """The fleet CA where ``updater.toml``'s ``ca_file`` says (an operator's step on a
-    card provisioned for a plain-MQTT fleet, which has no CA of its own)."""
+    card provisioned for a plain-MQTT fleet, which has no CA of its own), and the
+    health wait shortened there (documented keys, docs/ota.md)."""
     vm.copy_in(bundles.ca, BUNDLE_CA)
     vm.ssh(f"chmod 0644 {BUNDLE_CA}; grep -q '{BUNDLE_CA}' /etc/satoyama/updater.toml")
+    conf = "/etc/satoyama/updater.toml"
+    vm.ssh(
+        f"sed -i -e 's/^health_timeout_s = .*/health_timeout_s = {HEALTH_TIMEOUT_S}/' "
+        f"-e 's/^health_settle_s = .*/health_settle_s = {HEALTH_SETTLE_S}/' {conf}; "
+        f"grep -qx 'health_timeout_s = {HEALTH_TIMEOUT_S}' {conf}; "
+        f"grep -qx 'health_settle_s = {HEALTH_SETTLE_S}' {conf}"
+    )
 
 
-def update_and_reboot(vm: VM, bundles: BundleServer, bundle: Path) -> dict[str, object]:
+def mails_of(cloud: CloudSide, device: str, kind: str) -> list[ReceivedMail]:
+    """The mails the host's notifier sent about ``device``'s events of ``kind``."""
+    return [
+        m
+        for m in list(cloud.mailbox.mails)
+        if str(m.message["X-Satoyama-Device"] or "") == device
+        and str(m.message["X-Satoyama-Kind"] or "") == kind
+    ]
+
+
+def plain_text(mail: ReceivedMail) -> str:
+    part = mail.message.get_body(("plain",))
+    return str(part.get_content()) if part is not None else ""
+
+
+def wait_mail(
+    cloud: CloudSide, device: str, kind: str, timeout_s: float, *, new_after: int = 0,
+    containing: str = "",
+) -> ReceivedMail:
+    """The first mail about ``device``'s ``kind`` beyond the first ``new_after`` of them
+    whose text contains ``containing``."""
+    end = time.monotonic() + timeout_s
+    while True:
+        for mail in mails_of(cloud, device, kind)[new_after:]:
+            if containing in plain_text(mail):
+                return mail
+        if time.monotonic() > end:
+            raise TimeoutError(
+                f"no {kind} mail about {device} {containing!r} within {timeout_s:.0f} s "
+                f"(mails: {[str(m.message['Subject']) for m in cloud.mailbox.mails][-8:]})"
+            )
+        time.sleep(1)
+
+
+# -- the bench inside the VM ----------------------------------------------------------------
+
+EDGE = "/opt/satoyama/current/venv/bin/edge"
+#: Bundled scenarios run inside the VM (their site profiles' device ids), with the
+#: kind whose mail must reach the host's SMTP server for each.
+BENCH_SCENARIOS = (
+    ("boar-deterrent", "bench-paddy-01", "animal_detected"),
+    ("nap-prone", "bench-nap-01", "prone_alarm"),
+)
+BENCH_SITE = "bench"  # the bundled site profiles' site id, known to the host's notifier
+
+
+def bench_in_vm(vm: VM, cloud: CloudSide) -> list[dict[str, object]]:
+    """Bundled bench scenarios run inside the VM by the release's ``edge bench run``
+    (the real daemon in-process on emulated hardware, the nap room's posture model in
+    LiteRT on arm64) with ``--broker`` the host's mosquitto: each passes, and its
+    alarm's mail, with the map links, reaches the host's SMTP server."""
+    out: list[dict[str, object]] = []
+    for scenario, device, kind in BENCH_SCENARIOS:
+        t0 = time.monotonic()
+        before = len(mails_of(cloud, device, kind))
+        report = f"/root/bench-{scenario}.json"
+        proc = vm.ssh(
+            f"cd /root && {EDGE} bench run {scenario} --broker {GUEST_HOST}:{MQTT_GUEST_PORT} "
+            f"--report {report}",
+            timeout_s=600,
+            check=False,
+        )
+        print(proc.stdout[-4000:], proc.stderr[-2000:], file=sys.stderr)
+        assert proc.returncode == 0, f"bench {scenario} failed in the VM ({proc.returncode})"
+        result = json.loads(vm.ssh(f"cat {report}", quiet=True).stdout)
+        assert result["passed"] is True, result["checks"]
+        ran_s = time.monotonic() - t0
+        mail = wait_mail(cloud, device, kind, 300, new_after=before)
+        text = plain_text(mail)
+        assert "https://maps.gsi.go.jp/#" in text, text
+        assert mail.rcpt_tos == ("farmer@example.jp",), mail.rcpt_tos
+        subject = str(mail.message["Subject"])
+        log(f"bench {scenario} in the VM: passed in {ran_s:.0f} s; mailed: {subject}")
+        out.append(
+            {
+                "scenario": scenario,
+                "passed": True,
+                "checks": len(result["checks"]),
+                "device": device,
+                "mail_kind": kind,
+                "mail_subject": subject,
+                "map_link": "https://maps.gsi.go.jp/#" in text,
+                "run_s": round(ran_s, 1),
+                "mailed_s_after_end": round(time.monotonic() - t0 - ran_s, 1),
+            }
+        )
+    return out
+
+
+def update_over_https(vm: VM, bundles: BundleServer, bundle: Path) -> dict[str, object]:
     """A newer release fetched over HTTPS and installed by the device's own updater,
-    confirmed healthy; then a real reboot, and the new release is what systemd starts."""
+    confirmed healthy (its daemon restarted, READY, healthy for ``health_settle_s``).
+    That systemd starts it after a reboot is shown by every boot that follows: the
+    power cuts' and the clean reboot after the bad release."""
     t0 = time.monotonic()
     proc = vm.ssh(fetch_command(bundles, bundle), timeout_s=1800, check=False)
     install_s = time.monotonic() - t0
@@ -397,12 +532,9 @@ def update_and_reboot(vm: VM, bundles: BundleServer, bundle: Path) -> dict[str, 
     log(f"fetched over HTTPS and updated in {install_s:.0f} s: {st['current']} "
         f"(releases {st['releases']})")  # fmt: skip
     assert st["current"] == "0.2.0", st
-    reboot_s = vm.reboot(900)
-    state = wait_ready(vm, 600)
-    current = vm.ssh("readlink /opt/satoyama/current").stdout.strip()
-    assert current == "releases/0.2.0", current
-    log(f"after the reboot: {current}, daemon {state['ActiveState']}/{state['SubState']}")
-    return {"fetch_install_s": round(install_s, 1), "reboot_to_ssh_s": round(reboot_s, 1)}
+    state = daemon_state(vm)
+    assert state["SubState"] == "running", state
+    return {"fetch_install_s": round(install_s, 1), "current": st["current"]}
 
 
 def power_cut_mid_update(
@@ -441,16 +573,79 @@ def power_cut_mid_update(
     }
 
 
-def converge(vm: VM, bundles: BundleServer, bundle: Path) -> dict[str, object]:
-    """The interrupted update, run again, installs (docs/ota.md: it converges)."""
+def update_failed_mailed(
+    cloud: CloudSide, version: str, before: int, timeout_s: float = 300
+) -> dict[str, object]:
+    """The ``update_failed`` event about ``version`` the updater spooled, reported by the
+    daemon of the release that runs now, mailed by the host's notifier."""
+    t0 = time.monotonic()
+    mail = wait_mail(cloud, DEVICE, "update_failed", timeout_s, new_after=before,
+                     containing=version)  # fmt: skip
+    subject = str(mail.message["Subject"])
+    log(f"update_failed mailed ({time.monotonic() - t0:.0f} s): {subject}")
+    waited = round(time.monotonic() - t0, 1)
+    return {"subject": subject, "to": list(mail.rcpt_tos), "waited_s": waited}
+
+
+def bad_release_rolled_back(
+    vm: VM, cloud: CloudSide, bundles: BundleServer, bundle: Path, good: str, tries: int
+) -> dict[str, object]:
+    """The bad release (:data:`BROKEN_RUN`) fetched again over HTTPS by the device's
+    own updater (its retry after the power cuts that interrupted it: the interrupted
+    update run again goes through): it installs and is switched to, its daemon is
+    restarted, sends READY and dies, again and again; the health wait runs out
+    (``health_timeout_s``) and the updater rolls back to ``good`` and deletes the bad
+    release (``tries``: the attempts counted then); the ``update_failed`` event is
+    mailed.  Then a real reboot: ``good`` is what systemd starts, READY, ``current``
+    names it, the bad release's folder is gone."""
+    bad = bundle.name.removeprefix("satoyama-edge-").removesuffix(".tar")
+    before = len(mails_of(cloud, DEVICE, "update_failed"))
+    since = vm.ssh("date +%s", quiet=True).stdout.strip()
     t0 = time.monotonic()
     proc = vm.ssh(fetch_command(bundles, bundle), timeout_s=1800, check=False)
-    print(proc.stderr[-1500:], file=sys.stderr)
-    assert proc.returncode == 0, f"the update run again failed ({proc.returncode})"
+    took = time.monotonic() - t0
+    print(proc.stderr[-3000:], file=sys.stderr)
+    assert proc.returncode == 1, f"the bad release: exit {proc.returncode}, not 1 (rolled back)"
+    out = proc.stderr
+    assert "restarting the daemon failed" not in out, "the restart failed: not the health wait"
+    assert f"the daemon did not report healthy within {HEALTH_TIMEOUT_S} s" in out, out[-2000:]
+    crashes = vm.ssh(
+        f"journalctl -u satoyama-edge --since=@{since} --no-pager | grep -c '{BAD_MARK}'",
+        check=False,
+    ).stdout.strip()
+    assert crashes.isdigit() and int(crashes) >= 2, f"the bad daemon did not die twice: {crashes!r}"
     st = updater_status(vm)
-    assert st["current"] == "0.3.0", st
-    log(f"run again: {st['current']} after {time.monotonic() - t0:.0f} s")
-    return {"current": st["current"], "install_s": round(time.monotonic() - t0, 1)}
+    releases = vm.ssh("ls -A /opt/satoyama/releases").stdout.split()
+    log(f"bad release {bad}: rolled back after {took:.0f} s ({crashes} deaths after READY); "
+        f"current {st['current']}, releases {releases}, "
+        f"attempts {st['failed_attempts']}")  # fmt: skip
+    assert st["current"] == good, st
+    assert bad not in releases, releases
+    attempts = st["failed_attempts"]
+    # The two interrupted by the power cuts, then this one: max_attempts (3), so the
+    # updater will not try this version again.
+    assert isinstance(attempts, dict) and attempts.get(bad) == tries, attempts
+    mail = update_failed_mailed(cloud, bad, before)
+    reboot_s = vm.reboot(900)
+    state = wait_ready(vm, 600)
+    current = vm.ssh("readlink /opt/satoyama/current").stdout.strip()
+    gone = vm.ssh(f"test ! -e /opt/satoyama/releases/{bad} && echo gone", check=False).stdout
+    log(f"after the reboot: {current}, daemon {state['ActiveState']}/{state['SubState']}, "
+        f"{bad} {gone.strip() or 'STILL THERE'}")  # fmt: skip
+    assert current == f"releases/{good}", current
+    assert gone.strip() == "gone", f"releases/{bad} is back after the reboot"
+    return {
+        "bad": bad,
+        "why": "its daemon sends READY, then its main loop dies (4 s later), at every start",
+        "exit": proc.returncode,
+        "fetch_install_rollback_s": round(took, 1),
+        "deaths_after_ready": int(crashes),
+        "current_after_rollback": st["current"],
+        "failed_attempts": attempts,
+        "mail": mail,
+        "reboot_to_ssh_s": round(reboot_s, 1),
+        "after_reboot": {"current": current, "daemon": state["SubState"]},
+    }
 
 
 # -- power cuts in the middle of an event burst ---------------------------------------------
@@ -648,7 +843,9 @@ def stage(work: Path, boot_deadline_s: float, with_updates: bool) -> dict[str, o
     log(f"bundle: {bundle.name}, {bundle.stat().st_size / 1e6:.0f} MB")
     if with_updates:
         v2 = make_bundle(work, daemon_wheel(work, "0.2.0"), wheelhouse, work / "ota.key", "0.1.0")
-        v3 = make_bundle(work, daemon_wheel(work, "0.3.0"), wheelhouse, work / "ota.key", "0.1.0")
+        bad = make_bundle(
+            work, daemon_wheel(work, "0.4.0", broken=True), wheelhouse, work / "ota.key", "0.1.0"
+        )
     timer.mark("release")
 
     disk = work / "card.img"
@@ -679,7 +876,8 @@ def stage(work: Path, boot_deadline_s: float, with_updates: bool) -> dict[str, o
 
     with (
         # Every event mailed on its own (no folding of bursts): a mail per event id.
-        CloudSide(work / "cloud", coalesce=False) as cloud,
+        # The bench's site profiles speak for the site "bench" (bench_in_vm).
+        CloudSide(work / "cloud", coalesce=False, sites={BENCH_SITE: "ベンチ"}) as cloud,
         BundleServer(work / "bundles", work) as bundles,
         VM(
             image_dir=image,
@@ -706,6 +904,8 @@ def stage(work: Path, boot_deadline_s: float, with_updates: bool) -> dict[str, o
         timer.mark("mail")
         figures["watchdog"] = hung_daemon_restarted(vm)
         timer.mark("watchdog")
+        figures["bench"] = bench_in_vm(vm, cloud)
+        timer.mark("bench scenarios in the VM, mailed on the host")
         device_cfg = tomllib.loads((work / "device.toml").read_text())
         figures["burst_power_cuts"] = [
             power_cut_mid_burst(vm, cloud, work, device_cfg, cut_at)
@@ -714,15 +914,23 @@ def stage(work: Path, boot_deadline_s: float, with_updates: bool) -> dict[str, o
         timer.mark("power cuts mid-burst")
         if with_updates:
             trust_bundle_server(vm, bundles)
-            figures["update"] = update_and_reboot(vm, bundles, v2)
-            timer.mark("update to 0.2.0 over HTTPS and reboot")
-            figures["power_cuts"] = [
-                power_cut_mid_update(vm, bundles, v3, "installing", "0.2.0"),
-                power_cut_mid_update(vm, bundles, v3, "switched", "0.2.0"),
-            ]
+            figures["update"] = update_over_https(vm, bundles, v2)
+            timer.mark("update to 0.2.0 over HTTPS, confirmed healthy")
+            # The bad release (its daemon exits at start), cut twice: while installing,
+            # and once switched to (before its health was confirmed): after each boot
+            # 0.2.0 runs, recover having taken it back and reported it.
+            cuts = []
+            for when in ("installing", "switched"):
+                before = len(mails_of(cloud, DEVICE, "update_failed"))
+                cuts.append(power_cut_mid_update(vm, bundles, bad, when, "0.2.0"))
+                cuts[-1]["mail"] = update_failed_mailed(cloud, "0.4.0", before)
+            figures["power_cuts"] = cuts
             timer.mark("power cuts mid-update")
-            figures["converged"] = converge(vm, bundles, v3)
-            timer.mark("the interrupted update run again")
+            # Run again: it installs, fails its health wait, is rolled back; a reboot.
+            figures["bad_release"] = bad_release_rolled_back(
+                vm, cloud, bundles, bad, "0.2.0", tries=3
+            )
+            timer.mark("the bad release run again: rolled back, a reboot")
             figures["https_requests"] = list(QuietHandler.served)
         vm.shutdown()
     figures["phases_s"] = timer.phases
@@ -736,7 +944,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--updates",
         action="store_true",
-        help="also: an update to 0.2.0 with a reboot, and a power cut in the middle of one",
+        help="also: an update to 0.2.0 with a reboot, power cuts in the middle of updates, "
+        "a bad release rolled back across a reboot",
     )
     args = ap.parse_args(argv)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="satoyama-vpi-"))

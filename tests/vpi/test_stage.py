@@ -1,7 +1,8 @@
 """A real card image provisioned, first-booted and running the daemon under
 qemu-system-aarch64, checked as a user would (scripts/vpi/stage.py does the work):
-power cuts in the middle of an event burst and of an update, on a card that loses
-what the guest never flushed; updates fetched over HTTPS from the host.
+bench scenarios run inside the VM and mailed on the host, power cuts in the middle
+of an event burst and of an update, on a card that loses what the guest never
+flushed; updates fetched over HTTPS from the host, a bad release rolled back.
 
 Run it with ``pytest -m vpi tests/vpi`` (or ``SATOYAMA_VPI=1``); the default run
 deselects it.  It fails, never skips, when QEMU or the image tools are missing.
@@ -55,7 +56,19 @@ def test_the_virtual_pi_boots_updates_and_survives_power_cuts(tmp_path: Path) ->
         assert cut["delivered_after_boot"] == cut["spooled"] > 0, cut
         assert cut["duplicate_mails"] == 0, cut
     assert cuts[1]["delivered_before_cut"] >= 1, "the second cut is in the middle of delivery"
+    bench = figures["bench"]
+    assert [b["scenario"] for b in bench] == ["boar-deterrent", "nap-prone"]
+    for run in bench:
+        assert run["passed"] is True and run["map_link"] is True, run
+    assert figures["update"]["current"] == "0.2.0"
     assert [c["current"] for c in figures["power_cuts"]] == ["0.2.0", "0.2.0"]
-    assert figures["converged"]["current"] == "0.3.0"
+    for cut in figures["power_cuts"]:
+        assert cut["mail"]["to"] == ["farmer@example.jp"], cut
+    bad = figures["bad_release"]
+    assert bad["exit"] == 1 and bad["current_after_rollback"] == "0.2.0", bad
+    assert bad["deaths_after_ready"] >= 2, bad
+    assert bad["after_reboot"] == {"current": "releases/0.2.0", "daemon": "running"}, bad
+    assert bad["mail"]["to"] == ["farmer@example.jp"]
+    assert bad["failed_attempts"] == {"0.4.0": 3}, bad
     fetched = [r for r in figures["https_requests"] if '"GET /satoyama-edge-' in r]
     assert fetched, "the updates were not fetched over HTTPS from the host"
