@@ -3,7 +3,7 @@
     .venv/bin/python scripts/vpi/stage.py [--workdir DIR] [--updates]
 
 1. the image (``build-image.sh``, cached by its inputs);
-2. the release: the daemon's wheel built from this checkout's HEAD (``git
+2. the release: the daemon's wheel and the units from this checkout's HEAD (``git
    archive``, so another change in the work tree never leaks in), every
    dependency's real aarch64 wheel for CPython 3.11 fetched as docs/ota.md says
    (cached by pyproject.toml), a signing key, ``satoyama-deploy bundle build``;
@@ -205,13 +205,30 @@ def deploy(*args: str | Path, cwd: Path) -> str:
     return run([BIN / "satoyama-deploy", *args], cwd=cwd, what=f"satoyama-deploy {args[0]}")
 
 
+def head_units(work: Path) -> Path:
+    """The systemd units as committed (HEAD), like the daemon's wheel: a unit file being
+    edited in the work tree does not leak into the bundles."""
+    units = work / "units"
+    shutil.rmtree(units, ignore_errors=True)
+    units.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "archive", "HEAD", "systemd"], cwd=REPO, capture_output=True, check=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(units), "--strip-components=1"], input=archive.stdout,
+                   check=True)  # fmt: skip
+    return units
+
+
 def make_bundle(work: Path, daemon: Path, wheelhouse: Path, key: Path, min_from: str) -> Path:
     out = work / "bundles"
     out.mkdir(exist_ok=True)
+    units = work / "units"
+    if not units.is_dir():
+        units = head_units(work)
     deploy(
         "bundle", "build", "--daemon-wheel", daemon, "--wheelhouse", wheelhouse,
         "--extra", "pi", "--min-from", min_from, "--signing-key", key,
-        "--units", REPO / "systemd", "--out", out,
+        "--units", units, "--out", out,
         cwd=work,
     )  # fmt: skip
     version = daemon.name.split("-")[1]
