@@ -8,6 +8,7 @@ offline and back-online notices are compare-and-sets on it.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -153,32 +154,42 @@ def _seen(
     lat: float | None,
     lon: float | None,
 ) -> DeviceRow:
-    """A message came from ``device``: it is alive (a state change is the caller's)."""
+    """A message came from ``device``: it is alive (a state change is the caller's).
+
+    Returns the row as it now is, made from what was written (not read back: that
+    was a third statement for every event)."""
     rows = tx.query(
         f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE device = ?{tx.for_update}", (device,)
     )
+    now = float(now)
+    hb = None if hb_interval is None else float(hb_interval)
     if not rows:
+        new = DeviceRow(
+            device=device, site=site, state="online", cause="event", since=now, reason="",
+            last_seen=now, hb_interval=hb, notified=False, transitions=0, recipients=(),
+            lat=None if lat is None else float(lat), lon=None if lon is None else float(lon),
+        )  # fmt: skip
         tx.execute(
             "INSERT INTO devices (device, site, state, cause, since, last_seen, hb_interval,"
             " lat, lon) VALUES (?, ?, 'online', 'event', ?, ?, ?, ?, ?)",
-            (device, site, now, now, hb_interval, lat, lon),
+            (device, site, now, now, hb, new.lat, new.lon),
         )
-    else:
-        row = _device_row(rows[0])
-        tx.execute(
-            "UPDATE devices SET site = ?, last_seen = ?, hb_interval = ?, lat = ?, lon = ?"
-            " WHERE device = ?",
-            (
-                site or row.site,
-                max(now, row.last_seen),
-                hb_interval if hb_interval is not None else row.hb_interval,
-                lat if lat is not None else row.lat,
-                lon if lon is not None else row.lon,
-                device,
-            ),
-        )
-    rows = tx.query(f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE device = ?", (device,))
-    return _device_row(rows[0])
+        return new
+    row = _device_row(rows[0])
+    new = dataclasses.replace(
+        row,
+        site=site or row.site,
+        last_seen=max(now, row.last_seen),
+        hb_interval=hb if hb is not None else row.hb_interval,
+        lat=float(lat) if lat is not None else row.lat,
+        lon=float(lon) if lon is not None else row.lon,
+    )
+    tx.execute(
+        "UPDATE devices SET site = ?, last_seen = ?, hb_interval = ?, lat = ?, lon = ?"
+        " WHERE device = ?",
+        (new.site, new.last_seen, new.hb_interval, new.lat, new.lon, device),
+    )
+    return new
 
 
 def _record_status(

@@ -300,7 +300,7 @@ def test_the_cluster_example_config_is_valid() -> None:
 
 def test_the_receive_window_acks_and_store_bounds_have_documented_defaults() -> None:
     config = parse_config(MINIMAL)
-    assert config.mqtt.receive_maximum == 50
+    assert config.mqtt.receive_maximum == 200
     assert config.mqtt.device_acks is True
     assert config.mqtt.ack_delay_s == 0.2
     assert config.store.max_events == 1_000_000

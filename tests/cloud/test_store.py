@@ -760,3 +760,27 @@ def test_the_sent_journal_reads_back_what_it_recorded_whatever_the_strings(tmp_p
     journal.close()
     assert journal.read() == entries
     assert journal.written == 3
+
+
+async def test_the_device_row_an_event_returns_is_the_row_the_store_holds(
+    store_config: StoreConfig,
+) -> None:
+    """accept() hands back the device's row as it wrote it (not read back): the same row
+    the store then holds, for a new device, a known one, a heartbeat and an offline one."""
+    device = "pi-east-07"
+    async with await Store.open(store_config) as store:
+        first = await store.accept(make_event(device=device, seq=1, lat=36, lon=137), [],
+                                   now=1000)  # fmt: skip
+        assert first.device is not None and first.device == await store.device(device)
+        assert first.device.state == "online" and first.device.cause == "event"
+        assert first.device.lat == 36.0 and isinstance(first.device.since, float)
+        await store.record_status(device, "offline", "power", now=2000.0)
+        heartbeat = make_event("heartbeat", "info", device=device, seq=2,
+                               data={"interval_s": 300})  # fmt: skip
+        result = await store.accept(heartbeat, [], now=1500.0, heartbeat_interval=300)
+        assert result.device is not None and result.device == await store.device(device)
+        assert result.device.state == "offline" and result.device.hb_interval == 300.0
+        assert result.device.last_seen == 1500.0
+        late = await store.accept(make_event(device=device, seq=3), [], now=1200.0)
+        assert late.device is not None and late.device == await store.device(device)
+        assert late.device.last_seen == 1500.0  # never goes back
