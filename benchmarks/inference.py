@@ -22,12 +22,14 @@
   latter are shared libraries, shareable with other processes and reclaimable).
   The run checks that the mat was read (the cot reads occupied) and that no
   model failed to load, so the figure is that of a daemon doing its work.
+  At the end of the whole-site run it prints where the RSS lies, by mapping
+  (``/proc/PID/smaps``: each library, ``[heap]``, the anonymous mappings).
   Target: <= 60 MB steady RSS.  ``--compare`` also runs the same site with
   ``health.anomaly_models = false`` and on a water-only site (no mat, no posture
   model) with and without anomaly models, which shows what the models, numpy
   and LiteRT cost the real daemon;
 * what each step costs: RSS added by each heavy import in a fresh process
-  (numpy, the LiteRT interpreter, msgspec, aiomqtt, gpiozero, uuid6, the
+  (numpy, the LiteRT interpreter, msgspec, aiomqtt, gpiozero, the
   daemon's modules, the inference runtime) and by loading each model (the
   anomaly model once per series, as the daemon does), and ``python -X
   importtime`` totals for the daemon's modules.
@@ -162,9 +164,8 @@ IMPORT_PROBES: tuple[tuple[str, str, str], ...] = (
     ("import numpy", "", "import numpy"),
     ("  ... numpy.ma (np.median's first call)", "import numpy", "import numpy.ma"),
     ("import aiomqtt (paho)", "", "import aiomqtt"),
-    ("import gpiozero", "", "import gpiozero"),
-    ("import uuid6", "", "import uuid6"),
-    ("import ai_edge_litert.interpreter", "", "import ai_edge_litert.interpreter"),
+    ("import gpiozero (as edge.devices does)", "", "import edge.devices, gpiozero"),
+    ("import ai_edge_litert.interpreter (+ libLiteRt.so)", "", "import ai_edge_litert.interpreter"),
     ("import edge.config", "", "import edge.config"),
     ("import edge.cli + edge.daemon", "", "import edge.cli, edge.daemon"),
     ("import edge.inference.runtime", "", "import edge.inference.runtime"),
@@ -216,6 +217,27 @@ def mapped_libraries(pid: int) -> dict[str, float]:
     return {name: float(lib in maps) for name, lib in HEAVY_LIBRARIES.items()}
 
 
+def rss_by_mapping(pid: int, top: int = 10) -> list[tuple[str, float, float]]:
+    """Where a process's RSS lies, from ``/proc/PID/smaps``: ``(mapping, RSS MB, of it
+    anonymous MB)``, the largest ``top`` first.  Mappings are grouped by what backs them:
+    a library's file (its code and read-only data, plus its relocated data, which is
+    anonymous), ``[heap]`` (malloc: C libraries' allocations, Python objects over 512
+    bytes), and anonymous mappings (pymalloc's 1 MB arenas, thread stacks, large mallocs)."""
+    sizes: dict[str, list[float]] = {}
+    name = ""
+    with open(f"/proc/{pid}/smaps", encoding="utf-8", errors="replace") as f:
+        for line in f:
+            head = line.split(maxsplit=5)
+            if len(head) >= 5 and "-" in head[0] and not head[0].endswith(":"):
+                path = head[5].strip() if len(head) == 6 else ""
+                name = Path(path).name if path.startswith("/") else (path or "[anonymous]")
+            elif line.startswith(("Rss:", "Anonymous:")):
+                entry = sizes.setdefault(name, [0.0, 0.0])
+                entry[0 if line.startswith("Rss:") else 1] += int(line.split()[1]) / 1024
+    ranked = sorted(sizes.items(), key=lambda kv: -kv[1][0])
+    return [(n, rss, anon) for n, (rss, anon) in ranked[:top]]
+
+
 def percentile(xs: list[float], q: float) -> float:
     s = sorted(xs)
     return s[min(len(s) - 1, round(q * (len(s) - 1)))]
@@ -259,8 +281,9 @@ def bench_latency(calls: int) -> None:
 
 def run_daemon(
     seconds: float, *, nursery: bool, anomaly: bool, env: dict[str, str]
-) -> dict[str, float]:
-    """Run ``edge run`` on an emulated site for ``seconds``; its memory figures (MB)."""
+) -> tuple[dict[str, float], list[tuple[str, float, float]]]:
+    """Run ``edge run`` on an emulated site for ``seconds``; its memory figures (MB) and,
+    at the end, :func:`rss_by_mapping`."""
     with tempfile.TemporaryDirectory(prefix="satoyama-mem-") as tmp:
         work = Path(tmp)
         with Mosquitto(workdir=work / "broker") as broker, \
@@ -295,6 +318,7 @@ def run_daemon(
                         time.sleep(SAMPLE_S)
                     final = status(proc.pid)
                     loaded = mapped_libraries(proc.pid)
+                    mappings = rss_by_mapping(proc.pid)
                 finally:
                     proc.terminate()
                     try:
@@ -319,7 +343,7 @@ def run_daemon(
         "rss_file": statistics.median(s["RssFile"] for s in tail),
         "final_rss": final["VmRSS"],
         **loaded,
-    }
+    }, mappings
 
 
 def import_costs(env: dict[str, str]) -> list[tuple[str, float, bool]]:
@@ -381,8 +405,10 @@ def _bench_memory(seconds: float, compare: bool, env: dict[str, str]) -> None:
         ]
     print(f"\nthe daemon (python -m edge run --config), {seconds:g} s each:")
     results = {}
+    mappings: dict[str, list[tuple[str, float, float]]] = {}
     for label, nursery, anomaly in variants:
-        r = results[label] = run_daemon(seconds, nursery=nursery, anomaly=anomaly, env=env)
+        r, mappings[label] = run_daemon(seconds, nursery=nursery, anomaly=anomaly, env=env)
+        results[label] = r
         libs = [name for name in HEAVY_LIBRARIES if r[name]]
         print(
             f"  {label}: steady {r['steady_rss']:.1f} MB RSS (anon {r['rss_anon']:.1f} + "
@@ -390,6 +416,9 @@ def _bench_memory(seconds: float, compare: bool, env: dict[str, str]) -> None:
             + (", ".join(libs) or "neither numpy nor LiteRT")
         )
     main = results[variants[0][0]]
+    print(f"where the {variants[0][0]} daemon's RSS lies at the end (MB, of it anonymous):")
+    for name, mb, anon in mappings[variants[0][0]]:
+        print(f"  {name:<52} {mb:5.2f}  ({anon:.2f})")
     verdict = "OK" if main["steady_rss"] <= TARGET_MB else "OVER"
     print(
         f"whole-site daemon: steady {main['steady_rss']:.1f} MB, peak {main['peak_rss']:.1f} MB "

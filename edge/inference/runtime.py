@@ -15,7 +15,8 @@ missing, unreadable by the interpreter, not the file the card describes, or
 whose tensors differ from the card, with a :class:`ModelError` naming what is
 wrong: the daemon reports that as a fault and its rules fall back.
 
-The interpreter comes from ``ai_edge_litert`` (LiteRT), or ``tflite_runtime``
+The interpreter comes from ``ai_edge_litert`` (LiteRT; without the package's preload of
+``libLiteRt.so``, which it does not use: :func:`_interpreter_class`), or ``tflite_runtime``
 where only that is installed.  numpy and the interpreter are imported with
 this module, which the daemon imports only when a model is configured.
 Each model owns one interpreter; :meth:`Model.predict` holds a lock around
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import math
 import os
 import sys
@@ -43,12 +45,47 @@ from drivers.motion_mat import MatFrame
 from edge.inference.card import ModelError, packaged_model, read_card
 from edge.order_statistics import median_rows
 
-try:  # LiteRT, the maintained successor of tflite-runtime
-    from ai_edge_litert.interpreter import Interpreter as _Interpreter  # type: ignore[import-untyped]
-except ImportError:  # pragma: no cover - only where just tflite-runtime is installed
-    from tflite_runtime.interpreter import (  # type: ignore[import-not-found,no-redef,unused-ignore]
-        Interpreter as _Interpreter,
-    )
+LITERT_PACKAGE = "ai_edge_litert"
+
+
+def _interpreter_class() -> Any:
+    """LiteRT's ``Interpreter`` (the maintained successor of tflite-runtime's), or
+    tflite-runtime's where only that is installed.
+
+    Imported without running ``ai_edge_litert/__init__.py``, whose one act on Linux is to
+    load ``libLiteRt.so`` into the process (``RTLD_GLOBAL``): the LiteRt* C API of the
+    package's compiled-model and accelerator interfaces, 8 MB of library of which its
+    start touches 1.5 MB.  The interpreter lives in ``libpywrap_litert_common.so``, which
+    neither needs nor shares a symbol with it (``tests/edge/inference/test_litert_import.py``
+    checks every model output bit for bit against a run after the package's own start).
+    The package is registered from its spec, unexecuted, so its submodules import as
+    usual; should a release's interpreter need that start after all, it is run and the
+    import tried again.
+    """
+    if LITERT_PACKAGE not in sys.modules:
+        spec = importlib.util.find_spec(LITERT_PACKAGE)
+        if spec is None or spec.submodule_search_locations is None:
+            from tflite_runtime.interpreter import (  # type: ignore[import-not-found,unused-ignore]
+                Interpreter,
+            )
+
+            return Interpreter
+        sys.modules[LITERT_PACKAGE] = importlib.util.module_from_spec(spec)
+        try:
+            from ai_edge_litert.interpreter import (  # type: ignore[import-untyped]
+                Interpreter,
+            )
+
+            return Interpreter
+        except ImportError:  # pragma: no cover - a release that needs its package's start
+            for name in [n for n in sys.modules if n.partition(".")[0] == LITERT_PACKAGE]:
+                del sys.modules[name]
+    from ai_edge_litert.interpreter import Interpreter
+
+    return Interpreter
+
+
+_Interpreter = _interpreter_class()
 
 __all__ = [
     "ANOMALY_TESTS",

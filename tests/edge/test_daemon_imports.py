@@ -162,6 +162,7 @@ def test_a_water_gauge_without_fault_checks_loads_neither_numpy_nor_litert(
     assert _loaded(modules, "numpy", *LITERT) == []
     assert _loaded(modules, *NURSERY_MODULES, *WILDLIFE) == []
     assert _loaded(modules, "edge.health.water_faults", "edge.health.mat_load_faults") == []
+    assert _loaded(modules, "importlib.metadata", "uuid6") == []
 
 
 def test_a_water_gauge_with_fault_checks_loads_its_rules_but_no_posture_model(
@@ -180,3 +181,7 @@ def test_a_nap_room_loads_the_posture_model_and_nothing_of_a_water_gauge(tmp_pat
     assert _loaded(modules, "edge.water.watch", "edge.health.water_faults", *WILDLIFE) == []
     # The posture input's median does not go through np.median (which imports numpy.ma).
     assert "numpy.ma" not in modules
+    # gpiozero looks pin factories up by name only when asked (edge.devices.lazy_metadata),
+    # and event ids are made without the uuid6 package: neither loads importlib.metadata
+    # (email, zipfile, csv: ~2.3 MB).
+    assert _loaded(modules, "importlib.metadata", "uuid6", "zipfile", "csv") == []
