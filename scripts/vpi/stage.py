@@ -627,7 +627,9 @@ def bad_release_rolled_back(
     assert "restarting the daemon failed" not in out, "the restart failed: not the health wait"
     assert f"the daemon did not report healthy within {HEALTH_TIMEOUT_S} s" in out, out[-2000:]
     crashes = vm.ssh(
-        f"journalctl -u satoyama-edge --since=@{since} --no-pager | grep -c '{BAD_MARK}'",
+        # One line per death (the traceback's source line names the mark too).
+        f"journalctl -u satoyama-edge --since=@{since} --no-pager "
+        f"| grep -c 'RuntimeError: {BAD_MARK}'",
         check=False,
     ).stdout.strip()
     assert crashes.isdigit() and int(crashes) >= 2, f"the bad daemon did not die twice: {crashes!r}"
