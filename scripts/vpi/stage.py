@@ -21,10 +21,9 @@
    server receives the mail (the pins are gpiozero's mock pins: Debian bookworm's
    kernel has no gpio-sim, so the VM has no GPIO header to drive); a hung daemon
    restarted by systemd's watchdog;
-5b. bundled bench scenarios run inside the VM by the release's ``edge bench run
-   --broker`` against the host's mosquitto (boar-deterrent: siren at once;
-   nap-prone: the posture model in LiteRT on arm64): each passes, and its alarm is
-   mailed by the host's notifier with its map links;
+5b. a bundled bench scenario runs inside the VM by the release's ``edge bench run
+   --broker`` against the host's mosquitto (boar-deterrent: siren at once): it
+   passes, and its alarm is mailed by the host's notifier with its map links;
 6. power cuts in the middle of an event burst (30 events through the updater's
    spool, cut once spooled and once mid-delivery) on a card that loses every write
    the guest did not flush (``nbd.py``): every event the daemon had counted as
@@ -343,12 +342,16 @@ def wait_ready(vm: VM, timeout_s: float) -> dict[str, str]:
 
 def check_arm64_runtime(vm: VM) -> str:
     """The release's interpreter imports its real aarch64 wheels and runs the models
-    in LiteRT (the packaged .tflite files, one inference each)."""
+    in LiteRT (the packaged .tflite files, one inference each) through the daemon's
+    own import of the interpreter (edge/inference/runtime.py: without the LiteRT
+    package's preload of libLiteRt.so, which must then not be mapped)."""
     script = r"""
 import glob, platform, numpy, msgspec, cryptography
-from ai_edge_litert.interpreter import Interpreter
+from edge.inference.runtime import _Interpreter as Interpreter
 import models
 root = models.__path__[0]
+maps = open("/proc/self/maps").read()
+assert "libLiteRt.so" not in maps, "the daemon's interpreter import loaded libLiteRt.so"
 out = [platform.machine(), "numpy " + numpy.__version__, "cryptography " + cryptography.__version__]
 for path in sorted(glob.glob(root + "/*/*.tflite")):
     it = Interpreter(model_path=path)
@@ -485,10 +488,10 @@ def wait_mail(
 EDGE = "/opt/satoyama/current/venv/bin/edge"
 #: Bundled scenarios run inside the VM (their site profiles' device ids), with the
 #: kind whose mail must reach the host's SMTP server for each.
-BENCH_SCENARIOS = (
-    ("boar-deterrent", "bench-paddy-01", "animal_detected"),
-    ("nap-prone", "bench-nap-01", "prone_alarm"),
-)
+#: (nap-prone ran here too and passed, but its windows are made for a real machine's
+#: clock: under TCG its first posture check came 0.2 s inside its window. The posture
+#: model in LiteRT on arm64 through the daemon's own import is check_arm64_runtime's.)
+BENCH_SCENARIOS = (("boar-deterrent", "bench-paddy-01", "animal_detected"),)
 BENCH_SITE = "bench"  # the bundled site profiles' site id, known to the host's notifier
 
 

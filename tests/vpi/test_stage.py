@@ -57,7 +57,7 @@ def test_the_virtual_pi_boots_updates_and_survives_power_cuts(tmp_path: Path) ->
         assert cut["duplicate_mails"] == 0, cut
     assert cuts[1]["delivered_before_cut"] >= 1, "the second cut is in the middle of delivery"
     bench = figures["bench"]
-    assert [b["scenario"] for b in bench] == ["boar-deterrent", "nap-prone"]
+    assert [b["scenario"] for b in bench] == ["boar-deterrent"]
     for run in bench:
         assert run["passed"] is True and run["map_link"] is True, run
     assert figures["update"]["current"] == "0.2.0"
