@@ -54,6 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from drivers.motion_mat import MatFrame  # noqa: E402
+from edge.sim import site_text  # noqa: E402
 from edge.sim.broker import Mosquitto  # noqa: E402
 from edge.sim.mat_emulator import MatModel, random_frame  # noqa: E402
 from edge.sim.serial_device import UltrasonicModel  # noqa: E402
@@ -104,59 +105,6 @@ def fill_bytecode(env: dict[str, str]) -> None:
     subprocess.run([sys.executable, "-m", "compileall", "-q", "edge", "drivers", "models"],
                    check=True, cwd=ROOT, env=env, capture_output=True)  # fmt: skip
 
-
-SITE = """\
-[device]
-id = "bench-memory-01"
-site = "bench"
-latitude = 35.86
-longitude = 139.65
-
-[uplink]
-host = "127.0.0.1"
-port = {broker_port}
-reconnect_min_s = 0.1
-reconnect_max_s = 2
-
-[outbox]
-path = "{outbox}"
-
-[gpio]
-pin_factory = "mock"
-
-[health]
-modem = "none"
-anomaly_models = {anomaly}
-{nursery}
-[sensors.level_bridge]
-type = "ultrasonic"
-port = "{ranger_port}"
-mount_height_cm = 400
-
-[rules.bridge]
-type = "water"
-sensor = "level_bridge"
-idle_interval_s = 600
-active_interval_s = 300
-stages = [{{ name = "flood_warning", label = "氾濫注意水位", level_cm = 250 }}]
-"""
-
-NURSERY = """
-[sensors.mat_1]
-type = "mat"
-port = "{mat_port}"
-cot = "ひよこ-1"
-
-[actuators.buzzer]
-type = "buzzer"
-pin = 12
-
-[rules.naps]
-type = "nap"
-mats = ["mat_1"]
-buzzer = "buzzer"
-ack_pin = 26
-"""
 
 # One fresh process per probe: RSS (MB) before and after a statement, after a setup.
 IMPORT_PROBES: tuple[tuple[str, str, str], ...] = (
@@ -290,13 +238,13 @@ def run_daemon(
                 UltrasonicModel(distance_mm=3000) as ranger, \
                 MatModel(seed=7) as mat:  # fmt: skip
             mat.lie_down("supine")
-            text = SITE.format(
-                broker_port=broker.port,
-                outbox=work / "outbox.sqlite3",
-                anomaly="true" if anomaly else "false",
-                ranger_port=ranger.port,
-                nursery=NURSERY.format(mat_port=mat.port) if nursery else "",
-            )
+            text = site_text.device(
+                work / "outbox.sqlite3", device_id="bench-memory-01", site="bench",
+                latitude=35.86, longitude=139.65, broker_port=broker.port, mock_pins=True,
+            )  # fmt: skip
+            text += site_text.health(anomaly_models=anomaly)
+            text += site_text.nap_room((mat.port, "ひよこ-1")) if nursery else ""
+            text += site_text.water_bridge(ranger.port)
             config = work / "device.toml"
             config.write_text(text, encoding="utf-8")
             log_path = work / "daemon.log"

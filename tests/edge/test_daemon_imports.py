@@ -21,68 +21,12 @@ from pathlib import Path
 
 import pytest
 
+from edge.sim import site_text
 from edge.sim.mat_emulator import MatModel
 from edge.sim.serial_device import UltrasonicModel
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
-
-SITE = """\
-[device]
-id = "imports-01"
-site = "bench"
-latitude = 35.86
-longitude = 139.65
-
-[uplink]
-host = "127.0.0.1"
-port = {port}
-reconnect_min_s = 0.1
-reconnect_max_s = 2
-
-[outbox]
-path = "{outbox}"
-
-[gpio]
-pin_factory = "mock"
-
-[health]
-modem = "none"
-anomaly_models = {anomaly}
-"""
-
-WATER = """
-[sensors.level_bridge]
-type = "ultrasonic"
-port = "{port}"
-mount_height_cm = 400
-
-[rules.bridge]
-type = "water"
-sensor = "level_bridge"
-sample_s = 0.05
-window_s = 0.5
-idle_interval_s = 600
-active_interval_s = 300
-stages = [{{ name = "flood_warning", label = "氾濫注意水位", level_cm = 250 }}]
-"""
-
-NURSERY = """
-[sensors.mat_1]
-type = "mat"
-port = "{port}"
-cot = "ひよこ-1"
-
-[actuators.buzzer]
-type = "buzzer"
-pin = 12
-
-[rules.naps]
-type = "nap"
-mats = ["mat_1"]
-buzzer = "buzzer"
-ack_pin = 26
-"""
 
 # Runs in the daemon's own process: start it, wait for its work, print sys.modules.
 RUN = """
@@ -126,11 +70,13 @@ def _free_port() -> int:
 def _modules(tmp_path: Path, *, water: bool, nursery: bool, anomaly: bool) -> set[str]:
     with UltrasonicModel(distance_mm=3000) as ranger, MatModel(seed=7) as mat:
         mat.lie_down("supine")
-        text = SITE.format(
-            port=_free_port(), outbox=tmp_path / "outbox.sqlite3", anomaly=str(anomaly).lower()
-        )
-        text += WATER.format(port=ranger.port) if water else ""
-        text += NURSERY.format(port=mat.port) if nursery else ""
+        text = site_text.device(
+            tmp_path / "outbox.sqlite3", device_id="imports-01", site="bench", latitude=35.86,
+            longitude=139.65, broker_port=_free_port(), mock_pins=True,
+        )  # fmt: skip
+        text += site_text.health(anomaly_models=anomaly)
+        text += site_text.water_bridge(ranger.port, window_s=0.5) if water else ""
+        text += site_text.nap_room((mat.port, "ひよこ-1")) if nursery else ""
         config = tmp_path / "device.toml"
         config.write_text(text, encoding="utf-8")
         out = subprocess.run(

@@ -24,25 +24,12 @@ from edge.event import (
 )
 from edge.link.outbox import Outbox
 from edge.link.recorder import PlacedRecord, Recorder
-
-CONFIG = """\
-[device]
-id = "dev-1"
-site = "site-1"
-latitude = 36.1
-longitude = 137.9
-
-[uplink]
-host = "127.0.0.1"
-
-[outbox]
-path = "{outbox}"
-"""
+from edge.sim import site_text
 
 
 @pytest.fixture
 async def recorder(tmp_path: Path) -> AsyncIterator[Recorder]:
-    config = parse(CONFIG.format(outbox=tmp_path / "outbox.sqlite3"), "test")
+    config = parse(site_text.device(tmp_path / "outbox.sqlite3"), "test")
     outbox = Outbox(config.outbox.path)
     outbox.open()
     yield Recorder(config, outbox)

@@ -18,31 +18,16 @@ from edge.link.linkstats import DailyUsage
 from edge.link.outbox import Outbox
 from edge.link.recorder import Recorder
 from edge.link.telemetry import Telemetry, TelemetryBuffer
+from edge.sim import site_text
 from tests.support.waiting import until
-
-CONFIG = """\
-[device]
-id = "dev-1"
-site = "site-1"
-latitude = 36.1
-longitude = 137.9
-
-[uplink]
-host = "127.0.0.1"
-
-[outbox]
-path = "{outbox}"
-
-[health]
-modem = "none"
-heartbeat_s = 3600
-"""
 
 
 async def test_a_heartbeat_says_how_each_sensor_is_and_takes_the_held_readings(
     tmp_path: Path, pins: MockFactory
 ) -> None:
-    config = parse(CONFIG.format(outbox=tmp_path / "outbox.sqlite3"), "test")
+    config = parse(
+        site_text.device(tmp_path / "outbox.sqlite3") + site_text.health(heartbeat_s=3600), "test"
+    )
     outbox = Outbox(config.outbox.path)
     outbox.open()
     recorder = Recorder(config, outbox)

@@ -18,21 +18,8 @@ from edge.link.recorder import Recorder
 from edge.link.spool import SpoolDrain
 from edge.link.storage import StorageWatch, notice_event
 from edge.link.telemetry import Telemetry, TelemetryBuffer
+from edge.sim import site_text
 from tests.support.waiting import until
-
-CONFIG = """\
-[device]
-id = "dev-1"
-site = "site-1"
-latitude = 36.1
-longitude = 137.9
-
-[uplink]
-host = "127.0.0.1"
-
-[outbox]
-path = "{outbox}"
-"""
 
 UPDATE = {
     "id": "u-1",
@@ -45,7 +32,7 @@ UPDATE = {
 
 @pytest.fixture
 async def link(tmp_path: Path) -> AsyncIterator[tuple[Config, Outbox, Recorder]]:
-    config = parse(CONFIG.format(outbox=tmp_path / "outbox.sqlite3"), "test")
+    config = parse(site_text.device(tmp_path / "outbox.sqlite3"), "test")
     outbox = Outbox(config.outbox.path)
     outbox.open()
     yield config, outbox, Recorder(config, outbox)
@@ -134,7 +121,7 @@ async def test_a_corrupt_outbox_file_is_reported_by_the_storage_watch(tmp_path: 
     # the report goes out anyway, naming where the file went.
     path = tmp_path / "outbox.sqlite3"
     path.write_bytes(b"\x00garbage from a dying SD card" * 1000)
-    config = parse(CONFIG.format(outbox=path), "test")
+    config = parse(site_text.device(path), "test")
     outbox = Outbox(path)
     outbox.open()
     try:

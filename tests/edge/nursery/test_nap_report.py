@@ -15,6 +15,7 @@ from pathlib import Path
 
 from edge.nursery.log import NapLog
 from edge.nursery.sheet import JST
+from edge.sim import site_text
 
 
 def at(hour: int, minute: int, second: int = 0) -> float:
@@ -53,34 +54,12 @@ def test_report_naps_writes_the_sheet(tmp_path: Path) -> None:
     log.add("ひよこ-2", "posture_check", "supine", at(12, 30, 9) - 86400)  # yesterday
     log.close()
     config = tmp_path / "device.toml"
-    config.write_text(f"""
-[device]
-id = "nursery-01"
-site = "nursery"
-latitude = 35.86
-longitude = 139.65
-[uplink]
-host = "127.0.0.1"
-[sensors.mat_1]
-type = "mat"
-port = "/dev/ttyUSB0"
-cot = "ひよこ-1"
-child = "さくら"
-[sensors.mat_2]
-type = "mat"
-port = "/dev/ttyUSB1"
-cot = "ひよこ-2"
-[actuators.buzzer]
-type = "buzzer"
-pin = 12
-[rules.naps]
-type = "nap"
-mats = ["mat_1", "mat_2"]
-buzzer = "buzzer"
-ack_pin = 26
-[outbox]
-path = "{tmp_path / "state" / "outbox.sqlite3"}"
-""")
+    config.write_text(
+        site_text.device(tmp_path / "state" / "outbox.sqlite3", device_id="nursery-01",
+                         site="nursery", latitude=35.86, longitude=139.65)
+        + site_text.nap_room(("/dev/ttyUSB0", "ひよこ-1"), ("/dev/ttyUSB1", "ひよこ-2"),
+                             children={"ひよこ-1": "さくら"})
+    )  # fmt: skip
     result = subprocess.run(
         [sys.executable, "-m", "edge", "report", "naps", "-c", str(config), "--date",
          "2026-11-24", "--out", str(tmp_path / "out")],
@@ -117,30 +96,11 @@ def test_report_refuses_a_device_without_naps(tmp_path: Path) -> None:
 
 def _device(tmp_path: Path) -> Path:
     config = tmp_path / "device.toml"
-    config.write_text(f"""
-[device]
-id = "nursery-01"
-site = "nursery"
-latitude = 35.86
-longitude = 139.65
-[uplink]
-host = "127.0.0.1"
-[outbox]
-path = "{tmp_path / "state" / "outbox.sqlite3"}"
-[sensors.mat_1]
-type = "mat"
-port = "/dev/ttyUSB0"
-cot = "ひよこ-1"
-[actuators.buzzer]
-type = "buzzer"
-pin = 12
-[rules.naps]
-type = "nap"
-mats = ["mat_1"]
-buzzer = "buzzer"
-ack_pin = 26
-staff = ["YT"]
-""")
+    config.write_text(
+        site_text.device(tmp_path / "state" / "outbox.sqlite3", device_id="nursery-01",
+                         site="nursery", latitude=35.86, longitude=139.65)
+        + site_text.nap_room(("/dev/ttyUSB0", "ひよこ-1"), rule_extra='staff = ["YT"]\n')
+    )  # fmt: skip
     return config
 
 

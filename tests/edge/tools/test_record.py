@@ -13,6 +13,7 @@ import pytest
 
 from edge.config import parse
 from edge.nursery.mat import OCCUPIED_ON_KG
+from edge.sim import site_text
 from edge.sim.mat_emulator import MatModel
 from edge.tools.record import RecordError, read_recording, run_record
 
@@ -21,38 +22,10 @@ CHILD = "さとう はると"
 
 
 def config_text(port: str, outbox: Path) -> str:
-    return f"""\
-[device]
-id = "hoikuen-01"
-site = "midori-hoikuen"
-latitude = 35.86
-longitude = 139.65
-
-[uplink]
-host = "127.0.0.1"
-
-[outbox]
-path = "{outbox}"
-
-[gpio]
-pin_factory = "mock"
-
-[sensors.mat_1]
-type = "mat"
-port = "{port}"
-cot = "ひよこ-1"
-child = "{CHILD}"
-
-[actuators.buzzer]
-type = "buzzer"
-pin = 12
-
-[rules.naps]
-type = "nap"
-mats = ["mat_1"]
-buzzer = "buzzer"
-ack_pin = 26
-"""
+    return site_text.device(
+        outbox, device_id="hoikuen-01", site="midori-hoikuen", latitude=35.86,
+        longitude=139.65, mock_pins=True,
+    ) + site_text.nap_room((port, "ひよこ-1"), children={"ひよこ-1": CHILD})  # fmt: skip
 
 
 async def test_an_empty_cot_then_two_postures_are_saved_labelled_and_appended(

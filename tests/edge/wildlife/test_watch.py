@@ -22,22 +22,9 @@ from edge.devices.factory import build_actuator
 from edge.event import Event, decode
 from edge.link.outbox import Outbox
 from edge.link.recorder import Recorder
+from edge.sim import site_text
 from edge.wildlife.watch import Wildlife
 from tests.support.waiting import until
-
-DEVICE = """\
-[device]
-id = "dev-1"
-site = "site-1"
-latitude = 36.1
-longitude = 137.9
-
-[uplink]
-host = "127.0.0.1"
-
-[outbox]
-path = "{outbox}"
-"""
 
 SIREN_AND_STROBE = """
 [sensors.pir_north]
@@ -116,7 +103,7 @@ async def make_site(tmp_path: Path, pins: MockFactory) -> AsyncIterator[Make]:
         return task
 
     async def make(text: str) -> Site:
-        config = parse(DEVICE.format(outbox=tmp_path / "outbox.sqlite3") + text, "test")
+        config = parse(site_text.device(tmp_path / "outbox.sqlite3") + text, "test")
         outbox = Outbox(config.outbox.path)
         outbox.open()
         actuators = {n: build_actuator(a, pins) for n, a in config.actuators.items()}
