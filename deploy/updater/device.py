@@ -51,6 +51,8 @@ class Updater:
     root: Path = Path("/")
     progress: Progress = field(default_factory=Progress.silent)
     """Where the phases of an install are shown (the command line: standard error)."""
+    last_failure: str = ""
+    """Why the last command :meth:`run` ran failed, in one line (for the failure report)."""
 
     # paths
     def host(self, device_path: str) -> Path:
@@ -228,11 +230,15 @@ class Updater:
                 argv, capture_output=True, text=True, timeout=timeout, umask=umask
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
-            log.error("%s: %s", what, exc)
+            self.last_failure = f"{what}: {exc}"
+            log.error("%s", self.last_failure)
             return False
         if proc.returncode != 0:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-            log.error("%s failed (exit %d): %s", what, proc.returncode, " | ".join(tail))
+            self.last_failure = f"{what} failed (exit {proc.returncode})"
+            if tail:
+                self.last_failure += ": " + " | ".join(tail)
+            log.error("%s", self.last_failure)
             return False
         return True
 

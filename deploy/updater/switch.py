@@ -32,8 +32,11 @@ def switch_over(
         u.progress.phase("restarting the daemon")
         restarted = u.restart_daemon()
         checkpoint("restarted")
-        healthy = restarted and wait_healthy(u)
-        if not healthy:
+        if not restarted:
+            # With Type=notify, systemctl restart fails when the daemon exits before READY=1:
+            # no health wait ran, so say what failed, not that a wait ran out.
+            return rollback(u, state, version, f"the daemon did not start ({u.last_failure})")
+        if not wait_healthy(u):
             return rollback(
                 u,
                 state,

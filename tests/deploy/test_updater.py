@@ -81,6 +81,39 @@ def test_a_daemon_that_never_reports_healthy_is_rolled_back(tmp_path: Path, flee
     assert status["failed_attempts"] == {"0.3.0": 1}
 
 
+def test_a_daemon_that_does_not_even_start_is_rolled_back_and_the_report_says_so(
+    tmp_path: Path, fleet: Fleet
+) -> None:
+    """With Type=notify, ``systemctl restart`` fails when the daemon dies before READY=1: no
+    health wait runs, and the failure report must say the start failed, not a wait."""
+    dev = fleet.device(tmp_path / "root")
+    config = tmp_path / "root/etc/satoyama/updater.toml"
+    restart = (
+        "import os, sys; open(sys.argv[1], 'a').write('restart\\n'); "
+        "sys.exit('Job for satoyama-edge.service failed.' "
+        "if os.path.realpath(sys.argv[2]).endswith('0.3.0') else 0)"
+    )
+    lines = [
+        line for line in config.read_text().splitlines(keepends=True)
+        if not line.startswith(("restart_command", "  ", '                   "'))
+    ]  # fmt: skip
+    lines.append(
+        f"restart_command = [{json.dumps(sys.executable)}, \"-c\", {json.dumps(restart)}, "
+        '"{root}/restarts.log", "{release}"]\n'
+    )
+    config.write_text("".join(lines))
+    proc = dev.updater("install", "--bundle", str(fleet.v3))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert dev.assert_complete_release() == "0.2.0"
+    assert dev.restarts() == 2, "tried the new release, then started the old one again"
+    [event] = dev.events()
+    assert event["kind"] == "update_failed" and event["data"]["stage"] == "health"  # type: ignore[index]
+    reason = str(event["data"]["reason"])  # type: ignore[index]
+    assert reason.startswith("the daemon did not start (restarting the daemon failed (exit 1)")
+    assert "Job for satoyama-edge.service failed." in reason
+    assert "did not report healthy" not in reason
+
+
 def _tamper(bundle: Path, out: Path) -> Path:
     """Flip one byte inside a wheel in the bundle (the manifest and its signature untouched)."""
     data = bytearray(bundle.read_bytes())
