@@ -249,6 +249,51 @@ SUDDEN_WATER = ("spike", "stuck", "offset", "dropout", "noise")
 MAT_TARGETS = {"false_per_hour": 0.2}
 MAT_HORIZONS = {"spike": 10.0, "stuck": 60.0, "drop": 60.0, "drift": 1200.0, "noise": 300.0}
 """How soon after its onset a mat fault must be told (s)."""
+DRIFT_TARGET_CM_DAY = 5.0
+"""The drift target's rate: "a 5 cm/day drift caught within 3 days"."""
+
+
+def drift_rate(meta: dict[str, Any]) -> float | None:
+    """A drift series' rate (cm/day, unsigned) where its labels carry one: a numeric label
+    ``drift_cm_day`` (the development world's) or ``drift_cm_per_day``.  ``None`` where they
+    do not (no other label is guessed at: a site's own rates, e.g. a loss per day, are not
+    the fault's)."""
+    for key in ("drift_cm_day", "drift_cm_per_day"):
+        v = meta.get(key)
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            return abs(float(v))
+    return None
+
+
+def drift_split(sc: Any) -> dict[str, Any]:
+    """Drift recall within 3 days split at :data:`DRIFT_TARGET_CM_DAY`, from the labels of the
+    series scored (``Score.outcomes``)."""
+    rows = [(meta, hit) for fault, meta, hit in sc.outcomes if fault == "drift"]
+    rated = [(drift_rate(meta), hit) for meta, hit in rows]
+    if not rows or any(r is None for r, _ in rated):
+        return {"rate_known": False}
+    fast = [hit for r, hit in rated if r is not None and r >= DRIFT_TARGET_CM_DAY]
+    slow = [hit for r, hit in rated if r is not None and r < DRIFT_TARGET_CM_DAY]
+    return {
+        "rate_known": True,
+        "fast": (sum(fast), len(fast)),
+        "slow": (sum(slow), len(slow)),
+        "rates": sorted((round(float(r), 1), bool(h)) for r, h in rated if r is not None),
+    }
+
+
+def water_breakdown(family: str, name: str, sc: Any) -> str:
+    """One family's false events by test, and drift recall by rate (with the all-rates one)."""
+    tests = ", ".join(f"{t} {n}" for t, n in sorted(sc.false_tests.items(), key=lambda v: -v[1]))
+    out = f"    {family} ({name}): false events by test: {tests or 'none'}"
+    split = drift_split(sc)
+    every = sc.recall("drift")
+    if not split["rate_known"]:
+        return out + f"; drift {100 * every:.0f} % (all rates); the labels carry no drift rate"
+    (cf, nf), (cs, ns) = split["fast"], split["slow"]
+    return out + (f"; drift within 3 days: {100 * every:.0f} % all rates, "
+                  f"{cf}/{nf} at >= {DRIFT_TARGET_CM_DAY:g} cm/day, {cs}/{ns} below "
+                  f"(rate, caught: {split['rates']})")  # fmt: skip
 
 
 def evaluate_anomaly(n: int, days: float, minutes: float, autoencoder: bool) -> dict[str, Any]:
@@ -291,7 +336,9 @@ def evaluate_anomaly(n: int, days: float, minutes: float, autoencoder: bool) -> 
         sc = scores[(family, "rules gated" if family in gates else "rules")]
         r = {
             "false_per_day": sc.false_per_day,
+            "false_by_test": dict(sc.false_tests),
             "recall": {f: sc.recall(f) for f in E.WATER_FAULTS},
+            "drift_by_rate": drift_split(sc),
             "baseline_false_per_day": scores[(family, "baseline")].false_per_day,
         }
         r["meets_targets"] = (
@@ -303,6 +350,7 @@ def evaluate_anomaly(n: int, days: float, minutes: float, autoencoder: bool) -> 
         ok = ok and r["meets_targets"]
         out["water"][family] = r
         print(f"  water {family}: {'ok' if r['meets_targets'] else 'MISSED'}")
+        print(water_breakdown(family, "rules gated" if family in gates else "rules", sc))
 
     def mat(family: str, k: int, length: float, seed: int, fault: str | None) -> list[Any]:
         return list(E.mat(family, k, length, seed, fault=fault))

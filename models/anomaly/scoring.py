@@ -175,9 +175,14 @@ class Score:
     caught: dict[str, int] | None = None
     total: dict[str, int] | None = None
     delays_h: dict[str, list[float]] | None = None
+    false_tests: dict[str, int] | None = None
+    """False events by the test that found them (a finding's ``test``)."""
+    outcomes: list[tuple[str, dict[str, Any], bool]] | None = None
+    """Per faulty series: (fault, its labels' ``meta``, caught within the horizon)."""
 
     def __post_init__(self) -> None:
         self.caught, self.total, self.delays_h = {}, {}, {}
+        self.false_tests, self.outcomes = {}, []
 
     unit_s: float = DAY_S
     """False events are counted per this much clean series (a sensor-day; a cot-hour)."""
@@ -218,6 +223,7 @@ def score(
     horizons = HORIZON_S if horizons is None else horizons
     sc = Score(unit_s=unit_s)
     assert sc.caught is not None and sc.total is not None and sc.delays_h is not None
+    assert sc.false_tests is not None and sc.outcomes is not None
     for s in series:
         found = run(make(), s, device_period_s)
         period = float(s.period_s)
@@ -225,12 +231,16 @@ def score(
         if at is None:
             sc.sensor_days += len(s.values) * period / unit_s
             sc.false_events += len(found)
+            for _, f in found:
+                test = str(getattr(f, "test", "?"))
+                sc.false_tests[test] = sc.false_tests.get(test, 0) + 1
             continue
         fault = str(s.fault)
         t0 = at * period
         horizon = horizons.get(fault, default_horizon_s)
         sc.total[fault] = sc.total.get(fault, 0) + 1
         after = [t for t, _ in found if t0 <= t <= t0 + horizon]
+        sc.outcomes.append((fault, dict(getattr(s, "meta", None) or {}), bool(after)))
         if after:
             sc.caught[fault] = sc.caught.get(fault, 0) + 1
             sc.delays_h.setdefault(fault, []).append((after[0] - t0) / 3600.0)
