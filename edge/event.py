@@ -585,12 +585,20 @@ class PostureUnknown(CotData, frozen=True, kw_only=True):
 
 
 class AlarmCleared(CotData, frozen=True, kw_only=True):
+    """An alarm of a cot is over: the infant is safe again and someone acknowledged it
+    (``button`` or ``staff``); or a look-now prompt (``posture_unknown``) ended because the
+    posture model reads the cot again (``model``, with what it reads in ``posture``)."""
+
     kind: ClassVar[str] = "alarm_cleared"
     severity: ClassVar[Severity | None] = "info"
     cleared: str
     """The alarm's kind."""
     acknowledged_by: str
     alarm_s: float
+    """How long the alarm (or the prompt) had been on."""
+    posture: str | msgspec.UnsetType = msgspec.UNSET
+    """A look-now end only: what the model reads now (``empty``: the child was taken out;
+    ``unknown``: the model stopped working, the staff check by hand)."""
 
 
 class Anomaly(SensorData, frozen=True, kw_only=True):

@@ -236,6 +236,10 @@ def sheet_entries(
             entries.append(NapEntry(t, data.cot, data.kind, data.posture))
         elif isinstance(data, PostureUnknown):
             entries.append(NapEntry(t, data.cot, LOOK_NOW, "unknown"))
+        elif isinstance(data, AlarmCleared) and data.cleared == LOOK_NOW:
+            # The device says when its look-now prompt ended, and what the model read then.
+            entries.append(NapEntry(t, data.cot, f"{LOOK_NOW}_end",
+                                    data.posture if isinstance(data.posture, str) else ""))
         elif isinstance(data, AlarmCleared):
             entries.append(NapEntry(t, data.cot, "alarm_cleared", data.cleared,
                                     by=data.acknowledged_by))
@@ -259,11 +263,17 @@ def sheet_entries(
 
 
 def _end_look_now(entries: list[NapEntry]) -> list[NapEntry]:
-    """A look-now prompt ends (on the device) when the model answers again: here, at the
-    cot's next entry with a posture other than ``unknown`` (no event marks the end)."""
+    """A look-now prompt ends (on the device) when the model answers again.  Its end is an
+    event (``alarm_cleared`` of ``posture_unknown``); from a device older than that event,
+    the end is taken at the cot's next entry with a posture other than ``unknown``."""
     out: list[NapEntry] = []
     open_prompt: set[str] = set()
     for x in entries:
+        if x.kind == f"{LOOK_NOW}_end":
+            if x.cot in open_prompt:
+                out.append(x)
+                open_prompt.discard(x.cot)
+            continue
         answered = x.kind in ("posture_check", "prone_alarm", "apnea_alarm") and (
             x.value != "unknown")
         if x.cot in open_prompt and answered:

@@ -62,6 +62,8 @@ BUTTON = "button"
 """Who acknowledged, for the room's button (it cannot tell who pressed it)."""
 LOOK_NOW = "posture_unknown"
 """The look-now prompt's name in the nap log and on the wire."""
+MODEL = "model"
+"""Who ended a look-now prompt: the posture model, reading the cot again."""
 REMOTE_ACK_SLACK_S = 10.0
 """A remote acknowledgement names an alarm only if it went off no later than this after
 the console's ``at`` (clocks differ a little): never one that began after the person
@@ -368,7 +370,15 @@ class NapWatch:
             elif isinstance(o, LookNowEnded):
                 log.info("cot %s: the posture model answers again (%s after %.0f s unknown)",
                          cot, o.posture, o.unknown_s)
-                self._raised.pop((cot, LOOK_NOW), None)
+                raised = self._raised.pop((cot, LOOK_NOW), None)
                 self.log.add(cot, f"{LOOK_NOW}_end", o.posture, now)
+                # The nursery was told to look: it hears that the prompt is over, too.
+                await self.record(
+                    ev.AlarmCleared(
+                        cot=cot, cleared=LOOK_NOW, acknowledged_by=MODEL,
+                        alarm_s=round(now - raised if raised is not None else o.unknown_s, 1),
+                        posture=o.posture,
+                    )
+                )
             elif isinstance(o, ModelDown):
                 log.error("cot %s: %s", cot, o.reason)

@@ -101,6 +101,11 @@ async def test_a_child_the_model_cannot_read_is_look_now_never_safe(tmp_path: Pa
         await until(lambda: _look_now_ends(tmp_path / "site" / "naps.sqlite3"), 15,
                     "the end of the look-now")
         await until(lambda: not site.actuator_states()["buzzer"], 5, "the buzzer silent")
+        # The nursery, told to look, hears that the prompt is over and what the model reads.
+        await until(lambda: bool(kinds("alarm_cleared")), 15, "the end of the prompt, sent")
+        [end] = kinds("alarm_cleared")
+        assert end["data"]["cleared"] == "posture_unknown"
+        assert (end["data"]["acknowledged_by"], end["data"]["posture"]) == ("model", "supine")
         assert not kinds("prone_alarm") and not kinds("apnea_alarm")
     entries = _today_entries(tmp_path / "site" / "naps.sqlite3")
     assert [e.value for e in entries if e.kind == "posture_unknown"] == ["unknown"]

@@ -293,6 +293,17 @@ def test_posture_unknown_ends_with_a_safe_posture_and_worst_alarm_wins() -> None
     assert state(m).nap_alarm is None
 
 
+def test_a_look_now_ends_when_the_device_says_so_whatever_the_model_reads() -> None:
+    """The device's own end of its look-now prompt (alarm_cleared by the model) ends it in
+    the console too, even when the model now reads face down (that alarm comes by itself)."""
+    m = run(ev("posture_unknown", 1, {"cot": "B-2", "unknown_s": 30.0}))
+    assert state(m).nap_alarm == "posture_unknown"
+    end = {"cot": "B-2", "cleared": "posture_unknown", "acknowledged_by": "model",
+           "alarm_s": 12.0, "posture": "prone"}  # fmt: skip
+    m = run(ev("alarm_cleared", 2, end), start=m)
+    assert state(m).nap_alarm is None and state(m).state == "ok"
+
+
 def test_an_old_alarm_arriving_after_its_clear_stays_cleared() -> None:
     m = run(
         ev(

@@ -274,6 +274,31 @@ def test_a_remote_acknowledgement_of_another_day_is_left_out() -> None:
     assert [(x.kind, x.value, x.by) for x in entries] == [(REMOTE_ACK, "prone_alarm", "山田 花子")]
 
 
+def test_a_look_now_ends_where_the_device_says_it_ended() -> None:
+    """A device that reports the end of its look-now prompt (alarm_cleared by the model) is
+    taken at its word: the prompt ends then, not at the next check the model could answer;
+    an end with no prompt open changes nothing."""
+    events = [
+        _event("posture_check", "info", _ts("12:30", 5), 1, cot="2", posture="unknown",
+               probability=None),
+        _event("posture_unknown", "warning", _ts("12:31"), 2, cot="2", unknown_s=20.0),
+        _event("alarm_cleared", "info", _ts("12:38", 10), 3, cot="2", cleared="posture_unknown",
+               acknowledged_by="model", alarm_s=430.0, posture="left"),
+        _event("alarm_cleared", "info", _ts("12:39"), 4, cot="2", cleared="posture_unknown",
+               acknowledged_by="model", alarm_s=1.0, posture="supine"),
+        _event("posture_check", "info", _ts("12:45", 6), 5, cot="2", posture="left",
+               probability=0.9),
+    ]  # fmt: skip
+    entries, _ = sheet_entries(events, [], day=DAY)
+    ends = [(x.t, x.value) for x in entries if x.kind == "posture_unknown_end"]
+    assert ends == [(_ts("12:38", 10).timestamp(), "left")]
+    sheet = build_sheet(entries, {}, date=DAY)
+    [alarm] = sheet.rows[0].alarms
+    assert alarm.kind == "posture_unknown" and alarm.cleared == _ts("12:38", 10).timestamp()
+    looked = [slot for slot, c in sheet.rows[0].cells.items() if "posture_unknown" in c.alarms]
+    assert looked == ["12:30", "12:35"]
+
+
 async def test_sheet_of_today_by_default_reads_todays_events(tmp_path: Path) -> None:
     store = StoreConfig(backend="sqlite", path=str(tmp_path / "n.sqlite3"))
     now = dt.datetime.now(dt.UTC)

@@ -15,7 +15,7 @@ from gpiozero.pins.mock import MockFactory
 
 from edge.config import BuzzerConfig, MatSensorConfig, NapRuleConfig
 from edge.devices.factory import build_actuator
-from edge.event import EventData, PostureUnknown, Severity
+from edge.event import AlarmCleared, EventData, PostureUnknown, Severity
 from edge.health.sensor import SensorHealth
 from edge.nursery.log import NapEntry, NapLog
 from edge.nursery.mat_watch import MatWatch
@@ -161,3 +161,55 @@ async def test_the_chirp_is_not_the_alarm_and_a_press_records_the_look(tmp_path:
     kinds = [(x.kind, x.value, x.by) for x in entries]
     assert ("posture_unknown", "unknown", "") in kinds
     assert ("ack", "posture_unknown", "KS") in kinds
+
+
+async def test_the_nursery_hears_when_a_look_now_prompt_ends(tmp_path: Path) -> None:
+    """The prompt went to the nursery as an event; its end does too (alarm_cleared, by the
+    model, with what it reads now), and only a prompt that went off ends."""
+    events: list[EventData] = []
+
+    async def record(
+        data: EventData, *, severity: Severity | None = None, at: float | None = None
+    ) -> None:
+        events.append(data)
+
+    factory = MockFactory()
+    buzzer = build_actuator(BuzzerConfig(pin=12), factory)
+    mat = MatWatch("mat_1", MatSensorConfig(port="/dev/null", cot="ひよこ-1"),
+                   health=SensorHealth("mat_1", record), telemetry=None)  # type: ignore[arg-type]
+    config = NapRuleConfig(mats=["mat_1"], buzzer="buzzer", ack_pin=26, unknown_prompt_s=20)
+    nap = NapWatch("naps", config, {"mat_1": mat}, buzzer, record=record,
+                   log_path=tmp_path / "naps.sqlite3")
+    cot = nap.cots["mat_1"]
+    try:
+        def run(t: float, until_s: float, posture: str) -> float:
+            outcomes: list[Any] = []
+            while t <= until_s:
+                outcomes += cot.update(t, occupied=True, seconds_since_motion=0.1,
+                                       posture=posture)
+                t += TICK_S
+            pending.extend(outcomes)
+            return t
+
+        pending: list[Any] = []
+        t = run(0.0, 10.0, "unknown")  # 10 s unknown: no prompt yet...
+        t = run(t, 15.0, "supine")  # ...and the model answers: nothing to end
+        await nap._handle("mat_1", pending)
+        prompts = lambda: [x for x in events if isinstance(x, PostureUnknown | AlarmCleared)]  # noqa: E731
+        assert prompts() == []
+        pending.clear()
+        t = run(t, 40.0, "unknown")
+        await nap._handle("mat_1", pending)
+        [look] = prompts()
+        assert isinstance(look, PostureUnknown)
+        pending.clear()
+        run(t, t + cot.prone_reset_s + 1, "left")
+        await nap._handle("mat_1", pending)
+        [_, end] = prompts()
+        assert isinstance(end, AlarmCleared)
+        data = end.to_data()
+        assert data["cleared"] == "posture_unknown" and data["acknowledged_by"] == "model"
+        assert data["posture"] == "left" and end.severity == "info"
+        assert isinstance(data["alarm_s"], float) and data["alarm_s"] >= 0
+    finally:
+        nap.close()
