@@ -65,8 +65,9 @@ class Planner:
         self._renderer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="notifier-render")
         self._processes: RenderWorkers | None = None
         """``delivery.render_processes`` worker processes for events' mails (else None)."""
-        self._jobs: list[tuple[_Job, asyncio.Future[_Rendered | None]]] = []
-        """Renderings asked for in this turn of the loop: one hand-over to a worker."""
+        self._jobs: dict[object, list[tuple[_Job, asyncio.Future[_Rendered | None]]]] = {}
+        """Renderings asked for in this turn of the loop, by hand-over (``handover`` of
+        :meth:`plan_event`): each list goes to a worker in one message."""
         self._handing: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
@@ -101,9 +102,21 @@ class Planner:
         return site is not None and self.config.mails_kind(site, event.kind)
 
     async def plan_event(
-        self, store: Store, event: Event, site: SiteConfig | None, now: float
+        self,
+        store: Store,
+        event: Event,
+        site: SiteConfig | None,
+        now: float,
+        *,
+        handover: object = None,
     ) -> tuple[list[OutgoingMail], CoalescePlan | None, TrapPlan | None]:
-        """The mails for ``event`` and what it does to bursts and traps."""
+        """The mails for ``event`` and what it does to bursts and traps.
+
+        ``handover``: the renderings of the events planned in one turn of the loop
+        with the same ``handover`` go to a worker in one message, apart from those
+        with another (the receiver keeps one chunk rendering while the next is
+        handed over, so that the worker never waits for the notifier).
+        """
         cfg = self.config
         sensor = _sensor_of(event)
         trap: TrapPlan | None = None
@@ -141,7 +154,9 @@ class Planner:
         # A partial of a module-level function (not a closure): a worker process can take it.
         render = functools.partial(_render_event, PackedEvent(event), site, cfg.smtp.sender, now,
                                    chart, self.maps)  # fmt: skip
-        mails = await self.render_each(recipients, render, event.id, portable=True)
+        mails = await self.render_each(
+            recipients, render, event.id, portable=True, handover=handover
+        )
         coalesce = None
         rule = cfg.coalesce_rule(event.kind)
         if rule is not None:
@@ -162,6 +177,7 @@ class Planner:
         what: str,
         *,
         portable: bool = False,
+        handover: object = None,
     ) -> list[OutgoingMail]:
         """One mail per recipient; a template bug costs the data fields, not the mail.
 
@@ -171,7 +187,7 @@ class Planner:
         twice after the restart).  ``portable`` renderings (``render`` can be
         pickled) run in the worker processes where there are some
         (``delivery.render_processes``): off this process's GIL, all those asked
-        for in one turn of the loop in one hand-over.
+        for in one turn of the loop with the same ``handover`` in one message.
         """
         loop = asyncio.get_running_loop()
         mails = []
@@ -187,7 +203,7 @@ class Planner:
                     rendered = (message, ready and _one_line(recipient.address))
             if rendered is None:
                 if portable and self._processes is not None:
-                    rendered = await self._in_worker((render, recipient, index, what))
+                    rendered = await self._in_worker((render, recipient, index, what), handover)
                 else:
                     rendered = await loop.run_in_executor(
                         self._renderer, _render_one, render, recipient, index, what
@@ -200,17 +216,20 @@ class Planner:
                 mails.append(OutgoingMail(recipient.address, message, recipient.language, ready))
         return mails
 
-    def _in_worker(self, job: _Job) -> asyncio.Future[_Rendered | None]:
-        """``_render_one(*job)`` in a worker process, with the others of this turn."""
+    def _in_worker(self, job: _Job, handover: object = None) -> asyncio.Future[_Rendered | None]:
+        """``_render_one(*job)`` in a worker process, with the others of this turn
+        (and this ``handover``)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[_Rendered | None] = loop.create_future()
-        self._jobs.append((job, future))
-        if len(self._jobs) == 1:
-            loop.call_soon(self._hand_over)
+        jobs = self._jobs.get(handover)
+        if jobs is None:
+            jobs = self._jobs[handover] = []
+            loop.call_soon(self._hand_over, handover)
+        jobs.append((job, future))
         return future
 
-    def _hand_over(self) -> None:
-        jobs, self._jobs = self._jobs, []
+    def _hand_over(self, handover: object) -> None:
+        jobs = self._jobs.pop(handover)
         task = asyncio.get_running_loop().create_task(self._render_many(jobs))
         self._handing.add(task)
         task.add_done_callback(self._handing.discard)
