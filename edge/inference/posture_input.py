@@ -25,6 +25,11 @@ So the model never sees raw counts.  :func:`canonical` does, in order:
    both); a mirror image is never taken, because it turns a child lying on the
    left side into one lying on the right.
 
+4. **Compressed** (a card's ``preprocessing.compress``, from v2.1): ``"sqrt"``
+   maps each value ``x`` to ``2 sqrt(x)`` (0..CLIP stays 0..CLIP), so the
+   model sees the shape of the contact more than how steep the sensor's
+   response or the mattress makes its peaks.
+
 Cost on a Pi Zero 2 W: a few hundred microseconds a frame (vectorised numpy).
 """
 
@@ -43,6 +48,8 @@ LOAD_SCALE = 64.0
 """Each output cell is its share of the load times this (a typical body's peak cell is ~1)."""
 CLIP = 4.0
 """Output values are clipped to 0..CLIP (the model's int8 input range)."""
+COMPRESSIONS: tuple[str, ...] = ("none", "sqrt")
+"""What a card's ``preprocessing.compress`` may name (absent: ``none``)."""
 MIN_LOAD_COUNTS = 30.0
 """Less than this in all (50 g at the nominal 600 counts/kg): nothing to turn; all zeros."""
 
@@ -55,11 +62,13 @@ def canonical(
     *,
     out_rows: int | None = None,
     out_cols: int | None = None,
+    compress: str = "none",
 ) -> np.ndarray:
     """One frame as the posture model sees it: ``(out_rows, out_cols)`` float32 in 0..CLIP.
 
     ``cells``: the frame's counts, row-major (``MatFrame.cells`` or an array);
-    ``empty_level``: the calibrated empty mat per cell (row-major), or None.
+    ``empty_level``: the calibrated empty mat per cell (row-major), or None;
+    ``compress``: one of :data:`COMPRESSIONS` (the model's card says which).
     """
     raw = (
         np.frombuffer(cells, dtype=np.uint8) if isinstance(cells, (bytes, bytearray))
@@ -69,9 +78,20 @@ def canonical(
         level = np.full((rows, cols), median(raw), dtype=np.float32)
     else:
         level = np.asarray(empty_level, dtype=np.float32).reshape(rows, cols)
-    return canonical_load(
-        load_map(raw, level), out_rows=out_rows or rows, out_cols=out_cols or cols
+    return compressed(
+        canonical_load(load_map(raw, level), out_rows=out_rows or rows, out_cols=out_cols or cols),
+        compress,
     )
+
+
+def compressed(x: np.ndarray, compress: str) -> np.ndarray:
+    """Step 4: ``x`` (0..CLIP) as the model's card asks (``"none"``: unchanged)."""
+    if compress == "none":
+        return x
+    if compress == "sqrt":
+        out: np.ndarray = (np.sqrt(x * np.float32(CLIP))).astype(np.float32, copy=False)
+        return out
+    raise ValueError(f"unknown compression {compress!r}; known: {', '.join(COMPRESSIONS)}")
 
 
 def load_map(raw: np.ndarray, level: np.ndarray) -> np.ndarray:

@@ -274,10 +274,10 @@ class PostureModel:
     """The posture classifier: a mat frame (and the mat's empty level) -> ``(label, probability)``.
 
     Cards from v2 on describe the canonical preprocessing
-    (:mod:`edge.inference.posture_input`) and a ``decision`` rule: calibrated
-    probabilities (temperature), ``prone`` from ``prone_threshold``, any other
-    label only from ``answer_threshold``; below it the answer is ``unknown``
-    (:data:`UNKNOWN`), which the nap rule never reads as safe.  A v1 card
+    (:mod:`edge.inference.posture_input`; from v2.1 perhaps a ``compress`` step) and a
+    ``decision`` rule: calibrated probabilities (temperature), ``prone`` from
+    ``prone_threshold``, any other label only from ``answer_threshold``; below it the
+    answer is ``unknown`` (:data:`UNKNOWN`), which the nap rule never reads as safe.  A v1 card
     (raw counts / ``divide_by``) loads as before and never abstains.
     """
 
@@ -286,6 +286,14 @@ class PostureModel:
         self.labels: tuple[str, ...] = tuple(_require(model.card, "labels", model.path))
         pre = _require(model.card, "preprocessing", model.path)
         self.canonical = bool(pre.get("canonical"))
+        self.compress = str(pre.get("compress", "none"))
+        from edge.inference.posture_input import COMPRESSIONS
+
+        if self.compress not in COMPRESSIONS:
+            raise ModelError(
+                f"{model.path.name}: card's preprocessing.compress {self.compress!r} is not one "
+                f"of {', '.join(COMPRESSIONS)}"
+            )
         self.divisor = float(pre.get("divide_by", 1.0))
         decision = model.card.get("decision") or {}
         try:
@@ -331,7 +339,9 @@ class PostureModel:
         if self.canonical:
             from edge.inference.posture_input import canonical
 
-            x = canonical(frame.cells, empty_level, frame.rows, frame.cols)
+            x = canonical(
+                frame.cells, empty_level, frame.rows, frame.cols, compress=self.compress
+            )
             # Which end is the head is the model's to find: ask it both ways round and
             # average, so a child turned by 180 degrees gets exactly the same answer.
             p = (self.model.predict(x)[0] + self.model.predict(x[::-1, ::-1])[0]) / 2.0

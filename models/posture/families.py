@@ -33,7 +33,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from edge.inference.posture_input import canonical_load, load_map, principal_angle
+from edge.inference.posture_input import canonical_load, compressed, load_map, principal_angle
 
 Dataset = tuple[np.ndarray, np.ndarray, np.ndarray]
 FAMILIES: tuple[str, ...] = ("patches", "skeleton", "regions")
@@ -71,16 +71,24 @@ def features(
     levels: np.ndarray | None,
     *,
     rng: np.random.Generator | None = None,
+    compress: str = "none",
+    physics: bool = False,
 ) -> np.ndarray:
-    """``(n, 16, 32, 1)`` float32 model inputs; ``rng`` given: augmented for training."""
+    """``(n, 16, 32, 1)`` float32 model inputs; ``rng`` given: augmented for training.
+
+    ``compress``: the card's ``preprocessing.compress`` (the device does the same);
+    ``physics``: training also randomises the sensor's response and the mattress
+    (:func:`_physics`).
+    """
     out = np.empty((len(frames), ROWS, COLS, 1), dtype=np.float32)
     for i, frame in enumerate(frames):
         raw = frame.astype(np.float32)
         level = None if levels is None else levels[i].astype(np.float32)
         if rng is None:
-            out[i, :, :, 0] = _canonical(raw, level)
+            x = _canonical(raw, level)
         else:
-            out[i, :, :, 0] = _augmented(raw, level, rng)
+            x = _augmented(raw, level, rng, physics=physics)
+        out[i, :, :, 0] = compressed(x, compress)
     return out
 
 
@@ -90,7 +98,9 @@ def _canonical(raw: np.ndarray, level: np.ndarray | None) -> np.ndarray:
     return canonical_load(load_map(raw, level), out_rows=ROWS, out_cols=COLS)
 
 
-def _augmented(raw: np.ndarray, level: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+def _augmented(
+    raw: np.ndarray, level: np.ndarray | None, rng: np.random.Generator, *, physics: bool = False
+) -> np.ndarray:
     raw = raw.copy()
     lv = np.full_like(raw, float(np.median(raw))) if level is None else level
     if rng.random() < 0.5:  # cells that differ in gain, noise that grows with the load
@@ -118,7 +128,9 @@ def _augmented(raw: np.ndarray, level: np.ndarray | None, rng: np.random.Generat
     elif rng.random() < 0.3:
         level = level + np.float32(rng.uniform(-4.0, 4.0))  # the empty level crept since
     d = load_map(raw, level)
-    if rng.random() < 0.4:
+    if physics:
+        d = _physics(d, rng)
+    elif rng.random() < 0.4:
         d = _blur(d, float(rng.uniform(0.3, 1.0)))  # a softer, thicker mattress
     total = float(d.sum())
     angle = None
@@ -129,8 +141,31 @@ def _augmented(raw: np.ndarray, level: np.ndarray | None, rng: np.random.Generat
         if rng.random() < 0.5:
             angle += math.pi
     shift = (float(rng.normal(0.0, 0.4)), float(rng.normal(0.0, 0.6)))
-    zoom = float(np.exp(rng.normal(0.0, 0.1)))
+    # physics: smaller (light, short) and larger children relative to the mat
+    zoom = float(np.exp(rng.uniform(-0.3, 0.3) if physics else rng.normal(0.0, 0.1)))
     return canonical_load(d, out_rows=ROWS, out_cols=COLS, angle=angle, shift=shift, zoom=zoom)
+
+
+def _physics(d: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A load map as another mattress and sensor might have made it: a softer or firmer
+    mattress (wider spread), a faint shifted copy (ghosting), and a different monotone
+    response: a power curve, saturation, a contact threshold."""
+    if rng.random() < 0.6:  # mattress spread, up to 2 cells (7.5 cm)
+        d = _blur(d, float(rng.uniform(0.3, 2.0)))
+    if rng.random() < 0.2:  # ghosting: a faint copy one cell over
+        dy, dx = int(rng.integers(-1, 2)), int(rng.integers(-1, 2))
+        d = d + float(rng.uniform(0.05, 0.2)) * np.roll(d, (dy, dx), axis=(0, 1))
+    peak = float(d.max())
+    if peak <= 0:
+        return d
+    if rng.random() < 0.5:  # the sensor's monotone response: load ** g
+        d = peak * (d / peak) ** float(np.exp(rng.uniform(math.log(0.5), math.log(2.0))))
+    if rng.random() < 0.3:  # saturation
+        d = np.minimum(d, peak * float(rng.uniform(0.5, 0.95)))
+    if rng.random() < 0.3:  # a contact threshold: light contact reads nothing
+        d = np.where(d < peak * float(rng.uniform(0.0, 0.15)), 0.0, d)
+    out: np.ndarray = d.astype(np.float32)
+    return out
 
 
 def _blur(img: np.ndarray, sigma: float) -> np.ndarray:

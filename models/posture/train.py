@@ -1,6 +1,7 @@
 """Train the posture classifier and write ``posture.tflite``, ``card.json`` and ``MODEL_CARD.md``.
 
     python -m models.posture.train --seed 0 [--families patches,skeleton]
+                                   [--compress sqrt] [--physics]
 
 Needs the ``train`` extra (TensorFlow); reproducible from the seed (data,
 augmentation, weight initialisation and shuffling are all seeded; TensorFlow's
@@ -24,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from edge.inference.posture_input import CLIP, DEADBAND_COUNTS, LOAD_SCALE
+from edge.inference.posture_input import CLIP, COMPRESSIONS, DEADBAND_COUNTS, LOAD_SCALE
 from models.export import tflite_runner, to_int8_tflite, write_model
 from models.metrics import abstaining_report, confusion_markdown
 from models.posture.families import COLS, LABELS, ROWS, TRAINING_FAMILIES, features, loader
@@ -116,6 +117,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--heldout", type=int, default=1000, help="held-out frames per class")
     ap.add_argument("--out", type=Path, default=HERE)
+    ap.add_argument("--compress", choices=COMPRESSIONS, default="none",
+                    help="step 4 of the canonical input (the card tells the device)")
+    ap.add_argument("--physics", action="store_true",
+                    help="also randomise the sensor's response and the mattress in training")
     args = ap.parse_args(argv)
     families = [f for f in args.families.split(",") if f]
 
@@ -128,9 +133,10 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.time()
     frames, levels, y = family_data(families, args.samples, args.seed)
     vf, vl, yv = family_data(families, max(args.samples // 6, 200), args.seed + 500)
-    x = np.concatenate([features(frames, levels, rng=rng) for _ in range(args.copies)])
+    aug = {"compress": args.compress, "physics": args.physics}
+    x = np.concatenate([features(frames, levels, rng=rng, **aug) for _ in range(args.copies)])
     y = np.concatenate([y] * args.copies)
-    xv = features(vf, vl)
+    xv = features(vf, vl, compress=args.compress)
     print(f"data: {len(x)} train, {len(xv)} validation inputs in {time.time() - t0:.0f} s")
 
     model = build(tf)
@@ -172,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     held: dict[str, Any] = {}
     for fam in families:
         hf, hl, yh = loader(fam)(args.heldout, HELDOUT_SEED + args.seed)
-        q = calibrated(run(features(hf, hl)), temperature)
+        q = calibrated(run(features(hf, hl, compress=args.compress)), temperature)
         held[fam] = abstaining_report(yh, decide(q, prone_threshold, answer_threshold), LABELS)
         print(f"held-out {fam}: {_line(held[fam])}")
 
@@ -190,9 +196,11 @@ def main(argv: list[str] | None = None) -> None:
                 "deadband_counts": DEADBAND_COUNTS,
                 "load_scale": LOAD_SCALE,
                 "clip": CLIP,
+                "compress": args.compress,
                 "note": "edge.inference.posture_input.canonical: counts minus the calibrated "
                 "empty level (deadband), / total load x load_scale, turned so the load's "
-                "principal axis runs along the columns, centred on its centroid, clipped",
+                "principal axis runs along the columns, centred on its centroid, clipped, "
+                "then compressed (sqrt: x -> 2 sqrt(x); none: unchanged)",
             },
             "decision": {
                 "temperature": round(temperature, 4),
@@ -209,9 +217,11 @@ def main(argv: list[str] | None = None) -> None:
                 "augmented_copies": args.copies,
                 "epochs_max": args.epochs,
                 "prone_class_weight": PRONE_WEIGHT,
+                "physics_augmentation": args.physics,
                 "tensorflow": tf.__version__,
                 "command": f"python -m models.posture.train --seed {args.seed} "
-                f"--families {','.join(families)}",
+                f"--families {','.join(families)} --compress {args.compress}"
+                + (" --physics" if args.physics else ""),
             },
             "metrics": {
                 "validation": val,
@@ -243,6 +253,10 @@ def write_card_md(out: Path, card: dict[str, Any], held: dict[str, Any]) -> None
     text = MODEL_CARD.format(
         version=card["version"],
         seed=card["training"]["seed"],
+        command=card["training"]["command"],
+        compress_text=COMPRESS_TEXT[card["preprocessing"].get("compress", "none")],
+        physics_text=PHYSICS_TEXT if card["training"].get("physics_augmentation") else "",
+        history=HISTORY,
         families=", ".join(card["training"]["families"]),
         tf=card["training"]["tensorflow"],
         samples=card["training"]["samples_per_class_per_family"],
@@ -283,6 +297,29 @@ def _row(r: dict[str, Any]) -> str:
     )
 
 
+COMPRESS_TEXT = {
+    "none": "",
+    "sqrt": "Last, each value x becomes 2 sqrt(x) (`compress`: `sqrt`; 0..4 stays 0..4): the\n"
+    "model sees the shape of the contact more than how steep the sensor's response\n"
+    "or the mattress makes its peaks.\n",
+}
+PHYSICS_TEXT = (
+    ";\nand another mat's physics: a random monotone sensor response (load^g, g in\n"
+    "0.5-2), saturation, a contact threshold, mattress spread up to 2 cells,\n"
+    "ghosting, and children from about 0.75x to 1.35x the size on the mat"
+)
+HISTORY = """\
+A third world, `regions` (`models/posture/regions.py`: contact regions with
+Hertzian domes at the bony prominences, an exponential mattress kernel, its own
+sensor model, written by a third person who had read neither), is never trained
+on: it is the held-out world on which the recipe (input transform and
+augmentations) was chosen, by training on two worlds and judging on the third,
+each way round, under a rule written before any training
+(`models/posture/EXPERIMENTS.md`).  v2.0.0 (the same network and training
+worlds, without that recipe) kept `regions` held out after a three-world model
+had done worse on the evaluation-only world -- a choice made on that world's
+figures, which this model's recipe did not repeat."""
+
 EVAL_BEGIN = "<!-- EVALUATION-ONLY FAMILIES: written by python -m models.evaluate --update-card -->"
 EVAL_END = "<!-- END EVALUATION-ONLY FAMILIES -->"
 
@@ -290,7 +327,7 @@ EVAL_END = "<!-- END EVALUATION-ONLY FAMILIES -->"
 MODEL_CARD = """\
 # Model card: posture classifier (`posture.tflite`, v{version})
 
-*Generated by `python -m models.posture.train --seed {seed} --families {families}`
+*Generated by `{command}`
 (TensorFlow {tf}); machine-readable twin: `card.json`.  Re-check the committed
 file, and measure it on the evaluation-only world, with `python -m models.evaluate`.*
 
@@ -324,6 +361,7 @@ weight and an even blanket do not matter), turned so that the load's
 principal axis runs along the columns and centred on its centroid (so
 heading and position do not matter; which end is the head is learnt, both
 ways round are in training).  Never mirrored: a mirror image swaps left and right.
+{compress_text}
 
 Decision (`card.json` -> `decision`): calibrated probabilities
 `softmax(log p / T)`, T = {temperature} (temperature scaling on validation
@@ -350,23 +388,14 @@ the input spans exactly 0..4.  Size {size} bytes; sha256 `{sha}`.
 
 Trained on: {families}.
 
-A third world, `regions` (`models/posture/regions.py`: contact regions with
-Hertzian domes at the bony prominences, an exponential mattress kernel, its own
-sensor model, written by a third person who had read neither), was added to
-training and measured: the model trained on all three (2,000 frames per class
-per world) did worse on the evaluation-only world (prone recall 47.5 % of
-answered frames against 59.0 %, false prone 26.9 % against 25.3 %) and on
-`skeleton`'s held-out seeds (false prone 3.3 %), so this two-world model
-stays.  That choice was made on the evaluation-only world's figures -- one bit
-of selection on it, so its figures below are slightly optimistic.  `regions`
-is therefore a second world this model never saw.
+{history}
 
 {samples} frames per class per family, each seen in {copies} augmented copies
 (a flat pre-calibration empty level or one that crept since calibration,
 cells that differ in gain, noise -- some growing with the load --,
 crosstalk between neighbouring cells, dead cells, a softer mattress, a
-jittered axis, centroid and scale, either end first).  The loss weighs
-`prone` {prone_weight}x.
+jittered axis, centroid and scale, either end first){physics_text}.  The loss
+weighs `prone` {prone_weight}x.
 
 ## Figures
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from edge.inference.posture_input import CLIP, canonical
+from drivers.motion_mat import MatFrame
+from edge.inference.posture_input import CLIP, canonical, compressed
+from edge.inference.runtime import ModelError, PostureModel, packaged_model
 
 ROWS, COLS = 16, 32
 
@@ -40,7 +45,8 @@ def body(
 
 
 def frame_of(load: np.ndarray, level: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(level + load), 0, 255).astype(np.uint8)
+    out: np.ndarray = np.clip(np.rint(level + load), 0, 255).astype(np.uint8)
+    return out
 
 
 def same_up_to_turn(a: np.ndarray, b: np.ndarray) -> float:
@@ -102,3 +108,54 @@ def test_a_mirror_image_is_not_undone(level: np.ndarray) -> None:
     a = canonical(frame_of(body(0), level), level, ROWS, COLS)
     m = canonical(frame_of(body(0)[::-1, :], level[::-1, :]), level[::-1, :], ROWS, COLS)
     assert same_up_to_turn(a, m) > 0.1 * a.mean()
+
+
+def test_sqrt_compression_keeps_the_int8_range_and_the_order_of_cells(level: np.ndarray) -> None:
+    """Step 4: 2 sqrt(x) keeps 0..CLIP, keeps empty cells empty and never swaps two cells;
+    it lifts light contact towards the peaks (a steep sensor curve matters less)."""
+    plain = canonical(frame_of(body(30), level), level, ROWS, COLS)
+    sq = canonical(frame_of(body(30), level), level, ROWS, COLS, compress="sqrt")
+    assert np.array_equal(
+        canonical(frame_of(body(30), level), level, ROWS, COLS, compress="none"), plain
+    )
+    assert sq.dtype == np.float32 and 0.0 <= sq.min() and sq.max() <= CLIP + 1e-6
+    assert np.array_equal(sq == 0, plain == 0)
+    order = np.argsort(plain.ravel(), kind="stable")
+    assert np.all(np.diff(sq.ravel()[order]) >= -1e-6)
+    light = (plain > 0) & (plain < 0.25 * plain.max())
+    assert (sq[light] / sq.max()).mean() > (plain[light] / plain.max()).mean()
+    assert compressed(np.array([0.0, 1.0, CLIP], np.float32), "sqrt") == pytest.approx(
+        [0.0, 2.0, CLIP]
+    )
+
+
+def test_an_unknown_compression_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown compression 'cube'"):
+        compressed(np.zeros((ROWS, COLS), np.float32), "cube")
+
+
+def test_the_device_applies_the_compression_its_card_names(tmp_path: Path) -> None:
+    """PostureModel reads ``preprocessing.compress`` and refuses a name it does not know."""
+    src, card_src = packaged_model("posture")
+    shutil.copyfile(src, tmp_path / src.name)
+    card = json.loads(card_src.read_text())
+    level = np.full(ROWS * COLS, 4.0)
+    rng = np.random.default_rng(5)
+    cells = frame_of(body(40, kg=5), level.reshape(ROWS, COLS) + rng.integers(0, 2, (ROWS, COLS)))
+    frame = MatFrame(0, ROWS, COLS, cells.tobytes())
+    probs = {}
+    for name in ("none", "sqrt"):
+        card["preprocessing"]["compress"] = name
+        (tmp_path / "card.json").write_text(json.dumps(card))
+        with PostureModel.load(tmp_path / src.name, tmp_path / "card.json") as model:
+            assert model.compress == name
+            probs[name] = model.probabilities(frame, level)
+            x = canonical(cells, level, ROWS, COLS, compress=name)
+            raw = (model.model.predict(x)[0] + model.model.predict(x[::-1, ::-1])[0]) / 2.0
+            assert max(probs[name].values()) > 0
+            assert raw.argmax() == int(np.argmax(list(probs[name].values())))
+    assert probs["none"] != probs["sqrt"]
+    card["preprocessing"]["compress"] = "cube"
+    (tmp_path / "card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="compress 'cube' is not one of none, sqrt"):
+        PostureModel.load(tmp_path / src.name, tmp_path / "card.json")
