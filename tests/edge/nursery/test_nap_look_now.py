@@ -14,6 +14,7 @@ from typing import Any
 from gpiozero.pins.mock import MockFactory
 
 from edge.config import BuzzerConfig, MatSensorConfig, NapRuleConfig
+from edge.devices.actuators import Actuator
 from edge.devices.factory import build_actuator
 from edge.event import AlarmCleared, EventData, PostureUnknown, Severity
 from edge.health.sensor import SensorHealth
@@ -101,7 +102,8 @@ def test_a_restart_ends_a_look_now_left_open() -> None:
 # -- the daemon's side ---------------------------------------------------------------------
 
 
-async def test_the_chirp_is_not_the_alarm_and_a_press_records_the_look(tmp_path: Path) -> None:
+def _nap_room(tmp_path: Path) -> tuple[NapWatch, Actuator, list[EventData]]:
+    """One cot's nap rule on mock pins (look now after 20 s); what it records, in a list."""
     events: list[EventData] = []
 
     async def record(
@@ -116,6 +118,11 @@ async def test_the_chirp_is_not_the_alarm_and_a_press_records_the_look(tmp_path:
     config = NapRuleConfig(mats=["mat_1"], buzzer="buzzer", ack_pin=26, unknown_prompt_s=20)
     nap = NapWatch("naps", config, {"mat_1": mat}, buzzer, record=record,
                    log_path=tmp_path / "naps.sqlite3")
+    return nap, buzzer, events
+
+
+async def test_the_chirp_is_not_the_alarm_and_a_press_records_the_look(tmp_path: Path) -> None:
+    nap, buzzer, events = _nap_room(tmp_path)
     cot = nap.cots["mat_1"]
     assert (cot.prone_reset_s, cot.unknown_prompt_s) == (3.0, 20.0)
     try:
@@ -166,20 +173,7 @@ async def test_the_chirp_is_not_the_alarm_and_a_press_records_the_look(tmp_path:
 async def test_the_nursery_hears_when_a_look_now_prompt_ends(tmp_path: Path) -> None:
     """The prompt went to the nursery as an event; its end does too (alarm_cleared, by the
     model, with what it reads now), and only a prompt that went off ends."""
-    events: list[EventData] = []
-
-    async def record(
-        data: EventData, *, severity: Severity | None = None, at: float | None = None
-    ) -> None:
-        events.append(data)
-
-    factory = MockFactory()
-    buzzer = build_actuator(BuzzerConfig(pin=12), factory)
-    mat = MatWatch("mat_1", MatSensorConfig(port="/dev/null", cot="ひよこ-1"),
-                   health=SensorHealth("mat_1", record), telemetry=None)  # type: ignore[arg-type]
-    config = NapRuleConfig(mats=["mat_1"], buzzer="buzzer", ack_pin=26, unknown_prompt_s=20)
-    nap = NapWatch("naps", config, {"mat_1": mat}, buzzer, record=record,
-                   log_path=tmp_path / "naps.sqlite3")
+    nap, _, events = _nap_room(tmp_path)
     cot = nap.cots["mat_1"]
     try:
         def run(t: float, until_s: float, posture: str) -> float:
