@@ -156,7 +156,7 @@ class StoreBase:
             journal = None if readonly else SentJournal.beside(path)
 
             def connect() -> Database:
-                return SqliteDatabase.connect(path, readonly=readonly)
+                return SqliteDatabase.connect(path, readonly=readonly, checkpointer=True)
 
         try:
             db = await _on(thread, connect)

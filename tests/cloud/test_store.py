@@ -15,10 +15,11 @@ from pathlib import Path
 import pytest
 
 from cloud.config import StoreConfig
-from cloud.database import SQLITE_MIGRATIONS
+from cloud.database import CHECKPOINT_WRITER_BYTES, SQLITE_MIGRATIONS, SqliteDatabase
 from cloud.errors import StoreError
 from cloud.store import SCHEMA_VERSION, CoalescePlan, Notice, OutgoingMail, Store, TrapPlan
 from tests.cloud.conftest import make_event
+from tests.support.waiting import until_sync
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -784,3 +785,42 @@ async def test_the_device_row_an_event_returns_is_the_row_the_store_holds(
         late = await store.accept(make_event(device=device, seq=3), [], now=1200.0)
         assert late.device is not None and late.device == await store.device(device)
         assert late.device.last_seen == 1500.0  # never goes back
+
+
+def test_the_wal_is_checkpointed_off_the_writer_and_stays_bounded(tmp_path: Path) -> None:
+    """The store's writer does not checkpoint in its commits (a thread of its own does),
+    the WAL still starts over (it never grows past ~32 MB however long a burst), and
+    every committed row is in the file, read back by another connection after close."""
+    path = tmp_path / "n.sqlite3"
+    wal = tmp_path / "n.sqlite3-wal"
+    db = SqliteDatabase.connect(path, checkpointer=True)
+    assert db.checkpointer is not None
+    assert db.run(lambda tx: tx.query("PRAGMA wal_autocheckpoint"), write=False) == [(0,)]
+    blobs = [bytes([n % 251]) * 7000 for n in range(4)]
+    wal_max = 0
+    file_during = 0
+    try:
+        db.run(lambda tx: tx.execute("CREATE TABLE t (n INTEGER, x BLOB)"))
+        for n in range(1700):  # ~48 MB of rows, more than the writer lets the WAL hold
+            db.run(lambda tx, n=n: tx.executemany(
+                "INSERT INTO t VALUES (?, ?)", [(n, b) for b in blobs]), durable=False)  # fmt: skip
+            wal_max = max(wal_max, wal.stat().st_size)
+            if n == 900:
+                # Copied into the database file while the WAL (~25 MB) is below the
+                # writer's own threshold: the other thread did it.
+                until_sync(lambda: path.stat().st_size > 4 << 20, 20, "a background checkpoint")
+                file_during = path.stat().st_size
+        assert db.checkpointer.checkpoints > 0
+    finally:
+        db.close()
+    assert file_during > 4 << 20
+    # The WAL started over (48 MB were written), cut back to 32 MiB.
+    assert wal_max < CHECKPOINT_WRITER_BYTES + (1 << 20), wal_max
+    assert not wal.exists()  # the last connection checkpointed and removed it
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("SELECT count(*), sum(length(x)) FROM t").fetchone() == (
+            1700 * 4, 1700 * 4 * 7000)
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        conn.close()
