@@ -176,6 +176,9 @@ async def test_the_nursery_hears_when_a_look_now_prompt_ends(tmp_path: Path) -> 
     nap, _, events = _nap_room(tmp_path)
     cot = nap.cots["mat_1"]
     try:
+        def prompts() -> list[EventData]:
+            return [x for x in events if isinstance(x, PostureUnknown | AlarmCleared)]
+
         def run(t: float, until_s: float, posture: str) -> float:
             outcomes: list[Any] = []
             while t <= until_s:
@@ -189,7 +192,6 @@ async def test_the_nursery_hears_when_a_look_now_prompt_ends(tmp_path: Path) -> 
         t = run(0.0, 10.0, "unknown")  # 10 s unknown: no prompt yet...
         t = run(t, 15.0, "supine")  # ...and the model answers: nothing to end
         await nap._handle("mat_1", pending)
-        prompts = lambda: [x for x in events if isinstance(x, PostureUnknown | AlarmCleared)]  # noqa: E731
         assert prompts() == []
         pending.clear()
         t = run(t, 40.0, "unknown")
