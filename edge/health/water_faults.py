@@ -481,6 +481,8 @@ class WaterFaultDetector:
             outside = min(max(v - hi, lo - v) for v in y[4 : 4 + w])
             if outside < 0.5 * m:
                 continue  # between its neighbours: a rise or fall bending, not a spike
+            if self.p.steps_expected and not self._back(y, w, scale, m):
+                continue  # a gate moved the level twice: down and up to somewhere else
             score = m / scale
             if best is None or score > best[0]:
                 best = (score, w, max(dev, key=abs))
@@ -490,6 +492,16 @@ class WaterFaultDetector:
         return (score, self.p.spike_k,
                 f"{w} reading(s) {worst:+.1f} cm off the level and back ({score:.0f} x the local "
                 f"noise {scale:.2f} cm)")  # fmt: skip
+
+    @staticmethod
+    def _back(y: list[float], w: int, scale: float, m: float) -> bool:
+        """Where gates move the level: are the 2 readings after ``w`` off-line ones back on
+        the line of the 4 before (within 3 x ``scale`` + 20 % of the excursion ``m``)?  Two
+        gate moves a reading or two apart leave the level elsewhere; a sensor's spike comes
+        back."""
+        i0, s0, _ = _line(y[:4])
+        pred = (i0 + s0 * (4 + w + k) for k in range(2))
+        return max(abs(v - p) for v, p in zip(y[-2:], pred, strict=True)) <= 3.0 * scale + 0.2 * m
 
     def _step(self, seg: np.ndarray) -> tuple[float, float, str] | None:
         nb, na = self.p.step_before, self.p.step_after
@@ -543,11 +555,38 @@ class WaterFaultDetector:
             return None
         return score, jump, scale
 
+    def _jumps_out(self, y: np.ndarray) -> np.ndarray:
+        """``y`` with its sudden changes undone: a change between two readings over 6 sigmas
+        of a difference by the floor, over 3 rounding steps and over 13 by the window's own
+        median difference (a noisy sensor's own differences stay in).  The noise test takes
+        the smaller of the scales with and without them: a gate's moves (several in 3 h, or
+        one over two readings, lift the MAD of third differences past the outlier cut of
+        :func:`d3_scale`) are then not read as noise, nor is a rise over several readings
+        (undoing only its largest changes leaves a zigzag, but the plain scale is low); a
+        sensor that has turned noisy lifts both."""
+        assert self.floor is not None
+        d = np.diff(y)
+        if not len(d):
+            return y
+        a = np.abs(d)
+        least = max(6.0 * math.sqrt(2.0) * self.floor, 3.0 * self.quantum)
+        big = a > max(least, 9.0 * median(a))
+        if big.any() and not big.all():  # again without them: several moves lift the median
+            big = a > max(least, 9.0 * median(a[~big]))
+        jumps = np.where(big, d, 0.0)
+        if not jumps.any():
+            return y
+        out: np.ndarray = y - np.concatenate(([0.0], np.cumsum(jumps)))
+        return out
+
     def _noise(self, seg: np.ndarray) -> tuple[float, float, str] | None:
         assert self.floor is not None
         if len(seg) < self.p.noise_n:
             return None
-        scale = d3_scale(seg[-self.p.noise_n :])
+        window = seg[-self.p.noise_n :]
+        scale = d3_scale(window)
+        if scale / self.floor > self.p.noise_ratio:  # a gate's moves, not the sensor?
+            scale = min(scale, d3_scale(self._jumps_out(window)))
         ratio = scale / self.floor
         if ratio > self.p.noise_ratio and scale - self.floor > self.quantum:
             span = self.p.noise_n * self.p.period_s

@@ -227,6 +227,7 @@ def gate(rng: np.random.Generator, n: int) -> np.ndarray:
     nxt = rng.exponential(PER_DAY / per_day)
     i = 0
     pending = 0.0
+    moves: list[tuple[int, float]] = []
     while i < n:
         if i >= nxt:
             jump = rng.uniform(5.0, 30.0) * (1 if rng.random() < 0.5 else -1)
@@ -234,9 +235,11 @@ def gate(rng: np.random.Generator, n: int) -> np.ndarray:
                 jump = -jump
             if rng.random() < 0.5:
                 level += jump
+                moves.append((i, jump))
             else:
                 level += jump / 2
                 pending = jump / 2
+                moves += [(i, jump / 2), (i + 1, jump / 2)]
             nxt = i + max(2.0, rng.exponential(PER_DAY / per_day))
         elif pending:
             level += pending
@@ -244,7 +247,49 @@ def gate(rng: np.random.Generator, n: int) -> np.ndarray:
         level += inflow
         out[i] = level
         i += 1
+    out = out + _gate_dynamics(rng, n, moves)
     return out - min(0.0, float(out.min()) - 10.0)
+
+
+def _gate_dynamics(rng: np.random.Generator, n: int, moves: list[tuple[int, float]]) -> np.ndarray:
+    """What a gate's water does besides stepping, on half of the gate channels: the gate takes
+    10-40 min to travel (the level follows the step with a first-order lag), the basin rings
+    after a move (a seiche of period 12-90 min, 10-30 % of the move, dying out over 0.5-2 h;
+    read every 10 min it is aliased into reading-to-reading swings), a gate opened for a
+    10-30 min flush now and then (a pulse of 1-3 readings that goes back), and wind on open
+    water that rises by day (the site's motion 1-4 x larger in the afternoon)."""
+    extra = np.zeros(n)
+    if rng.random() < 0.5:
+        return extra
+    tau = rng.uniform(1.0, 4.0)  # readings of 600 s
+    k = np.arange(n, dtype=np.float64)
+    period = rng.uniform(1.2, 9.0)  # readings
+    for at, jump in moves:
+        after = k - at
+        on = after >= 0
+        lag = np.where(on, -jump * np.exp(-np.clip(after, 0, None) / tau), 0.0)
+        ring = np.where(
+            on,
+            rng.uniform(0.1, 0.3) * jump * np.exp(-np.clip(after, 0, None) / rng.uniform(3.0, 12.0))
+            * np.sin(2 * np.pi * after / period + rng.uniform(0, 2 * np.pi)),
+            0.0,
+        )
+        extra += lag + ring
+    pulse = np.zeros(n)
+    t = rng.exponential(DAY_S / rng.uniform(0.2, 1.0)) / PERIOD_S
+    while t < n - 3:
+        w = int(rng.integers(1, 4))
+        pulse[int(t) : int(t) + w] += rng.uniform(3.0, 20.0) * (1 if rng.random() < 0.5 else -1)
+        t += rng.exponential(DAY_S / rng.uniform(0.2, 1.0)) / PERIOD_S
+    alpha = 1.0 - math.exp(-1.0 / tau)  # the flush through the same slow gate
+    acc = 0.0
+    for i in range(n):
+        acc += alpha * (pulse[i] - acc)
+        extra[i] += acc
+    hour = (k * PERIOD_S / 3600.0 + rng.uniform(0, 24)) % 24.0
+    gust = 1.0 + rng.uniform(0.0, 3.0) * np.clip(np.sin(np.pi * (hour - 9) / 10.0), 0, None)
+    extra += _ar1(rng, n, rng.uniform(0.05, 0.3), 0.5) * gust
+    return extra
 
 
 BUILDERS = {"paddy": paddy, "river": river, "tidal": tidal, "gate": gate}

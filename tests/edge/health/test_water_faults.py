@@ -263,3 +263,23 @@ def test_a_pump_sumps_fill_between_pumpings_is_not_a_drift() -> None:
     # de-stepped, the sump is a steady 20 cm/day rise; with its steps left in it goes nowhere
     gate = WaterFaultParams(steps_expected=True)
     assert feed(WaterFaultDetector(gate), np.round(sump(9 * DAY), 1)) == []
+
+
+def test_gate_moves_in_quick_succession_are_neither_noise_nor_a_spike() -> None:
+    """Several moves within 3 h, each over two readings, and a move down then up to another
+    level a reading later: a gate's work, told as nothing where steps are expected."""
+    rng = np.random.default_rng(21)
+    x = 60.0 + rng.normal(0.0, 0.15, 3 * DAY)
+    for at, jump in ((DAY + 10, 13.0), (DAY + 16, 8.0), (DAY + 20, -6.0)):
+        x[at : at + 1] += jump / 2  # the gate takes two readings
+        x[at + 1 :] += jump
+    x[2 * DAY :] -= 18.0  # down, and a reading later up past where it was
+    x[2 * DAY + 2 :] += 25.0
+    gate = WaterFaultParams(steps_expected=True)
+    assert feed(WaterFaultDetector(gate), np.round(x, 1)) == []
+    spiked = x.copy()
+    spiked[2 * DAY + 40] -= 12.0  # the sensor's own spike: back where it was
+    assert [t for _, t in feed(WaterFaultDetector(gate), np.round(spiked, 1))] == ["spike"]
+    noisy = x.copy()  # and a sensor that turns noisy among the moves is still noise
+    noisy[DAY + 12 :] += rng.normal(0.0, 0.8, len(x) - DAY - 12)
+    assert "noise" in [t for _, t in feed(WaterFaultDetector(gate), np.round(noisy, 1))]
