@@ -452,6 +452,11 @@ class Checkpointer:
                     return
                 self._wake.clear()
                 try:
+                    if os.stat(self.wal).st_size > self.writer_bytes:
+                        continue  # the writer's to do (this one must not hold it up)
+                except OSError:
+                    continue  # no WAL: nothing to do
+                try:
                     self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                 except sqlite3.Error as exc:  # the writer's own checkpoints still run
                     log.warning("store %s: background checkpoint failed: %s", self.path, exc)
@@ -601,6 +606,21 @@ class SqliteDatabase:
         except OSError as exc:
             raise StoreError(f"store {self.path}: cannot sync {wal.name}: {exc}") from exc
         self._unsynced = False
+
+    def reader(self) -> SqliteDatabase:
+        """A second connection to the same file, for reads only (open it on the thread
+        that is to use it): in WAL mode it reads the last commit while this one writes."""
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open store {self.path}: {exc}") from exc
+        try:
+            conn.execute("PRAGMA busy_timeout = 10000")
+            conn.execute("PRAGMA query_only = ON")
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StoreError(f"cannot open store {self.path}: {exc}") from exc
+        return SqliteDatabase(conn, self.path)
 
     def _checkpoint(self, checkpointer: Checkpointer) -> None:
         """After a commit: wake the checkpointer; past ``writer_bytes``, checkpoint what
