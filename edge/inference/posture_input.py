@@ -25,7 +25,7 @@ So the model never sees raw counts.  :func:`canonical` does, in order:
    both); a mirror image is never taken, because it turns a child lying on the
    left side into one lying on the right.
 
-4. **Compressed** (a card's ``preprocessing.compress``, from v2.1): ``"sqrt"``
+4. **Compressed** (only when a card's ``preprocessing.compress`` asks): ``"sqrt"``
    maps each value ``x`` to ``2 sqrt(x)`` (0..CLIP stays 0..CLIP), so the
    model sees the shape of the contact more than how steep the sensor's
    response or the mattress makes its peaks.

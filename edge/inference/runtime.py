@@ -274,7 +274,7 @@ class PostureModel:
     """The posture classifier: a mat frame (and the mat's empty level) -> ``(label, probability)``.
 
     Cards from v2 on describe the canonical preprocessing
-    (:mod:`edge.inference.posture_input`; from v2.1 perhaps a ``compress`` step) and a
+    (:mod:`edge.inference.posture_input`; perhaps a ``compress`` step) and a
     ``decision`` rule: calibrated probabilities (temperature), ``prone`` from
     ``prone_threshold``, any other label only from ``answer_threshold``; below it the
     answer is ``unknown`` (:data:`UNKNOWN`), which the nap rule never reads as safe.  A v1 card

@@ -299,9 +299,9 @@ def _row(r: dict[str, Any]) -> str:
 
 COMPRESS_TEXT = {
     "none": "",
-    "sqrt": "Last, each value x becomes 2 sqrt(x) (`compress`: `sqrt`; 0..4 stays 0..4): the\n"
+    "sqrt": "\nLast, each value x becomes 2 sqrt(x) (`compress`: `sqrt`; 0..4 stays 0..4): the\n"
     "model sees the shape of the contact more than how steep the sensor's response\n"
-    "or the mattress makes its peaks.\n",
+    "or the mattress makes its peaks.",
 }
 PHYSICS_TEXT = (
     ";\nand another mat's physics: a random monotone sensor response (load^g, g in\n"
@@ -311,14 +311,14 @@ PHYSICS_TEXT = (
 HISTORY = """\
 A third world, `regions` (`models/posture/regions.py`: contact regions with
 Hertzian domes at the bony prominences, an exponential mattress kernel, its own
-sensor model, written by a third person who had read neither), is never trained
-on: it is the held-out world on which the recipe (input transform and
-augmentations) was chosen, by training on two worlds and judging on the third,
-each way round, under a rule written before any training
-(`models/posture/EXPERIMENTS.md`).  v2.0.0 (the same network and training
-worlds, without that recipe) kept `regions` held out after a three-world model
-had done worse on the evaluation-only world -- a choice made on that world's
-figures, which this model's recipe did not repeat."""
+sensor model, written by a third person who had read neither), is not trained
+on: it is the held-out world that judges input recipes.  The recipes tried
+(a compressed input, randomised sensor and mattress physics) were compared by
+training on two worlds and judging on the third, each way round, under a rule
+written before any training (`models/posture/EXPERIMENTS.md`, with the
+figures).  Earlier, v2.0.0 kept `regions` out of training after a three-world
+model had done worse on the evaluation-only world -- a choice made on that
+world's figures, one bit of selection on it."""
 
 EVAL_BEGIN = "<!-- EVALUATION-ONLY FAMILIES: written by python -m models.evaluate --update-card -->"
 EVAL_END = "<!-- END EVALUATION-ONLY FAMILIES -->"
@@ -360,8 +360,7 @@ calibrated, its median cell), divided by the total load and scaled (so gain,
 weight and an even blanket do not matter), turned so that the load's
 principal axis runs along the columns and centred on its centroid (so
 heading and position do not matter; which end is the head is learnt, both
-ways round are in training).  Never mirrored: a mirror image swaps left and right.
-{compress_text}
+ways round are in training).  Never mirrored: a mirror image swaps left and right.{compress_text}
 
 Decision (`card.json` -> `decision`): calibrated probabilities
 `softmax(log p / T)`, T = {temperature} (temperature scaling on validation
