@@ -147,6 +147,10 @@ class WaterFaultParams:
     gate_flat_chance: float = 1e-3
     """With :attr:`steps_expected`: a jump to a value repeated exactly this unlikely run, by
     the sensor's repeat rate, is a ``dropout`` (a quiet level after a gate also repeats)."""
+    gate_window_s: tuple[float, float] = (600.0, 3600.0)
+    """With a gate input (:meth:`WaterFaultDetector.gate_moved`): a step whose joint lies from
+    this long before a move to this long after it (the gate's travel, the level settling) is
+    the gate's, not the probe's."""
     recovery_s: dict[str, float] | None = None
     """Per test: how long it must look normal before its episode ends (defaults below)."""
 
@@ -247,6 +251,10 @@ class WaterFaultDetector:
         """The value a dropout went to, while the reading stays there."""
         self.steps: list[tuple[float, float]] = []
         """``(t, jump)`` of steps told: the drift test takes them out of the level."""
+        self.gate_input = False
+        """Whether a gate input has ever been given (:meth:`gate_moved`)."""
+        self.gate_times: list[float] = []
+        """When the gate, sluice or pump was last operated (the last few hours)."""
 
     # -- the contract --------------------------------------------------------------------
 
@@ -294,6 +302,30 @@ class WaterFaultDetector:
                 out.append(f)
         return out
 
+    def gate_moved(self, t: float) -> None:
+        """The gate, sluice or pump that moves this level was operated at ``t`` (a gate-position
+        input, a pump's run signal).  From the first call on, a step whose joint lies within
+        :attr:`WaterFaultParams.gate_window_s` of such a time is the water's, not told (and
+        taken out before the drift test, as every sudden change is where steps are expected);
+        any other step is still a ``step``: a slipped or re-mounted probe is told even where
+        a gate works.  Near a move, a jump onto a repeated value and a spike are judged as
+        where steps are expected."""
+        self.gate_input = True
+        self.gate_times = [g for g in self.gate_times if g > t - 6 * 3600.0] + [float(t)]
+
+    def _near_gate(self, t: float) -> bool:
+        lo, hi = self.p.gate_window_s
+        return any(g - lo <= t <= g + hi for g in self.gate_times)
+
+    def _gated_now(self) -> bool:
+        """Judge as where steps are expected: configured so, or a gate moved in the last 3 h."""
+        if self.p.steps_expected:
+            return True
+        if not self.t_hist:
+            return False
+        t = self.t_hist[-1]
+        return any(t - 3 * 3600.0 <= g <= t + self.p.gate_window_s[0] for g in self.gate_times)
+
     def state(self) -> dict[str, Any]:
         """JSON-serialisable: the learnt floor, the history and each test's episode."""
         return {
@@ -310,6 +342,8 @@ class WaterFaultDetector:
             "episodes": self.episodes,
             "dropped_to": self.dropped_to,
             "steps": [list(v) for v in self.steps],
+            "gate_input": self.gate_input,
+            "gate_times": list(self.gate_times),
         }
 
     @classmethod
@@ -341,6 +375,8 @@ class WaterFaultDetector:
             det.repeats = int(state["repeats"])
             det.dropped_to = None if state["dropped_to"] is None else float(state["dropped_to"])
             det.steps = [(float(a) + shift_s, float(b)) for a, b in state["steps"]]
+            det.gate_input = bool(state.get("gate_input", False))  # absent before gate inputs
+            det.gate_times = [float(g) + shift_s for g in state.get("gate_times", [])]
             for test, ep in dict(state["episodes"]).items():
                 if test in TESTS:
                     det.episodes[test] = {
@@ -422,7 +458,7 @@ class WaterFaultDetector:
     def _flat_needed(self) -> int:
         """Readings at one value after a jump that make a rail: 3, or where steps are
         expected as many as make a repeat run this unlikely by the sensor's repeat rate."""
-        if not self.p.steps_expected:
+        if not self._gated_now():
             return 3
         p = min(self.repeat_p if self.repeat_p is not None else 0.5, 0.99)
         need = math.ceil(math.log(self.p.gate_flat_chance) / math.log(p)) + 1 if p > 0 else 3
@@ -462,6 +498,7 @@ class WaterFaultDetector:
         the range of their two neighbours: the level after is back where the level before
         was heading (a flood's peak leaves a tail; a rise's onset lies between)."""
         scale = self._local_scale(seg)
+        gated = self._gated_now()
         best: tuple[float, int, float] | None = None
         for w in (1, 2, 3):
             if len(seg) < w + 6 + 4:
@@ -481,7 +518,7 @@ class WaterFaultDetector:
             outside = min(max(v - hi, lo - v) for v in y[4 : 4 + w])
             if outside < 0.5 * m:
                 continue  # between its neighbours: a rise or fall bending, not a spike
-            if self.p.steps_expected and not self._back(y, w, scale, m):
+            if gated and not self._back(y, w, scale, m):
                 continue  # a gate moved the level twice: down and up to somewhere else
             score = m / scale
             if best is None or score > best[0]:
@@ -526,6 +563,8 @@ class WaterFaultDetector:
             if curved is None:
                 return None
             score, jump, scale = curved
+        if self.gate_input and self._near_gate(self.t_hist[-na]):
+            return None  # the gate's step (the drift test takes every sudden change out)
         if not self.episodes.get("step", {}).get("active"):
             self.steps.append((self.t_hist[-na], jump))
         return (score, self.p.step_k,
@@ -641,7 +680,8 @@ class WaterFaultDetector:
         for tc, j in self.steps:
             xs[ts >= tc] -= j  # a step told is not a drift
         raw = xs
-        if self.p.steps_expected:
+        destep = self.p.steps_expected or self.gate_input
+        if destep:
             xs = self._destepped(ts, xs)
         m0 = self._median_at(ts, xs, t - 2 * DAY_S)
         m1 = self._median_at(ts, xs, t - DAY_S)
@@ -662,7 +702,7 @@ class WaterFaultDetector:
         low_a, low_b = m1[0] - m0[0], m2[0] - m1[0]
         if low_a / a < self.p.drift_low_share or low_b / b < self.p.drift_low_share:
             return None  # the low water stayed: the water moved, not the sensor
-        if self.p.steps_expected:
+        if destep:
             r0, r2 = self._median_at(ts, raw, t - 2 * DAY_S), self._median_at(ts, raw, t)
             if r0 is None or r2 is None or (r2[1] - r0[1]) / (a + b) < self.p.drift_raw_share:
                 return None  # the gate's or pump's steps undo the ramp: a fill-and-pump cycle

@@ -160,6 +160,9 @@ def run(
     """``(t, finding)`` for every finding on series ``s`` (thinned to the device's period)."""
     period = float(s.period_s)
     take = max(1, round(device_period_s / period)) if period < 0.9 * device_period_s else 1
+    inputs = getattr(detector, "site_inputs", None)
+    if callable(inputs):  # a detector fed the site's own inputs (a gate's operations)
+        inputs(getattr(s, "meta", None) or {})
     out = []
     for i in range(0, len(s.values), take):
         t = i * period

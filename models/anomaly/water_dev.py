@@ -19,13 +19,31 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from edge.health.water_faults import WaterFaultDetector, WaterFaultParams
+from edge.health.water_faults import Finding, WaterFaultDetector, WaterFaultParams
 from models.anomaly import scoring
 from models.anomaly import water_sites as W
 
 
 def detector_for(family: str) -> WaterFaultDetector:
     return WaterFaultDetector(WaterFaultParams(steps_expected=family == "gate"))
+
+
+class GateInputDetector:
+    """The rules with the default ``level_steps`` and a gate input: every operation of the
+    gate or pump (the series' ``gate_ops`` label, what a gate-position input or a pump's run
+    signal tells) is handed to :meth:`WaterFaultDetector.gate_moved` as it happens."""
+
+    def __init__(self) -> None:
+        self.det = WaterFaultDetector()
+        self.ops: list[float] = []
+
+    def site_inputs(self, meta: dict[str, Any]) -> None:
+        self.ops = sorted(float(i) * W.PERIOD_S for i in meta.get("gate_ops", []))
+
+    def add(self, t: float, value: float) -> list[Finding]:
+        while self.ops and self.ops[0] <= t:
+            self.det.gate_moved(self.ops.pop(0))
+        return self.det.add(t, value)
 
 
 def false_by_test(family: str, n: int, days: float, seed: int) -> Counter[str]:
@@ -62,6 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--no-table", action="store_true", help="only the extra breakdowns")
     ap.add_argument("--faults", default=",".join(W.FAULTS))
     ap.add_argument("--tests", action="store_true", help="break false events down by test")
+    ap.add_argument("--gate-input", action="store_true",
+                    help="gate channels also with a gate input instead of level_steps")
     ap.add_argument(
         "--drift-n",
         type=int,
@@ -77,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for fam in fams:
         dets: dict[str, Any] = {"rules": lambda fam=fam: detector_for(fam),
                                 "baseline": scoring.BaselineDetector}  # fmt: skip
+        if fam == "gate" and args.gate_input:
+            dets["gate input"] = GateInputDetector
         if not args.no_table:
             scoring.table("dev", [fam], faults, dets, args.n, args.days, args.seed, make=W.water)
         if args.tests:

@@ -52,6 +52,7 @@ failing cable or a wave-struck probe: white noise of 3-10 x the sensor's noise f
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -199,7 +200,14 @@ def tidal(rng: np.random.Generator, n: int) -> np.ndarray:
 
 def gate(rng: np.random.Generator, n: int) -> np.ndarray:
     """Level (cm) of a channel or pond moved by a gate, or of a pump sump (a sawtooth)."""
+    return gate_operated(rng, n)[0]
+
+
+def gate_operated(rng: np.random.Generator, n: int) -> tuple[np.ndarray, list[int]]:
+    """:func:`gate` and the readings at which the gate or pump was operated (what a
+    gate-position input or a pump's run signal would tell the device)."""
     out = np.empty(n)
+    ops: list[int] = []
     if rng.random() < 1 / 3:  # pump sump
         lo, hi = rng.uniform(20, 60), 0.0
         hi = lo + rng.uniform(10, 30)
@@ -218,8 +226,9 @@ def gate(rng: np.random.Generator, n: int) -> np.ndarray:
                 h += fill_day * wet[i] / PER_DAY
                 if h >= hi:
                     pumping = True
+                    ops.append(i + 1)
             out[i] = h
-        return out
+        return out, ops
     level = rng.uniform(20.0, 120.0)
     inflow = rng.uniform(0.0, 4.0) / PER_DAY
     target_lo, target_hi = level - 20.0, level + 20.0
@@ -247,11 +256,14 @@ def gate(rng: np.random.Generator, n: int) -> np.ndarray:
         level += inflow
         out[i] = level
         i += 1
-    out = out + _gate_dynamics(rng, n, moves)
-    return out - min(0.0, float(out.min()) - 10.0)
+    out = out + _gate_dynamics(rng, n, moves, ops)
+    ops += [i for i, _ in moves]
+    return out - min(0.0, float(out.min()) - 10.0), sorted(set(ops))
 
 
-def _gate_dynamics(rng: np.random.Generator, n: int, moves: list[tuple[int, float]]) -> np.ndarray:
+def _gate_dynamics(
+    rng: np.random.Generator, n: int, moves: list[tuple[int, float]], ops: list[int]
+) -> np.ndarray:
     """What a gate's water does besides stepping, on half of the gate channels: the gate takes
     10-40 min to travel (the level follows the step with a first-order lag), the basin rings
     after a move (a seiche of period 12-90 min, 10-30 % of the move, dying out over 0.5-2 h;
@@ -280,6 +292,7 @@ def _gate_dynamics(rng: np.random.Generator, n: int, moves: list[tuple[int, floa
     while t < n - 3:
         w = int(rng.integers(1, 4))
         pulse[int(t) : int(t) + w] += rng.uniform(3.0, 20.0) * (1 if rng.random() < 0.5 else -1)
+        ops += [int(t), int(t) + w]  # opened, and closed again
         t += rng.exponential(DAY_S / rng.uniform(0.2, 1.0)) / PERIOD_S
     alpha = 1.0 - math.exp(-1.0 / tau)  # the flush through the same slow gate
     acc = 0.0
@@ -298,9 +311,17 @@ MOTION_SD = {"paddy": (0.0, 0.3), "river": (0.0, 0.5), "tidal": (0.0, 0.8), "gat
 """Site motion a 20-s mean keeps (wind ripple, waves), correlated over an hour: sd range, cm."""
 
 
-def clean(family: str, rng: np.random.Generator, n: int) -> tuple[np.ndarray, float]:
-    """A clean series of ``family`` (cm, unrounded) and its sensor noise per reading."""
-    level = BUILDERS[family](rng, n)
+def clean(
+    family: str, rng: np.random.Generator, n: int, ops: list[int] | None = None
+) -> tuple[np.ndarray, float]:
+    """A clean series of ``family`` (cm, unrounded) and its sensor noise per reading; ``ops``
+    (a gate channel's): filled with the readings at which the gate or pump was operated."""
+    if family == "gate":
+        level, done = gate_operated(rng, n)
+        if ops is not None:
+            ops.extend(done)
+    else:
+        level = BUILDERS[family](rng, n)
     if family == "paddy":
         level = level + rng.uniform(5.0, 40.0)
     lo, hi = MOTION_SD[family]
@@ -344,8 +365,11 @@ def water(family: str, k: int, days: float, seed: int, fault: str | None) -> lis
     out = []
     for i in range(k):
         rng = np.random.default_rng([BASE_SEED, seed, code, i])
-        x, noise = clean(family, rng, n)
-        meta: dict[str, float] = {"noise_cm": noise}
+        ops: list[int] = []
+        x, noise = clean(family, rng, n, ops)
+        meta: dict[str, Any] = {"noise_cm": noise}
+        if family == "gate":
+            meta["gate_ops"] = ops  # readings at which the gate or pump was operated
         at = None
         if fault is not None:
             at = int(rng.integers(3 * PER_DAY, min(5 * PER_DAY, n - 3 * PER_DAY)))

@@ -50,3 +50,12 @@ def test_each_fault_starts_at_its_labelled_onset_and_not_before() -> None:
     assert s.onset is not None and np.all(s.values[s.onset :] == s.values[s.onset - 1])
     s = W.water("river", 1, 8, 4, "dropout")[0]
     assert s.onset is not None and s.values[s.onset] in (0.0, -99.9, 300.0, 500.0)
+
+
+def test_a_gate_channel_says_when_its_gate_or_pump_was_operated() -> None:
+    for s in W.water("gate", 4, 6, 2, None):
+        ops = s.meta["gate_ops"]
+        assert ops and all(0 <= i for i in ops) and ops == sorted(ops)
+        big = np.flatnonzero(np.abs(np.diff(s.values)) > 4.0) + 1  # a move within a reading
+        near = [i for i in big if any(abs(i - o) <= 4 for o in ops)]
+        assert len(near) >= 0.8 * len(big), "the level moves where the gate was operated"

@@ -283,3 +283,27 @@ def test_gate_moves_in_quick_succession_are_neither_noise_nor_a_spike() -> None:
     noisy = x.copy()  # and a sensor that turns noisy among the moves is still noise
     noisy[DAY + 12 :] += rng.normal(0.0, 0.8, len(x) - DAY - 12)
     assert "noise" in [t for _, t in feed(WaterFaultDetector(gate), np.round(noisy, 1))]
+
+
+def test_with_a_gate_input_the_gates_steps_are_excused_and_a_slipped_probe_is_not() -> None:
+    x = gated(5 * DAY)
+    ops = [at * P for at in range(30, 5 * DAY, 48)]  # what the gate-position input says
+
+    def with_input(y: np.ndarray) -> tuple[list[tuple[int, str]], WaterFaultDetector]:
+        det, out, todo = WaterFaultDetector(), [], list(ops)
+        for i, v in enumerate(y):
+            while todo and todo[0] <= i * P:
+                det.gate_moved(todo.pop(0))
+            out.extend((i, f.test) for f in det.add(i * P, float(v)))
+        return out, det
+
+    assert with_input(x)[0] == [], "every move was the gate's"
+    slipped = x.astype(float)
+    slipped[3 * DAY :] += 9.0  # the probe slipped 3 h after the last move
+    found, det = with_input(np.round(slipped, 1))
+    assert [t for _, t in found] == ["step"] and found[0][0] <= 3 * DAY + 7
+    kept = WaterFaultDetector.from_state(json.loads(json.dumps(det.state())), shift_s=-5.0)
+    assert kept.gate_input and kept.gate_times == [g - 5.0 for g in det.gate_times]
+    old = det.state()
+    del old["gate_input"], old["gate_times"]  # a state kept before gate inputs
+    assert not WaterFaultDetector.from_state(old).gate_input
