@@ -25,7 +25,8 @@ period), on readings about :attr:`WaterFaultParams.period_s` apart:
 ``stuck``    the reading repeats exactly for so long that this sensor's own
              repeat rate makes it a one-in-a-million chance, or varies far less
              than its floor for 6 h;
-``noise``    the 3-h noise scale is far above the floor;
+``noise``    the 3-h noise scale is far above the floor, with and without the window's
+             sudden changes (a gate's moves, a storm's front) undone;
 ``drift``    the 24.84-h interquartile mean (two tide cycles: a tide's mean
              without a flood's few hours) moved the same way on each of the last
              two days, the last by more than :attr:`WaterFaultParams.drift_cm_day`
@@ -47,8 +48,12 @@ Where a gate, sluice or pump moves the level (:attr:`WaterFaultParams.steps_expe
 the water rule's ``level_steps = "expected"``), sudden steps are real: there is no
 ``step`` test, the drift test takes every sudden change out of the level first, and a
 jump onto a repeated value is a ``dropout`` only after a repeat run as unlikely as
-:attr:`WaterFaultParams.gate_flat_chance` (a quiet level after a gate repeats too).  A
-slipped probe is then not told (docs/series-faults.md).
+:attr:`WaterFaultParams.gate_flat_chance` (a quiet level after a gate repeats too), and a
+spike must come back to the line before it (two moves a reading apart leave the level
+elsewhere).  A slipped probe is then not told.  Where the device knows when the gate or
+pump is operated (:meth:`WaterFaultDetector.gate_moved`: a gate-position input, a pump's
+run signal), only the steps around an operation are excused and a slipped probe is told
+(docs/series-faults.md).
 
 Pure: no I/O, no clock; ``t`` comes in as an argument (seconds, monotonic).
 """

@@ -1,13 +1,17 @@
 """Development table of the water fault rules on ``models.anomaly.water_sites`` (issue 15).
 
-    .venv/bin/python -m models.anomaly.water_dev [--n 6] [--days 8] [--seed 0]
+    .venv/bin/python -m models.anomaly.water_dev [--n 6] [--days 8] [--seed 0] [--tests]
+                                                 [--drift-n 24] [--gate-input]
 
 Per family: false events per sensor-day on clean series (every finding counts), and per
 fault the share caught (a finding at or after the onset: spike within 1 h, drift within
 3 days, the rest within a day) with the median delay, by :func:`models.anomaly.scoring.table`.
 Gate series are scored with ``level_steps = "expected"`` (``steps_expected``), as an
 installer configures a channel a gate moves; the other families with the defaults.  With
-``--tests`` the false events are broken down by test.
+``--tests`` the false events are broken down by test; with ``--gate-input`` gate channels
+are also scored with the default ``level_steps`` and a gate input instead
+(:class:`GateInputDetector`: the series' ``gate_ops`` handed to
+:meth:`~edge.health.water_faults.WaterFaultDetector.gate_moved`).
 """
 
 from __future__ import annotations

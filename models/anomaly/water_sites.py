@@ -36,7 +36,13 @@ Families (:data:`FAMILIES`):
            (filling 0-4 cm/day), a gate or pump operated 1-4 times a day at irregular
            hours that moves the level 5-30 cm within one or two readings, or, for a pump
            sump (a third of them), a sawtooth: filling slowly and pumped down within 20-40
-           minutes when it reaches its high mark.
+           minutes when it reaches its high mark.  On half of the gate channels the gate's
+           water also does what a real basin's does: the gate takes 10-40 min to travel, the
+           basin rings after a move (a seiche, aliased by 10-min readings into swings from
+           one reading to the next), a gate opened for a 10-30 min flush now and then, and
+           wind that lifts the site's motion 1-4 x in the afternoon.  A gate series' label
+           ``gate_ops`` lists the readings at which the gate or pump was operated (what a
+           gate-position input or a pump's run signal would tell the device).
 
 Faults (:data:`FAULTS`), labelled with their onset (day 3-5), injected into a clean
 series: ``spike`` 1-3 readings off by 4-40 cm (either way); ``offset`` the probe slips
