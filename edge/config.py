@@ -311,6 +311,11 @@ class WaterRuleConfig(msgspec.Struct, tag_field="type", tag="water", **_struct):
     level_steps: Literal["fault", "expected"] = "fault"
     """``expected``: a gate, sluice or pump moves this level in sudden steps, so the fault
     checks (``health.anomaly_models``) do not call a step a sensor fault."""
+    gate_pin: BcmPin | None = None
+    """A GPIO input that changes state whenever the gate, sluice or pump that moves this
+    level is operated (a gate's limit switch, a pump's run contact; to ground, pulled up).
+    The fault checks then excuse the steps around each operation and still tell any other
+    step (a slipped probe); with ``level_steps = "expected"`` no step is told at all."""
 
 
 StaffInitials = Annotated[str, Meta(pattern=r"^[^\s,]{1,8}\Z")]
@@ -548,6 +553,17 @@ def _check_references(config: Config) -> None:
         key = f"rules.{name}"
         if isinstance(rule, WaterRuleConfig):
             _check_water_rule(config, key, rule, watched)
+            if rule.gate_pin is not None:
+                if rule.level_steps == "expected":
+                    raise ConfigError(
+                        f"{key}.gate_pin: a gate input tells the gate's steps from a slipped "
+                        'probe\'s; with level_steps = "expected" no step is told at all (set '
+                        'level_steps = "fault", the default, or drop gate_pin)'
+                    )
+                if rule.gate_pin in pins:
+                    raise ConfigError(f"{key}.gate_pin: GPIO{rule.gate_pin} is already used by "
+                                      f"{pins[rule.gate_pin]}")
+                pins[rule.gate_pin] = f"{key}.gate_pin"
             continue
         if isinstance(rule, NapRuleConfig):
             for i, mat in enumerate(rule.mats):

@@ -44,6 +44,7 @@ from edge.devices.factory import (
     PinFactory,
     build_ack_button,
     build_actuator,
+    build_gate_input,
     build_level_sensor,
     make_pin_factory,
 )
@@ -60,7 +61,7 @@ from edge.link.telemetry import Telemetry, TelemetryBuffer
 from edge.link.uplink import Uplink
 
 if TYPE_CHECKING:
-    from gpiozero import Button
+    from gpiozero import Button, DigitalInputDevice
 
     from drivers.pir import PirDetector
     from edge.nursery.mat_watch import MatWatch
@@ -119,7 +120,8 @@ class Daemon:
         self.water: dict[str, WaterWatch] = {}
         self.mats: dict[str, MatWatch] = {}
         self.naps: dict[str, NapWatch] = {}
-        self._buttons: list[Button] = []
+        self._buttons: list[Button | DigitalInputDevice] = []
+        """The inputs people and machines operate: nap rooms' buttons, gates' switches."""
         self._tasks: set[asyncio.Task[Any]] = set()
         self.record = PlacedRecord(config.device.description)
         """What every watch records with; it writes once the outbox is open."""
@@ -205,7 +207,7 @@ class Daemon:
         if wildlife is not None:
             for name, deterrent in wildlife.deterrents.items():
                 self._spawn(deterrent.run, f"rule {name}")
-        self._start_water(telemetry)
+        self._start_water(loop, telemetry)
         self._start_naps(loop, telemetry)
         if wildlife is not None:
             for name, trap in wildlife.traps.items():
@@ -237,7 +239,7 @@ class Daemon:
         # The full integrity check after start: READY is not held up by it.
         self._spawn(storage.check(), "outbox integrity check")
 
-    def _start_water(self, telemetry: Telemetry) -> None:
+    def _start_water(self, loop: asyncio.AbstractEventLoop, telemetry: Telemetry) -> None:
         rules = {n: rc for n, rc in self.config.rules.items() if isinstance(rc, WaterRuleConfig)}
         if not rules:
             return
@@ -257,6 +259,28 @@ class Daemon:
                 ),
             )  # fmt: skip
             self._spawn(watch.run, f"water {rule_name}", sensor=rc.sensor)
+            if rc.gate_pin is not None:
+                self._watch_gate(loop, rule_name, rc.gate_pin, watch.anomaly)
+
+    def _watch_gate(
+        self, loop: asyncio.AbstractEventLoop, rule: str, pin: int, anomaly: AnomalyWatch | None
+    ) -> None:
+        """A water rule's gate input: each change of its state tells the level's fault checks
+        that the gate or pump was operated (gpiozero's thread, into the loop)."""
+        if anomaly is None:
+            log.warning("rules.%s.gate_pin: the sensor fault checks are off "
+                        "(health.anomaly_models): the gate input is not watched", rule)
+            return
+        anomaly.gate_input()
+        gate = build_gate_input(pin, self.pin_factory)
+
+        def operated() -> None:
+            now = time.monotonic()
+            loop.call_soon_threadsafe(anomaly.gate_moved, now)
+
+        gate.when_activated = operated
+        gate.when_deactivated = operated
+        self._buttons.append(gate)
 
     def _start_naps(self, loop: asyncio.AbstractEventLoop, telemetry: Telemetry) -> None:
         cfg = self.config

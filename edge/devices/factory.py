@@ -26,7 +26,7 @@ from edge.devices.actuators import Actuator
 from edge.devices.level import I2cBusFactory, LevelSensor, ProbeLevel, RangerLevel
 
 if TYPE_CHECKING:
-    from gpiozero import Button
+    from gpiozero import Button, DigitalInputDevice
 
     from drivers.motion_mat import MotionMat
     from drivers.pir import DetectCallback, PirDetector
@@ -105,6 +105,15 @@ def build_ack_button(pin: int, pin_factory: PinFactory) -> Button:
     from gpiozero import Button
 
     return Button(pin, pull_up=True, bounce_time=0.05, pin_factory=pin_factory)
+
+
+def build_gate_input(pin: int, pin_factory: PinFactory) -> DigitalInputDevice:
+    """A gate's limit switch or a pump's run contact (to ground, pulled up): each change of
+    state is an operation of what moves the water level.  Debounced 100 ms (a mechanical
+    switch on a moving gate chatters)."""
+    from gpiozero import DigitalInputDevice
+
+    return DigitalInputDevice(pin, pull_up=True, bounce_time=0.1, pin_factory=pin_factory)
 
 
 def build_level_sensor(

@@ -235,6 +235,11 @@ class AnomalyWatch:
         self.confirm = 1
         """Consecutive anomalous windows before an event (the model's ``confirm_windows``)."""
         self._too_slow_told = False
+        self._gate_input = False
+        self._gate_moves: list[float] = []
+        """Gate operations (monotonic, added on the loop) not yet handed to the rule: taken
+        on the loop before its next value and given to it on the thread it runs on, so the
+        rule never changes while it judges."""
         self.scored = 0
         self.state_path = None if state_dir is None else state_dir / f"anomaly-{sensor}.json"
         self._wall = wall
@@ -274,6 +279,28 @@ class AnomalyWatch:
     def _keeps_state(self) -> bool:
         # A mat's 32-s window refills at once; a water level's history is days.
         return self.state_path is not None and self.period_s >= KEEP_MIN_PERIOD_S
+
+    def gate_input(self) -> None:
+        """The level has a gate input (the water rule's ``gate_pin``): steps are judged by it,
+        from the start, even before the gate is first operated."""
+        self._gate_input = True
+
+    def gate_moved(self, t: float) -> None:
+        """The gate or pump that moves this level was operated at monotonic time ``t``
+        (:meth:`WaterFaultDetector.gate_moved`); the mat's rule has no gate and ignores it."""
+        self._gate_input = True
+        self._gate_moves.append(t)
+        log.info("%s: the gate or pump was operated", self.sensor)
+
+    def _with_gate(self, value: float, t: float, moves: list[float]) -> Any:
+        """The rule's findings for ``value``, after the gate operations ``moves`` before it."""
+        rule = self.rule
+        if hasattr(rule, "gate_moved"):
+            if self._gate_input and not rule.gate_input:
+                rule.gate_input = True
+            for g in moves:
+                rule.gate_moved(g)
+        return rule.add(t, value)
 
     async def add(self, value: float, t: float) -> None:
         """One value of the series at monotonic time ``t``.
@@ -337,7 +364,8 @@ class AnomalyWatch:
         elif self._kept_rule is not None:  # the first value after a restart
             self.rule = self._rule_from_kept(t)
         self._last_t = t
-        findings = await asyncio.to_thread(self.rule.add, t, value)
+        moves, self._gate_moves = self._gate_moves, []
+        findings = await asyncio.to_thread(self._with_gate, value, t, moves)
         self.scored += 1
         for f in findings:
             await self.record(

@@ -133,3 +133,26 @@ async def test_a_channel_moved_by_a_gate_reaches_the_rules_as_steps_expected(
     async with _site(tmp_path / "plain", broker.port)[0] as daemon:
         watch = daemon.water["level_probe"].anomaly
         assert watch is not None and watch.steps_expected is False
+
+
+async def test_a_gate_input_reaches_the_fault_rules_and_is_kept_across_restarts(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    """The water rule's ``gate_pin``: the gate's switch, operated, is a gate move for the
+    level's fault rules (which then excuse the steps around it), kept with their state."""
+    kept = _keep_state(tmp_path, 100.0, last_s_ago=600.0)
+    bus = EmulatedI2CBus(1)
+    adc = bus.attach(0x48, ADS1115Model(instant=True))
+    assert isinstance(adc, ADS1115Model)
+    adc.set_current_ma(0, _ma(100.4))
+    # A 3-s window: the switch is operated well before the first reading is judged.
+    gated = PROBE.replace("sample_s = 0.05\nwindow_s = 0.5",
+                          "sample_s = 0.3\nwindow_s = 3\ngate_pin = 5")  # fmt: skip
+    config = parse(device_config(tmp_path / "outbox.sqlite3", broker.port, warmup_s=0) + gated)
+    async with Daemon(config, i2c_bus={1: bus}.__getitem__) as daemon:
+        switch = daemon.pin_factory.pin(5)  # type: ignore[union-attr]
+        switch.drive_low()  # the gate's limit switch closes to ground: the gate moved
+        await until(lambda: _kept_readings(kept) == 81, 20, "the first reading to be judged")
+    state = json.loads(kept.read_text())["rule"]
+    assert state["gate_input"] is True and len(state["gate_times"]) == 1
+    assert state["gate_times"][0] <= state["t"][-1], "the move came before the reading"

@@ -34,6 +34,7 @@ from edge.config import (
     load,
     parse,
 )
+from edge.sim import site_text
 from edge.sim.i2c import ADS1115Model, EmulatedI2CBus
 from edge.sim.serial_device import UltrasonicModel
 from tests.edge.conftest import EXAMPLE
@@ -531,3 +532,23 @@ def test_patterns_are_anchored_at_the_very_end(typ: type, good: dict[str, Any]) 
     key = "name" if "name" in good else "id"
     with pytest.raises(msgspec.ValidationError, match="matching regex"):
         msgspec.convert({**good, key: good[key] + "\n"}, typ)
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("gate_pin = 17\n", "rules.bridge.gate_pin: GPIO17 is already used by sensors.pir_north"),
+        ('gate_pin = 5\nlevel_steps = "expected"\n',
+         'rules.bridge.gate_pin: a gate input tells the gate\'s steps from a slipped probe\'s; '
+         'with level_steps = "expected" no step is told at all'),
+        ("gate_pin = 28\n", "rules.bridge.gate_pin: expected `int` <= 27"),
+    ],
+)
+def test_a_gate_input_on_a_pin_in_use_or_beside_expected_steps_is_refused(
+    extra: str, expected: str
+) -> None:
+    text = EXAMPLE.read_text() + site_text.water_bridge("/dev/ttyAMA0") + extra
+    assert parse(EXAMPLE.read_text() + site_text.water_bridge("/dev/ttyAMA0") + "gate_pin = 5\n")
+    with pytest.raises(ConfigError) as err:
+        parse(text, "canal.toml")
+    assert expected in str(err.value)

@@ -94,6 +94,33 @@ async def test_a_gate_moving_the_level_is_a_fault_only_where_steps_are_not_expec
     assert told == [] if expected else ["step"] in told, told
 
 
+async def test_with_a_gate_input_the_gates_moves_are_excused_and_a_slipped_probe_is_told(
+) -> None:
+    """The water rule's ``gate_pin``: each operation the input reports excuses the steps
+    around it; a step with no operation near it is still a sensor step."""
+    levels = _calm_levels(3 * 144, noise=0.1)
+    moves = list(range(100, len(levels) - 60, 72))
+    for n, at in enumerate(moves):
+        levels[at:] = [v + (15.0 if n % 2 else -15.0) for v in levels[at:]]
+
+    async def run(levels: list[float], *, gate: bool) -> list[list[str]]:
+        events = Events()
+        watch = AnomalyWatch("canal", "water", events)
+        await watch.start()
+        if gate:
+            watch.gate_input()
+        for i, level in enumerate(levels):
+            if gate and i in moves:
+                watch.gate_moved(i * 600.0 - 120.0)  # the switch moves before the level does
+            await watch.add(level, i * 600.0)
+        return [data["tests"] for _, _, data in events.got]
+
+    assert ["step"] in await run(levels, gate=False), "without the input: the gate's steps"
+    assert await run(levels, gate=True) == []
+    slipped = levels[:-30] + [v - 9.0 for v in levels[-30:]]  # 14 h after the last move
+    assert await run(slipped, gate=True) == [["step"]]
+
+
 async def test_water_is_judged_at_the_water_rules_default_cadence() -> None:
     # The water rule reads every 600 s while idle and every 300 s while
     # observing (edge/config.py defaults); the rules are tuned at 600 s.
