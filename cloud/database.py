@@ -24,7 +24,6 @@ import contextlib
 import logging
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -396,110 +395,22 @@ class _SqliteTx:
         return self._conn.execute(sql, tuple(args)).fetchall()
 
 
-#: The background checkpointer's pace: at most one checkpoint this often (a commit
-#: wakes it), about what SQLite's automatic checkpoints did under a burst.
-CHECKPOINT_EVERY_S: Final = 0.25
-#: The WAL's size past which the writer itself checkpoints what the background
-#: checkpointer has not copied yet, so that the WAL starts over (a checkpointer that
-#: runs beside a busy writer never catches up with it by itself); also the size the
-#: WAL is cut back to when it starts over (``journal_size_limit``).
-CHECKPOINT_WRITER_BYTES: Final = 32 << 20
-
-
-class Checkpointer:
-    """Checkpoints an SQLite WAL on a thread and connection of its own.
-
-    SQLite's automatic checkpoint runs inside the ``COMMIT`` that crosses 1,000
-    WAL pages: the writer's thread copies ~4 MB into the database file and syncs
-    both, while the receiver waits for that commit (a few times a second under a
-    burst of mailed events: their messages are ~7 kB each).  Here the writer's
-    automatic checkpoints are off; each commit wakes this thread, which runs a
-    ``PASSIVE`` checkpoint (it never blocks the writer, nor waits for it) at most
-    every ``every_s``.  A checkpoint never loses a commit: it copies committed
-    pages only, and the WAL keeps them until then.  A checkpointer that runs beside
-    a writer never catches up with it, so the WAL could not start over: past
-    ``writer_frames`` frames the writer checkpoints the rest itself (what was
-    written since this thread's last checkpoint), and the WAL starts over at its
-    next commit, cut back to that size (``journal_size_limit``): the WAL's file is
-    never much bigger, whether this thread keeps up or not.
-    """
-
-    def __init__(
-        self, path: Path, *, every_s: float = CHECKPOINT_EVERY_S,
-        writer_bytes: int = CHECKPOINT_WRITER_BYTES,
-    ) -> None:  # fmt: skip
-        self.path = path
-        self.wal = path.with_name(path.name + "-wal")
-        self.every_s = every_s
-        self.writer_bytes = writer_bytes
-        self.checkpoints = 0
-        """Checkpoints this thread ran (tests, diagnostics)."""
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._thread = threading.Thread(target=self._run, name="notifier-checkpoint", daemon=True)
-        self._thread.start()
-
-    def poke(self) -> None:
-        """A commit wrote to the WAL."""
-        self._wake.set()
-
-    def _run(self) -> None:
-        try:
-            while True:
-                self._wake.wait()
-                if self._stop.is_set():
-                    return
-                self._wake.clear()
-                try:
-                    if os.stat(self.wal).st_size > self.writer_bytes:
-                        continue  # the writer's to do (this one must not hold it up)
-                except OSError:
-                    continue  # no WAL: nothing to do
-                try:
-                    self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                except sqlite3.Error as exc:  # the writer's own checkpoints still run
-                    log.warning("store %s: background checkpoint failed: %s", self.path, exc)
-                else:
-                    self.checkpoints += 1
-                if self._stop.wait(self.every_s):
-                    return
-        finally:
-            self._conn.close()
-
-    def close(self) -> None:
-        """Stop the thread and close its connection (before the writer's: the last
-        connection to close checkpoints everything and removes the WAL)."""
-        self._stop.set()
-        self._wake.set()
-        self._thread.join()
-
-
 class SqliteDatabase:
     """One SQLite file (WAL, ``synchronous=FULL``); open with :meth:`connect`."""
 
     name = "sqlite"
     shared = False
 
-    def __init__(
-        self, conn: sqlite3.Connection, path: Path, checkpointer: Checkpointer | None = None
-    ) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self._conn = conn
         self.path = path
         self.where = f"sqlite {path}"
         self._unsynced = False
         """A ``durable=False`` commit is in the WAL that no ``fsync`` has covered yet."""
-        self.checkpointer = checkpointer
-        """Checkpoints the WAL off the writer's thread (``None``: SQLite's automatic ones)."""
 
     @classmethod
-    def connect(
-        cls, path: Path, *, readonly: bool = False, checkpointer: bool = False
-    ) -> SqliteDatabase:
-        """Open, configure, integrity-check and migrate; runs on the store's thread.
-
-        ``checkpointer``: checkpoint the WAL on a thread of its own
-        (:class:`Checkpointer`), not in the commits of this connection."""
+    def connect(cls, path: Path, *, readonly: bool = False) -> SqliteDatabase:
+        """Open, configure, integrity-check and migrate; runs on the store's thread."""
         if readonly and not path.exists():
             raise StoreError(f"no store at {path}")
         try:
@@ -540,16 +451,7 @@ class SqliteDatabase:
         except BaseException:
             conn.close()
             raise
-        if readonly or not checkpointer:
-            return cls(conn, path)
-        try:
-            background = Checkpointer(path)
-            conn.execute("PRAGMA wal_autocheckpoint = 0")
-            conn.execute(f"PRAGMA journal_size_limit = {int(background.writer_bytes)}")
-        except sqlite3.Error as exc:
-            conn.close()
-            raise StoreError(f"cannot open store {path}: {exc}") from exc
-        return cls(conn, path, background)
+        return cls(conn, path)
 
     def run(self, work: Callable[[Tx], _T], *, write: bool = True, durable: bool = True) -> _T:
         try:
@@ -577,8 +479,6 @@ class SqliteDatabase:
                 # It wrote frames to the WAL.  A durable commit synced the whole file,
                 # so the frames of the earlier ones with it.
                 self._unsynced = not durable
-                if self.checkpointer is not None:
-                    self._checkpoint(self.checkpointer)
             return result
         except sqlite3.Error as exc:
             raise StoreError(f"store {self.path}: {exc}") from exc
@@ -607,42 +507,10 @@ class SqliteDatabase:
             raise StoreError(f"store {self.path}: cannot sync {wal.name}: {exc}") from exc
         self._unsynced = False
 
-    def reader(self) -> SqliteDatabase:
-        """A second connection to the same file, for reads only (open it on the thread
-        that is to use it): in WAL mode it reads the last commit while this one writes."""
-        try:
-            conn = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open store {self.path}: {exc}") from exc
-        try:
-            conn.execute("PRAGMA busy_timeout = 10000")
-            conn.execute("PRAGMA query_only = ON")
-        except sqlite3.Error as exc:
-            conn.close()
-            raise StoreError(f"cannot open store {self.path}: {exc}") from exc
-        return SqliteDatabase(conn, self.path)
-
-    def _checkpoint(self, checkpointer: Checkpointer) -> None:
-        """After a commit: wake the checkpointer; past ``writer_bytes``, checkpoint what
-        it has not copied yet here (see :class:`Checkpointer`)."""
-        try:
-            size = os.stat(checkpointer.wal).st_size
-        except OSError:
-            size = 0
-        if size <= checkpointer.writer_bytes:
-            checkpointer.poke()
-            return
-        try:  # all copied (unless a reader holds old pages): the next commit starts over
-            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        except sqlite3.Error as exc:  # the data is committed; the WAL only stays longer
-            log.warning("store %s: checkpoint failed: %s", self.path, exc)
-
     def create_index(self, name: str, definition: str) -> None:
         self.run(lambda tx: tx.execute(f"CREATE INDEX IF NOT EXISTS {name} {definition}"))
 
     def close(self) -> None:
-        if self.checkpointer is not None:
-            self.checkpointer.close()
         self._conn.close()
 
 

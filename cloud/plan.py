@@ -65,9 +65,8 @@ class Planner:
         self._renderer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="notifier-render")
         self._processes: RenderWorkers | None = None
         """``delivery.render_processes`` worker processes for events' mails (else None)."""
-        self._jobs: dict[object, list[tuple[_Job, asyncio.Future[_Rendered | None]]]] = {}
-        """Renderings asked for in this turn of the loop, by hand-over (``handover`` of
-        :meth:`plan_event`): each list goes to a worker in one message."""
+        self._jobs: list[tuple[_Job, asyncio.Future[_Rendered | None]]] = []
+        """Renderings asked for in this turn of the loop: one hand-over to a worker."""
         self._handing: set[asyncio.Task[None]] = set()
 
     def start(self) -> None:
@@ -102,21 +101,9 @@ class Planner:
         return site is not None and self.config.mails_kind(site, event.kind)
 
     async def plan_event(
-        self,
-        store: Store,
-        event: Event,
-        site: SiteConfig | None,
-        now: float,
-        *,
-        handover: object = None,
+        self, store: Store, event: Event, site: SiteConfig | None, now: float
     ) -> tuple[list[OutgoingMail], CoalescePlan | None, TrapPlan | None]:
-        """The mails for ``event`` and what it does to bursts and traps.
-
-        ``handover``: the renderings of the events planned in one turn of the loop
-        with the same ``handover`` go to a worker in one message, apart from those
-        with another (the receiver keeps one chunk rendering while the next is
-        handed over, so that the worker never waits for the notifier).
-        """
+        """The mails for ``event`` and what it does to bursts and traps."""
         cfg = self.config
         sensor = _sensor_of(event)
         trap: TrapPlan | None = None
@@ -154,9 +141,7 @@ class Planner:
         # A partial of a module-level function (not a closure): a worker process can take it.
         render = functools.partial(_render_event, PackedEvent(event), site, cfg.smtp.sender, now,
                                    chart, self.maps)  # fmt: skip
-        mails = await self.render_each(
-            recipients, render, event.id, portable=True, handover=handover
-        )
+        mails = await self.render_each(recipients, render, event.id, portable=True)
         coalesce = None
         rule = cfg.coalesce_rule(event.kind)
         if rule is not None:
@@ -177,7 +162,6 @@ class Planner:
         what: str,
         *,
         portable: bool = False,
-        handover: object = None,
     ) -> list[OutgoingMail]:
         """One mail per recipient; a template bug costs the data fields, not the mail.
 
@@ -187,7 +171,7 @@ class Planner:
         twice after the restart).  ``portable`` renderings (``render`` can be
         pickled) run in the worker processes where there are some
         (``delivery.render_processes``): off this process's GIL, all those asked
-        for in one turn of the loop with the same ``handover`` in one message.
+        for in one turn of the loop in one hand-over.
         """
         loop = asyncio.get_running_loop()
         mails = []
@@ -203,7 +187,7 @@ class Planner:
                     rendered = (message, ready and _one_line(recipient.address))
             if rendered is None:
                 if portable and self._processes is not None:
-                    rendered = await self._in_worker((render, recipient, index, what), handover)
+                    rendered = await self._in_worker((render, recipient, index, what))
                 else:
                     rendered = await loop.run_in_executor(
                         self._renderer, _render_one, render, recipient, index, what
@@ -216,20 +200,17 @@ class Planner:
                 mails.append(OutgoingMail(recipient.address, message, recipient.language, ready))
         return mails
 
-    def _in_worker(self, job: _Job, handover: object = None) -> asyncio.Future[_Rendered | None]:
-        """``_render_one(*job)`` in a worker process, with the others of this turn
-        (and this ``handover``)."""
+    def _in_worker(self, job: _Job) -> asyncio.Future[_Rendered | None]:
+        """``_render_one(*job)`` in a worker process, with the others of this turn."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[_Rendered | None] = loop.create_future()
-        jobs = self._jobs.get(handover)
-        if jobs is None:
-            jobs = self._jobs[handover] = []
-            loop.call_soon(self._hand_over, handover)
-        jobs.append((job, future))
+        self._jobs.append((job, future))
+        if len(self._jobs) == 1:
+            loop.call_soon(self._hand_over)
         return future
 
-    def _hand_over(self, handover: object) -> None:
-        jobs = self._jobs.pop(handover)
+    def _hand_over(self) -> None:
+        jobs, self._jobs = self._jobs, []
         task = asyncio.get_running_loop().create_task(self._render_many(jobs))
         self._handing.add(task)
         task.add_done_callback(self._handing.discard)

@@ -21,12 +21,10 @@ go out on a connection of their own (:meth:`Receiver.acknowledge_forever`).
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import itertools
 import logging
 import ssl
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from typing import Any, Final
 
 import aiomqtt
@@ -69,9 +67,6 @@ GROUP_MAX: Final = 64
 GROUP_MAILS: Final = 48
 #: Events whose mails are rendered in one go (then committed, see GROUP_MAILS).
 PLAN_AT_ONCE: Final = 12
-#: Chunks of events rendering at once (the next is handed over before this one is
-#: back: the render worker never waits for the notifier between two).
-RENDER_AHEAD: Final = 2
 #: Readings one telemetry batch may add (a bigger one is cut, and logged).
 MAX_POINTS_PER_BATCH: Final = 20000
 #: Event ids are unique per device, but the store keys events by id alone: an event
@@ -90,12 +85,6 @@ _Planned = tuple[
     TrapPlan | None,
     float | None,
 ]
-
-
-#: What :meth:`Planner.plan_event` gives for an event: its mails, burst and trap.
-_Plan = tuple[list[OutgoingMail], CoalescePlan | None, TrapPlan | None]
-#: The plans of a chunk's events, on their way.
-_Planning = asyncio.Future[list[_Plan]]
 
 
 class Receiver:
@@ -140,24 +129,10 @@ class Receiver:
         """What this instance committed, on its way back to the devices (``None``: off)."""
         self.gate: ReceiveGate | None = None
         """The receive window of the current MQTT connection."""
-        self._committing: asyncio.Task[None] | None = None
-        """The last batch's last group commit, while it runs on (see :meth:`settle_commit`)."""
-        self._handovers = itertools.count()
 
     async def run(self, store: Store) -> None:
         """Receive until cancelled, reconnecting with backoff (messages not acknowledged
         when a connection dies are the broker's to deliver again)."""
-        try:
-            await self._receive(store)
-        finally:
-            committing, self._committing = self._committing, None
-            if committing is not None and not committing.done():
-                # Cancelled (a stop): what it has not acknowledged comes back.
-                committing.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await committing
-
-    async def _receive(self, store: Store) -> None:
         attempt = 0
         while True:
             client = self._mqtt_client()
@@ -190,13 +165,8 @@ class Receiver:
                             batch.append(client._queue.get_nowait())
                             gate.taken()
                         await self._handle_all(client, store, batch)
-                        if client._queue.empty():
-                            await self.settle_commit()  # nothing to overlap it with
             except aiomqtt.MqttError as exc:
                 self.subscribed.clear()
-                # Committed or failed (the store's error stops the notifier); its
-                # PUBACKs may have gone nowhere: the broker delivers those again.
-                await self.settle_commit()
                 attempt += 1
                 delay = self._reconnect.delay(attempt)
                 log.warning(
@@ -318,7 +288,6 @@ class Receiver:
             if run:
                 await self._handle_events(client, store, run)
                 run = []
-            await self.settle_commit()
             await self._handle(client, store, message)
         if run:
             await self._handle_events(client, store, run)
@@ -328,7 +297,6 @@ class Receiver:
     ) -> None:
         """Several event messages: one look-up for duplicates, one commit for the new ones."""
         if len(run) == 1:
-            await self.settle_commit()
             await self._handle_event(client, store, *run[0])
             return
         now = self.clock.time()
@@ -350,25 +318,22 @@ class Receiver:
             new.append((message, topic_device, stored))
         plans: list[_Planned] = []
         mails_planned = 0
-        # Rendering runs one chunk ahead: the next chunk goes to the render worker
-        # before this one's mails are back, so that the worker does not wait for the
-        # notifier between chunks.  Each group's commit (the store's thread, an fsync)
-        # runs meanwhile too; the commits, and so the PUBACKs, stay in order.  The
-        # last group's commit is left running while the next batch is looked up and
-        # rendered (see run): it is awaited before the next commit, before any other
-        # message, and as soon as nothing more has arrived.
-        chunks = iter([new[n : n + PLAN_AT_ONCE] for n in range(0, len(new), PLAN_AT_ONCE)])
-        ahead: collections.deque[tuple[list[tuple[aiomqtt.Message, str, Event]], _Planning]]
-        ahead = collections.deque()
-        committing, self._committing = self._committing, None
+        # Each group's commit (the store's thread, an fsync) runs while the next chunk
+        # renders (the render workers); the commits, and so the PUBACKs, stay in order.
+        committing: asyncio.Task[None] | None = None
         try:
-            while True:
-                while len(ahead) < RENDER_AHEAD and (chunk := next(chunks, None)) is not None:
-                    ahead.append((chunk, self._plan_chunk(store, chunk, now)))
-                if not ahead:
-                    break
-                chunk, planning = ahead.popleft()
-                planned = await planning
+            for start in range(0, len(new), PLAN_AT_ONCE):
+                chunk = new[start : start + PLAN_AT_ONCE]
+                plans_of = (
+                    self.planner.plan_event(store, event, self.config.sites.get(event.site), now)
+                    for _, _, event in chunk
+                )
+                if sum(self.planner.mailed(event) for _, _, event in chunk) > 1:
+                    # Planned together: their mails are rendered in one hand-over
+                    # (to a render worker, or back to back on the renderer's thread).
+                    planned = await asyncio.gather(*plans_of)
+                else:  # nothing to render (heartbeats): no task per event
+                    planned = [await plan for plan in plans_of]
                 for (message, topic_device, event), (mails, coalesce, trap) in zip(
                     chunk, planned, strict=True
                 ):
@@ -377,7 +342,7 @@ class Receiver:
                          heartbeat_interval(event))
                     )  # fmt: skip
                     mails_planned += len(mails)
-                if mails_planned >= GROUP_MAILS or (not ahead and plans):
+                if mails_planned >= GROUP_MAILS:
                     # Mailed events: commit sooner, so that the transaction stays short
                     # (a mail the SMTP server took waits behind it to be marked sent).
                     if committing is not None:
@@ -386,38 +351,16 @@ class Receiver:
                         self._commit_group(client, store, plans, now), name="group-commit"
                     )
                     plans, mails_planned = [], 0
-            self._committing, committing = committing, None
+            if committing is not None:
+                await committing
+                committing = None
+            if plans:
+                await self._commit_group(client, store, plans, now)
         finally:
-            for _, planning in ahead:
-                planning.cancel()
             if committing is not None and not committing.done():
                 committing.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await committing
-
-    def _plan_chunk(
-        self, store: Store, chunk: list[tuple[aiomqtt.Message, str, Event]], now: float
-    ) -> _Planning:
-        """The plans of ``chunk``'s events, their mails rendered in one hand-over (to a
-        render worker, or back to back on the renderer's thread)."""
-        handover = next(self._handovers)
-        plans_of = [
-            self.planner.plan_event(
-                store, event, self.config.sites.get(event.site), now, handover=handover
-            )
-            for _, _, event in chunk
-        ]
-        if sum(self.planner.mailed(event) for _, _, event in chunk) > 1:
-            return asyncio.gather(*plans_of)  # rendering begins now
-        # Nothing to render (heartbeats): no task per event, planned when awaited.
-        return asyncio.ensure_future(_in_order(plans_of))
-
-    async def settle_commit(self) -> None:
-        """Wait for the group commit left running by the last batch (its failure is raised
-        here: the notifier stops, and the events come back from the broker)."""
-        committing, self._committing = self._committing, None
-        if committing is not None:
-            await committing
 
     async def _commit_group(
         self, client: aiomqtt.Client, store: Store, plans: list[_Planned], now: float
@@ -788,12 +731,6 @@ class Receiver:
             # nothing against a missed heartbeat, only a live one does.
             if row.cause == "status" or not message.retain:
                 await self.notices.back_online(store, row)
-
-
-async def _in_order(
-    plans_of: list[Coroutine[Any, Any, _Plan]],
-) -> list[_Plan]:
-    return [await plan for plan in plans_of]
 
 
 def _scoped(device: str, event_id: str) -> str:

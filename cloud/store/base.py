@@ -47,13 +47,13 @@ class StoreThread:
     A call whose future is cancelled before it starts does not run.
     """
 
-    def __init__(self, name: str = "notifier-store") -> None:
+    def __init__(self) -> None:
         self._urgent: collections.deque[_Call] = collections.deque()
         self._calls: collections.deque[_Call] = collections.deque()
         self._tokens: queue.SimpleQueue[None] = queue.SimpleQueue()
         """One for each call handed over, and one for :meth:`shutdown`."""
         self._closing = False
-        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+        self._thread = threading.Thread(target=self._work, name="notifier-store", daemon=True)
         self._thread.start()
 
     def submit(self, fn: Callable[[], _T], *, urgent: bool = False) -> asyncio.Future[_T]:
@@ -132,9 +132,6 @@ class StoreBase:
         self.shared = db.shared
         self.journal = journal
         """Beside an SQLite store: the mails accepted but maybe not yet marked sent."""
-        self._reader: tuple[StoreThread, Database] | None = None
-        """SQLite: a second connection, on a thread of its own, for the receiver's look-up
-        of duplicates (:meth:`_look_up`), which then does not wait for a commit."""
 
     # --- life cycle ---------------------------------------------------------
 
@@ -159,23 +156,14 @@ class StoreBase:
             journal = None if readonly else SentJournal.beside(path)
 
             def connect() -> Database:
-                return SqliteDatabase.connect(path, readonly=readonly, checkpointer=True)
+                return SqliteDatabase.connect(path, readonly=readonly)
 
         try:
             db = await _on(thread, connect)
         except BaseException:
             thread.shutdown()
             raise
-        store = cls(db, thread, journal)
-        if isinstance(db, SqliteDatabase) and not readonly:
-            reading = StoreThread("notifier-store-read")
-            try:
-                store._reader = (reading, await _on(reading, db.reader))
-            except BaseException:
-                reading.shutdown()
-                await store.close()
-                raise
-        return store
+        return cls(db, thread, journal)
 
     async def close(self) -> None:
         """Close the connection (idempotent)."""
@@ -184,12 +172,6 @@ class StoreBase:
         self._closed = True
         if self.journal is not None:
             self.journal.close()
-        reader, self._reader = self._reader, None
-        if reader is not None:
-            try:
-                await _on(reader[0], reader[1].close)
-            finally:
-                reader[0].shutdown()
         try:
             await _on(self._thread, self._db.close)
         finally:
@@ -224,17 +206,6 @@ class StoreBase:
 
     async def _read(self, sql: str, args: tuple[object, ...]) -> list[tuple[Any, ...]]:
         return await self._run(lambda tx: tx.query(sql, args), write=False)
-
-    async def _look_up(self, sql: str, args: tuple[object, ...]) -> list[tuple[Any, ...]]:
-        """:meth:`_read` on the reading connection where there is one: it sees what was
-        committed when it runs, not what the store's thread is committing meanwhile."""
-        reader = self._reader
-        if reader is None:
-            return await self._read(sql, args)
-        if self._closed:
-            raise StoreError(f"store {self.where} is closed")
-        thread, db = reader
-        return await _on(thread, lambda: db.run(lambda tx: tx.query(sql, args), write=False))
 
     async def _write(self, sql: str, args: tuple[object, ...], *, urgent: bool = False) -> None:
         await self._run(lambda tx: tx.execute(sql, args), urgent=urgent)

@@ -104,14 +104,12 @@ class EventTables(StoreBase):
         """The device of each of ``event_ids`` the store holds (one look-up for many).
 
         Event ids are unique per device: the same id from another device is not a
-        duplicate (the caller must not take it for one).  With SQLite it reads on a
-        connection of its own (it does not wait for a commit under way, nor see it):
-        an event that commit stores is refused by :meth:`accept` instead.
+        duplicate (the caller must not take it for one).
         """
         if not event_ids:
             return {}
         marks = ", ".join("?" for _ in event_ids)
-        rows = await self._look_up(
+        rows = await self._read(
             f"SELECT id, device FROM events WHERE id IN ({marks})", tuple(event_ids)
         )
         return {str(r[0]): str(r[1]) for r in rows}

@@ -6,23 +6,19 @@ Tests taking ``store_config`` run on SQLite and on a real PostgreSQL server."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from cloud.config import StoreConfig
-from cloud.database import CHECKPOINT_WRITER_BYTES, SQLITE_MIGRATIONS, SqliteDatabase, Tx
+from cloud.database import SQLITE_MIGRATIONS
 from cloud.errors import StoreError
 from cloud.store import SCHEMA_VERSION, CoalescePlan, Notice, OutgoingMail, Store, TrapPlan
-from cloud.store.events import _accept
 from tests.cloud.conftest import make_event
-from tests.support.waiting import until, until_sync
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -536,6 +532,7 @@ async def test_a_postgresql_store_of_version_2_is_migrated_with_its_queue(
 
 async def test_pruning_a_mail_removes_its_message(store_config: StoreConfig) -> None:
     """Messages live in ``mail_bodies``: a pruned mail takes its message with it."""
+    from cloud.database import Tx
 
     async with await Store.open(store_config) as store:
         for n in range(3):
@@ -575,6 +572,7 @@ async def test_prune_keeps_the_newest_events_and_mails_by_count(
 
 async def test_every_pruning_statement_walks_an_index(store_config: StoreConfig) -> None:
     """On both engines; PostgreSQL is told to avoid sequential scans where it can."""
+    from cloud.database import Tx
     from cloud.store import PRUNE_SQL
 
     args = {"events_cutoff": (10,), "mails_cutoff": (10,), "telemetry_by_age": (1.0,)}
@@ -786,76 +784,3 @@ async def test_the_device_row_an_event_returns_is_the_row_the_store_holds(
         late = await store.accept(make_event(device=device, seq=3), [], now=1200.0)
         assert late.device is not None and late.device == await store.device(device)
         assert late.device.last_seen == 1500.0  # never goes back
-
-
-def _insert_rows(rows: list[tuple[int, bytes]], tx: Tx) -> None:
-    tx.executemany("INSERT INTO t VALUES (?, ?)", rows)
-
-
-def test_the_wal_is_checkpointed_off_the_writer_and_stays_bounded(tmp_path: Path) -> None:
-    """The store's writer does not checkpoint in its commits (a thread of its own does),
-    the WAL still starts over (it never grows past ~32 MB however long a burst), and
-    every committed row is in the file, read back by another connection after close."""
-    path = tmp_path / "n.sqlite3"
-    wal = tmp_path / "n.sqlite3-wal"
-    db = SqliteDatabase.connect(path, checkpointer=True)
-    assert db.checkpointer is not None
-    assert db.run(lambda tx: tx.query("PRAGMA wal_autocheckpoint"), write=False) == [(0,)]
-    blobs = [bytes([n % 251]) * 7000 for n in range(4)]
-    wal_max = 0
-    file_during = 0
-    try:
-        db.run(lambda tx: tx.execute("CREATE TABLE t (n INTEGER, x BLOB)"))
-        for n in range(2400):  # ~67 MB of rows, twice what the writer lets the WAL hold
-            db.run(functools.partial(_insert_rows, [(n, b) for b in blobs]), durable=False)
-            wal_max = max(wal_max, wal.stat().st_size)
-            if n == 900:
-                # Copied into the database file while the WAL (~25 MB) is below the
-                # writer's own threshold: the other thread did it.
-                until_sync(lambda: path.stat().st_size > 4 << 20, 20, "a background checkpoint")
-                file_during = path.stat().st_size
-        assert db.checkpointer.checkpoints > 0
-    finally:
-        db.close()
-    assert file_during > 4 << 20
-    # The WAL started over (67 MB were written), cut back to 32 MiB (what is written
-    # while a checkpoint of the other thread holds up the writer's comes on top).
-    assert wal_max < CHECKPOINT_WRITER_BYTES + (16 << 20), wal_max
-    assert not wal.exists()  # the last connection checkpointed and removed it
-    conn = sqlite3.connect(path)
-    try:
-        assert conn.execute("SELECT count(*), sum(length(x)) FROM t").fetchone() == (
-            2400 * 4, 2400 * 4 * 7000)
-        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    finally:
-        conn.close()
-
-
-async def test_the_look_up_of_duplicates_does_not_wait_for_a_commit_under_way(
-    tmp_path: Path,
-) -> None:
-    """SQLite: the receiver's look-up reads on a connection of its own, so it answers
-    while the store's thread is inside a transaction, with what was committed (not what
-    that transaction is writing); after the commit it sees both."""
-    first = make_event(event_id="look-1")
-    second = make_event(event_id="look-2", seq=2)
-    inside, release = threading.Event(), threading.Event()
-
-    def hold(tx: Tx) -> None:
-        accepted = _accept(tx, second, (), 1.7e9, None, None, None, True)
-        assert accepted.accepted
-        inside.set()
-        assert release.wait(30)
-
-    async with await Store.open(tmp_path / "n.sqlite3") as store:
-        assert await store.accept(first, [], now=1.7e9)
-        holding = asyncio.ensure_future(store._run(hold))
-        try:
-            await until(lambda: inside.is_set(), 20, "the store's thread inside its transaction")
-            owners = await asyncio.wait_for(store.event_owners(["look-1", "look-2"]), 10)
-            assert owners == {"look-1": first.device}
-        finally:
-            release.set()
-            await holding
-        assert await store.event_owners(["look-1", "look-2"]) == {
-            "look-1": first.device, "look-2": second.device}  # fmt: skip
