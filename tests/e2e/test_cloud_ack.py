@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
+import signal
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -112,12 +114,22 @@ async def test_broker_killed_mid_drain_without_persistence_loses_nothing(
     ids = await preload(tmp_path / "device" / "outbox.sqlite3", n)
     text = config(tmp_path, cloud.broker.port, ack_timeout_s="3", ack_probe_max_s="6")
     async with Daemon(parse(text)) as daemon:
-        # Mid-drain: the broker has acknowledged rows the notifier has not stored.
         await until(lambda: daemon.uplink.published >= n // 4, 60, "a quarter published")
-        seen = len(stored_ids(cloud))
-        assert seen < n, "the drain finished before the kill: make the backlog larger"
-        cloud.broker.kill()
-        await asyncio.to_thread(cloud.broker.start)
+        # Mid-drain, the broker must hold rows it acknowledged that the notifier has not
+        # stored.  A notifier that keeps pace can have acknowledged every one of them at
+        # the moment of the kill, so hold it still (SIGSTOP, as a stalled host would) until
+        # the device waits on some.
+        assert cloud.notifier is not None
+        os.kill(cloud.notifier.pid, signal.SIGSTOP)
+        try:
+            await until(lambda: len(daemon.uplink.awaiting) >= 10, 30,
+                        "rows the broker acknowledged and the cloud did not")  # fmt: skip
+            seen = len(stored_ids(cloud))
+            assert seen < n, "the drain finished before the kill: make the backlog larger"
+            cloud.broker.kill()
+            await asyncio.to_thread(cloud.broker.start)
+        finally:
+            os.kill(cloud.notifier.pid, signal.SIGCONT)
 
         async def all_stored() -> bool:
             return await asyncio.to_thread(stored_ids, cloud) >= ids
