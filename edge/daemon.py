@@ -120,7 +120,7 @@ class Daemon:
         self.water: dict[str, WaterWatch] = {}
         self.mats: dict[str, MatWatch] = {}
         self.naps: dict[str, NapWatch] = {}
-        self._buttons: list[Button | DigitalInputDevice] = []
+        self._inputs: list[Button | DigitalInputDevice] = []
         """The inputs people and machines operate: nap rooms' buttons, gates' switches."""
         self._tasks: set[asyncio.Task[Any]] = set()
         self.record = PlacedRecord(config.device.description)
@@ -280,7 +280,7 @@ class Daemon:
 
         gate.when_activated = operated
         gate.when_deactivated = operated
-        self._buttons.append(gate)
+        self._inputs.append(gate)
 
     def _start_naps(self, loop: asyncio.AbstractEventLoop, telemetry: Telemetry) -> None:
         cfg = self.config
@@ -309,7 +309,7 @@ class Daemon:
             )  # fmt: skip
             button = build_ack_button(rc.ack_pin, self.pin_factory)
             button.when_pressed = functools.partial(nap.acknowledge_from_thread, loop)
-            self._buttons.append(button)
+            self._inputs.append(button)
             # Supervised: a nap rule that crashes is reported and started again (its
             # cots' state and the nap log survive; the buzzer keeps what it was doing).
             self._spawn(nap.run, f"nap {rule_name}", sensor=rule_name)
@@ -367,13 +367,13 @@ class Daemon:
     def _close_hardware(self) -> None:
         if self.wildlife is not None:
             self.wildlife.close()
-        for dev in [*self.actuators.values(), *self._buttons]:
+        for dev in [*self.actuators.values(), *self._inputs]:
             try:
                 dev.close()
             except Exception:
                 log.exception("could not close %r", dev)
         self.actuators.clear()
-        self._buttons.clear()
+        self._inputs.clear()
 
     async def __aenter__(self) -> Daemon:
         await self.start()

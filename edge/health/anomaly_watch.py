@@ -196,6 +196,10 @@ def cadence_warnings(config: Any) -> list[str]:
     return out
 
 
+GATE_MEMORY_S = 6 * 3600.0
+"""Gate operations older than this are no longer handed to the rule (it keeps 6 h itself)."""
+
+
 class AnomalyWatch:
     """Judges one sensor's series with its rule (:data:`RULES`) or the anomaly model; see the
     module's docstring.
@@ -289,7 +293,9 @@ class AnomalyWatch:
         """The gate or pump that moves this level was operated at monotonic time ``t``
         (:meth:`WaterFaultDetector.gate_moved`); the mat's rule has no gate and ignores it."""
         self._gate_input = True
-        self._gate_moves.append(t)
+        # Only the last hours matter to the rule: a sensor silent for days while its gate
+        # keeps working must not pile them up.
+        self._gate_moves = [g for g in self._gate_moves if g > t - GATE_MEMORY_S] + [t]
         log.info("%s: the gate or pump was operated", self.sensor)
 
     def _with_gate(self, value: float, t: float, moves: list[float]) -> Any:
