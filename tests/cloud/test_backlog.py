@@ -21,6 +21,7 @@ from edge.event import decode_ack
 from edge.sim.broker import Mosquitto
 from tests.cloud.backlog import NotifierProcess, heartbeat, publish, stored_events
 from tests.cloud.conftest import SITE, config_text
+from tests.support.waiting import until_sync
 
 BACKLOG = 100_000
 #: Events the test watches it store (all of them would take a minute or more).
@@ -86,10 +87,8 @@ def test_memory_stays_bounded_while_a_100k_backlog_drains(
         # The devices hear about what is stored while the backlog drains, not after
         # it (on the receiving connection, mosquitto would answer our ack publishes
         # only behind the whole backlog, and devices would send everything again).
-        deadline = time.monotonic() + 10
-        while acked.count < stored - 2000 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert acked.count >= stored - 2000, (acked.count, stored)
+        until_sync(lambda: acked.count >= stored - 2000, 10,
+                   f"devices to hear of all but 2,000 of {stored} stored events")
     finally:
         notifier.stop()
         acked.close()
