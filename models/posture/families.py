@@ -41,8 +41,9 @@ FAMILIES: tuple[str, ...] = ("patches", "skeleton", "regions")
 TRAINING_FAMILIES: tuple[str, ...] = ("patches", "skeleton")
 """What ``train.py`` trains on by default: the shipped model (v2.0) was trained on these two.
 A model trained on all three scored worse on the evaluation-only world and on
-``skeleton``'s held-out seeds (see the model card), so ``regions`` stays a world
-the shipped model never saw, measured beside the evaluation-only one."""
+``skeleton``'s held-out seeds (see the model card), and a second one at full size did
+worse there again (``EXPERIMENTS.md``, round 3), so ``regions`` stays a world the shipped
+model never saw, measured beside the evaluation-only one."""
 LABELS: tuple[str, ...] = ("empty", "supine", "prone", "left", "right")
 ROWS, COLS = 16, 32
 
