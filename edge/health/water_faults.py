@@ -26,7 +26,10 @@ period), on readings about :attr:`WaterFaultParams.period_s` apart:
              repeat rate makes it a one-in-a-million chance, or varies far less
              than its floor for 6 h;
 ``noise``    the 3-h noise scale is far above the floor, with and without the window's
-             sudden changes (a gate's moves, a storm's front) undone;
+             sudden changes (a gate's moves, a storm's front) undone; where a gate works,
+             the 3 h after an operation (or, without a gate input, a shift of the level) are
+             excused and then the water's roughness at the gate's new setting is allowed for
+             (an open outlet stirs the water at the probe);
 ``drift``    the 24.84-h interquartile mean (two tide cycles: a tide's mean
              without a flood's few hours) moved the same way on each of the last
              two days, the last by more than :attr:`WaterFaultParams.drift_cm_day`
@@ -122,6 +125,9 @@ class WaterFaultParams:
     quiet_n: int = 36
     noise_ratio: float = 3.5
     noise_n: int = 18
+    flow_rough_max: float = 4.0
+    """Where a gate or pump works: the water's own roughness that the noise test allows for (the
+    flow through an open outlet stirs the water at the probe), at most this many floors."""
     drift_cm_day: float = 3.0
     drift_first_share: float = 0.5
     """The first of the two days need only move this share of :attr:`drift_cm_day` (a ramp
@@ -260,6 +266,11 @@ class WaterFaultDetector:
         """Whether a gate input has ever been given (:meth:`gate_moved`)."""
         self.gate_times: list[float] = []
         """When the gate, sluice or pump was last operated (the last few hours)."""
+        self.flow_scale: float | None = None
+        """The water's roughness since the gate's last setting (the noise scale of the first 3 h
+        after the last operation); the noise test allows for it."""
+        self.flow_op: float | None = None
+        """The operation :attr:`flow_scale` was taken after."""
 
     # -- the contract --------------------------------------------------------------------
 
@@ -292,6 +303,8 @@ class WaterFaultDetector:
         fired["stuck"] = self._stuck(seg)
         fired["dropout"] = self._dropout(seg)
         if self.floor is not None:
+            if self.p.steps_expected:
+                self._level_shift(seg)
             fired["spike"] = self._spike(seg)
             if not self.p.steps_expected:
                 fired["step"] = self._step(seg)
@@ -349,6 +362,8 @@ class WaterFaultDetector:
             "steps": [list(v) for v in self.steps],
             "gate_input": self.gate_input,
             "gate_times": list(self.gate_times),
+            "flow_scale": self.flow_scale,
+            "flow_op": self.flow_op,
         }
 
     @classmethod
@@ -382,6 +397,10 @@ class WaterFaultDetector:
             det.steps = [(float(a) + shift_s, float(b)) for a, b in state["steps"]]
             det.gate_input = bool(state.get("gate_input", False))  # absent before gate inputs
             det.gate_times = [float(g) + shift_s for g in state.get("gate_times", [])]
+            # absent before the water's roughness was allowed for: learnt again
+            fs = state.get("flow_scale")
+            det.flow_scale = None if fs is None else float(fs)
+            det.flow_op = shifted(state.get("flow_op"))
             for test, ep in dict(state["episodes"]).items():
                 if test in TESTS:
                     det.episodes[test] = {
@@ -629,15 +648,61 @@ class WaterFaultDetector:
             return None
         window = seg[-self.p.noise_n :]
         scale = d3_scale(window)
-        if scale / self.floor > self.p.noise_ratio:  # a gate's moves, not the sensor?
+        ref, excuse = self._flow_ref(scale)
+        if scale / ref > self.p.noise_ratio:  # a gate's moves, not the sensor?
             scale = min(scale, d3_scale(self._jumps_out(window)))
-        ratio = scale / self.floor
-        if ratio > self.p.noise_ratio and scale - self.floor > self.quantum:
+        ratio = scale / ref
+        if excuse and ratio <= 2.0 * self.p.noise_ratio:
+            return None  # the gate was operated within the window: the water is settling
+        if ratio > self.p.noise_ratio and scale - ref > self.quantum:
             span = self.p.noise_n * self.p.period_s
+            of = (f"this sensor's floor of {ref:.2f} cm" if ref <= self.floor else
+                  f"the water's own {ref:.2f} cm at this gate's setting (this sensor's floor "
+                  f"{self.floor:.2f} cm)")  # fmt: skip
             return (ratio, self.p.noise_ratio,
                     f"reading-to-reading noise {scale:.2f} cm over {_duration(span)}, "
-                    f"{ratio:.1f} x this sensor's floor of {self.floor:.2f} cm")  # fmt: skip
+                    f"{ratio:.1f} x {of}")  # fmt: skip
         return None
+
+    def _flow_ref(self, scale: float) -> tuple[float, bool]:
+        """What the noise test compares with, and whether to excuse it now.  Where no gate
+        works: the floor.  With a gate input (or where steps are expected: a shift of the level,
+        :meth:`_level_shift`): for the 3 h after an operation the water settles (excused unless
+        twice as noisy as the test's threshold); then the roughness of the gate's new setting
+        (the first 3 h wholly after the operation) is allowed for, at most
+        :attr:`WaterFaultParams.flow_rough_max` floors, until the next operation."""
+        assert self.floor is not None
+        t = self.t_hist[-1]
+        span = self.p.noise_n * self.p.period_s
+        cap = self.p.flow_rough_max * self.floor
+        if self.gate_input or self.p.steps_expected:
+            last = max((g for g in self.gate_times if g <= t), default=None)
+            if last is not None and t - last < span:
+                return self.floor, True
+            if last is not None and last != self.flow_op:
+                self.flow_op, self.flow_scale = last, scale
+            if self.flow_scale is None:
+                return self.floor, False
+            return max(self.floor, min(self.flow_scale, cap)), False
+        return self.floor, False
+
+    def _level_shift(self, seg: np.ndarray) -> None:
+        """Where steps are expected and no input says when the gate moves: a shift of the level
+        between the hour before a reading and the hour from it (medians: over 2 cm and 10
+        floors, and over 4 x the spread of the hour after, so that a noisy sensor's own swings
+        are not one) is taken as an operation, for the noise test only."""
+        assert self.floor is not None
+        least = max(2.0, 10.0 * self.floor)
+        if len(seg) < 12 or float(seg[-12:].max() - seg[-12:].min()) <= least:
+            return  # no shift that large fits in the range: the usual case, cheaply
+        t = self.t_hist[-6]
+        if any(t - 3600.0 < g <= t for g in self.gate_times):
+            return
+        after = seg[-6:]
+        shift = abs(median(after) - median(seg[-12:-6]))
+        spread = 1.4826 * median(np.abs(after - median(after)))
+        if shift > max(least, 4.0 * spread):
+            self.gate_times = [g for g in self.gate_times if g > t - 6 * 3600.0] + [t]
 
     def _median_at(
         self, ts: np.ndarray, xs: np.ndarray, end: float

@@ -6,12 +6,12 @@
 Per family: false events per sensor-day on clean series (every finding counts), and per
 fault the share caught (a finding at or after the onset: spike within 1 h, drift within
 3 days, the rest within a day) with the median delay, by :func:`models.anomaly.scoring.table`.
-Gate series are scored with ``level_steps = "expected"`` (``steps_expected``), as an
-installer configures a channel a gate moves; the other families with the defaults.  With
-``--tests`` the false events are broken down by test; with ``--gate-input`` gate channels
-are also scored with the default ``level_steps`` and a gate input instead
-(:class:`GateInputDetector`: the series' ``gate_ops`` handed to
-:meth:`~edge.health.water_faults.WaterFaultDetector.gate_moved`).
+Gate and reservoir series (:data:`~models.anomaly.water_sites.GATED`) are scored with
+``level_steps = "expected"`` (``steps_expected``), as an installer configures a channel a gate
+moves; the other families with the defaults. With ``--tests`` the false events are broken down
+by test; with ``--gate-input`` gate and reservoir series are also scored with the default
+``level_steps`` and a gate input instead (:class:`GateInputDetector`: the series' ``gate_ops``
+handed to :meth:`~edge.health.water_faults.WaterFaultDetector.gate_moved`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from models.anomaly import water_sites as W
 
 
 def detector_for(family: str) -> WaterFaultDetector:
-    return WaterFaultDetector(WaterFaultParams(steps_expected=family == "gate"))
+    return WaterFaultDetector(WaterFaultParams(steps_expected=family in W.GATED))
 
 
 class GateInputDetector:
@@ -101,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for fam in fams:
         dets: dict[str, Any] = {"rules": lambda fam=fam: detector_for(fam),
                                 "baseline": scoring.BaselineDetector}  # fmt: skip
-        if fam == "gate" and args.gate_input:
+        if fam in W.GATED and args.gate_input:
             dets["gate input"] = GateInputDetector
         if not args.no_table:
             scoring.table("dev", [fam], faults, dets, args.n, args.days, args.seed, make=W.water)

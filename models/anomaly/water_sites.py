@@ -42,7 +42,14 @@ Families (:data:`FAMILIES`):
            one reading to the next), a gate opened for a 10-30 min flush now and then, and
            wind that lifts the site's motion 1-4 x in the afternoon.  A gate series' label
            ``gate_ops`` lists the readings at which the gate or pump was operated (what a
-           gate-position input or a pump's run signal would tell the device).
+           gate-position input or a pump's run signal would tell the device);
+``reservoir`` a small reservoir or irrigation pond read near its outlet
+           (:func:`reservoir_operated`): the pond's water balance (a stream's inflow with
+           storms, the outflow through the gate's opening, a spillway), a keeper who works the
+           gate 2-4 times a day to hold a mark, inching it open or shut in 1-5 steps 10-20 min
+           apart; at the probe the flowing water stands lower by part of its velocity head,
+           follows each step over 10-30 min, and is rough while the gate is open. Also labelled
+           with ``gate_ops``.
 
 Faults (:data:`FAULTS`), labelled with their onset (day 3-5), injected into a clean
 series: ``spike`` 1-3 readings off by 4-40 cm (either way); ``offset`` the probe slips
@@ -67,7 +74,9 @@ from models.anomaly.scoring import Series
 PERIOD_S = 600.0
 DAY_S = 86400.0
 PER_DAY = int(DAY_S / PERIOD_S)
-FAMILIES: tuple[str, ...] = ("paddy", "river", "tidal", "gate")
+FAMILIES: tuple[str, ...] = ("paddy", "river", "tidal", "gate", "reservoir")
+GATED: tuple[str, ...] = ("gate", "reservoir")
+"""Families whose level a gate or pump moves (they carry ``gate_ops``)."""
 FAULTS: tuple[str, ...] = ("spike", "stuck", "offset", "dropout", "drift", "noise")
 BASE_SEED = 20_261_205
 
@@ -311,9 +320,90 @@ def _gate_dynamics(
     return extra
 
 
-BUILDERS = {"paddy": paddy, "river": river, "tidal": tidal, "gate": gate}
+def reservoir(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Level (cm) near the outlet of a small reservoir: :func:`reservoir_operated`'s level."""
+    return reservoir_operated(rng, n)[0]
 
-MOTION_SD = {"paddy": (0.0, 0.3), "river": (0.0, 0.5), "tidal": (0.0, 0.8), "gate": (0.0, 0.2)}
+
+def reservoir_operated(rng: np.random.Generator, n: int) -> tuple[np.ndarray, list[int]]:
+    """Level (cm) read near the outlet of a small reservoir or irrigation pond, and the readings
+    at which its outlet gate was operated. The pond's storage follows its water balance: a
+    stream's inflow (a base of 0-3 cm/day of level plus storms: a gamma-shaped inflow of 2-15 cm
+    over a day or two), the outlet's outflow in proportion to the gate's opening (a full opening
+    takes out 4-12 cm/day more than the base inflow) and a spillway above a crest. The gate is
+    worked 2-4 times a day by a keeper who holds the pond near a mark (when it stands more than
+    2-5 cm off, setting the opening that would bring it back within about half a day; else now
+    and then a small adjustment), by hand or motor in 1-5 increments 10-20 min apart (a gate is
+    inched open, not flung). At the probe, near the outlet, the flowing water stands lower than
+    the pond by a share of its velocity head (2-15 cm at full opening), reached 10-30 min after
+    each increment (the approach flow taking up speed), and the flow's eddies and vortices make
+    the water there rough while the gate is open (0.1-0.8 cm at full opening, correlated over
+    minutes)."""
+    dt_day = PERIOD_S / DAY_S
+    base_in = rng.uniform(0.0, 3.0)
+    inflow = np.full(n, base_in)
+    t = rng.exponential(PER_DAY / 0.3)
+    while t < n:
+        total, up = _loguniform(rng, 2.0, 15.0), rng.uniform(3.0, 12.0) * 6
+        since = np.arange(n - int(t), dtype=np.float64)
+        shape = (since / up) ** 2 * np.exp(2.0 * (1.0 - since / up))
+        inflow[int(t) :] += total * shape / (float(shape.sum()) * dt_day)
+        t += rng.exponential(PER_DAY / 0.3)
+    full_out = base_in + rng.uniform(4.0, 12.0)
+    crest = rng.uniform(60.0, 150.0)
+    drawdown = rng.uniform(2.0, 15.0)
+    rough = rng.uniform(0.1, 0.8)
+    lag = rng.uniform(1.0, 3.0)  # readings
+    alpha = 1.0 - math.exp(-1.0 / lag)  # the water takes ``lag`` readings to follow
+    band = rng.uniform(5.0, 15.0)  # the keeper holds the pond within +-band of a mark
+    mark = crest - band - rng.uniform(5.0, 30.0)
+    per_day = rng.uniform(2.0, 4.0)
+    ops: list[int] = []
+    plan: dict[int, float] = {}  # reading -> the opening set then
+    g = float(rng.choice((0.0, rng.uniform(0.2, 1.0))))
+    follow = np.empty(n)
+    pond = np.empty(n)
+    acc, h = g, mark + rng.uniform(-band, band)
+    nxt = int(rng.exponential(PER_DAY / per_day))
+    for k in range(n):
+        if k >= nxt:  # the keeper's round: too high, open more; too low, close; else maybe adjust
+            need = (inflow[k] + (h - mark) * 2.0) / full_out  # the opening that brings it back
+            if abs(h - mark) > 0.3 * band:
+                target = float(np.clip(need * rng.uniform(0.7, 1.3), 0.0, 1.0))
+            elif rng.random() < 0.4:
+                target = float(np.clip(g + rng.uniform(-0.3, 0.3), 0.0, 1.0))
+            else:
+                target = g
+            if target != g:
+                steps = int(rng.integers(1, 6))
+                a = k
+                for j in range(steps):
+                    plan[a] = g + (target - g) * (j + 1) / steps
+                    a += int(rng.integers(1, 3))  # 10-20 min apart (at least a reading)
+            nxt = k + max(12, int(rng.exponential(PER_DAY / per_day)))
+        if k in plan:
+            g = plan.pop(k)
+            ops.append(k)
+        acc += alpha * (g - acc)
+        follow[k] = acc
+        h += (inflow[k] - full_out * acc) * dt_day
+        if h > crest:
+            h -= min(h - crest, 0.5 * (h - crest) ** 1.5)
+        h = max(h, 5.0)
+        pond[k] = h
+    level = pond - drawdown * follow**2 + _ar1(rng, n, rough, 0.3) * follow
+    return level - min(0.0, float(level.min()) - 10.0), sorted(set(ops))
+
+
+BUILDERS = {
+    "paddy": paddy, "river": river, "tidal": tidal, "gate": gate,
+    "reservoir": reservoir,
+}
+
+MOTION_SD = {
+    "paddy": (0.0, 0.3), "river": (0.0, 0.5), "tidal": (0.0, 0.8), "gate": (0.0, 0.2),
+    "reservoir": (0.0, 0.3),
+}
 """Site motion a 20-s mean keeps (wind ripple, waves), correlated over an hour: sd range, cm."""
 
 
@@ -322,8 +412,8 @@ def clean(
 ) -> tuple[np.ndarray, float]:
     """A clean series of ``family`` (cm, unrounded) and its sensor noise per reading; ``ops``
     (a gate channel's): filled with the readings at which the gate or pump was operated."""
-    if family == "gate":
-        level, done = gate_operated(rng, n)
+    if family in GATED:
+        level, done = (gate_operated if family == "gate" else reservoir_operated)(rng, n)
         if ops is not None:
             ops.extend(done)
     else:
@@ -374,7 +464,7 @@ def water(family: str, k: int, days: float, seed: int, fault: str | None) -> lis
         ops: list[int] = []
         x, noise = clean(family, rng, n, ops)
         meta: dict[str, Any] = {"noise_cm": noise}
-        if family == "gate":
+        if family in GATED:
             meta["gate_ops"] = ops  # readings at which the gate or pump was operated
         at = None
         if fault is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from models.anomaly import water_sites as W
@@ -59,3 +61,13 @@ def test_a_gate_channel_says_when_its_gate_or_pump_was_operated() -> None:
         big = np.flatnonzero(np.abs(np.diff(s.values)) > 4.0) + 1  # a move within a reading
         near = [i for i in big if any(abs(i - o) <= 4 for o in ops)]
         assert len(near) >= 0.8 * len(big), "the level moves where the gate was operated"
+
+
+def test_a_reservoirs_gate_is_worked_a_few_times_a_day_and_inched_in_steps() -> None:
+    for s in W.water("reservoir", 4, 6, 2, None):
+        ops = s.meta["gate_ops"]
+        assert ops == sorted(ops) and len(ops) >= 6, "worked a few times a day, in steps"
+        assert s.values.min() > 0.0
+    rng = np.random.default_rng(4)
+    _, ops = W.reservoir_operated(rng, 6 * 144)
+    assert any(b - a <= 2 for a, b in itertools.pairwise(ops)), "inched: 10-20 min apart"

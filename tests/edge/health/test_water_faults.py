@@ -306,4 +306,61 @@ def test_with_a_gate_input_the_gates_steps_are_excused_and_a_slipped_probe_is_no
     assert kept.gate_input and kept.gate_times == [g - 5.0 for g in det.gate_times]
     old = det.state()
     del old["gate_input"], old["gate_times"]  # a state kept before gate inputs
-    assert not WaterFaultDetector.from_state(old).gate_input
+    del old["flow_scale"], old["flow_op"]  # or before the water's roughness was allowed for
+    back = WaterFaultDetector.from_state(old)
+    assert not back.gate_input and back.flow_scale is None and back.flow_op is None
+
+
+def stirred(n: int, ops: list[int], rough: float, seed: int = 31) -> np.ndarray:
+    """A quiet pond (0.1 cm noise) whose outlet gate opens at the readings ``ops`` (each
+    opening drawing the water at the probe down 6 cm over about half an hour, then the flow
+    keeps the water there rough by ``rough`` cm a reading) and closes again 12 h later."""
+    rng = np.random.default_rng(seed)
+    x = 80.0 + rng.normal(0.0, 0.1, n)
+    k = np.arange(n, dtype=float)
+    for at in ops:
+        open_ = (k >= at) & (k < at + 72)
+        x -= np.where(open_, 6.0 * (1.0 - np.exp(-(k - at) / 2.0)), 0.0)
+        x += np.where(open_, rng.normal(0.0, rough, n), 0.0)
+    return np.round(x, 1)
+
+
+def feed_with_gate(x: np.ndarray, opened: list[int]) -> list[tuple[int, str]]:
+    """The rules with the gate's switch: it changes as the gate opens and as it closes."""
+    det, out = WaterFaultDetector(), list[tuple[int, str]]()
+    todo = sorted(at * P for o in opened for at in (o, o + 72))
+    for i, v in enumerate(x):
+        while todo and todo[0] <= i * P:
+            det.gate_moved(todo.pop(0))
+        out.extend((i, f.test) for f in det.add(i * P, float(v)))
+    return out
+
+
+def test_with_a_gate_input_water_stirred_by_an_open_gate_is_not_noise_a_failing_probe_is() -> None:
+    ops = [DAY + 20, 2 * DAY + 40, 3 * DAY + 30]
+    x = stirred(5 * DAY, ops, 0.4)
+    # (the part of each half-hour ramp that the drift test's de-stepping leaves in adds up
+    # over days: a known gap, docs/series-faults.md; here only the short tests are judged)
+    found = [f for f in feed_with_gate(x, ops) if f[1] != "drift"]
+    assert found == [], "the ramp and the flow's roughness are the water's"
+    failing = x.astype(float)
+    at = 2 * DAY + 40 + 36  # 6 h after the gate was opened, the cable starts to fail
+    failing[at:] += np.random.default_rng(5).normal(0.0, 2.0, len(x) - at)
+    found = feed_with_gate(np.round(failing, 1), ops)
+    assert found and found[0][1] == "noise" and at <= found[0][0] <= at + 18
+    slipped = x.astype(float)
+    slipped[2 * DAY + 40 + 30 :] += 8.0  # the probe slips 5 h after the gate was opened
+    found = [f for f in feed_with_gate(np.round(slipped, 1), ops) if f[1] != "drift"]
+    assert [t for _, t in found] == ["step"] and found[0][0] <= 2 * DAY + 40 + 37
+
+
+def test_steps_expected_water_stirred_since_a_step_is_not_noise_a_failing_probe_is() -> None:
+    rng = np.random.default_rng(8)
+    x = 80.0 + rng.normal(0.0, 0.1, 5 * DAY)
+    x[DAY + 20 :] += rng.normal(0.0, 0.33, 4 * DAY - 20) - 6.0  # the outlet opened and left so
+    gate = WaterFaultParams(steps_expected=True)
+    assert feed(WaterFaultDetector(gate), np.round(x, 1)) == []
+    at = 3 * DAY  # two days later the probe's cable starts to fail
+    x[at:] += rng.normal(0.0, 2.0, len(x) - at)
+    found = feed(WaterFaultDetector(gate), np.round(x, 1))
+    assert [t for _, t in found] == ["noise"] and at <= found[0][0] <= at + 18
