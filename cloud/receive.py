@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import struct
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -379,6 +380,8 @@ class Receiver:
         # One log record for the group (its items separated by " | "), as for sent marks:
         # a record per event cost more than the event's SQL.
         lines: list[str] | None = [] if log.isEnabledFor(logging.INFO) else None
+        # The group's PUBACKs go out together (one write, see _ack_all), not one a message.
+        pubacks: list[aiomqtt.Message] = []
         try:
             for n, ((message, topic_device, event, _, coalesce, trap, _), result) in enumerate(
                 zip(plans, results, strict=True)
@@ -386,12 +389,14 @@ class Receiver:
                 if n % 4 == 3 and result.queued:
                     # Let an SMTP server's "250" be read now (and journaled, see
                     # SentJournal), not after the whole group's PUBACKs.
+                    _ack_all(client, pubacks)
                     await asyncio.sleep(0)
                 await self._after_accept(
                     client, store, message, topic_device, event, coalesce, trap, result, lines,
-                    handed=claim is not None,
+                    handed=claim is not None, pubacks=pubacks,
                 )  # fmt: skip
         finally:
+            _ack_all(client, pubacks)
             if lines:
                 log.info("%s", " | ".join(lines))
 
@@ -557,14 +562,20 @@ class Receiver:
         lines: list[str] | None = None,
         *,
         handed: bool = False,
+        pubacks: list[aiomqtt.Message] | None = None,
     ) -> None:
         """Acknowledge, count and log an event the store has just been given (its log
         item goes to ``lines`` where given, for one record of a group; ``handed``: its
-        mails went to the senders in memory, see :meth:`_hand_over`)."""
+        mails went to the senders in memory, see :meth:`_hand_over`; ``pubacks``: its
+        PUBACK goes there, for the caller to send with the group's, see :func:`_ack_all`)."""
         if not result.accepted:  # another instance stored it meanwhile
             self._duplicate(client, message, event, topic_device)
             return
-        _ack(client, message)  # only now: the event and its mails are stored
+        # Only now: the event and its mails are stored.
+        if pubacks is not None:
+            pubacks.append(message)
+        else:
+            _ack(client, message)
         if self.acks is not None:
             self.acks.add(topic_device, (_device_id(event.id),))
         self.stats.accepted += 1
@@ -749,6 +760,31 @@ def _tls_context(ca_file: str, cert_file: str, key_file: str | None) -> ssl.SSLC
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert_file, key_file)
     return context
+
+
+def _ack_all(client: aiomqtt.Client, messages: list[aiomqtt.Message]) -> None:
+    """Send the PUBACKs of ``messages`` (all committed) in one write, and empty the list.
+
+    paho writes each packet it queues with a ``send`` of its own (a system call, and
+    a moment for another thread to take the GIL); the PUBACKs of a group go to it as
+    one packet of their bytes, the same bytes paho's ``ack`` writes for each.
+    """
+    mids = [m.mid for m in messages if m.qos == 1]
+    if len(mids) < 2 or len(mids) < len(messages):
+        for message in messages:
+            _ack(client, message)
+    else:
+        blob = b"".join([_PUBACK.pack(paho.PUBACK, 2, mid) for mid in mids])
+        rc = client._client._packet_queue(paho.PUBACK, blob, 0, 0)
+        if rc != paho.MQTT_ERR_SUCCESS:
+            log.debug("could not acknowledge %d messages (rc=%s); they will be redelivered",
+                      len(mids), rc)  # fmt: skip
+    messages.clear()
+
+
+#: A PUBACK: its type, remaining length 2, the packet id (MQTT 3.1.1, and 5 with
+#: reason 0 and no properties; what paho's ``ack`` sends).
+_PUBACK: Final = struct.Struct("!BBH")
 
 
 def _ack(client: aiomqtt.Client, message: aiomqtt.Message) -> None:

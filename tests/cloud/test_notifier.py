@@ -231,6 +231,31 @@ async def test_events_published_while_the_notifier_is_down_are_mailed_once(
     )
 
 
+async def test_the_pubacks_of_a_group_commit_all_reach_the_broker(
+    config: NotifierConfig, mailbox: Mailbox, publisher: Publisher
+) -> None:
+    """Events that arrive together are committed in groups and their PUBACKs written
+    together: after a restart the broker delivers none of them again."""
+    burst = [make_event(seq=n) for n in range(1, 41)]
+    async with running(config):  # creates the persistent session on the broker
+        pass
+    for event in burst:  # queued by the broker: they arrive together
+        await publisher.event(event)
+    async with running(config) as notifier:
+        await mails(mailbox, 2 * len(burst))
+        assert notifier.stats.accepted == len(burst)
+        assert notifier.stats.group_commits < len(burst)  # committed in groups
+    last = make_event(seq=len(burst) + 1)
+    await publisher.event(last)
+    async with running(config) as notifier:
+        # The broker delivers what it still holds for the session in order: anything
+        # not acknowledged before would come before the new event.
+        received = await mails(mailbox, 2 * len(burst) + 2)
+        assert notifier.stats.duplicates == 0
+        assert notifier.stats.accepted == 1
+    assert sorted(event_ids(received)) == sorted([e.id for e in [*burst, last] for _ in "ab"])
+
+
 async def test_a_message_received_but_not_acknowledged_is_delivered_again(
     config: NotifierConfig, broker: Mosquitto, mailbox: Mailbox, publisher: Publisher
 ) -> None:
