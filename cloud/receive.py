@@ -770,12 +770,14 @@ def _ack_all(client: aiomqtt.Client, messages: list[aiomqtt.Message]) -> None:
     one packet of their bytes, the same bytes paho's ``ack`` writes for each.
     """
     mids = [m.mid for m in messages if m.qos == 1]
-    if len(mids) < 2 or len(mids) < len(messages):
+    # paho's packet queue is not public API: a paho without it gets one PUBACK a message.
+    queue = getattr(client._client, "_packet_queue", None)
+    if len(mids) < 2 or len(mids) < len(messages) or queue is None:
         for message in messages:
             _ack(client, message)
     else:
         blob = b"".join([_PUBACK.pack(paho.PUBACK, 2, mid) for mid in mids])
-        rc = client._client._packet_queue(paho.PUBACK, blob, 0, 0)
+        rc = queue(paho.PUBACK, blob, 0, 0)
         if rc != paho.MQTT_ERR_SUCCESS:
             log.debug("could not acknowledge %d messages (rc=%s); they will be redelivered",
                       len(mids), rc)  # fmt: skip
