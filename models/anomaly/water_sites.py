@@ -29,9 +29,11 @@ Families (:data:`FAMILIES`):
 ``tidal``  a river mouth: M2 (40-150 cm), S2 (0.2-0.5 of M2), K1 and O1 (5-40 cm each,
            diurnal inequality and its fortnightly beat), an M4 overtide (the flood shorter
            than the ebb), spring-neap modulation from M2 + S2, a weather surge (a
-           smoothed random walk, +-5-25 cm over days), river floods raising the mean for a
-           day or two, and low water cut off by the bar/bed (the level cannot fall below
-           the river's own stage);
+           smoothed random walk, +-5-25 cm over days), wind set-up (an onshore wind of
+           6-36 h piling 5-25 cm against the coast, 0.15 a day), river floods after rain
+           for a day or two, and low water cut off by the bar/bed: the level cannot fall
+           below the river's own stage, which a flood raises by its whole height while high
+           water rises by only 0.2-0.6 of it (the river's water spread over the estuary);
 ``gate``   a channel or pond whose level a sluice gate or a pump moves: slow inflow
            (filling 0-4 cm/day), a gate or pump operated 1-4 times a day at irregular
            hours that moves the level 5-30 cm within one or two readings, or, for a pump
@@ -206,10 +208,26 @@ def tidal(rng: np.random.Generator, n: int) -> np.ndarray:
             k < up, k / up, np.exp(-(k - up) / (rng.uniform(8, 40) * 6))
         )
         ts += rng.exponential(DAY_S / 0.2) / PERIOD_S
-    eta += flood
     bed = -rng.uniform(0.5, 1.2) * m2  # low water cannot fall below the river's own stage
     soft = rng.uniform(3.0, 15.0)
-    level = bed + soft * np.logaddexp(0.0, (eta - bed) / soft)
+    ext = np.random.default_rng(rng.integers(2**32))  # the river's share and wind set-up
+    # A flood is the river's discharge after rain: it raises the river's own stage (the floor
+    # low water cannot fall below) by its whole height, and high water by only a share of it
+    # (the river's water spreads over the estuary at high water).
+    eta += ext.uniform(0.2, 0.6) * flood
+    floor = bed + flood
+    # Wind set-up: an onshore wind for 6-36 h piles water against the coast (5-25 cm), rising
+    # over the wind's hours and falling within a few hours after it drops (0.15 a day).
+    ts = ext.exponential(DAY_S / 0.15) / PERIOD_S
+    while ts < n:
+        i0, dur = int(ts), int(ext.uniform(6.0, 36.0) * 6)
+        k = np.arange(n - i0)
+        eta[i0:] += ext.uniform(5.0, 25.0) * np.where(
+            k < dur, np.sin(0.5 * np.pi * np.minimum(k / max(dur // 3, 1), 1.0)),
+            np.exp(-(k - dur) / (ext.uniform(2.0, 8.0) * 6)),
+        )
+        ts += ext.exponential(DAY_S / 0.15) / PERIOD_S
+    level = floor + soft * np.logaddexp(0.0, (eta - floor) / soft)
     return level - float(level.min()) + rng.uniform(5.0, 40.0)
 
 

@@ -218,6 +218,35 @@ def test_a_growing_tidal_range_over_a_fixed_bed_is_not_a_drift() -> None:
     assert [t for _, t in feed(WaterFaultDetector(), np.round(x, 1))] == []
 
 
+def river_mouth(n: int, seed: int) -> np.ndarray:
+    """A river mouth through a spring/neap cycle (M2 + S2: the range varies 2 x over 14.77
+    days), two unequal tides a day (K1, O1), low water on the river's stage, and a wet spell
+    on day 6: the river's flood lifts its stage (the low water) by 25 cm for a day or two and
+    high water by a third of that."""
+    rng = np.random.default_rng(seed)
+    h = np.arange(n) * P / 3600.0
+    eta = (60 * np.cos(2 * np.pi * h / 12.4206) + 20 * np.cos(2 * np.pi * h / 12.0 + 0.7)
+           + 12 * np.cos(2 * np.pi * h / 23.9345 + 2.0) + 9 * np.cos(2 * np.pi * h / 25.8193))
+    k = np.maximum(h - 6 * 24.0, 0.0)
+    flood = np.where(h < 6 * 24.0, 0.0, np.where(k < 6, 25 * k / 6, 25 * np.exp(-(k - 6) / 20)))
+    floor = -55.0 + flood
+    x = 120 + floor + 5.0 * np.logaddexp(0.0, (eta + flood / 3 - floor) / 5.0)
+    out: np.ndarray = np.round(x + rng.normal(0.0, 0.4, n), 1)
+    return out
+
+
+def test_a_river_mouth_through_spring_and_neap_and_a_wet_spell_is_not_a_drift() -> None:
+    for seed in (21, 22):
+        assert [t for _, t in feed(WaterFaultDetector(), river_mouth(16 * DAY, seed))] == []
+
+
+def test_a_river_mouths_gauge_drifting_5_cm_a_day_is_told_within_3_days() -> None:
+    x = river_mouth(10 * DAY, 23).astype(float)
+    x[2 * DAY :] += 5.0 * np.arange(8 * DAY) / DAY
+    found = [(i, t) for i, t in feed(WaterFaultDetector(), np.round(x, 1)) if t == "drift"]
+    assert found and 2 * DAY <= found[0][0] <= 5 * DAY
+
+
 def test_a_drift_on_a_tide_is_caught_within_3_days() -> None:
     x = big_tide(9 * DAY, 0.4).astype(float)
     x[3 * DAY :] += 5.0 * np.arange(6 * DAY) / DAY
