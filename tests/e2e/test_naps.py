@@ -94,8 +94,12 @@ async def test_a_child_the_model_cannot_read_is_look_now_never_safe(tmp_path: Pa
         assert all(length < 1.0 for length in _beeps(buzzer.states[heard:]))
         # ...and nothing says the child is safe or face-down: no alarm, no safe posture.
         assert not kinds("prone_alarm") and not kinds("apnea_alarm")
-        checks = [e["data"]["posture"] for e in kinds("posture_check")[1:]]
-        assert set(checks) <= {"unknown"}, checks
+        # The checks while the prompt is on say "unknown" (a check on the sheet's grid can
+        # fall just after the first, before the body was laid: those are not judged here).
+        during = lambda: [e["data"]["posture"] for e in kinds("posture_check")  # noqa: E731
+                          if e["id"] > look["id"]]  # ids are time-ordered  # fmt: skip
+        await until(lambda: bool(during()), 15, "a posture check during the look-now")
+        assert set(during()) == {"unknown"}, during()
         # The model reads the child again: the prompt ends and the buzzer falls silent.
         mat.roll_to("supine")
         await until(lambda: _look_now_ends(tmp_path / "site" / "naps.sqlite3"), 15,
