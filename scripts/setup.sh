@@ -7,7 +7,7 @@
 #   bash scripts/setup.sh [ROLE]
 #
 #   dev        (default) the developer's machine: everything the tests and the demo
-#              start (mosquitto, PostgreSQL, mtools, chromium, Noto CJK fonts) and
+#              start (mosquitto, PostgreSQL, mtools, chromium, Noto CJK fonts, QEMU) and
 #              the sim, cloud and test extras; editable install.
 #   device     a Raspberry Pi that runs the daemon from this checkout: the daemon and
 #              the pi extra (lgpio, gpiozero's pin backend). No broker, no database,
@@ -39,8 +39,11 @@ case "$role" in
     dev)
         # The broker the tests and the demo start, the tools the tests drive, the
         # browser that prints the nap sheet and opens the pages in tests, and the
-        # Japanese font charts and sheets are drawn in.
-        apt_want=(mosquitto postgresql mtools dosfstools fusefat chromium fonts-noto-cjk)
+        # Japanese font charts and sheets are drawn in; the virtual Pi's emulator and the
+        # ssh client its stage drives it with (scripts/vpi/build-image.sh installs the
+        # image tools it lacks itself, but not when its image is already cached).
+        apt_want=(mosquitto postgresql mtools dosfstools fusefat chromium fonts-noto-cjk
+                  qemu-system-arm openssh-client)
         default_extras="sim,cloud,test"
         ;;
     device)
