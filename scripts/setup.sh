@@ -39,11 +39,12 @@ case "$role" in
     dev)
         # The broker the tests and the demo start, the tools the tests drive, the
         # browser that prints the nap sheet and opens the pages in tests, and the
-        # Japanese font charts and sheets are drawn in; the virtual Pi's emulator and the
-        # ssh client its stage drives it with (scripts/vpi/build-image.sh installs the
-        # image tools it lacks itself, but not when its image is already cached).
+        # Japanese font charts and sheets are drawn in; the virtual Pi's emulator, the ROM
+        # of its virtual network card (ipxe-qemu, only recommended by QEMU) and the ssh
+        # client its stage drives it with (scripts/vpi/build-image.sh installs the image
+        # tools it lacks itself, but not when its image is already cached).
         apt_want=(mosquitto postgresql mtools dosfstools fusefat chromium fonts-noto-cjk
-                  qemu-system-arm openssh-client)
+                  qemu-system-arm ipxe-qemu openssh-client)
         default_extras="sim,cloud,test"
         ;;
     device)

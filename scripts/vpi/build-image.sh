@@ -51,7 +51,7 @@ if ((${#need[@]})); then
     say "installing the image tools (missing: ${need[*]})"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        mmdebstrap qemu-user-static binfmt-support qemu-system-arm qemu-utils \
+        mmdebstrap qemu-user-static binfmt-support qemu-system-arm ipxe-qemu qemu-utils \
         dosfstools e2fsprogs mtools fdisk openssh-client arch-test device-tree-compiler >/dev/null
 fi
 # arm64 programs in the chroot run through binfmt_misc (a container may not have it mounted).
