@@ -9,8 +9,9 @@
 * daemon memory: ``python -m edge run --config FILE`` as its own process, as
   systemd starts it -- with the environment of ``systemd/satoyama-edge.service``'s
   ``Environment=`` lines and nothing else of this shell's (plus ``PYTHONPATH`` to
-  this checkout), its modules read from compiled bytecode as pip installs them
-  on the device (a private ``PYTHONPYCACHEPREFIX`` filled before the runs) -- on
+  this checkout; the unit's ``PYTHONOPTIMIZE=2`` among them), its modules read
+  from the optimised bytecode the updater compiles into a release on the device
+  (``edge bytecode`` into a private ``PYTHONPYCACHEPREFIX`` before the runs) -- on
   a nursery + water site: one motion mat (an emulated
   infant lying on it, on a real pseudo-terminal), its nap rule and buzzer on
   mock pins, an ultrasonic water gauge (emulated, on a pty) with its water
@@ -63,14 +64,6 @@ TARGET_MB = 60.0
 SAMPLE_S = 0.5
 UNIT = ROOT / "systemd" / "satoyama-edge.service"
 
-WARM_IMPORTS = (
-    "import edge.cli, edge.daemon, edge.inference.runtime, edge.inference.posture_input, "
-    "edge.health.water_faults, edge.health.mat_load_faults, edge.nursery.watch, "
-    "edge.water.watch, edge.wildlife.watch, numpy.ma, gpiozero.pins.mock, serial_asyncio_fast, "
-    "encodings.idna"
-)
-"""What the daemon imports, compiled once into the benchmark's bytecode cache before any run."""
-
 
 def unit_environment(unit: Path = UNIT) -> dict[str, str]:
     """The ``Environment=`` assignments of a systemd unit (later ones win, as in systemd)."""
@@ -87,7 +80,7 @@ def unit_environment(unit: Path = UNIT) -> dict[str, str]:
 def daemon_environment(pycache: Path) -> dict[str, str]:
     """What the daemon runs with here: the unit's environment and nothing of this shell's
     but ``PATH``; ``PYTHONPATH`` stands for the installed package, ``PYTHONPYCACHEPREFIX``
-    for the bytecode pip compiles when it installs (filled by :func:`fill_bytecode`)."""
+    for the release's bytecode folder (filled by :func:`fill_bytecode`)."""
     return {
         "PATH": os.environ.get("PATH", os.defpath),
         "LANG": "C.UTF-8",
@@ -98,12 +91,11 @@ def daemon_environment(pycache: Path) -> dict[str, str]:
 
 
 def fill_bytecode(env: dict[str, str]) -> None:
-    """Compile what the daemon imports into ``env``'s bytecode cache (a device runs from .pyc:
-    pip compiles at install; compiling in the measured process would cost it memory)."""
-    subprocess.run([sys.executable, "-c", WARM_IMPORTS], check=True, cwd=ROOT, env=env,
+    """Compile the daemon's bytecode into ``env``'s cache as the updater does at install
+    (``edge bytecode``); compiling in the measured process would cost it memory."""
+    subprocess.run([sys.executable, "-m", "edge", "bytecode", "--prefix",
+                    env["PYTHONPYCACHEPREFIX"]], check=True, cwd=ROOT, env=env,
                    capture_output=True)  # fmt: skip
-    subprocess.run([sys.executable, "-m", "compileall", "-q", "edge", "drivers", "models"],
-                   check=True, cwd=ROOT, env=env, capture_output=True)  # fmt: skip
 
 
 # One fresh process per probe: RSS (MB) before and after a statement, after a setup.

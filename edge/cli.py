@@ -321,6 +321,13 @@ def cmd_bench_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bytecode(args: argparse.Namespace) -> int:
+    """The daemon's optimised bytecode (the updater's install step; docs/ota.md)."""
+    from edge.bytecode import main as bytecode_main
+
+    return bytecode_main(Path(args.prefix), check=args.check)
+
+
 def cmd_mat_record(args: argparse.Namespace) -> int:
     """Labelled frames from a real mat (docs/recording.md); one line and exit 1 when refused."""
     from edge.tools.record import RecordError, check_label, mat_sensor, run_record
@@ -533,6 +540,19 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(func=cmd_bench_run)
     b = bench.add_parser("list", help="list the bundled scenarios")
     b.set_defaults(func=cmd_bench_list)
+
+    p = sub.add_parser(
+        "bytecode",
+        help="compile the daemon's optimised bytecode (the updater runs it at install)",
+        description="Compile the daemon's modules and what they import at optimisation 2 "
+        "(no docstrings, no asserts: what the unit runs with) into PREFIX, as "
+        "PYTHONPYCACHEPREFIX lays it out. With --check, list those of the daemon's modules "
+        "whose bytecode is missing or stale there, and exit 1 if any.",
+    )
+    p.add_argument("--prefix", required=True, metavar="PREFIX",
+                   help="the bytecode folder (a release's pycache/)")  # fmt: skip
+    p.add_argument("--check", action="store_true", help="only check, compile nothing")
+    p.set_defaults(func=cmd_bytecode)
     return parser
 
 

@@ -201,7 +201,7 @@ def _forget_claim(e: Enrolment) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m edge.link.enrol", description=__doc__.split("\n\n")[0]
+        prog="python -m edge.link.enrol", description=(__doc__ or "").split("\n\n")[0]
     )
     ap.add_argument("--config", required=True, help="the device configuration ([uplink.tls])")
     ap.add_argument("--claim-cert", required=True)

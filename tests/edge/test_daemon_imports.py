@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,7 +56,8 @@ async def main():
         await until(lambda: not daemon.naps or calls, 60, "a frame classified")
     finally:
         await daemon.close()
-    print(json.dumps(sorted(sys.modules)))
+    print(json.dumps({"modules": sorted(sys.modules), "optimize": sys.flags.optimize,
+                      "docstring": Daemon.__doc__}))
 
 asyncio.run(main())
 """
@@ -68,6 +71,12 @@ def _free_port() -> int:
 
 
 def _modules(tmp_path: Path, *, water: bool, nursery: bool, anomaly: bool) -> set[str]:
+    return set(_run(tmp_path, water=water, nursery=nursery, anomaly=anomaly)["modules"])
+
+
+def _run(
+    tmp_path: Path, *, water: bool, nursery: bool, anomaly: bool, env: dict[str, str] | None = None
+) -> dict[str, Any]:
     with UltrasonicModel(distance_mm=3000) as ranger, MatModel(seed=7) as mat:
         mat.lie_down("supine")
         text = site_text.device(
@@ -82,11 +91,11 @@ def _modules(tmp_path: Path, *, water: bool, nursery: bool, anomaly: bool) -> se
         out = subprocess.run(
             [sys.executable, "-c", RUN, str(config)],
             cwd=ROOT, capture_output=True, text=True, timeout=180,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env=env or {**os.environ, "PYTHONPATH": str(ROOT)},
         )  # fmt: skip
     assert out.returncode == 0, out.stderr[-4000:]
-    modules: list[str] = json.loads(out.stdout.strip().splitlines()[-1])
-    return set(modules)
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
 
 
 def _loaded(modules: set[str], *packages: str) -> list[str]:
@@ -131,3 +140,47 @@ def test_a_nap_room_loads_the_posture_model_and_nothing_of_a_water_gauge(tmp_pat
     # and event ids are made without the uuid6 package: neither loads importlib.metadata
     # (email, zipfile, csv: ~2.3 MB).
     assert _loaded(modules, "importlib.metadata", "uuid6", "zipfile", "csv") == []
+
+
+def _unit_environment() -> dict[str, str]:
+    """The daemon unit's ``Environment=`` lines."""
+    unit = (ROOT / "systemd/satoyama-edge.service").read_text(encoding="utf-8")
+    words = [w for line in unit.splitlines() if line.startswith("Environment=")
+             for w in shlex.split(line.partition("=")[2])]  # fmt: skip
+    return dict(w.split("=", 1) for w in words)
+
+
+def _bytecode_files(prefix: Path) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for p in prefix.rglob("*.pyc")}
+
+
+def test_a_whole_site_runs_on_the_optimised_bytecode_compiled_at_install(tmp_path: Path) -> None:
+    """As the unit runs it: ``PYTHONOPTIMIZE=2`` (docstrings out: 3 MB of RSS) and the
+    release's bytecode, compiled by the updater's step (``edge bytecode``).  A module the
+    step missed would be compiled at every start (memory, seconds on a Pi Zero): here the
+    prefix is writable, so Python writes each module it had to compile, and any such
+    write shows that the step missed it."""
+    env = _unit_environment()
+    assert env["PYTHONOPTIMIZE"] == "2" and env["PYTHONPYCACHEPREFIX"].startswith("/opt/")
+    prefix = tmp_path / "pycache"
+    compiled = subprocess.run(
+        [sys.executable, "-m", "edge", "bytecode", "--prefix", str(prefix)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert compiled.returncode == 0, compiled.stderr
+    before = _bytecode_files(prefix)
+    assert len(before) > 300, compiled.stdout
+    run_env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), "LANG": "C.UTF-8",
+               **env, "PYTHONPYCACHEPREFIX": str(prefix)}  # fmt: skip
+    result = _run(tmp_path, water=True, nursery=True, anomaly=True, env=run_env)
+    assert result["optimize"] == 2 and result["docstring"] is None
+    assert {"edge.health.water_faults", "edge.inference.runtime", "numpy"} <= set(
+        result["modules"]
+    )
+    tests_dir = str(prefix) + str(ROOT / "tests")
+    written = sorted(
+        str(p) for p, mtime in _bytecode_files(prefix).items()
+        if before.get(p) != mtime and not str(p).startswith(tests_dir)
+    )  # fmt: skip
+    assert not written, "compiled by the daemon itself, missed at install:\n" + "\n".join(written)
