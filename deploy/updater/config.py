@@ -54,6 +54,16 @@ class UpdaterConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, fr
             "/etc/satoyama/device.toml",
         ]
     )
+    bytecode_command: list[str] = msgspec.field(
+        default_factory=lambda: [
+            "{release}/venv/bin/edge",
+            "bytecode",
+            "--prefix",
+            "{release}/pycache",
+        ]
+    )
+    """Compiles the daemon's optimised bytecode into the new release (its unit reads it
+    there); ``[]``: none (the daemon then compiles its modules at every start)."""
     ca_file: str = ""
     download_timeout_s: Annotated[float, Meta(gt=0, le=3600)] = 60.0
 

@@ -94,6 +94,7 @@ def install_verified(u: Updater, vb: VerifiedBundle, *, restart: bool) -> Outcom
         unpack(u, vb, rel)
         create_venv(u, rel)
         pip_install(u, vb.manifest, rel)
+        compile_bytecode(u, rel)
         precheck(u, rel)
     except StepFailed as exc:
         return fail(u, state, version, exc.stage, exc.reason)
@@ -281,6 +282,19 @@ def pip_install(u: Updater, m: Manifest, rel: Path) -> None:
         tail = " | ".join(out.strip().splitlines()[-3:])
         raise StepFailed("install", f"pip failed: {tail}")
     checkpoint("installed")
+
+
+def compile_bytecode(u: Updater, rel: Path) -> None:
+    """The daemon's optimised bytecode, into the release (``edge bytecode``): the daemon
+    runs with ``PYTHONOPTIMIZE=2`` and cannot write bytecode of its own there."""
+    if u.config.bytecode_command:
+        u.progress.phase("compiling the daemon's bytecode")
+        if not u.run(
+            u.format(u.config.bytecode_command, rel), "compiling the daemon's bytecode",
+            umask=0o022,
+        ):
+            raise StepFailed("bytecode", "could not compile the daemon's bytecode")
+    checkpoint("bytecode_compiled")
 
 
 def precheck(u: Updater, rel: Path) -> None:

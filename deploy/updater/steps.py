@@ -27,6 +27,7 @@ STEPS = (
     "venv_created",
     "pip_running",
     "installed",
+    "bytecode_compiled",
     "prechecked",
     "marked_complete",
     "state_switching",

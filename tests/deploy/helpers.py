@@ -87,6 +87,15 @@ def main(argv=None):
         return 0
     if args[:1] == ["health"]:
         return 0 if HEALTHY else 1
+    if args[:2] == ["bytecode", "--prefix"]:  # the updater's install step
+        import os
+        if os.environ.get("SATOYAMA_FAKE_BYTECODE") == "fail":
+            print("error: cannot compile the daemon's bytecode: disk full", file=sys.stderr)
+            return 1
+        os.makedirs(args[2])
+        with open(os.path.join(args[2], "compiled"), "w") as f:
+            f.write(VERSION)
+        return 0
     return 2
 '''
 
@@ -332,6 +341,10 @@ class FakeDevice:
                 if not digest or name.startswith(".."):
                     continue
                 assert _record_hash((site / name).read_bytes()) == digest, f"{name} damaged"
+        # The daemon's bytecode, compiled into the release by its own ``edge bytecode``
+        # (the default bytecode_command), readable by the daemon's user.
+        compiled = rel / "pycache/compiled"
+        assert compiled.read_text() == version and compiled.stat().st_mode & 0o777 == 0o644
         line = self.run_daemon()
         assert line == f"edge {version} dep-1.0", line
         return version

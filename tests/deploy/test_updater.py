@@ -114,6 +114,22 @@ def test_a_daemon_that_does_not_even_start_is_rolled_back_and_the_report_says_so
     assert "did not report healthy" not in reason
 
 
+def test_a_release_whose_bytecode_cannot_be_compiled_is_not_switched_to(
+    tmp_path: Path, fleet: Fleet
+) -> None:
+    dev = fleet.device(tmp_path / "root")
+    proc = dev.updater(
+        "install", "--bundle", str(fleet.v3), env={"SATOYAMA_FAKE_BYTECODE": "fail"}
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert dev.assert_complete_release() == "0.2.0"
+    assert dev.releases() == ["0.1.0", "0.2.0"], "the half release is gone"
+    assert dev.restarts() == 0, "the running daemon was never touched"
+    [event] = dev.events()
+    assert event["kind"] == "update_failed" and event["data"]["stage"] == "bytecode"  # type: ignore[index]
+    assert "disk full" in proc.stderr
+
+
 def _tamper(bundle: Path, out: Path) -> Path:
     """Flip one byte inside a wheel in the bundle (the manifest and its signature untouched)."""
     data = bytearray(bundle.read_bytes())
@@ -719,6 +735,7 @@ def test_an_install_names_each_phase_once_in_the_journal(tmp_path: Path, fleet: 
         "unpacking ",
         "creating the virtual environment",
         "installing ",
+        "compiling the daemon's bytecode",
         "checking the new release before switching",
         "switching to 0.3.0",
         "restarting the daemon",
