@@ -15,7 +15,7 @@
    reboots, and on the next boot systemd starts the daemon; then what a user would
    check: secrets off the FAT partition with their modes, units enabled and
    active, ``READY=1`` reached, the arm64 wheels imported and the models loaded in
-   LiteRT;
+   LiteRT, the daemon running on the optimised bytecode its release was given;
 5. an e-mail end to end: the daemon in the VM reports its events over the VM's
    network to the host's mosquitto, the host's notifier mails them, the host's SMTP
    server receives the mail (the pins are gpiozero's mock pins: Debian bookworm's
@@ -365,6 +365,30 @@ print("; ".join(out))
 """
     proc = vm.ssh("/opt/satoyama/current/venv/bin/python -", input=script.encode())
     return proc.stdout.strip()
+
+
+def check_bytecode(vm: VM, pid: str) -> dict[str, object]:
+    """The daemon runs as its unit says (``PYTHONOPTIMIZE=2``, the release's bytecode
+    folder), and that folder, compiled by the updater at install, holds valid
+    bytecode for what the daemon imports, at the paths the daemon's interpreter
+    (started by the unit's own ``ExecStart`` script) looks them up: ``edge bytecode
+    --check`` as the daemon's user, with the unit's two variables."""
+    environ = vm.ssh(f"tr '\\0' '\\n' < /proc/{pid}/environ", quiet=True).stdout.split()
+    assert "PYTHONOPTIMIZE=2" in environ, environ
+    prefix = "/opt/satoyama/current/pycache"
+    assert f"PYTHONPYCACHEPREFIX={prefix}" in environ, environ
+    proc = vm.ssh(
+        f"runuser -u satoyama -- env PYTHONOPTIMIZE=2 PYTHONPYCACHEPREFIX={prefix} "
+        f"/opt/satoyama/current/venv/bin/edge bytecode --check --prefix {prefix}",
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    files = vm.ssh(f"find {prefix}/ -name '*.pyc' | wc -l; du -sm {prefix}", quiet=True)
+    count, size = files.stdout.split()[:2]
+    log = vm.ssh("cat /boot/firmware/satoyama-firstboot.log", check=False).stdout
+    took = [ln.strip() for ln in log.splitlines() if "compiling the daemon's bytecode" in ln]
+    return {"check": proc.stdout.strip(), "pyc_files": int(count), "mib": int(size),
+            "install_step": took[-1:]}  # fmt: skip
 
 
 def first_mail(cloud: CloudSide, timeout_s: float) -> dict[str, object]:
@@ -919,6 +943,8 @@ def stage(work: Path, boot_deadline_s: float, with_updates: bool) -> dict[str, o
         timer.mark("READY")
         figures["arm64"] = check_arm64_runtime(vm)
         log(f"arm64 runtime: {figures['arm64']}")
+        figures["bytecode"] = check_bytecode(vm, st["MainPID"])
+        log(f"bytecode: {figures['bytecode']}")
         figures["at_rest"] = figures_at_rest(vm, 60)
         log(f"figures (emulated): {figures['at_rest']}")
         timer.mark("checks")

@@ -48,6 +48,9 @@ def test_the_virtual_pi_boots_updates_and_survives_power_cuts(tmp_path: Path) ->
     assert figures["arm64"].startswith("aarch64")
     assert "posture.tflite" in figures["arm64"]
     assert figures["at_rest"]["time_to_ready_s"] > 0
+    # The daemon runs on the optimised bytecode the updater compiled into its release.
+    assert figures["bytecode"]["check"].startswith("0 of the daemon's modules lack")
+    assert figures["bytecode"]["pyc_files"] > 300
     assert figures["mail"]["to"] == ["farmer@example.jp"]
     assert "watchdog" in figures["watchdog"]["journal"].lower()
     cuts = figures["burst_power_cuts"]
