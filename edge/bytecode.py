@@ -51,7 +51,6 @@ DAEMON_IMPORTS = (
     "edge.nursery.watch",
     "edge.water.watch",
     "edge.wildlife.watch",
-    "gpiozero.pins.lgpio",
     "gpiozero.pins.mock",
     "serial_asyncio_fast",
     "smbus2",
@@ -60,6 +59,10 @@ DAEMON_IMPORTS = (
     "encodings.ascii",
     "encodings.latin_1",
 )
+
+#: Compiled from their source without being imported: the lgpio module (gpiozero's
+#: backend on a Pi) opens a notification pipe in its working folder at import.
+SOURCE_ONLY = ("lgpio",)
 
 #: Bytes 4-8 of a ``.pyc``: 0 for bytecode checked against its source's mtime and size.
 _TIMESTAMP_FLAGS = b"\0\0\0\0"
@@ -103,12 +106,19 @@ def _sources(modules: Iterable[object]) -> set[str]:
 
 
 def _whole_packages() -> set[str]:
+    """The sources of :data:`WHOLE_PACKAGES` (not imported)."""
     out: set[str] = set()
     for name in WHOLE_PACKAGES:
-        package = importlib.import_module(name)
-        for folder in package.__path__:
+        spec = importlib.util.find_spec(name)
+        for folder in (spec and spec.submodule_search_locations) or []:
             out.update(str(p) for p in Path(folder).rglob("*.py"))
     return out
+
+
+def _source_only() -> set[str]:
+    """The sources of :data:`SOURCE_ONLY` that are installed here (not imported)."""
+    specs = [importlib.util.find_spec(name) for name in SOURCE_ONLY]
+    return {s.origin for s in specs if s and s.origin and s.origin.endswith(".py")}
 
 
 def compile_bytecode(prefix: Path) -> Compiled:
@@ -120,7 +130,8 @@ def compile_bytecode(prefix: Path) -> Compiled:
             importlib.import_module(name)
         except ImportError as exc:  # the pin factory of a Pi, on a laptop
             done.not_installed.append(f"{name} ({exc})")
-    for source in sorted(_sources(list(sys.modules.values())) | _whole_packages()):
+    loaded = _sources(list(sys.modules.values()))
+    for source in sorted(loaded | _whole_packages() | _source_only()):
         py_compile.compile(
             source,
             cfile=str(cached_path(source, prefix)),
@@ -149,11 +160,11 @@ def _valid(cached: Path, source: str) -> bool:
     )
 
 
-def without_bytecode(prefix: Path, modules: Iterable[object] | None = None) -> list[str]:
-    """The ``.py`` files of ``modules`` (default: all loaded) with no valid bytecode in
-    ``prefix``: each is compiled in memory at every start of the daemon."""
-    loaded = list(sys.modules.values()) if modules is None else list(modules)
-    return sorted(s for s in _sources(loaded) if not _valid(cached_path(s, prefix), s))
+def without_bytecode(prefix: Path) -> list[str]:
+    """The ``.py`` files of the loaded modules and of :data:`SOURCE_ONLY` with no valid
+    bytecode in ``prefix``: each would be compiled in memory at every start."""
+    sources = _sources(list(sys.modules.values())) | _source_only()
+    return sorted(s for s in sources if not _valid(cached_path(s, prefix), s))
 
 
 def main(prefix: Path, *, check: bool) -> int:
