@@ -329,7 +329,12 @@ class WaterFaultDetector:
         a gate works.  Near a move, a jump onto a repeated value and a spike are judged as
         where steps are expected."""
         self.gate_input = True
-        self.gate_times = [g for g in self.gate_times if g > t - 6 * 3600.0] + [float(t)]
+        self._note_operation(float(t))
+
+    def _note_operation(self, t: float) -> None:
+        """An operation at ``t`` (the gate input's, or a shift of the level taken for one
+        by :meth:`_level_shift`; the configuration never has both), keeping the last 6 h."""
+        self.gate_times = [g for g in self.gate_times if g > t - 6 * 3600.0] + [t]
 
     def _near_gate(self, t: float) -> bool:
         lo, hi = self.p.gate_window_s
@@ -702,7 +707,7 @@ class WaterFaultDetector:
         shift = abs(median(after) - median(seg[-12:-6]))
         spread = 1.4826 * median(np.abs(after - median(after)))
         if shift > max(least, 4.0 * spread):
-            self.gate_times = [g for g in self.gate_times if g > t - 6 * 3600.0] + [t]
+            self._note_operation(t)
 
     def _median_at(
         self, ts: np.ndarray, xs: np.ndarray, end: float

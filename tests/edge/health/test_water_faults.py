@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from edge.health.water_faults import WaterFaultDetector, WaterFaultParams, d3_scale
+from edge.health.water_faults import Finding, WaterFaultDetector, WaterFaultParams, d3_scale
 
 P = 600.0
 DAY = 144  # readings a day
@@ -21,11 +21,12 @@ def tide(n: int, noise: float, seed: int = 2) -> np.ndarray:
     rng = np.random.default_rng(seed)
     t = np.arange(n) * P / 60.0
     x = 150 + 80 * np.cos(2 * np.pi * t / 745.2) + 25 * np.cos(2 * np.pi * t / 720.0 + 1.0)
-    return np.round(x + rng.normal(0.0, noise, n), 1)
+    out: np.ndarray = np.round(x + rng.normal(0.0, noise, n), 1)
+    return out
 
 
 def feed(det: WaterFaultDetector, x: np.ndarray, start: int = 0) -> list[tuple[int, str]]:
-    out = []
+    out: list[tuple[int, str]] = []
     for i, v in enumerate(x, start):
         out.extend((i, f.test) for f in det.add(i * P, float(v)))
     return out
@@ -42,7 +43,7 @@ def test_a_frozen_reading_is_stuck_once_with_the_floor_in_its_detail() -> None:
     det = WaterFaultDetector()
     x = calm(2 * DAY, 0.3)
     x[DAY:] = x[DAY - 1]
-    found: list = []
+    found: list[tuple[int, Finding]] = []
     for i, v in enumerate(x):
         found.extend((i, f) for f in det.add(i * P, float(v)))
     assert [f.test for _, f in found] == ["stuck"]
@@ -183,7 +184,8 @@ def big_tide(n: int, noise: float, seed: int = 9) -> np.ndarray:
     h = np.arange(n) * P / 3600.0
     x = (200 + 110 * np.cos(2 * np.pi * h / 12.42) + 45 * np.cos(2 * np.pi * h / 12.0 + 0.4)
          + 30 * np.cos(2 * np.pi * h / 23.93 + 1.1))  # fmt: skip
-    return np.round(x + rng.normal(0.0, noise, n), 1)
+    out: np.ndarray = np.round(x + rng.normal(0.0, noise, n), 1)
+    return out
 
 
 def test_a_step_at_the_turn_of_a_steep_tide_is_told_and_the_tide_alone_is_not() -> None:
@@ -319,7 +321,8 @@ def test_with_a_gate_input_the_gates_steps_are_excused_and_a_slipped_probe_is_no
     ops = [at * P for at in range(30, 5 * DAY, 48)]  # what the gate-position input says
 
     def with_input(y: np.ndarray) -> tuple[list[tuple[int, str]], WaterFaultDetector]:
-        det, out, todo = WaterFaultDetector(), [], list(ops)
+        det, todo = WaterFaultDetector(), list(ops)
+        out: list[tuple[int, str]] = []
         for i, v in enumerate(y):
             while todo and todo[0] <= i * P:
                 det.gate_moved(todo.pop(0))
