@@ -2,6 +2,10 @@
 
     .venv/bin/python benchmarks/inference.py [--calls 2000] [--seconds 30] [--compare]
     .venv/bin/python benchmarks/inference.py --memory-only --seconds 30
+    python benchmarks/inference.py --memory-only --daemon-only --broker HOST:PORT --unit FILE
+
+(the last: in the virtual Pi, ``scripts/vpi/stage.py --memory``: the installed
+release's interpreter, its unit file, the host's broker, no import probes)
 
 * latency: median and p99 of ``PostureModel.classify(frame)`` and
   ``AnomalyModel.assess(window)`` -- the calls the rules make, quantisation and
@@ -39,6 +43,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -63,6 +68,8 @@ from edge.sim.serial_device import UltrasonicModel  # noqa: E402
 TARGET_MB = 60.0
 SAMPLE_S = 0.5
 UNIT = ROOT / "systemd" / "satoyama-edge.service"
+BROKER: tuple[str, int] | None = None
+"""``--broker``: a running broker to use instead of a private mosquitto (in the virtual Pi)."""
 
 
 def unit_environment(unit: Path = UNIT) -> dict[str, str]:
@@ -80,14 +87,17 @@ def unit_environment(unit: Path = UNIT) -> dict[str, str]:
 def daemon_environment(pycache: Path) -> dict[str, str]:
     """What the daemon runs with here: the unit's environment and nothing of this shell's
     but ``PATH``; ``PYTHONPATH`` stands for the installed package, ``PYTHONPYCACHEPREFIX``
-    for the release's bytecode folder (filled by :func:`fill_bytecode`)."""
-    return {
+    (where the unit sets one) for the release's bytecode folder (filled by
+    :func:`fill_bytecode`); where it sets none, the bytecode installed with the packages."""
+    env = {
         "PATH": os.environ.get("PATH", os.defpath),
         "LANG": "C.UTF-8",
-        **unit_environment(),
+        **unit_environment(UNIT),
         "PYTHONPATH": str(ROOT),
-        "PYTHONPYCACHEPREFIX": str(pycache),
     }
+    if "PYTHONPYCACHEPREFIX" in env:
+        env["PYTHONPYCACHEPREFIX"] = str(pycache)
+    return env
 
 
 def fill_bytecode(env: dict[str, str]) -> None:
@@ -226,13 +236,19 @@ def run_daemon(
     at the end, :func:`rss_by_mapping`."""
     with tempfile.TemporaryDirectory(prefix="satoyama-mem-") as tmp:
         work = Path(tmp)
-        with Mosquitto(workdir=work / "broker") as broker, \
-                UltrasonicModel(distance_mm=3000) as ranger, \
-                MatModel(seed=7) as mat:  # fmt: skip
+        with contextlib.ExitStack() as stack:
+            if BROKER is None:
+                broker = stack.enter_context(Mosquitto(workdir=work / "broker"))
+                host, port = "127.0.0.1", broker.port
+            else:
+                host, port = BROKER
+            ranger = stack.enter_context(UltrasonicModel(distance_mm=3000))
+            mat = stack.enter_context(MatModel(seed=7))
             mat.lie_down("supine")
             text = site_text.device(
                 work / "outbox.sqlite3", device_id="bench-memory-01", site="bench",
-                latitude=35.86, longitude=139.65, broker_port=broker.port, mock_pins=True,
+                latitude=35.86, longitude=139.65, broker_port=port, broker_host=host,
+                mock_pins=True,
             )  # fmt: skip
             text += site_text.health(anomaly_models=anomaly)
             text += site_text.nap_room((mat.port, "ひよこ-1")) if nursery else ""
@@ -313,28 +329,24 @@ def import_times(stmt: str, env: dict[str, str]) -> list[tuple[str, int]]:
     return sorted(tops.items(), key=lambda kv: -kv[1])
 
 
-def bench_memory(seconds: float, compare: bool) -> None:
+def bench_memory(seconds: float, compare: bool, daemon_only: bool = False) -> None:
     pycache = Path(tempfile.mkdtemp(prefix="satoyama-pyc-"))
     try:
         env = daemon_environment(pycache)
-        fill_bytecode(env)
-        _bench_memory(seconds, compare, env)
+        if "PYTHONPYCACHEPREFIX" in env:
+            fill_bytecode(env)
+        _bench_memory(seconds, compare, env, daemon_only)
     finally:
         shutil.rmtree(pycache, ignore_errors=True)
 
 
-def _bench_memory(seconds: float, compare: bool, env: dict[str, str]) -> None:
-    unit_env = " ".join(f"{k}={v}" for k, v in unit_environment().items())
-    print(f"environment (from {UNIT.name}): {unit_env}; bytecode compiled beforehand")
-    print(f"\nwhat each step costs (RSS added in a fresh Python {sys.version.split()[0]} process):")
-    for name, mb, numpy in import_costs(env):
-        print(f"  {name:<36} +{mb:5.1f} MB" + ("  (numpy loaded)" if numpy else ""))
-    stmt = "import edge.cli, edge.daemon, edge.inference.runtime"
-    times = import_times(stmt, env)
-    total = sum(us for _, us in times)
-    print(f"import time of {stmt!r}: {total / 1000:.0f} ms; largest:")
-    for name, us in times[:8]:
-        print(f"  {name:<28} {us / 1000:6.1f} ms")
+def _bench_memory(
+    seconds: float, compare: bool, env: dict[str, str], daemon_only: bool
+) -> None:
+    unit_env = " ".join(f"{k}={v}" for k, v in unit_environment(UNIT).items())
+    print(f"environment (from {UNIT}): {unit_env}; bytecode compiled beforehand")
+    if not daemon_only:
+        _import_figures(env)
 
     variants = [("nursery + water, anomaly models on", True, True)]
     if compare:
@@ -367,7 +379,20 @@ def _bench_memory(seconds: float, compare: bool, env: dict[str, str]) -> None:
     print(json.dumps({"daemon_mb": results}, ensure_ascii=False))
 
 
+def _import_figures(env: dict[str, str]) -> None:
+    print(f"\nwhat each step costs (RSS added in a fresh Python {sys.version.split()[0]} process):")
+    for name, mb, numpy in import_costs(env):
+        print(f"  {name:<36} +{mb:5.1f} MB" + ("  (numpy loaded)" if numpy else ""))
+    stmt = "import edge.cli, edge.daemon, edge.inference.runtime"
+    times = import_times(stmt, env)
+    total = sum(us for _, us in times)
+    print(f"import time of {stmt!r}: {total / 1000:.0f} ms; largest:")
+    for name, us in times[:8]:
+        print(f"  {name:<28} {us / 1000:6.1f} ms")
+
+
 def main() -> None:
+    global UNIT, BROKER
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--calls", type=int, default=2000)
     ap.add_argument("--seconds", type=float, default=30.0,
@@ -375,10 +400,20 @@ def main() -> None:
     ap.add_argument("--compare", action="store_true",
                     help="also run without anomaly models, and without the nursery")
     ap.add_argument("--memory-only", action="store_true", help="skip the latency figures")
+    ap.add_argument("--daemon-only", action="store_true",
+                    help="only the daemon's memory: no import probes (slow under emulation)")
+    ap.add_argument("--unit", type=Path, default=UNIT,
+                    help="the daemon's unit file whose Environment= lines it runs with")
+    ap.add_argument("--broker", metavar="HOST:PORT",
+                    help="a running broker (plain MQTT) instead of a private mosquitto")
     args = ap.parse_args()
+    UNIT = args.unit
+    if args.broker:
+        host, _, port = args.broker.rpartition(":")
+        BROKER = (host, int(port))
     if not args.memory_only:
         bench_latency(args.calls)
-    bench_memory(args.seconds, args.compare)
+    bench_memory(args.seconds, args.compare, args.daemon_only)
 
 
 if __name__ == "__main__":

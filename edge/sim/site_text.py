@@ -19,12 +19,13 @@ def device(
     latitude: float = 36.1,
     longitude: float = 137.9,
     broker_port: int | None = None,
+    broker_host: str = "127.0.0.1",
     mock_pins: bool = False,
 ) -> str:
     """``[device]``, ``[uplink]`` and ``[outbox]``; with ``broker_port`` the uplink gives up
     quickly between tries (a test's broker comes and goes), with ``mock_pins`` gpiozero's
     mock pin factory."""
-    uplink = 'host = "127.0.0.1"\n'
+    uplink = f'host = "{broker_host}"\n'
     if broker_port is not None:
         uplink += f"port = {broker_port}\nreconnect_min_s = 0.1\nreconnect_max_s = 2\n"
     text = (

@@ -398,6 +398,41 @@ def check_bytecode(vm: VM, pid: str) -> dict[str, object]:
             "lgpio": lgpio.stdout.strip(), "install_step": took[-1:]}  # fmt: skip
 
 
+#: The daemon's unit in the guest without the optimised bytecode's two lines: the
+#: bytecode pip and Debian installed, as a device provisioned before them runs.
+PLAIN_UNIT = (
+    "grep -v -e '^Environment=PYTHONOPTIMIZE=' -e '^Environment=PYTHONPYCACHEPREFIX=' "
+    "/opt/satoyama/current/systemd/satoyama-edge.service > /root/bench/systemd/plain.service"
+)
+
+
+def memory_in_vm(vm: VM, rounds: int, seconds: float) -> dict[str, object]:
+    """``benchmarks/inference.py``'s whole-site daemon (a mat with a child on it, its nap
+    rule, a water gauge, fault checks on) inside the guest: the release's interpreter
+    and arm64 wheels, Debian's arm64 kernel, the host's broker; with the release's unit
+    and with it less the optimised bytecode's two lines, interleaved."""
+    vm.ssh("rm -rf /root/bench && mkdir -p /root/bench/benchmarks /root/bench/systemd")
+    vm.copy_in(REPO / "benchmarks/inference.py", "/root/bench/benchmarks/inference.py")
+    vm.ssh("cp /opt/satoyama/current/systemd/satoyama-edge.service /root/bench/systemd/ && "
+           + PLAIN_UNIT)  # fmt: skip
+    runs: dict[str, list[dict[str, float]]] = {"unit": [], "plain": []}
+    for _ in range(rounds):
+        for label, unit in (("plain", "plain.service"), ("unit", "satoyama-edge.service")):
+            proc = vm.ssh(
+                f"cd /root/bench && /opt/satoyama/current/venv/bin/python "
+                f"benchmarks/inference.py --memory-only --daemon-only --seconds {seconds:g} "
+                f"--unit systemd/{unit} --broker {GUEST_HOST}:{MQTT_GUEST_PORT}",
+                timeout_s=seconds + 900,
+            )
+            print(proc.stdout[-3000:], file=sys.stderr)
+            line = [ln for ln in proc.stdout.splitlines() if ln.startswith('{"daemon_mb"')][-1]
+            [result] = json.loads(line)["daemon_mb"].values()
+            runs[label].append(result)
+            log(f"whole-site daemon in the VM, {label}: {result}")
+    note = "arm64 wheels, Debian bookworm's arm64 kernel, under TCG: not a Pi"
+    return {"runs": runs, "seconds": seconds, "note": note}
+
+
 def first_mail(cloud: CloudSide, timeout_s: float) -> dict[str, object]:
     """The first e-mail the host's notifier sends about this device: the events the
     daemon in the VM published over the VM's network (the first install's
@@ -882,7 +917,9 @@ def figures_at_rest(vm: VM, settle_s: float) -> dict[str, object]:
 # -- the stage ------------------------------------------------------------------------------
 
 
-def stage(work: Path, boot_deadline_s: float, with_updates: bool) -> dict[str, object]:
+def stage(
+    work: Path, boot_deadline_s: float, with_updates: bool, memory_rounds: int = 0
+) -> dict[str, object]:
     timer = Timer()
     figures: dict[str, object] = {}
     image = build_image()
@@ -955,6 +992,12 @@ def stage(work: Path, boot_deadline_s: float, with_updates: bool) -> dict[str, o
         figures["at_rest"] = figures_at_rest(vm, 60)
         log(f"figures (emulated): {figures['at_rest']}")
         timer.mark("checks")
+        if memory_rounds:
+            figures["memory"] = memory_in_vm(vm, memory_rounds, 120)
+            timer.mark("memory")
+            vm.shutdown()
+            figures["phases_s"] = timer.phases
+            return figures
         figures["mail"] = first_mail(cloud, 300)
         timer.mark("mail")
         figures["watchdog"] = hung_daemon_restarted(vm)
@@ -1002,11 +1045,19 @@ def main(argv: list[str] | None = None) -> int:
         help="also: an update to 0.2.0 with a reboot, power cuts in the middle of updates, "
         "a bad release rolled back across a reboot",
     )
+    ap.add_argument(
+        "--memory",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="instead of the rest after the first checks: the whole-site memory benchmark "
+        "in the VM, ROUNDS times with the unit and without its optimised bytecode",
+    )
     args = ap.parse_args(argv)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="satoyama-vpi-"))
     work.mkdir(parents=True, exist_ok=True)
     log(f"work folder: {work}")
-    figures = stage(work, args.boot_deadline, args.updates)
+    figures = stage(work, args.boot_deadline, args.updates, args.memory)
     (work / "figures.json").write_text(json.dumps(figures, indent=2) + "\n")
     print(json.dumps(figures, indent=2))
     return 0
