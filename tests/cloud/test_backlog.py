@@ -74,7 +74,9 @@ def test_memory_stays_bounded_while_a_100k_backlog_drains(
             now = time.monotonic()
             if settled is None and now - began >= 2.0:
                 settled = kb
-            if now - checked >= 0.25:
+            # Watch past the first seconds (the "settled" sample) even where the store
+            # passes WATCHED sooner (a fast machine: 15,000 in under 2 s).
+            if now - checked >= 0.25 and settled is not None:
                 checked = now
                 if stored_events(store) >= WATCHED:
                     break
