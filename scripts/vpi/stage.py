@@ -392,10 +392,8 @@ def check_bytecode(vm: VM, pid: str) -> dict[str, object]:
     assert lgpio.returncode == 0, lgpio.stdout + lgpio.stderr
     files = vm.ssh(f"find {prefix}/ -name '*.pyc' | wc -l; du -sm {prefix}", quiet=True)
     count, size = files.stdout.split()[:2]
-    log = vm.ssh("cat /boot/firmware/satoyama-firstboot.log", check=False).stdout
-    took = [ln.strip() for ln in log.splitlines() if "compiling the daemon's bytecode" in ln]
     return {"check": proc.stdout.strip(), "pyc_files": int(count), "mib": int(size),
-            "lgpio": lgpio.stdout.strip(), "install_step": took[-1:]}  # fmt: skip
+            "lgpio": lgpio.stdout.strip()}  # fmt: skip
 
 
 #: The daemon's unit in the guest without the optimised bytecode's two lines: the
