@@ -9,6 +9,10 @@ when a device is opened, never at import.
 
 from __future__ import annotations
 
+import logging
+import os
+import tempfile
+from collections.abc import MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from drivers.siren import Siren
@@ -35,9 +39,59 @@ if TYPE_CHECKING:
 PinFactory = Any
 """gpiozero's pin factory (``None``: gpiozero's default); gpiozero ships no type for it."""
 
+log = logging.getLogger(__name__)
+
+LGPIO_WORKDIR = "LG_WD"
+"""The variable naming the folder where ``import lgpio`` makes its notification pipe
+(``.lgd-nfy*``), and which it makes the process's working folder (else it stays put)."""
+
+
+def _writable(folder: str) -> bool:
+    """True if a file can be made in ``folder`` now (tried, not guessed from its mode)."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
+def lgpio_workdir(environ: MutableMapping[str, str] = os.environ) -> str | None:
+    """Give lgpio a folder it can write before gpiozero imports it; the folder chosen, or
+    ``None`` where lgpio already has one (``LG_WD`` set, or a writable working folder).
+
+    ``import lgpio`` (gpiozero's default backend on a Pi) fails with ``PermissionError``
+    when it cannot make its pipe in ``LG_WD``, or without it in the working folder: ``/``
+    for the daemon under systemd, which its user cannot write.  The daemon's unit sets
+    ``LG_WD``; a device whose unit predates that line (units are installed at first boot)
+    still gets a folder here: systemd's ``RUNTIME_DIRECTORY`` first (``/run/satoyama``),
+    then the working folder, ``STATE_DIRECTORY``, and the temporary folder.
+    """
+    if environ.get(LGPIO_WORKDIR):
+        return None
+    here = None
+    try:
+        here = os.getcwd()
+    except OSError:  # the working folder was removed
+        pass
+    runtime = environ.get("RUNTIME_DIRECTORY", "").split(":")
+    state = environ.get("STATE_DIRECTORY", "").split(":")
+    for folder in [*runtime[:1], here, *state[:1], tempfile.gettempdir()]:
+        if folder and _writable(folder):
+            if folder == here:
+                return None
+            environ[LGPIO_WORKDIR] = folder
+            log.info(
+                "GPIO: lgpio's pipe goes in %s (%s is not set%s)", folder, LGPIO_WORKDIR,
+                "" if here is None else f"; the working folder is {here}",
+            )
+            return folder
+    return None  # nowhere writable: lgpio's own error names the folder
+
 
 def make_pin_factory(name: str) -> PinFactory:
     """The gpiozero pin factory named in ``[gpio] pin_factory`` (None: gpiozero's default)."""
+    if name in ("auto", "lgpio"):
+        lgpio_workdir()
     if name == "auto":
         return None
     if name == "mock":

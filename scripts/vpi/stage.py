@@ -374,7 +374,8 @@ def check_bytecode(vm: VM, pid: str) -> dict[str, object]:
     (started by the unit's own ``ExecStart`` script) looks them up: ``edge bytecode
     --check`` as the daemon's user, in ``/``, with the unit's environment.  And the
     Pi's GPIO library imports there (it makes a pipe in ``LG_WD`` at import; the VM
-    has no GPIO chip to open, so that is as far as it goes)."""
+    has no GPIO chip to open, so that is as far as it goes), also for a unit without
+    ``LG_WD`` (the daemon then gives it systemd's runtime folder)."""
     environ = vm.ssh(f"tr '\\0' '\\n' < /proc/{pid}/environ", quiet=True).stdout.split()
     assert "PYTHONOPTIMIZE=2" in environ, environ
     prefix = "/opt/satoyama/current/pycache"
@@ -390,10 +391,21 @@ def check_bytecode(vm: VM, pid: str) -> dict[str, object]:
         check=False,
     )
     assert lgpio.returncode == 0, lgpio.stdout + lgpio.stderr
+    # A device whose unit predates LG_WD: systemd still sets RUNTIME_DIRECTORY, and the
+    # daemon gives lgpio that folder itself before gpiozero imports it.
+    old_env = " ".join(v for v in unit_env.split() if not v.startswith("LG_WD="))
+    old_unit = (f"cd / && runuser -u satoyama -- env {old_env} RUNTIME_DIRECTORY=/run/satoyama "
+                "/opt/satoyama/current/venv/bin/python -c ")  # fmt: skip
+    script = ("from edge.devices.factory import lgpio_workdir; "
+              "print(lgpio_workdir()); import lgpio")  # fmt: skip
+    fallback = vm.ssh(f'{old_unit}"{script}"', check=False)
+    assert fallback.returncode == 0, fallback.stdout + fallback.stderr
+    assert fallback.stdout.strip() == "/run/satoyama", fallback.stdout
     files = vm.ssh(f"find {prefix}/ -name '*.pyc' | wc -l; du -sm {prefix}", quiet=True)
     count, size = files.stdout.split()[:2]
     return {"check": proc.stdout.strip(), "pyc_files": int(count), "mib": int(size),
-            "lgpio": lgpio.stdout.strip()}  # fmt: skip
+            "lgpio": lgpio.stdout.strip(),
+            "lgpio_without_lg_wd": fallback.stdout.strip()}  # fmt: skip
 
 
 #: The daemon's unit in the guest without the optimised bytecode's two lines: the
