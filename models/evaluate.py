@@ -1,6 +1,7 @@
 """Held-out metrics of the COMMITTED models, through the device's own wrapper.
 
     python -m models.evaluate [--posture-frames 600] [--recording FILE.npz ...]
+                              [--children CSV] [--recordings-only]
                               [--update-card] [--posture-only | --anomaly-only]
                               [--series 6] [--days 8] [--minutes 30] [--autoencoder]
 
@@ -15,7 +16,9 @@ series no training or tuning run used:
   beside a trivial baseline (a linear classifier on the same canonical input);
   and the invariances the device needs (a turned, shifted or mirrored frame, a
   mat whose empty level crept up by 3 counts);
-- any recordings from real mats (``edge mat record``): the same figures;
+- any recordings from real mats (``edge mat record``): the same figures per recording and
+  per run, and with the nursery's grouping of runs by child (``--children``), per child
+  (:mod:`models.posture.recorded`; ``--recordings-only`` skips everything generated);
 - the series fault rules the daemon runs for water levels and cot-mat loads, beside
   a trivial baseline, on the independent series of ``models/evalworlds/series.py``
   (see :func:`evaluate_anomaly`).
@@ -138,15 +141,37 @@ def invariance(model: PostureModel, frames: np.ndarray, levels: np.ndarray) -> d
     }
 
 
+def load_posture_model(folder: Path | None) -> PostureModel:
+    """The committed posture model, or the one in ``folder``."""
+    if folder:
+        return PostureModel.load(folder / "posture.tflite", folder / "card.json")
+    return PostureModel.load()
+
+
+def evaluate_recordings(
+    model: PostureModel, paths: list[Path], children: Path | None
+) -> dict[str, Any]:
+    """Recordings from real mats (``edge mat record``), per recording and run, and with the
+    nursery's grouping of runs by child, per child (:mod:`models.posture.recorded`)."""
+    from models.posture.recorded import judge, load_recording, read_children, report_lines
+
+    recs = [load_recording(p, model.labels, model.rows, model.cols) for p in paths]
+    groups = read_children(children) if children is not None else None
+    result = judge(recs, lambda r: predict(model, r.frames, r.levels), model.labels,
+                   POSTURE_TARGETS, groups)  # fmt: skip
+    print("\n".join(report_lines(result)))
+    return result
+
+
 def evaluate_posture(
-    n_per_class: int, recordings: list[Path], folder: Path | None = None
+    n_per_class: int,
+    recordings: list[Path],
+    folder: Path | None = None,
+    children: Path | None = None,
 ) -> dict[str, Any]:
     """Every family, the baseline, the invariances and any recordings; ``folder``: another
     model than the committed one (``posture.tflite`` and ``card.json`` in it)."""
-    model = (
-        PostureModel.load(folder / "posture.tflite", folder / "card.json") if folder
-        else PostureModel.load()
-    )
+    model = load_posture_model(folder)
     print(f"posture ({model.model.path}, {n_per_class} frames per class per family)")
     out: dict[str, Any] = {"families": {}, "baseline": {}}
     ok = True
@@ -173,18 +198,9 @@ def evaluate_posture(
     out["invariance"] = inv
     print("  invariance (evaluation-only world, share of answers changed): "
           + ", ".join(f"{k} {100 * v:.1f} %" for k, v in inv.items()))
-    for path in recordings:
-        with np.load(path) as rec:
-            frames, levels = rec["frames"], rec["empty_level"]
-            labels = [str(v) for v in rec["labels"]]
-        if levels.ndim == 2:
-            levels = np.broadcast_to(levels, frames.shape)
-        y = np.asarray([LABELS.index(v) for v in labels])
-        r = abstaining_report(y, predict(model, frames, levels), LABELS)
-        r["meets_targets"] = meets(r)
-        ok = ok and r["meets_targets"]
-        out["families"][f"recording {path.name}"] = r
-        print(f"  recording {path.name}: {line(r)}")
+    if recordings:
+        out["recordings"] = evaluate_recordings(model, recordings, children)
+        ok = ok and out["recordings"]["meets_targets"]
     out["meets_targets"] = ok
     model.close()
     return out
@@ -385,6 +401,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--posture-frames", type=int, default=600, help="frames per class per family")
     ap.add_argument("--recording", type=Path, action="append", default=[],
                     help="labelled frames from a real mat (edge mat record), .npz")
+    ap.add_argument("--children", type=Path, default=None,
+                    help="CSV 'recording,session,child' (child: the nursery's code, never a "
+                    "name): judge the recordings per child (docs/recording.md)")
+    ap.add_argument("--recordings-only", action="store_true",
+                    help="only the recordings (with --recording): no generated frames")
     ap.add_argument("--posture-model", type=Path, default=None,
                     help="evaluate the posture model in this folder instead (e.g. one trained "
                     "on a single family, to see how it does on the others)")
@@ -400,12 +421,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="also print the metrics as JSON")
     args = ap.parse_args(argv)
     report: dict[str, Any] = {}
-    if not args.anomaly_only:
-        report["posture"] = evaluate_posture(args.posture_frames, args.recording,
-                                             args.posture_model)  # fmt: skip
-        if args.update_card:
-            update_card(report["posture"])
-    if not args.posture_only:
+    if args.recordings_only or args.children:
+        if not args.recording:
+            ap.error("--recordings-only and --children need at least one --recording")
+    from models.posture.recorded import RecordingError
+
+    try:
+        if args.recordings_only:
+            model = load_posture_model(args.posture_model)
+            print(f"posture ({model.model.path}), recordings from real mats")
+            try:
+                report["recordings"] = evaluate_recordings(model, args.recording, args.children)
+            finally:
+                model.close()
+        elif not args.anomaly_only:
+            report["posture"] = evaluate_posture(args.posture_frames, args.recording,
+                                                 args.posture_model, args.children)  # fmt: skip
+            if args.update_card:
+                update_card(report["posture"])
+    except RecordingError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not args.posture_only and not args.recordings_only:
         report["anomaly"] = evaluate_anomaly(args.series, args.days, args.minutes,
                                              args.autoencoder)  # fmt: skip
     if args.json:

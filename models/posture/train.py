@@ -334,7 +334,8 @@ file, and measure it on the evaluation-only world, with `python -m models.evalua
 **Every figure below comes from generated frames.  No real child, mat or
 mattress has been measured.**  Before a nursery relies on the face-down alarm,
 record labelled frames on its own mats (`edge mat record`, see
-`docs/recording.md`) and check them with `python -m models.evaluate --recording FILE`.
+`docs/recording.md`) and check them, child by child, with `python -m models.evaluate
+--recordings-only --recording FILE --children CSV`.
 
 ## What it does
 
