@@ -52,6 +52,18 @@ PRONE_SHARE = 0.4
 down for the face-down alarm (unknown readings are not counted either way)."""
 
 
+def posture_on_cot(occupied: bool, posture: str | None) -> str:
+    """The posture the rule works with: ``empty`` where the load says nobody lies there, the
+    model's answer where it does, and ``unknown`` where the model has none, or sees nobody
+    although the mat feels a child (a light child on a soft mattress): never the safe
+    ``empty``."""
+    if not occupied:
+        return "empty"
+    if not posture or posture == "empty":
+        return "unknown"
+    return posture
+
+
 @dataclass(frozen=True)
 class PostureCheck:
     posture: str
@@ -194,11 +206,7 @@ class CotRule:
         self.occupied = occupied
         self._since_motion = seconds_since_motion
         self._last_t = t
-        if occupied and posture == "empty":
-            # The mat feels a child; a model that sees none cannot tell its posture (a
-            # light child on a soft mattress): never read as the safe "empty".
-            posture = "unknown"
-        self.posture = ("empty" if not occupied else posture) or "unknown"
+        self.posture = posture_on_cot(occupied, posture)
         if occupied and not was:
             self._next_check = t  # the first check as soon as the infant lies down
         if not occupied:
