@@ -73,6 +73,50 @@ def predict(model: PostureModel, frames: np.ndarray, levels: np.ndarray | None) 
     return out
 
 
+def on_cot(pred: np.ndarray, frames: np.ndarray, levels: np.ndarray) -> list[str]:
+    """What the nap rule makes of each answer (:func:`edge.nursery.cot.posture_on_cot`): the
+    cot's occupancy from the frame's load over its empty level (the daemon's default scale
+    and on-threshold, one frame: no hysteresis), then the model's answer."""
+    from edge.nursery.cot import posture_on_cot
+    from edge.nursery.mat import OCCUPIED_ON_KG, MatCalibration
+
+    out = []
+    for p, frame, level in zip(pred, frames, levels, strict=True):
+        rows, cols = frame.shape
+        cal = MatCalibration(rows, cols, level.ravel().tolist(), [0.0] * (rows * cols))
+        mf = MatFrame(0, rows, cols, np.ascontiguousarray(frame).tobytes())
+        occupied = cal.measure(mf).kg >= OCCUPIED_ON_KG
+        out.append(posture_on_cot(occupied, UNKNOWN if p < 0 else LABELS[int(p)]))
+    return out
+
+
+def on_cot_shares(y: np.ndarray, reading: list[str]) -> dict[str, dict[str, float]]:
+    """Of the face-down frames, and of the frames on the back or a side: the share the nap
+    rule reads as face down (its alarm's count), ``unknown`` ("look now") and a safe posture."""
+    from edge.nursery.cot import SAFE_POSTURES
+
+    read = np.asarray(reading)
+    kinds = {"face_down": y == LABELS.index("prone"),
+             "back_or_side": np.isin(y, [LABELS.index(k) for k in ("supine", "left", "right")])}
+    out = {}
+    for kind, sel in kinds.items():
+        n = max(int(sel.sum()), 1)
+        out[kind] = {
+            "face_down": float((read[sel] == "prone").sum() / n),
+            "look_now": float((read[sel] == UNKNOWN).sum() / n),
+            "safe": float(np.isin(read[sel], list(SAFE_POSTURES)).sum() / n),
+        }
+    return out  # fmt: skip
+
+
+def on_cot_line(shares: dict[str, dict[str, float]]) -> str:
+    f, o = shares["face_down"], shares["back_or_side"]
+    return (f"on the cot (the nap rule's reading): face down -> face down "
+            f"{100 * f['face_down']:.1f} %, look now {100 * f['look_now']:.1f} %, "
+            f"read as safe {100 * f['safe']:.1f} %; back or side -> face down "
+            f"{100 * o['face_down']:.1f} %, look now {100 * o['look_now']:.1f} %")  # fmt: skip
+
+
 def meets(r: dict[str, Any]) -> bool:
     return bool(
         r["prone_recall_answered"] >= POSTURE_TARGETS["prone_recall"]
@@ -192,6 +236,8 @@ def evaluate_posture(
         print(f"  {'':26s} baseline {line(b)}")
         matrix = confusion_text(np.asarray(r["confusion"]), LABELS)
         print("    answered: " + matrix.replace("\n", "\n              "))
+        r["on_cot"] = on_cot_shares(y, on_cot(pred, frames, levels))
+        print("    " + on_cot_line(r["on_cot"]))
     frames, levels, _ = fams["sunk (evaluation only)"]
     k = 5 * min(n_per_class, 200)
     inv = invariance(model, frames[:k], levels[:k])
@@ -245,11 +291,27 @@ def update_card(report: dict[str, Any]) -> None:
         "",
         "Invariance on the evaluation-only world (share of answers that change): "
         + ", ".join(f"{k.replace('_', ' ')} {100 * v:.1f} %" for k, v in inv.items()) + ".",
+        "",
+        "What the nap rule makes of the answers (occupancy from the frame's load first: a "
+        "child the model calls `empty` on a cot that feels one is \"look now\"), per frame; "
+        "read as safe is the share that neither alarms nor prompts anyone to look:",
+        "",
+        "| family | face down: counted face down | look now | read as safe "
+        "| back or side: counted face down | look now |",
+        "|---|---|---|---|---|---|",
+        *[_on_cot_row(name, r["on_cot"]) for name, r in report["families"].items()],
         EVAL_END,
     ])
     start, end = text.index(EVAL_BEGIN), text.index(EVAL_END) + len(EVAL_END)
     path.write_text(text[:start] + body + text[end:])
     print(f"updated {path}")
+
+
+def _on_cot_row(name: str, shares: dict[str, dict[str, float]]) -> str:
+    f, o = shares["face_down"], shares["back_or_side"]
+    return (f"| {name} | {100 * f['face_down']:.1f} % | {100 * f['look_now']:.1f} % | "
+            f"{100 * f['safe']:.1f} % | {100 * o['face_down']:.1f} % | "
+            f"{100 * o['look_now']:.1f} % |")  # fmt: skip
 
 
 def _cells(r: dict[str, Any]) -> str:
