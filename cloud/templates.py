@@ -336,6 +336,7 @@ JA: Final = Phrases(
         "spike_or_step": "急な跳ね上がり・段差",
         "dropout": "値が急に0・空・上限に飛んだまま（センサーの断線・故障の疑い）",
         "drift": "値のずれ（ドリフト）",
+        "disagree": "同じ水を測る2台の水位計の値が食い違う（どちらかのずれ・移動の疑い）",
         "unusual_shape": "いつもと異なる変化",
     },
     yes="はい",
@@ -586,6 +587,8 @@ EN: Final = Phrases(
         "dropout": "the reading jumped to zero, empty or its limit and stays there (broken "
         "wire or failed sensor?)",
         "drift": "a drift of the readings",
+        "disagree": "two gauges on the same water disagree (one drifted, slipped or was "
+        "moved?)",
         "unusual_shape": "an unusual pattern",
     },
     yes="yes",

@@ -316,6 +316,14 @@ class WaterRuleConfig(msgspec.Struct, tag_field="type", tag="water", **_struct):
     level is operated (a gate's limit switch, a pump's run contact; to ground, pulled up).
     The fault checks then excuse the steps around each operation and still tell any other
     step (a slipped probe); with ``level_steps = "expected"`` no step is told at all."""
+    same_water_as: str | None = None
+    """Another water rule's sensor reading the same water (a second gauge at the same
+    place): the two readings' difference is learnt over the first 12 h, and a move of it by
+    more than ``disagree_cm`` is an ``anomaly`` (one gauge drifted, slipped or was moved),
+    whatever the water does (:mod:`edge.water.pair`)."""
+    disagree_cm: Annotated[float, Meta(gt=0, le=100)] = 3.0
+    """With ``same_water_as``: how far the two gauges' difference (its 6-h median) may move
+    from its usual value (at least 4 x its own noise is allowed anyway)."""
 
 
 StaffInitials = Annotated[str, Meta(pattern=r"^[^\s,]{1,8}\Z")]
@@ -549,6 +557,7 @@ def _check_references(config: Config) -> None:
 
     driven_by: dict[str, str] = {}
     watched: dict[str, str] = {}
+    _check_gauge_pairs(config)
     for name, rule in config.rules.items():
         key = f"rules.{name}"
         if isinstance(rule, WaterRuleConfig):
@@ -709,6 +718,28 @@ def water_settings(key: str, rule: WaterRuleConfig) -> WaterRuleSettings:
         )
     except ValueError as exc:
         raise ConfigError(f"{key}.{exc}") from None
+
+
+def _check_gauge_pairs(config: Config) -> None:
+    """``same_water_as`` names another water rule's sensor, and each pair is named once."""
+    levels = {rc.sensor for rc in config.rules.values() if isinstance(rc, WaterRuleConfig)}
+    pairs: dict[frozenset[str], str] = {}
+    for name, rule in config.rules.items():
+        if not isinstance(rule, WaterRuleConfig) or rule.same_water_as is None:
+            continue
+        key = f"rules.{name}.same_water_as"
+        other = rule.same_water_as
+        if other == rule.sensor:
+            raise ConfigError(f"{key}: names this rule's own sensor ({other}); name the other "
+                              "gauge on the same water")  # fmt: skip
+        if other not in levels:
+            raise ConfigError(f"{key}: no water rule reads a sensor named {other!r} (the other "
+                              "gauge needs its own water rule)")  # fmt: skip
+        pair = frozenset((rule.sensor, other))
+        if pair in pairs:
+            raise ConfigError(f"{key}: {rule.sensor} and {other} are already paired by "
+                              f"{pairs[pair]}; name a pair once")  # fmt: skip
+        pairs[pair] = key
 
 
 def _check_water_rule(

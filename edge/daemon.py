@@ -243,6 +243,7 @@ class Daemon:
         rules = {n: rc for n, rc in self.config.rules.items() if isinstance(rc, WaterRuleConfig)}
         if not rules:
             return
+        from edge.water.pair_watch import PairWatch
         from edge.water.watch import WaterWatch, patience_s
 
         for rule_name, rc in rules.items():
@@ -261,6 +262,12 @@ class Daemon:
             self._spawn(watch.run, f"water {rule_name}", sensor=rc.sensor)
             if rc.gate_pin is not None:
                 self._watch_gate(loop, rule_name, rc.gate_pin, watch.anomaly)
+        for rc in rules.values():
+            if rc.same_water_as is not None:
+                pair = PairWatch(rc.sensor, rc.same_water_as, rc.disagree_cm,
+                                 record=self.record, state_dir=self.state_dir)  # fmt: skip
+                self.water[rc.sensor].pairs.append(pair)
+                self.water[rc.same_water_as].pairs.append(pair)
 
     def _watch_gate(
         self, loop: asyncio.AbstractEventLoop, rule: str, pin: int, anomaly: AnomalyWatch | None

@@ -33,6 +33,7 @@ from edge.health.anomaly_watch import AnomalyWatch
 from edge.health.sensor import SensorHealth
 from edge.link.recorder import Record
 from edge.link.telemetry import TelemetrySink
+from edge.water.pair_watch import PairWatch
 from edge.water.rule import (
     ImplausibleReading,
     ObservationStarted,
@@ -101,6 +102,8 @@ class WaterWatch:
         self.telemetry = telemetry
         self.failures_in_row = 0
         self.last_level_cm: float | None = None
+        self.pairs: list[PairWatch] = []
+        """Gauge pairs this sensor is in (``same_water_as``): each reading goes to them too."""
 
     # -- the loop --------------------------------------------------------------------
 
@@ -195,6 +198,10 @@ class WaterWatch:
                 await self.health.fault(
                     "implausible", f"reading {outcome.reading.level_cm:.1f} cm is implausible"
                 )
-        if reported is not None and self.anomaly is not None:
-            # after the alerts: the model's verdict (and its file write) never delays them
+        if reported is None:
+            return
+        # after the alerts: the fault checks (and their file writes) never delay them
+        if self.anomaly is not None:
             await self.anomaly.add(reported.level_cm, reported.t_end)
+        for pair in self.pairs:
+            await pair.add(self.name, reported.level_cm, reported.t_end)

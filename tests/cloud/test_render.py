@@ -321,6 +321,7 @@ def test_water_and_nap_fields_are_labelled_and_translated() -> None:
         ("drift", "値のずれ（ドリフト）", "a drift of the readings"),
         ("dropout", "値が急に0・空・上限に飛んだまま", "the reading jumped to zero, empty or its"),
         ("unusual_shape", "いつもと異なる変化", "an unusual pattern"),
+        ("disagree", "同じ水を測る2台の水位計の値が食い違う", "two gauges on the same water"),
     ],
 )
 def test_anomaly_says_what_the_series_did(pattern: str, ja: str, en: str) -> None:
@@ -335,8 +336,9 @@ def test_anomaly_says_what_the_series_did(pattern: str, ja: str, en: str) -> Non
 def test_every_pattern_the_fault_rules_tell_has_words_in_both_languages() -> None:
     from edge.health.mat_load_faults import PATTERN as MAT
     from edge.health.water_faults import PATTERN as WATER
+    from edge.water.pair import TEST as PAIR
 
-    for pattern in {*WATER.values(), *MAT.values()}:
+    for pattern in {*WATER.values(), *MAT.values(), PAIR}:
         assert pattern in JA.values and pattern in EN.values, pattern
         assert JA.values[pattern] != EN.values[pattern]
 

@@ -156,3 +156,55 @@ async def test_a_gate_input_reaches_the_fault_rules_and_is_kept_across_restarts(
     state = json.loads(kept.read_text())["rule"]
     assert state["gate_input"] is True and len(state["gate_times"]) == 1
     assert state["gate_times"][0] <= state["t"][-1], "the move came before the reading"
+
+
+FAST = "window_s = 0.5\nidle_interval_s = 1\nactive_interval_s = 1"
+"""A reading a second: the pair's window fills in seconds (its medians need 12 pairs)."""
+PAIR = PROBE.replace("window_s = 0.5", FAST) + f"""
+[sensors.spare_probe]
+type = "pressure_probe"
+bus = 1
+address = 0x48
+channel = 1
+shunt_ohm = 150
+range_cm = 500
+
+[rules.river_spare]
+type = "water"
+sensor = "spare_probe"
+sample_s = 0.05
+{FAST}
+same_water_as = "level_probe"
+"""
+
+
+async def test_two_gauges_on_the_same_water_that_part_are_reported_once_naming_both(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    """``same_water_as``: both gauges' readings reach the pair; with the difference learnt
+    before a restart (the spare reads 2 cm above the main probe), a spare that now reads
+    12 cm above it is one ``disagree`` anomaly, kept as open across the restart."""
+    kept = tmp_path / "pair-spare_probe-level_probe.json"
+    kept.write_text(json.dumps({"version": 1, "first": "spare_probe", "second": "level_probe",
+                                "usual_cm": 2.0, "noise_cm": 0.3, "active": False}))  # fmt: skip
+    bus = EmulatedI2CBus(1)
+    adc = bus.attach(0x48, ADS1115Model(instant=True))
+    assert isinstance(adc, ADS1115Model)
+    adc.set_current_ma(0, _ma(100.0))
+    adc.set_current_ma(1, _ma(112.0))
+    config = parse(device_config(tmp_path / "outbox.sqlite3", broker.port, warmup_s=0) + PAIR)
+    async with spy_on(broker.host, broker.port, f"satoyama/v1/{DEVICE}/events") as spy:
+        async with Daemon(config, i2c_bus={1: bus}.__getitem__) as daemon:
+            [pair] = daemon.water["level_probe"].pairs
+            assert daemon.water["spare_probe"].pairs == [pair]
+            await spy.wait(lambda: bool(spy.of_kind("anomaly")), 60, "the disagree anomaly")
+            await until(lambda: json.loads(kept.read_text())["active"] is True, 10,
+                        "the open disagreement to be kept")  # fmt: skip
+    [event] = spy.of_kind("anomaly")
+    assert event.data["sensor"] == "spare_probe" and event.data["series"] == "water"
+    assert event.data["tests"] == ["disagree"] and event.data["pattern"] == "disagree"
+    assert event.data["score"] == pytest.approx(10.0, abs=1.0)  # moved 10 cm from its usual 2
+    assert event.data["threshold"] == 3.0
+    assert event.data["detail"].startswith("spare_probe - level_probe reads +12.")
+    state = json.loads(kept.read_text())
+    assert state["usual_cm"] == 2.0, "what was learnt is kept, not re-learnt from the drift"

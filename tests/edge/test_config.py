@@ -30,6 +30,7 @@ from edge.config import (
     StageConfig,
     StrobeConfig,
     UltrasonicConfig,
+    WaterRuleConfig,
     from_dict,
     load,
     parse,
@@ -551,4 +552,43 @@ def test_a_gate_input_on_a_pin_in_use_or_beside_expected_steps_is_refused(
     assert parse(EXAMPLE.read_text() + site_text.water_bridge("/dev/ttyAMA0") + "gate_pin = 5\n")
     with pytest.raises(ConfigError) as err:
         parse(text, "canal.toml")
+    assert expected in str(err.value)
+
+
+SPARE = """
+[sensors.level_spare]
+type = "ultrasonic"
+port = "/dev/ttyAMA1"
+mount_height_cm = 410
+
+[rules.spare]
+type = "water"
+sensor = "level_spare"
+"""
+
+
+@pytest.mark.parametrize(
+    ("bridge", "spare", "expected"),
+    [
+        ('same_water_as = "level_bridge"\n', "",
+         "rules.bridge.same_water_as: names this rule's own sensor (level_bridge)"),
+        ('same_water_as = "pir_north"\n', "",
+         "rules.bridge.same_water_as: no water rule reads a sensor named 'pir_north'"),
+        ('same_water_as = "level_spare"\n', 'same_water_as = "level_bridge"\n',
+         "rules.spare.same_water_as: level_spare and level_bridge are already paired by "
+         "rules.bridge.same_water_as; name a pair once"),
+        ('same_water_as = "level_spare"\ndisagree_cm = 0\n', "",
+         "rules.bridge.disagree_cm: expected `float` > 0"),
+    ],
+)
+def test_a_second_gauge_must_be_another_water_rules_and_each_pair_named_once(
+    bridge: str, spare: str, expected: str
+) -> None:
+    base = EXAMPLE.read_text() + site_text.water_bridge("/dev/ttyAMA0")
+    paired = parse(base + 'same_water_as = "level_spare"\n' + SPARE)
+    rule = paired.rules["bridge"]
+    assert isinstance(rule, WaterRuleConfig)
+    assert (rule.same_water_as, rule.disagree_cm) == ("level_spare", 3.0)
+    with pytest.raises(ConfigError) as err:
+        parse(base + bridge + SPARE + spare, "canal.toml")
     assert expected in str(err.value)
