@@ -47,10 +47,15 @@ class PairWatch:
     async def add(self, sensor: str, level_cm: float, t: float) -> None:
         """One reading of either gauge (monotonic ``t``): judged at once (a median of at most
         a few hundred values), recorded, and what was learnt kept when it changed."""
+        learning = not self.pair.learnt
         for found in self.pair.add(t, sensor, level_cm):
             await self._tell(found)
         if not self.pair.learnt:
             return
+        if learning:  # what an installer checks against the staff gauge
+            log.info("water %s and %s: usual difference %+.1f cm learnt (noise %.2f cm; told "
+                     "beyond %.1f cm)", self.pair.first, self.pair.second, self.pair.usual_cm,
+                     self.pair.noise_cm, self.pair.tolerance)  # fmt: skip
         state = self.pair.state()
         if state != self._kept and self.state_path is not None:
             self._kept = state

@@ -33,10 +33,14 @@ async def feed(watch: PairWatch, hours: float, offset_b: float = 0.0, start: flo
         await watch.add("b", 95.0 + offset_b, t + 120.0)
 
 
-async def test_what_was_learnt_is_written_once_and_taken_back(tmp_path: Path) -> None:
+async def test_what_was_learnt_is_written_once_and_taken_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     record = Recorded()
     watch = PairWatch("a", "b", 3.0, record=record, state_dir=tmp_path)
-    await feed(watch, 14)
+    with caplog.at_level(logging.INFO, logger="edge.water.pair_watch"):
+        await feed(watch, 14)
+    assert caplog.text.count("water a and b: usual difference +5.0 cm learnt") == 1
     kept = json.loads((tmp_path / "pair-a-b.json").read_text())
     assert kept == {"version": 1, "first": "a", "second": "b", "usual_cm": 5.0,
                     "noise_cm": 0.0, "active": False}  # fmt: skip
