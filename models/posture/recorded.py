@@ -164,6 +164,7 @@ def judge(
         children = _by_recording(recordings, children)
     ys, preds, who = [], [], []
     for rec in recordings:
+        child_of = np.empty(len(rec.y), dtype=object)  # per frame, whatever order runs are in
         pred = predict(rec)
         pooled = _figures(rec.y, pred, labels)
         sessions = {}
@@ -180,16 +181,17 @@ def judge(
                         "must be given to a child (or the run deleted, docs/recording.md)"
                     )
                 sessions[int(s)]["child"] = child
-                who.extend([child] * int(sel.sum()))
+                child_of[sel] = child
         pooled["meets_targets"] = meets(pooled)
         out["recordings"][rec.name] = {"pooled": pooled, "sessions": sessions}
         ys.append(rec.y)
         preds.append(pred)
+        who.append(child_of)
     ok = all(r["pooled"]["meets_targets"] for r in out["recordings"].values())
     if children is not None:
-        y, pred, names = np.concatenate(ys), np.concatenate(preds), np.asarray(who)
+        y, pred, names = np.concatenate(ys), np.concatenate(preds), np.concatenate(who)
         per_child = {}
-        for child in sorted(set(who)):
+        for child in sorted(set(names)):
             sel = names == child
             f = _figures(y[sel], pred[sel], labels)
             f["meets_targets"] = meets(f)

@@ -215,6 +215,13 @@ def test_one_child_missed_is_a_miss_even_when_the_pooled_frames_meet_the_target(
     assert "child K07: 200 frames (100 prone): prone recall  60.0 %" in "\n".join(
         report_lines(by_child)
     )
+    # The same frames in another order (runs interleaved, as after editing a file by
+    # hand): each frame still counts for its own child.
+    order = np.random.default_rng(3).permutation(len(recs[0].y))
+    shuffled = Recording(name=recs[0].name, frames=recs[0].frames, levels=recs[0].levels,
+                         y=recs[0].y[order], session=recs[0].session[order])  # fmt: skip
+    again = judge([shuffled], answers, LABELS, POSTURE_TARGETS, children)
+    assert again["children"] == kids
     # Every child caught: the verdict is the targets', with enough children.
     fine = judge(recs, lambda r: r.y.copy(), LABELS, POSTURE_TARGETS, children)
     assert fine["meets_targets"] and fine["children"]["meeting"] == 20
