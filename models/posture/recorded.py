@@ -147,8 +147,8 @@ def judge(
     ``predict``: class index per frame, -1 for unknown (the device's wrapper).  ``targets``:
     ``prone_recall``, ``false_prone``, ``abstain`` (answered frames, as the model card).
     With ``children`` every run of every recording must be in it; the verdict is then
-    every child meeting the targets on their own frames, and at least
-    :data:`MIN_CHILDREN` children.
+    every recording's pooled figures and every child meeting the targets on their own
+    frames, with at least :data:`MIN_CHILDREN` children.  Without, never a pass.
     """
     def meets(f: dict[str, Any]) -> bool:
         return bool(
@@ -187,7 +187,9 @@ def judge(
         ys.append(rec.y)
         preds.append(pred)
         who.append(child_of)
-    ok = all(r["pooled"]["meets_targets"] for r in out["recordings"].values())
+    # Without the children, frames pooled can say a model fails, never that it holds.
+    ok = children is not None and all(r["pooled"]["meets_targets"]
+                                      for r in out["recordings"].values())  # fmt: skip
     if children is not None:
         y, pred, names = np.concatenate(ys), np.concatenate(preds), np.concatenate(who)
         per_child = {}
@@ -250,8 +252,8 @@ def report_lines(result: dict[str, Any]) -> list[str]:
             )
     kids = result["children"]
     if kids is None:
-        lines.append("  recordings judged per frame only: give --children CSV (docs/recording.md)"
-                     " to judge each child; 300 frames of one child are one child")  # fmt: skip
+        lines.append("  recordings not judged per child, so not passed: give --children CSV "
+                     "(docs/recording.md); 300 frames of one child are one child")  # fmt: skip
         return lines
     for child, f in kids["by_child"].items():
         lines.append(
