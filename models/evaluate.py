@@ -21,7 +21,8 @@ series no training or tuning run used:
   (:mod:`models.posture.recorded`; ``--recordings-only`` skips everything generated);
 - the series fault rules the daemon runs for water levels and cot-mat loads, beside
   a trivial baseline, on the independent series of ``models/evalworlds/series.py``
-  (see :func:`evaluate_anomaly`).
+  (see :func:`evaluate_anomaly`), and the two-gauge check (``same_water_as``) on the
+  independent pair world ``models/evalworlds/pairs.py`` (:func:`evaluate_pairs`).
 
 No TensorFlow needed.  Exits 1 while any target is missed.
 """
@@ -374,6 +375,32 @@ def water_breakdown(family: str, name: str, sc: Any) -> str:
                   f"(rate, caught: {split['rates']})")  # fmt: skip
 
 
+def evaluate_pairs() -> dict[str, Any]:
+    """Two gauges on the same water (``same_water_as``: :class:`edge.water.pair.GaugePair`)
+    on the independent pair world (``models/evalworlds/pairs.py``, written without sight of
+    the check): the water targets, read per pair of gauges."""
+    from models.evalworlds import pairs_eval
+    from models.evalworlds.pairs import FAMILIES as PAIR_FAMILIES
+
+    print("two gauges on the same water (independent pair world, 24 healthy and 12 + 12 "
+          "faulty pairs per family, 8 days; targets: <= 0.1 false per pair-day, drift >= "
+          "5 cm/day within 3 days >= 95 %, offset within a day >= 95 %)")  # fmt: skip
+    figures = pairs_eval.evaluate(list(PAIR_FAMILIES), 24, 12, 8.0, [], False)
+    out: dict[str, Any] = {}
+    for family, f in figures.items():
+        r: dict[str, Any] = dict(f)
+        r["meets_targets"] = bool(
+            f["false_per_pair_day"] <= WATER_TARGETS["false_per_day"]
+            and f["false_per_pair_day_before_onset"] <= WATER_TARGETS["false_per_day"]
+            and not f["drift_recall_fast"] < WATER_TARGETS["drift_recall"]
+            and f["offset_recall"] >= WATER_TARGETS["sudden_recall"]
+            and f["errors"] == 0
+        )
+        out[family] = r
+        print(f"  pair {family}: {'ok' if r['meets_targets'] else 'MISSED'}")
+    return out
+
+
 def evaluate_anomaly(n: int, days: float, minutes: float, autoencoder: bool) -> dict[str, Any]:
     """The series fault rules the daemon runs, beside the trivial baseline (and, asked, the
     autoencoder they replaced), on the independent series of ``models/evalworlds/series.py``
@@ -429,6 +456,9 @@ def evaluate_anomaly(n: int, days: float, minutes: float, autoencoder: bool) -> 
         out["water"][family] = r
         print(f"  water {family}: {'ok' if r['meets_targets'] else 'MISSED'}")
         print(water_breakdown(family, "rules gated" if family in gates else "rules", sc))
+
+    out["pairs"] = evaluate_pairs()
+    ok = ok and all(r["meets_targets"] for r in out["pairs"].values())
 
     def mat(family: str, k: int, length: float, seed: int, fault: str | None) -> list[Any]:
         return list(E.mat(family, k, length, seed, fault=fault))
