@@ -8,7 +8,6 @@ import asyncio
 import json
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ from models.posture.recorded import (
     read_children,
     report_lines,
 )
+from tests.support.mat_staff import staff
 
 LABELS = ("empty", "supine", "prone", "left", "right")
 
@@ -45,19 +45,9 @@ def recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 latitude=35.86, longitude=139.65, mock_pins=True,
             ) + site_text.nap_room((mat.port, "ひよこ-1")))  # fmt: skip
 
-            def staff(posture: str) -> Callable[[str], None]:
-                def act(text: str) -> None:
-                    if "lay the child" in text:
-                        if mat.scene.infant is None:
-                            mat.lie_down(posture)  # type: ignore[arg-type]
-                        else:
-                            mat.roll_to(posture)  # type: ignore[arg-type]
-
-                return act
-
             for label in ("prone", "supine"):
                 await run_record(config, mat="mat_1", label=label, seconds=2, out_dir=out,
-                                 calibrate_s=6, ask=staff(label))  # fmt: skip
+                                 calibrate_s=6, ask=staff(mat, label))  # fmt: skip
 
     asyncio.run(record())
     return out / "mat_1.npz"

@@ -16,6 +16,7 @@ from edge.nursery.mat import OCCUPIED_ON_KG
 from edge.sim import site_text
 from edge.sim.mat_emulator import MatModel
 from edge.tools.record import RecordError, read_recording, run_record
+from tests.support.mat_staff import staff
 
 CHILD = "さとう はると"
 """A child's name in the config: it must never reach the recording."""
@@ -36,25 +37,15 @@ async def test_an_empty_cot_then_two_postures_are_saved_labelled_and_appended(
     with MatModel(seed=11, restless_every_s=None) as mat:
         config = parse(config_text(mat.port, tmp_path / "o.sqlite3"))
 
-        def staff(posture: str):  # what the person at the cot does when told
-            def act(text: str) -> None:
-                said.append(text)
-                if "lay the child" in text:
-                    if mat.scene.infant is None:
-                        mat.lie_down(posture)  # type: ignore[arg-type]
-                    else:
-                        mat.roll_to(posture)  # type: ignore[arg-type]
-            return act
-
         first = await run_record(
             config, mat="mat_1", label="prone", seconds=2, out_dir=out, calibrate_s=6,
-            ask=staff("prone"),
+            ask=staff(mat, "prone", said),
         )  # fmt: skip
         assert "take the child off" in said[0] and "ひよこ-1" in said[0]
         assert mat.posture == "prone"
         second = await run_record(
             config, mat="mat_1", label="supine", seconds=2, out_dir=out, calibrate_s=6,
-            ask=staff("supine"),
+            ask=staff(mat, "supine", said),
         )  # fmt: skip
         # The second run reused the calibration: it never asked for an empty cot again.
         assert sum("take the child off" in s for s in said) == 1
