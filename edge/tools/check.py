@@ -202,6 +202,9 @@ class Checker:
         self.notes: list[str] = []
         """Lines for the installer under the table (e.g. how to get the GPIO backend)."""
         self._readers: list[Callable[[], None]] = []
+        self._levels: dict[str, float] = {}
+        """The last level (cm) each level sensor gave, for the pairs (``same_water_as``)."""
+        self._pairs: list[tuple[Part, str, str]] = []
 
     def build(self) -> None:
         """Open every part.  gpiozero's fallback warnings (one per pin backend it could not
@@ -268,6 +271,11 @@ class Checker:
             elif isinstance(s, MatSensorConfig):
                 part = self.parts[name] = Part(name, f"cot {s.cot}")
                 self.pollers.append(partial(self._poll_mat, part, s))
+        for rule in self.config.rules.values():
+            if isinstance(rule, WaterRuleConfig) and rule.same_water_as is not None:
+                one, other = rule.sensor, rule.same_water_as
+                pair = self.parts[f"{one}-{other}"] = Part(f"{one}-{other}", "same water")
+                self._pairs.append((pair, one, other))
         for name, a in self.config.actuators.items():
             part = self.parts[name] = Part(name, f"GPIO{a.pin}", "ok", "off")
             try:
@@ -289,6 +297,8 @@ class Checker:
                     cm = await sensor.read_cm()
                     part.status, part.detail = "ok", ""
                     part.reading = f"{sensor.raw} = {label}{cm:.1f} cm"
+                    self._levels[part.name] = cm
+                    self._show_pairs()
                 except LoopFault as exc:
                     part.status, part.detail = "fail", f"loop {exc.kind.replace('_', ' ')}"
                     part.reading = part.detail
@@ -305,6 +315,14 @@ class Checker:
                     await asyncio.sleep(1.0)
         finally:
             await sensor.aclose()
+
+    def _show_pairs(self) -> None:
+        """Two gauges on the same water: their difference now, for the installer to compare
+        with a staff gauge before the daemon learns it as the usual one (its first 12 h)."""
+        for part, a, b in self._pairs:
+            if a in self._levels and b in self._levels:
+                part.status = "ok"
+                part.reading = f"{a} - {b} = {self._levels[a] - self._levels[b]:+.1f} cm now"
 
     async def _poll_mat(self, part: Part, c: MatSensorConfig) -> None:
         from drivers.errors import DriverError

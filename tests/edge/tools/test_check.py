@@ -126,6 +126,7 @@ async def test_bus_and_serial_sensors_are_read_and_a_dead_one_is_named(
             + f'\n[sensors.mat_1]\ntype = "mat"\nport = "{mat.port}"\ncot = "A-1"\n'
             + '\n[rules.a]\ntype = "water"\nsensor = "level_probe"\n'
             + '\n[rules.b]\ntype = "water"\nsensor = "level_bridge"\n'
+            + 'same_water_as = "level_probe"\n'
             + '\n[actuators.buzzer]\ntype = "buzzer"\npin = 12\n'
             + '\n[rules.naps]\ntype = "nap"\nmats = ["mat_1"]\nbuzzer = "buzzer"\nack_pin = 26\n'
             + '\n[health]\nmodem = "none"\n'
@@ -138,6 +139,10 @@ async def test_bus_and_serial_sensors_are_read_and_a_dead_one_is_named(
         assert parts["level_probe"].status == "ok"
         assert parts["level_probe"].reading == "12.00 mA = 250.0 cm"
         assert parts["level_bridge"].reading == "1500 mm = level 250.0 cm"
+        # The two gauges on the same water: their difference now, for the staff gauge.
+        pair = parts["level_bridge-level_probe"]
+        assert pair.status == "ok" and pair.where == "same water"
+        assert pair.reading == "level_bridge - level_probe = +0.0 cm now"
         assert parts["mat_1"].status == "ok" and "occupied" in parts["mat_1"].reading
         rules = parts["fault-rules"]
         assert rules.status == "ok" and rules.where == "no model file", rules
