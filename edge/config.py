@@ -735,6 +735,16 @@ def _check_gauge_pairs(config: Config) -> None:
         if other not in levels:
             raise ConfigError(f"{key}: no water rule reads a sensor named {other!r} (the other "
                               "gauge needs its own water rule)")  # fmt: skip
+        from edge.water.pair import PairParams
+
+        gap = PairParams.max_gap_s
+        for rc in (rule, *[r for r in config.rules.values()
+                           if isinstance(r, WaterRuleConfig) and r.sensor == other]):  # fmt: skip
+            if rc.idle_interval_s > gap:
+                raise ConfigError(
+                    f"{key}: {rc.sensor} reads every {rc.idle_interval_s:g} s (idle_interval_s); "
+                    f"two gauges are compared only where each reads at least every {gap:g} s"
+                )
         pair = frozenset((rule.sensor, other))
         if pair in pairs:
             raise ConfigError(f"{key}: {rule.sensor} and {other} are already paired by "

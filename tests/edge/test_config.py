@@ -579,6 +579,9 @@ sensor = "level_spare"
          "rules.bridge.same_water_as; name a pair once"),
         ('same_water_as = "level_spare"\ndisagree_cm = 0\n', "",
          "rules.bridge.disagree_cm: expected `float` > 0"),
+        ('same_water_as = "level_spare"\n', "idle_interval_s = 3600\n",
+         "rules.bridge.same_water_as: level_spare reads every 3600 s (idle_interval_s); two "
+         "gauges are compared only where each reads at least every 1800 s"),
     ],
 )
 def test_a_second_gauge_must_be_another_water_rules_and_each_pair_named_once(
