@@ -54,6 +54,20 @@ async def main():
                 return calls[-1]
             nap.model.classify = counted
         await until(lambda: not daemon.naps or calls, 60, "a frame classified")
+        if daemon.wildlife is not None:  # a boar at the fence, then a trap's door shuts
+            import sqlite3
+
+            def recorded():
+                db = sqlite3.connect(daemon.config.outbox.path)
+                try:
+                    return {kind for (kind,) in db.execute("SELECT kind FROM events")}
+                finally:
+                    db.close()
+            daemon.pin_factory.pin(17).drive_high()
+            daemon.pin_factory.pin(5).drive_low()
+            await until(lambda: daemon.actuators["siren"].is_on, 30, "the siren sounding")
+            await until(lambda: {"animal_detected", "trap_triggered"} <= recorded(), 60,
+                        "the detection and the capture recorded")
     finally:
         await daemon.close()
     print(json.dumps({"modules": sorted(sys.modules), "optimize": sys.flags.optimize,
@@ -70,12 +84,47 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _modules(tmp_path: Path, *, water: bool, nursery: bool, anomaly: bool) -> set[str]:
-    return set(_run(tmp_path, water=water, nursery=nursery, anomaly=anomaly)["modules"])
+WILDLIFE_SITE = """
+[sensors.pir_north]
+type = "pir"
+pin = 17
+warmup_s = 0
+
+[sensors.trap_1]
+type = "trap"
+pin = 5
+
+[actuators.siren]
+type = "siren"
+pin = 27
+
+[actuators.strobe]
+type = "strobe"
+pin = 22
+
+[rules.chase_north]
+type = "deterrent"
+detectors = ["pir_north"]
+actuators = ["siren", "strobe"]
+"""
+"""A paddy edge: a detector that drives the siren and strobe, and a box trap's switch."""
+
+
+def _modules(
+    tmp_path: Path, *, water: bool, nursery: bool, anomaly: bool, wildlife: bool = False
+) -> set[str]:
+    return set(_run(tmp_path, water=water, nursery=nursery, anomaly=anomaly,
+                    wildlife=wildlife)["modules"])  # fmt: skip
 
 
 def _run(
-    tmp_path: Path, *, water: bool, nursery: bool, anomaly: bool, env: dict[str, str] | None = None
+    tmp_path: Path,
+    *,
+    water: bool,
+    nursery: bool,
+    anomaly: bool,
+    wildlife: bool = False,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     with UltrasonicModel(distance_mm=3000) as ranger, MatModel(seed=7) as mat:
         mat.lie_down("supine")
@@ -86,6 +135,7 @@ def _run(
         text += site_text.health(anomaly_models=anomaly)
         text += site_text.water_bridge(ranger.port, window_s=0.5) if water else ""
         text += site_text.nap_room((mat.port, "ひよこ-1")) if nursery else ""
+        text += WILDLIFE_SITE if wildlife else ""
         config = tmp_path / "device.toml"
         config.write_text(text, encoding="utf-8")
         out = subprocess.run(
@@ -142,6 +192,18 @@ def test_a_nap_room_loads_the_posture_model_and_nothing_of_a_water_gauge(tmp_pat
     assert _loaded(modules, "importlib.metadata", "uuid6", "zipfile", "csv") == []
 
 
+def test_a_paddy_edge_loads_neither_numpy_nor_litert_nor_a_gauges_or_a_cots_code(
+    tmp_path: Path,
+) -> None:
+    """The most common device (a detector, a siren, a trap) pays only for what it does,
+    through a detection and a capture."""
+    modules = _modules(tmp_path, water=False, nursery=False, anomaly=True, wildlife=True)
+    assert "edge.wildlife.watch" in modules  # it did run the deterrent and the trap
+    assert _loaded(modules, "numpy", *LITERT) == []
+    assert _loaded(modules, *NURSERY_MODULES, "edge.water.watch", "edge.health.water_faults") == []
+    assert _loaded(modules, "importlib.metadata", "uuid6") == []
+
+
 def _unit_environment() -> dict[str, str]:
     """The daemon unit's ``Environment=`` lines."""
     unit = (ROOT / "systemd/satoyama-edge.service").read_text(encoding="utf-8")
@@ -173,7 +235,7 @@ def test_a_whole_site_runs_on_the_optimised_bytecode_compiled_at_install(tmp_pat
     assert len(before) > 300, compiled.stdout
     run_env = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT), "LANG": "C.UTF-8",
                **env, "PYTHONPYCACHEPREFIX": str(prefix)}  # fmt: skip
-    result = _run(tmp_path, water=True, nursery=True, anomaly=True, env=run_env)
+    result = _run(tmp_path, water=True, nursery=True, anomaly=True, wildlife=True, env=run_env)
     assert result["optimize"] == 2 and result["docstring"] is None
     assert {"edge.health.water_faults", "edge.inference.runtime", "numpy"} <= set(
         result["modules"]
