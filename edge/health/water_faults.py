@@ -653,7 +653,8 @@ class WaterFaultDetector:
             return None
         window = seg[-self.p.noise_n :]
         scale = d3_scale(window)
-        ref, excuse = self._flow_ref(scale)
+        self._learn_flow(scale)
+        ref, excuse = self._flow_ref()
         if scale / ref > self.p.noise_ratio:  # a gate's moves, not the sensor?
             scale = min(scale, d3_scale(self._jumps_out(window)))
         ratio = scale / ref
@@ -669,27 +670,35 @@ class WaterFaultDetector:
                     f"{ratio:.1f} x {of}")  # fmt: skip
         return None
 
-    def _flow_ref(self, scale: float) -> tuple[float, bool]:
+    def _last_operation(self) -> float | None:
+        """The last gate operation up to the latest reading, where a gate works (a gate input,
+        or steps expected: :meth:`_level_shift`); ``None`` elsewhere or before the first."""
+        if not (self.gate_input or self.p.steps_expected):
+            return None
+        t = self.t_hist[-1]
+        return max((g for g in self.gate_times if g <= t), default=None)
+
+    def _learn_flow(self, scale: float) -> None:
+        """The roughness of the gate's new setting: the noise scale of the first window
+        wholly after an operation (``scale``), kept until the next operation."""
+        last = self._last_operation()
+        span = self.p.noise_n * self.p.period_s
+        if last is not None and self.t_hist[-1] - last >= span and last != self.flow_op:
+            self.flow_op, self.flow_scale = last, scale
+
+    def _flow_ref(self) -> tuple[float, bool]:
         """What the noise test compares with, and whether to excuse it now.  Where no gate
-        works: the floor.  With a gate input (or where steps are expected: a shift of the level,
-        :meth:`_level_shift`): for the 3 h after an operation the water settles (excused unless
-        twice as noisy as the test's threshold); then the roughness of the gate's new setting
-        (the first 3 h wholly after the operation) is allowed for, at most
+        works: the floor.  Where one does: for the 3 h after an operation the water settles
+        (excused unless twice as noisy as the test's threshold); then the roughness of the
+        gate's new setting (:meth:`_learn_flow`) is allowed for, at most
         :attr:`WaterFaultParams.flow_rough_max` floors, until the next operation."""
         assert self.floor is not None
-        t = self.t_hist[-1]
-        span = self.p.noise_n * self.p.period_s
-        cap = self.p.flow_rough_max * self.floor
-        if self.gate_input or self.p.steps_expected:
-            last = max((g for g in self.gate_times if g <= t), default=None)
-            if last is not None and t - last < span:
-                return self.floor, True
-            if last is not None and last != self.flow_op:
-                self.flow_op, self.flow_scale = last, scale
-            if self.flow_scale is None:
-                return self.floor, False
-            return max(self.floor, min(self.flow_scale, cap)), False
-        return self.floor, False
+        last = self._last_operation()
+        if last is not None and self.t_hist[-1] - last < self.p.noise_n * self.p.period_s:
+            return self.floor, True
+        if not (self.gate_input or self.p.steps_expected) or self.flow_scale is None:
+            return self.floor, False  # (kept past the 6 h of operation times it remembers)
+        return max(self.floor, min(self.flow_scale, self.p.flow_rough_max * self.floor)), False
 
     def _level_shift(self, seg: np.ndarray) -> None:
         """Where steps are expected and no input says when the gate moves: a shift of the level
