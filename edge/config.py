@@ -722,7 +722,9 @@ def water_settings(key: str, rule: WaterRuleConfig) -> WaterRuleSettings:
 
 def _check_gauge_pairs(config: Config) -> None:
     """``same_water_as`` names another water rule's sensor, and each pair is named once."""
-    levels = {rc.sensor for rc in config.rules.values() if isinstance(rc, WaterRuleConfig)}
+    from edge.water.pair import PairParams
+
+    water = {rc.sensor: rc for rc in config.rules.values() if isinstance(rc, WaterRuleConfig)}
     pairs: dict[frozenset[str], str] = {}
     for name, rule in config.rules.items():
         if not isinstance(rule, WaterRuleConfig) or rule.same_water_as is None:
@@ -732,14 +734,11 @@ def _check_gauge_pairs(config: Config) -> None:
         if other == rule.sensor:
             raise ConfigError(f"{key}: names this rule's own sensor ({other}); name the other "
                               "gauge on the same water")  # fmt: skip
-        if other not in levels:
+        if other not in water:
             raise ConfigError(f"{key}: no water rule reads a sensor named {other!r} (the other "
                               "gauge needs its own water rule)")  # fmt: skip
-        from edge.water.pair import PairParams
-
         gap = PairParams.max_gap_s
-        for rc in (rule, *[r for r in config.rules.values()
-                           if isinstance(r, WaterRuleConfig) and r.sensor == other]):  # fmt: skip
+        for rc in (rule, water[other]):
             if rc.idle_interval_s > gap:
                 raise ConfigError(
                     f"{key}: {rc.sensor} reads every {rc.idle_interval_s:g} s (idle_interval_s); "
