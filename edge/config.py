@@ -722,8 +722,6 @@ def water_settings(key: str, rule: WaterRuleConfig) -> WaterRuleSettings:
 
 def _check_gauge_pairs(config: Config) -> None:
     """``same_water_as`` names another water rule's sensor, and each pair is named once."""
-    from edge.water.pair import PairParams
-
     water = {rc.sensor: rc for rc in config.rules.values() if isinstance(rc, WaterRuleConfig)}
     pairs: dict[frozenset[str], str] = {}
     for name, rule in config.rules.items():
@@ -737,6 +735,8 @@ def _check_gauge_pairs(config: Config) -> None:
         if other not in water:
             raise ConfigError(f"{key}: no water rule reads a sensor named {other!r} (the other "
                               "gauge needs its own water rule)")  # fmt: skip
+        from edge.water.pair import PairParams  # only where a pair is configured
+
         gap = PairParams.max_gap_s
         for rc in (rule, water[other]):
             if rc.idle_interval_s > gap:
