@@ -22,6 +22,7 @@ from pathlib import Path
 from types import TracebackType
 
 from edge.event import DEFAULT_TOPIC_PREFIX, events_topic
+from edge.sim import site_text
 from edge.sim.broker import Mosquitto, free_port
 from edge.sim.mailbox import Mailbox, ReceivedMail
 
@@ -64,29 +65,8 @@ path = "{outbox}"
 
 [gpio]
 pin_factory = "mock"
-
-[sensors.pir_north]
-type = "pir"
-pin = 17
-warmup_s = {warmup_s:g}
-
-[actuators.siren]
-type = "siren"
-pin = 27
-
-[actuators.strobe]
-type = "strobe"
-pin = 22
-flash_hz = 2.0
-
-[rules.chase_north]
-type = "deterrent"
-detectors = ["pir_north"]
-actuators = ["siren", "strobe"]
-on_s = {on_s:g}
-max_on_s = {max_on_s:g}
-cooldown_s = {cooldown_s:g}
-"""
+""" + site_text.paddy_edge(warmup_s=warmup_s, on_s=on_s, max_on_s=max_on_s,
+                           cooldown_s=cooldown_s)  # fmt: skip
 
 
 def notifier_config(

@@ -49,6 +49,39 @@ def health(*, anomaly_models: bool | None = None, heartbeat_s: int | None = None
     return text
 
 
+def paddy_edge(
+    *, warmup_s: float = 0, on_s: float = 30, max_on_s: float = 120, cooldown_s: float = 60,
+    trap_pin: int | None = None,
+) -> str:
+    """A paddy edge's wildlife wiring: the PIR ``pir_north`` on GPIO17 chasing with the siren
+    (GPIO27) and strobe (GPIO22, 2 Hz), rule ``chase_north``; with ``trap_pin``, a box trap's
+    switch ``trap_1`` on that pin."""
+    trap = "" if trap_pin is None else f'\n[sensors.trap_1]\ntype = "trap"\npin = {trap_pin}\n'
+    return f"""
+[sensors.pir_north]
+type = "pir"
+pin = 17
+warmup_s = {warmup_s:g}
+{trap}
+[actuators.siren]
+type = "siren"
+pin = 27
+
+[actuators.strobe]
+type = "strobe"
+pin = 22
+flash_hz = 2.0
+
+[rules.chase_north]
+type = "deterrent"
+detectors = ["pir_north"]
+actuators = ["siren", "strobe"]
+on_s = {on_s:g}
+max_on_s = {max_on_s:g}
+cooldown_s = {cooldown_s:g}
+"""
+
+
 def water_bridge(port: str, *, window_s: float | None = None) -> str:
     """An ultrasonic ranger 4 m above a river bed and its water rule, one flood stage.
     ``window_s`` shortens the averaging window (samples at a tenth of it) for a test that

@@ -84,30 +84,6 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-WILDLIFE_SITE = """
-[sensors.pir_north]
-type = "pir"
-pin = 17
-warmup_s = 0
-
-[sensors.trap_1]
-type = "trap"
-pin = 5
-
-[actuators.siren]
-type = "siren"
-pin = 27
-
-[actuators.strobe]
-type = "strobe"
-pin = 22
-
-[rules.chase_north]
-type = "deterrent"
-detectors = ["pir_north"]
-actuators = ["siren", "strobe"]
-"""
-"""A paddy edge: a detector that drives the siren and strobe, and a box trap's switch."""
 
 
 def _modules(
@@ -135,7 +111,7 @@ def _run(
         text += site_text.health(anomaly_models=anomaly)
         text += site_text.water_bridge(ranger.port, window_s=0.5) if water else ""
         text += site_text.nap_room((mat.port, "ひよこ-1")) if nursery else ""
-        text += WILDLIFE_SITE if wildlife else ""
+        text += site_text.paddy_edge(trap_pin=5) if wildlife else ""  # PIR 17, trap 5
         config = tmp_path / "device.toml"
         config.write_text(text, encoding="utf-8")
         out = subprocess.run(
